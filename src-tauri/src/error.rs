@@ -1,0 +1,85 @@
+//! The one error shape both front doors show: `{code, message, detail}`.
+//!
+//! `code` is what a UI or a script switches on (a variant is added only when a front door
+//! needs to tell it apart); `message` says what happened and what to do next; `detail` is the
+//! chain of causes (libvirt's or SQLite's own words) for the log and for "show details".
+
+use serde::Serialize;
+use std::error::Error as StdError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A value the user typed is not acceptable; nothing was changed.
+    InvalidInput,
+    NotFound,
+    AlreadyExists,
+    /// The object is still used by others; nothing was changed.
+    InUse,
+    /// A host (libvirt) could not be reached or did not answer.
+    Unreachable,
+    /// The host answered but lacks what Flotilla needs (pool, bridge).
+    HostNotReady,
+    /// The inventory (data directory) could not be opened or written.
+    Inventory,
+    Internal,
+}
+
+impl ErrorCode {
+    /// Exit status of `flotillactl` for this error. 1 is left for unexpected failures and 2
+    /// for command-line usage errors (as clap uses it).
+    pub fn exit_status(self) -> u8 {
+        match self {
+            Self::Internal => 1,
+            Self::InvalidInput => 2,
+            Self::NotFound => 3,
+            Self::AlreadyExists => 4,
+            Self::InUse => 5,
+            Self::Unreachable => 6,
+            Self::HostNotReady => 7,
+            Self::Inventory => 8,
+        }
+    }
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// Fills `detail` with the chain of causes below `err` (not `err` itself: its text is
+    /// already the message or part of it).
+    pub fn with_causes(mut self, err: &dyn StdError) -> Self {
+        let mut causes = Vec::new();
+        let mut next = err.source();
+        while let Some(e) = next {
+            causes.push(e.to_string());
+            next = e.source();
+        }
+        if !causes.is_empty() {
+            self.detail = Some(causes.join("\ncaused by: "));
+        }
+        self
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StdError for ApiError {}

@@ -1,0 +1,310 @@
+//! The only code that touches libvirt.
+//!
+//! One connection per host URI, owned by a dedicated worker thread: every libvirt call blocks,
+//! so callers on the async runtime send a job to the host's worker and await the answer (with a
+//! timeout, since a dead `qemu+ssh://` host can hang a call for minutes). A call that fails
+//! because the connection broke drops it; the next call reconnects.
+
+mod facts;
+
+use crate::model::LibvirtUri;
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+use virt::connect::Connect;
+use virt::error::{Error as VirtError, ErrorNumber};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HvError {
+    #[error("cannot connect to {uri}")]
+    Connect {
+        uri: String,
+        #[source]
+        source: VirtError,
+    },
+    #[error("libvirt could not {op} on {uri}")]
+    Call {
+        uri: String,
+        op: &'static str,
+        #[source]
+        source: VirtError,
+    },
+    #[error("{uri} did not answer within {secs} s while trying to {op}")]
+    Timeout {
+        uri: String,
+        op: &'static str,
+        secs: u64,
+    },
+    #[error("the libvirt worker for {uri} stopped unexpectedly")]
+    WorkerGone { uri: String },
+}
+
+impl HvError {
+    /// libvirt's own words for what went wrong, when there are any.
+    pub fn libvirt_reason(&self) -> Option<&str> {
+        match self {
+            Self::Connect { source, .. } | Self::Call { source, .. } => Some(source.message()),
+            _ => None,
+        }
+    }
+}
+
+/// Settings of the adapter.
+#[derive(Debug, Clone)]
+pub struct HvConfig {
+    /// How long one libvirt call (including connecting) may take before the caller gives up.
+    pub call_timeout: Duration,
+}
+
+impl Default for HvConfig {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Session) + Send>;
+
+/// The state a worker thread owns: the host's URI and its connection, if open.
+struct Session {
+    uri: String,
+    conn: Option<Connect>,
+}
+
+impl Session {
+    fn conn(&mut self) -> Result<&Connect, HvError> {
+        // A remote connection whose socket closed (daemon restarted, host rebooted) reports
+        // itself dead without a round trip; replace it.
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| !c.is_alive().unwrap_or(false))
+        {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let conn = Connect::open(Some(&self.uri)).map_err(|source| HvError::Connect {
+                uri: self.uri.clone(),
+                source,
+            })?;
+            self.conn = Some(conn);
+        }
+        self.conn.as_ref().ok_or_else(|| HvError::WorkerGone {
+            uri: self.uri.clone(),
+        })
+    }
+}
+
+/// True when the error means the connection itself is unusable.
+fn breaks_connection(err: &VirtError) -> bool {
+    breaks_connection_code(err.code())
+}
+
+fn breaks_connection_code(code: virt::error::ErrorNumberEnum) -> bool {
+    code.is_known_and(|c| {
+        matches!(
+            c,
+            ErrorNumber::NoConnect
+                | ErrorNumber::InvalidConn
+                | ErrorNumber::SystemError
+                | ErrorNumber::Rpc
+                | ErrorNumber::AuthFailed
+                | ErrorNumber::AuthCancelled
+                | ErrorNumber::AuthUnavailable
+        )
+    })
+}
+
+#[derive(Debug)]
+struct Worker {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Worker {
+    fn spawn(uri: &str) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let mut session = Session {
+            uri: uri.to_owned(),
+            conn: None,
+        };
+        let name = format!("libvirt {}", uri.chars().take(40).collect::<String>());
+        // The thread ends when every sender is gone (the worker was forgotten).
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            while let Ok(job) = rx.recv() {
+                job(&mut session);
+            }
+        });
+        if let Err(e) = spawned {
+            // Without a thread every call on this worker reports WorkerGone; say why once.
+            eprintln!("flotilla: cannot start a libvirt worker thread: {e}");
+        }
+        Self { tx }
+    }
+}
+
+/// The hypervisor adapter: a connection (and worker thread) per host URI.
+#[derive(Debug)]
+pub struct Hypervisor {
+    workers: Mutex<HashMap<String, Arc<Worker>>>,
+    config: HvConfig,
+}
+
+impl Hypervisor {
+    pub fn new(config: HvConfig) -> Self {
+        static QUIET: Once = Once::new();
+        // libvirt prints every error to stderr by default; Flotilla reports errors itself.
+        QUIET.call_once(virt::error::clear_error_callback);
+        Self {
+            workers: Mutex::new(HashMap::new()),
+            config,
+        }
+    }
+
+    fn worker(&self, uri: &str) -> Arc<Worker> {
+        let mut workers = self
+            .workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        workers
+            .entry(uri.to_owned())
+            .or_insert_with(|| Arc::new(Worker::spawn(uri)))
+            .clone()
+    }
+
+    /// Closes the connection to `uri` (if any) and stops its worker once queued calls finish.
+    pub fn forget(&self, uri: &LibvirtUri) {
+        self.workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(uri.as_str());
+    }
+
+    /// Number of hosts with a worker (and possibly an open connection).
+    pub fn worker_count(&self) -> usize {
+        self.workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Runs `f` with the host's connection on the host's worker thread.
+    async fn call<R, F>(&self, uri: &LibvirtUri, op: &'static str, f: F) -> Result<R, HvError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connect) -> Result<R, VirtError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |session: &mut Session| {
+            let result = match session.conn() {
+                Err(e) => Err(e),
+                Ok(conn) => f(conn).map_err(|source| {
+                    if breaks_connection(&source) {
+                        session.conn = None;
+                    }
+                    HvError::Call {
+                        uri: session.uri.clone(),
+                        op,
+                        source,
+                    }
+                }),
+            };
+            // The caller may have given up (timeout); nobody to tell then.
+            let _ = tx.send(result);
+        });
+        let gone = || HvError::WorkerGone {
+            uri: uri.to_string(),
+        };
+        self.worker(uri.as_str()).tx.send(job).map_err(|_| gone())?;
+        match tokio::time::timeout(self.config.call_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(gone()),
+            Err(_) => {
+                // The worker is stuck in libvirt; let it finish on its own and use a fresh one.
+                self.forget(uri);
+                Err(HvError::Timeout {
+                    uri: uri.to_string(),
+                    op,
+                    secs: self.config.call_timeout.as_secs(),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A `test:///` URI for the checked-in test node (pool `default`, bridges `br0`, `virbr0`).
+    pub(crate) fn test_node_uri() -> LibvirtUri {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/test-node.xml")
+            .canonicalize()
+            .expect("tests/fixtures/test-node.xml");
+        LibvirtUri::parse(&format!("test://{}", path.display())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_worker_per_host_and_calls_run_off_the_runtime() {
+        let hv = Hypervisor::new(HvConfig::default());
+        let uri = test_node_uri();
+        let runtime_thread = std::thread::current().id();
+        for _ in 0..3 {
+            let on = hv
+                .call(&uri, "read the hostname", move |c| {
+                    assert_ne!(std::thread::current().id(), runtime_thread);
+                    c.hostname()
+                })
+                .await
+                .unwrap();
+            assert!(!on.is_empty());
+        }
+        assert_eq!(hv.worker_count(), 1, "repeated calls reuse the host's worker");
+        hv.forget(&uri);
+        assert_eq!(hv.worker_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_missing_node_file_is_a_connect_error_naming_the_uri() {
+        let hv = Hypervisor::new(HvConfig::default());
+        let uri = LibvirtUri::parse("test:///nonexistent/flotilla-node.xml").unwrap();
+        let err = hv.call(&uri, "read the hostname", |c| c.hostname()).await.unwrap_err();
+        assert!(matches!(err, HvError::Connect { .. }), "{err:?}");
+        assert!(err.to_string().contains("test:///nonexistent/flotilla-node.xml"));
+        assert!(err.libvirt_reason().unwrap().contains("flotilla-node.xml"));
+    }
+
+    #[test]
+    fn connection_level_errors_are_told_apart_from_call_errors() {
+        use virt::error::ErrorNumberEnum;
+        for broken in [ErrorNumber::NoConnect, ErrorNumber::Rpc, ErrorNumber::SystemError] {
+            assert!(breaks_connection_code(ErrorNumberEnum::from(broken)));
+        }
+        for fine in [ErrorNumber::NoDomain, ErrorNumber::InvalidArg, ErrorNumber::OperationFailed] {
+            assert!(!breaks_connection_code(ErrorNumberEnum::from(fine)));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_that_hangs_times_out_and_the_next_call_gets_a_fresh_worker() {
+        let hv = Hypervisor::new(HvConfig {
+            call_timeout: Duration::from_millis(200),
+        });
+        let uri = test_node_uri();
+        let err = hv
+            .call(&uri, "wait forever", |c| {
+                std::thread::sleep(Duration::from_secs(2));
+                c.hostname()
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HvError::Timeout { .. }), "{err:?}");
+        assert!(err.to_string().contains("did not answer"));
+        assert_eq!(hv.worker_count(), 0, "the stuck worker was set aside");
+        hv.call(&uri, "read the hostname", |c| c.hostname())
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,332 @@
+//! The inventory: one SQLite file in the data directory.
+//!
+//! WAL mode, foreign keys on, a busy timeout so a second process (the CLI while the desktop app
+//! is open) waits for a lock instead of failing. Schema migrations live next to the table they
+//! create (`<table>::MIGRATIONS`) and are applied in the order listed in [`migrations`].
+//! Methods are named noun-first (`host_list`, `audit_record`).
+
+mod audit;
+mod hosts;
+
+pub use audit::{Actor, AuditEntry, AuditResult};
+pub use hosts::NewHost;
+
+use rusqlite::Connection;
+use rusqlite_migration::{Migrations, M};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// File name of the inventory inside the data directory.
+pub const FILE_NAME: &str = "inventory.sqlite3";
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("cannot create the data directory {}", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the inventory {}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the inventory {} was written by a newer Flotilla (schema version {found}, this build knows up to {known}); use a newer Flotilla or another --data-dir",
+        path.display()
+    )]
+    TooNew {
+        path: PathBuf,
+        found: usize,
+        known: usize,
+    },
+    #[error("cannot update the inventory schema of {}", path.display())]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: rusqlite_migration::Error,
+    },
+    #[error("{kind} '{name}' does not exist")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{kind} '{name}' already exists")]
+    Duplicate { kind: &'static str, name: String },
+    #[error("host '{holder}' is already registered with the URI {uri}")]
+    UriTaken { uri: String, holder: String },
+    #[error("{kind} '{name}' is still used by {}", describe_dependents(users))]
+    InUse {
+        kind: &'static str,
+        name: String,
+        users: Vec<Dependent>,
+    },
+    #[error("inventory query failed while trying to {what}")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("the inventory holds unreadable data in {what}")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// Rows of another table that point at an object (through a foreign key).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Dependent {
+    pub table: String,
+    pub rows: u64,
+}
+
+fn describe_dependents(users: &[Dependent]) -> String {
+    users
+        .iter()
+        .map(|d| format!("{} {}", d.rows, d.table))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(crate) fn query_err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> InventoryError {
+    move |source| InventoryError::Query { what, source }
+}
+
+/// Every schema migration, oldest first. Append only: a released migration never changes.
+fn migrations() -> Migrations<'static> {
+    let mut all: Vec<M<'static>> = Vec::new();
+    // The order is the order they were written in; each table module owns its steps.
+    all.extend(hosts::MIGRATIONS.iter().map(|sql| M::up(sql)));
+    all.extend(audit::MIGRATIONS.iter().map(|sql| M::up(sql)));
+    Migrations::new(all)
+}
+
+/// The inventory store. Cheap to share (`Arc<Inventory>`); calls are short and serialized on
+/// one connection.
+#[derive(Debug)]
+pub struct Inventory {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Inventory {
+    /// Opens (creating if needed) the inventory in `data_dir`, migrating it to this build's
+    /// schema.
+    pub fn open_in(data_dir: &Path) -> Result<Self, InventoryError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| InventoryError::DataDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        Self::open(&data_dir.join(FILE_NAME))
+    }
+
+    pub fn open(path: &Path) -> Result<Self, InventoryError> {
+        let open_err = |source| InventoryError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        Self::prepare(&mut conn, path)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path: path.to_owned(),
+        })
+    }
+
+    /// A private in-memory inventory, for tests.
+    pub fn open_in_memory() -> Result<Self, InventoryError> {
+        let path = PathBuf::from(":memory:");
+        let mut conn = Connection::open_in_memory().map_err(|source| InventoryError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        Self::prepare(&mut conn, &path)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    fn prepare(conn: &mut Connection, path: &Path) -> Result<(), InventoryError> {
+        let open_err = |source| InventoryError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        let migrations = migrations();
+        let known = migrations_len();
+        let found: usize = conn
+            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .map_err(open_err)?
+            .try_into()
+            .unwrap_or(usize::MAX);
+        if found > known {
+            return Err(InventoryError::TooNew {
+                path: path.to_owned(),
+                found,
+                known,
+            });
+        }
+        // Two processes may open a fresh inventory at the same moment; the loser of the write
+        // lock sees "busy" (or finds the work done) and simply tries again.
+        let mut attempt = 0;
+        loop {
+            match migrations.to_latest(conn) {
+                Ok(()) => return Ok(()),
+                Err(_) if attempt < 20 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(50 * attempt));
+                }
+                Err(source) => {
+                    return Err(InventoryError::Migrate {
+                        path: path.to_owned(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions roll
+        // back on drop), so a poisoned lock is safe to keep using.
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Rows in other tables that reference row `id` of `table` through a foreign key. Found by
+    /// reading the schema, so a table added by a later migration is covered without code here.
+    fn dependents(
+        conn: &Connection,
+        table: &str,
+        id: i64,
+    ) -> Result<Vec<Dependent>, InventoryError> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT m.name, p.\"from\" FROM sqlite_master m \
+                 JOIN pragma_foreign_key_list(m.name) p \
+                 WHERE m.type = 'table' AND p.\"table\" = ?1 ORDER BY m.name",
+            )
+            .map_err(query_err("list foreign keys"))?;
+        let refs: Vec<(String, String)> = stmt
+            .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(query_err("list foreign keys"))?
+            .collect::<Result<_, _>>()
+            .map_err(query_err("list foreign keys"))?;
+        let mut out = Vec::new();
+        for (other, column) in refs {
+            // Identifiers come from sqlite_master, not from users; quote them anyway.
+            let sql = format!(
+                "SELECT count(*) FROM \"{}\" WHERE \"{}\" = ?1",
+                other.replace('"', "\"\""),
+                column.replace('"', "\"\"")
+            );
+            let rows: i64 = conn
+                .query_row(&sql, [id], |r| r.get(0))
+                .map_err(query_err("count dependents"))?;
+            if rows > 0 {
+                out.push(Dependent {
+                    table: other,
+                    rows: rows.unsigned_abs(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs raw SQL; tests use it to stand in for tables of later issues.
+    #[cfg(test)]
+    pub(crate) fn execute_batch_for_test(&self, sql: &str) {
+        self.conn().execute_batch(sql).expect("test SQL");
+    }
+}
+
+fn migrations_len() -> usize {
+    hosts::MIGRATIONS.len() + audit::MIGRATIONS.len()
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_inventory_is_migrated_in_wal_mode_with_foreign_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = Inventory::open_in(&dir.path().join("nested/data")).unwrap();
+        let conn = inv.conn();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1, "foreign keys must be enforced");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, migrations_len());
+    }
+
+    #[test]
+    fn migrations_are_valid() {
+        migrations().validate().unwrap();
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_an_inventory_from_the_future_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let inv = Inventory::open_in(dir.path()).unwrap();
+            inv.audit_record(
+                &Actor::new("cli"),
+                "test.write",
+                "x",
+                AuditResult::Ok,
+                "kept",
+            )
+            .unwrap();
+        }
+        let inv = Inventory::open_in(dir.path()).unwrap();
+        assert_eq!(inv.audit_list(10).unwrap().len(), 1);
+        inv.conn()
+            .pragma_update(None, "user_version", 999)
+            .unwrap();
+        drop(inv);
+        let err = Inventory::open_in(dir.path()).unwrap_err();
+        assert!(matches!(err, InventoryError::TooNew { found: 999, .. }), "{err}");
+        assert!(err.to_string().contains("newer Flotilla"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_sqlite_gives_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), vec![b'x'; 4096]).unwrap();
+        let err = Inventory::open_in(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, InventoryError::Open { .. }),
+            "expected an open error, got {err:?}"
+        );
+        assert!(err.to_string().contains(FILE_NAME));
+    }
+}

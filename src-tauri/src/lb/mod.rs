@@ -1,0 +1,1 @@
+//! Load-balancer drivers (HAProxy runtime API, Caddy admin API). Arrive with the units issue.

@@ -1,0 +1,1 @@
+//! Host liveness and domain events. Arrives with the impact-analysis work.

@@ -1,0 +1,325 @@
+//! Registering and checking hosts.
+//!
+//! `host_add`: validate input → refuse a taken name early → connect and read facts → refuse a
+//! host without the pool or bridge → insert. Every failure happens before the insert, so a
+//! failed add stores nothing (only an audit entry saying it failed).
+
+use super::{Engine, OpError};
+use crate::inventory::{InventoryError, NewHost};
+use crate::model::{
+    BridgeName, Host, HostFacts, HostName, HostStatus, LibvirtUri, PoolName,
+};
+use serde::Serialize;
+
+/// What the user typed to add a host. Empty pool or bridge means the default.
+#[derive(Debug, Clone, Default)]
+pub struct HostInput {
+    pub name: String,
+    pub uri: String,
+    pub pool: Option<String>,
+    pub bridge: Option<String>,
+}
+
+/// Validated connection settings of a host.
+#[derive(Debug, Clone)]
+pub struct HostTarget {
+    pub uri: LibvirtUri,
+    pub pool: PoolName,
+    pub bridge: BridgeName,
+}
+
+impl HostTarget {
+    pub fn parse(uri: &str, pool: Option<&str>, bridge: Option<&str>) -> Result<Self, OpError> {
+        let or_default = |v: Option<&str>, d: &'static str| {
+            v.map(str::trim).filter(|v| !v.is_empty()).unwrap_or(d).to_owned()
+        };
+        Ok(Self {
+            uri: LibvirtUri::parse(uri.trim())?,
+            pool: PoolName::parse(&or_default(pool, PoolName::DEFAULT))?,
+            bridge: BridgeName::parse(&or_default(bridge, BridgeName::DEFAULT))?,
+        })
+    }
+}
+
+/// What "Test connection" shows: the facts, and what would stop the host from being added.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct HostProbe {
+    pub facts: HostFacts,
+    pub problems: Vec<String>,
+}
+
+impl Engine {
+    /// Connects to a host that is not (necessarily) registered and reports what it found.
+    /// Stores nothing.
+    pub async fn host_probe(&self, target: &HostTarget) -> Result<HostProbe, OpError> {
+        let probe = self.host_probe_keep(target).await;
+        self.forget_unless_registered(&target.uri);
+        probe
+    }
+
+    /// Like `host_probe`, but leaves the connection open (for an add that may follow).
+    async fn host_probe_keep(&self, target: &HostTarget) -> Result<HostProbe, OpError> {
+        let facts = self
+            .hypervisor
+            .host_facts(&target.uri, &target.pool, &target.bridge)
+            .await?;
+        let problems = facts.problems(&target.pool, &target.bridge);
+        Ok(HostProbe { facts, problems })
+    }
+
+    /// Don't keep a connection open to a host nobody registered.
+    fn forget_unless_registered(&self, uri: &LibvirtUri) {
+        let registered = self
+            .inventory
+            .host_list()
+            .map(|hosts| hosts.iter().any(|h| &h.uri == uri))
+            .unwrap_or(false);
+        if !registered {
+            self.hypervisor.forget(uri);
+        }
+    }
+
+    pub async fn host_add(&self, input: &HostInput) -> Result<Host, OpError> {
+        let target_name = format!("host/{}", input.name);
+        let outcome = self.host_add_inner(input).await;
+        self.audit("host.add", &target_name, &outcome);
+        outcome
+    }
+
+    async fn host_add_inner(&self, input: &HostInput) -> Result<Host, OpError> {
+        let name = HostName::parse(input.name.trim())?;
+        let target = HostTarget::parse(&input.uri, input.pool.as_deref(), input.bridge.as_deref())?;
+        // Fail fast, before a possibly slow connection attempt.
+        for existing in self.inventory.host_list()? {
+            if existing.name == name {
+                return Err(InventoryError::Duplicate {
+                    kind: "host",
+                    name: name.to_string(),
+                }
+                .into());
+            }
+            if existing.uri == target.uri {
+                return Err(InventoryError::UriTaken {
+                    uri: target.uri.to_string(),
+                    holder: existing.name.to_string(),
+                }
+                .into());
+            }
+        }
+        let uri = target.uri.clone();
+        let added = self.host_insert_probed(name, target).await;
+        if added.is_err() {
+            self.forget_unless_registered(&uri);
+        }
+        added
+    }
+
+    async fn host_insert_probed(&self, name: HostName, target: HostTarget) -> Result<Host, OpError> {
+        let probe = self.host_probe_keep(&target).await?;
+        if !probe.problems.is_empty() {
+            return Err(OpError::HostNotReady {
+                uri: target.uri.to_string(),
+                problems: probe.problems,
+            });
+        }
+        Ok(self.inventory.host_insert(&NewHost {
+            name,
+            uri: target.uri,
+            pool: target.pool,
+            bridge: target.bridge,
+            status: HostStatus::Ok,
+            status_detail: String::new(),
+            facts: probe.facts,
+        })?)
+    }
+
+    pub fn host_list(&self) -> Result<Vec<Host>, OpError> {
+        Ok(self.inventory.host_list()?)
+    }
+
+    pub fn host_show(&self, name: &str) -> Result<Host, OpError> {
+        Ok(self.inventory.host_get(&HostName::parse(name.trim())?)?)
+    }
+
+    /// Connects again and records what was found. An unreachable host is not an error here:
+    /// the returned host says `unreachable` and why.
+    pub async fn host_check(&self, name: &str) -> Result<Host, OpError> {
+        let outcome = self.host_check_inner(name).await;
+        self.audit("host.check", &format!("host/{name}"), &outcome);
+        outcome
+    }
+
+    async fn host_check_inner(&self, name: &str) -> Result<Host, OpError> {
+        let host = self.host_show(name)?;
+        let found = self
+            .hypervisor
+            .host_facts(&host.uri, &host.pool, &host.bridge)
+            .await;
+        let updated = match found {
+            Ok(facts) => {
+                let problems = facts.problems(&host.pool, &host.bridge);
+                let status = if problems.is_empty() {
+                    HostStatus::Ok
+                } else {
+                    HostStatus::Degraded
+                };
+                self.inventory
+                    .host_set_check(&host.name, status, &problems.join("; "), Some(&facts))?
+            }
+            Err(e) => {
+                let reason = match e.libvirt_reason() {
+                    Some(r) => format!("{e}: {r}"),
+                    None => e.to_string(),
+                };
+                self.inventory
+                    .host_set_check(&host.name, HostStatus::Unreachable, &reason, None)?
+            }
+        };
+        Ok(updated)
+    }
+
+    /// Unregisters a host. Refused while servers or images on it are in the inventory.
+    pub fn host_remove(&self, name: &str) -> Result<(), OpError> {
+        let outcome = self.host_remove_inner(name);
+        self.audit("host.remove", &format!("host/{name}"), &outcome);
+        outcome
+    }
+
+    fn host_remove_inner(&self, name: &str) -> Result<(), OpError> {
+        let host = self.host_show(name)?;
+        self.inventory.host_delete(&host.name)?;
+        self.hypervisor.forget(&host.uri);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{ApiError, ErrorCode};
+    use crate::hypervisor::tests::test_node_uri;
+    use crate::hypervisor::HvConfig;
+    use crate::inventory::{Actor, AuditResult, Inventory};
+
+    fn engine() -> Engine {
+        Engine::with(
+            Inventory::open_in_memory().unwrap(),
+            HvConfig::default(),
+            Actor::new("test"),
+        )
+    }
+
+    fn input(name: &str, uri: &str, bridge: &str) -> HostInput {
+        HostInput {
+            name: name.into(),
+            uri: uri.into(),
+            pool: None,
+            bridge: Some(bridge.into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn add_records_facts_and_status() {
+        let e = engine();
+        let h = e
+            .host_add(&input("h1", test_node_uri().as_str(), "br0"))
+            .await
+            .unwrap();
+        assert_eq!(h.status, HostStatus::Ok);
+        assert_eq!(h.pool.as_str(), "default", "the pool defaults to 'default'");
+        assert_eq!(h.facts.as_ref().unwrap().cpus, 4);
+        assert_eq!(e.host_list().unwrap(), vec![h.clone()]);
+        assert_eq!(e.host_show("h1").unwrap(), h);
+        let log = e.inventory.audit_list(5).unwrap();
+        assert_eq!(log[0].action, "host.add");
+        assert_eq!(log[0].target, "host/h1");
+        assert_eq!(log[0].result, AuditResult::Ok);
+    }
+
+    async fn refused(e: &Engine, i: HostInput) -> ApiError {
+        let before = e.host_list().unwrap();
+        let err = ApiError::from(e.host_add(&i).await.unwrap_err());
+        assert_eq!(e.host_list().unwrap(), before, "a failed add changes no host");
+        assert_eq!(e.hypervisor.worker_count(), before.len(), "no connection kept");
+        err
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_refused_and_stores_nothing() {
+        let e = engine();
+        let good = test_node_uri().to_string();
+        let err = refused(&e, input("H1", &good, "br0")).await;
+        assert_eq!(err.code, ErrorCode::InvalidInput);
+        assert!(err.message.starts_with("name:"), "{}", err.message);
+
+        let err = refused(&e, input("h1", "qemu+ssh://[bad/system", "br0")).await;
+        assert_eq!(err.code, ErrorCode::InvalidInput);
+
+        let err = refused(&e, input("h1", "test:///nonexistent/node.xml", "br0")).await;
+        assert_eq!(err.code, ErrorCode::Unreachable);
+        assert!(err.message.contains("test:///nonexistent/node.xml"), "names the URI: {}", err.message);
+        assert!(err.message.contains("failed to parse"), "gives libvirt's reason: {}", err.message);
+
+        let err = refused(&e, input("h1", &good, "nosuchbr")).await;
+        assert_eq!(err.code, ErrorCode::HostNotReady);
+        assert!(err.message.contains("'nosuchbr' does not exist"), "{}", err.message);
+
+        let huge = "h".repeat(100_000);
+        let err = refused(&e, input(&huge, &good, "br0")).await;
+        assert_eq!(err.code, ErrorCode::InvalidInput);
+        assert!(err.message.len() < 300);
+
+        let log = e.inventory.audit_list(10).unwrap();
+        assert_eq!(log.len(), 5);
+        assert!(log.iter().all(|a| a.result == AuditResult::Error));
+    }
+
+    #[tokio::test]
+    async fn duplicates_are_refused() {
+        let e = engine();
+        let uri = test_node_uri().to_string();
+        e.host_add(&input("h1", &uri, "br0")).await.unwrap();
+        let err = refused(&e, input("h1", "test:///elsewhere.xml", "br0")).await;
+        assert_eq!(err.code, ErrorCode::AlreadyExists);
+        let err = refused(&e, input("h2", &uri, "br0")).await;
+        assert_eq!(err.code, ErrorCode::AlreadyExists);
+        assert!(err.message.contains("'h1'"), "says who has the URI: {}", err.message);
+    }
+
+    #[tokio::test]
+    async fn check_marks_a_vanished_host_unreachable_and_keeps_its_facts() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = dir.path().join("node.xml");
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/test-node.xml"),
+            &node,
+        )
+        .unwrap();
+        let uri = format!("test://{}", node.display());
+        let e = engine();
+        e.host_add(&input("h1", &uri, "br0")).await.unwrap();
+        // The test driver reads its node file on connect: make the next connect fail.
+        e.hypervisor.forget(&LibvirtUri::parse(&uri).unwrap());
+        std::fs::remove_file(&node).unwrap();
+        let h = e.host_check("h1").await.unwrap();
+        assert_eq!(h.status, HostStatus::Unreachable);
+        assert!(h.status_detail.contains("cannot connect"), "{}", h.status_detail);
+        assert_eq!(h.facts.unwrap().cpus, 4, "last known facts are kept");
+    }
+
+    #[tokio::test]
+    async fn remove_and_not_found() {
+        let e = engine();
+        e.host_add(&input("h1", test_node_uri().as_str(), "virbr0"))
+            .await
+            .unwrap();
+        e.host_remove("h1").unwrap();
+        assert!(e.host_list().unwrap().is_empty());
+        assert_eq!(e.hypervisor.worker_count(), 0, "the connection is closed");
+        let err = ApiError::from(e.host_remove("h1").unwrap_err());
+        assert_eq!(err.code, ErrorCode::NotFound);
+        let err = ApiError::from(e.host_check("nope").await.unwrap_err());
+        assert_eq!(err.code, ErrorCode::NotFound);
+    }
+}

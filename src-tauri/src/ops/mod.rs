@@ -1,0 +1,133 @@
+//! The operations engine: what the front doors call.
+//!
+//! Host registration lives in [`hosts`]. Long, multi-step operations (deploy, rolling update)
+//! arrive with later issues as journaled steps with undo (ARCHITECTURE.md).
+
+pub mod hosts;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::hypervisor::{HvConfig, HvError, Hypervisor};
+use crate::inventory::{Actor, AuditResult, Inventory, InventoryError};
+use crate::model::ValidationError;
+use std::path::{Path, PathBuf};
+
+/// Environment variable that overrides the data directory (as `--data-dir` does).
+pub const DATA_DIR_ENV: &str = "FLOTILLA_DATA_DIR";
+
+/// Where the inventory lives: `explicit` (from `--data-dir`), else `$FLOTILLA_DATA_DIR`, else
+/// the user's data directory (`~/.local/share/flotilla` on Linux).
+pub fn resolve_data_dir(explicit: Option<PathBuf>) -> Result<PathBuf, ApiError> {
+    if let Some(dir) = explicit.filter(|d| !d.as_os_str().is_empty()) {
+        return Ok(dir);
+    }
+    if let Some(dir) = std::env::var_os(DATA_DIR_ENV).filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    directories::ProjectDirs::from("org", "flotilla", "flotilla")
+        .map(|p| p.data_dir().to_owned())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Inventory,
+                format!("cannot find your home directory to keep the inventory in; set {DATA_DIR_ENV} or pass --data-dir"),
+            )
+        })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Hypervisor(#[from] HvError),
+    #[error("host at {uri} is not ready: {}", problems.join("; "))]
+    HostNotReady { uri: String, problems: Vec<String> },
+}
+
+impl From<&OpError> for ApiError {
+    fn from(err: &OpError) -> Self {
+        match err {
+            OpError::Invalid(e) => ApiError::new(ErrorCode::InvalidInput, e.to_string()),
+            OpError::HostNotReady { .. } => ApiError::new(ErrorCode::HostNotReady, err.to_string()),
+            OpError::Inventory(e) => {
+                let code = match e {
+                    InventoryError::NotFound { .. } => ErrorCode::NotFound,
+                    InventoryError::Duplicate { .. } | InventoryError::UriTaken { .. } => {
+                        ErrorCode::AlreadyExists
+                    }
+                    InventoryError::InUse { .. } => ErrorCode::InUse,
+                    _ => ErrorCode::Inventory,
+                };
+                let mut message = e.to_string();
+                if matches!(e, InventoryError::InUse { .. }) {
+                    message.push_str("; remove those first");
+                }
+                ApiError::new(code, message).with_causes(e)
+            }
+            OpError::Hypervisor(e) => {
+                let code = match e {
+                    HvError::Call { .. } => ErrorCode::Internal,
+                    _ => ErrorCode::Unreachable,
+                };
+                let message = match (e, e.libvirt_reason()) {
+                    (HvError::Connect { .. }, Some(reason)) => format!(
+                        "{e}: {reason}. Check the URI, that libvirtd runs on that host and that you may use it."
+                    ),
+                    (_, Some(reason)) => format!("{e}: {reason}"),
+                    (_, None) => e.to_string(),
+                };
+                ApiError::new(code, message).with_causes(e)
+            }
+        }
+    }
+}
+
+impl From<OpError> for ApiError {
+    fn from(err: OpError) -> Self {
+        ApiError::from(&err)
+    }
+}
+
+/// The engine both front doors drive: the inventory, the hypervisor connections, and who is
+/// acting.
+#[derive(Debug)]
+pub struct Engine {
+    pub inventory: Inventory,
+    pub hypervisor: Hypervisor,
+    actor: Actor,
+}
+
+impl Engine {
+    /// Opens the inventory in `data_dir`; `via` names the front door for the audit log.
+    pub fn open(data_dir: &Path, via: &'static str) -> Result<Self, OpError> {
+        Ok(Self::with(
+            Inventory::open_in(data_dir)?,
+            HvConfig::default(),
+            Actor::new(via),
+        ))
+    }
+
+    pub fn with(inventory: Inventory, hv: HvConfig, actor: Actor) -> Self {
+        Self {
+            inventory,
+            hypervisor: Hypervisor::new(hv),
+            actor,
+        }
+    }
+
+    /// Records the outcome of a change in the audit log. A failure to write the audit log is
+    /// reported on stderr but does not turn a completed change into a failure.
+    fn audit<T>(&self, action: &str, target: &str, outcome: &Result<T, OpError>) {
+        let (result, detail) = match outcome {
+            Ok(_) => (AuditResult::Ok, String::new()),
+            Err(e) => (AuditResult::Error, e.to_string()),
+        };
+        if let Err(e) = self
+            .inventory
+            .audit_record(&self.actor, action, target, result, &detail)
+        {
+            eprintln!("flotilla: could not write the audit log: {e}");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Pure decisions (placement, deploy and rolling-update plans, impact). Arrive with units.
