@@ -1,4 +1,169 @@
-//! `flotillactl` — placeholder while the engine compiles.
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! `flotillactl` — the command line. Thin: parse arguments, call the engine, print.
+//!
+//! Exit status: 0 success; otherwise [`ErrorCode::exit_status`] (2 bad input — also clap's
+//! usage errors —, 3 not found, 4 already exists, 5 in use, 6 unreachable, 7 host not ready,
+//! 8 inventory problem, 1 anything else). `host check` exits 6 or 7 when the host is not ok.
+
+mod output;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::ops::hosts::HostInput;
+use crate::ops::{resolve_data_dir, Engine};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "flotillactl", version, about = "Manage Flotilla: hosts, images, definitions, units", long_about = None)]
+struct Cli {
+    /// Where the inventory lives (default: $FLOTILLA_DATA_DIR, else ~/.local/share/flotilla).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout (errors too, as {"error": {code, message, detail}}).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Managed machines (libvirt hosts).
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// The audit log: who changed what, when, and whether it worked.
+    Audit {
+        /// How many entries, newest first.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HostCommand {
+    /// Register a host: connects to it, checks the pool and bridge, records what it found.
+    Add {
+        name: String,
+        /// libvirt URI, e.g. qemu:///system, qemu+ssh://admin@h1/system, test:///path/node.xml
+        #[arg(long)]
+        uri: String,
+        /// Storage pool for server disks.
+        #[arg(long, default_value = "default")]
+        pool: String,
+        /// Bridge the servers' network interfaces attach to.
+        #[arg(long, default_value = "virbr0")]
+        bridge: String,
+    },
+    /// List hosts with status and capacity.
+    List,
+    /// Show one host.
+    Show { name: String },
+    /// Connect again and record what is found now.
+    Check { name: String },
+    /// Unregister a host (refused while servers or images on it are in the inventory).
+    Remove { name: String },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return fail(
+                json,
+                &ApiError::new(
+                    ErrorCode::Internal,
+                    format!("cannot start the runtime: {e}"),
+                ),
+            )
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => fail(json, &e),
+    }
+}
+
+fn fail(json: bool, e: &ApiError) -> ExitCode {
+    output::error(json, e);
+    ExitCode::from(e.code.exit_status())
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, ApiError> {
+    let data_dir = resolve_data_dir(cli.data_dir)?;
+    let engine = Engine::open(&data_dir, "cli")?;
+    let json = cli.json;
+    match cli.command {
+        Command::Host(cmd) => host(&engine, json, cmd).await,
+        Command::Audit { limit } => {
+            let log = engine
+                .inventory
+                .audit_list(limit)
+                .map_err(|e| ApiError::from(crate::ops::OpError::from(e)))?;
+            output::audit(json, &log);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn host(engine: &Engine, json: bool, cmd: HostCommand) -> Result<ExitCode, ApiError> {
+    match cmd {
+        HostCommand::Add {
+            name,
+            uri,
+            pool,
+            bridge,
+        } => {
+            let spinner = output::spinner(json, format!("Connecting to {uri}…"));
+            let added = engine
+                .host_add(&HostInput {
+                    name,
+                    uri,
+                    pool: Some(pool),
+                    bridge: Some(bridge),
+                })
+                .await;
+            spinner.finish_and_clear();
+            let host = added?;
+            output::host_added(json, &host);
+        }
+        HostCommand::List => output::host_list(json, &engine.host_list()?),
+        HostCommand::Show { name } => output::host_show(json, &engine.host_show(&name)?),
+        HostCommand::Check { name } => {
+            let spinner = output::spinner(json, format!("Checking {name}…"));
+            let checked = engine.host_check(&name).await;
+            spinner.finish_and_clear();
+            let host = checked?;
+            output::host_show(json, &host);
+            return Ok(match host.status {
+                crate::model::HostStatus::Ok => ExitCode::SUCCESS,
+                crate::model::HostStatus::Degraded => {
+                    ExitCode::from(ErrorCode::HostNotReady.exit_status())
+                }
+                crate::model::HostStatus::Unreachable => {
+                    ExitCode::from(ErrorCode::Unreachable.exit_status())
+                }
+            });
+        }
+        HostCommand::Remove { name } => {
+            engine.host_remove(&name)?;
+            output::removed(json, "host", &name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -121,7 +121,9 @@ mod tests {
     #[test]
     fn bridge_interfaces_are_recognised() {
         assert!(is_bridge_interface("<interface type='bridge' name='br0'/>"));
-        assert!(!is_bridge_interface("<interface type='ethernet' name='eth0'/>"));
+        assert!(!is_bridge_interface(
+            "<interface type='ethernet' name='eth0'/>"
+        ));
         assert!(!is_bridge_interface("not xml"));
     }
 
@@ -140,14 +142,28 @@ mod tests {
         let p = facts.pool.as_ref().expect("pool default");
         assert!(p.active);
         assert_eq!(p.capacity_bytes, 100 << 30);
-        assert_eq!(facts.bridge, BridgeCheck::Found, "br0 is a bridge interface");
-        assert!(facts.libvirt_version.starts_with(|c: char| c.is_ascii_digit()));
+        assert_eq!(
+            facts.bridge,
+            BridgeCheck::Found,
+            "br0 is a bridge interface"
+        );
+        assert!(facts
+            .libvirt_version
+            .starts_with(|c: char| c.is_ascii_digit()));
 
         let via_network = hv
-            .host_facts(&test_node_uri(), &pool, &BridgeName::parse("virbr0").unwrap())
+            .host_facts(
+                &test_node_uri(),
+                &pool,
+                &BridgeName::parse("virbr0").unwrap(),
+            )
             .await
             .unwrap();
-        assert_eq!(via_network.bridge, BridgeCheck::Found, "virbr0 is a network's bridge");
+        assert_eq!(
+            via_network.bridge,
+            BridgeCheck::Found,
+            "virbr0 is a network's bridge"
+        );
     }
 
     #[tokio::test]

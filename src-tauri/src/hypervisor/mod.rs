@@ -261,7 +261,11 @@ pub(crate) mod tests {
                 .unwrap();
             assert!(!on.is_empty());
         }
-        assert_eq!(hv.worker_count(), 1, "repeated calls reuse the host's worker");
+        assert_eq!(
+            hv.worker_count(),
+            1,
+            "repeated calls reuse the host's worker"
+        );
         hv.forget(&uri);
         assert_eq!(hv.worker_count(), 0);
     }
@@ -270,19 +274,32 @@ pub(crate) mod tests {
     async fn a_missing_node_file_is_a_connect_error_naming_the_uri() {
         let hv = Hypervisor::new(HvConfig::default());
         let uri = LibvirtUri::parse("test:///nonexistent/flotilla-node.xml").unwrap();
-        let err = hv.call(&uri, "read the hostname", |c| c.hostname()).await.unwrap_err();
+        let err = hv
+            .call(&uri, "read the hostname", |c| c.hostname())
+            .await
+            .unwrap_err();
         assert!(matches!(err, HvError::Connect { .. }), "{err:?}");
-        assert!(err.to_string().contains("test:///nonexistent/flotilla-node.xml"));
+        assert!(err
+            .to_string()
+            .contains("test:///nonexistent/flotilla-node.xml"));
         assert!(err.libvirt_reason().unwrap().contains("flotilla-node.xml"));
     }
 
     #[test]
     fn connection_level_errors_are_told_apart_from_call_errors() {
         use virt::error::ErrorNumberEnum;
-        for broken in [ErrorNumber::NoConnect, ErrorNumber::Rpc, ErrorNumber::SystemError] {
+        for broken in [
+            ErrorNumber::NoConnect,
+            ErrorNumber::Rpc,
+            ErrorNumber::SystemError,
+        ] {
             assert!(breaks_connection_code(ErrorNumberEnum::from(broken)));
         }
-        for fine in [ErrorNumber::NoDomain, ErrorNumber::InvalidArg, ErrorNumber::OperationFailed] {
+        for fine in [
+            ErrorNumber::NoDomain,
+            ErrorNumber::InvalidArg,
+            ErrorNumber::OperationFailed,
+        ] {
             assert!(!breaks_connection_code(ErrorNumberEnum::from(fine)));
         }
     }

@@ -128,8 +128,14 @@ mod tests {
         };
         inv.audit_record(&actor, "host.add", "host/h1", AuditResult::Ok, "")
             .unwrap();
-        inv.audit_record(&actor, "host.remove", "host/h1", AuditResult::Error, "in use")
-            .unwrap();
+        inv.audit_record(
+            &actor,
+            "host.remove",
+            "host/h1",
+            AuditResult::Error,
+            "in use",
+        )
+        .unwrap();
         let log = inv.audit_list(10).unwrap();
         assert_eq!(log.len(), 2);
         assert_eq!(log[0].action, "host.remove");

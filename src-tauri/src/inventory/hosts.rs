@@ -189,13 +189,14 @@ impl Inventory {
     ) -> Result<Host, InventoryError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(query_err("begin host check"))?;
-        let facts_json = facts
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| InventoryError::Corrupt {
-                what: "facts to store".into(),
-                source: Some(Box::new(e)),
-            })?;
+        let facts_json =
+            facts
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| InventoryError::Corrupt {
+                    what: "facts to store".into(),
+                    source: Some(Box::new(e)),
+                })?;
         let changed = tx
             .execute(
                 "UPDATE hosts SET status = ?2, status_detail = ?3,
@@ -225,11 +226,15 @@ impl Inventory {
     /// copies, … — every table with a foreign key to `hosts`).
     pub fn host_delete(&self, name: &HostName) -> Result<(), InventoryError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(query_err("begin host removal"))?;
+        let tx = conn
+            .transaction()
+            .map_err(query_err("begin host removal"))?;
         let id: i64 = tx
-            .query_row("SELECT id FROM hosts WHERE name = ?1", [name.as_str()], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT id FROM hosts WHERE name = ?1",
+                [name.as_str()],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(query_err("look up a host"))?
             .ok_or_else(|| InventoryError::NotFound {
@@ -318,7 +323,10 @@ pub(crate) mod tests {
         let inv = Inventory::open_in_memory().unwrap();
         inv.host_insert(&new_host("h1", "test:///a.xml")).unwrap();
         let dup = inv.host_insert(&new_host("h1", "test:///other.xml"));
-        assert!(matches!(dup, Err(InventoryError::Duplicate { .. })), "{dup:?}");
+        assert!(
+            matches!(dup, Err(InventoryError::Duplicate { .. })),
+            "{dup:?}"
+        );
         let same_uri = inv.host_insert(&new_host("h9", "test:///a.xml"));
         match same_uri {
             Err(InventoryError::UriTaken { holder, .. }) => assert_eq!(holder, "h1"),

@@ -309,12 +309,13 @@ mod tests {
         }
         let inv = Inventory::open_in(dir.path()).unwrap();
         assert_eq!(inv.audit_list(10).unwrap().len(), 1);
-        inv.conn()
-            .pragma_update(None, "user_version", 999)
-            .unwrap();
+        inv.conn().pragma_update(None, "user_version", 999).unwrap();
         drop(inv);
         let err = Inventory::open_in(dir.path()).unwrap_err();
-        assert!(matches!(err, InventoryError::TooNew { found: 999, .. }), "{err}");
+        assert!(
+            matches!(err, InventoryError::TooNew { found: 999, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("newer Flotilla"));
     }
 

@@ -157,7 +157,9 @@ mod tests {
     fn problems_name_what_is_missing_and_what_exists() {
         let p = PoolName::parse("default").unwrap();
         let b = BridgeName::parse("br0").unwrap();
-        assert!(facts(Some(pool(true)), BridgeCheck::Found).problems(&p, &b).is_empty());
+        assert!(facts(Some(pool(true)), BridgeCheck::Found)
+            .problems(&p, &b)
+            .is_empty());
         let missing = facts(
             None,
             BridgeCheck::Missing {
@@ -168,15 +170,26 @@ mod tests {
         assert_eq!(missing.len(), 2);
         assert!(missing[0].contains("'default'") && missing[0].contains("images"));
         assert!(missing[1].contains("'br0'") && missing[1].contains("virbr0"));
-        let inactive = facts(Some(pool(false)), BridgeCheck::Unknown { reason: "x".into() })
-            .problems(&p, &b);
-        assert_eq!(inactive.len(), 1, "an unknown bridge state is not a problem: {inactive:?}");
+        let inactive = facts(
+            Some(pool(false)),
+            BridgeCheck::Unknown { reason: "x".into() },
+        )
+        .problems(&p, &b);
+        assert_eq!(
+            inactive.len(),
+            1,
+            "an unknown bridge state is not a problem: {inactive:?}"
+        );
         assert!(inactive[0].contains("pool-start"));
     }
 
     #[test]
     fn status_strings_round_trip() {
-        for s in [HostStatus::Ok, HostStatus::Degraded, HostStatus::Unreachable] {
+        for s in [
+            HostStatus::Ok,
+            HostStatus::Degraded,
+            HostStatus::Unreachable,
+        ] {
             assert_eq!(HostStatus::parse(s.as_str()), Some(s));
         }
         assert_eq!(HostStatus::parse("bogus"), None);

@@ -8,6 +8,7 @@ use std::fmt;
 /// (a DNS label, so it can appear in generated hostnames and domain names).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(feature = "desktop", derive(specta::Type), specta(transparent))]
 pub struct HostName(String);
 
 impl HostName {
@@ -89,6 +90,7 @@ fn check_object_name(field: &'static str, value: &str, max: usize) -> Result<(),
 /// Name of a libvirt storage pool on a host (`default` unless told otherwise).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(feature = "desktop", derive(specta::Type), specta(transparent))]
 pub struct PoolName(String);
 
 impl PoolName {
@@ -106,6 +108,7 @@ impl PoolName {
 /// otherwise). Linux limits interface names to 15 bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(feature = "desktop", derive(specta::Type), specta(transparent))]
 pub struct BridgeName(String);
 
 impl BridgeName {
@@ -182,7 +185,10 @@ mod tests {
         assert!(err.contains("lowercase"), "says the rule: {err}");
         let err = HostName::parse(&"x".repeat(300)).unwrap_err().to_string();
         assert!(err.contains("300 characters"), "{err}");
-        assert!(err.len() < 200, "a huge input must not flood the message: {err}");
+        assert!(
+            err.len() < 200,
+            "a huge input must not flood the message: {err}"
+        );
     }
 
     #[test]
@@ -195,7 +201,10 @@ mod tests {
         assert!(PoolName::parse("").is_err());
         assert!(BridgeName::parse("br0").is_ok());
         assert!(BridgeName::parse("virbr0").is_ok());
-        assert!(BridgeName::parse("a-very-long-bridge").is_err(), "over 15 bytes");
+        assert!(
+            BridgeName::parse("a-very-long-bridge").is_err(),
+            "over 15 bytes"
+        );
         assert!(BridgeName::parse("br 0").is_err());
         assert!(BridgeName::parse("br0@x").is_err());
     }

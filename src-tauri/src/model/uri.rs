@@ -5,8 +5,23 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 const DRIVERS: &[&str] = &[
-    "qemu", "test", "lxc", "xen", "libxl", "ch", "bhyve", "vz", "openvz", "vbox", "esx", "gsx",
-    "vpx", "hyperv", "vmwareplayer", "vmwarews", "vmwarefusion",
+    "qemu",
+    "test",
+    "lxc",
+    "xen",
+    "libxl",
+    "ch",
+    "bhyve",
+    "vz",
+    "openvz",
+    "vbox",
+    "esx",
+    "gsx",
+    "vpx",
+    "hyperv",
+    "vmwareplayer",
+    "vmwarews",
+    "vmwarefusion",
 ];
 const TRANSPORTS: &[&str] = &["ssh", "libssh", "libssh2", "tls", "tcp", "unix", "ext"];
 const MAX_LEN: usize = 2048;
@@ -14,6 +29,7 @@ const MAX_LEN: usize = 2048;
 /// A libvirt connection URI, checked for shape before libvirt ever sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
+#[cfg_attr(feature = "desktop", derive(specta::Type), specta(transparent))]
 pub struct LibvirtUri(String);
 
 impl LibvirtUri {
@@ -76,10 +92,15 @@ impl LibvirtUri {
         }
         if driver == "test" {
             if transport.is_some() || parsed.host_str().is_some_and(|h| !h.is_empty()) {
-                return err("test driver URIs are local: test:///default or test:///abs/path.xml".into());
+                return err(
+                    "test driver URIs are local: test:///default or test:///abs/path.xml".into(),
+                );
             }
             if parsed.path() == "/" || parsed.path().is_empty() {
-                return err("test driver URIs need a node file: test:///default or test:///abs/path.xml".into());
+                return err(
+                    "test driver URIs need a node file: test:///default or test:///abs/path.xml"
+                        .into(),
+                );
             }
         }
         Ok(Self(value.to_owned()))
@@ -132,7 +153,10 @@ mod tests {
             let uri = LibvirtUri::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
             assert_eq!(uri.as_str(), ok);
         }
-        assert_eq!(LibvirtUri::parse("qemu+ssh://h/system").unwrap().driver(), "qemu");
+        assert_eq!(
+            LibvirtUri::parse("qemu+ssh://h/system").unwrap().driver(),
+            "qemu"
+        );
     }
 
     #[test]
@@ -151,7 +175,10 @@ mod tests {
         ];
         for (input, expect) in cases {
             let err = LibvirtUri::parse(input).expect_err(input).to_string();
-            assert!(err.contains(expect), "{input:?}: expected {expect:?} in {err:?}");
+            assert!(
+                err.contains(expect),
+                "{input:?}: expected {expect:?} in {err:?}"
+            );
             assert!(err.starts_with("uri:"), "{err}");
         }
         let huge = format!("qemu:///{}", "a".repeat(10_000));

@@ -6,9 +6,7 @@
 
 use super::{Engine, OpError};
 use crate::inventory::{InventoryError, NewHost};
-use crate::model::{
-    BridgeName, Host, HostFacts, HostName, HostStatus, LibvirtUri, PoolName,
-};
+use crate::model::{BridgeName, Host, HostFacts, HostName, HostStatus, LibvirtUri, PoolName};
 use serde::Serialize;
 
 /// What the user typed to add a host. Empty pool or bridge means the default.
@@ -31,7 +29,10 @@ pub struct HostTarget {
 impl HostTarget {
     pub fn parse(uri: &str, pool: Option<&str>, bridge: Option<&str>) -> Result<Self, OpError> {
         let or_default = |v: Option<&str>, d: &'static str| {
-            v.map(str::trim).filter(|v| !v.is_empty()).unwrap_or(d).to_owned()
+            v.map(str::trim)
+                .filter(|v| !v.is_empty())
+                .unwrap_or(d)
+                .to_owned()
         };
         Ok(Self {
             uri: LibvirtUri::parse(uri.trim())?,
@@ -115,7 +116,11 @@ impl Engine {
         added
     }
 
-    async fn host_insert_probed(&self, name: HostName, target: HostTarget) -> Result<Host, OpError> {
+    async fn host_insert_probed(
+        &self,
+        name: HostName,
+        target: HostTarget,
+    ) -> Result<Host, OpError> {
         let probe = self.host_probe_keep(&target).await?;
         if !probe.problems.is_empty() {
             return Err(OpError::HostNotReady {
@@ -164,8 +169,12 @@ impl Engine {
                 } else {
                     HostStatus::Degraded
                 };
-                self.inventory
-                    .host_set_check(&host.name, status, &problems.join("; "), Some(&facts))?
+                self.inventory.host_set_check(
+                    &host.name,
+                    status,
+                    &problems.join("; "),
+                    Some(&facts),
+                )?
             }
             Err(e) => {
                 let reason = match e.libvirt_reason() {
@@ -240,8 +249,16 @@ mod tests {
     async fn refused(e: &Engine, i: HostInput) -> ApiError {
         let before = e.host_list().unwrap();
         let err = ApiError::from(e.host_add(&i).await.unwrap_err());
-        assert_eq!(e.host_list().unwrap(), before, "a failed add changes no host");
-        assert_eq!(e.hypervisor.worker_count(), before.len(), "no connection kept");
+        assert_eq!(
+            e.host_list().unwrap(),
+            before,
+            "a failed add changes no host"
+        );
+        assert_eq!(
+            e.hypervisor.worker_count(),
+            before.len(),
+            "no connection kept"
+        );
         err
     }
 
@@ -258,12 +275,24 @@ mod tests {
 
         let err = refused(&e, input("h1", "test:///nonexistent/node.xml", "br0")).await;
         assert_eq!(err.code, ErrorCode::Unreachable);
-        assert!(err.message.contains("test:///nonexistent/node.xml"), "names the URI: {}", err.message);
-        assert!(err.message.contains("failed to parse"), "gives libvirt's reason: {}", err.message);
+        assert!(
+            err.message.contains("test:///nonexistent/node.xml"),
+            "names the URI: {}",
+            err.message
+        );
+        assert!(
+            err.message.contains("failed to parse"),
+            "gives libvirt's reason: {}",
+            err.message
+        );
 
         let err = refused(&e, input("h1", &good, "nosuchbr")).await;
         assert_eq!(err.code, ErrorCode::HostNotReady);
-        assert!(err.message.contains("'nosuchbr' does not exist"), "{}", err.message);
+        assert!(
+            err.message.contains("'nosuchbr' does not exist"),
+            "{}",
+            err.message
+        );
 
         let huge = "h".repeat(100_000);
         let err = refused(&e, input(&huge, &good, "br0")).await;
@@ -284,7 +313,11 @@ mod tests {
         assert_eq!(err.code, ErrorCode::AlreadyExists);
         let err = refused(&e, input("h2", &uri, "br0")).await;
         assert_eq!(err.code, ErrorCode::AlreadyExists);
-        assert!(err.message.contains("'h1'"), "says who has the URI: {}", err.message);
+        assert!(
+            err.message.contains("'h1'"),
+            "says who has the URI: {}",
+            err.message
+        );
     }
 
     #[tokio::test]
@@ -292,7 +325,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let node = dir.path().join("node.xml");
         std::fs::copy(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/test-node.xml"),
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/fixtures/test-node.xml"
+            ),
             &node,
         )
         .unwrap();
@@ -304,7 +340,11 @@ mod tests {
         std::fs::remove_file(&node).unwrap();
         let h = e.host_check("h1").await.unwrap();
         assert_eq!(h.status, HostStatus::Unreachable);
-        assert!(h.status_detail.contains("cannot connect"), "{}", h.status_detail);
+        assert!(
+            h.status_detail.contains("cannot connect"),
+            "{}",
+            h.status_detail
+        );
         assert_eq!(h.facts.unwrap().cpus, 4, "last known facts are kept");
     }
 

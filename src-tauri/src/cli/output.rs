@@ -1,0 +1,224 @@
+//! How `flotillactl` prints: aligned text for people, JSON for scripts.
+
+use crate::error::ApiError;
+use crate::inventory::AuditEntry;
+use crate::model::{BridgeCheck, Host};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::time::Duration;
+
+fn print_json<T: Serialize + ?Sized>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot encode the result as JSON: {e}"),
+    }
+}
+
+pub fn error(json: bool, e: &ApiError) {
+    if json {
+        print_json(&serde_json::json!({ "error": e }));
+    }
+    eprintln!("error: {}", e.message);
+    if let Some(detail) = &e.detail {
+        for line in detail.lines() {
+            eprintln!("  {line}");
+        }
+    }
+}
+
+/// A spinner on stderr while something slow happens; invisible when stderr is not a terminal
+/// or when printing JSON.
+pub fn spinner(json: bool, message: String) -> ProgressBar {
+    if json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner().with_message(message);
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {elapsed}") {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+pub fn host_list(json: bool, hosts: &[Host]) {
+    if json {
+        return print_json(hosts);
+    }
+    if hosts.is_empty() {
+        println!("No hosts. Add one with: flotillactl host add NAME --uri URI");
+        return;
+    }
+    let rows: Vec<Vec<String>> = hosts
+        .iter()
+        .map(|h| {
+            let f = h.facts.as_ref();
+            vec![
+                h.name.to_string(),
+                h.status.as_str().to_string(),
+                f.map_or("-".into(), |f| f.cpus.to_string()),
+                f.map_or("-".into(), |f| bytes(f.memory_bytes)),
+                f.and_then(|f| f.pool.as_ref()).map_or("-".into(), |p| {
+                    format!("{}/{}", bytes(p.available_bytes), bytes(p.capacity_bytes))
+                }),
+                h.bridge.to_string(),
+                h.uri.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "STATUS",
+            "CPUS",
+            "MEMORY",
+            "POOL FREE/SIZE",
+            "BRIDGE",
+            "URI",
+        ],
+        &rows,
+    );
+}
+
+pub fn host_show(json: bool, h: &Host) {
+    if json {
+        return print_json(h);
+    }
+    let mut lines = vec![
+        ("Name", h.name.to_string()),
+        ("Status", h.status.as_str().to_string()),
+    ];
+    if !h.status_detail.is_empty() {
+        lines.push(("Problem", h.status_detail.clone()));
+    }
+    lines.extend([
+        ("URI", h.uri.to_string()),
+        ("Pool", h.pool.to_string()),
+        ("Bridge", h.bridge.to_string()),
+    ]);
+    if let Some(f) = &h.facts {
+        lines.extend([
+            ("Hostname", f.hostname.clone()),
+            (
+                "Hypervisor",
+                format!("{} {}", f.hypervisor, f.hypervisor_version),
+            ),
+            ("libvirt", f.libvirt_version.clone()),
+            ("CPUs", format!("{} × {}", f.cpus, f.cpu_model)),
+            ("Memory", bytes(f.memory_bytes)),
+        ]);
+        if let Some(p) = &f.pool {
+            lines.push((
+                "Pool space",
+                format!(
+                    "{} free of {}{}",
+                    bytes(p.available_bytes),
+                    bytes(p.capacity_bytes),
+                    if p.active { "" } else { " (inactive)" }
+                ),
+            ));
+        }
+        lines.push((
+            "Bridge state",
+            match &f.bridge {
+                BridgeCheck::Found => "found".into(),
+                BridgeCheck::Missing { .. } => "missing".into(),
+                BridgeCheck::Unknown { reason } => format!("unknown ({reason})"),
+            },
+        ));
+    }
+    lines.extend([
+        ("Added", h.added_at.clone()),
+        ("Checked", h.checked_at.clone()),
+    ]);
+    for (k, v) in lines {
+        println!("{:<13} {v}", format!("{k}:"));
+    }
+}
+
+pub fn host_added(json: bool, h: &Host) {
+    if json {
+        return print_json(h);
+    }
+    println!("Added host {} ({}).", h.name, h.uri);
+    host_show(false, h);
+}
+
+pub fn removed(json: bool, kind: &str, name: &str) {
+    if json {
+        print_json(&serde_json::json!({ "removed": { "kind": kind, "name": name } }));
+    } else {
+        println!("Removed {kind} {name}.");
+    }
+}
+
+pub fn audit(json: bool, log: &[AuditEntry]) {
+    if json {
+        return print_json(log);
+    }
+    let rows: Vec<Vec<String>> = log
+        .iter()
+        .map(|a| {
+            vec![
+                a.at.clone(),
+                format!("{} ({})", a.actor, a.via),
+                a.action.clone(),
+                a.target.clone(),
+                format!("{:?}", a.result).to_lowercase(),
+                a.detail.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["WHEN", "WHO", "ACTION", "TARGET", "RESULT", "DETAIL"],
+        &rows,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(super::bytes(512), "512 B");
+        assert_eq!(super::bytes(8 << 30), "8.0 GiB");
+        assert_eq!(super::bytes(1536), "1.5 KiB");
+    }
+}

@@ -1,0 +1,82 @@
+// Starts tauri-driver (which drives WebKitWebDriver) and opens a WebDriver session on the real
+// `flotilla` binary. The caller must run under an X server (xvfb-run).
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { remote } from "webdriverio";
+
+export const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const outputDir = path.join(repo, "tests/e2e/output");
+
+function findTool(name, envVar) {
+  if (process.env[envVar]) return process.env[envVar];
+  const cargoBin = path.join(os.homedir(), ".cargo/bin", name);
+  if (existsSync(cargoBin)) return cargoBin;
+  return name;
+}
+
+async function waitForPort(port, ms) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const open = await new Promise((resolve) => {
+      const socket = net.connect(port, "127.0.0.1");
+      socket.once("connect", () => {
+        socket.end();
+        resolve(true);
+      });
+      socket.once("error", () => resolve(false));
+    });
+    if (open) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`tauri-driver did not listen on port ${port} within ${ms} ms`);
+}
+
+/** Runs flotillactl against the same data directory as the app. */
+export function ctl(dataDir, ...args) {
+  const bin = process.env.FLOTILLACTL_BIN ?? path.join(repo, "target/debug/flotillactl");
+  const r = spawnSync(bin, ["--data-dir", dataDir, ...args], { encoding: "utf8" });
+  if (r.error) throw r.error;
+  return r;
+}
+
+/** Starts the app on a fresh data directory; returns {browser, dataDir, stop}. */
+export async function startApp() {
+  const application = process.env.FLOTILLA_BIN ?? path.join(repo, "target/debug/flotilla");
+  if (!existsSync(application)) throw new Error(`no app binary at ${application}; build it first`);
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), "flotilla-e2e-"));
+  const port = 4444 + Math.floor(Math.random() * 500);
+  const driver = spawn(findTool("tauri-driver", "TAURI_DRIVER"), ["--port", String(port), "--native-port", String(port + 1000)], {
+    env: { ...process.env, FLOTILLA_DATA_DIR: dataDir },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  const stopDriver = () => {
+    if (driver.exitCode === null) driver.kill();
+  };
+  try {
+    await waitForPort(port, 15000);
+    const browser = await remote({
+      hostname: "127.0.0.1",
+      port,
+      logLevel: "warn",
+      capabilities: { "tauri:options": { application } },
+    });
+    return {
+      browser,
+      dataDir,
+      async stop() {
+        try {
+          await browser.deleteSession();
+        } finally {
+          stopDriver();
+        }
+      },
+    };
+  } catch (e) {
+    stopDriver();
+    throw e;
+  }
+}

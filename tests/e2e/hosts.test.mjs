@@ -1,0 +1,89 @@
+// T3: the Add-host wizard on the real desktop binary, checked against the inventory through
+// flotillactl. Run by `npm run test:e2e` (under xvfb-run).
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { copyFileSync, mkdirSync } from "node:fs";
+import path from "node:path";
+import { ctl, outputDir, repo, startApp } from "./driver.mjs";
+
+const nodeXml = path.join(repo, "tests/fixtures/test-node.xml");
+let app;
+
+async function shot(name) {
+  mkdirSync(outputDir, { recursive: true });
+  const file = path.join(outputDir, `${name}.png`);
+  // WebKit hands back the last painted frame: let it paint what the DOM now holds.
+  await app.browser.execute(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(true)))));
+  await app.browser.pause(300);
+  await app.browser.saveScreenshot(file);
+  if (process.env.FLOTILLA_UPDATE_SCREENSHOTS) copyFileSync(file, path.join(repo, "docs", `${name}.png`));
+}
+
+async function byTestId(id) {
+  const el = await app.browser.$(`[data-testid="${id}"]`);
+  await el.waitForDisplayed({ timeout: 10000 });
+  return el;
+}
+
+async function rows() {
+  return app.browser.$$('[data-testid="host-row"]').length;
+}
+
+before(async () => {
+  app = await startApp();
+});
+
+after(async () => {
+  await app?.stop();
+});
+
+test("adding a test-driver host through the wizard lists it", async () => {
+  await (await byTestId("nav-hosts")).click();
+  await byTestId("hosts-empty");
+  await (await byTestId("add-host")).click();
+  await (await byTestId("host-name")).setValue("lab-1");
+  await (await byTestId("host-uri")).setValue(`test://${nodeXml}`);
+  await (await byTestId("host-bridge")).setValue("br0");
+  await (await byTestId("test-connection")).click();
+
+  const facts = await byTestId("probe-facts");
+  assert.match(await (await byTestId("fact-cpus")).getText(), /^4 ×/);
+  assert.ok((await facts.getText()).includes("100.0 GiB"), "shows the pool's size");
+  await shot("add-host-review");
+
+  await (await byTestId("confirm-add")).click();
+  const row = await app.browser.$('[data-testid="host-row"][data-host="lab-1"]');
+  await row.waitForDisplayed({ timeout: 10000 });
+  assert.equal(await (await row.$('[data-testid="host-status"]')).getText(), "ok");
+  assert.equal(await rows(), 1);
+  await shot("hosts-view");
+
+  // The other front door sees what the GUI stored.
+  const listed = ctl(app.dataDir, "host", "list", "--json");
+  assert.equal(listed.status, 0, listed.stderr);
+  const hosts = JSON.parse(listed.stdout);
+  assert.deepEqual(hosts.map((h) => [h.name, h.bridge, h.status]), [["lab-1", "br0", "ok"]]);
+});
+
+test("a bad name is flagged as you type and a bad URI shows libvirt's error; nothing is added", async () => {
+  await (await byTestId("add-host")).click();
+  await (await byTestId("host-name")).setValue("Bad_Name");
+  assert.match(await (await byTestId("name-problem")).getText(), /not allowed/);
+  assert.equal(await (await byTestId("test-connection")).isEnabled(), false);
+
+  await (await byTestId("host-name")).setValue("lab-2");
+  await (await byTestId("host-uri")).setValue("test:///nonexistent/flotilla-e2e.xml");
+  await (await byTestId("test-connection")).click();
+  const error = await byTestId("wizard-error");
+  assert.equal(await error.getAttribute("data-code"), "unreachable");
+  const text = await error.getText();
+  assert.ok(text.includes("test:///nonexistent/flotilla-e2e.xml"), `names the URI: ${text}`);
+  assert.ok(text.includes("failed to parse"), `gives libvirt's reason: ${text}`);
+  await shot("add-host-error");
+
+  await app.browser.keys("Escape");
+  await (await app.browser.$('[data-testid="add-host-wizard"]')).waitForDisplayed({ reverse: true, timeout: 5000 });
+  assert.equal(await rows(), 1, "the list is unchanged");
+  const listed = JSON.parse(ctl(app.dataDir, "host", "list", "--json").stdout);
+  assert.deepEqual(listed.map((h) => h.name), ["lab-1"], "nothing was stored");
+});
