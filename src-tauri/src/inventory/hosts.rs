@@ -87,7 +87,7 @@ impl Inventory {
     /// Inserts a host. Refuses a duplicate name or a URI another host already uses.
     pub fn host_insert(&self, new: &NewHost) -> Result<Host, InventoryError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(query_err("begin host insert"))?;
+        let tx = Self::write_tx(&mut conn, "begin host insert")?;
         if let Some(holder) = tx
             .query_row(
                 "SELECT name FROM hosts WHERE uri = ?1",
@@ -188,7 +188,7 @@ impl Inventory {
         facts: Option<&HostFacts>,
     ) -> Result<Host, InventoryError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().map_err(query_err("begin host check"))?;
+        let tx = Self::write_tx(&mut conn, "begin host check")?;
         let facts_json =
             facts
                 .map(serde_json::to_string)

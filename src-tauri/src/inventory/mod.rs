@@ -208,6 +208,16 @@ impl Inventory {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// A transaction that takes the write lock at once. A deferred one would read first and
+    /// then fail to upgrade (SQLITE_BUSY without waiting) when another process wrote meanwhile.
+    fn write_tx<'c>(
+        conn: &'c mut Connection,
+        what: &'static str,
+    ) -> Result<rusqlite::Transaction<'c>, InventoryError> {
+        conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(query_err(what))
+    }
+
     /// Rows in other tables that reference row `id` of `table` through a foreign key. Found by
     /// reading the schema, so a table added by a later migration is covered without code here.
     fn dependents(

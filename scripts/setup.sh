@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs everything Flotilla needs on Debian 12, given Rust (cargo) and Node.js (>= 20):
+# system packages (libvirt, QEMU, HAProxy, WebKitGTK, Xvfb, …), the npm packages, tauri-driver.
+# Idempotent: a second run only checks and takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+command -v cargo >/dev/null || die "Rust is not installed (cargo not found); install it with rustup first"
+command -v node >/dev/null || die "Node.js is not installed; install Node.js 20 or newer first"
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 20 ] || die "Node.js $node_major is too old; Flotilla's front end needs 20 or newer"
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || die "run as root, or install sudo: system packages must be installed"
+  SUDO=sudo
+fi
+
+# Build tools and libraries for the app, plus the lab's parts (libvirt daemon, QEMU, HAProxy,
+# guest kernel tools) and the GUI test stack (Xvfb, WebKitWebDriver).
+packages=(
+  pkg-config build-essential file
+  libvirt-dev libvirt-daemon-system libvirt-clients
+  qemu-system-x86 qemu-utils
+  haproxy busybox-static cpio wrk
+  libwebkit2gtk-4.1-dev librsvg2-dev libayatana-appindicator3-dev libssl-dev libxdo-dev
+  xvfb xauth webkit2gtk-driver
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "Installing system packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  # Some images carry qemu-utils from backports, which conflicts with Debian 12's
+  # qemu-system-x86: take both at the version qemu-system-x86 comes in.
+  qemu_version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+  args=()
+  for p in "${missing[@]}"; do
+    case "$p" in
+      qemu-utils|qemu-system-x86) args+=("$p=$qemu_version") ;;
+      *) args+=("$p") ;;
+    esac
+  done
+  if [[ " ${missing[*]} " == *" qemu-system-x86 "* ]] && [[ " ${missing[*]} " != *" qemu-utils "* ]]; then
+    args+=("qemu-utils=$qemu_version")
+  fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    --allow-downgrades "${args[@]}" >/dev/null
+fi
+
+stamp=node_modules/.flotilla-lock-sha256
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "Installing npm packages"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$want" > "$stamp"
+fi
+
+if ! command -v tauri-driver >/dev/null && [ ! -x "$HOME/.cargo/bin/tauri-driver" ]; then
+  say "Installing tauri-driver (GUI test driver)"
+  cargo install tauri-driver --locked --version '^2' --quiet
+fi

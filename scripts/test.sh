@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what is needed and runs every check and test: formatting, lints (both feature sets),
+# front-end type check and lint, the engine without Tauri, the whole workspace, the GUI e2e test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+scripts/setup.sh
+
+step "Formatting"
+cargo fmt --all -- --check
+
+step "Front end: build, type check, lint"
+npm run build --silent
+npm run check --silent
+
+step "Clippy: engine and CLI without Tauri"
+cargo clippy --workspace --all-targets --no-default-features -- -D warnings
+step "Clippy: with the desktop app"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "Tests: engine and CLI without Tauri (T0, T1)"
+cargo test -p flotilla --no-default-features
+step "Tests: whole workspace with the desktop app (bindings drift, dependency policy)"
+cargo test --workspace
+
+step "GUI end-to-end tests (T3): the real app under Xvfb"
+cargo build -p flotilla --bin flotilla --bin flotillactl
+npm run test:e2e
