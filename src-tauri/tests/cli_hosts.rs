@@ -93,6 +93,16 @@ fn add_list_show_check_remove() {
     let actions: Vec<_> = log.iter().map(|a| a["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["host.remove", "host.check", "host.add"]);
     assert!(log.iter().all(|a| a["via"] == "cli" && a["result"] == "ok"));
+    let me = whoami::username().unwrap();
+    assert!(
+        log.iter().all(|a| a["actor"] == me.as_str()),
+        "who: {log:?}"
+    );
+    assert!(
+        !log[0]["at"].as_str().unwrap().contains('.'),
+        "whole seconds: {}",
+        log[0]["at"]
+    );
 }
 
 /// Each refused command: its exit status, words the message must contain, and no host stored.

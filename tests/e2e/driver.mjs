@@ -1,7 +1,7 @@
 // Starts tauri-driver (which drives WebKitWebDriver) and opens a WebDriver session on the real
 // `flotilla` binary. The caller must run under an X server (xvfb-run).
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -10,6 +10,25 @@ import { remote } from "webdriverio";
 
 export const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const outputDir = path.join(repo, "tests/e2e/output");
+
+/** Saves a screenshot of what the window shows now to tests/e2e/output/NAME.png (and to docs/
+ * when FLOTILLA_UPDATE_SCREENSHOTS is set). */
+export async function screenshot(browser, name) {
+  mkdirSync(outputDir, { recursive: true });
+  const file = path.join(outputDir, `${name}.png`);
+  // WebKit hands back the last painted frame: let it paint what the DOM now holds.
+  await browser.execute(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(true)))));
+  await browser.pause(300);
+  await browser.saveScreenshot(file);
+  if (process.env.FLOTILLA_UPDATE_SCREENSHOTS) copyFileSync(file, path.join(repo, "docs", `${name}.png`));
+}
+
+/** The element with data-testid=ID, once it is displayed. */
+export async function byTestId(browser, id) {
+  const el = await browser.$(`[data-testid="${id}"]`);
+  await el.waitForDisplayed({ timeout: 10000 });
+  return el;
+}
 
 function findTool(name, envVar) {
   if (process.env[envVar]) return process.env[envVar];
@@ -43,11 +62,10 @@ export function ctl(dataDir, ...args) {
   return r;
 }
 
-/** Starts the app on a fresh data directory; returns {browser, dataDir, stop}. */
-export async function startApp() {
+/** Starts the app on `dataDir` (default: a fresh one); returns {browser, dataDir, stop}. */
+export async function startApp({ dataDir = mkdtempSync(path.join(os.tmpdir(), "flotilla-e2e-")) } = {}) {
   const application = process.env.FLOTILLA_BIN ?? path.join(repo, "target/debug/flotilla");
   if (!existsSync(application)) throw new Error(`no app binary at ${application}; build it first`);
-  const dataDir = mkdtempSync(path.join(os.tmpdir(), "flotilla-e2e-"));
   const port = 4444 + Math.floor(Math.random() * 500);
   const driver = spawn(findTool("tauri-driver", "TAURI_DRIVER"), ["--port", String(port), "--native-port", String(port + 1000)], {
     env: { ...process.env, FLOTILLA_DATA_DIR: dataDir },

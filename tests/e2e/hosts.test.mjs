@@ -2,28 +2,14 @@
 // flotillactl. Run by `npm run test:e2e` (under xvfb-run).
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdirSync } from "node:fs";
 import path from "node:path";
-import { ctl, outputDir, repo, startApp } from "./driver.mjs";
+import { byTestId as find, ctl, repo, screenshot, startApp } from "./driver.mjs";
 
 const nodeXml = path.join(repo, "tests/fixtures/test-node.xml");
 let app;
 
-async function shot(name) {
-  mkdirSync(outputDir, { recursive: true });
-  const file = path.join(outputDir, `${name}.png`);
-  // WebKit hands back the last painted frame: let it paint what the DOM now holds.
-  await app.browser.execute(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(true)))));
-  await app.browser.pause(300);
-  await app.browser.saveScreenshot(file);
-  if (process.env.FLOTILLA_UPDATE_SCREENSHOTS) copyFileSync(file, path.join(repo, "docs", `${name}.png`));
-}
-
-async function byTestId(id) {
-  const el = await app.browser.$(`[data-testid="${id}"]`);
-  await el.waitForDisplayed({ timeout: 10000 });
-  return el;
-}
+const shot = (name) => screenshot(app.browser, name);
+const byTestId = (id) => find(app.browser, id);
 
 async function rows() {
   return app.browser.$$('[data-testid="host-row"]').length;
@@ -86,4 +72,22 @@ test("a bad name is flagged as you type and a bad URI shows libvirt's error; not
   assert.equal(await rows(), 1, "the list is unchanged");
   const listed = JSON.parse(ctl(app.dataDir, "host", "list", "--json").stdout);
   assert.deepEqual(listed.map((h) => h.name), ["lab-1"], "nothing was stored");
+});
+
+test("check and remove from the Hosts view; the Operations view lists every change", async () => {
+  const row = await app.browser.$('[data-testid="host-row"][data-host="lab-1"]');
+  await (await row.$('[data-testid="host-check"]')).click();
+  await (await row.$('[data-testid="host-check"]')).waitForDisplayed({ timeout: 10000 });
+  assert.equal(await (await row.$('[data-testid="host-status"]')).getText(), "ok");
+
+  await (await row.$('[data-testid="host-remove"]')).click();
+  await (await byTestId("confirm-remove")).click();
+  await byTestId("hosts-empty");
+  assert.deepEqual(JSON.parse(ctl(app.dataDir, "host", "list", "--json").stdout), []);
+
+  await (await byTestId("nav-operations")).click();
+  await byTestId("audit-table");
+  const actions = await app.browser.$$('[data-testid="audit-row"] td:nth-child(3)').map((td) => td.getText());
+  assert.deepEqual(actions, ["host.remove", "host.check", "host.add"]);
+  await shot("operations-view");
 });

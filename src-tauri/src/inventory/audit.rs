@@ -24,11 +24,10 @@ pub struct Actor {
 }
 
 impl Actor {
-    /// The current OS user acting through `via` (`cli`, `gui`).
+    /// The current OS account acting through `via` (`cli`, `gui`). Read from the system, not
+    /// from `$USER`, which a service manager or `sudo -E` may leave unset or stale.
     pub fn new(via: &'static str) -> Self {
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".into());
+        let user = whoami::username().unwrap_or_else(|_| "unknown".into());
         Self { user, via }
     }
 }

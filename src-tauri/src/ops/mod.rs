@@ -60,8 +60,14 @@ impl From<&OpError> for ApiError {
                     _ => ErrorCode::Inventory,
                 };
                 let mut message = e.to_string();
-                if matches!(e, InventoryError::InUse { .. }) {
-                    message.push_str("; remove those first");
+                match e {
+                    InventoryError::InUse { .. } => message.push_str("; remove those first"),
+                    InventoryError::DataDir { .. }
+                    | InventoryError::Open { .. }
+                    | InventoryError::Migrate { .. } => message.push_str(&format!(
+                        "; check that it is yours and writable, or choose another data directory with --data-dir or {DATA_DIR_ENV}"
+                    )),
+                    _ => {}
                 }
                 ApiError::new(code, message).with_causes(e)
             }
