@@ -1,1 +1,6 @@
-//! Builds what a guest reads (NoCloud seed disk, app payload disk). Arrives with the lab issue.
+//! What a guest reads, written in pure Rust: the cloud-init NoCloud seed disk (this module) and,
+//! with the definitions issue, the app payload disk. The contract is docs/guest-contract.md.
+
+mod seed;
+
+pub use seed::{write_seed_disk, NicConfig, SeedError, SeedSpec, SEED_LABEL};

@@ -5,10 +5,16 @@
 //! timeout, since a dead `qemu+ssh://` host can hang a call for minutes). A call that fails
 //! because the connection broke drops it; the next call reconnects.
 
+mod domain;
 mod facts;
+mod storage;
+
+pub use domain::{domain_xml, BootSpec, DiskSpec, DomainSpec, DomainType, NicSpec};
+pub use storage::{DiskFormat, VolumeInfo};
 
 use crate::model::LibvirtUri;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
@@ -38,6 +44,26 @@ pub enum HvError {
     },
     #[error("the libvirt worker for {uri} stopped unexpectedly")]
     WorkerGone { uri: String },
+    #[error("cannot read {} to send it to {uri}", path.display())]
+    LocalFile {
+        uri: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a job on a worker thread can fail with: libvirt, or a local file it reads.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    Virt(VirtError),
+    LocalFile(PathBuf, std::io::Error),
+}
+
+impl From<VirtError> for CallError {
+    fn from(e: VirtError) -> Self {
+        Self::Virt(e)
+    }
 }
 
 impl HvError {
@@ -97,6 +123,16 @@ impl Session {
     }
 }
 
+/// True when the error says the object does not exist (undo treats that as done).
+fn is_gone(err: &VirtError) -> bool {
+    err.code().is_known_and(|c| {
+        matches!(
+            c,
+            ErrorNumber::NoDomain | ErrorNumber::NoStorageVolume | ErrorNumber::NoStoragePool
+        )
+    })
+}
+
 /// True when the error means the connection itself is unusable.
 fn breaks_connection(err: &VirtError) -> bool {
     breaks_connection_code(err.code())
@@ -106,9 +142,10 @@ fn breaks_connection_code(code: virt::error::ErrorNumberEnum) -> bool {
     code.is_known_and(|c| {
         matches!(
             c,
+            // Not SystemError: libvirt uses it for any OS error (a missing file, say); a
+            // connection that really died is caught by `is_alive` before the next call.
             ErrorNumber::NoConnect
                 | ErrorNumber::InvalidConn
-                | ErrorNumber::SystemError
                 | ErrorNumber::Rpc
                 | ErrorNumber::AuthFailed
                 | ErrorNumber::AuthCancelled
@@ -190,24 +227,48 @@ impl Hypervisor {
     }
 
     /// Runs `f` with the host's connection on the host's worker thread.
-    async fn call<R, F>(&self, uri: &LibvirtUri, op: &'static str, f: F) -> Result<R, HvError>
+    async fn call<R, E, F>(&self, uri: &LibvirtUri, op: &'static str, f: F) -> Result<R, HvError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connect) -> Result<R, VirtError> + Send + 'static,
+        E: Into<CallError>,
+        F: FnOnce(&Connect) -> Result<R, E> + Send + 'static,
+    {
+        self.call_within(uri, op, self.config.call_timeout, f).await
+    }
+
+    /// Like `call`, with its own time limit (uploads of large images take long).
+    async fn call_within<R, E, F>(
+        &self,
+        uri: &LibvirtUri,
+        op: &'static str,
+        limit: Duration,
+        f: F,
+    ) -> Result<R, HvError>
+    where
+        R: Send + 'static,
+        E: Into<CallError>,
+        F: FnOnce(&Connect) -> Result<R, E> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |session: &mut Session| {
             let result = match session.conn() {
                 Err(e) => Err(e),
-                Ok(conn) => f(conn).map_err(|source| {
-                    if breaks_connection(&source) {
-                        session.conn = None;
+                Ok(conn) => f(conn).map_err(|e| match e.into() {
+                    CallError::Virt(source) => {
+                        if breaks_connection(&source) {
+                            session.conn = None;
+                        }
+                        HvError::Call {
+                            uri: session.uri.clone(),
+                            op,
+                            source,
+                        }
                     }
-                    HvError::Call {
+                    CallError::LocalFile(path, source) => HvError::LocalFile {
                         uri: session.uri.clone(),
-                        op,
+                        path,
                         source,
-                    }
+                    },
                 }),
             };
             // The caller may have given up (timeout); nobody to tell then.
@@ -217,7 +278,7 @@ impl Hypervisor {
             uri: uri.to_string(),
         };
         self.worker(uri.as_str()).tx.send(job).map_err(|_| gone())?;
-        match tokio::time::timeout(self.config.call_timeout, rx).await {
+        match tokio::time::timeout(limit, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(gone()),
             Err(_) => {
@@ -226,7 +287,7 @@ impl Hypervisor {
                 Err(HvError::Timeout {
                     uri: uri.to_string(),
                     op,
-                    secs: self.config.call_timeout.as_secs(),
+                    secs: limit.as_secs(),
                 })
             }
         }

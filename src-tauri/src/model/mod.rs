@@ -5,10 +5,12 @@
 
 mod host;
 mod name;
+mod net;
 mod uri;
 
 pub use host::{BridgeCheck, Host, HostFacts, HostStatus, PoolFacts};
 pub use name::{BridgeName, HostName, PoolName};
+pub use net::{Ipv4Cidr, MacAddr};
 pub use uri::LibvirtUri;
 
 /// Why a value was refused. The message names the field, the value (shortened) and the rule.

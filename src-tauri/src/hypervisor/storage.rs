@@ -1,0 +1,201 @@
+//! Volumes in a host's storage pool: upload through a libvirt storage stream, linked-clone
+//! overlays, deletion ("already gone" counts as done).
+
+use super::{is_gone, CallError, HvError, Hypervisor};
+use crate::model::{LibvirtUri, PoolName};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use virt::connect::Connect;
+use virt::error::Error as VirtError;
+use virt::storage_pool::StoragePool;
+use virt::storage_vol::StorageVol;
+use virt::stream::Stream;
+
+/// Disk image formats Flotilla handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Qcow2 => "qcow2",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    pub name: String,
+    /// Path on the host.
+    pub path: String,
+    pub capacity_bytes: u64,
+    pub allocation_bytes: u64,
+}
+
+/// Uploads may take long; this is the limit for one whole upload.
+const UPLOAD_LIMIT: Duration = Duration::from_secs(6 * 3600);
+const CHUNK: usize = 1 << 20;
+
+fn xml_escape(s: &str) -> String {
+    super::domain::xml_escape(s)
+}
+
+fn info_of(vol: &StorageVol) -> Result<VolumeInfo, VirtError> {
+    let info = vol.info()?;
+    Ok(VolumeInfo {
+        name: vol.name()?,
+        path: vol.path()?,
+        capacity_bytes: info.capacity,
+        allocation_bytes: info.allocation,
+    })
+}
+
+fn pool_of(c: &Connect, pool: &str) -> Result<StoragePool, VirtError> {
+    c.lookup_storage_pool_by_name(pool)
+}
+
+fn upload_file(
+    c: &Connect,
+    pool: &str,
+    name: &str,
+    file: &Path,
+    format: DiskFormat,
+    progress: &(dyn Fn(u64, u64) + Send),
+) -> Result<VolumeInfo, CallError> {
+    let io = |e: std::io::Error| CallError::LocalFile(file.to_owned(), e);
+    let mut src = std::fs::File::open(file).map_err(io)?;
+    let len = src.metadata().map_err(io)?.len();
+    let pool = pool_of(c, pool)?;
+    // The bytes are uploaded as they are; the format tells libvirt how to read them later.
+    let xml = format!(
+        "<volume><name>{}</name><capacity unit='bytes'>{len}</capacity><target><format type='{}'/></target></volume>",
+        xml_escape(name),
+        format.as_str()
+    );
+    let vol = StorageVol::create_xml(&pool, &xml, 0)?;
+    let result = (|| -> Result<VolumeInfo, CallError> {
+        let stream = Stream::new(c, 0)?;
+        vol.upload(&stream, 0, len, 0)?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut sent_total = 0u64;
+        loop {
+            let n = src.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            let mut off = 0;
+            while off < n {
+                let sent = stream.send(&buf[off..n])?;
+                off += usize::try_from(sent).unwrap_or(0);
+            }
+            sent_total += n as u64;
+            progress(sent_total, len);
+        }
+        stream.finish()?;
+        pool.refresh(0)?;
+        Ok(info_of(&pool.lookup_storage_vol_by_name(name)?)?)
+    })();
+    if result.is_err() {
+        // Never leave a volume that looks complete but is not.
+        let _ = vol.delete(0);
+    }
+    result
+}
+
+impl Hypervisor {
+    /// Uploads a local file as a new volume `name` in `pool`. Fails if the volume exists.
+    /// `progress(sent, total)` is called after every chunk.
+    pub async fn volume_upload(
+        &self,
+        uri: &LibvirtUri,
+        pool: &PoolName,
+        name: &str,
+        file: PathBuf,
+        format: DiskFormat,
+        progress: impl Fn(u64, u64) + Send + 'static,
+    ) -> Result<VolumeInfo, HvError> {
+        let (pool, name) = (pool.to_string(), name.to_owned());
+        self.call_within(uri, "upload a volume", UPLOAD_LIMIT, move |c| {
+            upload_file(c, &pool, &name, &file, format, &progress)
+        })
+        .await
+    }
+
+    /// Creates `name` as a qcow2 overlay (linked clone) of the volume `backing` in the same
+    /// pool, with the backing file's format recorded.
+    pub async fn volume_create_overlay(
+        &self,
+        uri: &LibvirtUri,
+        pool: &PoolName,
+        name: &str,
+        backing: &str,
+        backing_format: DiskFormat,
+    ) -> Result<VolumeInfo, HvError> {
+        let (pool, name, backing) = (pool.to_string(), name.to_owned(), backing.to_owned());
+        self.call(uri, "create an overlay volume", move |c| {
+            let pool = pool_of(c, &pool)?;
+            let base = info_of(&pool.lookup_storage_vol_by_name(&backing)?)?;
+            let xml = format!(
+                "<volume><name>{}</name><capacity unit='bytes'>{}</capacity>\
+                 <target><format type='qcow2'/><compat>1.1</compat></target>\
+                 <backingStore><path>{}</path><format type='{}'/></backingStore></volume>",
+                xml_escape(&name),
+                base.capacity_bytes,
+                xml_escape(&base.path),
+                backing_format.as_str()
+            );
+            info_of(&StorageVol::create_xml(&pool, &xml, 0)?)
+        })
+        .await
+    }
+
+    /// Deletes a volume. Returns false when it did not exist.
+    pub async fn volume_delete(
+        &self,
+        uri: &LibvirtUri,
+        pool: &PoolName,
+        name: &str,
+    ) -> Result<bool, HvError> {
+        let (pool, name) = (pool.to_string(), name.to_owned());
+        self.call(uri, "delete a volume", move |c| {
+            let pool = pool_of(c, &pool)?;
+            match pool.lookup_storage_vol_by_name(&name) {
+                Ok(vol) => match vol.delete(0) {
+                    Ok(()) => Ok(true),
+                    Err(e) if is_gone(&e) => Ok(false),
+                    Err(e) => Err(e),
+                },
+                Err(e) if is_gone(&e) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// Volumes in a pool, by name.
+    pub async fn volume_list(
+        &self,
+        uri: &LibvirtUri,
+        pool: &PoolName,
+    ) -> Result<Vec<VolumeInfo>, HvError> {
+        let pool = pool.to_string();
+        self.call(uri, "list volumes", move |c| {
+            let pool = pool_of(c, &pool)?;
+            pool.refresh(0)?;
+            let mut out = pool
+                .list_all_volumes(0)?
+                .iter()
+                .map(info_of)
+                .collect::<Result<Vec<_>, _>>()?;
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok::<_, VirtError>(out)
+        })
+        .await
+    }
+}
