@@ -1,16 +1,36 @@
 #!/usr/bin/env bash
-# Installs what is needed, builds Flotilla and starts the desktop app.
-# The inventory lives in ~/.local/share/flotilla unless FLOTILLA_DATA_DIR says otherwise.
+# Installs what is needed, builds Flotilla, starts the lab (two libvirt hosts in network
+# namespaces and an HAProxy; tests/rig/lab) and opens the desktop app on a fresh inventory in
+# which the lab's hosts are registered. The lab stays up after the app closes:
+# `sudo tests/rig/lab down` removes it. Set FLOTILLA_NO_LAB=1 to skip the lab and use your own
+# inventory (~/.local/share/flotilla or $FLOTILLA_DATA_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-printf '\033[1m==> Building Flotilla\033[0m\n'
-npm run build --silent
-cargo build -p flotilla --bin flotilla --bin flotillactl
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
 if [ -z "${DISPLAY:-}" ] && [ -z "${WAYLAND_DISPLAY:-}" ]; then
-  echo "No display found: start Flotilla from a desktop session, or under a virtual one with" >&2
-  echo "  xvfb-run -a target/debug/flotilla" >&2
+  echo "No display found: run this from a desktop session (or under a virtual one: xvfb-run -a $0)" >&2
   exit 1
 fi
-printf '\033[1m==> Starting Flotilla (command line: target/debug/flotillactl --help)\033[0m\n'
+scripts/setup.sh
+say "Building Flotilla"
+npm run build --silent
+cargo build -p flotilla --bin flotilla --bin flotillactl
+ctl=target/debug/flotillactl
+
+if [ -z "${FLOTILLA_NO_LAB:-}" ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  say "Starting the lab"
+  $SUDO tests/rig/lab up
+  export FLOTILLA_DATA_DIR=${FLOTILLA_LAB_DIR:-/var/tmp/flotilla-lab}/inventory-$(id -un)
+  set -a; . "${FLOTILLA_LAB_DIR:-/var/tmp/flotilla-lab}/lab.env"; set +a
+  for i in $(seq "$FLOTILLA_LAB_HOSTS"); do
+    uri_var=FLOTILLA_LAB_H${i}_URI
+    if ! "$ctl" host show "lab-h$i" >/dev/null 2>&1; then
+      "$ctl" host add "lab-h$i" --uri "${!uri_var}" --bridge br0
+    fi
+  done
+  say "Inventory: $FLOTILLA_DATA_DIR (remove the lab with: sudo tests/rig/lab down)"
+fi
+say "Starting Flotilla (command line: $ctl --help)"
 exec target/debug/flotilla

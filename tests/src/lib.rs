@@ -71,3 +71,20 @@ impl Lab {
             .unwrap_or_else(|e| format!("(no serial log at {}: {e})", path.display()))
     }
 }
+
+impl Lab {
+    /// Runs `tests/rig/lab ARGS…` (kill-host, revive-host, …) and panics if it fails.
+    pub fn run(&self, args: &[&str]) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rig/lab");
+        let out = Command::new(&script)
+            .args(args)
+            .env("FLOTILLA_LAB_DIR", self.dir())
+            .output()
+            .expect("run tests/rig/lab");
+        assert!(
+            out.status.success(),
+            "lab {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

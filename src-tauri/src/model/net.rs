@@ -8,7 +8,6 @@ use std::net::Ipv4Addr;
 /// A unicast Ethernet address, shown lowercase `52:54:00:ab:cd:ef`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-#[cfg_attr(feature = "desktop", derive(specta::Type), specta(transparent))]
 pub struct MacAddr([u8; 6]);
 
 impl MacAddr {
@@ -74,7 +73,6 @@ impl From<MacAddr> for String {
 /// An IPv4 address with its network prefix, `10.77.0.11/24`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-#[cfg_attr(feature = "desktop", derive(specta::Type), specta(transparent))]
 pub struct Ipv4Cidr {
     addr: Ipv4Addr,
     prefix: u8,
