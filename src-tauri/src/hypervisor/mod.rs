@@ -352,13 +352,14 @@ pub(crate) mod tests {
         for broken in [
             ErrorNumber::NoConnect,
             ErrorNumber::Rpc,
-            ErrorNumber::SystemError,
+            ErrorNumber::InvalidConn,
         ] {
             assert!(breaks_connection_code(ErrorNumberEnum::from(broken)));
         }
+        // SystemError is any OS error (a missing file): not a reason to reconnect.
         for fine in [
             ErrorNumber::NoDomain,
-            ErrorNumber::InvalidArg,
+            ErrorNumber::SystemError,
             ErrorNumber::OperationFailed,
         ] {
             assert!(!breaks_connection_code(ErrorNumberEnum::from(fine)));
