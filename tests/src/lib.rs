@@ -88,3 +88,187 @@ impl Lab {
         );
     }
 }
+
+/// A guest booted on a lab host through Flotilla's own code: the image's files uploaded into
+/// the host's pool, a linked-clone overlay of its master, a NoCloud seed from `guest/`, a
+/// domain with a fixed MAC on the host's bridge.
+#[derive(Debug)]
+pub struct GuestRun {
+    pub host: u32,
+    /// Unique prefix of every object made (domain, volumes, serial log).
+    pub tag: String,
+    /// Directory with vmlinuz, initrd.img and master.qcow2.
+    pub image: PathBuf,
+    pub cmdline: String,
+    pub memory_mib: u64,
+    pub hostname: String,
+    pub mac: String,
+    pub address: String,
+    pub runcmd: Vec<String>,
+    pub boot_limit: std::time::Duration,
+}
+
+const GUEST_FILES: [(&str, flotilla::hypervisor::DiskFormat); 3] = [
+    ("master.qcow2", flotilla::hypervisor::DiskFormat::Qcow2),
+    ("vmlinuz", flotilla::hypervisor::DiskFormat::Raw),
+    ("initrd.img", flotilla::hypervisor::DiskFormat::Raw),
+];
+
+impl GuestRun {
+    fn uri(&self, lab: &Lab) -> flotilla::model::LibvirtUri {
+        flotilla::model::LibvirtUri::parse(&lab.host_uri(self.host)).expect("lab URI")
+    }
+
+    fn pool() -> flotilla::model::PoolName {
+        flotilla::model::PoolName::parse("default").expect("pool name")
+    }
+
+    pub fn serial_file(&self) -> String {
+        format!("{}.serial", self.tag)
+    }
+
+    /// Boots the guest and fetches `http://<address>/` until it answers. Returns the page and
+    /// the time from `start` to the first answer. Leaves everything in place: call `cleanup`.
+    pub async fn boot_and_fetch(
+        &self,
+        lab: &Lab,
+        hv: &flotilla::hypervisor::Hypervisor,
+    ) -> Result<(String, std::time::Duration), String> {
+        use flotilla::guest::{write_seed_disk, NicConfig, SeedSpec};
+        use flotilla::hypervisor::{
+            BootSpec, DiskFormat, DiskSpec, DomainSpec, DomainType, NicSpec,
+        };
+        use flotilla::model::{BridgeName, HostName, Ipv4Cidr, MacAddr};
+        let (uri, pool, tag) = (self.uri(lab), Self::pool(), &self.tag);
+        let mut paths = HashMap::new();
+        for (file, format) in GUEST_FILES {
+            let vol = hv
+                .volume_upload(
+                    &uri,
+                    &pool,
+                    &format!("{tag}-{file}"),
+                    self.image.join(file),
+                    format,
+                    |_, _| {},
+                )
+                .await
+                .map_err(|e| format!("upload {file}: {e:?}"))?;
+            paths.insert(file, vol.path);
+        }
+        let disk = hv
+            .volume_create_overlay(
+                &uri,
+                &pool,
+                &format!("{tag}-disk.qcow2"),
+                &format!("{tag}-master.qcow2"),
+                DiskFormat::Qcow2,
+            )
+            .await
+            .map_err(|e| format!("overlay: {e:?}"))?;
+        let mac = MacAddr::parse(&self.mac).map_err(|e| e.to_string())?;
+        let address = Ipv4Cidr::parse(&self.address).map_err(|e| e.to_string())?;
+        let seed_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let seed_file = seed_dir.path().join("seed.img");
+        write_seed_disk(
+            &SeedSpec {
+                instance_id: format!("{tag}-1"),
+                hostname: HostName::parse(&self.hostname).map_err(|e| e.to_string())?,
+                nics: vec![NicConfig {
+                    mac,
+                    address,
+                    gateway: Some(
+                        lab.get("FLOTILLA_LAB_GATEWAY")
+                            .parse()
+                            .map_err(|_| "gateway")?,
+                    ),
+                }],
+                nameservers: vec![],
+                runcmd: self.runcmd.clone(),
+            },
+            &seed_file,
+        )
+        .map_err(|e| format!("seed: {e}"))?;
+        let seed = hv
+            .volume_upload(
+                &uri,
+                &pool,
+                &format!("{tag}-seed.img"),
+                seed_file,
+                DiskFormat::Raw,
+                |_, _| {},
+            )
+            .await
+            .map_err(|e| format!("upload seed: {e:?}"))?;
+        hv.domain_define(
+            &uri,
+            &DomainSpec {
+                name: tag.clone(),
+                domain_type: DomainType::Qemu,
+                vcpus: 1,
+                memory_mib: self.memory_mib,
+                boot: BootSpec::Kernel {
+                    kernel: paths["vmlinuz"].clone(),
+                    initrd: Some(paths["initrd.img"].clone()),
+                    cmdline: self.cmdline.clone(),
+                },
+                disks: vec![
+                    DiskSpec {
+                        path: disk.path,
+                        format: DiskFormat::Qcow2,
+                        readonly: false,
+                    },
+                    DiskSpec {
+                        path: seed.path,
+                        format: DiskFormat::Raw,
+                        readonly: true,
+                    },
+                ],
+                nics: vec![NicSpec {
+                    mac,
+                    bridge: BridgeName::parse("br0").map_err(|e| e.to_string())?,
+                }],
+                serial_log: Some(format!("/var/log/libvirt/qemu/{}", self.serial_file())),
+                metadata: vec![("test".into(), tag.clone())],
+            },
+        )
+        .await
+        .map_err(|e| format!("define: {e:?}"))?;
+        hv.domain_start(&uri, tag)
+            .await
+            .map_err(|e| format!("start: {e:?}"))?;
+        let started = std::time::Instant::now();
+        let url = format!("http://{}/", address.addr());
+        while started.elapsed() < self.boot_limit {
+            if let Some(page) = lab.http_get(&url) {
+                return Ok((page, started.elapsed()));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        Err(format!(
+            "{url} did not answer within {} s",
+            self.boot_limit.as_secs()
+        ))
+    }
+
+    /// Removes the domain, its volumes and its serial log; returns the serial log's content.
+    pub async fn cleanup(&self, lab: &Lab, hv: &flotilla::hypervisor::Hypervisor) -> String {
+        let (uri, pool, tag) = (self.uri(lab), Self::pool(), &self.tag);
+        hv.domain_destroy(&uri, tag).await.expect("destroy");
+        hv.domain_undefine(&uri, tag).await.expect("undefine");
+        for suffix in ["disk.qcow2", "seed.img"]
+            .into_iter()
+            .chain(GUEST_FILES.iter().map(|f| f.0))
+        {
+            hv.volume_delete(&uri, &pool, &format!("{tag}-{suffix}"))
+                .await
+                .expect("delete volume");
+        }
+        let serial = lab.serial_log(self.host, &self.serial_file());
+        let _ = std::fs::remove_file(lab.dir().join(format!(
+            "h{}/log/qemu/{}",
+            self.host,
+            self.serial_file()
+        )));
+        serial
+    }
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds a Debian 12 guest with the real cloud-init (RIG.md), for the opt-in compatibility test:
+# the seeds Flotilla writes must work there as on the lab's tiny guest. Cached like
+# build-guest.sh. Prints the output directory (vmlinuz, initrd.img, master.qcow2). ~2 minutes.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${FLOTILLA_LAB_CACHE:-/var/tmp/flotilla-lab-cache}
+key=$(cat "$0" | sha256sum | cut -c1-16)
+out="$cache/cloud-guest-$key"
+if [ -f "$out/done" ]; then echo "$out"; exit 0; fi
+command -v mmdebstrap >/dev/null || { echo "mmdebstrap is not installed (apt-get install mmdebstrap)" >&2; exit 1; }
+mkdir -p "$cache"
+work=$(mktemp -d "$cache/cloud-build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+root="$work/root"
+mmdebstrap --quiet --variant=minbase \
+  --include=systemd-sysv,udev,linux-image-cloud-amd64,initramfs-tools,cloud-init,ifupdown,iproute2,isc-dhcp-client,netbase,python3 \
+  --customize-hook='echo "LABEL=root / ext4 defaults 0 1" > "$1/etc/fstab"' \
+  --customize-hook='printf "datasource_list: [ NoCloud, None ]\n" > "$1/etc/cloud/cloud.cfg.d/90-flotilla.cfg"' \
+  bookworm "$root" >&2
+cp "$root"/boot/vmlinuz-* "$work/vmlinuz"
+cp "$root"/boot/initrd.img-* "$work/initrd.img"
+truncate -s 2G "$work/root.raw"
+mkfs.ext4 -q -F -L root -d "$root" "$work/root.raw"
+qemu-img convert -q -f raw -O qcow2 -o compat=1.1 "$work/root.raw" "$work/master.qcow2"
+mkdir -p "$out"
+mv "$work/vmlinuz" "$work/initrd.img" "$work/master.qcow2" "$out/"
+echo "debian bookworm minbase + cloud-init" > "$out/done"
+echo "$out"
