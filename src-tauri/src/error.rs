@@ -31,6 +31,8 @@ pub enum ErrorCode {
     HostNotReady,
     /// The inventory (data directory) could not be opened or written.
     Inventory,
+    /// Not enough free space (the image library's disk, a host's pool).
+    NoSpace,
     Internal,
 }
 
@@ -47,6 +49,7 @@ impl ErrorCode {
             Self::Unreachable => 6,
             Self::HostNotReady => 7,
             Self::Inventory => 8,
+            Self::NoSpace => 9,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod guest;
 pub mod hypervisor;
 pub mod inventory;
 pub mod lb;
+pub mod library;
 pub mod model;
 pub mod monitor;
 pub mod ops;

@@ -17,6 +17,7 @@ async fn a_lab_host_is_registered_goes_unreachable_when_killed_and_recovers() {
         Inventory::open_in_memory().unwrap(),
         HvConfig::default(),
         Actor::new("test"),
+        std::path::PathBuf::from("/nonexistent/flotilla-library"),
     );
     let host = engine
         .host_add(&HostInput {

@@ -2,7 +2,7 @@
 //!
 //! Exit status: 0 success; otherwise [`ErrorCode::exit_status`] (2 bad input — also clap's
 //! usage errors —, 3 not found, 4 already exists, 5 in use, 6 unreachable, 7 host not ready,
-//! 8 inventory problem, 1 anything else). `host check` exits 6 or 7 when the host is not ok.
+//! 8 inventory problem, 9 no space, 1 anything else). `host check` exits 6 or 7 when the host is not ok.
 
 mod output;
 
@@ -31,6 +31,9 @@ enum Command {
     /// Managed machines (libvirt hosts).
     #[command(subcommand)]
     Host(HostCommand),
+    /// Master images: the library of immutable versions, and their copies on hosts.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// The audit log: who changed what, when, and whether it worked.
     Audit {
         /// How many entries, newest first.
@@ -62,6 +65,49 @@ enum HostCommand {
     Check { name: String },
     /// Unregister a host (refused while servers or images on it are in the inventory).
     Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Import a qcow2 or raw disk image as a new version of NAME (created if new). The file is
+    /// probed for its real format, checked, flattened into qcow2 and made read-only.
+    Import {
+        name: String,
+        file: PathBuf,
+        #[arg(long, default_value = "")]
+        notes: String,
+        /// How the image boots from its disk.
+        #[arg(long, value_enum, default_value_t = FirmwareArg::Bios, conflicts_with = "kernel")]
+        firmware: FirmwareArg,
+        /// Boot this kernel directly (kept in the library with the version).
+        #[arg(long, requires = "cmdline")]
+        kernel: Option<PathBuf>,
+        #[arg(long, requires = "kernel")]
+        initrd: Option<PathBuf>,
+        /// Kernel command line for direct kernel boot.
+        #[arg(long, requires = "kernel")]
+        cmdline: Option<String>,
+    },
+    /// List every version of every image.
+    List,
+    /// Show NAME (its newest version) or NAME:VERSION.
+    Show { image: String },
+    /// Make sure a version is in a host's pool: uploads it (verified by sha256) unless a
+    /// verified copy is already there.
+    Ensure {
+        image: String,
+        #[arg(long)]
+        host: String,
+    },
+    /// Delete NAME:VERSION: its copies on hosts, its record and its files. Refused while a later
+    /// version or a unit uses it.
+    Delete { image: String },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FirmwareArg {
+    Bios,
+    Uefi,
 }
 
 pub fn main() -> ExitCode {
@@ -99,6 +145,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ApiError> {
     let json = cli.json;
     match cli.command {
         Command::Host(cmd) => host(&engine, json, cmd).await,
+        Command::Image(cmd) => image(&engine, json, cmd).await,
         Command::Audit { limit } => {
             let log = engine
                 .inventory
@@ -152,6 +199,60 @@ async fn host(engine: &Engine, json: bool, cmd: HostCommand) -> Result<ExitCode,
         HostCommand::Remove { name } => {
             engine.host_remove(&name)?;
             output::removed(json, "host", &name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn image(engine: &Engine, json: bool, cmd: ImageCommand) -> Result<ExitCode, ApiError> {
+    use crate::ops::images::{BootInput, ImportRequest};
+    match cmd {
+        ImageCommand::Import {
+            name,
+            file,
+            notes,
+            firmware,
+            kernel,
+            initrd,
+            cmdline,
+        } => {
+            let boot = match kernel {
+                Some(kernel) => BootInput::Kernel {
+                    kernel,
+                    initrd,
+                    cmdline: cmdline.unwrap_or_default(),
+                },
+                None => BootInput::Disk(match firmware {
+                    FirmwareArg::Bios => crate::model::Firmware::Bios,
+                    FirmwareArg::Uefi => crate::model::Firmware::Uefi,
+                }),
+            };
+            let bar = output::progress(json);
+            let v = engine
+                .image_import(
+                    &ImportRequest {
+                        image: name,
+                        file,
+                        notes,
+                        boot,
+                    },
+                    bar.callback(),
+                )
+                .await;
+            bar.finish();
+            output::image_show(json, &v?);
+        }
+        ImageCommand::List => output::image_list(json, &engine.image_list()?),
+        ImageCommand::Show { image } => output::image_show(json, &engine.image_show(&image)?),
+        ImageCommand::Ensure { image, host } => {
+            let bar = output::progress(json);
+            let done = engine.image_ensure(&image, &host, bar.callback()).await;
+            bar.finish();
+            output::ensured(json, &done?);
+        }
+        ImageCommand::Delete { image } => {
+            engine.image_delete(&image).await?;
+            output::removed(json, "image version", &image);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -2,9 +2,11 @@
 
 use crate::error::ApiError;
 use crate::inventory::AuditEntry;
-use crate::model::{BridgeCheck, Host};
+use crate::model::{BootMode, BridgeCheck, Host, ImageVersion};
+use crate::ops::images::{EnsureOutcome, ImageProgress, ProgressFn};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn print_json<T: Serialize + ?Sized>(value: &T) {
@@ -220,5 +222,153 @@ mod tests {
         assert_eq!(super::bytes(512), "512 B");
         assert_eq!(super::bytes(8 << 30), "8.0 GiB");
         assert_eq!(super::bytes(1536), "1.5 KiB");
+    }
+}
+
+/// A progress bar on stderr for image operations (hidden with --json or without a terminal).
+pub struct Progress {
+    bar: ProgressBar,
+}
+
+pub fn progress(json: bool) -> Progress {
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    Progress { bar }
+}
+
+impl Progress {
+    pub fn callback(&self) -> ProgressFn {
+        let bar = self.bar.clone();
+        Arc::new(move |p: ImageProgress| {
+            if bar.message() != p.phase {
+                bar.set_message(p.phase.clone());
+                bar.reset();
+            }
+            bar.set_length(p.total);
+            bar.set_position(p.done);
+        })
+    }
+    pub fn finish(self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn boot_text(b: &BootMode) -> String {
+    match b {
+        BootMode::Disk { firmware } => format!("from its disk ({firmware:?})").to_lowercase(),
+        BootMode::Kernel { cmdline, .. } => format!("direct kernel boot ({cmdline})"),
+    }
+}
+
+pub fn image_list(json: bool, versions: &[ImageVersion]) {
+    if json {
+        return print_json(versions);
+    }
+    if versions.is_empty() {
+        println!("No images. Import one with: flotillactl image import NAME FILE");
+        return;
+    }
+    let rows: Vec<Vec<String>> = versions
+        .iter()
+        .map(|v| {
+            vec![
+                format!("{}:v{}", v.image, v.version),
+                bytes(v.virtual_size),
+                bytes(v.actual_size),
+                v.sha256[..12].to_string(),
+                v.copies
+                    .iter()
+                    .map(|c| c.host.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                v.created_at.clone(),
+                v.origin.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "VERSION", "SIZE", "ON DISK", "SHA256", "ON HOSTS", "CREATED", "ORIGIN",
+        ],
+        &rows,
+    );
+}
+
+pub fn image_show(json: bool, v: &ImageVersion) {
+    if json {
+        return print_json(v);
+    }
+    let lines = [
+        ("Image", format!("{}:v{}", v.image, v.version)),
+        (
+            "Made from",
+            v.parent.map_or("-".into(), |p| format!("v{p}")),
+        ),
+        ("Origin", v.origin.clone()),
+        ("Boots", boot_text(&v.boot)),
+        (
+            "Size",
+            format!(
+                "{} virtual, {} on disk",
+                bytes(v.virtual_size),
+                bytes(v.actual_size)
+            ),
+        ),
+        ("sha256", v.sha256.clone()),
+        ("File", v.file.clone()),
+        (
+            "Sealed",
+            if v.seal.is_empty() {
+                "no".into()
+            } else {
+                v.seal.join(", ")
+            },
+        ),
+        (
+            "On hosts",
+            if v.copies.is_empty() {
+                "none".into()
+            } else {
+                v.copies
+                    .iter()
+                    .map(|c| c.host.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        ),
+        ("Created", v.created_at.clone()),
+        ("Notes", v.notes.clone()),
+    ];
+    for (k, val) in lines {
+        println!("{:<10} {val}", format!("{k}:"));
+    }
+}
+
+pub fn ensured(json: bool, e: &EnsureOutcome) {
+    if json {
+        return print_json(e);
+    }
+    if e.bytes_copied == 0 {
+        println!(
+            "{}:v{} is already on {} ({}); nothing copied.",
+            e.image, e.version, e.host, e.path
+        );
+    } else {
+        println!(
+            "Copied {}:v{} to {} ({}, {}), verified by sha256.",
+            e.image,
+            e.version,
+            e.host,
+            e.path,
+            bytes(e.bytes_copied)
+        );
     }
 }

@@ -199,3 +199,51 @@ impl Hypervisor {
         .await
     }
 }
+
+impl Hypervisor {
+    /// sha256 of a volume's bytes, read back from the host through a storage stream.
+    pub async fn volume_sha256(
+        &self,
+        uri: &LibvirtUri,
+        pool: &PoolName,
+        name: &str,
+    ) -> Result<String, HvError> {
+        use sha2::{Digest, Sha256};
+        let (pool, name) = (pool.to_string(), name.to_owned());
+        self.call_within(uri, "read a volume back", UPLOAD_LIMIT, move |c| {
+            let vol = pool_of(c, &pool)?.lookup_storage_vol_by_name(&name)?;
+            let stream = Stream::new(c, 0)?;
+            vol.download(&stream, 0, 0, 0)?;
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = stream.recv(&mut buf)?;
+                if n <= 0 {
+                    break;
+                }
+                hasher.update(&buf[..usize::try_from(n).unwrap_or(0)]);
+            }
+            stream.finish()?;
+            Ok::<_, VirtError>(crate::library::hex(&hasher.finalize()))
+        })
+        .await
+    }
+
+    /// The volume `name` in `pool`, if it exists.
+    pub async fn volume_get(
+        &self,
+        uri: &LibvirtUri,
+        pool: &PoolName,
+        name: &str,
+    ) -> Result<Option<VolumeInfo>, HvError> {
+        let (pool, name) = (pool.to_string(), name.to_owned());
+        self.call(uri, "look up a volume", move |c| {
+            match pool_of(c, &pool)?.lookup_storage_vol_by_name(&name) {
+                Ok(v) => info_of(&v).map(Some),
+                Err(e) if is_gone(&e) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+}

@@ -7,6 +7,7 @@
 
 mod audit;
 mod hosts;
+mod images;
 
 pub use audit::{Actor, AuditEntry, AuditResult};
 pub use hosts::NewHost;
@@ -101,6 +102,7 @@ fn migrations() -> Migrations<'static> {
     // The order is the order they were written in; each table module owns its steps.
     all.extend(hosts::MIGRATIONS.iter().map(|sql| M::up(sql)));
     all.extend(audit::MIGRATIONS.iter().map(|sql| M::up(sql)));
+    all.extend(images::MIGRATIONS.iter().map(|sql| M::up(sql)));
     Migrations::new(all)
 }
 
@@ -266,7 +268,7 @@ impl Inventory {
 }
 
 fn migrations_len() -> usize {
-    hosts::MIGRATIONS.len() + audit::MIGRATIONS.len()
+    hosts::MIGRATIONS.len() + audit::MIGRATIONS.len() + images::MIGRATIONS.len()
 }
 
 pub(crate) fn now_rfc3339() -> String {

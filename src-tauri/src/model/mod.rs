@@ -4,11 +4,15 @@
 //! parsed into one of these types first; an invalid value never reaches the engine.
 
 mod host;
+mod image;
 mod name;
 mod net;
 mod uri;
 
 pub use host::{BridgeCheck, Host, HostFacts, HostStatus, PoolFacts};
+pub use image::{
+    BootMode, Firmware, ImageName, ImageRef, ImageVersion, ImageVersionCopy, NewImageVersion,
+};
 pub use name::{BridgeName, HostName, PoolName};
 pub use net::{Ipv4Cidr, MacAddr};
 pub use uri::LibvirtUri;

@@ -216,6 +216,7 @@ mod tests {
             Inventory::open_in_memory().unwrap(),
             HvConfig::default(),
             Actor::new("test"),
+            std::path::PathBuf::from("/nonexistent/flotilla-library"),
         )
     }
 

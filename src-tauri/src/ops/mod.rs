@@ -4,6 +4,7 @@
 //! arrive with later issues as journaled steps with undo (ARCHITECTURE.md).
 
 pub mod hosts;
+pub mod images;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::hypervisor::{HvConfig, HvError, Hypervisor};
@@ -43,6 +44,15 @@ pub enum OpError {
     Hypervisor(#[from] HvError),
     #[error("host at {uri} is not ready: {}", problems.join("; "))]
     HostNotReady { uri: String, problems: Vec<String> },
+    #[error(transparent)]
+    Library(#[from] crate::library::LibraryError),
+    #[error("the copy of {what} on host {host} does not match the library (sha256 {found}, expected {expected}); it was removed")]
+    CopyMismatch {
+        what: String,
+        host: String,
+        found: String,
+        expected: String,
+    },
 }
 
 impl From<&OpError> for ApiError {
@@ -50,6 +60,16 @@ impl From<&OpError> for ApiError {
         match err {
             OpError::Invalid(e) => ApiError::new(ErrorCode::InvalidInput, e.to_string()),
             OpError::HostNotReady { .. } => ApiError::new(ErrorCode::HostNotReady, err.to_string()),
+            OpError::CopyMismatch { .. } => ApiError::new(ErrorCode::Internal, err.to_string()),
+            OpError::Library(e) => {
+                use crate::library::LibraryError as L;
+                let code = match e {
+                    L::NotAnImage { .. } | L::Unreadable { .. } => ErrorCode::InvalidInput,
+                    L::Full { .. } => ErrorCode::NoSpace,
+                    L::QemuImg { .. } | L::Write { .. } => ErrorCode::Internal,
+                };
+                ApiError::new(code, e.to_string()).with_causes(e)
+            }
             OpError::Inventory(e) => {
                 let code = match e {
                     InventoryError::NotFound { .. } => ErrorCode::NotFound,
@@ -102,6 +122,8 @@ pub struct Engine {
     pub inventory: Inventory,
     pub hypervisor: Hypervisor,
     actor: Actor,
+    /// The image library folder (`<data dir>/library`).
+    library: PathBuf,
 }
 
 impl Engine {
@@ -111,15 +133,21 @@ impl Engine {
             Inventory::open_in(data_dir)?,
             HvConfig::default(),
             Actor::new(via),
+            data_dir.join("library"),
         ))
     }
 
-    pub fn with(inventory: Inventory, hv: HvConfig, actor: Actor) -> Self {
+    pub fn with(inventory: Inventory, hv: HvConfig, actor: Actor, library: PathBuf) -> Self {
         Self {
             inventory,
             hypervisor: Hypervisor::new(hv),
             actor,
+            library,
         }
+    }
+
+    pub fn library_dir(&self) -> &Path {
+        &self.library
     }
 
     /// Records the outcome of a change in the audit log. A failure to write the audit log is

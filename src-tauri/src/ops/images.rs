@@ -1,0 +1,396 @@
+//! Master images: import into the library, list, show, ensure a version on a host, delete.
+//!
+//! `image_import`: validate → probe the file (qemu-img) and refuse what is not a sound disk
+//! image → check free space → convert into a flattened qcow2 `.partial` file in the library
+//! (streamed, with progress) → sha256 → make it read-only under its final name → record the
+//! version. A failure at any step removes the partial file; nothing is recorded.
+//!
+//! `image_ensure`: a version is on a host when the inventory has a verified copy whose volume
+//! still exists. Otherwise: remove a leftover volume of an interrupted upload → upload through a
+//! libvirt storage stream → read it back and compare sha256 → record the copy.
+
+use super::{Engine, OpError};
+use crate::inventory::InventoryError;
+use crate::library;
+use crate::model::{
+    BootMode, Firmware, HostName, ImageName, ImageRef, ImageVersion, NewImageVersion,
+};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Progress of a long image operation, for progress bars.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct ImageProgress {
+    /// `checking`, `copying`, `checksumming`, `uploading`, `verifying`.
+    pub phase: String,
+    pub done: u64,
+    pub total: u64,
+}
+
+pub type ProgressFn = Arc<dyn Fn(ImageProgress) + Send + Sync>;
+
+/// How an imported version boots.
+#[derive(Debug, Clone)]
+pub enum BootInput {
+    Disk(Firmware),
+    Kernel {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        cmdline: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    pub image: String,
+    pub file: PathBuf,
+    pub notes: String,
+    pub boot: BootInput,
+}
+
+/// What `image_ensure` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct EnsureOutcome {
+    pub image: ImageName,
+    pub version: u32,
+    pub host: HostName,
+    pub volume: String,
+    pub path: String,
+    /// 0 when the host already had a verified copy.
+    pub bytes_copied: u64,
+}
+
+const MAX_NOTES: usize = 4096;
+
+fn phase(progress: &ProgressFn, name: &str, done: u64, total: u64) {
+    progress(ImageProgress {
+        phase: name.into(),
+        done,
+        total,
+    });
+}
+
+/// Copies a kernel or initrd into the library next to the version (read-only).
+fn copy_boot_file(src: &Path, dest: &Path) -> Result<(), library::LibraryError> {
+    let meta = std::fs::metadata(src).map_err(|source| library::LibraryError::Unreadable {
+        path: src.to_owned(),
+        source,
+    })?;
+    if !meta.is_file() || meta.len() == 0 {
+        return Err(library::LibraryError::NotAnImage {
+            path: src.to_owned(),
+            reason: "is not a non-empty regular file".into(),
+        });
+    }
+    let partial = dest.with_extension("partial");
+    std::fs::copy(src, &partial).map_err(|source| library::LibraryError::Write {
+        path: partial.clone(),
+        source,
+    })?;
+    library::seal_into_place(&partial, dest)
+}
+
+impl Engine {
+    pub async fn image_import(
+        &self,
+        req: &ImportRequest,
+        progress: ProgressFn,
+    ) -> Result<ImageVersion, OpError> {
+        let outcome = self.image_import_inner(req, progress).await;
+        self.audit("image.import", &format!("image/{}", req.image), &outcome);
+        outcome
+    }
+
+    async fn image_import_inner(
+        &self,
+        req: &ImportRequest,
+        progress: ProgressFn,
+    ) -> Result<ImageVersion, OpError> {
+        let image = ImageName::parse(req.image.trim())?;
+        if req.notes.len() > MAX_NOTES || req.notes.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(crate::model::ValidationError::new(
+                "notes",
+                format!("at most {MAX_NOTES} bytes of text"),
+            )
+            .into());
+        }
+        if let BootInput::Kernel { cmdline, .. } = &req.boot {
+            if cmdline.len() > 2048 || cmdline.chars().any(char::is_control) {
+                return Err(crate::model::ValidationError::new(
+                    "cmdline",
+                    "the kernel command line must be one line of at most 2048 bytes",
+                )
+                .into());
+            }
+        }
+        let version = self.inventory.image_next_version(&image)?;
+        let dir = self.library.join(image.as_str());
+        let (req, library_root) = (req.clone(), self.library.clone());
+        let image_for_work = image.clone();
+        let work = tokio::task::spawn_blocking(move || -> Result<NewImageVersion, OpError> {
+            let image = image_for_work;
+            phase(&progress, "checking", 0, 1);
+            let probe = library::probe(&req.file)?;
+            std::fs::create_dir_all(&dir).map_err(|source| library::LibraryError::Write {
+                path: dir.clone(),
+                source,
+            })?;
+            library::check_importable(&req.file, &probe, &library_root)?;
+            library::remove_partials(&dir);
+            library::ensure_space(&dir, probe.actual_size.max(1 << 20))?;
+            let file_name = format!("v{version}.qcow2");
+            let partial = dir.join(format!(".{file_name}.{}.partial", std::process::id()));
+            let total = probe.virtual_size;
+            let result = (|| -> Result<NewImageVersion, OpError> {
+                library::convert_to_qcow2(&req.file, &probe.format, &partial, &|pct| {
+                    phase(
+                        &progress,
+                        "copying",
+                        (pct / 100.0 * total as f64) as u64,
+                        total,
+                    )
+                })?;
+                let sha256 =
+                    library::sha256_file(&partial, &|d, t| phase(&progress, "checksumming", d, t))?;
+                let actual_size = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+                let boot = match &req.boot {
+                    BootInput::Disk(firmware) => BootMode::Disk {
+                        firmware: *firmware,
+                    },
+                    BootInput::Kernel {
+                        kernel,
+                        initrd,
+                        cmdline,
+                    } => {
+                        let kernel_file = format!("{image}/v{version}.vmlinuz");
+                        copy_boot_file(kernel, &library_root.join(&kernel_file))?;
+                        let initrd_file = match initrd {
+                            Some(i) => {
+                                let f = format!("{image}/v{version}.initrd");
+                                copy_boot_file(i, &library_root.join(&f))?;
+                                Some(f)
+                            }
+                            None => None,
+                        };
+                        BootMode::Kernel {
+                            kernel_file,
+                            initrd_file,
+                            cmdline: cmdline.clone(),
+                        }
+                    }
+                };
+                library::seal_into_place(&partial, &dir.join(&file_name))?;
+                Ok(NewImageVersion {
+                    image: image.clone(),
+                    version,
+                    file: format!("{image}/{file_name}"),
+                    sha256,
+                    virtual_size: probe.virtual_size,
+                    actual_size,
+                    parent: None,
+                    origin: format!("import of {}", req.file.display()),
+                    boot,
+                    seal: Vec::new(),
+                    notes: req.notes.clone(),
+                })
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&partial);
+                for ext in ["vmlinuz", "initrd"] {
+                    remove_library_file(&dir.join(format!("v{version}.{ext}")));
+                }
+            }
+            result
+        })
+        .await
+        .map_err(|e| {
+            OpError::Library(library::LibraryError::QemuImg {
+                what: "import",
+                path: PathBuf::new(),
+                message: format!("the import task failed: {e}"),
+            })
+        })??;
+        match self.inventory.image_version_insert(&work) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                // Not recorded: the file must not stay either.
+                remove_library_file(&self.library.join(&work.file));
+                if let BootMode::Kernel {
+                    kernel_file,
+                    initrd_file,
+                    ..
+                } = &work.boot
+                {
+                    remove_library_file(&self.library.join(kernel_file));
+                    if let Some(f) = initrd_file {
+                        remove_library_file(&self.library.join(f));
+                    }
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    pub fn image_list(&self) -> Result<Vec<ImageVersion>, OpError> {
+        Ok(self.inventory.image_version_list()?)
+    }
+
+    /// `NAME` (newest version) or `NAME:VERSION`.
+    pub fn image_show(&self, reference: &str) -> Result<ImageVersion, OpError> {
+        let r = ImageRef::parse(reference.trim())?;
+        Ok(match r.version {
+            Some(v) => self.inventory.image_version_get(&r.image, v)?,
+            None => self.inventory.image_version_latest(&r.image)?,
+        })
+    }
+
+    /// Makes sure the version is on the host, uploading it only when it is not.
+    pub async fn image_ensure(
+        &self,
+        reference: &str,
+        host: &str,
+        progress: ProgressFn,
+    ) -> Result<EnsureOutcome, OpError> {
+        let outcome = self.image_ensure_inner(reference, host, progress).await;
+        self.audit(
+            "image.ensure",
+            &format!("image/{reference} on host/{host}"),
+            &outcome,
+        );
+        outcome
+    }
+
+    async fn image_ensure_inner(
+        &self,
+        reference: &str,
+        host: &str,
+        progress: ProgressFn,
+    ) -> Result<EnsureOutcome, OpError> {
+        let v = self.image_show(reference)?;
+        let host = self.host_show(host)?;
+        let volume = v.volume_name();
+        let done = |path: String, bytes_copied| EnsureOutcome {
+            image: v.image.clone(),
+            version: v.version,
+            host: host.name.clone(),
+            volume: volume.clone(),
+            path,
+            bytes_copied,
+        };
+        let existing = self
+            .hypervisor
+            .volume_get(&host.uri, &host.pool, &volume)
+            .await?;
+        if let Some(copy) = v.copies.iter().find(|c| c.host == host.name) {
+            if existing.is_some() {
+                return Ok(done(copy.path.clone(), 0));
+            }
+            // Recorded but gone from the host (someone deleted it): upload again.
+            self.inventory
+                .image_copy_forget(&v.image, v.version, &host.name)?;
+        }
+        if existing.is_some() {
+            // An upload that never got verified (interrupted): it is not a copy.
+            self.hypervisor
+                .volume_delete(&host.uri, &host.pool, &volume)
+                .await?;
+        }
+        let file = self.library.join(&v.file);
+        let total = std::fs::metadata(&file)
+            .map_err(|source| library::LibraryError::Unreadable {
+                path: file.clone(),
+                source,
+            })?
+            .len();
+        let upload_progress = progress.clone();
+        let info = self
+            .hypervisor
+            .volume_upload(
+                &host.uri,
+                &host.pool,
+                &volume,
+                file,
+                crate::hypervisor::DiskFormat::Qcow2,
+                move |d, t| phase(&upload_progress, "uploading", d, t),
+            )
+            .await?;
+        phase(&progress, "verifying", 0, total);
+        let found = self
+            .hypervisor
+            .volume_sha256(&host.uri, &host.pool, &volume)
+            .await?;
+        if found != v.sha256 {
+            self.hypervisor
+                .volume_delete(&host.uri, &host.pool, &volume)
+                .await?;
+            return Err(OpError::CopyMismatch {
+                what: format!("{}:v{}", v.image, v.version),
+                host: host.name.to_string(),
+                found,
+                expected: v.sha256.clone(),
+            });
+        }
+        phase(&progress, "verifying", total, total);
+        self.inventory
+            .image_copy_record(&v.image, v.version, &host.name, &volume, &info.path)?;
+        Ok(done(info.path, total))
+    }
+
+    /// Deletes a version: refused while a later version or a unit uses it; removes its copies
+    /// from hosts, its record and its library files.
+    pub async fn image_delete(&self, reference: &str) -> Result<(), OpError> {
+        let outcome = self.image_delete_inner(reference).await;
+        self.audit("image.delete", &format!("image/{reference}"), &outcome);
+        outcome
+    }
+
+    async fn image_delete_inner(&self, reference: &str) -> Result<(), OpError> {
+        let r = ImageRef::parse(reference.trim())?;
+        let Some(version) = r.version else {
+            return Err(crate::model::ValidationError::new(
+                "version",
+                format!("say which version to delete: {}:VERSION", r.image),
+            )
+            .into());
+        };
+        let v = self.inventory.image_version_get(&r.image, version)?;
+        let users = self.inventory.image_version_users(&r.image, version)?;
+        if !users.is_empty() {
+            return Err(InventoryError::InUse {
+                kind: "image version",
+                name: format!("{}:v{version}", r.image),
+                users,
+            }
+            .into());
+        }
+        for copy in &v.copies {
+            let host = self.host_show(copy.host.as_str())?;
+            self.hypervisor
+                .volume_delete(&host.uri, &host.pool, &copy.volume)
+                .await?;
+            self.inventory
+                .image_copy_forget(&v.image, v.version, &copy.host)?;
+        }
+        self.inventory.image_version_delete(&r.image, version)?;
+        remove_library_file(&self.library.join(&v.file));
+        if let BootMode::Kernel {
+            kernel_file,
+            initrd_file,
+            ..
+        } = &v.boot
+        {
+            remove_library_file(&self.library.join(kernel_file));
+            if let Some(f) = initrd_file {
+                remove_library_file(&self.library.join(f));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn remove_library_file(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
