@@ -426,3 +426,124 @@ impl Inventory {
             .map_err(query_err("commit image version removal"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BootMode, Firmware};
+
+    fn new_version(image: &str, version: u32, parent: Option<u32>) -> NewImageVersion {
+        NewImageVersion {
+            image: ImageName::parse(image).unwrap(),
+            version,
+            file: format!("{image}/v{version}.qcow2"),
+            sha256: "a".repeat(64),
+            virtual_size: 1 << 30,
+            actual_size: 1 << 20,
+            parent,
+            origin: "test".into(),
+            boot: BootMode::Disk {
+                firmware: Firmware::Bios,
+            },
+            seal: vec![],
+            notes: String::new(),
+        }
+    }
+
+    #[test]
+    fn versions_number_up_and_keep_their_lineage() {
+        let inv = Inventory::open_in_memory().unwrap();
+        let web = ImageName::parse("web").unwrap();
+        assert_eq!(inv.image_next_version(&web).unwrap(), 1);
+        inv.image_version_insert(&new_version("web", 1, None))
+            .unwrap();
+        let v2 = inv
+            .image_version_insert(&new_version("web", 2, Some(1)))
+            .unwrap();
+        assert_eq!(v2.parent, Some(1));
+        assert_eq!(inv.image_next_version(&web).unwrap(), 3);
+        assert_eq!(inv.image_version_latest(&web).unwrap().version, 2);
+        let dup = inv.image_version_insert(&new_version("web", 2, None));
+        assert!(
+            matches!(dup, Err(InventoryError::Duplicate { .. })),
+            "{dup:?}"
+        );
+        let orphan = inv.image_version_insert(&new_version("web", 3, Some(9)));
+        assert!(
+            matches!(orphan, Err(InventoryError::NotFound { .. })),
+            "{orphan:?}"
+        );
+        assert_eq!(inv.image_version_list().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_version_cannot_be_changed_in_place() {
+        let inv = Inventory::open_in_memory().unwrap();
+        inv.image_version_insert(&new_version("web", 1, None))
+            .unwrap();
+        let err = inv
+            .conn()
+            .execute("UPDATE image_versions SET sha256 = ?1", [&"b".repeat(64)])
+            .unwrap_err();
+        assert!(err.to_string().contains("immutable"), "{err}");
+        inv.conn()
+            .execute("UPDATE image_versions SET notes = 'still editable'", [])
+            .unwrap();
+    }
+
+    #[test]
+    fn a_version_others_are_made_from_cannot_be_deleted() {
+        let inv = Inventory::open_in_memory().unwrap();
+        let web = ImageName::parse("web").unwrap();
+        inv.image_version_insert(&new_version("web", 1, None))
+            .unwrap();
+        inv.image_version_insert(&new_version("web", 2, Some(1)))
+            .unwrap();
+        let users = inv.image_version_users(&web, 1).unwrap();
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].table, "image_versions");
+        let err = inv.image_version_delete(&web, 1).unwrap_err();
+        assert!(matches!(err, InventoryError::InUse { .. }), "{err}");
+        inv.image_version_delete(&web, 2).unwrap();
+        inv.image_version_delete(&web, 1).unwrap();
+        assert!(inv.image_version_list().unwrap().is_empty());
+        assert_eq!(
+            inv.image_next_version(&web).unwrap(),
+            1,
+            "the empty image is gone"
+        );
+    }
+
+    #[test]
+    fn copies_are_recorded_per_host_and_pin_the_host() {
+        let inv = Inventory::open_in_memory().unwrap();
+        let web = ImageName::parse("web").unwrap();
+        inv.image_version_insert(&new_version("web", 1, None))
+            .unwrap();
+        let host = inv
+            .host_insert(&crate::inventory::NewHost {
+                name: HostName::parse("h1").unwrap(),
+                uri: crate::model::LibvirtUri::parse("test:///x.xml").unwrap(),
+                pool: crate::model::PoolName::parse("default").unwrap(),
+                bridge: crate::model::BridgeName::parse("br0").unwrap(),
+                status: crate::model::HostStatus::Ok,
+                status_detail: String::new(),
+                facts: crate::inventory::hosts::tests::sample_facts(),
+            })
+            .unwrap();
+        inv.image_copy_record(&web, 1, &host.name, "vol", "/pool/vol")
+            .unwrap();
+        let v = inv.image_version_get(&web, 1).unwrap();
+        assert_eq!(v.copies.len(), 1);
+        assert_eq!(v.copies[0].host, host.name);
+        assert_eq!(inv.image_version_list().unwrap()[0].copies, v.copies);
+        assert!(
+            inv.image_version_users(&web, 1).unwrap().is_empty(),
+            "copies are not users"
+        );
+        let err = inv.host_delete(&host.name).unwrap_err();
+        assert!(err.to_string().contains("image_copies"), "{err}");
+        inv.image_copy_forget(&web, 1, &host.name).unwrap();
+        inv.host_delete(&host.name).unwrap();
+    }
+}

@@ -1,0 +1,221 @@
+//! `flotillactl image …` with real files: qemu-img makes the test images.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ctl(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flotillactl"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn qemu_img(args: &[&str]) {
+    assert!(
+        Command::new("qemu-img")
+            .args(args)
+            .status()
+            .unwrap()
+            .success(),
+        "{args:?}"
+    );
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn versions(data: &Path) -> Vec<serde_json::Value> {
+    serde_json::from_slice(&ctl(data, &["image", "list", "--json"]).stdout).unwrap()
+}
+
+#[test]
+fn import_list_show_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let disk = dir.path().join("base.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", disk.to_str().unwrap(), "32M"]);
+    let raw = dir.path().join("disk.raw");
+    let mut bytes = vec![0u8; 2 << 20];
+    bytes[510] = 0x55;
+    bytes[511] = 0xAA;
+    std::fs::write(&raw, &bytes).unwrap();
+
+    let out = ctl(
+        &data,
+        &[
+            "image",
+            "import",
+            "web",
+            disk.to_str().unwrap(),
+            "--notes",
+            "first",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = ctl(
+        &data,
+        &[
+            "image",
+            "import",
+            "web",
+            raw.to_str().unwrap(),
+            "--firmware",
+            "uefi",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v2: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v2["version"], 2);
+    assert_eq!(v2["format"], "qcow2", "raw input is stored as qcow2");
+    assert_eq!(v2["boot"]["firmware"], "uefi");
+
+    let list = versions(&data);
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["notes"], "first");
+    let file = data.join("library").join(list[0]["file"].as_str().unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o222,
+        0,
+        "read-only"
+    );
+
+    let show = ctl(&data, &["image", "show", "web"]);
+    assert!(
+        String::from_utf8_lossy(&show.stdout).contains("web:v2"),
+        "newest by default"
+    );
+    let out = ctl(&data, &["image", "delete", "web"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a version must be named: {}",
+        stderr(&out)
+    );
+    let out = ctl(&data, &["image", "delete", "web:1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!file.exists(), "the library file is gone");
+    assert_eq!(versions(&data).len(), 1);
+}
+
+#[test]
+fn bad_images_are_refused_and_nothing_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let p = |name: &str| dir.path().join(name);
+    let good = p("good.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", good.to_str().unwrap(), "16M"]);
+    std::fs::write(p("notes.txt"), "not a disk image\n".repeat(1000)).unwrap();
+    std::fs::copy(&good, p("truncated.qcow2")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(p("truncated.qcow2"))
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-F",
+        "qcow2",
+        "-b",
+        good.to_str().unwrap(),
+        p("overlay.qcow2").to_str().unwrap(),
+    ]);
+    std::fs::create_dir(p("a-directory")).unwrap();
+    std::fs::write(p("empty.img"), b"").unwrap();
+    let vmdk = p("disk.vmdk");
+    qemu_img(&["create", "-q", "-f", "vmdk", vmdk.to_str().unwrap(), "16M"]);
+
+    let s = |x: &str| p(x).to_str().unwrap().to_owned();
+    let cases: Vec<(Vec<String>, i32, &str)> = vec![
+        (vec![s("notes.txt")], 2, "no partition table or filesystem"),
+        (vec![s("truncated.qcow2")], 2, "truncated"),
+        (vec![s("overlay.qcow2")], 2, "outside the library"),
+        (vec![s("a-directory")], 2, "not a regular file"),
+        (vec![s("missing.qcow2")], 2, "cannot be read"),
+        (vec![s("empty.img")], 2, "no partition table or filesystem"),
+        (
+            vec![vmdk.to_str().unwrap().to_owned()],
+            2,
+            "only qcow2 and raw",
+        ),
+    ];
+    for (args, code, words) in cases {
+        let mut full = vec!["image".to_string(), "import".into(), "web".into()];
+        full.extend(args.clone());
+        let full: Vec<&str> = full.iter().map(String::as_str).collect();
+        let out = ctl(&data, &full);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(words),
+            "{args:?}: expected {words:?} in {}",
+            stderr(&out)
+        );
+    }
+    for (name, words) in [
+        ("Web", "lowercase"),
+        ("../x", "not allowed"),
+        (&"w".repeat(300)[..], "300 characters"),
+    ] {
+        let out = ctl(&data, &["image", "import", name, good.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr(&out).contains(words) || stderr(&out).contains("contains"),
+            "{name}: {}",
+            stderr(&out)
+        );
+    }
+    let out = ctl(
+        &data,
+        &[
+            "image",
+            "import",
+            "web",
+            good.to_str().unwrap(),
+            "--kernel",
+            "/nonexistent/vmlinuz",
+            "--cmdline",
+            "x",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(versions(&data).is_empty(), "nothing recorded");
+    let leftovers: Vec<_> = std::fs::read_dir(data.join("library/web"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "no files left in the library: {leftovers:?}"
+    );
+}
+
+#[test]
+fn a_library_file_is_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let good = dir.path().join("good.qcow2");
+    qemu_img(&["create", "-q", "-f", "qcow2", good.to_str().unwrap(), "16M"]);
+    // A file without a record where v1 would go (left by hand, or by a crash after the rename).
+    std::fs::create_dir_all(data.join("library/web")).unwrap();
+    std::fs::write(data.join("library/web/v1.qcow2"), b"precious").unwrap();
+    let out = ctl(&data, &["image", "import", "web", good.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("never overwritten"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read(data.join("library/web/v1.qcow2")).unwrap(),
+        b"precious"
+    );
+    assert!(versions(&data).is_empty());
+}
