@@ -33,6 +33,8 @@ pub enum ErrorCode {
     Inventory,
     /// Not enough free space (the image library's disk, a host's pool).
     NoSpace,
+    /// Something did not happen in time (a guest that does not shut down).
+    Timeout,
     Internal,
 }
 
@@ -50,6 +52,7 @@ impl ErrorCode {
             Self::HostNotReady => 7,
             Self::Inventory => 8,
             Self::NoSpace => 9,
+            Self::Timeout => 10,
         }
     }
 }

@@ -40,7 +40,7 @@ init="$work/initramfs"
 mkdir -p "$init/bin" "$init/lib/modules"
 cp /bin/busybox "$init/bin/busybox"
 cp "$here/guest/initramfs-init" "$init/init"
-wanted="virtio_pci virtio_blk virtio_net vfat isofs nls_ascii nls_cp437 nls_utf8 button"
+wanted="virtio_pci virtio_blk virtio_net vfat isofs nls_ascii nls_cp437 nls_utf8 button evdev"
 : > "$init/lib/modules/load-order"
 add_module() { # $1 = path relative to the module dir, as in modules.dep
   grep -qxF "$1" "$init/lib/modules/load-order" && return 0

@@ -216,11 +216,13 @@ impl GuestRun {
                         path: disk.path,
                         format: DiskFormat::Qcow2,
                         readonly: false,
+                        cdrom: false,
                     },
                     DiskSpec {
                         path: seed.path,
                         format: DiskFormat::Raw,
                         readonly: true,
+                        cdrom: false,
                     },
                 ],
                 nics: vec![NicSpec {
@@ -229,6 +231,8 @@ impl GuestRun {
                 }],
                 serial_log: Some(format!("/var/log/libvirt/qemu/{}", self.serial_file())),
                 metadata: vec![("test".into(), tag.clone())],
+                vnc: false,
+                guest_agent: false,
             },
         )
         .await

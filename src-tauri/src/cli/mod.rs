@@ -102,6 +102,83 @@ enum ImageCommand {
     /// Delete NAME:VERSION: its copies on hosts, its record and its files. Refused while a later
     /// version or a unit uses it.
     Delete { image: String },
+    /// Start a builder VM for a new version of NAME, from a library version or an installer ISO.
+    /// Work in it (console: virt-viewer), then `image capture NAME`.
+    Build {
+        name: String,
+        #[arg(long)]
+        host: String,
+        /// Library version to start from: IMAGE or IMAGE:VERSION.
+        #[arg(long, conflicts_with = "iso", required_unless_present = "iso")]
+        from: Option<String>,
+        /// Installer ISO to boot (with a blank disk).
+        #[arg(long)]
+        iso: Option<PathBuf>,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        cpus: u32,
+        /// Memory in MiB.
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(64..=1_048_576))]
+        memory: u64,
+        /// Disk size, e.g. 20G (default: the base's size; 10G for an installer).
+        #[arg(long, value_parser = parse_size)]
+        disk_size: Option<u64>,
+        /// A file of shell commands the builder runs at first boot (one per line).
+        #[arg(long)]
+        script: Option<PathBuf>,
+        /// Static address of the builder on the host's bridge, e.g. 10.77.0.240/24 (default: DHCP).
+        #[arg(long)]
+        address: Option<String>,
+        #[arg(long, requires = "address")]
+        gateway: Option<String>,
+        /// kvm for hardware virtualization, qemu for software emulation.
+        #[arg(long, value_enum, default_value_t = VirtType::Qemu)]
+        virt_type: VirtType,
+    },
+    /// Shut the builder of NAME down, capture its disk as the next version, remove the builder.
+    Capture {
+        name: String,
+        /// Power the builder off if it ignores the shutdown request (unsaved guest data is lost).
+        #[arg(long)]
+        force: bool,
+        /// Seconds to wait for the guest to shut down.
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        timeout: u64,
+        #[arg(long, default_value = "")]
+        notes: String,
+    },
+    /// Remove the builder of NAME and everything it made, without capturing.
+    BuilderAbort { name: String },
+    /// List running builders.
+    Builders,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum VirtType {
+    Kvm,
+    Qemu,
+}
+
+/// `20G`, `512M`, `1T` or bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, unit) = s.trim().split_at(
+        s.trim()
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(s.trim().len()),
+    );
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 20G"))?;
+    let mult: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KIB" => 1 << 10,
+        "M" | "MIB" => 1 << 20,
+        "G" | "GIB" => 1 << 30,
+        "T" | "TIB" => 1 << 40,
+        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+    };
+    n.checked_mul(mult)
+        .filter(|b| *b >= 1 << 20 && *b <= 64 << 40)
+        .ok_or_else(|| format!("{s:?} must be between 1M and 64T"))
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -254,6 +331,98 @@ async fn image(engine: &Engine, json: bool, cmd: ImageCommand) -> Result<ExitCod
             engine.image_delete(&image).await?;
             output::removed(json, "image version", &image);
         }
+        ImageCommand::Build {
+            name,
+            host,
+            from,
+            iso,
+            cpus,
+            memory,
+            disk_size,
+            script,
+            address,
+            gateway,
+            virt_type,
+        } => {
+            use crate::ops::builder::{BuildFrom, BuildRequest};
+            let script = match script {
+                None => vec![],
+                Some(path) => std::fs::read_to_string(&path)
+                    .map_err(|e| {
+                        ApiError::new(
+                            ErrorCode::InvalidInput,
+                            format!("cannot read the script {}: {e}", path.display()),
+                        )
+                    })?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from)
+                    .collect(),
+            };
+            let from = match (from, iso) {
+                (Some(f), _) => BuildFrom::Version(f),
+                (None, Some(i)) => BuildFrom::Iso(i),
+                (None, None) => {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidInput,
+                        "give --from IMAGE[:VERSION] or --iso FILE",
+                    ))
+                }
+            };
+            let bar = output::progress(json);
+            let built = engine
+                .image_build(
+                    &BuildRequest {
+                        image: name,
+                        host,
+                        from,
+                        cpus,
+                        memory_mib: memory,
+                        disk_bytes: disk_size,
+                        script,
+                        address: address.map(|a| (a, gateway)),
+                        domain_type: match virt_type {
+                            VirtType::Kvm => crate::hypervisor::DomainType::Kvm,
+                            VirtType::Qemu => crate::hypervisor::DomainType::Qemu,
+                        },
+                    },
+                    bar.callback(),
+                )
+                .await;
+            bar.finish();
+            let b = built?;
+            let console = engine.builder_console(&b).await.ok().flatten();
+            let uri = engine.host_show(b.host.as_str())?.uri;
+            output::builder(json, &b, console.as_deref(), uri.as_str());
+        }
+        ImageCommand::Capture {
+            name,
+            force,
+            timeout,
+            notes,
+        } => {
+            use crate::ops::builder::CaptureRequest;
+            let bar = output::progress(json);
+            let v = engine
+                .image_capture(
+                    &CaptureRequest {
+                        image: name,
+                        force,
+                        shutdown_timeout: std::time::Duration::from_secs(timeout),
+                        notes,
+                    },
+                    bar.callback(),
+                )
+                .await;
+            bar.finish();
+            output::image_show(json, &v?);
+        }
+        ImageCommand::BuilderAbort { name } => {
+            engine.builder_abort(&name).await?;
+            output::removed(json, "builder of", &name);
+        }
+        ImageCommand::Builders => output::builder_list(json, &engine.builder_list()?),
     }
     Ok(ExitCode::SUCCESS)
 }

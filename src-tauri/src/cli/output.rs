@@ -2,16 +2,29 @@
 
 use crate::error::ApiError;
 use crate::inventory::AuditEntry;
-use crate::model::{BootMode, BridgeCheck, Host, ImageVersion};
+use crate::model::{BootMode, BridgeCheck, Builder, Host, ImageVersion};
 use crate::ops::images::{EnsureOutcome, ImageProgress, ProgressFn};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `println!` that ends the program quietly when stdout is closed (`flotillactl … | head`)
+/// instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 fn print_json<T: Serialize + ?Sized>(value: &T) {
     match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => say!("{s}"),
         Err(e) => eprintln!("error: cannot encode the result as JSON: {e}"),
     }
 }
@@ -73,7 +86,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&format!("{cell:<w$}  "));
             }
         }
-        println!("{}", out.trim_end());
+        say!("{}", out.trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for row in rows {
@@ -86,7 +99,7 @@ pub fn host_list(json: bool, hosts: &[Host]) {
         return print_json(hosts);
     }
     if hosts.is_empty() {
-        println!("No hosts. Add one with: flotillactl host add NAME --uri URI");
+        say!("No hosts. Add one with: flotillactl host add NAME --uri URI");
         return;
     }
     let rows: Vec<Vec<String>> = hosts
@@ -172,7 +185,7 @@ pub fn host_show(json: bool, h: &Host) {
         ("Checked", h.checked_at.clone()),
     ]);
     for (k, v) in lines {
-        println!("{:<13} {v}", format!("{k}:"));
+        say!("{:<13} {v}", format!("{k}:"));
     }
 }
 
@@ -180,7 +193,7 @@ pub fn host_added(json: bool, h: &Host) {
     if json {
         return print_json(h);
     }
-    println!("Added host {} ({}).", h.name, h.uri);
+    say!("Added host {} ({}).", h.name, h.uri);
     host_show(false, h);
 }
 
@@ -188,7 +201,7 @@ pub fn removed(json: bool, kind: &str, name: &str) {
     if json {
         print_json(&serde_json::json!({ "removed": { "kind": kind, "name": name } }));
     } else {
-        println!("Removed {kind} {name}.");
+        say!("Removed {kind} {name}.");
     }
 }
 
@@ -213,16 +226,6 @@ pub fn audit(json: bool, log: &[AuditEntry]) {
         &["WHEN", "WHO", "ACTION", "TARGET", "RESULT", "DETAIL"],
         &rows,
     );
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn bytes_are_human() {
-        assert_eq!(super::bytes(512), "512 B");
-        assert_eq!(super::bytes(8 << 30), "8.0 GiB");
-        assert_eq!(super::bytes(1536), "1.5 KiB");
-    }
 }
 
 /// A progress bar on stderr for image operations (hidden with --json or without a terminal).
@@ -273,7 +276,7 @@ pub fn image_list(json: bool, versions: &[ImageVersion]) {
         return print_json(versions);
     }
     if versions.is_empty() {
-        println!("No images. Import one with: flotillactl image import NAME FILE");
+        say!("No images. Import one with: flotillactl image import NAME FILE");
         return;
     }
     let rows: Vec<Vec<String>> = versions
@@ -348,7 +351,7 @@ pub fn image_show(json: bool, v: &ImageVersion) {
         ("Notes", v.notes.clone()),
     ];
     for (k, val) in lines {
-        println!("{:<10} {val}", format!("{k}:"));
+        say!("{:<10} {val}", format!("{k}:"));
     }
 }
 
@@ -357,12 +360,15 @@ pub fn ensured(json: bool, e: &EnsureOutcome) {
         return print_json(e);
     }
     if e.bytes_copied == 0 {
-        println!(
+        say!(
             "{}:v{} is already on {} ({}); nothing copied.",
-            e.image, e.version, e.host, e.path
+            e.image,
+            e.version,
+            e.host,
+            e.path
         );
     } else {
-        println!(
+        say!(
             "Copied {}:v{} to {} ({}, {}), verified by sha256.",
             e.image,
             e.version,
@@ -370,5 +376,68 @@ pub fn ensured(json: bool, e: &EnsureOutcome) {
             e.path,
             bytes(e.bytes_copied)
         );
+    }
+}
+
+pub fn builder(json: bool, b: &Builder, console: Option<&str>, uri: &str) {
+    if json {
+        return print_json(&serde_json::json!({ "builder": b, "console": console }));
+    }
+    say!(
+        "Builder {} for image {} runs on host {}.",
+        b.domain,
+        b.image,
+        b.host
+    );
+    match console {
+        Some(vnc) => say!(
+            "Console:  VNC {vnc} on {}; open it with: virt-viewer -c '{uri}' {}",
+            b.host,
+            b.domain
+        ),
+        None => say!("Console:  virt-viewer -c '{uri}' {}", b.domain),
+    }
+    say!("Serial:   {} (on {})", b.serial_log, b.host);
+    say!(
+        "When done: flotillactl image capture {}   (or: image builder-abort {})",
+        b.image,
+        b.image
+    );
+}
+
+pub fn builder_list(json: bool, list: &[Builder]) {
+    if json {
+        return print_json(list);
+    }
+    if list.is_empty() {
+        say!("No builders. Start one with: flotillactl image build NAME --host H --from IMAGE");
+        return;
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|b| {
+            vec![
+                b.image.to_string(),
+                b.host.to_string(),
+                b.state.clone(),
+                b.base.clone().or_else(|| b.iso.clone()).unwrap_or_default(),
+                b.domain.clone(),
+                b.created_at.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["IMAGE", "HOST", "STATE", "FROM", "DOMAIN", "STARTED"],
+        &rows,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(super::bytes(512), "512 B");
+        assert_eq!(super::bytes(8 << 30), "8.0 GiB");
+        assert_eq!(super::bytes(1536), "1.5 KiB");
     }
 }

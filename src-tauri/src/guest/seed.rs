@@ -62,11 +62,6 @@ impl SeedSpec {
                 self.instance_id
             )));
         }
-        if self.nics.is_empty() {
-            return Err(SeedError::Invalid(
-                "a server needs at least one network interface".into(),
-            ));
-        }
         for nic in &self.nics {
             if let Some(gw) = nic.gateway {
                 if !nic.address.contains(gw) {
@@ -167,11 +162,13 @@ pub fn write_seed_disk(spec: &SeedSpec, path: &Path) -> Result<(), SeedError> {
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     {
         let fs = fatfs::FileSystem::new(&mut file, fatfs::FsOptions::new()).map_err(io)?;
-        for (name, content) in [
-            ("meta-data", spec.meta_data()),
-            ("network-config", spec.network_config()),
-            ("user-data", spec.user_data()),
-        ] {
+        // Without interfaces there is no network-config: cloud-init then falls back to DHCP.
+        let mut files = vec![("meta-data", spec.meta_data())];
+        if !spec.nics.is_empty() {
+            files.push(("network-config", spec.network_config()));
+        }
+        files.push(("user-data", spec.user_data()));
+        for (name, content) in files {
             let mut f = fs.root_dir().create_file(name).map_err(io)?;
             f.truncate().map_err(io)?;
             f.write_all(content.as_bytes()).map_err(io)?;
@@ -275,6 +272,19 @@ mod tests {
         assert!(err.contains("outside the network"), "{err}");
         let mut s = spec();
         s.nics.clear();
-        assert!(write_seed_disk(&s, &path).is_err());
+        write_seed_disk(&s, &path).unwrap();
+        let fs =
+            fatfs::FileSystem::new(std::fs::File::open(&path).unwrap(), fatfs::FsOptions::new())
+                .unwrap();
+        let names: Vec<String> = fs
+            .root_dir()
+            .iter()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            ["meta-data", "user-data"],
+            "no network-config without interfaces"
+        );
     }
 }

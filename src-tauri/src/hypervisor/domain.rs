@@ -31,8 +31,9 @@ impl DomainType {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BootSpec {
-    /// Firmware boots the first disk (stock cloud images).
-    Disk,
+    /// Firmware (BIOS, or UEFI when `uefi`) boots the first disk, as stock cloud images do;
+    /// with `cdrom_first` an attached CD-ROM (an installer) is tried before it.
+    Disk { uefi: bool, cdrom_first: bool },
     /// Direct kernel boot; paths are on the host.
     Kernel {
         kernel: String,
@@ -47,6 +48,8 @@ pub struct DiskSpec {
     pub path: String,
     pub format: DiskFormat,
     pub readonly: bool,
+    /// A CD-ROM (SATA) instead of a virtio disk.
+    pub cdrom: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +72,10 @@ pub struct DomainSpec {
     pub serial_log: Option<String>,
     /// Key/value pairs recorded in Flotilla's metadata element (unit, version, …).
     pub metadata: Vec<(String, String)>,
+    /// A VNC console listening on the host's loopback (reach it with `virt-viewer -c URI NAME`).
+    pub vnc: bool,
+    /// A virtio channel for the QEMU guest agent.
+    pub guest_agent: bool,
 }
 
 pub(crate) fn xml_escape(s: &str) -> String {
@@ -107,12 +114,20 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
         }
         x.push_str("    </flotilla:server>\n  </metadata>\n");
     }
+    let efi = matches!(spec.boot, BootSpec::Disk { uefi: true, .. });
     x.push_str(&format!(
-        "  <memory unit='MiB'>{}</memory>\n  <vcpu>{}</vcpu>\n  <os>\n    <type arch='x86_64'>hvm</type>\n",
-        spec.memory_mib, spec.vcpus
+        "  <memory unit='MiB'>{}</memory>\n  <vcpu>{}</vcpu>\n  <os{}>\n    <type arch='x86_64'>hvm</type>\n",
+        spec.memory_mib,
+        spec.vcpus,
+        if efi { " firmware='efi'" } else { "" }
     ));
     match &spec.boot {
-        BootSpec::Disk => x.push_str("    <boot dev='hd'/>\n"),
+        BootSpec::Disk { cdrom_first, .. } => {
+            if *cdrom_first {
+                x.push_str("    <boot dev='cdrom'/>\n");
+            }
+            x.push_str("    <boot dev='hd'/>\n");
+        }
         BootSpec::Kernel {
             kernel,
             initrd,
@@ -128,13 +143,27 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
     x.push_str(
         "  </os>\n  <features>\n    <acpi/>\n    <apic/>\n  </features>\n  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>restart</on_reboot>\n  <on_crash>destroy</on_crash>\n  <devices>\n",
     );
-    for (i, d) in spec.disks.iter().enumerate() {
-        let dev = format!("vd{}", char::from(b'a' + u8::try_from(i % 26).unwrap_or(0)));
+    let letter = |i: usize| char::from(b'a' + u8::try_from(i % 26).unwrap_or(0));
+    let (mut virtio, mut sata) = (0, 0);
+    for d in &spec.disks {
+        let (device, target) = if d.cdrom {
+            sata += 1;
+            (
+                "cdrom",
+                format!("<target dev='sd{}' bus='sata'/>", letter(sata - 1)),
+            )
+        } else {
+            virtio += 1;
+            (
+                "disk",
+                format!("<target dev='vd{}' bus='virtio'/>", letter(virtio - 1)),
+            )
+        };
         x.push_str(&format!(
-            "    <disk type='file' device='disk'>\n      <driver name='qemu' type='{}'/>\n      <source file='{}'/>\n      <target dev='{dev}' bus='virtio'/>\n{}    </disk>\n",
+            "    <disk type='file' device='{device}'>\n      <driver name='qemu' type='{}'/>\n      <source file='{}'/>\n      {target}\n{}    </disk>\n",
             d.format.as_str(),
             e(&d.path),
-            if d.readonly { "      <readonly/>\n" } else { "" }
+            if d.readonly || d.cdrom { "      <readonly/>\n" } else { "" }
         ));
     }
     for n in &spec.nics {
@@ -151,8 +180,26 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
             e(log)
         ));
     }
+    if spec.guest_agent {
+        x.push_str("    <channel type='unix'>\n      <target type='virtio' name='org.qemu.guest_agent.0'/>\n    </channel>\n");
+    }
+    if spec.vnc {
+        x.push_str("    <graphics type='vnc' autoport='yes' listen='127.0.0.1'>\n      <listen type='address' address='127.0.0.1'/>\n    </graphics>\n    <video>\n      <model type='vga'/>\n    </video>\n");
+    }
     x.push_str("    <memballoon model='none'/>\n  </devices>\n</domain>\n");
     x
+}
+
+fn vnc_address(xml: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let g = doc
+        .descendants()
+        .find(|n| n.has_tag_name("graphics") && n.attribute("type") == Some("vnc"))?;
+    let port = g.attribute("port").filter(|p| *p != "-1")?;
+    Some(format!(
+        "{}:{port}",
+        g.attribute("listen").unwrap_or("127.0.0.1")
+    ))
 }
 
 fn lookup(c: &virt::connect::Connect, name: &str) -> Result<Option<Domain>, virt::error::Error> {
@@ -230,6 +277,38 @@ impl Hypervisor {
         .await
     }
 
+    /// Asks the guest to shut down (ACPI power button). Returns at once; poll
+    /// `domain_is_running` to see it happen.
+    pub async fn domain_shutdown(&self, uri: &LibvirtUri, name: &str) -> Result<(), HvError> {
+        let name = name.to_owned();
+        self.call(uri, "ask a domain to shut down", move |c| {
+            let d = c.lookup_domain_by_name(&name)?;
+            if d.is_active()? {
+                d.shutdown()?;
+            }
+            Ok::<_, virt::error::Error>(())
+        })
+        .await
+    }
+
+    /// Where the domain's VNC console listens on its host (`127.0.0.1:5900`), when it has one
+    /// and runs.
+    pub async fn domain_vnc(
+        &self,
+        uri: &LibvirtUri,
+        name: &str,
+    ) -> Result<Option<String>, HvError> {
+        let name = name.to_owned();
+        self.call(uri, "read a domain's console", move |c| {
+            let Some(d) = lookup(c, &name)? else {
+                return Ok::<_, virt::error::Error>(None);
+            };
+            let xml = d.xml_desc(0)?;
+            Ok(vnc_address(&xml))
+        })
+        .await
+    }
+
     /// Names of all domains on the host, running or not.
     pub async fn domain_names(&self, uri: &LibvirtUri) -> Result<Vec<String>, HvError> {
         self.call(uri, "list domains", |c| {
@@ -267,11 +346,13 @@ mod tests {
                     path: "/var/lib/libvirt/images/web-1.qcow2".into(),
                     format: DiskFormat::Qcow2,
                     readonly: false,
+                    cdrom: false,
                 },
                 DiskSpec {
                     path: "/var/lib/libvirt/images/web-1-seed.img".into(),
                     format: DiskFormat::Raw,
                     readonly: true,
+                    cdrom: false,
                 },
             ],
             nics: vec![NicSpec {
@@ -280,6 +361,8 @@ mod tests {
             }],
             serial_log: Some("/var/log/libvirt/qemu/web-1-serial.log".into()),
             metadata: vec![("unit".into(), "shop & <co>".into())],
+            vnc: false,
+            guest_agent: false,
         }
     }
 
@@ -289,9 +372,23 @@ mod tests {
         for (i, s) in [
             spec(DomainType::Qemu),
             DomainSpec {
-                boot: BootSpec::Disk,
+                boot: BootSpec::Disk {
+                    uefi: true,
+                    cdrom_first: true,
+                },
                 serial_log: None,
                 metadata: vec![],
+                vnc: true,
+                guest_agent: true,
+                disks: vec![
+                    spec(DomainType::Kvm).disks[0].clone(),
+                    DiskSpec {
+                        path: "/isos/debian.iso".into(),
+                        format: DiskFormat::Raw,
+                        readonly: true,
+                        cdrom: true,
+                    },
+                ],
                 ..spec(DomainType::Kvm)
             },
         ]

@@ -128,7 +128,8 @@ impl Hypervisor {
     }
 
     /// Creates `name` as a qcow2 overlay (linked clone) of the volume `backing` in the same
-    /// pool, with the backing file's format recorded.
+    /// pool, with the backing file's format recorded. Its size is the backing file's, or
+    /// `capacity` when that is larger.
     pub async fn volume_create_overlay(
         &self,
         uri: &LibvirtUri,
@@ -136,6 +137,19 @@ impl Hypervisor {
         name: &str,
         backing: &str,
         backing_format: DiskFormat,
+    ) -> Result<VolumeInfo, HvError> {
+        self.volume_create_overlay_sized(uri, pool, name, backing, backing_format, 0)
+            .await
+    }
+
+    pub async fn volume_create_overlay_sized(
+        &self,
+        uri: &LibvirtUri,
+        pool: &PoolName,
+        name: &str,
+        backing: &str,
+        backing_format: DiskFormat,
+        capacity: u64,
     ) -> Result<VolumeInfo, HvError> {
         let (pool, name, backing) = (pool.to_string(), name.to_owned(), backing.to_owned());
         self.call(uri, "create an overlay volume", move |c| {
@@ -146,7 +160,7 @@ impl Hypervisor {
                  <target><format type='qcow2'/><compat>1.1</compat></target>\
                  <backingStore><path>{}</path><format type='{}'/></backingStore></volume>",
                 xml_escape(&name),
-                base.capacity_bytes,
+                base.capacity_bytes.max(capacity),
                 xml_escape(&base.path),
                 backing_format.as_str()
             );
@@ -243,6 +257,65 @@ impl Hypervisor {
                 Err(e) if is_gone(&e) => Ok(None),
                 Err(e) => Err(e),
             }
+        })
+        .await
+    }
+}
+
+impl Hypervisor {
+    /// Downloads a volume's bytes into the local file `dest` (replacing it), with progress.
+    pub async fn volume_download(
+        &self,
+        uri: &LibvirtUri,
+        pool: &PoolName,
+        name: &str,
+        dest: PathBuf,
+        progress: impl Fn(u64, u64) + Send + 'static,
+    ) -> Result<u64, HvError> {
+        use std::io::Write;
+        let (pool, name) = (pool.to_string(), name.to_owned());
+        self.call_within(uri, "download a volume", UPLOAD_LIMIT, move |c| {
+            let io = |e: std::io::Error| CallError::LocalFile(dest.clone(), e);
+            let vol = pool_of(c, &pool)?.lookup_storage_vol_by_name(&name)?;
+            let total = vol.info()?.allocation;
+            let mut out = std::fs::File::create(&dest).map_err(io)?;
+            let stream = Stream::new(c, 0)?;
+            vol.download(&stream, 0, 0, 0)?;
+            let mut buf = vec![0u8; CHUNK];
+            let mut done = 0u64;
+            loop {
+                let n = stream.recv(&mut buf)?;
+                if n <= 0 {
+                    break;
+                }
+                let n = usize::try_from(n).unwrap_or(0);
+                out.write_all(&buf[..n]).map_err(io)?;
+                done += n as u64;
+                progress(done, total.max(done));
+            }
+            stream.finish()?;
+            out.sync_all().map_err(io)?;
+            Ok::<_, CallError>(done)
+        })
+        .await
+    }
+
+    /// Creates an empty qcow2 volume of `capacity` bytes (a blank disk for an installer).
+    pub async fn volume_create_blank(
+        &self,
+        uri: &LibvirtUri,
+        pool: &PoolName,
+        name: &str,
+        capacity: u64,
+    ) -> Result<VolumeInfo, HvError> {
+        let (pool, name) = (pool.to_string(), name.to_owned());
+        self.call(uri, "create a volume", move |c| {
+            let xml = format!(
+                "<volume><name>{}</name><capacity unit='bytes'>{capacity}</capacity><allocation>0</allocation>\
+                 <target><format type='qcow2'/><compat>1.1</compat></target></volume>",
+                xml_escape(&name)
+            );
+            info_of(&StorageVol::create_xml(&pool_of(c, &pool)?, &xml, 0)?)
         })
         .await
     }

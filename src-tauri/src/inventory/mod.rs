@@ -6,8 +6,12 @@
 //! Methods are named noun-first (`host_list`, `audit_record`).
 
 mod audit;
+mod builders;
 mod hosts;
 mod images;
+mod journal;
+
+pub use journal::{Operation, OperationStep, StepStatus};
 
 pub use audit::{Actor, AuditEntry, AuditResult};
 pub use hosts::NewHost;
@@ -103,6 +107,8 @@ fn migrations() -> Migrations<'static> {
     all.extend(hosts::MIGRATIONS.iter().map(|sql| M::up(sql)));
     all.extend(audit::MIGRATIONS.iter().map(|sql| M::up(sql)));
     all.extend(images::MIGRATIONS.iter().map(|sql| M::up(sql)));
+    all.extend(journal::MIGRATIONS.iter().map(|sql| M::up(sql)));
+    all.extend(builders::MIGRATIONS.iter().map(|sql| M::up(sql)));
     Migrations::new(all)
 }
 
@@ -268,7 +274,26 @@ impl Inventory {
 }
 
 fn migrations_len() -> usize {
-    hosts::MIGRATIONS.len() + audit::MIGRATIONS.len() + images::MIGRATIONS.len()
+    hosts::MIGRATIONS.len()
+        + audit::MIGRATIONS.len()
+        + images::MIGRATIONS.len()
+        + journal::MIGRATIONS.len()
+        + builders::MIGRATIONS.len()
+}
+
+/// A timestamp usable in names: `20261127T062836123456789` (UTC, with nanoseconds).
+pub(crate) fn now_compact() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}{:09}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.nanosecond()
+    )
 }
 
 pub(crate) fn now_rfc3339() -> String {

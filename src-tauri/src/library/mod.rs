@@ -383,6 +383,35 @@ pub fn remove_partials(dir: &Path) {
     }
 }
 
+/// Points a downloaded qcow2 overlay at its backing file in the library (without touching
+/// data), so it can be flattened locally.
+pub fn rebase_onto(overlay: &Path, backing: &Path) -> Result<(), LibraryError> {
+    let out = Command::new("qemu-img")
+        .args(["rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(backing)
+        .arg(overlay)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LibraryError::QemuImg {
+            what: "rebase",
+            path: overlay.to_owned(),
+            message: format!("cannot run qemu-img (package qemu-utils): {e}"),
+        })?;
+    if !out.status.success() {
+        return Err(LibraryError::QemuImg {
+            what: "rebase",
+            path: overlay.to_owned(),
+            message: first_line(&out.stderr),
+        });
+    }
+    Ok(())
+}
+
+/// True when the file is an ISO 9660 image (an installer).
+pub fn is_iso(path: &Path) -> Result<bool, LibraryError> {
+    Ok(raw_signature(path)? == Some("iso9660"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

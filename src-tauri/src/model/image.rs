@@ -171,3 +171,30 @@ mod tests {
         }
     }
 }
+
+/// A builder VM: a running machine from which the next version of `image` will be captured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct Builder {
+    pub image: ImageName,
+    pub host: HostName,
+    /// `name:vN` of the version it started from, if any.
+    pub base: Option<String>,
+    /// Local path of the installer ISO it started from, if any.
+    pub iso: Option<String>,
+    pub domain: String,
+    /// Volumes on the host that belong to the builder (removed on capture or abort).
+    pub volumes: Vec<String>,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub disk_bytes: u64,
+    /// How the captured version will boot.
+    pub boot: BootMode,
+    /// `building`, `running` or `capturing`.
+    pub state: String,
+    /// Set once capture recorded the new version (cleanup may still be due).
+    pub captured_version: Option<u32>,
+    /// Host path of the serial console log.
+    pub serial_log: String,
+    pub created_at: String,
+}

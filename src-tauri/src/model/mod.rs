@@ -11,7 +11,8 @@ mod uri;
 
 pub use host::{BridgeCheck, Host, HostFacts, HostStatus, PoolFacts};
 pub use image::{
-    BootMode, Firmware, ImageName, ImageRef, ImageVersion, ImageVersionCopy, NewImageVersion,
+    BootMode, Builder, Firmware, ImageName, ImageRef, ImageVersion, ImageVersionCopy,
+    NewImageVersion,
 };
 pub use name::{BridgeName, HostName, PoolName};
 pub use net::{Ipv4Cidr, MacAddr};

@@ -74,7 +74,7 @@ fn phase(progress: &ProgressFn, name: &str, done: u64, total: u64) {
 }
 
 /// Copies a kernel or initrd into the library next to the version (read-only).
-fn copy_boot_file(src: &Path, dest: &Path) -> Result<(), library::LibraryError> {
+pub(super) fn copy_boot_file(src: &Path, dest: &Path) -> Result<(), library::LibraryError> {
     let meta = std::fs::metadata(src).map_err(|source| library::LibraryError::Unreadable {
         path: src.to_owned(),
         source,

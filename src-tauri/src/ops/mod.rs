@@ -3,6 +3,7 @@
 //! Host registration lives in [`hosts`]. Long, multi-step operations (deploy, rolling update)
 //! arrive with later issues as journaled steps with undo (ARCHITECTURE.md).
 
+pub mod builder;
 pub mod hosts;
 pub mod images;
 
@@ -46,6 +47,8 @@ pub enum OpError {
     HostNotReady { uri: String, problems: Vec<String> },
     #[error(transparent)]
     Library(#[from] crate::library::LibraryError),
+    #[error("the builder {domain} did not shut down within {secs} s after the ACPI shutdown request (the guest may ignore the power button); shut it down from inside the guest, or capture with --force to power it off (unsaved data in the guest may be lost)")]
+    ShutdownTimeout { domain: String, secs: u64 },
     #[error("the copy of {what} on host {host} does not match the library (sha256 {found}, expected {expected}); it was removed")]
     CopyMismatch {
         what: String,
@@ -61,6 +64,7 @@ impl From<&OpError> for ApiError {
             OpError::Invalid(e) => ApiError::new(ErrorCode::InvalidInput, e.to_string()),
             OpError::HostNotReady { .. } => ApiError::new(ErrorCode::HostNotReady, err.to_string()),
             OpError::CopyMismatch { .. } => ApiError::new(ErrorCode::Internal, err.to_string()),
+            OpError::ShutdownTimeout { .. } => ApiError::new(ErrorCode::Timeout, err.to_string()),
             OpError::Library(e) => {
                 use crate::library::LibraryError as L;
                 let code = match e {

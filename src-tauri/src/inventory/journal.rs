@@ -1,0 +1,179 @@
+//! Tables `operations` and `operation_steps`: the journal. Every step transition is written
+//! here before it is reported, so after a crash the next start knows where an operation was.
+
+use super::{now_rfc3339, query_err, Inventory, InventoryError};
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE operations (
+        id          INTEGER PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        target      TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('running', 'succeeded', 'failed', 'aborted')),
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        error       TEXT NOT NULL DEFAULT ''
+    ) STRICT;
+    CREATE INDEX operations_target ON operations(target, state);
+    CREATE TABLE operation_steps (
+        id           INTEGER PRIMARY KEY,
+        operation_id INTEGER NOT NULL REFERENCES operations(id) ON DELETE CASCADE,
+        step         TEXT NOT NULL,
+        status       TEXT NOT NULL CHECK (status IN ('started', 'succeeded', 'failed', 'undo_started', 'undone')),
+        detail       TEXT NOT NULL DEFAULT '',
+        at           TEXT NOT NULL
+    ) STRICT;"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Started,
+    Succeeded,
+    Failed,
+    UndoStarted,
+    Undone,
+}
+
+impl StepStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::UndoStarted => "undo_started",
+            Self::Undone => "undone",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct OperationStep {
+    pub step: String,
+    pub status: String,
+    pub detail: String,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct Operation {
+    pub id: i64,
+    pub kind: String,
+    pub target: String,
+    pub state: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub error: String,
+    pub steps: Vec<OperationStep>,
+}
+
+impl Inventory {
+    pub fn operation_begin(&self, kind: &str, target: &str) -> Result<i64, InventoryError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO operations (kind, target, state, started_at) VALUES (?1, ?2, 'running', ?3)",
+            params![kind, target, now_rfc3339()],
+        )
+        .map_err(query_err("begin an operation"))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub fn operation_step(
+        &self,
+        id: i64,
+        step: &str,
+        status: StepStatus,
+        detail: &str,
+    ) -> Result<(), InventoryError> {
+        self.conn()
+            .execute(
+                "INSERT INTO operation_steps (operation_id, step, status, detail, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, step, status.as_str(), detail, now_rfc3339()],
+            )
+            .map_err(query_err("journal a step"))?;
+        Ok(())
+    }
+
+    pub fn operation_finish(
+        &self,
+        id: i64,
+        state: &str,
+        error: &str,
+    ) -> Result<(), InventoryError> {
+        self.conn()
+            .execute(
+                "UPDATE operations SET state = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
+                params![id, state, error, now_rfc3339()],
+            )
+            .map_err(query_err("finish an operation"))?;
+        Ok(())
+    }
+
+    /// The newest `limit` operations with their steps, newest first.
+    pub fn operation_list(&self, limit: u32) -> Result<Vec<Operation>, InventoryError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, kind, target, state, started_at, finished_at, error FROM operations
+                 ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(query_err("list operations"))?;
+        let mut ops: Vec<Operation> = stmt
+            .query_map([limit], |r| {
+                Ok(Operation {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    target: r.get(2)?,
+                    state: r.get(3)?,
+                    started_at: r.get(4)?,
+                    finished_at: r.get(5)?,
+                    error: r.get(6)?,
+                    steps: Vec::new(),
+                })
+            })
+            .map_err(query_err("list operations"))?
+            .collect::<Result<_, _>>()
+            .map_err(query_err("list operations"))?;
+        let min_id = ops.last().map_or(0, |o| o.id);
+        let mut stmt = conn
+            .prepare(
+                "SELECT operation_id, step, status, detail, at FROM operation_steps
+                 WHERE operation_id >= ?1 ORDER BY id",
+            )
+            .map_err(query_err("list operation steps"))?;
+        let steps = stmt
+            .query_map([min_id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    OperationStep {
+                        step: r.get(1)?,
+                        status: r.get(2)?,
+                        detail: r.get(3)?,
+                        at: r.get(4)?,
+                    },
+                ))
+            })
+            .map_err(query_err("list operation steps"))?;
+        for s in steps {
+            let (id, step) = s.map_err(query_err("list operation steps"))?;
+            if let Some(op) = ops.iter_mut().find(|o| o.id == id) {
+                op.steps.push(step);
+            }
+        }
+        Ok(ops)
+    }
+
+    /// The operation still marked running on `target`, if any (one per target at a time).
+    pub fn operation_running_on(&self, target: &str) -> Result<Option<i64>, InventoryError> {
+        self.conn()
+            .query_row(
+                "SELECT id FROM operations WHERE target = ?1 AND state = 'running' ORDER BY id DESC LIMIT 1",
+                [target],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(query_err("find a running operation"))
+    }
+}

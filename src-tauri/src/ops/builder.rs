@@ -1,0 +1,770 @@
+//! Builder VMs: a new master version is made by running a machine, changing it, capturing it.
+//!
+//! build:   record the builder (every name chosen up front) → ensure the base version on the
+//!          host → boot files → installer ISO → disk (overlay of the base, or blank) → seed →
+//!          define → start. A failure removes whatever was made and forgets the builder.
+//! capture: ACPI shutdown, with a timeout (forced power-off only when asked) → download the
+//!          disk → flatten it onto the library's copy of the base → sha256 → read-only → record
+//!          the version → remove the builder's domain and volumes. After a crash, running
+//!          capture again resumes; a version recorded before the crash is not recorded twice.
+//! abort:   remove the builder's domain and volumes ("already gone" is fine) and forget it.
+//!
+//! Every step is journaled (operations / operation_steps).
+//! TODO-completeness: sealing (cloud-init clean through the guest agent, virt-sysprep) is not
+//! done yet; versions record `seal: []`, never a seal that did not happen.
+
+use super::images::{ImageProgress, ProgressFn};
+use super::{Engine, OpError};
+use crate::guest::{write_seed_disk, NicConfig, SeedSpec};
+use crate::hypervisor::{BootSpec, DiskFormat, DiskSpec, DomainSpec, DomainType, NicSpec};
+use crate::inventory::StepStatus;
+use crate::library;
+use crate::model::{
+    BootMode, Builder, Firmware, HostName, ImageName, ImageVersion, Ipv4Cidr, MacAddr,
+    NewImageVersion, ValidationError,
+};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub enum BuildFrom {
+    /// `NAME` or `NAME:VERSION` of a library version.
+    Version(String),
+    /// A local installer ISO.
+    Iso(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub image: String,
+    pub host: String,
+    pub from: BuildFrom,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    /// Disk size in bytes; default: the base's size, or 10 GiB for an installer.
+    pub disk_bytes: Option<u64>,
+    /// Commands the builder runs at first boot (cloud-config runcmd): automation of the
+    /// admin's work, e.g. in tests.
+    pub script: Vec<String>,
+    /// A static address for the builder on the host's bridge (with gateway); none: DHCP.
+    pub address: Option<(String, Option<String>)>,
+    /// `qemu` (software emulation) unless the host has working KVM.
+    pub domain_type: DomainType,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaptureRequest {
+    pub image: String,
+    /// Power the builder off when it ignores the ACPI request.
+    pub force: bool,
+    pub shutdown_timeout: Duration,
+    pub notes: String,
+}
+
+const DEFAULT_INSTALL_DISK: u64 = 10 << 30;
+
+fn builder_mac(domain: &str) -> MacAddr {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(domain.as_bytes());
+    MacAddr::new([0x52, 0x54, 0x00, h[0], h[1], h[2]])
+}
+
+impl Engine {
+    /// Runs one journaled step: `started`, then `succeeded` or `failed` with the error.
+    async fn step<T, F>(&self, op: i64, name: &str, fut: F) -> Result<T, OpError>
+    where
+        F: Future<Output = Result<T, OpError>>,
+    {
+        self.inventory
+            .operation_step(op, name, StepStatus::Started, "")?;
+        let out = fut.await;
+        match &out {
+            Ok(_) => self
+                .inventory
+                .operation_step(op, name, StepStatus::Succeeded, "")?,
+            Err(e) => {
+                self.inventory
+                    .operation_step(op, name, StepStatus::Failed, &e.to_string())?
+            }
+        }
+        out
+    }
+
+    fn finish_op<T>(&self, op: i64, outcome: &Result<T, OpError>) {
+        let (state, error) = match outcome {
+            Ok(_) => ("succeeded", String::new()),
+            Err(e) => ("failed", e.to_string()),
+        };
+        if let Err(e) = self.inventory.operation_finish(op, state, &error) {
+            eprintln!("flotilla: could not journal the end of operation {op}: {e}");
+        }
+    }
+
+    pub fn builder_list(&self) -> Result<Vec<Builder>, OpError> {
+        Ok(self.inventory.builder_list()?)
+    }
+
+    pub fn builder_show(&self, image: &str) -> Result<Builder, OpError> {
+        Ok(self
+            .inventory
+            .builder_get(&ImageName::parse(image.trim())?)?)
+    }
+
+    /// Where the builder's console is: `vnc 127.0.0.1:5900 on host h1` while it runs.
+    pub async fn builder_console(&self, b: &Builder) -> Result<Option<String>, OpError> {
+        let host = self.host_show(b.host.as_str())?;
+        Ok(self.hypervisor.domain_vnc(&host.uri, &b.domain).await?)
+    }
+
+    pub async fn image_build(
+        &self,
+        req: &BuildRequest,
+        progress: ProgressFn,
+    ) -> Result<Builder, OpError> {
+        let outcome = self.image_build_inner(req, progress).await;
+        self.audit("image.build", &format!("image/{}", req.image), &outcome);
+        outcome
+    }
+
+    async fn image_build_inner(
+        &self,
+        req: &BuildRequest,
+        progress: ProgressFn,
+    ) -> Result<Builder, OpError> {
+        let image = ImageName::parse(req.image.trim())?;
+        if !(1..=64).contains(&req.cpus) {
+            return Err(ValidationError::new("cpus", "between 1 and 64").into());
+        }
+        if !(64..=1 << 20).contains(&req.memory_mib) {
+            return Err(ValidationError::new("memory", "between 64 MiB and 1 TiB").into());
+        }
+        let host = self.host_show(&req.host)?;
+        let (base, boot, iso) = match &req.from {
+            BuildFrom::Version(r) => {
+                let v = self.image_show(r)?;
+                let boot = v.boot.clone();
+                (Some(v), boot, None)
+            }
+            BuildFrom::Iso(path) => {
+                library::probe(path)?;
+                if !library::is_iso(path)? {
+                    return Err(library::LibraryError::NotAnImage {
+                        path: path.clone(),
+                        reason: "is not an ISO 9660 installer image".into(),
+                    }
+                    .into());
+                }
+                (
+                    None,
+                    BootMode::Disk {
+                        firmware: Firmware::Bios,
+                    },
+                    Some(path.clone()),
+                )
+            }
+        };
+        let disk_bytes = req.disk_bytes.unwrap_or_else(|| {
+            base.as_ref()
+                .map_or(DEFAULT_INSTALL_DISK, |b| b.virtual_size)
+        });
+        if let Some(b) = &base {
+            if disk_bytes < b.virtual_size {
+                return Err(ValidationError::new(
+                    "disk-size",
+                    format!(
+                        "{disk_bytes} bytes is smaller than the base's {} bytes",
+                        b.virtual_size
+                    ),
+                )
+                .into());
+            }
+        }
+        let nics = match &req.address {
+            None => vec![],
+            Some((cidr, gw)) => vec![NicConfig {
+                mac: MacAddr::new([0; 6]),
+                address: Ipv4Cidr::parse(cidr)?,
+                gateway: gw
+                    .as_deref()
+                    .map(|g| {
+                        g.parse().map_err(|_| {
+                            ValidationError::new("gateway", format!("{g:?} is not an IPv4 address"))
+                        })
+                    })
+                    .transpose()?,
+            }],
+        };
+        let domain = format!("flotilla-builder-{image}");
+        let mut volumes = vec![format!("{domain}-disk.qcow2"), format!("{domain}-seed.img")];
+        if let BootMode::Kernel { initrd_file, .. } = &boot {
+            volumes.push(format!("{domain}-vmlinuz"));
+            if initrd_file.is_some() {
+                volumes.push(format!("{domain}-initrd"));
+            }
+        }
+        if iso.is_some() {
+            volumes.push(format!("{domain}-installer.iso"));
+        }
+        let short: String = image.as_str().chars().take(50).collect();
+        let seed = SeedSpec {
+            instance_id: format!("{domain}-{}", crate::inventory::now_compact()),
+            hostname: HostName::parse(short.trim_end_matches('-'))
+                .and_then(|h| HostName::parse(&format!("builder-{h}")))?,
+            nics: nics
+                .into_iter()
+                .map(|n| NicConfig {
+                    mac: builder_mac(&domain),
+                    ..n
+                })
+                .collect(),
+            nameservers: vec![],
+            runcmd: req.script.clone(),
+        };
+        // Refuse a bad script before anything is made.
+        let seed_dir = tempfile_dir()?;
+        let seed_file = seed_dir.join("seed.img");
+        write_seed_disk(&seed, &seed_file)
+            .map_err(|e| ValidationError::new("script", e.to_string()))?;
+
+        let builder = self.inventory.builder_insert(
+            &Builder {
+                image: image.clone(),
+                host: host.name.clone(),
+                base: base.as_ref().map(|b| format!("{}:v{}", b.image, b.version)),
+                iso: iso.as_ref().map(|p| p.display().to_string()),
+                domain: domain.clone(),
+                volumes: volumes.clone(),
+                cpus: req.cpus,
+                memory_mib: req.memory_mib,
+                disk_bytes,
+                boot: boot.clone(),
+                state: "building".into(),
+                captured_version: None,
+                serial_log: format!("/var/log/libvirt/qemu/{domain}.serial"),
+                created_at: String::new(),
+            },
+            base.as_ref().map(|b| (&b.image, b.version)),
+        )?;
+        let op = self
+            .inventory
+            .operation_begin("image.build", &format!("image/{image}"))?;
+        let made = self
+            .build_steps(
+                op,
+                &builder,
+                base.as_ref(),
+                iso.as_ref(),
+                seed_file,
+                req.domain_type,
+                progress,
+            )
+            .await;
+        let _ = std::fs::remove_dir_all(&seed_dir);
+        if let Err(e) = &made {
+            // Undo: remove whatever exists of it, then forget it.
+            self.inventory
+                .operation_step(op, "undo", StepStatus::UndoStarted, &e.to_string())?;
+            if let Err(undo) = self.remove_builder_objects(&builder).await {
+                self.inventory
+                    .operation_step(op, "undo", StepStatus::Failed, &undo.to_string())?;
+            } else {
+                self.inventory
+                    .operation_step(op, "undo", StepStatus::Undone, "")?;
+                self.inventory.builder_delete(&image)?;
+            }
+        } else {
+            self.inventory.builder_set_state(&image, "running")?;
+        }
+        self.finish_op(op, &made);
+        made?;
+        Ok(self.inventory.builder_get(&image)?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn build_steps(
+        &self,
+        op: i64,
+        b: &Builder,
+        base: Option<&ImageVersion>,
+        iso: Option<&PathBuf>,
+        seed_file: PathBuf,
+        domain_type: DomainType,
+        progress: ProgressFn,
+    ) -> Result<(), OpError> {
+        let host = self.host_show(b.host.as_str())?;
+        let (uri, pool) = (&host.uri, &host.pool);
+        let d = &b.domain;
+        let mut base_volume = None;
+        if let Some(v) = base {
+            let r = format!("{}:{}", v.image, v.version);
+            let ensured = self
+                .step(
+                    op,
+                    "ensure the base on the host",
+                    self.image_ensure(&r, host.name.as_str(), progress.clone()),
+                )
+                .await?;
+            base_volume = Some(ensured.volume);
+        }
+        let mut boot = BootSpec::Disk {
+            uefi: matches!(
+                b.boot,
+                BootMode::Disk {
+                    firmware: Firmware::Uefi
+                }
+            ),
+            cdrom_first: iso.is_some(),
+        };
+        if let BootMode::Kernel {
+            kernel_file,
+            initrd_file,
+            cmdline,
+        } = &b.boot
+        {
+            let kernel = self
+                .step(op, "upload the kernel", async {
+                    Ok(self
+                        .hypervisor
+                        .volume_upload(
+                            uri,
+                            pool,
+                            &format!("{d}-vmlinuz"),
+                            self.library.join(kernel_file),
+                            DiskFormat::Raw,
+                            |_, _| {},
+                        )
+                        .await?)
+                })
+                .await?;
+            let initrd = match initrd_file {
+                Some(f) => Some(
+                    self.step(op, "upload the initrd", async {
+                        Ok(self
+                            .hypervisor
+                            .volume_upload(
+                                uri,
+                                pool,
+                                &format!("{d}-initrd"),
+                                self.library.join(f),
+                                DiskFormat::Raw,
+                                |_, _| {},
+                            )
+                            .await?)
+                    })
+                    .await?
+                    .path,
+                ),
+                None => None,
+            };
+            boot = BootSpec::Kernel {
+                kernel: kernel.path,
+                initrd,
+                cmdline: cmdline.clone(),
+            };
+        }
+        let mut disks = Vec::new();
+        let disk = self
+            .step(op, "create the disk", async {
+                Ok(match &base_volume {
+                    Some(bv) => {
+                        self.hypervisor
+                            .volume_create_overlay_sized(
+                                uri,
+                                pool,
+                                &format!("{d}-disk.qcow2"),
+                                bv,
+                                DiskFormat::Qcow2,
+                                b.disk_bytes,
+                            )
+                            .await?
+                    }
+                    None => {
+                        self.hypervisor
+                            .volume_create_blank(
+                                uri,
+                                pool,
+                                &format!("{d}-disk.qcow2"),
+                                b.disk_bytes,
+                            )
+                            .await?
+                    }
+                })
+            })
+            .await?;
+        disks.push(DiskSpec {
+            path: disk.path,
+            format: DiskFormat::Qcow2,
+            readonly: false,
+            cdrom: false,
+        });
+        let seed = self
+            .step(op, "upload the seed", async {
+                Ok(self
+                    .hypervisor
+                    .volume_upload(
+                        uri,
+                        pool,
+                        &format!("{d}-seed.img"),
+                        seed_file,
+                        DiskFormat::Raw,
+                        |_, _| {},
+                    )
+                    .await?)
+            })
+            .await?;
+        disks.push(DiskSpec {
+            path: seed.path,
+            format: DiskFormat::Raw,
+            readonly: true,
+            cdrom: false,
+        });
+        if let Some(iso) = iso {
+            let progress = progress.clone();
+            let vol = self
+                .step(op, "upload the installer", async {
+                    Ok(self
+                        .hypervisor
+                        .volume_upload(
+                            uri,
+                            pool,
+                            &format!("{d}-installer.iso"),
+                            iso.clone(),
+                            DiskFormat::Raw,
+                            move |done, total| {
+                                progress(ImageProgress {
+                                    phase: "uploading".into(),
+                                    done,
+                                    total,
+                                })
+                            },
+                        )
+                        .await?)
+                })
+                .await?;
+            disks.push(DiskSpec {
+                path: vol.path,
+                format: DiskFormat::Raw,
+                readonly: true,
+                cdrom: true,
+            });
+        }
+        let domain_type = if host.facts.as_ref().is_some_and(|f| f.hypervisor == "TEST") {
+            DomainType::Test
+        } else {
+            domain_type
+        };
+        let spec = DomainSpec {
+            name: d.clone(),
+            domain_type,
+            vcpus: b.cpus,
+            memory_mib: b.memory_mib,
+            boot,
+            disks,
+            nics: vec![NicSpec {
+                mac: builder_mac(d),
+                bridge: host.bridge.clone(),
+            }],
+            serial_log: Some(b.serial_log.clone()),
+            metadata: vec![("builder-for".into(), b.image.to_string())],
+            vnc: true,
+            guest_agent: true,
+        };
+        self.step(op, "define the builder", async {
+            Ok(self.hypervisor.domain_define(uri, &spec).await?)
+        })
+        .await?;
+        self.step(op, "start the builder", async {
+            Ok(self.hypervisor.domain_start(uri, d).await?)
+        })
+        .await
+    }
+
+    /// Destroys, undefines and deletes everything a builder may have made; "gone" is fine.
+    async fn remove_builder_objects(&self, b: &Builder) -> Result<(), OpError> {
+        let host = self.host_show(b.host.as_str())?;
+        self.hypervisor.domain_destroy(&host.uri, &b.domain).await?;
+        self.hypervisor
+            .domain_undefine(&host.uri, &b.domain)
+            .await?;
+        for v in &b.volumes {
+            self.hypervisor
+                .volume_delete(&host.uri, &host.pool, v)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn builder_abort(&self, image: &str) -> Result<(), OpError> {
+        let outcome = async {
+            let b = self.builder_show(image)?;
+            let op = self
+                .inventory
+                .operation_begin("image.builder-abort", &format!("image/{}", b.image))?;
+            let done = self
+                .step(op, "remove the builder", self.remove_builder_objects(&b))
+                .await;
+            if done.is_ok() {
+                self.inventory.builder_delete(&b.image)?;
+            }
+            self.finish_op(op, &done);
+            done
+        }
+        .await;
+        self.audit("image.builder-abort", &format!("image/{image}"), &outcome);
+        outcome
+    }
+
+    pub async fn image_capture(
+        &self,
+        req: &CaptureRequest,
+        progress: ProgressFn,
+    ) -> Result<ImageVersion, OpError> {
+        let outcome = self.image_capture_inner(req, progress).await;
+        self.audit("image.capture", &format!("image/{}", req.image), &outcome);
+        outcome
+    }
+
+    async fn image_capture_inner(
+        &self,
+        req: &CaptureRequest,
+        progress: ProgressFn,
+    ) -> Result<ImageVersion, OpError> {
+        let b = self.builder_show(&req.image)?;
+        if req.notes.len() > 4096 {
+            return Err(ValidationError::new("notes", "at most 4096 bytes").into());
+        }
+        let op = self
+            .inventory
+            .operation_begin("image.capture", &format!("image/{}", b.image))?;
+        let outcome = self.capture_steps(op, &b, req, progress).await;
+        if outcome.is_err() && b.captured_version.is_none() {
+            // Not captured: the builder stays usable (it may have been powered off).
+            self.inventory.builder_set_state(&b.image, "running")?;
+        }
+        self.finish_op(op, &outcome);
+        outcome
+    }
+
+    async fn capture_steps(
+        &self,
+        op: i64,
+        b: &Builder,
+        req: &CaptureRequest,
+        progress: ProgressFn,
+    ) -> Result<ImageVersion, OpError> {
+        let host = self.host_show(b.host.as_str())?;
+        let (uri, pool) = (&host.uri, &host.pool);
+        let version = match b.captured_version {
+            // A capture that recorded its version and then crashed: only cleanup is left.
+            Some(v) => self.inventory.image_version_get(&b.image, v)?,
+            None => {
+                self.inventory.builder_set_state(&b.image, "capturing")?;
+                self.step(op, "shut the builder down", async {
+                    if self.hypervisor.domain_is_running(uri, &b.domain).await? != Some(true) {
+                        return Ok(());
+                    }
+                    self.hypervisor.domain_shutdown(uri, &b.domain).await?;
+                    let asked = Instant::now();
+                    while asked.elapsed() < req.shutdown_timeout {
+                        if self.hypervisor.domain_is_running(uri, &b.domain).await? != Some(true) {
+                            return Ok(());
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    if req.force {
+                        self.hypervisor.domain_destroy(uri, &b.domain).await?;
+                        return Ok(());
+                    }
+                    Err(OpError::ShutdownTimeout {
+                        domain: b.domain.clone(),
+                        secs: req.shutdown_timeout.as_secs(),
+                    })
+                })
+                .await?;
+                let dir = self.library.join(b.image.as_str());
+                std::fs::create_dir_all(&dir).map_err(|source| library::LibraryError::Write {
+                    path: dir.clone(),
+                    source,
+                })?;
+                library::remove_partials(&dir);
+                let disk_volume = format!("{}-disk.qcow2", b.domain);
+                let allocated = self
+                    .hypervisor
+                    .volume_get(uri, pool, &disk_volume)
+                    .await?
+                    .map_or(0, |v| v.allocation_bytes);
+                library::ensure_space(&dir, allocated.saturating_mul(2))?;
+                let overlay = dir.join(format!(".capture.{}.overlay.partial", std::process::id()));
+                let p = progress.clone();
+                self.step(op, "download the disk", async {
+                    Ok(self
+                        .hypervisor
+                        .volume_download(
+                            uri,
+                            pool,
+                            &disk_volume,
+                            overlay.clone(),
+                            move |done, total| {
+                                p(ImageProgress {
+                                    phase: "downloading".into(),
+                                    done,
+                                    total,
+                                })
+                            },
+                        )
+                        .await?)
+                })
+                .await?;
+                let number = self.inventory.image_next_version(&b.image)?;
+                let base = match &b.base {
+                    Some(r) => Some(self.image_show(r)?),
+                    None => None,
+                };
+                let library_root = self.library.clone();
+                let (b2, base2, overlay2, progress2) =
+                    (b.clone(), base.clone(), overlay.clone(), progress.clone());
+                let new = self
+                    .step(op, "flatten into a new version", async move {
+                        tokio::task::spawn_blocking(move || {
+                            flatten(
+                                &library_root,
+                                &b2,
+                                base2.as_ref(),
+                                &overlay2,
+                                number,
+                                &host_name(&b2),
+                                &progress2,
+                            )
+                        })
+                        .await
+                        .map_err(|e| library::LibraryError::QemuImg {
+                            what: "capture",
+                            path: PathBuf::new(),
+                            message: e.to_string(),
+                        })?
+                    })
+                    .await;
+                let _ = std::fs::remove_file(&overlay);
+                let mut new = new?;
+                new.notes = req.notes.clone();
+                let v = self.inventory.image_version_insert(&new)?;
+                self.inventory.builder_set_captured(&b.image, v.version)?;
+                v
+            }
+        };
+        self.step(op, "remove the builder", self.remove_builder_objects(b))
+            .await?;
+        self.inventory.builder_delete(&b.image)?;
+        Ok(version)
+    }
+}
+
+fn host_name(b: &Builder) -> String {
+    b.host.to_string()
+}
+
+/// Turns the downloaded builder disk into the next library version (blocking work).
+fn flatten(
+    library_root: &std::path::Path,
+    b: &Builder,
+    base: Option<&ImageVersion>,
+    overlay: &std::path::Path,
+    number: u32,
+    host: &str,
+    progress: &ProgressFn,
+) -> Result<NewImageVersion, OpError> {
+    let dir = library_root.join(b.image.as_str());
+    if let Some(base) = base {
+        library::rebase_onto(overlay, &library_root.join(&base.file))?;
+    }
+    let file_name = format!("v{number}.qcow2");
+    let partial = dir.join(format!(".{file_name}.{}.partial", std::process::id()));
+    let result = (|| -> Result<NewImageVersion, OpError> {
+        let total = b.disk_bytes;
+        library::convert_to_qcow2(overlay, "qcow2", &partial, &|pct| {
+            progress(ImageProgress {
+                phase: "flattening".into(),
+                done: (pct / 100.0 * total as f64) as u64,
+                total,
+            })
+        })?;
+        let sha256 = library::sha256_file(&partial, &|done, total| {
+            progress(ImageProgress {
+                phase: "checksumming".into(),
+                done,
+                total,
+            })
+        })?;
+        let probe = library::probe(&partial)?;
+        let boot = match &b.boot {
+            BootMode::Kernel {
+                kernel_file,
+                initrd_file,
+                cmdline,
+            } => {
+                let k = format!("{}/v{number}.vmlinuz", b.image);
+                super::images::copy_boot_file(
+                    &library_root.join(kernel_file),
+                    &library_root.join(&k),
+                )?;
+                let i = match initrd_file {
+                    Some(f) => {
+                        let i = format!("{}/v{number}.initrd", b.image);
+                        super::images::copy_boot_file(
+                            &library_root.join(f),
+                            &library_root.join(&i),
+                        )?;
+                        Some(i)
+                    }
+                    None => None,
+                };
+                BootMode::Kernel {
+                    kernel_file: k,
+                    initrd_file: i,
+                    cmdline: cmdline.clone(),
+                }
+            }
+            other => other.clone(),
+        };
+        let actual_size = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        library::seal_into_place(&partial, &dir.join(&file_name))?;
+        let same_image = base.filter(|v| v.image == b.image);
+        Ok(NewImageVersion {
+            image: b.image.clone(),
+            version: number,
+            file: format!("{}/{file_name}", b.image),
+            sha256,
+            virtual_size: probe.virtual_size,
+            actual_size,
+            parent: same_image.map(|v| v.version),
+            origin: format!(
+                "builder on host {host} from {}",
+                b.base
+                    .clone()
+                    .or_else(|| b.iso.clone())
+                    .unwrap_or_else(|| "nothing".into())
+            ),
+            boot,
+            seal: Vec::new(),
+            notes: String::new(),
+        })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
+}
+
+fn tempfile_dir() -> Result<PathBuf, OpError> {
+    let dir = std::env::temp_dir().join(format!(
+        "flotilla-seed-{}-{}",
+        std::process::id(),
+        crate::inventory::now_compact()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|source| library::LibraryError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
+}

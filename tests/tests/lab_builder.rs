@@ -1,0 +1,286 @@
+//! T2: a master updated through a builder VM on the lab. The test plays the admin through the
+//! builder's seed script: it changes the master's version marker. Capture makes v2 (made from
+//! v1); v2 goes to host 2 once; a server booted from v2 shows the new marker over HTTP.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use flotilla::error::{ApiError, ErrorCode};
+use flotilla::hypervisor::{DomainType, HvConfig};
+use flotilla::inventory::{Actor, Inventory};
+use flotilla::model::{BootMode, LibvirtUri, PoolName};
+use flotilla::ops::builder::{BuildFrom, BuildRequest, CaptureRequest};
+use flotilla::ops::hosts::HostInput;
+use flotilla::ops::images::{BootInput, ImportRequest, ProgressFn};
+use flotilla::ops::Engine;
+use flotilla_tests::{GuestRun, Lab};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn quiet() -> ProgressFn {
+    Arc::new(|_| {})
+}
+
+async fn engine_with_base(lab: &Lab, dir: &std::path::Path, image: &str) -> Engine {
+    let e = Engine::with(
+        Inventory::open_in(dir).unwrap(),
+        HvConfig::default(),
+        Actor::new("test"),
+        dir.join("library"),
+    );
+    for i in [1, 2] {
+        e.host_add(&HostInput {
+            name: format!("lab-h{i}"),
+            uri: lab.host_uri(i),
+            pool: None,
+            bridge: Some("br0".into()),
+        })
+        .await
+        .unwrap();
+    }
+    let g = lab.guest();
+    e.image_import(
+        &ImportRequest {
+            image: image.into(),
+            file: g.join("master.qcow2"),
+            notes: "the lab's base master".into(),
+            boot: BootInput::Kernel {
+                kernel: g.join("vmlinuz"),
+                initrd: Some(g.join("initrd.img")),
+                cmdline: "console=ttyS0 root=LABEL=root".into(),
+            },
+        },
+        quiet(),
+    )
+    .await
+    .unwrap();
+    e
+}
+
+fn build(image: &str, script: &[&str]) -> BuildRequest {
+    BuildRequest {
+        image: image.into(),
+        host: "lab-h1".into(),
+        from: BuildFrom::Version(image.into()),
+        cpus: 1,
+        memory_mib: 128,
+        disk_bytes: None,
+        script: script.iter().map(|s| s.to_string()).collect(),
+        address: None,
+        domain_type: DomainType::Qemu,
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh"]
+async fn a_master_is_updated_through_a_builder_and_v2_serves_the_new_marker() {
+    let lab = Lab::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with_base(&lab, dir.path(), "tiny").await;
+    let uri = LibvirtUri::parse(&lab.host_uri(1)).unwrap();
+    let pool = PoolName::parse("default").unwrap();
+
+    let b = e
+        .image_build(
+            &build(
+                "tiny",
+                &["echo base-v2 > /etc/flotilla-master-version", "sync"],
+            ),
+            quiet(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.state, "running");
+    assert_eq!(
+        e.hypervisor
+            .domain_is_running(&uri, &b.domain)
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    assert!(e
+        .builder_console(&b)
+        .await
+        .unwrap()
+        .is_some_and(|c| c.starts_with("127.0.0.1:")));
+    // Wait until the script has run (the guest says "ready" on its console).
+    let serial = lab.dir().join(format!("h1/log/qemu/{}.serial", b.domain));
+    for _ in 0..240 {
+        if std::fs::read_to_string(&serial)
+            .unwrap_or_default()
+            .contains("flotilla-guest: ready")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let v2 = e
+        .image_capture(
+            &CaptureRequest {
+                image: "tiny".into(),
+                force: false,
+                shutdown_timeout: Duration::from_secs(90),
+                notes: "marker v2".into(),
+            },
+            quiet(),
+        )
+        .await
+        .unwrap_or_else(|err| {
+            panic!(
+                "{err}\n{}",
+                std::fs::read_to_string(&serial).unwrap_or_default()
+            )
+        });
+    assert_eq!((v2.version, v2.parent), (2, Some(1)), "lineage");
+    assert!(
+        v2.origin.contains("builder on host lab-h1"),
+        "{}",
+        v2.origin
+    );
+    assert!(v2.seal.is_empty(), "no seal is claimed");
+    assert!(
+        matches!(v2.boot, BootMode::Kernel { .. }),
+        "boots like its base"
+    );
+    assert!(e.builder_list().unwrap().is_empty(), "the builder is gone");
+    assert_eq!(
+        e.hypervisor
+            .domain_is_running(&uri, &b.domain)
+            .await
+            .unwrap(),
+        None
+    );
+    for v in &b.volumes {
+        assert_eq!(
+            e.hypervisor.volume_get(&uri, &pool, v).await.unwrap(),
+            None,
+            "{v} removed"
+        );
+    }
+
+    let first = e.image_ensure("tiny:2", "lab-h2", quiet()).await.unwrap();
+    assert!(first.bytes_copied > 0);
+    let again = e.image_ensure("tiny:2", "lab-h2", quiet()).await.unwrap();
+    assert_eq!(again.bytes_copied, 0, "ensured twice, copied once");
+
+    // Boot a server from v2 and read the marker over HTTP.
+    let files = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("library");
+    let BootMode::Kernel {
+        kernel_file,
+        initrd_file,
+        ..
+    } = &v2.boot
+    else {
+        unreachable!()
+    };
+    for (from, to) in [
+        (v2.file.clone(), "master.qcow2"),
+        (kernel_file.clone(), "vmlinuz"),
+        (initrd_file.clone().unwrap(), "initrd.img"),
+    ] {
+        std::os::unix::fs::symlink(lib.join(from), files.path().join(to)).unwrap();
+    }
+    let hv = HvConfig::default();
+    let hv = flotilla::hypervisor::Hypervisor::new(hv);
+    let run = GuestRun {
+        host: 2,
+        tag: format!("v2check-{}", std::process::id()),
+        image: files.path().to_owned(),
+        cmdline: "console=ttyS0 root=LABEL=root".into(),
+        memory_mib: 128,
+        hostname: "from-v2".into(),
+        mac: "52:54:00:77:00:fc".into(),
+        address: "10.77.0.248/24".into(),
+        runcmd: vec!["/opt/middleware/httpd-start".into()],
+        boot_limit: Duration::from_secs(180),
+    };
+    let outcome = run.boot_and_fetch(&lab, &hv).await;
+    let console = run.cleanup(&lab, &hv).await;
+    let (page, _) = outcome.unwrap_or_else(|err| panic!("{err}\n{console}"));
+    assert!(page.contains("master base-v2"), "{page}");
+    assert!(page.contains("<h1>from-v2</h1>"), "{page}");
+
+    e.image_delete("tiny:2").await.unwrap();
+    e.image_delete("tiny:1").await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh"]
+async fn a_builder_that_ignores_shutdown_gets_a_clear_error_then_is_discarded() {
+    let lab = Lab::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with_base(&lab, dir.path(), "stubborn").await;
+    let uri = LibvirtUri::parse(&lab.host_uri(1)).unwrap();
+    let pool = PoolName::parse("default").unwrap();
+    let before = e.hypervisor.volume_list(&uri, &pool).await.unwrap().len();
+    // The guest stops listening to the power button.
+    let b = e
+        .image_build(&build("stubborn", &["killall acpid"]), quiet())
+        .await
+        .unwrap();
+    let serial = lab.dir().join(format!("h1/log/qemu/{}.serial", b.domain));
+    for _ in 0..240 {
+        if std::fs::read_to_string(&serial)
+            .unwrap_or_default()
+            .contains("flotilla-guest: ready")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let err = e
+        .image_capture(
+            &CaptureRequest {
+                image: "stubborn".into(),
+                force: false,
+                shutdown_timeout: Duration::from_secs(5),
+                notes: String::new(),
+            },
+            quiet(),
+        )
+        .await
+        .unwrap_err();
+    let api = ApiError::from(err);
+    assert_eq!(api.code, ErrorCode::Timeout, "{}", api.message);
+    assert!(
+        api.message.contains("--force"),
+        "says what to do: {}",
+        api.message
+    );
+    assert_eq!(e.image_list().unwrap().len(), 1, "no half version");
+    assert_eq!(
+        e.builder_show("stubborn").unwrap().state,
+        "running",
+        "still there to resume"
+    );
+
+    let again = e
+        .image_build(&build("stubborn", &[]), quiet())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        ApiError::from(again).code,
+        ErrorCode::AlreadyExists,
+        "one builder per image"
+    );
+
+    e.builder_abort("stubborn").await.unwrap();
+    assert!(e.builder_list().unwrap().is_empty());
+    assert_eq!(
+        e.hypervisor
+            .domain_is_running(&uri, &b.domain)
+            .await
+            .unwrap(),
+        None
+    );
+    // Only the base version's copy (kept on purpose: it is a verified library copy) remains.
+    assert_eq!(
+        e.hypervisor.volume_list(&uri, &pool).await.unwrap().len(),
+        before + 1
+    );
+    e.image_delete("stubborn:1").await.unwrap();
+    assert_eq!(
+        e.hypervisor.volume_list(&uri, &pool).await.unwrap().len(),
+        before
+    );
+}
