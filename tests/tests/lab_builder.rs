@@ -101,17 +101,17 @@ async fn a_master_is_updated_through_a_builder_and_v2_serves_the_new_marker() {
         .await
         .unwrap()
         .is_some_and(|c| c.starts_with("127.0.0.1:")));
-    // Wait until the script has run (the guest says "ready" on its console).
-    let serial = lab.dir().join(format!("h1/log/qemu/{}.serial", b.domain));
+    // Wait until the script has run: the guest says "ready" on its serial console, which
+    // Flotilla reads through libvirt.
+    let mut console = String::new();
     for _ in 0..240 {
-        if std::fs::read_to_string(&serial)
-            .unwrap_or_default()
-            .contains("flotilla-guest: ready")
-        {
+        console = e.builder_serial("tiny", 64 * 1024).await.unwrap();
+        if console.contains("flotilla-guest: ready") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    assert!(console.contains("runcmd: echo base-v2"), "{console}");
 
     let v2 = e
         .image_capture(
@@ -124,12 +124,7 @@ async fn a_master_is_updated_through_a_builder_and_v2_serves_the_new_marker() {
             quiet(),
         )
         .await
-        .unwrap_or_else(|err| {
-            panic!(
-                "{err}\n{}",
-                std::fs::read_to_string(&serial).unwrap_or_default()
-            )
-        });
+        .unwrap_or_else(|err| panic!("{err}\n{console}"));
     assert_eq!((v2.version, v2.parent), (2, Some(1)), "lineage");
     assert!(
         v2.origin.contains("builder on host lab-h1"),
@@ -218,12 +213,9 @@ async fn a_builder_that_ignores_shutdown_gets_a_clear_error_then_is_discarded() 
         .image_build(&build("stubborn", &["killall acpid"]), quiet())
         .await
         .unwrap();
-    let serial = lab.dir().join(format!("h1/log/qemu/{}.serial", b.domain));
     for _ in 0..240 {
-        if std::fs::read_to_string(&serial)
-            .unwrap_or_default()
-            .contains("flotilla-guest: ready")
-        {
+        let console = e.builder_serial("stubborn", 4096).await.unwrap();
+        if console.contains("flotilla-guest: ready") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -150,6 +150,13 @@ enum ImageCommand {
     BuilderAbort { name: String },
     /// List running builders.
     Builders,
+    /// Print the end of a builder's serial console (read through libvirt).
+    Serial {
+        name: String,
+        /// How much of the end to print.
+        #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+        bytes: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -423,6 +430,14 @@ async fn image(engine: &Engine, json: bool, cmd: ImageCommand) -> Result<ExitCod
             output::removed(json, "builder of", &name);
         }
         ImageCommand::Builders => output::builder_list(json, &engine.builder_list()?),
+        ImageCommand::Serial { name, bytes } => {
+            let text = engine.builder_serial(&name, bytes).await?;
+            if json {
+                output::json_value(&serde_json::json!({ "serial": text }));
+            } else {
+                print!("{text}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

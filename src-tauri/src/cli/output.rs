@@ -29,6 +29,10 @@ fn print_json<T: Serialize + ?Sized>(value: &T) {
     }
 }
 
+pub fn json_value(v: &serde_json::Value) {
+    print_json(v);
+}
+
 pub fn error(json: bool, e: &ApiError) {
     if json {
         print_json(&serde_json::json!({ "error": e }));

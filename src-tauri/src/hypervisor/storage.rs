@@ -320,3 +320,66 @@ impl Hypervisor {
         .await
     }
 }
+
+impl Hypervisor {
+    /// The directory of a (directory-based) pool on the host.
+    pub async fn pool_path(&self, uri: &LibvirtUri, pool: &PoolName) -> Result<String, HvError> {
+        let pool = pool.to_string();
+        self.call(uri, "read a pool's path", move |c| {
+            let xml = pool_of(c, &pool)?.xml_desc(0)?;
+            Ok::<_, VirtError>(
+                roxmltree::Document::parse(&xml)
+                    .ok()
+                    .and_then(|d| {
+                        d.descendants()
+                            .find(|n| n.has_tag_name("target"))
+                            .and_then(|t| t.children().find(|n| n.has_tag_name("path")))
+                            .and_then(|p| p.text().map(str::to_owned))
+                    })
+                    .unwrap_or_default(),
+            )
+        })
+        .await
+    }
+
+    /// The last `max` bytes of a volume (a serial console log kept in the pool), read through
+    /// libvirt so it works for remote hosts too. Empty when the volume does not exist.
+    pub async fn volume_tail(
+        &self,
+        uri: &LibvirtUri,
+        pool: &PoolName,
+        name: &str,
+        max: u64,
+    ) -> Result<Vec<u8>, HvError> {
+        let (pool, name) = (pool.to_string(), name.to_owned());
+        self.call(uri, "read the end of a volume", move |c| {
+            let pool = pool_of(c, &pool)?;
+            pool.refresh(0)?;
+            let vol = match pool.lookup_storage_vol_by_name(&name) {
+                Ok(v) => v,
+                Err(e) if is_gone(&e) => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            };
+            let size = vol.info()?.capacity;
+            let offset = size.saturating_sub(max);
+            let length = size - offset;
+            if length == 0 {
+                return Ok(Vec::new());
+            }
+            let stream = Stream::new(c, 0)?;
+            vol.download(&stream, offset, length, 0)?;
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = stream.recv(&mut buf)?;
+                if n <= 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..usize::try_from(n).unwrap_or(0)]);
+            }
+            stream.finish()?;
+            Ok(out)
+        })
+        .await
+    }
+}

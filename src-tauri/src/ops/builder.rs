@@ -111,6 +111,23 @@ impl Engine {
             .builder_get(&ImageName::parse(image.trim())?)?)
     }
 
+    /// The last `max` bytes of the builder's serial console, read through libvirt.
+    pub async fn builder_serial(&self, image: &str, max: u64) -> Result<String, OpError> {
+        let b = self.builder_show(image)?;
+        let host = self.host_show(b.host.as_str())?;
+        let name = b
+            .serial_log
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let bytes = self
+            .hypervisor
+            .volume_tail(&host.uri, &host.pool, &name, max)
+            .await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     /// Where the builder's console is: `vnc 127.0.0.1:5900 on host h1` while it runs.
     pub async fn builder_console(&self, b: &Builder) -> Result<Option<String>, OpError> {
         let host = self.host_show(b.host.as_str())?;
@@ -206,6 +223,21 @@ impl Engine {
         if iso.is_some() {
             volumes.push(format!("{domain}-installer.iso"));
         }
+        // The serial console goes to a file in the host's pool: Flotilla can then read it
+        // through libvirt (`builder_serial`), for remote hosts too.
+        let serial_volume = format!("{domain}.serial");
+        volumes.push(serial_volume.clone());
+        let pool_dir = self.hypervisor.pool_path(&host.uri, &host.pool).await?;
+        if pool_dir.is_empty() {
+            return Err(ValidationError::new(
+                "host",
+                format!(
+                    "the storage pool '{}' of {} has no directory; builders need a directory pool",
+                    host.pool, host.name
+                ),
+            )
+            .into());
+        }
         let short: String = image.as_str().chars().take(50).collect();
         let seed = SeedSpec {
             instance_id: format!("{domain}-{}", crate::inventory::now_compact()),
@@ -241,7 +273,7 @@ impl Engine {
                 boot: boot.clone(),
                 state: "building".into(),
                 captured_version: None,
-                serial_log: format!("/var/log/libvirt/qemu/{domain}.serial"),
+                serial_log: format!("{}/{serial_volume}", pool_dir.trim_end_matches('/')),
                 created_at: String::new(),
             },
             base.as_ref().map(|b| (&b.image, b.version)),
