@@ -88,3 +88,253 @@ pub fn audit_list(state: State<'_, AppState>, limit: u32) -> Result<Vec<AuditEnt
         .audit_list(limit.min(10_000))
         .map_err(|e| ApiError::from(crate::ops::OpError::from(e)))
 }
+
+// ---- Images and builders -------------------------------------------------------------------
+
+use crate::model::{Builder, ImageVersion};
+use crate::ops::builder::{BuildFrom, BuildRequest, CaptureRequest};
+use crate::ops::images::{BootInput, EnsureOutcome, ImageProgress, ImportRequest, ProgressFn};
+use std::sync::Arc;
+use tauri::ipc::Channel;
+
+fn progress_to(channel: Channel<ImageProgress>) -> ProgressFn {
+    Arc::new(move |p| {
+        // The window may be gone; the operation goes on regardless.
+        let _ = channel.send(p);
+    })
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn image_list(state: State<'_, AppState>) -> Result<Vec<ImageVersion>, ApiError> {
+    Ok(state.engine()?.image_list()?)
+}
+
+#[derive(Debug, Deserialize, specta::Type)]
+pub struct ImageImportRequest {
+    pub image: String,
+    pub path: String,
+    pub notes: String,
+    /// `bios` or `uefi` for images that boot from their disk.
+    pub firmware: String,
+    /// Direct kernel boot instead: kernel, initrd and command line.
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    pub cmdline: Option<String>,
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn image_import(
+    state: State<'_, AppState>,
+    request: ImageImportRequest,
+    on_progress: Channel<ImageProgress>,
+) -> Result<ImageVersion, ApiError> {
+    let boot = match request.kernel.filter(|k| !k.trim().is_empty()) {
+        Some(kernel) => BootInput::Kernel {
+            kernel: kernel.into(),
+            initrd: request
+                .initrd
+                .filter(|i| !i.trim().is_empty())
+                .map(Into::into),
+            cmdline: request.cmdline.unwrap_or_default(),
+        },
+        None => BootInput::Disk(match request.firmware.as_str() {
+            "uefi" => crate::model::Firmware::Uefi,
+            _ => crate::model::Firmware::Bios,
+        }),
+    };
+    let req = ImportRequest {
+        image: request.image,
+        file: request.path.into(),
+        notes: request.notes,
+        boot,
+    };
+    Ok(state
+        .engine()?
+        .image_import(&req, progress_to(on_progress))
+        .await?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn image_ensure(
+    state: State<'_, AppState>,
+    image: String,
+    host: String,
+    on_progress: Channel<ImageProgress>,
+) -> Result<EnsureOutcome, ApiError> {
+    Ok(state
+        .engine()?
+        .image_ensure(&image, &host, progress_to(on_progress))
+        .await?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn image_delete(state: State<'_, AppState>, image: String) -> Result<(), ApiError> {
+    Ok(state.engine()?.image_delete(&image).await?)
+}
+
+#[derive(Debug, Serialize, specta::Type)]
+pub struct BuilderView {
+    pub builder: Builder,
+    /// `127.0.0.1:5900` on the builder's host, while it runs.
+    pub console: Option<String>,
+    pub host_uri: String,
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn builder_list(state: State<'_, AppState>) -> Result<Vec<BuilderView>, ApiError> {
+    let engine = state.engine()?;
+    let mut out = Vec::new();
+    for b in engine.builder_list()? {
+        // An unreachable host must not hide the builder: its console is then unknown.
+        let console = engine.builder_console(&b).await.ok().flatten();
+        let host_uri = engine.host_show(b.host.as_str())?.uri.to_string();
+        out.push(BuilderView {
+            builder: b,
+            console,
+            host_uri,
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Deserialize, specta::Type)]
+pub struct ImageBuildRequest {
+    pub image: String,
+    pub host: String,
+    /// `NAME` or `NAME:VERSION` of a library version; or `iso` instead.
+    pub from: Option<String>,
+    pub iso: Option<String>,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// Bytes; none: the base's size (10 GiB for an installer).
+    pub disk_gib: Option<u32>,
+    /// Shell commands the builder runs at first boot, one per line.
+    pub script: String,
+    /// `kvm` or `qemu`.
+    pub virt_type: String,
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn image_build(
+    state: State<'_, AppState>,
+    request: ImageBuildRequest,
+    on_progress: Channel<ImageProgress>,
+) -> Result<Builder, ApiError> {
+    let from = match (
+        request.from.filter(|f| !f.trim().is_empty()),
+        request.iso.filter(|i| !i.trim().is_empty()),
+    ) {
+        (Some(f), _) => BuildFrom::Version(f),
+        (None, Some(iso)) => BuildFrom::Iso(iso.into()),
+        (None, None) => {
+            return Err(ApiError::new(
+                crate::error::ErrorCode::InvalidInput,
+                "choose a library version or an installer ISO to start from",
+            ))
+        }
+    };
+    let req = BuildRequest {
+        image: request.image,
+        host: request.host,
+        from,
+        cpus: request.cpus,
+        memory_mib: u64::from(request.memory_mib),
+        disk_bytes: request.disk_gib.map(|g| u64::from(g) << 30),
+        script: request
+            .script
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect(),
+        address: None,
+        domain_type: if request.virt_type == "kvm" {
+            crate::hypervisor::DomainType::Kvm
+        } else {
+            crate::hypervisor::DomainType::Qemu
+        },
+    };
+    Ok(state
+        .engine()?
+        .image_build(&req, progress_to(on_progress))
+        .await?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn image_capture(
+    state: State<'_, AppState>,
+    image: String,
+    force: bool,
+    timeout_secs: u32,
+    notes: String,
+    on_progress: Channel<ImageProgress>,
+) -> Result<ImageVersion, ApiError> {
+    let req = CaptureRequest {
+        image,
+        force,
+        shutdown_timeout: std::time::Duration::from_secs(u64::from(timeout_secs.clamp(1, 86_400))),
+        notes,
+    };
+    Ok(state
+        .engine()?
+        .image_capture(&req, progress_to(on_progress))
+        .await?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn builder_abort(state: State<'_, AppState>, image: String) -> Result<(), ApiError> {
+    Ok(state.engine()?.builder_abort(&image).await?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn builder_serial(state: State<'_, AppState>, image: String) -> Result<String, ApiError> {
+    Ok(state.engine()?.builder_serial(&image, 16 * 1024).await?)
+}
+
+/// Optional tools found on this machine (the UI shows their buttons only when present).
+#[derive(Debug, Serialize, specta::Type)]
+pub struct Tools {
+    pub virt_viewer: bool,
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn tools() -> Tools {
+    Tools {
+        virt_viewer: on_path("virt-viewer"),
+    }
+}
+
+/// Opens the builder's graphical console with virt-viewer (which reaches remote hosts through
+/// the libvirt URI itself).
+#[tauri::command]
+#[specta::specta]
+pub fn builder_open_console(state: State<'_, AppState>, image: String) -> Result<(), ApiError> {
+    let engine = state.engine()?;
+    let b = engine.builder_show(&image)?;
+    let uri = engine.host_show(b.host.as_str())?.uri;
+    std::process::Command::new("virt-viewer")
+        .args(["--connect", uri.as_str(), &b.domain])
+        .spawn()
+        .map(|_| ())
+        .map_err(|e| {
+            ApiError::new(
+                crate::error::ErrorCode::Internal,
+                format!("cannot start virt-viewer: {e}"),
+            )
+        })
+}

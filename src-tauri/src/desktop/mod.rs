@@ -44,6 +44,17 @@ pub fn bindings_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::host_check,
             commands::host_remove,
             commands::audit_list,
+            commands::image_list,
+            commands::image_import,
+            commands::image_ensure,
+            commands::image_delete,
+            commands::builder_list,
+            commands::image_build,
+            commands::image_capture,
+            commands::builder_abort,
+            commands::builder_serial,
+            commands::builder_open_console,
+            commands::tools,
         ])
         // Byte counts fit easily in a JS number (2^53 bytes = 8 PiB).
         .dangerously_cast_bigints_to_number()
