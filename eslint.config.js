@@ -10,6 +10,8 @@ export default ts.config(
   ...svelte.configs.recommended,
   {
     languageOptions: { globals: { ...globals.browser, ...globals.node } },
+    // An unused parameter named _x is intentional (e.g. a Svelte action's update argument).
+    rules: { "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_" }] },
   },
   {
     files: ["**/*.svelte", "**/*.svelte.ts"],
