@@ -35,6 +35,9 @@ pub enum ErrorCode {
     NoSpace,
     /// Something did not happen in time (a guest that does not shut down).
     Timeout,
+    /// A requested seal could not be done (no guest agent, no virt-sysprep); nothing was
+    /// captured.
+    SealFailed,
     Internal,
 }
 
@@ -53,6 +56,7 @@ impl ErrorCode {
             Self::Inventory => 8,
             Self::NoSpace => 9,
             Self::Timeout => 10,
+            Self::SealFailed => 11,
         }
     }
 }

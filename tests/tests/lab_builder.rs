@@ -117,6 +117,8 @@ async fn a_master_is_updated_through_a_builder_and_v2_serves_the_new_marker() {
         .image_capture(
             &CaptureRequest {
                 image: "tiny".into(),
+                seal_cloud_init: false,
+                seal_sysprep: false,
                 force: false,
                 shutdown_timeout: Duration::from_secs(90),
                 notes: "marker v2".into(),
@@ -224,6 +226,8 @@ async fn a_builder_that_ignores_shutdown_gets_a_clear_error_then_is_discarded() 
         .image_capture(
             &CaptureRequest {
                 image: "stubborn".into(),
+                seal_cloud_init: false,
+                seal_sysprep: false,
                 force: false,
                 shutdown_timeout: Duration::from_secs(5),
                 notes: String::new(),
@@ -275,4 +279,61 @@ async fn a_builder_that_ignores_shutdown_gets_a_clear_error_then_is_discarded() 
         e.hypervisor.volume_list(&uri, &pool).await.unwrap().len(),
         before
     );
+}
+
+#[tokio::test]
+#[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh"]
+async fn a_seal_that_cannot_be_done_is_refused_not_claimed() {
+    let lab = Lab::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with_base(&lab, dir.path(), "sealme").await;
+    let b = e.image_build(&build("sealme", &[]), quiet()).await.unwrap();
+    let uri = LibvirtUri::parse(&lab.host_uri(1)).unwrap();
+    let capture = |cloud_init: bool, sysprep: bool| CaptureRequest {
+        image: "sealme".into(),
+        seal_cloud_init: cloud_init,
+        seal_sysprep: sysprep,
+        force: true,
+        shutdown_timeout: Duration::from_secs(30),
+        notes: String::new(),
+    };
+    // The tiny guest has no QEMU guest agent: cloud-init clean cannot run there.
+    let err = ApiError::from(
+        e.image_capture(&capture(true, false), quiet())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, ErrorCode::SealFailed, "{}", err.message);
+    assert!(err.message.contains("guest agent"), "{}", err.message);
+    assert_eq!(e.image_list().unwrap().len(), 1, "nothing captured");
+    assert_eq!(
+        e.hypervisor
+            .domain_is_running(&uri, &b.domain)
+            .await
+            .unwrap(),
+        Some(true),
+        "not shut down"
+    );
+    assert_eq!(e.builder_show("sealme").unwrap().state, "running");
+    if !flotilla::library::tool_available("virt-sysprep") {
+        let err = ApiError::from(
+            e.image_capture(&capture(false, true), quiet())
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(err.code, ErrorCode::SealFailed);
+        assert!(
+            err.message.contains("virt-sysprep is not installed"),
+            "{}",
+            err.message
+        );
+    }
+    // Without sealing the capture works and the version says it is not sealed.
+    let v = e
+        .image_capture(&capture(false, false), quiet())
+        .await
+        .unwrap();
+    assert!(v.seal.is_empty());
+    e.image_delete("sealme:2").await.unwrap();
+    e.image_delete("sealme:1").await.unwrap();
 }

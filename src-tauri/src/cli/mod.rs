@@ -137,6 +137,11 @@ enum ImageCommand {
     /// Shut the builder of NAME down, capture its disk as the next version, remove the builder.
     Capture {
         name: String,
+        /// Seal the image: `cloud-init` runs `cloud-init clean --logs` in the guest before the
+        /// shutdown (needs the QEMU guest agent in it); `sysprep` runs virt-sysprep on the
+        /// captured file (needs libguestfs-tools here). Repeat for both.
+        #[arg(long, value_enum)]
+        seal: Vec<SealArg>,
         /// Power the builder off if it ignores the shutdown request (unsaved guest data is lost).
         #[arg(long)]
         force: bool,
@@ -157,6 +162,12 @@ enum ImageCommand {
         #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
         bytes: u64,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SealArg {
+    CloudInit,
+    Sysprep,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -405,6 +416,7 @@ async fn image(engine: &Engine, json: bool, cmd: ImageCommand) -> Result<ExitCod
         }
         ImageCommand::Capture {
             name,
+            seal,
             force,
             timeout,
             notes,
@@ -415,6 +427,8 @@ async fn image(engine: &Engine, json: bool, cmd: ImageCommand) -> Result<ExitCod
                 .image_capture(
                     &CaptureRequest {
                         image: name,
+                        seal_cloud_init: seal.contains(&SealArg::CloudInit),
+                        seal_sysprep: seal.contains(&SealArg::Sysprep),
                         force,
                         shutdown_timeout: std::time::Duration::from_secs(timeout),
                         notes,

@@ -268,9 +268,12 @@ pub async fn image_build(
 
 #[tauri::command]
 #[specta::specta]
+#[allow(clippy::too_many_arguments)]
 pub async fn image_capture(
     state: State<'_, AppState>,
     image: String,
+    seal_cloud_init: bool,
+    seal_sysprep: bool,
     force: bool,
     timeout_secs: u32,
     notes: String,
@@ -278,6 +281,8 @@ pub async fn image_capture(
 ) -> Result<ImageVersion, ApiError> {
     let req = CaptureRequest {
         image,
+        seal_cloud_init,
+        seal_sysprep,
         force,
         shutdown_timeout: std::time::Duration::from_secs(u64::from(timeout_secs.clamp(1, 86_400))),
         notes,
@@ -304,18 +309,15 @@ pub async fn builder_serial(state: State<'_, AppState>, image: String) -> Result
 #[derive(Debug, Serialize, specta::Type)]
 pub struct Tools {
     pub virt_viewer: bool,
-}
-
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
+    pub virt_sysprep: bool,
 }
 
 #[tauri::command]
 #[specta::specta]
 pub fn tools() -> Tools {
     Tools {
-        virt_viewer: on_path("virt-viewer"),
+        virt_viewer: crate::library::tool_available("virt-viewer"),
+        virt_sysprep: crate::library::tool_available("virt-sysprep"),
     }
 }
 

@@ -78,6 +78,15 @@ pub struct DomainSpec {
     pub guest_agent: bool,
 }
 
+/// What a command run through the guest agent did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestExec {
+    /// `None` when it did not finish in time.
+    pub exit_code: Option<i64>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
 pub(crate) fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -305,6 +314,59 @@ impl Hypervisor {
             };
             let xml = d.xml_desc(0)?;
             Ok(vnc_address(&xml))
+        })
+        .await
+    }
+
+    /// Runs a program in the guest through the QEMU guest agent and waits for it (at most
+    /// `limit`). Returns its exit code and output.
+    pub async fn domain_guest_exec(
+        &self,
+        uri: &LibvirtUri,
+        name: &str,
+        program: &str,
+        args: &[&str],
+        limit: std::time::Duration,
+    ) -> Result<GuestExec, HvError> {
+        let name = name.to_owned();
+        let request = serde_json::json!({
+            "execute": "guest-exec",
+            "arguments": { "path": program, "arg": args, "capture-output": true }
+        })
+        .to_string();
+        self.call_within(uri, "run a command in the guest", limit + std::time::Duration::from_secs(10), move |c| {
+            let d = c.lookup_domain_by_name(&name)?;
+            let started = d.qemu_agent_command(&request, 10, 0)?;
+            let pid = serde_json::from_str::<serde_json::Value>(&started)
+                .ok()
+                .and_then(|v| v["return"]["pid"].as_i64())
+                .unwrap_or(-1);
+            let status = serde_json::json!({ "execute": "guest-exec-status", "arguments": { "pid": pid } }).to_string();
+            let until = std::time::Instant::now() + limit;
+            loop {
+                let reply = d.qemu_agent_command(&status, 10, 0)?;
+                let v: serde_json::Value = serde_json::from_str(&reply).unwrap_or_default();
+                let r = &v["return"];
+                if r["exited"].as_bool() == Some(true) {
+                    let text = |key: &str| {
+                        use base64::Engine as _;
+                        r[key]
+                            .as_str()
+                            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                            .map(|b| String::from_utf8_lossy(&b).into_owned())
+                            .unwrap_or_default()
+                    };
+                    return Ok::<_, virt::error::Error>(GuestExec {
+                        exit_code: r["exitcode"].as_i64(),
+                        stdout: text("out-data"),
+                        stderr: text("err-data"),
+                    });
+                }
+                if std::time::Instant::now() > until {
+                    return Ok(GuestExec { exit_code: None, stdout: String::new(), stderr: "did not finish in time".into() });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
         })
         .await
     }

@@ -407,6 +407,35 @@ pub fn rebase_onto(overlay: &Path, backing: &Path) -> Result<(), LibraryError> {
     Ok(())
 }
 
+/// True when `tool` is an executable on PATH.
+pub fn tool_available(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
+}
+
+/// Seals a captured image offline with virt-sysprep (libguestfs): removes machine identity,
+/// logs, SSH host keys and the like.
+pub fn sysprep(image: &Path) -> Result<(), LibraryError> {
+    let out = Command::new("virt-sysprep")
+        .args(["--format", "qcow2", "-a"])
+        .arg(image)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LibraryError::QemuImg {
+            what: "virt-sysprep",
+            path: image.to_owned(),
+            message: format!("cannot run virt-sysprep: {e}"),
+        })?;
+    if !out.status.success() {
+        return Err(LibraryError::QemuImg {
+            what: "virt-sysprep",
+            path: image.to_owned(),
+            message: first_line(&out.stderr),
+        });
+    }
+    Ok(())
+}
+
 /// True when the file is an ISO 9660 image (an installer).
 pub fn is_iso(path: &Path) -> Result<bool, LibraryError> {
     Ok(raw_signature(path)? == Some("iso9660"))

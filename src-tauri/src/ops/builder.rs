@@ -10,8 +10,10 @@
 //! abort:   remove the builder's domain and volumes ("already gone" is fine) and forget it.
 //!
 //! Every step is journaled (operations / operation_steps).
-//! TODO-completeness: sealing (cloud-init clean through the guest agent, virt-sysprep) is not
-//! done yet; versions record `seal: []`, never a seal that did not happen.
+//! Sealing, when asked: `cloud-init clean --logs` runs in the guest through the QEMU guest
+//! agent before the shutdown; `virt-sysprep` runs on the captured file before it is made
+//! read-only. A seal that cannot be done fails the capture (nothing recorded, builder kept);
+//! the version lists exactly the seals that were done.
 
 use super::images::{ImageProgress, ProgressFn};
 use super::{Engine, OpError};
@@ -56,6 +58,10 @@ pub struct BuildRequest {
 #[derive(Debug, Clone)]
 pub struct CaptureRequest {
     pub image: String,
+    /// Run `cloud-init clean --logs` in the guest (needs the QEMU guest agent there).
+    pub seal_cloud_init: bool,
+    /// Run `virt-sysprep` on the captured image (needs libguestfs' virt-sysprep here).
+    pub seal_sysprep: bool,
     /// Power the builder off when it ignores the ACPI request.
     pub force: bool,
     pub shutdown_timeout: Duration,
@@ -591,7 +597,41 @@ impl Engine {
             // A capture that recorded its version and then crashed: only cleanup is left.
             Some(v) => self.inventory.image_version_get(&b.image, v)?,
             None => {
+                if req.seal_sysprep && !library::tool_available("virt-sysprep") {
+                    return Err(OpError::SealFailed {
+                        reason: "virt-sysprep is not installed on this machine (package libguestfs-tools)".into(),
+                    });
+                }
                 self.inventory.builder_set_state(&b.image, "capturing")?;
+                let mut seal = Vec::new();
+                if req.seal_cloud_init {
+                    self.step(op, "seal: cloud-init clean in the guest", async {
+                        let ran = self
+                            .hypervisor
+                            .domain_guest_exec(uri, &b.domain, "cloud-init", &["clean", "--logs"], Duration::from_secs(120))
+                            .await
+                            .map_err(|e| OpError::SealFailed {
+                                reason: format!(
+                                    "`cloud-init clean` could not run in the guest through the QEMU guest agent ({}); install and start qemu-guest-agent in the builder, or capture without sealing",
+                                    e.libvirt_reason().unwrap_or("no answer")
+                                ),
+                            })?;
+                        match ran.exit_code {
+                            Some(0) => Ok(()),
+                            other => Err(OpError::SealFailed {
+                                reason: format!(
+                                    "`cloud-init clean --logs` in the guest ended with {}: {}",
+                                    other.map_or("no exit (timeout)".into(), |c| format!("exit code {c}")),
+                                    ran.stderr.trim()
+                                ),
+                            }),
+                        }
+                    })
+                    .await?;
+                    seal.push(
+                        "cloud-init clean --logs (in the guest, before shutdown)".to_string(),
+                    );
+                }
                 self.step(op, "shut the builder down", async {
                     if self.hypervisor.domain_is_running(uri, &b.domain).await? != Some(true) {
                         return Ok(());
@@ -654,6 +694,7 @@ impl Engine {
                     None => None,
                 };
                 let library_root = self.library.clone();
+                let sysprep = req.seal_sysprep;
                 let (b2, base2, overlay2, progress2) =
                     (b.clone(), base.clone(), overlay.clone(), progress.clone());
                 let new = self
@@ -665,7 +706,7 @@ impl Engine {
                                 base2.as_ref(),
                                 &overlay2,
                                 number,
-                                &host_name(&b2),
+                                sysprep,
                                 &progress2,
                             )
                         })
@@ -680,6 +721,8 @@ impl Engine {
                 let _ = std::fs::remove_file(&overlay);
                 let mut new = new?;
                 new.notes = req.notes.clone();
+                seal.append(&mut new.seal);
+                new.seal = seal;
                 let v = self.inventory.image_version_insert(&new)?;
                 self.inventory.builder_set_captured(&b.image, v.version)?;
                 v
@@ -692,10 +735,6 @@ impl Engine {
     }
 }
 
-fn host_name(b: &Builder) -> String {
-    b.host.to_string()
-}
-
 /// Turns the downloaded builder disk into the next library version (blocking work).
 fn flatten(
     library_root: &std::path::Path,
@@ -703,7 +742,7 @@ fn flatten(
     base: Option<&ImageVersion>,
     overlay: &std::path::Path,
     number: u32,
-    host: &str,
+    sysprep: bool,
     progress: &ProgressFn,
 ) -> Result<NewImageVersion, OpError> {
     let dir = library_root.join(b.image.as_str());
@@ -759,6 +798,21 @@ fn flatten(
             }
             other => other.clone(),
         };
+        let mut seal = Vec::new();
+        let sha256 = if sysprep {
+            progress(ImageProgress {
+                phase: "virt-sysprep".into(),
+                done: 0,
+                total: 1,
+            });
+            library::sysprep(&partial).map_err(|e| OpError::SealFailed {
+                reason: e.to_string(),
+            })?;
+            seal.push("virt-sysprep (offline, default operations)".to_string());
+            library::sha256_file(&partial, &|_, _| {})?
+        } else {
+            sha256
+        };
         let actual_size = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
         library::seal_into_place(&partial, &dir.join(&file_name))?;
         let same_image = base.filter(|v| v.image == b.image);
@@ -771,14 +825,15 @@ fn flatten(
             actual_size,
             parent: same_image.map(|v| v.version),
             origin: format!(
-                "builder on host {host} from {}",
+                "builder on host {} from {}",
+                b.host,
                 b.base
                     .clone()
                     .or_else(|| b.iso.clone())
                     .unwrap_or_else(|| "nothing".into())
             ),
             boot,
-            seal: Vec::new(),
+            seal,
             notes: String::new(),
         })
     })();

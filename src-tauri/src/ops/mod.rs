@@ -47,6 +47,8 @@ pub enum OpError {
     HostNotReady { uri: String, problems: Vec<String> },
     #[error(transparent)]
     Library(#[from] crate::library::LibraryError),
+    #[error("sealing failed, nothing was captured: {reason}")]
+    SealFailed { reason: String },
     #[error("the builder {domain} did not shut down within {secs} s after the ACPI shutdown request (the guest may ignore the power button); shut it down from inside the guest, or capture with --force to power it off (unsaved data in the guest may be lost)")]
     ShutdownTimeout { domain: String, secs: u64 },
     #[error("the copy of {what} on host {host} does not match the library (sha256 {found}, expected {expected}); it was removed")]
@@ -65,6 +67,7 @@ impl From<&OpError> for ApiError {
             OpError::HostNotReady { .. } => ApiError::new(ErrorCode::HostNotReady, err.to_string()),
             OpError::CopyMismatch { .. } => ApiError::new(ErrorCode::Internal, err.to_string()),
             OpError::ShutdownTimeout { .. } => ApiError::new(ErrorCode::Timeout, err.to_string()),
+            OpError::SealFailed { .. } => ApiError::new(ErrorCode::SealFailed, err.to_string()),
             OpError::Library(e) => {
                 use crate::library::LibraryError as L;
                 let code = match e {

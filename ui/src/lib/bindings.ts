@@ -20,7 +20,7 @@ export const commands = {
 	imageDelete: (image: string) => typedError<null, ApiError>(__TAURI_INVOKE("image_delete", { image })),
 	builderList: () => typedError<BuilderView[], ApiError>(__TAURI_INVOKE("builder_list")),
 	imageBuild: (request: ImageBuildRequest, onProgress: Channel<ImageProgress>) => typedError<Builder, ApiError>(__TAURI_INVOKE("image_build", { request, onProgress })),
-	imageCapture: (image: string, force: boolean, timeoutSecs: number, notes: string, onProgress: Channel<ImageProgress>) => typedError<ImageVersion, ApiError>(__TAURI_INVOKE("image_capture", { image, force, timeoutSecs, notes, onProgress })),
+	imageCapture: (image: string, sealCloudInit: boolean, sealSysprep: boolean, force: boolean, timeoutSecs: number, notes: string, onProgress: Channel<ImageProgress>) => typedError<ImageVersion, ApiError>(__TAURI_INVOKE("image_capture", { image, sealCloudInit, sealSysprep, force, timeoutSecs, notes, onProgress })),
 	builderAbort: (image: string) => typedError<null, ApiError>(__TAURI_INVOKE("builder_abort", { image })),
 	builderSerial: (image: string) => typedError<string, ApiError>(__TAURI_INVOKE("builder_serial", { image })),
 	/**
@@ -135,7 +135,12 @@ export type ErrorCode =
 /**  Not enough free space (the image library's disk, a host's pool). */
 "no_space" | 
 /**  Something did not happen in time (a guest that does not shut down). */
-"timeout" | "internal";
+"timeout" | 
+/**
+ *  A requested seal could not be done (no guest agent, no virt-sysprep); nothing was
+ *  captured.
+ */
+"seal_failed" | "internal";
 
 export type Firmware = "bios" | "uefi";
 
@@ -289,6 +294,7 @@ export type PoolName = string;
 /**  Optional tools found on this machine (the UI shows their buttons only when present). */
 export type Tools = {
 	virt_viewer: boolean,
+	virt_sysprep: boolean,
 };
 
 /* Tauri Specta runtime */
