@@ -337,3 +337,206 @@ async fn a_seal_that_cannot_be_done_is_refused_not_claimed() {
     e.image_delete("sealme:2").await.unwrap();
     e.image_delete("sealme:1").await.unwrap();
 }
+
+#[tokio::test]
+#[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh"]
+async fn a_capture_killed_midway_leaves_no_half_version_and_can_be_resumed() {
+    let lab = Lab::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::with(
+        Inventory::open_in(dir.path()).unwrap(),
+        HvConfig::default(),
+        Actor::new("test"),
+        dir.path().join("library"),
+    );
+    e.host_add(&HostInput {
+        name: "lab-h1".into(),
+        uri: lab.host_uri(1),
+        pool: None,
+        bridge: Some("br0".into()),
+    })
+    .await
+    .unwrap();
+    // A disk big enough that capture takes a while (it does not boot: random data).
+    let raw = dir.path().join("big.raw");
+    let mut bytes = vec![0u8; 384 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for chunk in bytes.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    bytes[510] = 0x55;
+    bytes[511] = 0xAA;
+    std::fs::write(&raw, &bytes).unwrap();
+    drop(bytes);
+    e.image_import(
+        &ImportRequest {
+            image: "crashy".into(),
+            file: raw,
+            notes: String::new(),
+            boot: BootInput::Disk(flotilla::model::Firmware::Bios),
+        },
+        quiet(),
+    )
+    .await
+    .unwrap();
+    let b = e
+        .image_build(
+            &BuildRequest {
+                memory_mib: 64,
+                ..build("crashy", &[])
+            },
+            quiet(),
+        )
+        .await
+        .unwrap();
+
+    // Another process captures; it is killed once it has started writing into the library.
+    let ctl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/flotillactl");
+    let mut child = std::process::Command::new(&ctl)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["image", "capture", "crashy", "--force", "--timeout", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|err| panic!("{}: {err}", ctl.display()));
+    let lib = dir.path().join("library/crashy");
+    let partial = || {
+        std::fs::read_dir(&lib)
+            .map(|d| {
+                d.flatten()
+                    .any(|f| f.file_name().to_string_lossy().ends_with(".partial"))
+            })
+            .unwrap_or(false)
+    };
+    for _ in 0..600 {
+        if partial() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(partial(), "the capture started writing");
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    assert_eq!(e.image_list().unwrap().len(), 1, "no half version recorded");
+    let files: Vec<String> = std::fs::read_dir(&lib)
+        .unwrap()
+        .flatten()
+        .map(|f| f.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".partial"))
+        .collect();
+    assert_eq!(files, ["v1.qcow2"], "no v2 file that looks complete");
+    assert!(
+        e.builder_show("crashy").is_ok(),
+        "the builder is still there to resume or discard"
+    );
+
+    // Resume: capture again.
+    let v2 = e
+        .image_capture(
+            &CaptureRequest {
+                image: "crashy".into(),
+                seal_cloud_init: false,
+                seal_sysprep: false,
+                force: true,
+                shutdown_timeout: Duration::from_secs(1),
+                notes: "after a crash".into(),
+            },
+            quiet(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    assert!(!partial(), "leftovers of the killed capture are gone");
+    assert!(e.builder_list().unwrap().is_empty());
+    let uri = LibvirtUri::parse(&lab.host_uri(1)).unwrap();
+    assert_eq!(
+        e.hypervisor
+            .domain_is_running(&uri, &b.domain)
+            .await
+            .unwrap(),
+        None
+    );
+    e.image_delete("crashy:2").await.unwrap();
+    e.image_delete("crashy:1").await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh"]
+async fn a_builder_from_an_installer_iso_gets_a_blank_disk_and_the_cdrom() {
+    let lab = Lab::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::with(
+        Inventory::open_in(dir.path()).unwrap(),
+        HvConfig::default(),
+        Actor::new("test"),
+        dir.path().join("library"),
+    );
+    e.host_add(&HostInput {
+        name: "lab-h1".into(),
+        uri: lab.host_uri(1),
+        pool: None,
+        bridge: Some("br0".into()),
+    })
+    .await
+    .unwrap();
+    // Shaped like an installer (ISO 9660 signature); it boots nowhere, which is fine here.
+    let iso = dir.path().join("installer.iso");
+    let mut bytes = vec![0u8; 2 << 20];
+    bytes[32769..32774].copy_from_slice(b"CD001");
+    std::fs::write(&iso, &bytes).unwrap();
+    let not_iso = dir.path().join("notes.iso");
+    std::fs::write(&not_iso, vec![b'x'; 1 << 20]).unwrap();
+
+    let req = |path: &std::path::Path| BuildRequest {
+        from: BuildFrom::Iso(path.to_owned()),
+        disk_bytes: Some(1 << 30),
+        memory_mib: 64,
+        ..build("fresh", &[])
+    };
+    let err = ApiError::from(e.image_build(&req(&not_iso), quiet()).await.unwrap_err());
+    assert_eq!(err.code, ErrorCode::InvalidInput);
+    assert!(err.message.contains("not an ISO 9660"), "{}", err.message);
+    assert!(e.builder_list().unwrap().is_empty(), "nothing half-made");
+
+    let b = e.image_build(&req(&iso), quiet()).await.unwrap();
+    assert_eq!(b.iso.as_deref(), Some(iso.to_str().unwrap()));
+    let uri = LibvirtUri::parse(&lab.host_uri(1)).unwrap();
+    let pool = PoolName::parse("default").unwrap();
+    assert_eq!(
+        e.hypervisor
+            .domain_is_running(&uri, &b.domain)
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    let disk = e
+        .hypervisor
+        .volume_get(&uri, &pool, &format!("{}-disk.qcow2", b.domain))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        disk.capacity_bytes,
+        1 << 30,
+        "a blank disk of the asked size"
+    );
+    assert!(e
+        .hypervisor
+        .volume_get(&uri, &pool, &format!("{}-installer.iso", b.domain))
+        .await
+        .unwrap()
+        .is_some());
+    e.builder_abort("fresh").await.unwrap();
+    for v in &b.volumes {
+        assert_eq!(
+            e.hypervisor.volume_get(&uri, &pool, v).await.unwrap(),
+            None,
+            "{v}"
+        );
+    }
+}

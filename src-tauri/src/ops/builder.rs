@@ -825,12 +825,13 @@ fn flatten(
             actual_size,
             parent: same_image.map(|v| v.version),
             origin: format!(
-                "builder on host {} from {}",
+                "builder on host {} from {} (run started {})",
                 b.host,
                 b.base
                     .clone()
                     .or_else(|| b.iso.clone())
-                    .unwrap_or_else(|| "nothing".into())
+                    .unwrap_or_else(|| "nothing".into()),
+                b.created_at
             ),
             boot,
             seal,
