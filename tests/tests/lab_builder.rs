@@ -540,3 +540,69 @@ async fn a_builder_from_an_installer_iso_gets_a_blank_disk_and_the_cdrom() {
         );
     }
 }
+
+#[tokio::test]
+#[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh"]
+async fn a_uefi_builder_starts_and_is_removed_with_its_nvram() {
+    let lab = Lab::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let e = Engine::with(
+        Inventory::open_in(dir.path()).unwrap(),
+        HvConfig::default(),
+        Actor::new("test"),
+        dir.path().join("library"),
+    );
+    e.host_add(&HostInput {
+        name: "lab-h1".into(),
+        uri: lab.host_uri(1),
+        pool: None,
+        bridge: Some("br0".into()),
+    })
+    .await
+    .unwrap();
+    let raw = dir.path().join("efi.raw");
+    let mut bytes = vec![0u8; 16 << 20];
+    bytes[510] = 0x55;
+    bytes[511] = 0xAA;
+    std::fs::write(&raw, &bytes).unwrap();
+    e.image_import(
+        &ImportRequest {
+            image: "efi".into(),
+            file: raw,
+            notes: String::new(),
+            boot: BootInput::Disk(flotilla::model::Firmware::Uefi),
+        },
+        quiet(),
+    )
+    .await
+    .unwrap();
+    let b = e
+        .image_build(
+            &BuildRequest {
+                memory_mib: 256,
+                ..build("efi", &[])
+            },
+            quiet(),
+        )
+        .await
+        .unwrap();
+    let uri = LibvirtUri::parse(&lab.host_uri(1)).unwrap();
+    assert_eq!(
+        e.hypervisor
+            .domain_is_running(&uri, &b.domain)
+            .await
+            .unwrap(),
+        Some(true),
+        "OVMF firmware found and booted"
+    );
+    e.builder_abort("efi").await.unwrap();
+    assert_eq!(
+        e.hypervisor
+            .domain_is_running(&uri, &b.domain)
+            .await
+            .unwrap(),
+        None,
+        "undefined with its NVRAM"
+    );
+    e.image_delete("efi:1").await.unwrap();
+}

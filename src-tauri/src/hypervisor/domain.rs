@@ -5,6 +5,7 @@ use super::storage::DiskFormat;
 use super::{is_gone, HvError, Hypervisor};
 use crate::model::{BridgeName, LibvirtUri, MacAddr};
 use virt::domain::Domain;
+use virt::error::ErrorNumber;
 
 /// Namespace of Flotilla's `<metadata>` element in domain XML.
 pub const METADATA_NS: &str = "https://flotilla.invalid/xmlns/server/1";
@@ -257,14 +258,28 @@ impl Hypervisor {
         .await
     }
 
-    /// Removes a domain's definition. Returns false when it did not exist.
+    /// Removes a domain's definition, with its UEFI NVRAM and managed-save image if it has
+    /// them. Returns false when it did not exist.
     pub async fn domain_undefine(&self, uri: &LibvirtUri, name: &str) -> Result<bool, HvError> {
         let name = name.to_owned();
         self.call(uri, "undefine a domain", move |c| {
             let Some(d) = lookup(c, &name)? else {
                 return Ok(false);
             };
-            match d.undefine() {
+            let flags =
+                virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM | virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE;
+            let done = match d.undefine_flags(flags) {
+                // Drivers without NVRAM support (the test driver) refuse the flags.
+                Err(e)
+                    if e.code().is_known_and(|c| {
+                        matches!(c, ErrorNumber::InvalidArg | ErrorNumber::NoSupport)
+                    }) =>
+                {
+                    d.undefine()
+                }
+                other => other,
+            };
+            match done {
                 Ok(()) => Ok(true),
                 Err(e) if is_gone(&e) => Ok(false),
                 Err(e) => Err(e),
