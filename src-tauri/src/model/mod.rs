@@ -3,6 +3,7 @@
 //! Every value that crosses a front door (CLI argument, wizard field, definition file) is
 //! parsed into one of these types first; an invalid value never reaches the engine.
 
+pub mod definition;
 mod host;
 mod image;
 mod name;

@@ -1,0 +1,603 @@
+//! The app-server definition file, `definition.toml` (the brief's アプリケーションサーバ定義).
+//! Documented with an annotated example in docs/definition-file.md (= [`EXAMPLE`]).
+//!
+//! Parsing reports every problem as `file:line:column: what was expected`: TOML syntax errors,
+//! unknown or missing keys and wrong types come from the parser with their span; the checks
+//! below (port 0, empty hooks, bad package names, unknown template variables, …) use the spans
+//! of the values they check.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use toml::Spanned;
+
+pub const FILE_NAME: &str = "definition.toml";
+
+/// The annotated example: what `def create` writes and docs/definition-file.md shows.
+pub const EXAMPLE: &str = include_str!("definition_example.toml");
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    pub server: Server,
+    pub health: Health,
+    pub hooks: Hooks,
+    /// Environment of every hook.
+    #[serde(default)]
+    pub env: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// Configuration files rendered per server before the start hook.
+    #[serde(default)]
+    pub config: Vec<ConfigFile>,
+    /// Kept by Flotilla (`def add-package`), not typed by hand.
+    #[serde(default)]
+    pub packages: Vec<Package>,
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub name: Spanned<String>,
+    /// What runs (`httpd`, `tomcat`, `nginx`, …): informational.
+    pub kind: Spanned<String>,
+    /// The port the load balancer sends traffic to.
+    pub port: Spanned<u16>,
+}
+
+fn default_status() -> Spanned<u16> {
+    Spanned::new(0..0, 200)
+}
+fn default_interval() -> Spanned<u32> {
+    Spanned::new(0..0, 2)
+}
+fn default_timeout() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+fn default_two() -> Spanned<u32> {
+    Spanned::new(0..0, 2)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// HTTP path on the server's port, e.g. `/health`.
+    pub path: Spanned<String>,
+    #[serde(default = "default_status")]
+    pub expect_status: Spanned<u16>,
+    #[serde(default = "default_interval")]
+    pub interval_s: Spanned<u32>,
+    #[serde(default = "default_timeout")]
+    pub timeout_s: Spanned<u32>,
+    /// Successes in a row before the server counts as healthy.
+    #[serde(default = "default_two")]
+    pub rise: Spanned<u32>,
+    /// Failures in a row before it counts as down.
+    #[serde(default = "default_two")]
+    pub fall: Spanned<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Shell run once per server after first boot, payload mounted.
+    pub install: Spanned<String>,
+    pub start: Spanned<String>,
+    pub stop: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Absolute path in the guest.
+    pub path: Spanned<String>,
+    /// Text with `{{ variable }}` placeholders (see [`VARIABLES`]).
+    pub template: Spanned<String>,
+    /// Octal file mode, default `0644`.
+    #[serde(default)]
+    pub mode: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Package {
+    pub file: Spanned<String>,
+    pub sha256: Spanned<String>,
+    pub size: Spanned<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    pub cpus: Option<Spanned<u32>>,
+    pub memory_mib: Option<Spanned<u64>>,
+    pub disk_gib: Option<Spanned<u32>>,
+}
+
+/// Variables a configuration template may use (besides `env.NAME`).
+pub const VARIABLES: &[&str] = &[
+    "hostname",
+    "address",
+    "port",
+    "unit",
+    "unit_version",
+    "server_index",
+];
+
+/// One problem in a definition file, at a place in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct DefinitionError {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+}
+
+impl fmt::Display for DefinitionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn position(text: &str, offset: usize) -> (u32, u32) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(col).unwrap_or(u32::MAX),
+    )
+}
+
+struct Checker<'a> {
+    file: &'a str,
+    text: &'a str,
+    errors: Vec<DefinitionError>,
+}
+
+impl Checker<'_> {
+    fn at(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
+        let (line, column) = position(self.text, span.start);
+        self.errors.push(DefinitionError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+}
+
+/// Checks a package file name: one path component, printable, at most 255 bytes.
+pub fn package_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("a package name must not be empty".into());
+    }
+    if name.len() > 255 {
+        return Some(format!(
+            "a package name is at most 255 bytes; this one has {}",
+            name.len()
+        ));
+    }
+    if name.contains('/') || name.contains('\\') {
+        return Some(format!(
+            "{} is a path; a package name is a single file name",
+            super::quote_input(name)
+        ));
+    }
+    if name == "." || name == ".." || name.starts_with('.') {
+        return Some(format!(
+            "{} must not start with '.'",
+            super::quote_input(name)
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Some(format!(
+            "{} contains control characters (NUL, newline, …)",
+            super::quote_input(name)
+        ));
+    }
+    None
+}
+
+fn template_variables(template: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(i) = rest.find("{{") {
+        let after = &rest[i + 2..];
+        match after.find("}}") {
+            Some(j) => {
+                out.push(after[..j].trim().to_owned());
+                rest = &after[j + 2..];
+            }
+            None => {
+                out.push(String::from("{{ without }}"));
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn env_name_ok(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 128
+        && n.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+        && n.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Parses and checks a definition file. `file` names it in the errors.
+pub fn parse_definition(file: &str, text: &str) -> Result<Definition, Vec<DefinitionError>> {
+    let mut c = Checker {
+        file,
+        text,
+        errors: Vec::new(),
+    };
+    if text.len() > 1 << 20 {
+        c.at(
+            0..0,
+            format!(
+                "the file is {} bytes; a definition file is at most 1 MiB",
+                text.len()
+            ),
+        );
+        return Err(c.errors);
+    }
+    if let Some(i) = text.find('\0') {
+        c.at(i..i, "the file contains a NUL byte; it must be text");
+        return Err(c.errors);
+    }
+    let def: Definition = match toml::from_str(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let msg = e.message().trim().to_owned();
+            c.at(e.span().unwrap_or(0..0), msg);
+            return Err(c.errors);
+        }
+    };
+    let s = &def.server;
+    let name = s.name.get_ref();
+    if super::HostName::parse(name).is_err() {
+        c.at(
+            s.name.span(),
+            format!(
+                "server.name {}: expected 1-63 lowercase letters, digits and '-'",
+                super::quote_input(name)
+            ),
+        );
+    }
+    if s.kind.get_ref().trim().is_empty() || s.kind.get_ref().len() > 64 {
+        c.at(
+            s.kind.span(),
+            "server.kind: expected a short word like \"httpd\" (1-64 characters)",
+        );
+    }
+    if *s.port.get_ref() == 0 {
+        c.at(
+            s.port.span(),
+            "server.port: expected a port between 1 and 65535, not 0",
+        );
+    }
+    let h = &def.health;
+    let path = h.path.get_ref();
+    if !path.starts_with('/')
+        || path.len() > 1024
+        || path.chars().any(|ch| ch.is_control() || ch.is_whitespace())
+    {
+        c.at(
+            h.path.span(),
+            format!(
+                "health.path {}: expected an HTTP path starting with '/', without spaces",
+                super::quote_input(path)
+            ),
+        );
+    }
+    if !(100..=599).contains(h.expect_status.get_ref()) {
+        c.at(
+            h.expect_status.span(),
+            "health.expect_status: expected an HTTP status between 100 and 599",
+        );
+    }
+    for (key, v) in [
+        ("interval_s", &h.interval_s),
+        ("timeout_s", &h.timeout_s),
+        ("rise", &h.rise),
+        ("fall", &h.fall),
+    ] {
+        if !(1..=3600).contains(v.get_ref()) {
+            c.at(
+                v.span(),
+                format!("health.{key}: expected a number between 1 and 3600"),
+            );
+        }
+    }
+    if h.timeout_s.get_ref() > h.interval_s.get_ref() {
+        c.at(
+            h.timeout_s.span(),
+            "health.timeout_s: must not be longer than health.interval_s",
+        );
+    }
+    for (key, hook) in [
+        ("install", &def.hooks.install),
+        ("start", &def.hooks.start),
+        ("stop", &def.hooks.stop),
+    ] {
+        if hook.get_ref().trim().is_empty() {
+            c.at(
+                hook.span(),
+                format!("hooks.{key}: expected a shell command; it is empty"),
+            );
+        } else if hook.get_ref().len() > 64 * 1024 {
+            c.at(hook.span(), format!("hooks.{key}: at most 64 KiB"));
+        }
+    }
+    for (k, v) in &def.env {
+        if !env_name_ok(k.get_ref()) {
+            c.at(
+                k.span(),
+                format!(
+                    "env: {} is not a variable name like APP_MODE (A-Z, 0-9, _)",
+                    super::quote_input(k.get_ref())
+                ),
+            );
+        }
+        if v.get_ref().len() > 64 * 1024 {
+            c.at(v.span(), "env: a value is at most 64 KiB");
+        }
+    }
+    let mut paths = std::collections::BTreeSet::new();
+    for cf in &def.config {
+        let p = cf.path.get_ref();
+        if !p.starts_with('/')
+            || p.split('/').any(|part| part == "..")
+            || p.chars().any(char::is_control)
+            || p.len() > 4096
+        {
+            c.at(
+                cf.path.span(),
+                format!(
+                    "config.path {}: expected an absolute path in the guest, without '..'",
+                    super::quote_input(p)
+                ),
+            );
+        } else if !paths.insert(p.clone()) {
+            c.at(
+                cf.path.span(),
+                format!("config.path {}: rendered twice", super::quote_input(p)),
+            );
+        }
+        for var in template_variables(cf.template.get_ref()) {
+            let known = VARIABLES.contains(&var.as_str())
+                || var
+                    .strip_prefix("env.")
+                    .is_some_and(|n| def.env.keys().any(|k| k.get_ref() == n));
+            if !known {
+                c.at(
+                    cf.template.span(),
+                    format!(
+                        "config.template: unknown variable {}; known: {}, env.NAME",
+                        super::quote_input(&var),
+                        VARIABLES.join(", ")
+                    ),
+                );
+            }
+        }
+        if let Some(mode) = &cf.mode {
+            if u32::from_str_radix(mode.get_ref(), 8).map_or(true, |m| m > 0o777) {
+                c.at(
+                    mode.span(),
+                    "config.mode: expected an octal mode like \"0644\"",
+                );
+            }
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for p in &def.packages {
+        if let Some(problem) = package_name_problem(p.file.get_ref()) {
+            c.at(p.file.span(), format!("packages.file: {problem}"));
+        } else if !names.insert(p.file.get_ref().clone()) {
+            c.at(
+                p.file.span(),
+                format!(
+                    "packages.file {}: listed twice",
+                    super::quote_input(p.file.get_ref())
+                ),
+            );
+        }
+        let sum = p.sha256.get_ref();
+        if sum.len() != 64
+            || !sum
+                .chars()
+                .all(|ch| ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase())
+        {
+            c.at(
+                p.sha256.span(),
+                "packages.sha256: expected 64 lowercase hex digits (Flotilla fills it in)",
+            );
+        }
+    }
+    let r = &def.resources;
+    if let Some(v) = &r.cpus {
+        if !(1..=256).contains(v.get_ref()) {
+            c.at(v.span(), "resources.cpus: expected 1 to 256");
+        }
+    }
+    if let Some(v) = &r.memory_mib {
+        if !(64..=1 << 22).contains(v.get_ref()) {
+            c.at(v.span(), "resources.memory_mib: expected 64 to 4194304");
+        }
+    }
+    if let Some(v) = &r.disk_gib {
+        if !(1..=65536).contains(v.get_ref()) {
+            c.at(v.span(), "resources.disk_gib: expected 1 to 65536");
+        }
+    }
+    if c.errors.is_empty() {
+        Ok(def)
+    } else {
+        Err(c.errors)
+    }
+}
+
+/// Renders a configuration template for one server. Unknown variables are refused (parsing
+/// already checked them, so this fails only for a definition that was never parsed).
+pub fn render_template(template: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let j = after.find("}}").ok_or("a '{{' without '}}'")?;
+        let name = after[..j].trim();
+        out.push_str(
+            vars.get(name)
+                .ok_or_else(|| format!("unknown variable {name:?}"))?,
+        );
+        rest = &after[j + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        parse_definition("definition.toml", text)
+            .expect_err("should be refused")
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_example_parses_and_round_trips() {
+        let d = parse_definition("definition.toml", EXAMPLE).unwrap();
+        assert_eq!(d.server.name.get_ref(), "shop");
+        assert_eq!(*d.server.port.get_ref(), 8080);
+        assert_eq!(*d.health.rise.get_ref(), 2);
+        let again = toml::to_string(&d).unwrap();
+        let back = parse_definition("x", &again).unwrap();
+        assert_eq!(back, d, "serialize → parse gives the same definition");
+    }
+
+    #[test]
+    fn every_error_names_file_line_and_column() {
+        let bad_port = EXAMPLE.replace("port = 8080", "port = 0");
+        let e = errors(&bad_port);
+        let line = EXAMPLE
+            .lines()
+            .position(|l| l.starts_with("port = 8080"))
+            .unwrap()
+            + 1;
+        assert_eq!(
+            e,
+            [format!(
+                "definition.toml:{line}:8: server.port: expected a port between 1 and 65535, not 0"
+            )]
+        );
+
+        let e = errors(&EXAMPLE.replace("port = 8080", "port = 70000"));
+        assert!(
+            e[0].starts_with(&format!("definition.toml:{line}:8: ")),
+            "{e:?}"
+        );
+        assert!(e[0].contains("u16") || e[0].contains("70000"), "{e:?}");
+
+        let e = errors(&EXAMPLE.replace("[health]", "[health]\nintervall = 3"));
+        assert!(
+            e[0].contains("unknown field `intervall`") && e[0].contains("expected"),
+            "{e:?}"
+        );
+
+        let e = errors(
+            &EXAMPLE
+                .lines()
+                .filter(|l| !l.starts_with("kind ="))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        assert!(e[0].contains("missing field `kind`"), "{e:?}");
+
+        let e = errors("[server\nname = 1");
+        assert!(e[0].starts_with("definition.toml:1:"), "{e:?}");
+
+        let e = errors(&EXAMPLE.replace("stop = \"", "stop = \"  \" # was: \""));
+        assert!(
+            e.iter()
+                .any(|m| m.contains("hooks.stop: expected a shell command; it is empty")),
+            "{e:?}"
+        );
+
+        let e = errors(&EXAMPLE.replace("{{ hostname }}", "{{ hostnmae }}"));
+        assert!(
+            e.iter()
+                .any(|m| m.contains("unknown variable \"hostnmae\"")),
+            "{e:?}"
+        );
+
+        let e = errors(&format!(
+            "{EXAMPLE}\n[[packages]]\nfile = \"../etc/passwd\"\nsha256 = \"{}\"\nsize = 1\n",
+            "a".repeat(64)
+        ));
+        assert!(e.iter().any(|m| m.contains("is a path")), "{e:?}");
+        let e = errors(&format!(
+            "{EXAMPLE}\n[[packages]]\nfile = \"{}\"\nsha256 = \"{}\"\nsize = 1\n",
+            "p".repeat(300),
+            "a".repeat(64)
+        ));
+        assert!(e.iter().any(|m| m.contains("at most 255 bytes")), "{e:?}");
+        let e = errors(&format!("{}\0", EXAMPLE));
+        assert!(e[0].contains("NUL"), "{e:?}");
+    }
+
+    #[test]
+    fn several_problems_are_reported_together() {
+        let text = EXAMPLE
+            .replace("port = 8080", "port = 0")
+            .replace("path = \"/health\"", "path = \"health\"");
+        assert_eq!(errors(&text).len(), 2);
+    }
+
+    #[test]
+    fn package_names() {
+        for ok in ["app.tar.gz", "my app-1.0.war", "データ.zip"] {
+            assert_eq!(package_name_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "a/b",
+            "..",
+            ".hidden",
+            "a\0b",
+            "/abs",
+            "a\\b",
+            &"x".repeat(256),
+        ] {
+            assert!(package_name_problem(bad).is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn templates_render_per_server() {
+        let mut vars = BTreeMap::new();
+        vars.insert("hostname".to_string(), "web-1".to_string());
+        vars.insert("port".to_string(), "8080".to_string());
+        assert_eq!(
+            render_template("listen {{port}} on {{ hostname }}\n", &vars).unwrap(),
+            "listen 8080 on web-1\n"
+        );
+        assert!(render_template("{{ nope }}", &vars).is_err());
+        assert!(render_template("{{ port", &vars).is_err());
+    }
+}
