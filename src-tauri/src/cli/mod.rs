@@ -34,6 +34,9 @@ enum Command {
     /// Master images: the library of immutable versions, and their copies on hosts.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// App-server definition directories: definition.toml + packages, versioned.
+    #[command(subcommand)]
+    Def(DefCommand),
     /// The audit log: who changed what, when, and whether it worked.
     Audit {
         /// How many entries, newest first.
@@ -164,6 +167,50 @@ enum ImageCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum DefCommand {
+    /// Create a definition from the annotated example (version 1).
+    Create { name: String },
+    /// List definitions with their newest version.
+    List,
+    /// Show a version's definition.toml and packages (default: the newest).
+    Show {
+        name: String,
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Edit definition.toml in $EDITOR; saved as a new version when it is valid.
+    Edit { name: String },
+    /// Replace definition.toml with FILE (validated as a whole) as a new version.
+    SetFile { name: String, file: PathBuf },
+    /// Copy files in as packages (streamed, sha256 and size recorded) as one new version.
+    AddPackage {
+        name: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Remove a package (new version).
+    RemovePackage { name: String, file: String },
+    /// Take in an existing directory (definition.toml + packages/), validated as a whole.
+    Import { name: String, dir: PathBuf },
+    /// Write a version as a .tar.gz.
+    Export {
+        name: String,
+        version: u32,
+        out: PathBuf,
+    },
+    /// Versions, oldest first, with what changed.
+    History { name: String },
+    /// Field and package changes between two versions.
+    Diff { name: String, from: u32, to: u32 },
+    /// Write a version's app payload disk (deterministic FAT image); prints its sha256.
+    Payload {
+        name: String,
+        version: u32,
+        out: PathBuf,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum SealArg {
     CloudInit,
@@ -241,6 +288,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ApiError> {
     match cli.command {
         Command::Host(cmd) => host(&engine, json, cmd).await,
         Command::Image(cmd) => image(&engine, json, cmd).await,
+        Command::Def(cmd) => def(&engine, json, cmd),
         Command::Audit { limit } => {
             let log = engine
                 .inventory
@@ -294,6 +342,90 @@ async fn host(engine: &Engine, json: bool, cmd: HostCommand) -> Result<ExitCode,
         HostCommand::Remove { name } => {
             engine.host_remove(&name)?;
             output::removed(json, "host", &name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn def(engine: &Engine, json: bool, cmd: DefCommand) -> Result<ExitCode, ApiError> {
+    match cmd {
+        DefCommand::Create { name } => output::def_version(json, &engine.def_create(&name)?),
+        DefCommand::List => output::def_versions(json, &engine.def_list()?),
+        DefCommand::Show { name, version } => {
+            output::def_show(json, &engine.def_show(&name, version)?)
+        }
+        DefCommand::Edit { name } => {
+            let current = engine.def_show(&name, None)?;
+            let dir = std::env::temp_dir().join(format!("flotilla-edit-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                ApiError::new(
+                    ErrorCode::Internal,
+                    format!("cannot make a temporary directory: {e}"),
+                )
+            })?;
+            let file = dir.join("definition.toml");
+            std::fs::write(&file, &current.text)
+                .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+            let editor = std::env::var("VISUAL")
+                .or_else(|_| std::env::var("EDITOR"))
+                .unwrap_or_else(|_| "vi".into());
+            let status = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("{editor} \"$1\""))
+                .arg("sh")
+                .arg(&file)
+                .status()
+                .map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::Internal,
+                        format!("cannot start the editor {editor}: {e}"),
+                    )
+                })?;
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let _ = std::fs::remove_dir_all(&dir);
+            if !status.success() {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidInput,
+                    "the editor failed; nothing was saved",
+                ));
+            }
+            output::def_version(json, &engine.def_set_text(&name, &text)?);
+        }
+        DefCommand::SetFile { name, file } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidInput,
+                    format!("cannot read {}: {e}", file.display()),
+                )
+            })?;
+            output::def_version(json, &engine.def_set_text(&name, &text)?);
+        }
+        DefCommand::AddPackage { name, files } => {
+            let bar = output::progress(json);
+            let done = engine.def_add_packages(&name, &files, bar.callback());
+            bar.finish();
+            output::def_version(json, &done?);
+        }
+        DefCommand::RemovePackage { name, file } => {
+            output::def_version(json, &engine.def_remove_package(&name, &file)?)
+        }
+        DefCommand::Import { name, dir } => {
+            let bar = output::progress(json);
+            let done = engine.def_import(&name, &dir, bar.callback());
+            bar.finish();
+            output::def_version(json, &done?);
+        }
+        DefCommand::Export { name, version, out } => {
+            engine.def_export(&name, version, &out)?;
+            output::written(json, &out, None);
+        }
+        DefCommand::History { name } => output::def_versions(json, &engine.def_history(&name)?),
+        DefCommand::Diff { name, from, to } => {
+            output::lines(json, &engine.def_diff(&name, from, to)?)
+        }
+        DefCommand::Payload { name, version, out } => {
+            let sum = engine.def_payload(&name, version, &out)?;
+            output::written(json, &out, Some(&sum));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,6 +1,8 @@
 //! What a guest reads, written in pure Rust: the cloud-init NoCloud seed disk (this module) and,
 //! with the definitions issue, the app payload disk. The contract is docs/guest-contract.md.
 
+mod payload;
 mod seed;
 
+pub use payload::{write_payload_disk, PayloadError, PAYLOAD_LABEL};
 pub use seed::{write_seed_disk, NicConfig, SeedError, SeedSpec, SEED_LABEL};

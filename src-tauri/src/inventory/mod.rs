@@ -7,10 +7,12 @@
 
 mod audit;
 mod builders;
+mod definitions;
 mod hosts;
 mod images;
 mod journal;
 
+pub use definitions::DefinitionVersion;
 pub use journal::{Operation, OperationStep, StepStatus};
 
 pub use audit::{Actor, AuditEntry, AuditResult};
@@ -109,6 +111,7 @@ fn migrations() -> Migrations<'static> {
     all.extend(images::MIGRATIONS.iter().map(|sql| M::up(sql)));
     all.extend(journal::MIGRATIONS.iter().map(|sql| M::up(sql)));
     all.extend(builders::MIGRATIONS.iter().map(|sql| M::up(sql)));
+    all.extend(definitions::MIGRATIONS.iter().map(|sql| M::up(sql)));
     Migrations::new(all)
 }
 
@@ -279,6 +282,7 @@ fn migrations_len() -> usize {
         + images::MIGRATIONS.len()
         + journal::MIGRATIONS.len()
         + builders::MIGRATIONS.len()
+        + definitions::MIGRATIONS.len()
 }
 
 /// A timestamp usable in names: `20261127T062836123456789` (UTC, with nanoseconds).

@@ -372,12 +372,17 @@ pub fn seal_into_place(partial: &Path, dest: &Path) -> Result<(), LibraryError> 
     std::fs::rename(partial, dest).map_err(write_err)
 }
 
-/// Removes `.partial` files an interrupted import left in `dir`.
+/// Removes `.partial` files and directories an interrupted operation left in `dir`.
 pub fn remove_partials(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().ends_with(".partial") {
-                let _ = std::fs::remove_file(e.path());
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
             }
         }
     }

@@ -4,6 +4,7 @@
 //! arrive with later issues as journaled steps with undo (ARCHITECTURE.md).
 
 pub mod builder;
+pub mod definitions;
 pub mod hosts;
 pub mod images;
 
