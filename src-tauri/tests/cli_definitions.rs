@@ -1,0 +1,226 @@
+//! `flotillactl def …`: definition directories as a user drives them.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ctl(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flotillactl"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(o: Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output, code: i32) -> String {
+    let e = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(code), "{e}");
+    e
+}
+
+fn versions(data: &Path, name: &str) -> usize {
+    let out = ctl(data, &["def", "history", name, "--json"]);
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).map_or(0, |v| v.len())
+}
+
+#[test]
+fn a_definition_goes_through_versions_with_a_readable_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = &data;
+    ok(ctl(d, &["def", "create", "shop"]));
+    let show = ok(ctl(d, &["def", "show", "shop"]));
+    assert!(
+        show.contains("name = \"shop\""),
+        "created from the example with its name: {show}"
+    );
+    assert!(
+        show.contains("# Flotilla app-server definition"),
+        "comments kept"
+    );
+
+    let pkg = dir.path().join("shop.tar.gz");
+    std::fs::write(&pkg, b"package bytes").unwrap();
+    let page = dir.path().join("index.html");
+    std::fs::write(&page, b"<h1>hi</h1>").unwrap();
+    ok(ctl(
+        d,
+        &[
+            "def",
+            "add-package",
+            "shop",
+            pkg.to_str().unwrap(),
+            page.to_str().unwrap(),
+        ],
+    ));
+    let shown: serde_json::Value =
+        serde_json::from_slice(&ctl(d, &["def", "show", "shop", "--json"]).stdout).unwrap();
+    assert_eq!(shown["packages"][0]["size"], 13);
+    assert_eq!(shown["packages"][0]["sha256"].as_str().unwrap().len(), 64);
+    assert!(
+        shown["text"]
+            .as_str()
+            .unwrap()
+            .contains("# Flotilla app-server definition"),
+        "comments survive package edits"
+    );
+
+    let edited = shown["text"]
+        .as_str()
+        .unwrap()
+        .replace("port = 8080", "port = 9090");
+    let file = dir.path().join("new.toml");
+    std::fs::write(&file, edited).unwrap();
+    ok(ctl(d, &["def", "set-file", "shop", file.to_str().unwrap()]));
+    ok(ctl(d, &["def", "remove-package", "shop", "index.html"]));
+    assert_eq!(versions(d, "shop"), 4);
+    let diff = ok(ctl(d, &["def", "diff", "shop", "2", "4"]));
+    assert!(diff.contains("~ server.port: 8080 → 9090"), "{diff}");
+    assert!(diff.contains("- package index.html (11 bytes)"), "{diff}");
+
+    // Same version → identical payload disk.
+    let (a, b) = (dir.path().join("a.img"), dir.path().join("b.img"));
+    let sa = ok(ctl(
+        d,
+        &["def", "payload", "shop", "4", a.to_str().unwrap()],
+    ));
+    let sb = ok(ctl(
+        d,
+        &["def", "payload", "shop", "4", b.to_str().unwrap()],
+    ));
+    assert_eq!(sa.split("sha256 ").nth(1), sb.split("sha256 ").nth(1));
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+
+    // Export, then import the exported directory under another name.
+    let tgz = dir.path().join("shop.tgz");
+    ok(ctl(
+        d,
+        &["def", "export", "shop", "4", tgz.to_str().unwrap()],
+    ));
+    let unpacked = dir.path().join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    assert!(Command::new("tar")
+        .arg("xzf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .unwrap()
+        .success());
+    ok(ctl(
+        d,
+        &["def", "import", "shop2", unpacked.to_str().unwrap()],
+    ));
+    let copy: serde_json::Value =
+        serde_json::from_slice(&ctl(d, &["def", "show", "shop2", "--json"]).stdout).unwrap();
+    assert_eq!(copy["packages"][0]["file"], "shop.tar.gz");
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = &data;
+    ok(ctl(d, &["def", "create", "app"]));
+    let good = dir.path().join("good.bin");
+    std::fs::write(&good, b"ok").unwrap();
+    let a_dir = dir.path().join("a-directory");
+    std::fs::create_dir(&a_dir).unwrap();
+    let link = dir.path().join("link.bin");
+    std::os::unix::fs::symlink(&good, &link).unwrap();
+    let missing = dir.path().join("missing.bin");
+
+    for (bad, words) in [
+        (&a_dir, "is a directory"),
+        (&link, "symbolic link"),
+        (&missing, "cannot be read"),
+    ] {
+        // The good file in the same batch must not be half-added.
+        let e = err(
+            &ctl(
+                d,
+                &[
+                    "def",
+                    "add-package",
+                    "app",
+                    good.to_str().unwrap(),
+                    bad.to_str().unwrap(),
+                ],
+            ),
+            2,
+        );
+        assert!(e.contains(words), "{e}");
+    }
+    ok(ctl(
+        d,
+        &["def", "add-package", "app", good.to_str().unwrap()],
+    ));
+    let e = err(
+        &ctl(d, &["def", "add-package", "app", good.to_str().unwrap()]),
+        2,
+    );
+    assert!(e.contains("already a package"), "{e}");
+    assert_eq!(versions(d, "app"), 2);
+
+    let base = String::from_utf8(ctl(d, &["def", "show", "app", "--json"]).stdout).unwrap();
+    let text: serde_json::Value = serde_json::from_str(&base).unwrap();
+    let text = text["text"].as_str().unwrap().to_owned();
+    let cases = [
+        (text.replace("[server]", "[server"), "definition.toml:"),
+        (
+            text.replace("port = 8080", "port = 0"),
+            "server.port: expected a port between 1 and 65535",
+        ),
+        (
+            text.replace("port = 8080", "port = 70000"),
+            "definition.toml:",
+        ),
+        (
+            text.replace("[health]", "[health]\nretries = 3"),
+            "unknown field `retries`",
+        ),
+        (
+            text.replace("start = \"", "start = \"\" # \""),
+            "hooks.start: expected a shell command",
+        ),
+        (text.clone(), "nothing changed"),
+    ];
+    for (bad, words) in cases {
+        let f = dir.path().join("bad.toml");
+        std::fs::write(&f, bad).unwrap();
+        let e = err(&ctl(d, &["def", "set-file", "app", f.to_str().unwrap()]), 2);
+        assert!(e.contains(words), "expected {words:?} in {e}");
+    }
+    for name in ["App", "../x", &"n".repeat(300)] {
+        let e = err(&ctl(d, &["def", "create", name]), 2);
+        assert!(e.contains("definition:"), "{e}");
+    }
+    err(&ctl(d, &["def", "create", "app"]), 4);
+    assert_eq!(versions(d, "app"), 2, "no new version from any of it");
+    let leftovers: Vec<_> = std::fs::read_dir(data.join("definitions/app"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "no staging left: {leftovers:?}");
+
+    // An imported directory is checked as a whole.
+    let imp = dir.path().join("imp");
+    std::fs::create_dir_all(imp.join("packages")).unwrap();
+    std::fs::write(imp.join("definition.toml"), &text).unwrap();
+    std::fs::write(imp.join("packages/stray.bin"), b"x").unwrap();
+    let e = err(&ctl(d, &["def", "import", "imp", imp.to_str().unwrap()]), 2);
+    assert!(e.contains("not listed"), "{e}");
+    assert_eq!(versions(d, "imp"), 0);
+}
