@@ -106,6 +106,10 @@ pub struct GuestRun {
     pub address: String,
     pub runcmd: Vec<String>,
     pub boot_limit: std::time::Duration,
+    /// An app payload disk to attach after the seed.
+    pub payload: Option<PathBuf>,
+    /// What to fetch once it boots: `/` or `:8080/index.html`.
+    pub http_path: String,
 }
 
 const GUEST_FILES: [(&str, flotilla::hypervisor::DiskFormat); 3] = [
@@ -199,6 +203,26 @@ impl GuestRun {
             )
             .await
             .map_err(|e| format!("upload seed: {e:?}"))?;
+        let mut extra = Vec::new();
+        if let Some(payload) = &self.payload {
+            let vol = hv
+                .volume_upload(
+                    &uri,
+                    &pool,
+                    &format!("{tag}-payload.img"),
+                    payload.clone(),
+                    DiskFormat::Raw,
+                    |_, _| {},
+                )
+                .await
+                .map_err(|e| format!("upload payload: {e:?}"))?;
+            extra.push(DiskSpec {
+                path: vol.path,
+                format: DiskFormat::Raw,
+                readonly: true,
+                cdrom: false,
+            });
+        }
         hv.domain_define(
             &uri,
             &DomainSpec {
@@ -224,7 +248,10 @@ impl GuestRun {
                         readonly: true,
                         cdrom: false,
                     },
-                ],
+                ]
+                .into_iter()
+                .chain(extra)
+                .collect(),
                 nics: vec![NicSpec {
                     mac,
                     bridge: BridgeName::parse("br0").map_err(|e| e.to_string())?,
@@ -241,7 +268,7 @@ impl GuestRun {
             .await
             .map_err(|e| format!("start: {e:?}"))?;
         let started = std::time::Instant::now();
-        let url = format!("http://{}/", address.addr());
+        let url = format!("http://{}{}", address.addr(), self.http_path);
         while started.elapsed() < self.boot_limit {
             if let Some(page) = lab.http_get(&url) {
                 return Ok((page, started.elapsed()));
@@ -259,7 +286,7 @@ impl GuestRun {
         let (uri, pool, tag) = (self.uri(lab), Self::pool(), &self.tag);
         hv.domain_destroy(&uri, tag).await.expect("destroy");
         hv.domain_undefine(&uri, tag).await.expect("undefine");
-        for suffix in ["disk.qcow2", "seed.img"]
+        for suffix in ["disk.qcow2", "seed.img", "payload.img"]
             .into_iter()
             .chain(GUEST_FILES.iter().map(|f| f.0))
         {

@@ -190,6 +190,8 @@ async fn a_master_is_updated_through_a_builder_and_v2_serves_the_new_marker() {
         address: "10.77.0.248/24".into(),
         runcmd: vec!["/opt/middleware/httpd-start".into()],
         boot_limit: Duration::from_secs(180),
+        payload: None,
+        http_path: "/".into(),
     };
     let outcome = run.boot_and_fetch(&lab, &hv).await;
     let console = run.cleanup(&lab, &hv).await;

@@ -39,6 +39,8 @@ async fn real_cloud_init_applies_flotillas_seed() {
             "cd /srv/www && setsid nohup python3 -m http.server 80 > /dev/null 2>&1 &".into(),
         ],
         boot_limit: Duration::from_secs(300),
+        payload: None,
+        http_path: "/".into(),
     };
     let outcome = run.boot_and_fetch(&lab, &hv).await;
     let serial = run.cleanup(&lab, &hv).await;

@@ -31,6 +31,8 @@ async fn a_guest_boots_from_a_linked_clone_and_serves_its_seeded_hostname() {
         address: "10.77.0.250/24".into(),
         runcmd: vec!["/opt/middleware/httpd-start".into()],
         boot_limit: Duration::from_secs(if keep { 20 } else { 180 }),
+        payload: None,
+        http_path: "/".into(),
     };
     let started = Instant::now();
     let outcome = run.boot_and_fetch(&lab, &hv).await;

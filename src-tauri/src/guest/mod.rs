@@ -4,5 +4,8 @@
 mod payload;
 mod seed;
 
-pub use payload::{write_payload_disk, PayloadError, PAYLOAD_LABEL};
+pub use payload::{
+    hook_script, payload_runcmd, write_payload_disk, PayloadError, PayloadSource, PAYLOAD_LABEL,
+    PAYLOAD_MOUNT,
+};
 pub use seed::{write_seed_disk, NicConfig, SeedError, SeedSpec, SEED_LABEL};

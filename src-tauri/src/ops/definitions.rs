@@ -626,14 +626,32 @@ impl Engine {
         let v = self.definition_version(&n, Some(version))?;
         let dir = self.definition_dir(&n, &v.hash);
         let view = self.def_show(&n, Some(version))?;
-        let mut files: Vec<(String, PathBuf)> = vec![(
+        let def =
+            definition::parse_definition(definition::FILE_NAME, &view.text).map_err(invalid)?;
+        use crate::guest::{hook_script, PayloadSource};
+        let env: Vec<(String, String)> = def
+            .env
+            .iter()
+            .map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone()))
+            .collect();
+        let mut files: Vec<(String, PayloadSource)> = vec![(
             definition::FILE_NAME.into(),
-            dir.join(definition::FILE_NAME),
+            PayloadSource::File(dir.join(definition::FILE_NAME)),
         )];
+        for (hook, text) in [
+            ("install", &def.hooks.install),
+            ("start", &def.hooks.start),
+            ("stop", &def.hooks.stop),
+        ] {
+            files.push((
+                format!("flotilla/hooks/{hook}"),
+                PayloadSource::Bytes(hook_script(text.get_ref(), &env).into_bytes()),
+            ));
+        }
         for p in &view.packages {
             files.push((
                 format!("packages/{}", p.file),
-                dir.join("packages").join(&p.file),
+                PayloadSource::File(dir.join("packages").join(&p.file)),
             ));
         }
         crate::guest::write_payload_disk(&files, &v.hash, out)
