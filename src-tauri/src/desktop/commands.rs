@@ -340,3 +340,106 @@ pub fn builder_open_console(state: State<'_, AppState>, image: String) -> Result
             )
         })
 }
+
+// ---- Definition directories ----------------------------------------------------------------
+
+use crate::inventory::DefinitionVersion;
+use crate::model::definition::DefinitionError;
+use crate::ops::definitions::{DefinitionForm, DefinitionView};
+
+#[tauri::command]
+#[specta::specta]
+pub fn def_list(state: State<'_, AppState>) -> Result<Vec<DefinitionVersion>, ApiError> {
+    Ok(state.engine()?.def_list()?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn def_show(
+    state: State<'_, AppState>,
+    name: String,
+    version: Option<u32>,
+) -> Result<DefinitionView, ApiError> {
+    Ok(state.engine()?.def_show(&name, version)?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn def_history(
+    state: State<'_, AppState>,
+    name: String,
+) -> Result<Vec<DefinitionVersion>, ApiError> {
+    Ok(state.engine()?.def_history(&name)?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn def_diff(
+    state: State<'_, AppState>,
+    name: String,
+    from: u32,
+    to: u32,
+) -> Result<Vec<String>, ApiError> {
+    Ok(state.engine()?.def_diff(&name, from, to)?)
+}
+
+/// Checks a definition text as the editor's user types: the problems, none when valid.
+#[tauri::command]
+#[specta::specta]
+pub fn def_check(text: String) -> Vec<DefinitionError> {
+    crate::model::definition::parse_definition(crate::model::definition::FILE_NAME, &text)
+        .err()
+        .unwrap_or_default()
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn def_create(
+    state: State<'_, AppState>,
+    form: DefinitionForm,
+) -> Result<DefinitionVersion, ApiError> {
+    Ok(state.engine()?.def_create_from_form(&form)?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn def_save(
+    state: State<'_, AppState>,
+    name: String,
+    text: String,
+) -> Result<DefinitionVersion, ApiError> {
+    Ok(state.engine()?.def_set_text(&name, &text)?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn def_add_packages(
+    state: State<'_, AppState>,
+    name: String,
+    paths: Vec<String>,
+    on_progress: Channel<ImageProgress>,
+) -> Result<DefinitionVersion, ApiError> {
+    let engine = state.engine()?;
+    let files: Vec<std::path::PathBuf> = paths.into_iter().map(Into::into).collect();
+    let progress = progress_to(on_progress);
+    // Copying GBs blocks: keep it off the async runtime.
+    tokio::task::spawn_blocking(move || engine.def_add_packages(&name, &files, progress))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                crate::error::ErrorCode::Internal,
+                format!("the copy task failed: {e}"),
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn def_remove_package(
+    state: State<'_, AppState>,
+    name: String,
+    file: String,
+) -> Result<DefinitionVersion, ApiError> {
+    Ok(state.engine()?.def_remove_package(&name, &file)?)
+}

@@ -55,6 +55,15 @@ pub fn bindings_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::builder_serial,
             commands::builder_open_console,
             commands::tools,
+            commands::def_list,
+            commands::def_show,
+            commands::def_history,
+            commands::def_diff,
+            commands::def_check,
+            commands::def_create,
+            commands::def_save,
+            commands::def_add_packages,
+            commands::def_remove_package,
         ])
         // Byte counts fit easily in a JS number (2^53 bytes = 8 PiB).
         .dangerously_cast_bigints_to_number()

@@ -19,6 +19,19 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+/// The create wizard's form: the first version's key values (the rest from the example).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct DefinitionForm {
+    pub name: String,
+    pub kind: String,
+    pub port: u32,
+    pub health_path: String,
+    pub install: String,
+    pub start: String,
+    pub stop: String,
+}
+
 /// A version with its content, for `def show`.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "desktop", derive(specta::Type))]
@@ -379,6 +392,50 @@ impl Engine {
             )
         })();
         self.audit("definition.create", &format!("definition/{name}"), &outcome);
+        outcome
+    }
+
+    /// Creates a definition from the wizard's form: the example with these values set.
+    pub fn def_create_from_form(
+        &self,
+        form: &DefinitionForm,
+    ) -> Result<DefinitionVersion, OpError> {
+        let outcome = (|| {
+            let name = Self::definition_name(&form.name)?;
+            if self.inventory.definition_exists(&name)? {
+                return Err(InventoryError::Duplicate {
+                    kind: "definition",
+                    name,
+                }
+                .into());
+            }
+            let mut doc: toml_edit::DocumentMut =
+                definition::EXAMPLE
+                    .parse()
+                    .map_err(|e: toml_edit::TomlError| {
+                        ValidationError::new("definition", e.to_string())
+                    })?;
+            doc["server"]["name"] = toml_edit::value(name.clone());
+            doc["server"]["kind"] = toml_edit::value(form.kind.clone());
+            doc["server"]["port"] = toml_edit::value(i64::from(form.port));
+            doc["health"]["path"] = toml_edit::value(form.health_path.clone());
+            doc["hooks"]["install"] = toml_edit::value(form.install.clone());
+            doc["hooks"]["start"] = toml_edit::value(form.start.clone());
+            doc["hooks"]["stop"] = toml_edit::value(form.stop.clone());
+            self.def_commit(
+                &name,
+                None,
+                &doc.to_string(),
+                &[],
+                "created with the wizard",
+                &quiet(),
+            )
+        })();
+        self.audit(
+            "definition.create",
+            &format!("definition/{}", form.name),
+            &outcome,
+        );
         outcome
     }
 

@@ -29,6 +29,16 @@ export const commands = {
 	 */
 	builderOpenConsole: (image: string) => typedError<null, ApiError>(__TAURI_INVOKE("builder_open_console", { image })),
 	tools: () => __TAURI_INVOKE<Tools>("tools"),
+	defList: () => typedError<DefinitionVersion[], ApiError>(__TAURI_INVOKE("def_list")),
+	defShow: (name: string, version: number | null) => typedError<DefinitionView, ApiError>(__TAURI_INVOKE("def_show", { name, version })),
+	defHistory: (name: string) => typedError<DefinitionVersion[], ApiError>(__TAURI_INVOKE("def_history", { name })),
+	defDiff: (name: string, from: number, to: number) => typedError<string[], ApiError>(__TAURI_INVOKE("def_diff", { name, from, to })),
+	/**  Checks a definition text as the editor's user types: the problems, none when valid. */
+	defCheck: (text: string) => __TAURI_INVOKE<DefinitionError[]>("def_check", { text }),
+	defCreate: (form: DefinitionForm) => typedError<DefinitionVersion, ApiError>(__TAURI_INVOKE("def_create", { form })),
+	defSave: (name: string, text: string) => typedError<DefinitionVersion, ApiError>(__TAURI_INVOKE("def_save", { name, text })),
+	defAddPackages: (name: string, paths: string[], onProgress: Channel<ImageProgress>) => typedError<DefinitionVersion, ApiError>(__TAURI_INVOKE("def_add_packages", { name, paths, onProgress })),
+	defRemovePackage: (name: string, file: string) => typedError<DefinitionVersion, ApiError>(__TAURI_INVOKE("def_remove_package", { name, file })),
 };
 
 /* Types */
@@ -108,6 +118,43 @@ export type BuilderView = {
 	/**  `127.0.0.1:5900` on the builder's host, while it runs. */
 	console: string | null,
 	host_uri: string,
+};
+
+/**  One problem in a definition file, at a place in it. */
+export type DefinitionError = {
+	file: string,
+	line: number,
+	column: number,
+	message: string,
+};
+
+/**  The create wizard's form: the first version's key values (the rest from the example). */
+export type DefinitionForm = {
+	name: string,
+	kind: string,
+	port: number,
+	health_path: string,
+	install: string,
+	start: string,
+	stop: string,
+};
+
+/**  A recorded version of a definition directory. */
+export type DefinitionVersion = {
+	name: string,
+	version: number,
+	/**  sha256 over the definition file and every package (name and content). */
+	hash: string,
+	/**  What changed from the previous version, in words. */
+	change: string,
+	created_at: string,
+};
+
+/**  A version with its content, for `def show`. */
+export type DefinitionView = {
+	version: DefinitionVersion,
+	text: string,
+	packages: PackageView[],
 };
 
 /**  What `image_ensure` did. */
@@ -279,6 +326,12 @@ export type ImageVersionCopy = {
 
 /**  A libvirt connection URI, checked for shape before libvirt ever sees it. */
 export type LibvirtUri = string;
+
+export type PackageView = {
+	file: string,
+	sha256: string,
+	size: number,
+};
 
 export type PoolFacts = {
 	name: string,
