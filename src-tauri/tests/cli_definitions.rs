@@ -224,3 +224,34 @@ fn bad_input_changes_nothing() {
     assert!(e.contains("not listed"), "{e}");
     assert_eq!(versions(d, "imp"), 0);
 }
+
+#[test]
+fn edit_opens_the_editor_and_saves_only_a_valid_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(ctl(&data, &["def", "create", "web"]));
+    let edit = |editor: &str| {
+        Command::new(env!("CARGO_BIN_EXE_flotillactl"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["def", "edit", "web"])
+            .env("EDITOR", editor)
+            .env_remove("VISUAL")
+            .output()
+            .unwrap()
+    };
+    ok(edit("sed -i s/port\\ =\\ 8080/port\\ =\\ 8443/"));
+    assert!(ok(ctl(&data, &["def", "show", "web"])).contains("port = 8443"));
+    let e = err(&edit("sed -i s/port\\ =\\ 8443/port\\ =\\ 0/"), 2);
+    assert!(
+        e.contains("definition.toml:") && e.contains("server.port"),
+        "{e}"
+    );
+    let e = err(&edit("false"), 2);
+    assert!(e.contains("the editor failed"), "{e}");
+    assert_eq!(
+        versions(&data, "web"),
+        2,
+        "only the valid edit made a version"
+    );
+}
