@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is needed, builds Flotilla, starts the lab (two libvirt hosts in network
-# namespaces and an HAProxy; tests/rig/lab) and opens the desktop app on a fresh inventory in
-# which the lab's hosts are registered. The lab stays up after the app closes:
+# namespaces and an HAProxy; tests/rig/lab) and opens the desktop app on the lab's inventory
+# (~/.local/share/flotilla-lab) in which the lab's hosts are registered. The lab stays up after the app closes:
 # `sudo tests/rig/lab down` removes it. Set FLOTILLA_NO_LAB=1 to skip the lab and use your own
 # inventory (~/.local/share/flotilla or $FLOTILLA_DATA_DIR).
 set -euo pipefail
@@ -22,7 +22,8 @@ if [ -z "${FLOTILLA_NO_LAB:-}" ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   say "Starting the lab"
   $SUDO tests/rig/lab up
-  export FLOTILLA_DATA_DIR=${FLOTILLA_LAB_DIR:-/var/tmp/flotilla-lab}/inventory-$(id -un)
+  # The lab's own inventory, in the user's data directory (the lab directory belongs to root).
+  export FLOTILLA_DATA_DIR=${FLOTILLA_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/flotilla-lab}
   set -a; . "${FLOTILLA_LAB_DIR:-/var/tmp/flotilla-lab}/lab.env"; set +a
   for i in $(seq "$FLOTILLA_LAB_HOSTS"); do
     uri_var=FLOTILLA_LAB_H${i}_URI
