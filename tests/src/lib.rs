@@ -303,3 +303,29 @@ impl GuestRun {
         serial
     }
 }
+
+/// An engine with its inventory and library in `dir`.
+pub fn engine_in(dir: &std::path::Path) -> flotilla::ops::Engine {
+    flotilla::ops::Engine::with(
+        flotilla::inventory::Inventory::open_in(dir).expect("inventory"),
+        flotilla::hypervisor::HvConfig::default(),
+        flotilla::inventory::Actor::new("test"),
+        dir.join("library"),
+    )
+}
+
+impl Lab {
+    /// Registers lab hosts `hosts` (1-based) as `lab-hN` with the bridge `br0`.
+    pub async fn add_hosts(&self, e: &flotilla::ops::Engine, hosts: &[u32]) {
+        for i in hosts {
+            e.host_add(&flotilla::ops::hosts::HostInput {
+                name: format!("lab-h{i}"),
+                uri: self.host_uri(*i),
+                pool: None,
+                bridge: Some("br0".into()),
+            })
+            .await
+            .expect("add a lab host");
+        }
+    }
+}

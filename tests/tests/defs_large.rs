@@ -2,9 +2,6 @@
 //! Slow (copies and hashes 2 GiB), so it runs in the lab stage of scripts/test.sh.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use flotilla::hypervisor::HvConfig;
-use flotilla::inventory::{Actor, Inventory};
-use flotilla::ops::Engine;
 use std::sync::{Arc, Mutex};
 
 fn peak_rss_kib() -> u64 {
@@ -20,12 +17,7 @@ fn peak_rss_kib() -> u64 {
 #[ignore = "slow: copies and hashes a 2 GiB file (scripts/test.sh runs it)"]
 fn a_2_gib_package_is_copied_in_with_progress_and_little_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let e = Engine::with(
-        Inventory::open_in(dir.path()).unwrap(),
-        HvConfig::default(),
-        Actor::new("test"),
-        dir.path().join("library"),
-    );
+    let e = flotilla_tests::engine_in(dir.path());
     e.def_create("big").unwrap();
     let file = dir.path().join("big.bin");
     std::fs::File::create(&file)

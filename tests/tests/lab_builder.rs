@@ -5,13 +5,11 @@
 
 use flotilla::error::{ApiError, ErrorCode};
 use flotilla::hypervisor::{DomainType, HvConfig};
-use flotilla::inventory::{Actor, Inventory};
 use flotilla::model::{BootMode, LibvirtUri, PoolName};
 use flotilla::ops::builder::{BuildFrom, BuildRequest, CaptureRequest};
-use flotilla::ops::hosts::HostInput;
 use flotilla::ops::images::{BootInput, ImportRequest, ProgressFn};
 use flotilla::ops::Engine;
-use flotilla_tests::{GuestRun, Lab};
+use flotilla_tests::{engine_in, GuestRun, Lab};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,22 +18,8 @@ fn quiet() -> ProgressFn {
 }
 
 async fn engine_with_base(lab: &Lab, dir: &std::path::Path, image: &str) -> Engine {
-    let e = Engine::with(
-        Inventory::open_in(dir).unwrap(),
-        HvConfig::default(),
-        Actor::new("test"),
-        dir.join("library"),
-    );
-    for i in [1, 2] {
-        e.host_add(&HostInput {
-            name: format!("lab-h{i}"),
-            uri: lab.host_uri(i),
-            pool: None,
-            bridge: Some("br0".into()),
-        })
-        .await
-        .unwrap();
-    }
+    let e = engine_in(dir);
+    lab.add_hosts(&e, &[1, 2]).await;
     let g = lab.guest();
     e.image_import(
         &ImportRequest {
@@ -345,20 +329,8 @@ async fn a_seal_that_cannot_be_done_is_refused_not_claimed() {
 async fn a_capture_killed_midway_leaves_no_half_version_and_can_be_resumed() {
     let lab = Lab::from_env();
     let dir = tempfile::tempdir().unwrap();
-    let e = Engine::with(
-        Inventory::open_in(dir.path()).unwrap(),
-        HvConfig::default(),
-        Actor::new("test"),
-        dir.path().join("library"),
-    );
-    e.host_add(&HostInput {
-        name: "lab-h1".into(),
-        uri: lab.host_uri(1),
-        pool: None,
-        bridge: Some("br0".into()),
-    })
-    .await
-    .unwrap();
+    let e = engine_in(dir.path());
+    lab.add_hosts(&e, &[1]).await;
     // A disk big enough that capture takes a while (it does not boot: random data).
     let raw = dir.path().join("big.raw");
     let mut bytes = vec![0u8; 384 << 20];
@@ -472,20 +444,8 @@ async fn a_capture_killed_midway_leaves_no_half_version_and_can_be_resumed() {
 async fn a_builder_from_an_installer_iso_gets_a_blank_disk_and_the_cdrom() {
     let lab = Lab::from_env();
     let dir = tempfile::tempdir().unwrap();
-    let e = Engine::with(
-        Inventory::open_in(dir.path()).unwrap(),
-        HvConfig::default(),
-        Actor::new("test"),
-        dir.path().join("library"),
-    );
-    e.host_add(&HostInput {
-        name: "lab-h1".into(),
-        uri: lab.host_uri(1),
-        pool: None,
-        bridge: Some("br0".into()),
-    })
-    .await
-    .unwrap();
+    let e = engine_in(dir.path());
+    lab.add_hosts(&e, &[1]).await;
     // Shaped like an installer (ISO 9660 signature); it boots nowhere, which is fine here.
     let iso = dir.path().join("installer.iso");
     let mut bytes = vec![0u8; 2 << 20];
@@ -548,20 +508,8 @@ async fn a_builder_from_an_installer_iso_gets_a_blank_disk_and_the_cdrom() {
 async fn a_uefi_builder_starts_and_is_removed_with_its_nvram() {
     let lab = Lab::from_env();
     let dir = tempfile::tempdir().unwrap();
-    let e = Engine::with(
-        Inventory::open_in(dir.path()).unwrap(),
-        HvConfig::default(),
-        Actor::new("test"),
-        dir.path().join("library"),
-    );
-    e.host_add(&HostInput {
-        name: "lab-h1".into(),
-        uri: lab.host_uri(1),
-        pool: None,
-        bridge: Some("br0".into()),
-    })
-    .await
-    .unwrap();
+    let e = engine_in(dir.path());
+    lab.add_hosts(&e, &[1]).await;
     let raw = dir.path().join("efi.raw");
     let mut bytes = vec![0u8; 16 << 20];
     bytes[510] = 0x55;

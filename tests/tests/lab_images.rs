@@ -3,8 +3,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use flotilla::error::{ApiError, ErrorCode};
-use flotilla::hypervisor::{DiskFormat, HvConfig};
-use flotilla::inventory::{Actor, Inventory};
+use flotilla::hypervisor::DiskFormat;
 use flotilla::model::{LibvirtUri, PoolName};
 use flotilla::ops::hosts::HostInput;
 use flotilla::ops::images::{BootInput, ImportRequest, ProgressFn};
@@ -14,12 +13,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 fn engine(data: &std::path::Path) -> Engine {
-    Engine::with(
-        Inventory::open_in(data).unwrap(),
-        HvConfig::default(),
-        Actor::new("test"),
-        data.join("library"),
-    )
+    flotilla_tests::engine_in(data)
 }
 
 fn quiet() -> ProgressFn {

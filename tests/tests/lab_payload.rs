@@ -5,9 +5,7 @@
 
 use flotilla::guest::payload_runcmd;
 use flotilla::hypervisor::{HvConfig, Hypervisor};
-use flotilla::inventory::{Actor, Inventory};
-use flotilla::ops::Engine;
-use flotilla_tests::{GuestRun, Lab};
+use flotilla_tests::{engine_in, GuestRun, Lab};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,12 +14,7 @@ use std::time::Duration;
 async fn a_guest_runs_the_hooks_from_its_payload_and_serves_a_package() {
     let lab = Lab::from_env();
     let dir = tempfile::tempdir().unwrap();
-    let e = Engine::with(
-        Inventory::open_in(dir.path()).unwrap(),
-        HvConfig::default(),
-        Actor::new("test"),
-        dir.path().join("library"),
-    );
+    let e = engine_in(dir.path());
     e.def_create("web").unwrap();
     let text = e.def_show("web", None).unwrap().text;
     let text = text

@@ -56,6 +56,21 @@ fn info_of(vol: &StorageVol) -> Result<VolumeInfo, VirtError> {
     })
 }
 
+/// Reads a download stream to its end, handing each chunk to `sink`.
+fn recv_all<E: From<VirtError>>(
+    stream: &Stream,
+    mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = stream.recv(&mut buf)?;
+        if n <= 0 {
+            return Ok(());
+        }
+        sink(&buf[..usize::try_from(n).unwrap_or(0)])?;
+    }
+}
+
 fn pool_of(c: &Connect, pool: &str) -> Result<StoragePool, VirtError> {
     c.lookup_storage_pool_by_name(pool)
 }
@@ -229,14 +244,10 @@ impl Hypervisor {
             let stream = Stream::new(c, 0)?;
             vol.download(&stream, 0, 0, 0)?;
             let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                let n = stream.recv(&mut buf)?;
-                if n <= 0 {
-                    break;
-                }
-                hasher.update(&buf[..usize::try_from(n).unwrap_or(0)]);
-            }
+            recv_all::<VirtError>(&stream, |chunk| {
+                hasher.update(chunk);
+                Ok(())
+            })?;
             stream.finish()?;
             Ok::<_, VirtError>(crate::library::hex(&hasher.finalize()))
         })
@@ -281,18 +292,13 @@ impl Hypervisor {
             let mut out = std::fs::File::create(&dest).map_err(io)?;
             let stream = Stream::new(c, 0)?;
             vol.download(&stream, 0, 0, 0)?;
-            let mut buf = vec![0u8; CHUNK];
             let mut done = 0u64;
-            loop {
-                let n = stream.recv(&mut buf)?;
-                if n <= 0 {
-                    break;
-                }
-                let n = usize::try_from(n).unwrap_or(0);
-                out.write_all(&buf[..n]).map_err(io)?;
-                done += n as u64;
+            recv_all(&stream, |chunk| {
+                out.write_all(chunk).map_err(io)?;
+                done += chunk.len() as u64;
                 progress(done, total.max(done));
-            }
+                Ok::<_, CallError>(())
+            })?;
             stream.finish()?;
             out.sync_all().map_err(io)?;
             Ok::<_, CallError>(done)
@@ -369,14 +375,10 @@ impl Hypervisor {
             let stream = Stream::new(c, 0)?;
             vol.download(&stream, offset, length, 0)?;
             let mut out = Vec::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = stream.recv(&mut buf)?;
-                if n <= 0 {
-                    break;
-                }
-                out.extend_from_slice(&buf[..usize::try_from(n).unwrap_or(0)]);
-            }
+            recv_all::<VirtError>(&stream, |chunk| {
+                out.extend_from_slice(chunk);
+                Ok(())
+            })?;
             stream.finish()?;
             Ok(out)
         })

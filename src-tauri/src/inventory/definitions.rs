@@ -35,6 +35,16 @@ pub struct DefinitionVersion {
     pub created_at: String,
 }
 
+fn version_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DefinitionVersion> {
+    Ok(DefinitionVersion {
+        name: r.get(0)?,
+        version: r.get(1)?,
+        hash: r.get(2)?,
+        change: r.get(3)?,
+        created_at: r.get(4)?,
+    })
+}
+
 impl Inventory {
     /// Records the next version of `name` (creating the definition on its first version).
     pub fn definition_version_insert(
@@ -85,15 +95,7 @@ impl Inventory {
             )
             .map_err(query_err("read definition versions"))?;
         let rows = stmt
-            .query_map([name], |r| {
-                Ok(DefinitionVersion {
-                    name: r.get(0)?,
-                    version: r.get(1)?,
-                    hash: r.get(2)?,
-                    change: r.get(3)?,
-                    created_at: r.get(4)?,
-                })
-            })
+            .query_map([name], version_from_row)
             .map_err(query_err("read definition versions"))?;
         rows.collect::<Result<_, _>>()
             .map_err(query_err("read definition versions"))
@@ -111,15 +113,7 @@ impl Inventory {
             )
             .map_err(query_err("list definitions"))?;
         let rows = stmt
-            .query_map([], |r| {
-                Ok(DefinitionVersion {
-                    name: r.get(0)?,
-                    version: r.get(1)?,
-                    hash: r.get(2)?,
-                    change: r.get(3)?,
-                    created_at: r.get(4)?,
-                })
-            })
+            .query_map([], version_from_row)
             .map_err(query_err("list definitions"))?;
         rows.collect::<Result<_, _>>()
             .map_err(query_err("list definitions"))
