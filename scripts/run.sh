@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is needed, builds Flotilla, starts the lab (two libvirt hosts in network
 # namespaces and an HAProxy; tests/rig/lab) and opens the desktop app on the lab's inventory
-# (~/.local/share/flotilla-lab) in which the lab's hosts are registered. The lab stays up after the app closes:
+# (~/.local/share/flotilla-lab) in which the lab's hosts and base master are registered. The lab stays up after the app closes:
 # `sudo tests/rig/lab down` removes it. Set FLOTILLA_NO_LAB=1 to skip the lab and use your own
 # inventory (~/.local/share/flotilla or $FLOTILLA_DATA_DIR).
 set -euo pipefail
@@ -31,6 +31,12 @@ if [ -z "${FLOTILLA_NO_LAB:-}" ]; then
       "$ctl" host add "lab-h$i" --uri "${!uri_var}" --bridge br0
     fi
   done
+  # The lab's base master (the tiny guest, direct kernel boot), so a builder can start at once.
+  if ! "$ctl" image show lab-base >/dev/null 2>&1; then
+    "$ctl" image import lab-base "$FLOTILLA_LAB_GUEST/master.qcow2" \
+      --kernel "$FLOTILLA_LAB_GUEST/vmlinuz" --initrd "$FLOTILLA_LAB_GUEST/initrd.img" \
+      --cmdline "console=ttyS0 root=LABEL=root" --notes "the lab's tiny guest (tests/rig)" >/dev/null
+  fi
   say "Inventory: $FLOTILLA_DATA_DIR (remove the lab with: sudo tests/rig/lab down)"
 fi
 say "Starting Flotilla (command line: $ctl --help)"
