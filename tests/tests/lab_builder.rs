@@ -5,7 +5,7 @@
 
 use flotilla::error::{ApiError, ErrorCode};
 use flotilla::hypervisor::{DomainType, HvConfig};
-use flotilla::model::{BootMode, LibvirtUri, PoolName};
+use flotilla::model::{BootMode, Firmware, LibvirtUri, PoolName};
 use flotilla::ops::builder::{BuildFrom, BuildRequest, CaptureRequest};
 use flotilla::ops::images::{BootInput, ImportRequest, ProgressFn};
 use flotilla::ops::Engine;
@@ -51,6 +51,44 @@ fn build(image: &str, script: &[&str]) -> BuildRequest {
         address: None,
         domain_type: DomainType::Qemu,
     }
+}
+
+/// Imports a raw disk of `size` bytes with an MBR signature (so the import accepts it; it boots
+/// nowhere): zeros, or incompressible pseudo-random data when `random`.
+async fn import_raw_disk(
+    e: &Engine,
+    dir: &std::path::Path,
+    image: &str,
+    size: usize,
+    random: bool,
+    firmware: Firmware,
+) {
+    let raw = dir.join(format!("{image}.raw"));
+    let mut bytes = vec![0u8; size];
+    if random {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for chunk in bytes.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+    }
+    bytes[510] = 0x55;
+    bytes[511] = 0xAA;
+    std::fs::write(&raw, &bytes).unwrap();
+    drop(bytes);
+    e.image_import(
+        &ImportRequest {
+            image: image.into(),
+            file: raw,
+            notes: String::new(),
+            boot: BootInput::Disk(firmware),
+        },
+        quiet(),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -332,30 +370,7 @@ async fn a_capture_killed_midway_leaves_no_half_version_and_can_be_resumed() {
     let e = engine_in(dir.path());
     lab.add_hosts(&e, &[1]).await;
     // A disk big enough that capture takes a while (it does not boot: random data).
-    let raw = dir.path().join("big.raw");
-    let mut bytes = vec![0u8; 384 << 20];
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for chunk in bytes.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-    }
-    bytes[510] = 0x55;
-    bytes[511] = 0xAA;
-    std::fs::write(&raw, &bytes).unwrap();
-    drop(bytes);
-    e.image_import(
-        &ImportRequest {
-            image: "crashy".into(),
-            file: raw,
-            notes: String::new(),
-            boot: BootInput::Disk(flotilla::model::Firmware::Bios),
-        },
-        quiet(),
-    )
-    .await
-    .unwrap();
+    import_raw_disk(&e, dir.path(), "crashy", 384 << 20, true, Firmware::Bios).await;
     let b = e
         .image_build(
             &BuildRequest {
@@ -510,22 +525,7 @@ async fn a_uefi_builder_starts_and_is_removed_with_its_nvram() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine_in(dir.path());
     lab.add_hosts(&e, &[1]).await;
-    let raw = dir.path().join("efi.raw");
-    let mut bytes = vec![0u8; 16 << 20];
-    bytes[510] = 0x55;
-    bytes[511] = 0xAA;
-    std::fs::write(&raw, &bytes).unwrap();
-    e.image_import(
-        &ImportRequest {
-            image: "efi".into(),
-            file: raw,
-            notes: String::new(),
-            boot: BootInput::Disk(flotilla::model::Firmware::Uefi),
-        },
-        quiet(),
-    )
-    .await
-    .unwrap();
+    import_raw_disk(&e, dir.path(), "efi", 16 << 20, false, Firmware::Uefi).await;
     let b = e
         .image_build(
             &BuildRequest {

@@ -3,7 +3,7 @@
 //! content → identical bytes (fixed timestamps, volume id from the content hash, files in the
 //! given order), so hosts can cache it by checksum. Files are streamed, never held in memory.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 pub const PAYLOAD_LABEL: &str = "FLOTILLAAPP";
@@ -78,25 +78,8 @@ pub fn write_payload_disk(
     }
     // Room for the FATs and directories; at least 8 MiB so small payloads get a normal FAT.
     let size = (total + total / 16 + (8 << 20)).div_ceil(1 << 20) << 20;
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(out)
-        .map_err(io)?;
-    file.set_len(size).map_err(io)?;
-    let mut label = [b' '; 11];
-    label[..PAYLOAD_LABEL.len()].copy_from_slice(PAYLOAD_LABEL.as_bytes());
     let volume_id = u32::from_str_radix(content_hash.get(..8).unwrap_or("0"), 16).unwrap_or(0);
-    fatfs::format_volume(
-        &mut file,
-        fatfs::FormatVolumeOptions::new()
-            .volume_label(label)
-            .volume_id(volume_id),
-    )
-    .map_err(io)?;
-    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut file = super::new_fat_image(out, size, PAYLOAD_LABEL, volume_id).map_err(io)?;
     {
         let fs = fatfs::FileSystem::new(&mut file, fatfs::FsOptions::new()).map_err(io)?;
         let mut buf = vec![0u8; 1 << 20];

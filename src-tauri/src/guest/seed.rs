@@ -6,7 +6,7 @@
 //! cloud-init and in the lab's tiny guest.
 
 use crate::model::{HostName, Ipv4Cidr, MacAddr};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -139,27 +139,10 @@ pub fn write_seed_disk(spec: &SeedSpec, path: &Path) -> Result<(), SeedError> {
         path: path.display().to_string(),
         source,
     };
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(io)?;
-    file.set_len(SEED_BYTES).map_err(io)?;
-    let mut label = [b' '; 11];
-    label[..SEED_LABEL.len()].copy_from_slice(SEED_LABEL.as_bytes());
     let volume_id = spec.instance_id.bytes().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
-    fatfs::format_volume(
-        &mut file,
-        fatfs::FormatVolumeOptions::new()
-            .volume_label(label)
-            .volume_id(volume_id),
-    )
-    .map_err(io)?;
-    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut file = super::new_fat_image(path, SEED_BYTES, SEED_LABEL, volume_id).map_err(io)?;
     {
         let fs = fatfs::FileSystem::new(&mut file, fatfs::FsOptions::new()).map_err(io)?;
         // Without interfaces there is no network-config: cloud-init then falls back to DHCP.
