@@ -101,8 +101,10 @@ impl From<&OpError> for ApiError {
             }
             OpError::Hypervisor(e) => {
                 let code = match e {
-                    HvError::Call { .. } => ErrorCode::Internal,
-                    _ => ErrorCode::Unreachable,
+                    HvError::Connect { .. }
+                    | HvError::Timeout { .. }
+                    | HvError::WorkerGone { .. } => ErrorCode::Unreachable,
+                    HvError::Call { .. } | HvError::LocalFile { .. } => ErrorCode::Internal,
                 };
                 let message = match (e, e.libvirt_reason()) {
                     (HvError::Connect { .. }, Some(reason)) => format!(
