@@ -1,0 +1,332 @@
+//! HAProxy's runtime API (the `stats socket … level admin`), over a unix socket or TCP. One
+//! command per connection; HAProxy answers with text and closes.
+
+use super::{check_name, LbError, LoadBalancer, MemberState, MemberStats};
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+            Self::Tcp(a) => write!(f, "tcp:{a}"),
+        }
+    }
+}
+
+/// Health-check settings for new members (hitless rolling updates need checks with rise/fall
+/// and a slow start; RIG.md).
+#[derive(Debug, Clone)]
+pub struct CheckSettings {
+    pub inter_ms: u32,
+    pub rise: u32,
+    pub fall: u32,
+    pub slowstart_ms: u32,
+}
+
+impl Default for CheckSettings {
+    fn default() -> Self {
+        Self {
+            inter_ms: 1000,
+            rise: 2,
+            fall: 2,
+            slowstart_ms: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HaproxyRuntime {
+    pub endpoint: Endpoint,
+    pub timeout: Duration,
+    pub checks: CheckSettings,
+}
+
+/// Answers that mean success (HAProxy says nothing, or one of these).
+fn is_ok(answer: &str) -> bool {
+    let a = answer.trim();
+    a.is_empty() || a == "New server registered." || a == "Server deleted."
+}
+
+impl HaproxyRuntime {
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint,
+            timeout: Duration::from_secs(5),
+            checks: CheckSettings::default(),
+        }
+    }
+
+    /// Sends one command and returns the answer.
+    pub async fn command(&self, command: &str) -> Result<String, LbError> {
+        let endpoint = self.endpoint.to_string();
+        let io = |source| LbError::Connect {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        let exchange = async {
+            let mut answer = String::new();
+            match &self.endpoint {
+                Endpoint::Unix(path) => {
+                    let mut s = tokio::net::UnixStream::connect(path).await.map_err(io)?;
+                    s.write_all(format!("{command}\n").as_bytes())
+                        .await
+                        .map_err(io)?;
+                    s.shutdown().await.map_err(io)?;
+                    s.read_to_string(&mut answer).await.map_err(io)?;
+                }
+                Endpoint::Tcp(addr) => {
+                    let mut s = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
+                    s.write_all(format!("{command}\n").as_bytes())
+                        .await
+                        .map_err(io)?;
+                    s.shutdown().await.map_err(io)?;
+                    s.read_to_string(&mut answer).await.map_err(io)?;
+                }
+            }
+            Ok::<_, LbError>(answer)
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| LbError::Timeout {
+                endpoint: endpoint.clone(),
+                secs: self.timeout.as_secs(),
+            })?
+    }
+
+    async fn expect_ok(&self, command: String) -> Result<(), LbError> {
+        let answer = self.command(&command).await?;
+        if is_ok(&answer) {
+            Ok(())
+        } else {
+            Err(LbError::Refused {
+                command,
+                answer: answer.trim().to_owned(),
+            })
+        }
+    }
+
+    /// Admin states of the members of `pool` from `show servers state`.
+    async fn admin_states(&self, pool: &str) -> Result<Vec<(String, MemberState)>, LbError> {
+        let answer = self.command(&format!("show servers state {pool}")).await?;
+        if answer.contains("Can't find backend") {
+            return Err(LbError::NoPool {
+                pool: pool.to_owned(),
+            });
+        }
+        Ok(answer
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                // be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state …
+                let admin: u32 = f.get(6)?.parse().ok()?;
+                let state = if admin & 0x01 != 0 || admin & 0x02 != 0 || admin & 0x04 != 0 {
+                    MemberState::Maint
+                } else if admin & 0x08 != 0 || admin & 0x10 != 0 {
+                    MemberState::Drain
+                } else {
+                    MemberState::Ready
+                };
+                Some((f.get(3)?.to_string(), state))
+            })
+            .collect())
+    }
+}
+
+/// Parses `show stat` CSV into (pool, member, address, status, sessions, queued).
+fn parse_stat(csv: &str) -> Vec<(String, String, String, String, u64, u64)> {
+    let mut lines = csv.lines();
+    let Some(header) = lines.next().and_then(|h| h.strip_prefix("# ")) else {
+        return Vec::new();
+    };
+    let cols: Vec<&str> = header.split(',').collect();
+    let idx = |name: &str| cols.iter().position(|c| *c == name);
+    let (Some(px), Some(sv), Some(st), Some(scur), Some(qcur)) = (
+        idx("pxname"),
+        idx("svname"),
+        idx("status"),
+        idx("scur"),
+        idx("qcur"),
+    ) else {
+        return Vec::new();
+    };
+    let addr = idx("addr");
+    lines
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let name = *f.get(sv)?;
+            if name == "FRONTEND" || name == "BACKEND" {
+                return None;
+            }
+            Some((
+                f.get(px)?.to_string(),
+                name.to_string(),
+                addr.and_then(|a| f.get(a)).unwrap_or(&"").to_string(),
+                f.get(st)?.to_string(),
+                f.get(scur)?.parse().unwrap_or(0),
+                f.get(qcur)?.parse().unwrap_or(0),
+            ))
+        })
+        .collect()
+}
+
+impl LoadBalancer for HaproxyRuntime {
+    async fn pool_exists(&self, pool: &str) -> Result<bool, LbError> {
+        check_name("pool", pool)?;
+        match self.admin_states(pool).await {
+            Ok(_) => Ok(true),
+            Err(LbError::NoPool { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn members(&self, pool: &str) -> Result<Vec<MemberStats>, LbError> {
+        check_name("pool", pool)?;
+        let admin = self.admin_states(pool).await?;
+        let stat = self.command("show stat").await?;
+        Ok(parse_stat(&stat)
+            .into_iter()
+            .filter(|r| r.0 == pool)
+            .map(|(_, name, address, status, sessions, queued)| MemberStats {
+                admin: admin
+                    .iter()
+                    .find(|a| a.0 == name)
+                    .map_or(MemberState::Maint, |a| a.1),
+                name,
+                address,
+                status,
+                sessions,
+                queued,
+            })
+            .collect())
+    }
+
+    async fn member_add(
+        &self,
+        pool: &str,
+        name: &str,
+        address: SocketAddrV4,
+    ) -> Result<(), LbError> {
+        check_name("pool", pool)?;
+        check_name("member", name)?;
+        if let Some(existing) = self
+            .members(pool)
+            .await?
+            .into_iter()
+            .find(|m| m.name == name)
+        {
+            if existing.address == address.to_string() {
+                return Ok(());
+            }
+            return Err(LbError::Refused {
+                command: format!("add server {pool}/{name} {address}"),
+                answer: format!("a member {name} exists at {}", existing.address),
+            });
+        }
+        let c = &self.checks;
+        self.expect_ok(format!(
+            "add server {pool}/{name} {address} check inter {}ms rise {} fall {} slowstart {}ms",
+            c.inter_ms, c.rise, c.fall, c.slowstart_ms
+        ))
+        .await
+    }
+
+    async fn member_set(&self, pool: &str, name: &str, state: MemberState) -> Result<(), LbError> {
+        check_name("pool", pool)?;
+        check_name("member", name)?;
+        match state {
+            MemberState::Ready => {
+                self.expect_ok(format!("enable health {pool}/{name}"))
+                    .await?;
+                self.expect_ok(format!("set server {pool}/{name} state ready"))
+                    .await
+            }
+            MemberState::Drain => {
+                self.expect_ok(format!("set server {pool}/{name} state drain"))
+                    .await
+            }
+            MemberState::Maint => {
+                self.expect_ok(format!("set server {pool}/{name} state maint"))
+                    .await
+            }
+        }
+    }
+
+    async fn member_remove(&self, pool: &str, name: &str) -> Result<bool, LbError> {
+        check_name("pool", pool)?;
+        check_name("member", name)?;
+        let answer = self
+            .command(&format!("set server {pool}/{name} state maint"))
+            .await?;
+        if answer.contains("No such server") {
+            return Ok(false);
+        }
+        if !is_ok(&answer) {
+            return Err(LbError::Refused {
+                command: format!("set server {pool}/{name} state maint"),
+                answer: answer.trim().to_owned(),
+            });
+        }
+        self.expect_ok(format!("del server {pool}/{name}")).await?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_could_inject_commands_are_refused() {
+        for bad in [
+            "",
+            "a b",
+            "a\nshutdown sessions",
+            "be/x",
+            "x;y",
+            &"n".repeat(65),
+        ] {
+            assert!(check_name("member", bad).is_err(), "{bad:?}");
+        }
+        for ok in ["be_lab", "web-1", "shop.v3"] {
+            assert!(check_name("member", ok).is_ok());
+        }
+    }
+
+    #[test]
+    fn show_stat_is_read_by_column_name() {
+        let csv = "# pxname,svname,qcur,qmax,scur,smax,status,addr\n\
+                   be_t,w1,1,0,3,0,UP,10.0.0.1:80\n\
+                   be_t,BACKEND,0,0,3,0,UP,\n\
+                   fe,FRONTEND,0,0,0,0,OPEN,\n";
+        assert_eq!(
+            parse_stat(csv),
+            vec![(
+                "be_t".into(),
+                "w1".into(),
+                "10.0.0.1:80".into(),
+                "UP".into(),
+                3,
+                1
+            )]
+        );
+        assert!(parse_stat("garbage").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_is_a_clear_connect_error() {
+        let lb = HaproxyRuntime::new(Endpoint::Unix("/nonexistent/haproxy.sock".into()));
+        let err = lb.members("be").await.unwrap_err();
+        assert!(matches!(err, LbError::Connect { .. }), "{err:?}");
+        assert!(err.to_string().contains("unix:/nonexistent/haproxy.sock"));
+    }
+}
