@@ -357,6 +357,26 @@ impl Inventory {
         Ok(())
     }
 
+    /// Row ids of a version and of its image.
+    fn image_version_ids(
+        conn: &rusqlite::Connection,
+        image: &ImageName,
+        version: u32,
+    ) -> Result<(i64, i64), InventoryError> {
+        conn.query_row(
+            "SELECT v.id, v.image_id FROM image_versions v JOIN images i ON i.id = v.image_id
+             WHERE i.name = ?1 AND v.version = ?2",
+            params![image.as_str(), version],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(query_err("read an image version"))?
+        .ok_or_else(|| InventoryError::NotFound {
+            kind: "image version",
+            name: format!("{image}:v{version}"),
+        })
+    }
+
     /// What references a version, apart from its copies on hosts (a later version made from it,
     /// a unit version).
     pub fn image_version_users(
@@ -365,19 +385,7 @@ impl Inventory {
         version: u32,
     ) -> Result<Vec<Dependent>, InventoryError> {
         let conn = self.conn();
-        let id: i64 = conn
-            .query_row(
-                "SELECT v.id FROM image_versions v JOIN images i ON i.id = v.image_id
-                 WHERE i.name = ?1 AND v.version = ?2",
-                params![image.as_str(), version],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(query_err("read an image version"))?
-            .ok_or_else(|| InventoryError::NotFound {
-                kind: "image version",
-                name: format!("{image}:v{version}"),
-            })?;
+        let (id, _) = Self::image_version_ids(&conn, image, version)?;
         Ok(Self::dependents(&conn, "image_versions", id)?
             .into_iter()
             .filter(|d| d.table != "image_copies")
@@ -393,19 +401,7 @@ impl Inventory {
     ) -> Result<(), InventoryError> {
         let mut conn = self.conn();
         let tx = Self::write_tx(&mut conn, "begin image version removal")?;
-        let (id, image_id): (i64, i64) = tx
-            .query_row(
-                "SELECT v.id, v.image_id FROM image_versions v JOIN images i ON i.id = v.image_id
-                 WHERE i.name = ?1 AND v.version = ?2",
-                params![image.as_str(), version],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(query_err("read an image version"))?
-            .ok_or_else(|| InventoryError::NotFound {
-                kind: "image version",
-                name: format!("{image}:v{version}"),
-            })?;
+        let (id, image_id) = Self::image_version_ids(&tx, image, version)?;
         let users: Vec<Dependent> = Self::dependents(&tx, "image_versions", id)?;
         if !users.is_empty() {
             return Err(InventoryError::InUse {
