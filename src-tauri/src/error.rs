@@ -38,6 +38,12 @@ pub enum ErrorCode {
     /// A requested seal could not be done (no guest agent, no virt-sysprep); nothing was
     /// captured.
     SealFailed,
+    /// The unit is busy with another operation; try again when it has finished.
+    Busy,
+    /// A load balancer could not be reached or refused a change.
+    LbFailed,
+    /// An operation failed on a server; its completed steps were undone (see the report).
+    OperationFailed,
     Internal,
 }
 
@@ -57,6 +63,9 @@ impl ErrorCode {
             Self::NoSpace => 9,
             Self::Timeout => 10,
             Self::SealFailed => 11,
+            Self::Busy => 12,
+            Self::LbFailed => 13,
+            Self::OperationFailed => 14,
         }
     }
 }

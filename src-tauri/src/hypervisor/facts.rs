@@ -62,6 +62,10 @@ fn read_facts(c: &Connect, pool: &str, bridge: &str) -> Result<HostFacts, VirtEr
         pool,
         pools_available,
         bridge: check_bridge(c, bridge)?,
+        kvm: c
+            .capabilities()
+            .map(|caps| caps.contains("<domain type='kvm'"))
+            .unwrap_or(false),
     })
 }
 

@@ -30,7 +30,7 @@ pub struct NewHost {
 }
 
 const COLUMNS: &str =
-    "name, uri, pool, bridge, status, status_detail, facts_json, added_at, checked_at";
+    "name, uri, pool, bridge, status, status_detail, facts_json, added_at, checked_at, network, gateway, domain_type";
 
 fn host_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Host, InventoryError>> {
     let name: String = row.get(0)?;
@@ -44,7 +44,13 @@ fn host_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Host, InventoryError>
         row.get::<_, String>(7)?,
         row.get::<_, String>(8)?,
     );
-    Ok(decode_host(name, raw))
+    let mut host = decode_host(name, raw);
+    if let Ok(h) = &mut host {
+        h.network = row.get(9)?;
+        h.gateway = row.get(10)?;
+        h.domain_type = row.get(11)?;
+    }
+    Ok(host)
 }
 
 type RawHost = (
@@ -80,6 +86,9 @@ fn decode_host(name: String, raw: RawHost) -> Result<Host, InventoryError> {
         facts,
         added_at,
         checked_at,
+        network: String::new(),
+        gateway: String::new(),
+        domain_type: String::new(),
     })
 }
 
@@ -278,6 +287,7 @@ pub(crate) mod tests {
             }),
             pools_available: vec!["default".into()],
             bridge: BridgeCheck::Found,
+            kvm: false,
         }
     }
 

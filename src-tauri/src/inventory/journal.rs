@@ -177,3 +177,93 @@ impl Inventory {
             .map_err(query_err("find a running operation"))
     }
 }
+
+/// The start time of process `pid` (field 22 of /proc/PID/stat): with the pid it names one
+/// process, so a recycled pid is not mistaken for the one that began an operation.
+fn process_start(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields after its ')' are plain.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19).map(str::to_owned)
+}
+
+impl Inventory {
+    /// Begins an operation of this process on `target`, with the arguments that resume it.
+    pub fn operation_begin_with(
+        &self,
+        kind: &str,
+        target: &str,
+        args_json: &str,
+    ) -> Result<i64, InventoryError> {
+        let pid = std::process::id();
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO operations (kind, target, state, started_at, pid, pid_start, args_json)
+             VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6)",
+            params![
+                kind,
+                target,
+                now_rfc3339(),
+                pid,
+                process_start(pid).unwrap_or_default(),
+                args_json
+            ],
+        )
+        .map_err(query_err("begin an operation"))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub fn operation_set_args(&self, id: i64, args_json: &str) -> Result<(), InventoryError> {
+        self.conn()
+            .execute(
+                "UPDATE operations SET args_json = ?2 WHERE id = ?1",
+                params![id, args_json],
+            )
+            .map_err(query_err("record an operation's arguments"))?;
+        Ok(())
+    }
+
+    /// Operations marked running whose process is gone (Flotilla crashed or was killed):
+    /// `(id, kind, target, args_json)`, oldest first.
+    pub fn operation_interrupted(
+        &self,
+    ) -> Result<Vec<(i64, String, String, String)>, InventoryError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, kind, target, args_json, pid, pid_start FROM operations
+                 WHERE state = 'running' AND args_json != '' ORDER BY id",
+            )
+            .map_err(query_err("find interrupted operations"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?),
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(query_err("find interrupted operations"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query_err("find interrupted operations"))?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, pid, start)| process_start(*pid).as_deref() != Some(start.as_str()))
+            .map(|(op, _, _)| op)
+            .collect())
+    }
+
+    /// The journal of one operation: `(step, status)` in order.
+    pub fn operation_steps(&self, id: i64) -> Result<Vec<(String, String)>, InventoryError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT step, status FROM operation_steps WHERE operation_id = ?1 ORDER BY id")
+            .map_err(query_err("read an operation's steps"))?;
+        let rows = stmt
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(query_err("read an operation's steps"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query_err("read an operation's steps"));
+        rows
+    }
+}

@@ -11,12 +11,14 @@ mod definitions;
 mod hosts;
 mod images;
 mod journal;
+mod units;
 
 pub use definitions::DefinitionVersion;
 pub use journal::{Operation, OperationStep, StepStatus};
 
 pub use audit::{Actor, AuditEntry, AuditResult};
 pub use hosts::NewHost;
+pub use units::{LbInstance, NewServer, NewUnit, Server, Unit, UnitVersion};
 
 use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
@@ -112,6 +114,7 @@ fn migrations() -> Migrations<'static> {
     all.extend(journal::MIGRATIONS.iter().map(|sql| M::up(sql)));
     all.extend(builders::MIGRATIONS.iter().map(|sql| M::up(sql)));
     all.extend(definitions::MIGRATIONS.iter().map(|sql| M::up(sql)));
+    all.extend(units::MIGRATIONS.iter().map(|sql| M::up(sql)));
     Migrations::new(all)
 }
 
@@ -283,6 +286,7 @@ fn migrations_len() -> usize {
         + journal::MIGRATIONS.len()
         + builders::MIGRATIONS.len()
         + definitions::MIGRATIONS.len()
+        + units::MIGRATIONS.len()
 }
 
 /// A timestamp usable in names: `20261127T062836123456789` (UTC, with nanoseconds).

@@ -142,8 +142,21 @@ impl HaproxyRuntime {
     }
 }
 
-/// Parses `show stat` CSV into (pool, member, address, status, sessions, queued).
-fn parse_stat(csv: &str) -> Vec<(String, String, String, String, u64, u64)> {
+/// One member's row of `show stat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StatRow {
+    pool: String,
+    name: String,
+    address: String,
+    status: String,
+    /// The last health check's result (`L7OK`, `L4CON`, `INI`, …); empty without checks.
+    check: String,
+    sessions: u64,
+    queued: u64,
+}
+
+/// Parses `show stat` CSV, finding columns by name.
+fn parse_stat(csv: &str) -> Vec<StatRow> {
     let mut lines = csv.lines();
     let Some(header) = lines.next().and_then(|h| h.strip_prefix("# ")) else {
         return Vec::new();
@@ -160,6 +173,8 @@ fn parse_stat(csv: &str) -> Vec<(String, String, String, String, u64, u64)> {
         return Vec::new();
     };
     let addr = idx("addr");
+    let check = idx("check_status");
+    let text = |f: &[&str], i: Option<usize>| i.and_then(|i| f.get(i)).unwrap_or(&"").to_string();
     lines
         .filter_map(|l| {
             let f: Vec<&str> = l.split(',').collect();
@@ -167,14 +182,15 @@ fn parse_stat(csv: &str) -> Vec<(String, String, String, String, u64, u64)> {
             if name == "FRONTEND" || name == "BACKEND" {
                 return None;
             }
-            Some((
-                f.get(px)?.to_string(),
-                name.to_string(),
-                addr.and_then(|a| f.get(a)).unwrap_or(&"").to_string(),
-                f.get(st)?.to_string(),
-                f.get(scur)?.parse().unwrap_or(0),
-                f.get(qcur)?.parse().unwrap_or(0),
-            ))
+            Some(StatRow {
+                pool: f.get(px)?.to_string(),
+                name: name.to_string(),
+                address: text(&f, addr),
+                status: f.get(st)?.to_string(),
+                check: text(&f, check).trim_start_matches('*').to_owned(),
+                sessions: f.get(scur)?.parse().unwrap_or(0),
+                queued: f.get(qcur)?.parse().unwrap_or(0),
+            })
         })
         .collect()
 }
@@ -195,17 +211,20 @@ impl LoadBalancer for HaproxyRuntime {
         let stat = self.command("show stat").await?;
         Ok(parse_stat(&stat)
             .into_iter()
-            .filter(|r| r.0 == pool)
-            .map(|(_, name, address, status, sessions, queued)| MemberStats {
+            .filter(|r| r.pool == pool)
+            .map(|r| MemberStats {
                 admin: admin
                     .iter()
-                    .find(|a| a.0 == name)
+                    .find(|a| a.0 == r.name)
                     .map_or(MemberState::Maint, |a| a.1),
-                name,
-                address,
-                status,
-                sessions,
-                queued,
+                healthy: (r.status.starts_with("UP") || r.status.starts_with("DRAIN"))
+                    && r.check.starts_with('L')
+                    && r.check.ends_with("OK"),
+                name: r.name,
+                address: r.address,
+                status: r.status,
+                sessions: r.sessions,
+                queued: r.queued,
             })
             .collect())
     }
@@ -251,6 +270,9 @@ impl LoadBalancer for HaproxyRuntime {
                     .await
             }
             MemberState::Drain => {
+                // Checks run while draining: a starting server is drained until it is healthy.
+                self.expect_ok(format!("enable health {pool}/{name}"))
+                    .await?;
                 self.expect_ok(format!("set server {pool}/{name} state drain"))
                     .await
             }
@@ -304,20 +326,21 @@ mod tests {
 
     #[test]
     fn show_stat_is_read_by_column_name() {
-        let csv = "# pxname,svname,qcur,qmax,scur,smax,status,addr\n\
-                   be_t,w1,1,0,3,0,UP,10.0.0.1:80\n\
+        let csv = "# pxname,svname,qcur,qmax,scur,smax,status,addr,check_status\n\
+                   be_t,w1,1,0,3,0,UP,10.0.0.1:80,* L7OK\n\
                    be_t,BACKEND,0,0,3,0,UP,\n\
                    fe,FRONTEND,0,0,0,0,OPEN,\n";
         assert_eq!(
             parse_stat(csv),
-            vec![(
-                "be_t".into(),
-                "w1".into(),
-                "10.0.0.1:80".into(),
-                "UP".into(),
-                3,
-                1
-            )]
+            vec![StatRow {
+                pool: "be_t".into(),
+                name: "w1".into(),
+                address: "10.0.0.1:80".into(),
+                status: "UP".into(),
+                check: "L7OK".into(),
+                sessions: 3,
+                queued: 1
+            }]
         );
         assert!(parse_stat("garbage").is_empty());
     }

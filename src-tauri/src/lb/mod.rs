@@ -1,8 +1,8 @@
 //! Load balancers, driven through their APIs. One backend pool per unit, one member per server.
-//! [`haproxy::HaproxyRuntime`] speaks HAProxy's runtime API; the inventory will hold the desired
-//! state so a reconcile can put back what the load balancer lost (HAProxy forgets dynamic
-//! servers on reload) — that, the Caddy driver and `flotillactl lb` arrive with the units issue.
+//! [`haproxy::HaproxyRuntime`] speaks HAProxy's runtime API, [`caddy::CaddyAdmin`] Caddy's admin
+//! API. The inventory holds the desired state of every member; `ops::lbs` reconciles.
 
+pub mod caddy;
 pub mod haproxy;
 
 use serde::Serialize;
@@ -55,6 +55,8 @@ pub struct MemberStats {
     pub sessions: u64,
     /// Queued requests.
     pub queued: u64,
+    /// Up and its last health check passed.
+    pub healthy: bool,
 }
 
 /// Names sent to a line-based API: nothing that could end or extend a command.

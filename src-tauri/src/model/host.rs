@@ -21,6 +21,13 @@ pub struct Host {
     pub added_at: String,
     /// RFC 3339, UTC: the last add or check.
     pub checked_at: String,
+    /// The network of the bridge that servers' addresses must lie in (`10.77.0.0/24`); empty
+    /// until set (`flotillactl host set`).
+    pub network: String,
+    /// The gateway servers use; empty for none.
+    pub gateway: String,
+    /// `kvm` or `qemu` to override what the host's capabilities offer; empty: automatic.
+    pub domain_type: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +75,9 @@ pub struct HostFacts {
     /// Every storage pool on the host, to help pick the right one.
     pub pools_available: Vec<String>,
     pub bridge: BridgeCheck,
+    /// libvirt offers hardware virtualization (KVM) for guests on this host.
+    #[serde(default)]
+    pub kvm: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +151,7 @@ mod tests {
             pool,
             pools_available: vec!["images".into()],
             bridge,
+            kvm: false,
         }
     }
     fn pool(active: bool) -> PoolFacts {

@@ -8,6 +8,7 @@ mod host;
 mod image;
 mod name;
 mod net;
+mod unit;
 mod uri;
 
 pub use host::{BridgeCheck, Host, HostFacts, HostStatus, PoolFacts};
@@ -17,6 +18,10 @@ pub use image::{
 };
 pub use name::{BridgeName, HostName, PoolName};
 pub use net::{Ipv4Cidr, MacAddr};
+pub use unit::{
+    check_server_address, AddressRange, NamePattern, RolloutPolicy, ServerSize, ServerState,
+    MAX_SERVERS,
+};
 pub use uri::LibvirtUri;
 
 /// Why a value was refused. The message names the field, the value (shortened) and the rule.

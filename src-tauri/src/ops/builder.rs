@@ -844,7 +844,7 @@ fn flatten(
     result
 }
 
-fn tempfile_dir() -> Result<PathBuf, OpError> {
+pub(super) fn tempfile_dir() -> Result<PathBuf, OpError> {
     let dir = std::env::temp_dir().join(format!(
         "flotilla-seed-{}-{}",
         std::process::id(),

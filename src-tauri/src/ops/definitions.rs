@@ -276,6 +276,12 @@ impl Engine {
         })
     }
 
+    /// The parsed definition file of a version.
+    pub(crate) fn def_parsed(&self, name: &str, version: u32) -> Result<Definition, OpError> {
+        let view = self.def_show(name, Some(version))?;
+        definition::parse_definition(definition::FILE_NAME, &view.text).map_err(invalid)
+    }
+
     pub fn def_list(&self) -> Result<Vec<DefinitionVersion>, OpError> {
         Ok(self.inventory.definition_list()?)
     }

@@ -7,6 +7,8 @@ pub mod builder;
 pub mod definitions;
 pub mod hosts;
 pub mod images;
+pub mod lbs;
+pub mod units;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::hypervisor::{HvConfig, HvError, Hypervisor};
@@ -52,6 +54,28 @@ pub enum OpError {
     SealFailed { reason: String },
     #[error("the builder {domain} did not shut down within {secs} s after the ACPI shutdown request (the guest may ignore the power button); shut it down from inside the guest, or capture with --force to power it off (unsaved data in the guest may be lost)")]
     ShutdownTimeout { domain: String, secs: u64 },
+    #[error(transparent)]
+    Lb(#[from] crate::lb::LbError),
+    #[error("unit {unit} is busy with operation #{operation} ({kind}); wait for it to finish, or resume/unwind it if it was interrupted (flotillactl op list)")]
+    Busy {
+        unit: String,
+        operation: i64,
+        kind: String,
+    },
+    #[error("host {host} has {have} bytes free in its pool; {what} needs {need}: free space there or place the servers on another host")]
+    NoSpace {
+        host: String,
+        what: String,
+        need: u64,
+        have: u64,
+    },
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Failed(Box<units::OpReport>),
+    /// A test fault stood in for the process dying: the journal is left as it was.
+    #[error("simulated crash")]
+    Crashed,
     #[error("the copy of {what} on host {host} does not match the library (sha256 {found}, expected {expected}); it was removed")]
     CopyMismatch {
         what: String,
@@ -66,6 +90,20 @@ impl From<&OpError> for ApiError {
         match err {
             OpError::Invalid(e) => ApiError::new(ErrorCode::InvalidInput, e.to_string()),
             OpError::HostNotReady { .. } => ApiError::new(ErrorCode::HostNotReady, err.to_string()),
+            OpError::Busy { .. } => ApiError::new(ErrorCode::Busy, err.to_string()),
+            OpError::NoSpace { .. } => ApiError::new(ErrorCode::NoSpace, err.to_string()),
+            OpError::Timeout(_) => ApiError::new(ErrorCode::Timeout, err.to_string()),
+            OpError::Failed(_) => ApiError::new(ErrorCode::OperationFailed, err.to_string()),
+            OpError::Crashed => ApiError::new(ErrorCode::Internal, err.to_string()),
+            OpError::Lb(e) => {
+                use crate::lb::LbError as L;
+                let code = match e {
+                    L::BadName { .. } => ErrorCode::InvalidInput,
+                    L::NoPool { .. } => ErrorCode::NotFound,
+                    L::Connect { .. } | L::Timeout { .. } | L::Refused { .. } => ErrorCode::LbFailed,
+                };
+                ApiError::new(code, format!("{e}")).with_causes(e)
+            }
             OpError::CopyMismatch { .. } => ApiError::new(ErrorCode::Internal, err.to_string()),
             OpError::ShutdownTimeout { .. } => ApiError::new(ErrorCode::Timeout, err.to_string()),
             OpError::SealFailed { .. } => ApiError::new(ErrorCode::SealFailed, err.to_string()),
@@ -134,6 +172,8 @@ pub struct Engine {
     actor: Actor,
     /// The image library folder (`<data dir>/library`).
     library: PathBuf,
+    /// A test hook: a step to fail or "crash" at (`ops::units::Fault`).
+    faults: std::sync::Mutex<Option<units::Fault>>,
 }
 
 impl Engine {
@@ -153,6 +193,11 @@ impl Engine {
             hypervisor: Hypervisor::new(hv),
             actor,
             library,
+            faults: std::sync::Mutex::new(
+                std::env::var("FLOTILLA_FAULT")
+                    .ok()
+                    .and_then(|f| units::Fault::parse(&f)),
+            ),
         }
     }
 

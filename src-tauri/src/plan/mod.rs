@@ -1,1 +1,337 @@
-//! Pure decisions (placement, deploy and rolling-update plans, impact). Arrive with units.
+//! Pure decisions: which host gets a server, and which steps an operation takes per server.
+//! No I/O; `ops/` executes what is decided here.
+
+use serde::Serialize;
+
+/// One step of an operation on one server. `ops::units` knows how to do and undo each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// The master version on the host (uploaded once, checksum-cached).
+    EnsureMaster,
+    /// The unit version's payload disk (and kernel files of a direct-boot master) on the host.
+    EnsurePayload,
+    /// The server's linked-clone overlay of the master.
+    CreateDisk,
+    /// The server's NoCloud seed disk.
+    WriteSeed,
+    /// The libvirt domain (fixed MAC, metadata naming unit and version).
+    Define,
+    /// The load-balancer member, out of rotation.
+    LbAdd,
+    Start,
+    /// Wait for the definition's health check.
+    WaitHealthy,
+    /// Put the member in rotation.
+    LbReady,
+    /// No new requests to the member.
+    LbDrain,
+    /// Wait until its sessions end or the drain timeout passes.
+    WaitDrained,
+    /// Member out of rotation.
+    LbMaint,
+    /// Graceful shutdown (ACPI), forced only when asked.
+    Shutdown,
+    LbRemove,
+    /// Destroy and undefine the domain.
+    Undefine,
+    /// Delete the server's disk, seed and serial log.
+    DeleteVolumes,
+    /// Forget the server in the inventory.
+    Forget,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EnsureMaster => "ensure-master",
+            Self::EnsurePayload => "ensure-payload",
+            Self::CreateDisk => "create-disk",
+            Self::WriteSeed => "write-seed",
+            Self::Define => "define",
+            Self::LbAdd => "lb-add",
+            Self::Start => "start",
+            Self::WaitHealthy => "wait-healthy",
+            Self::LbReady => "lb-ready",
+            Self::LbDrain => "lb-drain",
+            Self::WaitDrained => "wait-drained",
+            Self::LbMaint => "lb-maint",
+            Self::Shutdown => "shutdown",
+            Self::LbRemove => "lb-remove",
+            Self::Undefine => "undefine",
+            Self::DeleteVolumes => "delete-volumes",
+            Self::Forget => "forget",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        ALL_STEPS.into_iter().find(|s| s.as_str() == value)
+    }
+
+    /// Steps after which there is no way back (what they removed is gone); a failure after one
+    /// of them is finished by retrying, not undone.
+    pub fn irreversible(self) -> bool {
+        matches!(self, Self::Undefine | Self::DeleteVolumes | Self::Forget)
+    }
+
+    fn uses_lb(self) -> bool {
+        matches!(
+            self,
+            Self::LbAdd
+                | Self::LbReady
+                | Self::LbDrain
+                | Self::WaitDrained
+                | Self::LbMaint
+                | Self::LbRemove
+        )
+    }
+}
+
+pub const ALL_STEPS: [Step; 17] = [
+    Step::EnsureMaster,
+    Step::EnsurePayload,
+    Step::CreateDisk,
+    Step::WriteSeed,
+    Step::Define,
+    Step::LbAdd,
+    Step::Start,
+    Step::WaitHealthy,
+    Step::LbReady,
+    Step::LbDrain,
+    Step::WaitDrained,
+    Step::LbMaint,
+    Step::Shutdown,
+    Step::LbRemove,
+    Step::Undefine,
+    Step::DeleteVolumes,
+    Step::Forget,
+];
+
+/// What an operation does to each server it touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+#[serde(rename_all = "kebab-case")]
+pub enum OpKind {
+    Deploy,
+    Start,
+    Stop,
+    Restart,
+    /// Tear down servers that leave the unit (scale in, delete).
+    Remove,
+}
+
+impl OpKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deploy => "deploy",
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Restart => "restart",
+            Self::Remove => "remove",
+        }
+    }
+}
+
+/// The steps of `kind` for one server, in order. `lb`: the unit has a load balancer.
+pub fn server_steps(kind: OpKind, lb: bool) -> Vec<Step> {
+    use Step::*;
+    let all: &[Step] = match kind {
+        OpKind::Deploy => &[
+            EnsureMaster,
+            EnsurePayload,
+            CreateDisk,
+            WriteSeed,
+            Define,
+            LbAdd,
+            Start,
+            WaitHealthy,
+            LbReady,
+        ],
+        OpKind::Start => &[Start, WaitHealthy, LbReady],
+        OpKind::Stop => &[LbDrain, WaitDrained, LbMaint, Shutdown],
+        OpKind::Restart => &[
+            LbDrain,
+            WaitDrained,
+            LbMaint,
+            Shutdown,
+            Start,
+            WaitHealthy,
+            LbReady,
+        ],
+        OpKind::Remove => &[
+            LbDrain,
+            WaitDrained,
+            LbMaint,
+            Shutdown,
+            LbRemove,
+            Undefine,
+            DeleteVolumes,
+            Forget,
+        ],
+    };
+    all.iter()
+        .copied()
+        .filter(|s| lb || !s.uses_lb())
+        .collect()
+}
+
+/// Stop and restart take servers out of service: at most `max_unavailable` at a time. Deploy
+/// and start only add capacity and run all servers at once (bounded per host by the engine).
+pub fn batch_size(kind: OpKind, max_unavailable: u32, servers: usize) -> usize {
+    match kind {
+        OpKind::Stop | OpKind::Restart => (max_unavailable.max(1) as usize).min(servers.max(1)),
+        _ => servers.max(1),
+    }
+}
+
+/// A host as placement sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoom {
+    pub name: String,
+    /// Memory not yet promised to servers, MiB.
+    pub free_memory_mib: u64,
+    /// Servers of the unit being placed that are on it already.
+    pub unit_servers: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlaceError {
+    #[error("no host to place servers on: add a host first, or name one with --host")]
+    NoHosts,
+    #[error("not enough memory for {wanted} more servers of {memory_mib} MiB: the hosts have room for {fits}")]
+    NoRoom {
+        wanted: u32,
+        fits: u32,
+        memory_mib: u64,
+    },
+}
+
+/// Chooses a host for each of `count` new servers: spread evenly across hosts (fewest servers
+/// of the unit first, then most free memory, then name), never beyond a host's free memory.
+pub fn place(hosts: &[HostRoom], count: u32, memory_mib: u64) -> Result<Vec<String>, PlaceError> {
+    if hosts.is_empty() {
+        return Err(PlaceError::NoHosts);
+    }
+    let mut rooms: Vec<HostRoom> = hosts.to_vec();
+    let mut out = Vec::with_capacity(count as usize);
+    for placed in 0..count {
+        let best = rooms
+            .iter_mut()
+            .filter(|h| h.free_memory_mib >= memory_mib)
+            .min_by(|a, b| {
+                a.unit_servers
+                    .cmp(&b.unit_servers)
+                    .then(b.free_memory_mib.cmp(&a.free_memory_mib))
+                    .then(a.name.cmp(&b.name))
+            });
+        let Some(h) = best else {
+            return Err(PlaceError::NoRoom {
+                wanted: count,
+                fits: placed,
+                memory_mib,
+            });
+        };
+        h.free_memory_mib -= memory_mib;
+        h.unit_servers += 1;
+        out.push(h.name.clone());
+    }
+    Ok(out)
+}
+
+/// The warning shown when every server of a unit is on one host: losing it stops the unit.
+pub fn single_host_warning(hosts_of_servers: &[&str]) -> Option<String> {
+    let first = hosts_of_servers.first()?;
+    if hosts_of_servers.len() > 1 && hosts_of_servers.iter().all(|h| h == first) {
+        Some(format!(
+            "all {} servers are on host {first}: if it fails, the whole unit is down",
+            hosts_of_servers.len()
+        ))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(name: &str, mem: u64, servers: u32) -> HostRoom {
+        HostRoom {
+            name: name.into(),
+            free_memory_mib: mem,
+            unit_servers: servers,
+        }
+    }
+
+    #[test]
+    fn placement_spreads_evenly_and_respects_memory() {
+        let hosts = [room("h1", 4096, 0), room("h2", 4096, 0)];
+        assert_eq!(
+            place(&hosts, 4, 256).unwrap(),
+            ["h1", "h2", "h1", "h2"].map(String::from)
+        );
+        // A host with servers of the unit gets the next ones last.
+        let hosts = [room("h1", 4096, 2), room("h2", 4096, 0)];
+        assert_eq!(place(&hosts, 2, 256).unwrap(), ["h2", "h2"].map(String::from));
+        // A full host is skipped; when nothing fits, the error says how many would.
+        let hosts = [room("h1", 300, 0), room("h2", 4096, 0)];
+        assert_eq!(
+            place(&hosts, 3, 256).unwrap(),
+            ["h2", "h1", "h2"].map(String::from)
+        );
+        assert_eq!(
+            place(&[room("h1", 600, 0)], 3, 256),
+            Err(PlaceError::NoRoom {
+                wanted: 3,
+                fits: 2,
+                memory_mib: 256
+            })
+        );
+        assert_eq!(place(&[], 1, 256), Err(PlaceError::NoHosts));
+    }
+
+    #[test]
+    fn plans_have_the_documented_order() {
+        let deploy: Vec<&str> = server_steps(OpKind::Deploy, true)
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(
+            deploy,
+            [
+                "ensure-master",
+                "ensure-payload",
+                "create-disk",
+                "write-seed",
+                "define",
+                "lb-add",
+                "start",
+                "wait-healthy",
+                "lb-ready"
+            ]
+        );
+        // Without a load balancer there are no LB steps.
+        assert!(server_steps(OpKind::Remove, false)
+            .iter()
+            .all(|s| !s.uses_lb()));
+        assert_eq!(
+            server_steps(OpKind::Stop, false),
+            [Step::Shutdown],
+            "stop without LB is a shutdown"
+        );
+        for s in ALL_STEPS {
+            assert_eq!(Step::parse(s.as_str()), Some(s));
+        }
+    }
+
+    #[test]
+    fn batches_and_warnings() {
+        assert_eq!(batch_size(OpKind::Stop, 2, 5), 2);
+        assert_eq!(batch_size(OpKind::Restart, 9, 5), 5);
+        assert_eq!(batch_size(OpKind::Deploy, 1, 5), 5);
+        assert!(single_host_warning(&["h1", "h1"]).is_some());
+        assert!(single_host_warning(&["h1", "h2"]).is_none());
+        assert!(single_host_warning(&["h1"]).is_none());
+    }
+}

@@ -1,0 +1,229 @@
+//! Caddy's admin API over HTTP: Flotilla manages the `upstreams` of one reverse_proxy handler
+//! tagged with an `@id`. Caddy has no drain or maintenance state: a member out of rotation is
+//! simply not in the list (the engine gives removed members a grace period instead of a drain).
+
+use super::{LbError, MemberState, MemberStats};
+use crate::model::{quote_input, ValidationError};
+use serde_json::{json, Value};
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct CaddyAdmin {
+    /// `http://host:port`, without a trailing slash.
+    admin: String,
+    route_id: String,
+    client: reqwest::Client,
+}
+
+impl CaddyAdmin {
+    pub fn new(admin: &str, route_id: &str) -> Result<Self, ValidationError> {
+        let url = url::Url::parse(admin).map_err(|_| {
+            ValidationError::new(
+                "caddy-admin",
+                format!("{} is not a URL like http://127.0.0.1:2019", quote_input(admin)),
+            )
+        })?;
+        if url.scheme() != "http" || url.host_str().is_none() || url.path() != "/" || url.query().is_some() {
+            return Err(ValidationError::new(
+                "caddy-admin",
+                format!(
+                    "{} must be http://HOST:PORT (Caddy's admin endpoint, no path)",
+                    quote_input(admin)
+                ),
+            ));
+        }
+        super::check_name("route id", route_id)
+            .map_err(|e| ValidationError::new("caddy-route-id", e.to_string()))?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ValidationError::new("caddy-admin", e.to_string()))?;
+        Ok(Self {
+            admin: admin.trim_end_matches('/').to_owned(),
+            route_id: route_id.to_owned(),
+            client,
+        })
+    }
+
+    fn err(&self, e: reqwest::Error) -> LbError {
+        if e.is_timeout() {
+            LbError::Timeout {
+                endpoint: self.admin.clone(),
+                secs: 5,
+            }
+        } else {
+            LbError::Connect {
+                endpoint: self.admin.clone(),
+                source: std::io::Error::other(e),
+            }
+        }
+    }
+
+    fn pool_of<'a>(&'a self, pool: &'a str) -> &'a str {
+        if pool.is_empty() {
+            &self.route_id
+        } else {
+            pool
+        }
+    }
+
+    /// The handler's upstream dial addresses; NoPool when the `@id` does not exist.
+    async fn upstreams(&self, pool: &str) -> Result<Vec<String>, LbError> {
+        let pool = self.pool_of(pool);
+        super::check_name("pool", pool)?;
+        let resp = self
+            .client
+            .get(format!("{}/id/{pool}", self.admin))
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        if !resp.status().is_success() {
+            return Err(LbError::NoPool {
+                pool: pool.to_owned(),
+            });
+        }
+        let handler: Value = resp.json().await.map_err(|e| self.err(e))?;
+        Ok(handler
+            .get("upstreams")
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|u| u.get("dial").and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn put_upstreams(&self, pool: &str, dials: &[String]) -> Result<(), LbError> {
+        let pool = self.pool_of(pool);
+        let body: Vec<Value> = dials.iter().map(|d| json!({ "dial": d })).collect();
+        // PATCH replaces an existing value; a handler without upstreams needs PUT.
+        for method in [reqwest::Method::PATCH, reqwest::Method::PUT] {
+            let resp = self
+                .client
+                .request(method.clone(), format!("{}/id/{pool}/upstreams", self.admin))
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| self.err(e))?;
+            if resp.status().is_success() {
+                return Ok(());
+            }
+            if method == reqwest::Method::PUT {
+                let answer = resp.text().await.unwrap_or_default();
+                return Err(LbError::Refused {
+                    command: format!("{method} /id/{pool}/upstreams"),
+                    answer: answer.chars().take(300).collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn pool_exists(&self, pool: &str) -> Result<bool, LbError> {
+        match self.upstreams(pool).await {
+            Ok(_) => Ok(true),
+            Err(LbError::NoPool { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Members in rotation, with Caddy's request counters.
+    pub async fn members(&self, pool: &str) -> Result<Vec<MemberStats>, LbError> {
+        let dials = self.upstreams(pool).await?;
+        let counters: Vec<Value> = match self
+            .client
+            .get(format!("{}/reverse_proxy/upstreams", self.admin))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        Ok(dials
+            .into_iter()
+            .map(|dial| {
+                let c = counters
+                    .iter()
+                    .find(|c| c.get("address").and_then(Value::as_str) == Some(&dial));
+                let num = |k: &str| c.and_then(|c| c.get(k)).and_then(Value::as_u64).unwrap_or(0);
+                MemberStats {
+                    name: dial.clone(),
+                    address: dial,
+                    status: if num("fails") > 0 { "FAILING".into() } else { "UP".into() },
+                    admin: MemberState::Ready,
+                    sessions: num("num_requests"),
+                    queued: 0,
+                    healthy: num("fails") == 0,
+                }
+            })
+            .collect())
+    }
+
+    /// A member out of rotation is not in Caddy's list: nothing to add yet.
+    pub async fn member_add(
+        &self,
+        pool: &str,
+        _name: &str,
+        _address: SocketAddrV4,
+    ) -> Result<(), LbError> {
+        self.upstreams(pool).await.map(|_| ())
+    }
+
+    pub async fn member_set_at(
+        &self,
+        pool: &str,
+        address: SocketAddrV4,
+        state: MemberState,
+    ) -> Result<(), LbError> {
+        let dial = address.to_string();
+        let mut dials = self.upstreams(pool).await?;
+        let present = dials.contains(&dial);
+        match state {
+            MemberState::Ready if !present => dials.push(dial),
+            MemberState::Drain | MemberState::Maint if present => dials.retain(|d| *d != dial),
+            _ => return Ok(()),
+        }
+        self.put_upstreams(pool, &dials).await
+    }
+
+    pub async fn member_remove_at(&self, pool: &str, address: SocketAddrV4) -> Result<bool, LbError> {
+        let dial = address.to_string();
+        let mut dials = self.upstreams(pool).await?;
+        if !dials.contains(&dial) {
+            return Ok(false);
+        }
+        dials.retain(|d| *d != dial);
+        self.put_upstreams(pool, &dials).await?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_urls_and_route_ids_are_checked() {
+        assert!(CaddyAdmin::new("http://127.0.0.1:2019", "flotilla").is_ok());
+        for (admin, id) in [
+            ("127.0.0.1:2019", "x"),
+            ("https://127.0.0.1:2019", "x"),
+            ("http://127.0.0.1:2019/config/", "x"),
+            ("http://127.0.0.1:2019", "a/b"),
+            ("http://127.0.0.1:2019", ""),
+            ("http://127.0.0.1:2019", "x\nGET /"),
+        ] {
+            assert!(CaddyAdmin::new(admin, id).is_err(), "{admin} {id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_admin_endpoint_is_a_clear_error() {
+        // Port 9 on loopback: nothing listens (discard service is not run here).
+        let c = CaddyAdmin::new("http://127.0.0.1:9", "flotilla").unwrap();
+        let e = c.members("").await.unwrap_err();
+        assert!(matches!(e, LbError::Connect { .. }), "{e:?}");
+    }
+}

@@ -1,0 +1,376 @@
+//! Load balancers registered like hosts (`flotillactl lb add|list|show|check|remove`), the
+//! driver behind each, and `reconcile`: the inventory holds what every member should be, and
+//! reconcile puts back what the load balancer lost (HAProxy forgets dynamic servers on reload).
+
+use super::{Engine, OpError};
+use crate::inventory::LbInstance;
+use crate::lb::caddy::CaddyAdmin;
+use crate::lb::haproxy::{CheckSettings, Endpoint, HaproxyRuntime};
+use crate::lb::{check_name, LbError, LoadBalancer, MemberState, MemberStats};
+use crate::model::{quote_input, HostName, ValidationError};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddrV4;
+use std::path::PathBuf;
+
+/// How to reach a load balancer, as the user gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LbTarget {
+    /// HAProxy's runtime API on a unix socket.
+    HaproxySocket { path: String },
+    /// HAProxy's runtime API on TCP, `host:port`.
+    HaproxyAddr { addr: String },
+    /// Caddy's admin API and the `@id` of the reverse_proxy handler Flotilla manages.
+    Caddy { admin: String, route_id: String },
+}
+
+/// A driver for one registered load balancer.
+#[derive(Debug, Clone)]
+pub enum LbDriver {
+    Haproxy(HaproxyRuntime),
+    Caddy(CaddyAdmin),
+}
+
+impl LbDriver {
+    pub fn of(lb: &LbInstance) -> Result<Self, OpError> {
+        match lb.kind.as_str() {
+            "haproxy" => {
+                let endpoint = if let Some(p) = lb.endpoint.strip_prefix("unix:") {
+                    Endpoint::Unix(PathBuf::from(p))
+                } else if let Some(a) = lb.endpoint.strip_prefix("tcp:") {
+                    Endpoint::Tcp(a.to_owned())
+                } else {
+                    return Err(bad_endpoint(&lb.endpoint).into());
+                };
+                Ok(Self::Haproxy(HaproxyRuntime::new(endpoint)))
+            }
+            _ => Ok(Self::Caddy(CaddyAdmin::new(&lb.endpoint, &lb.route_id)?)),
+        }
+    }
+
+    /// Health checks for members added from now on (HAProxy; Caddy checks per route).
+    pub fn with_checks(mut self, checks: CheckSettings) -> Self {
+        if let Self::Haproxy(h) = &mut self {
+            h.checks = checks;
+        }
+        self
+    }
+
+    /// Caddy has no drain state: a drained member is removed and given a grace period.
+    pub fn has_drain(&self) -> bool {
+        matches!(self, Self::Haproxy(_))
+    }
+
+    /// The load balancer runs the definition's health check itself (HAProxy); otherwise
+    /// Flotilla asks the server directly.
+    pub fn reports_health(&self) -> bool {
+        matches!(self, Self::Haproxy(_))
+    }
+
+    pub async fn pool_exists(&self, pool: &str) -> Result<bool, LbError> {
+        match self {
+            Self::Haproxy(h) => h.pool_exists(pool).await,
+            Self::Caddy(c) => c.pool_exists(pool).await,
+        }
+    }
+    pub async fn members(&self, pool: &str) -> Result<Vec<MemberStats>, LbError> {
+        match self {
+            Self::Haproxy(h) => h.members(pool).await,
+            Self::Caddy(c) => c.members(pool).await,
+        }
+    }
+    pub async fn member_add(
+        &self,
+        pool: &str,
+        name: &str,
+        address: SocketAddrV4,
+    ) -> Result<(), LbError> {
+        match self {
+            Self::Haproxy(h) => h.member_add(pool, name, address).await,
+            Self::Caddy(c) => c.member_add(pool, name, address).await,
+        }
+    }
+    pub async fn member_set(
+        &self,
+        pool: &str,
+        name: &str,
+        address: SocketAddrV4,
+        state: MemberState,
+    ) -> Result<(), LbError> {
+        match self {
+            Self::Haproxy(h) => h.member_set(pool, name, state).await,
+            Self::Caddy(c) => c.member_set_at(pool, address, state).await,
+        }
+    }
+    pub async fn member_remove(
+        &self,
+        pool: &str,
+        name: &str,
+        address: SocketAddrV4,
+    ) -> Result<bool, LbError> {
+        match self {
+            Self::Haproxy(h) => h.member_remove(pool, name).await,
+            Self::Caddy(c) => c.member_remove_at(pool, address).await,
+        }
+    }
+}
+
+fn bad_endpoint(endpoint: &str) -> ValidationError {
+    ValidationError::new(
+        "endpoint",
+        format!(
+            "{} is not unix:/path or tcp:host:port",
+            quote_input(endpoint)
+        ),
+    )
+}
+
+/// What `lb check` found.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct LbCheck {
+    pub lb: LbInstance,
+    /// Pools of units bound to it and whether they exist on the load balancer.
+    pub pools: Vec<(String, bool)>,
+    pub members: Vec<MemberStats>,
+    /// Caddy has no drain state; the UI says so.
+    pub has_drain: bool,
+}
+
+/// What a reconcile changed.
+#[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct ReconcileReport {
+    /// Members that were missing and were added back.
+    pub added: Vec<String>,
+    /// Members whose state was set back to what the inventory says.
+    pub corrected: Vec<String>,
+    pub unchanged: u32,
+}
+
+impl Engine {
+    pub async fn lb_add(&self, name: &str, target: &LbTarget) -> Result<LbInstance, OpError> {
+        let outcome = self.lb_add_inner(name, target).await;
+        self.audit("lb.add", &format!("lb/{name}"), &outcome);
+        outcome
+    }
+
+    async fn lb_add_inner(&self, name: &str, target: &LbTarget) -> Result<LbInstance, OpError> {
+        HostName::parse(name.trim())?;
+        let (kind, endpoint, route_id) = match target {
+            LbTarget::HaproxySocket { path } => {
+                let p = path.trim();
+                if !p.starts_with('/') || p.len() > 1024 || p.chars().any(char::is_control) {
+                    return Err(ValidationError::new(
+                        "haproxy-socket",
+                        format!("{} must be an absolute path", quote_input(p)),
+                    )
+                    .into());
+                }
+                ("haproxy", format!("unix:{p}"), String::new())
+            }
+            LbTarget::HaproxyAddr { addr } => {
+                let a = addr.trim();
+                let ok = a
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+                    && a.len() <= 255
+                    && !a.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/');
+                if !ok {
+                    return Err(ValidationError::new(
+                        "haproxy-addr",
+                        format!("{} is not HOST:PORT", quote_input(a)),
+                    )
+                    .into());
+                }
+                ("haproxy", format!("tcp:{a}"), String::new())
+            }
+            LbTarget::Caddy { admin, route_id } => {
+                CaddyAdmin::new(admin.trim(), route_id.trim())?;
+                ("caddy", admin.trim().to_owned(), route_id.trim().to_owned())
+            }
+        };
+        let lb = LbInstance {
+            name: name.trim().to_owned(),
+            kind: kind.to_owned(),
+            endpoint,
+            route_id,
+            added_at: String::new(),
+        };
+        // Refuse one that cannot be reached now: the admin fixes the address while it is fresh.
+        let driver = LbDriver::of(&lb)?;
+        driver.members(probe_pool(&driver, &lb)).await.or_else(|e| match e {
+            LbError::NoPool { .. } => Ok(Vec::new()),
+            e => Err(e),
+        })?;
+        Ok(self
+            .inventory
+            .lb_insert(&lb.name, &lb.kind, &lb.endpoint, &lb.route_id)?)
+    }
+
+    pub fn lb_list(&self) -> Result<Vec<LbInstance>, OpError> {
+        Ok(self.inventory.lb_list()?)
+    }
+
+    pub fn lb_show(&self, name: &str) -> Result<LbInstance, OpError> {
+        Ok(self.inventory.lb_get(name)?)
+    }
+
+    pub fn lb_remove(&self, name: &str) -> Result<(), OpError> {
+        let outcome = self.inventory.lb_delete(name).map_err(OpError::from);
+        self.audit("lb.remove", &format!("lb/{name}"), &outcome);
+        outcome
+    }
+
+    /// Connects and reports the pools of the units bound to it and their members.
+    pub async fn lb_check(&self, name: &str) -> Result<LbCheck, OpError> {
+        let lb = self.inventory.lb_get(name)?;
+        let driver = LbDriver::of(&lb)?;
+        let mut pools = Vec::new();
+        let mut members = Vec::new();
+        let mut names: Vec<String> = self
+            .inventory
+            .unit_list()?
+            .into_iter()
+            .filter(|u| u.lb.as_deref() == Some(name))
+            .map(|u| u.lb_pool)
+            .collect();
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            names.push(probe_pool(&driver, &lb).to_owned());
+        }
+        for pool in names {
+            let exists = driver.pool_exists(&pool).await?;
+            if exists {
+                members.extend(driver.members(&pool).await?);
+            }
+            pools.push((pool, exists));
+        }
+        Ok(LbCheck {
+            lb,
+            pools,
+            members,
+            has_drain: driver.has_drain(),
+        })
+    }
+
+    /// Puts every member of every unit bound to `name` into the state the inventory holds.
+    pub async fn lb_reconcile(&self, name: &str) -> Result<ReconcileReport, OpError> {
+        let outcome = self.lb_reconcile_inner(name).await;
+        self.audit("lb.reconcile", &format!("lb/{name}"), &outcome);
+        outcome
+    }
+
+    async fn lb_reconcile_inner(&self, name: &str) -> Result<ReconcileReport, OpError> {
+        let lb = self.inventory.lb_get(name)?;
+        let mut report = ReconcileReport::default();
+        for unit in self.inventory.unit_list()? {
+            if unit.lb.as_deref() != Some(name) {
+                continue;
+            }
+            let r = self.reconcile_unit(&unit, &lb).await?;
+            report.added.extend(r.added);
+            report.corrected.extend(r.corrected);
+            report.unchanged += r.unchanged;
+        }
+        Ok(report)
+    }
+
+    /// Makes the load balancer hold what the inventory says for `unit`'s servers.
+    pub(crate) async fn reconcile_unit(
+        &self,
+        unit: &crate::inventory::Unit,
+        lb: &LbInstance,
+    ) -> Result<ReconcileReport, OpError> {
+        let mut report = ReconcileReport::default();
+        let (driver, port) = self.unit_lb_driver(unit, lb)?;
+        let pool = unit.lb_pool.as_str();
+        if !driver.pool_exists(pool).await? {
+            return Err(LbError::NoPool {
+                pool: pool.to_owned(),
+            }
+            .into());
+        }
+        let live = driver.members(pool).await?;
+        for s in &unit.servers {
+            let Some(want) = lb_state_of(&s.lb_state) else {
+                continue;
+            };
+            let addr = member_address(&s.address, port)?;
+            let found = live.iter().find(|m| m.name == s.name);
+            match found {
+                None => {
+                    driver.member_add(pool, &s.name, addr).await?;
+                    driver.member_set(pool, &s.name, addr, want).await?;
+                    report.added.push(s.name.clone());
+                }
+                Some(m) if m.admin != want => {
+                    driver.member_set(pool, &s.name, addr, want).await?;
+                    report.corrected.push(s.name.clone());
+                }
+                Some(_) => report.unchanged += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// The driver for a unit's load balancer, with the definition's health checks, and the
+    /// member port.
+    pub(crate) fn unit_lb_driver(
+        &self,
+        unit: &crate::inventory::Unit,
+        lb: &LbInstance,
+    ) -> Result<(LbDriver, u16), OpError> {
+        let uv = unit.current().ok_or_else(|| {
+            crate::inventory::InventoryError::NotFound {
+                kind: "unit version",
+                name: format!("{}:v{}", unit.name, unit.current_version),
+            }
+        })?;
+        let def = self.def_parsed(&uv.definition, uv.definition_version)?;
+        let checks = CheckSettings {
+            inter_ms: *def.health.interval_s.get_ref() * 1000,
+            rise: *def.health.rise.get_ref(),
+            fall: *def.health.fall.get_ref(),
+            slowstart_ms: 2000,
+        };
+        Ok((
+            LbDriver::of(lb)?.with_checks(checks),
+            *def.server.port.get_ref(),
+        ))
+    }
+}
+
+/// The pool to probe when checking a load balancer with no unit yet.
+fn probe_pool<'a>(driver: &LbDriver, lb: &'a LbInstance) -> &'a str {
+    match driver {
+        LbDriver::Caddy(_) => &lb.route_id,
+        LbDriver::Haproxy(_) => "flotilla-probe",
+    }
+}
+
+pub(crate) fn lb_state_of(value: &str) -> Option<MemberState> {
+    match value {
+        "ready" => Some(MemberState::Ready),
+        "drain" => Some(MemberState::Drain),
+        "maint" => Some(MemberState::Maint),
+        _ => None,
+    }
+}
+
+pub(crate) fn member_address(address: &str, port: u16) -> Result<SocketAddrV4, OpError> {
+    let ip = address.parse().map_err(|_| {
+        ValidationError::new(
+            "address",
+            format!("{} is not an IPv4 address", quote_input(address)),
+        )
+    })?;
+    Ok(SocketAddrV4::new(ip, port))
+}
+
+/// A pool name as the load balancer accepts it.
+pub fn check_pool(pool: &str) -> Result<(), OpError> {
+    check_name("pool", pool).map_err(|e| ValidationError::new("pool", e.to_string()).into())
+}
