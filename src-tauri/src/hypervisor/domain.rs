@@ -221,10 +221,21 @@ fn lookup(c: &virt::connect::Connect, name: &str) -> Result<Option<Domain>, virt
 }
 
 impl Hypervisor {
-    /// Defines (or redefines) a persistent domain.
+    /// Defines (or redefines) a persistent domain. Redefining keeps the existing domain's
+    /// UUID (libvirt refuses a second definition of a name under a new one), so defining is
+    /// idempotent.
     pub async fn domain_define(&self, uri: &LibvirtUri, spec: &DomainSpec) -> Result<(), HvError> {
         let xml = domain_xml(spec);
+        let name = spec.name.clone();
         self.call(uri, "define a domain", move |c| {
+            let xml = match lookup(c, &name)? {
+                Some(d) => xml.replacen(
+                    "</name>\n",
+                    &format!("</name>\n  <uuid>{}</uuid>\n", d.uuid_string()?),
+                    1,
+                ),
+                None => xml,
+            };
             c.define_domain_xml(&xml).map(|_| ())
         })
         .await

@@ -213,6 +213,14 @@ impl Inventory {
         Ok(conn.last_insert_rowid())
     }
 
+    /// Marks an operation as belonging to no living process (a simulated crash in tests).
+    pub fn operation_orphan(&self, id: i64) -> Result<(), InventoryError> {
+        self.conn()
+            .execute("UPDATE operations SET pid = 0 WHERE id = ?1", [id])
+            .map_err(query_err("orphan an operation"))?;
+        Ok(())
+    }
+
     pub fn operation_set_args(&self, id: i64, args_json: &str) -> Result<(), InventoryError> {
         self.conn()
             .execute(

@@ -645,7 +645,10 @@ impl Inventory {
 
     pub fn unit_unlock(&self, operation: i64) -> Result<(), InventoryError> {
         self.conn()
-            .execute("DELETE FROM unit_locks WHERE operation_id = ?1", [operation])
+            .execute(
+                "DELETE FROM unit_locks WHERE operation_id = ?1",
+                [operation],
+            )
             .map_err(query_err("unlock a unit"))?;
         Ok(())
     }

@@ -21,10 +21,17 @@ impl CaddyAdmin {
         let url = url::Url::parse(admin).map_err(|_| {
             ValidationError::new(
                 "caddy-admin",
-                format!("{} is not a URL like http://127.0.0.1:2019", quote_input(admin)),
+                format!(
+                    "{} is not a URL like http://127.0.0.1:2019",
+                    quote_input(admin)
+                ),
             )
         })?;
-        if url.scheme() != "http" || url.host_str().is_none() || url.path() != "/" || url.query().is_some() {
+        if url.scheme() != "http"
+            || url.host_str().is_none()
+            || url.path() != "/"
+            || url.query().is_some()
+        {
             return Err(ValidationError::new(
                 "caddy-admin",
                 format!(
@@ -102,7 +109,10 @@ impl CaddyAdmin {
         for method in [reqwest::Method::PATCH, reqwest::Method::PUT] {
             let resp = self
                 .client
-                .request(method.clone(), format!("{}/id/{pool}/upstreams", self.admin))
+                .request(
+                    method.clone(),
+                    format!("{}/id/{pool}/upstreams", self.admin),
+                )
                 .json(&body)
                 .send()
                 .await
@@ -147,11 +157,19 @@ impl CaddyAdmin {
                 let c = counters
                     .iter()
                     .find(|c| c.get("address").and_then(Value::as_str) == Some(&dial));
-                let num = |k: &str| c.and_then(|c| c.get(k)).and_then(Value::as_u64).unwrap_or(0);
+                let num = |k: &str| {
+                    c.and_then(|c| c.get(k))
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0)
+                };
                 MemberStats {
                     name: dial.clone(),
                     address: dial,
-                    status: if num("fails") > 0 { "FAILING".into() } else { "UP".into() },
+                    status: if num("fails") > 0 {
+                        "FAILING".into()
+                    } else {
+                        "UP".into()
+                    },
                     admin: MemberState::Ready,
                     sessions: num("num_requests"),
                     queued: 0,
@@ -188,7 +206,11 @@ impl CaddyAdmin {
         self.put_upstreams(pool, &dials).await
     }
 
-    pub async fn member_remove_at(&self, pool: &str, address: SocketAddrV4) -> Result<bool, LbError> {
+    pub async fn member_remove_at(
+        &self,
+        pool: &str,
+        address: SocketAddrV4,
+    ) -> Result<bool, LbError> {
         let dial = address.to_string();
         let mut dials = self.upstreams(pool).await?;
         if !dials.contains(&dial) {

@@ -165,7 +165,9 @@ impl NamePattern {
 
     /// The number in `name` when it matches the pattern.
     pub fn number_of(&self, name: &str) -> Option<u32> {
-        let digits = name.strip_prefix(&self.prefix)?.strip_suffix(&self.suffix)?;
+        let digits = name
+            .strip_prefix(&self.prefix)?
+            .strip_suffix(&self.suffix)?;
         if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
             return None;
         }
@@ -296,7 +298,9 @@ mod tests {
         );
         assert_eq!(AddressRange::parse("10.0.0.5").unwrap().len(), 1);
         assert_eq!(
-            AddressRange::parse("0.0.0.0-255.255.255.255").unwrap().len(),
+            AddressRange::parse("0.0.0.0-255.255.255.255")
+                .unwrap()
+                .len(),
             1 << 32
         );
         for bad in ["", "10.0.0.9-10.0.0.1", "10.0.0.1-", "x", "10.0.0.1/24"] {

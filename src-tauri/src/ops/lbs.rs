@@ -176,7 +176,9 @@ impl Engine {
                     .rsplit_once(':')
                     .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
                     && a.len() <= 255
-                    && !a.chars().any(|c| c.is_control() || c.is_whitespace() || c == '/');
+                    && !a
+                        .chars()
+                        .any(|c| c.is_control() || c.is_whitespace() || c == '/');
                 if !ok {
                     return Err(ValidationError::new(
                         "haproxy-addr",
@@ -200,10 +202,13 @@ impl Engine {
         };
         // Refuse one that cannot be reached now: the admin fixes the address while it is fresh.
         let driver = LbDriver::of(&lb)?;
-        driver.members(probe_pool(&driver, &lb)).await.or_else(|e| match e {
-            LbError::NoPool { .. } => Ok(Vec::new()),
-            e => Err(e),
-        })?;
+        driver
+            .members(probe_pool(&driver, &lb))
+            .await
+            .or_else(|e| match e {
+                LbError::NoPool { .. } => Ok(Vec::new()),
+                e => Err(e),
+            })?;
         Ok(self
             .inventory
             .lb_insert(&lb.name, &lb.kind, &lb.endpoint, &lb.route_id)?)
@@ -323,12 +328,12 @@ impl Engine {
         unit: &crate::inventory::Unit,
         lb: &LbInstance,
     ) -> Result<(LbDriver, u16), OpError> {
-        let uv = unit.current().ok_or_else(|| {
-            crate::inventory::InventoryError::NotFound {
+        let uv = unit
+            .current()
+            .ok_or_else(|| crate::inventory::InventoryError::NotFound {
                 kind: "unit version",
                 name: format!("{}:v{}", unit.name, unit.current_version),
-            }
-        })?;
+            })?;
         let def = self.def_parsed(&uv.definition, uv.definition_version)?;
         let checks = CheckSettings {
             inter_ms: *def.health.interval_s.get_ref() * 1000,

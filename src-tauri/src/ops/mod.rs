@@ -100,7 +100,9 @@ impl From<&OpError> for ApiError {
                 let code = match e {
                     L::BadName { .. } => ErrorCode::InvalidInput,
                     L::NoPool { .. } => ErrorCode::NotFound,
-                    L::Connect { .. } | L::Timeout { .. } | L::Refused { .. } => ErrorCode::LbFailed,
+                    L::Connect { .. } | L::Timeout { .. } | L::Refused { .. } => {
+                        ErrorCode::LbFailed
+                    }
                 };
                 ApiError::new(code, format!("{e}")).with_causes(e)
             }
@@ -174,6 +176,8 @@ pub struct Engine {
     library: PathBuf,
     /// A test hook: a step to fail or "crash" at (`ops::units::Fault`).
     faults: std::sync::Mutex<Option<units::Fault>>,
+    /// A test hook: run every step of unit operations twice (idempotency).
+    repeat: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -198,6 +202,7 @@ impl Engine {
                     .ok()
                     .and_then(|f| units::Fault::parse(&f)),
             ),
+            repeat: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

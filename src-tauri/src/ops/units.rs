@@ -16,6 +16,7 @@
 //! lists it (`interrupted_operations`) and offers `resume` (run it again: steps are idempotent)
 //! or `unwind` (undo what the journal says was done).
 
+use super::builder::tempfile_dir;
 use super::lbs::{member_address, LbDriver};
 use super::{Engine, OpError};
 use crate::guest::{payload_runcmd, write_seed_disk, NicConfig, SeedSpec};
@@ -24,9 +25,9 @@ use crate::inventory::{InventoryError, NewServer, NewUnit, Server, StepStatus, U
 use crate::lb::MemberState;
 use crate::model::definition::{render_template, Definition};
 use crate::model::{
-    check_server_address, quote_input, AddressRange, BootMode, Firmware, Host, HostName,
-    ImageRef, ImageVersion, Ipv4Cidr, MacAddr, NamePattern, RolloutPolicy, ServerSize,
-    ServerState, ValidationError, MAX_SERVERS,
+    check_server_address, quote_input, AddressRange, BootMode, Firmware, Host, HostName, ImageRef,
+    ImageVersion, Ipv4Cidr, MacAddr, NamePattern, RolloutPolicy, ServerSize, ServerState,
+    ValidationError, MAX_SERVERS,
 };
 use crate::plan::{self, HostRoom, OpKind, Step};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -34,7 +35,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use super::builder::tempfile_dir;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -127,6 +127,9 @@ struct OpArgs {
     /// Servers this operation registered (scale out): forgotten again when it is undone.
     #[serde(default)]
     registered: Vec<String>,
+    /// States of the servers it touches before it began: what an unwind restores.
+    #[serde(default)]
+    before: Vec<(String, ServerState, Option<u32>)>,
 }
 
 /// One server's part of a plan.
@@ -371,6 +374,11 @@ impl Engine {
         *self.faults.lock().unwrap_or_else(|e| e.into_inner()) = fault;
     }
 
+    /// A test hook: run every step twice, to show the steps are idempotent.
+    pub fn repeat_steps(&self, on: bool) {
+        self.repeat.store(on, Ordering::SeqCst);
+    }
+
     fn fault_at(&self, server: &str, step: Step) -> Option<bool> {
         let f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         f.as_ref()
@@ -401,7 +409,10 @@ impl Engine {
             let net = if network.is_empty() {
                 None
             } else {
-                Some(Ipv4Cidr::parse(network).map_err(|e| ValidationError::new("network", e.problem))?)
+                Some(
+                    Ipv4Cidr::parse(network)
+                        .map_err(|e| ValidationError::new("network", e.problem))?,
+                )
             };
             let gateway = gateway.trim();
             if !gateway.is_empty() {
@@ -436,11 +447,8 @@ impl Engine {
                 .into_iter()
                 .filter(|s| s.host == name.as_str());
             for s in servers {
-                let inside = net.is_some_and(|n| {
-                    s.address
-                        .parse::<Ipv4Addr>()
-                        .is_ok_and(|a| n.contains(a))
-                });
+                let inside =
+                    net.is_some_and(|n| s.address.parse::<Ipv4Addr>().is_ok_and(|a| n.contains(a)));
                 if !inside {
                     return Err(ValidationError::new(
                         "network",
@@ -448,7 +456,11 @@ impl Engine {
                             "server {} on this host has address {}, outside {}",
                             s.name,
                             s.address,
-                            if network.is_empty() { "(none)" } else { network }
+                            if network.is_empty() {
+                                "(none)"
+                            } else {
+                                network
+                            }
                         ),
                     )
                     .into());
@@ -466,7 +478,11 @@ impl Engine {
     /// Registers a unit: its first version and its servers. Creates nothing on any host.
     pub fn unit_create(&self, form: &UnitForm) -> Result<UnitCreated, OpError> {
         let outcome = self.unit_create_inner(form);
-        self.audit("unit.create", &format!("unit/{}", form.name.trim()), &outcome);
+        self.audit(
+            "unit.create",
+            &format!("unit/{}", form.name.trim()),
+            &outcome,
+        );
         outcome
     }
 
@@ -565,8 +581,7 @@ impl Engine {
             .collect();
         let existing = self.inventory.server_list()?;
         let mut taken_names: HashSet<String> = existing.iter().map(|s| s.name.clone()).collect();
-        let mut taken_addrs: HashSet<String> =
-            existing.iter().map(|s| s.address.clone()).collect();
+        let mut taken_addrs: HashSet<String> = existing.iter().map(|s| s.address.clone()).collect();
         let mut taken_macs: HashSet<String> = existing.iter().map(|s| s.mac.clone()).collect();
         let mut out: Vec<NewServer> = Vec::new();
         let total = form.count as u64 + form.servers.len() as u64;
@@ -634,15 +649,17 @@ impl Engine {
                 while taken_names.contains(&p.name(n)) {
                     n += 1;
                 }
-                let addr = free.find(|a| !taken_addrs.contains(&a.to_string())).ok_or_else(|| {
-                    ValidationError::new(
-                        "addresses",
-                        format!(
-                            "the range {r} has no free address left for {} servers",
-                            form.count
-                        ),
-                    )
-                })?;
+                let addr = free
+                    .find(|a| !taken_addrs.contains(&a.to_string()))
+                    .ok_or_else(|| {
+                        ValidationError::new(
+                            "addresses",
+                            format!(
+                                "the range {r} has no free address left for {} servers",
+                                form.count
+                            ),
+                        )
+                    })?;
                 taken_names.insert(p.name(n));
                 taken_addrs.insert(addr.to_string());
                 unplaced.push(out.len());
@@ -734,7 +751,8 @@ impl Engine {
                 let total = h.facts.as_ref().map_or(0, |f| f.memory_bytes >> 20);
                 let name = h.name.to_string();
                 HostRoom {
-                    free_memory_mib: total.saturating_sub(promised.get(&name).copied().unwrap_or(0)),
+                    free_memory_mib: total
+                        .saturating_sub(promised.get(&name).copied().unwrap_or(0)),
                     unit_servers: of_unit.get(&name).copied().unwrap_or(0),
                     name,
                 }
@@ -770,7 +788,12 @@ impl Engine {
         if matches!(action, UnitAction::Deploy) && servers.is_empty() {
             warnings.push("every server is deployed already: nothing to do".into());
         }
-        if u.lb.is_some() && !self.lb_show(u.lb.as_deref().unwrap_or(""))?.kind.eq("haproxy") {
+        if u.lb.is_some()
+            && !self
+                .lb_show(u.lb.as_deref().unwrap_or(""))?
+                .kind
+                .eq("haproxy")
+        {
             warnings.push("Caddy has no drain state: servers leave rotation at once and get the drain timeout as a grace period".into());
         }
         Ok(OpPlan {
@@ -808,15 +831,19 @@ impl Engine {
         };
         Ok(match action {
             UnitAction::Deploy => (OpKind::Deploy, chosen(&[], ServerState::Planned)?, vec![]),
-            UnitAction::Start { servers } => {
-                (OpKind::Start, chosen(servers, ServerState::Stopped)?, vec![])
-            }
+            UnitAction::Start { servers } => (
+                OpKind::Start,
+                chosen(servers, ServerState::Stopped)?,
+                vec![],
+            ),
             UnitAction::Stop { servers, .. } => {
                 (OpKind::Stop, chosen(servers, ServerState::Running)?, vec![])
             }
-            UnitAction::Restart { servers, .. } => {
-                (OpKind::Restart, chosen(servers, ServerState::Running)?, vec![])
-            }
+            UnitAction::Restart { servers, .. } => (
+                OpKind::Restart,
+                chosen(servers, ServerState::Running)?,
+                vec![],
+            ),
             UnitAction::Delete { .. } => (OpKind::Remove, u.servers.clone(), vec![]),
             UnitAction::Scale { count } => {
                 if *count > MAX_SERVERS {
@@ -910,10 +937,14 @@ impl Engine {
             unit: unit.trim().to_owned(),
             action,
             registered: Vec::new(),
+            before: Vec::new(),
         };
         let outcome = self.run_op(args, progress, None).await;
         self.audit(
-            &format!("unit.{}", outcome.as_ref().map_or("op", |r| r.action.as_str())),
+            &format!(
+                "unit.{}",
+                outcome.as_ref().map_or("op", |r| r.action.as_str())
+            ),
             &format!("unit/{}", unit.trim()),
             &outcome,
         );
@@ -987,12 +1018,17 @@ impl Engine {
             };
             if !steps.iter().any(|s| s.irreversible()) {
                 self.undo_server(&ctx, s, &steps, &mut o).await;
-                let _ = self.inventory.server_set_state(&s.name, s.state, s.version);
+                if let Some((_, state, version)) = args.before.iter().find(|b| b.0 == s.name) {
+                    self.inventory.server_set_state(&s.name, *state, *version)?;
+                }
             }
             outcomes.push(o);
         }
         for name in &args.registered {
-            if u.servers.iter().any(|s| s.name == *name && s.state == ServerState::Planned) {
+            if u.servers
+                .iter()
+                .any(|s| s.name == *name && s.state == ServerState::Planned)
+            {
                 self.inventory.server_delete(name)?;
             }
         }
@@ -1026,8 +1062,11 @@ impl Engine {
         if let Some(old) = resumes {
             // The resumed operation hands its lock over.
             self.inventory.unit_unlock(old)?;
-            self.inventory
-                .operation_finish(old, "aborted", &format!("interrupted; resumed as #{op}"))?;
+            self.inventory.operation_finish(
+                old,
+                "aborted",
+                &format!("interrupted; resumed as #{op}"),
+            )?;
         }
         if let Some(holder) = self.inventory.unit_lock(&u.name, op)? {
             let kind = self
@@ -1048,6 +1087,7 @@ impl Engine {
         let result = self.run_locked(op, &mut args, kind, new, progress).await;
         if let Err(OpError::Crashed) = result {
             // A simulated crash: leave the journal and the lock as a dead process would.
+            self.inventory.operation_orphan(op)?;
             return result;
         }
         let (state, error) = match &result {
@@ -1072,10 +1112,6 @@ impl Engine {
         if !new.is_empty() {
             self.inventory.server_insert(&args.unit, &new)?;
             args.registered = new.iter().map(|s| s.name.clone()).collect();
-            self.inventory.operation_set_args(
-                op,
-                &serde_json::to_string(&args).unwrap_or_default(),
-            )?;
         }
         let u = self.inventory.unit_get(&args.unit)?;
         // Recompute the targets: registered servers are planned now.
@@ -1085,6 +1121,12 @@ impl Engine {
             }
             a => self.targets(&u, a)?,
         };
+        args.before = targets
+            .iter()
+            .map(|s| (s.name.clone(), s.state, s.version))
+            .collect();
+        self.inventory
+            .operation_set_args(op, &serde_json::to_string(&args).unwrap_or_default())?;
         let ctx = self.context(op, &u, args.action.force(), progress).await?;
         let mut warnings = Vec::new();
         if let Some((driver, _)) = &ctx.lb {
@@ -1095,14 +1137,22 @@ impl Engine {
                 if !r.added.is_empty() || !r.corrected.is_empty() {
                     warnings.push(format!(
                         "the load balancer had lost members; put back: {}",
-                        r.added.iter().chain(&r.corrected).cloned().collect::<Vec<_>>().join(", ")
+                        r.added
+                            .iter()
+                            .chain(&r.corrected)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ));
                 }
             }
             let _ = driver;
         }
         let mut outcomes = self.run_servers(&ctx, &targets, kind).await;
-        if let Some(crashed) = outcomes.iter().find(|o| o.failed.as_ref().is_some_and(|f| f.1 == CRASH)) {
+        if let Some(crashed) = outcomes
+            .iter()
+            .find(|o| o.failed.as_ref().is_some_and(|f| f.1 == CRASH))
+        {
             let _ = crashed;
             return Err(OpError::Crashed);
         }
@@ -1118,7 +1168,8 @@ impl Engine {
                     steps.push(*f);
                 }
                 self.undo_server(&ctx, s, &steps, o).await;
-                self.inventory.server_set_state(&s.name, s.state, s.version)?;
+                self.inventory
+                    .server_set_state(&s.name, s.state, s.version)?;
             }
             for name in &args.registered {
                 self.inventory.server_delete(name)?;
@@ -1155,13 +1206,17 @@ impl Engine {
         force: bool,
         progress: StepFn,
     ) -> Result<Ctx, OpError> {
-        let uv = u.current().cloned().ok_or_else(|| InventoryError::NotFound {
-            kind: "unit version",
-            name: format!("{}:v{}", u.name, u.current_version),
-        })?;
-        let image = self
-            .inventory
-            .image_version_get(&crate::model::ImageName::parse(&uv.image)?, uv.image_version)?;
+        let uv = u
+            .current()
+            .cloned()
+            .ok_or_else(|| InventoryError::NotFound {
+                kind: "unit version",
+                name: format!("{}:v{}", u.name, u.current_version),
+            })?;
+        let image = self.inventory.image_version_get(
+            &crate::model::ImageName::parse(&uv.image)?,
+            uv.image_version,
+        )?;
         let def = self.def_parsed(&uv.definition, uv.definition_version)?;
         let hosts: HashMap<String, Host> = self
             .host_list()?
@@ -1241,7 +1296,13 @@ impl Engine {
             .collect()
     }
 
-    async fn run_server(&self, ctx: &Ctx, s: &Server, steps: &[Step], kind: OpKind) -> ServerOutcome {
+    async fn run_server(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+        steps: &[Step],
+        kind: OpKind,
+    ) -> ServerOutcome {
         let mut o = ServerOutcome {
             server: s.name.clone(),
             host: s.host.clone(),
@@ -1257,8 +1318,20 @@ impl Engine {
                 return o;
             }
             let name = format!("{}: {}", s.name, step.as_str());
-            self.journal(ctx, &name, s, step, StepStatus::Started, "", o.done.len() as u32, total);
+            self.journal(
+                ctx,
+                &name,
+                s,
+                step,
+                StepStatus::Started,
+                "",
+                o.done.len() as u32,
+                total,
+            );
             let mut result = self.do_step(ctx, s, step).await;
+            if result.is_ok() && self.repeat.load(Ordering::SeqCst) {
+                result = self.do_step(ctx, s, step).await;
+            }
             if result.is_ok() {
                 match self.fault_at(&s.name, step) {
                     Some(true) => {
@@ -1279,11 +1352,29 @@ impl Engine {
             match result {
                 Ok(()) => {
                     o.done.push(step);
-                    self.journal(ctx, &name, s, step, StepStatus::Succeeded, "", o.done.len() as u32, total);
+                    self.journal(
+                        ctx,
+                        &name,
+                        s,
+                        step,
+                        StepStatus::Succeeded,
+                        "",
+                        o.done.len() as u32,
+                        total,
+                    );
                 }
                 Err(e) => {
                     let msg = describe(&e);
-                    self.journal(ctx, &name, s, step, StepStatus::Failed, &msg, o.done.len() as u32, total);
+                    self.journal(
+                        ctx,
+                        &name,
+                        s,
+                        step,
+                        StepStatus::Failed,
+                        &msg,
+                        o.done.len() as u32,
+                        total,
+                    );
                     ctx.abort.store(true, Ordering::SeqCst);
                     o.failed = Some((step, msg));
                     return o;
@@ -1334,7 +1425,16 @@ impl Engine {
         let total = steps.len() as u32;
         for (i, &step) in steps.iter().enumerate().rev() {
             let name = format!("{}: {}", s.name, step.as_str());
-            self.journal(ctx, &name, s, step, StepStatus::UndoStarted, "", i as u32, total);
+            self.journal(
+                ctx,
+                &name,
+                s,
+                step,
+                StepStatus::UndoStarted,
+                "",
+                i as u32,
+                total,
+            );
             match self.undo_step(ctx, s, step).await {
                 Ok(()) => {
                     o.undone.push(step);
@@ -1370,7 +1470,12 @@ impl Engine {
             }
             Step::CreateDisk => {
                 let name = disk_volume(&s.name);
-                if self.hypervisor.volume_get(uri, pool, &name).await?.is_none() {
+                if self
+                    .hypervisor
+                    .volume_get(uri, pool, &name)
+                    .await?
+                    .is_none()
+                {
                     self.hypervisor
                         .volume_create_overlay_sized(
                             uri,
@@ -1433,7 +1538,11 @@ impl Engine {
                 Ok(())
             }
             Step::DeleteVolumes => {
-                for v in [disk_volume(&s.name), seed_volume(&s.name), serial_volume(&s.name)] {
+                for v in [
+                    disk_volume(&s.name),
+                    seed_volume(&s.name),
+                    serial_volume(&s.name),
+                ] {
                     self.hypervisor.volume_delete(uri, pool, &v).await?;
                 }
                 Ok(())
@@ -1503,7 +1612,12 @@ impl Engine {
         let (d, p) = lb_of(ctx.lb.as_ref())?;
         let addr = member_address(&s.address, ctx.port)?;
         // A member the LB lost (reload) is added back first.
-        if !d.members(p).await?.iter().any(|m| m.name == s.name || m.address == addr.to_string()) {
+        if !d
+            .members(p)
+            .await?
+            .iter()
+            .any(|m| m.name == s.name || m.address == addr.to_string())
+        {
             d.member_add(p, &s.name, addr).await?;
         }
         d.member_set(p, &s.name, addr, state).await?;
@@ -1527,7 +1641,7 @@ impl Engine {
             .as_ref()
             .and_then(|f| f.pool.as_ref())
             .map_or(0, |p| p.available_bytes);
-        if fresh.facts.as_ref().is_some_and(|f| f.hypervisor != "TEST") && have < image.actual_size {
+        if have < image.actual_size {
             return Err(OpError::NoSpace {
                 host: host.name.to_string(),
                 what: format!("master {}:v{}", image.image, image.version),
@@ -1545,7 +1659,12 @@ impl Engine {
         let dir = tempfile_dir()?;
         let payload = ctx.payload_volume();
         let result = async {
-            if self.hypervisor.volume_get(uri, pool, &payload).await?.is_none() {
+            if self
+                .hypervisor
+                .volume_get(uri, pool, &payload)
+                .await?
+                .is_none()
+            {
                 let file = dir.join("payload.img");
                 self.def_payload(&ctx.uv.definition, ctx.uv.definition_version, &file)?;
                 uploads.push((payload.clone(), file));
@@ -1562,7 +1681,12 @@ impl Engine {
                 }
                 for (suffix, f) in files {
                     let name = format!("{}-u{}-{suffix}", ctx.unit.name, ctx.uv.version);
-                    if self.hypervisor.volume_get(uri, pool, &name).await?.is_none() {
+                    if self
+                        .hypervisor
+                        .volume_get(uri, pool, &name)
+                        .await?
+                        .is_none()
+                    {
                         uploads.push((name, self.library_dir().join(f)));
                     }
                 }
@@ -1606,7 +1730,10 @@ impl Engine {
                 for v in &ctx.unit.versions {
                     for suffix in ["payload.img", "vmlinuz", "initrd"] {
                         let name = format!("{}-u{}-{suffix}", ctx.unit.name, v.version);
-                        let _ = self.hypervisor.volume_delete(&host.uri, &host.pool, &name).await;
+                        let _ = self
+                            .hypervisor
+                            .volume_delete(&host.uri, &host.pool, &name)
+                            .await;
                     }
                 }
             }
@@ -1639,7 +1766,10 @@ impl Engine {
         let net = Ipv4Cidr::parse(&host.network).map_err(|_| {
             ValidationError::new(
                 "host",
-                format!("host {} has no network set (flotillactl host set)", host.name),
+                format!(
+                    "host {} has no network set (flotillactl host set)",
+                    host.name
+                ),
             )
         })?;
         let addr: Ipv4Addr = s.address.parse().map_err(|_| {
@@ -1693,14 +1823,19 @@ impl Engine {
             {
                 return Err(ValidationError::new(
                     "config",
-                    format!("{} must be an absolute path of A-Z a-z 0-9 / . _ - + @", quote_input(path)),
+                    format!(
+                        "{} must be an absolute path of A-Z a-z 0-9 / . _ - + @",
+                        quote_input(path)
+                    ),
                 )
                 .into());
             }
             let text = render_template(c.template.get_ref(), &vars)
                 .map_err(|e| ValidationError::new("config", format!("{path}: {e}")))?;
             let b64 = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
-            let dir = path.rsplit_once('/').map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
+            let dir = path
+                .rsplit_once('/')
+                .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
             let mut cmd = format!("mkdir -p {dir} && echo {b64} | base64 -d > {path}");
             if let Some(mode) = &c.mode {
                 let m = mode.get_ref();
@@ -1772,7 +1907,11 @@ impl Engine {
             memory_mib: u64::from(ctx.uv.size.memory_mib),
             boot,
             disks: vec![
-                disk(path_of(disk_volume(&s.name)).await?, DiskFormat::Qcow2, false),
+                disk(
+                    path_of(disk_volume(&s.name)).await?,
+                    DiskFormat::Qcow2,
+                    false,
+                ),
                 disk(path_of(seed_volume(&s.name)).await?, DiskFormat::Raw, true),
                 disk(path_of(ctx.payload_volume()).await?, DiskFormat::Raw, true),
             ],
@@ -1800,7 +1939,11 @@ impl Engine {
     /// no guest: its running domain stands in for a healthy server.
     async fn wait_healthy(&self, ctx: &Ctx, s: &Server, host: &Host) -> Result<(), OpError> {
         if host.facts.as_ref().is_some_and(|f| f.hypervisor == "TEST") {
-            return match self.hypervisor.domain_is_running(&host.uri, &s.name).await? {
+            return match self
+                .hypervisor
+                .domain_is_running(&host.uri, &s.name)
+                .await?
+            {
                 Some(true) => Ok(()),
                 _ => Err(OpError::Timeout(format!("{} is not running", s.name))),
             };
@@ -1825,7 +1968,9 @@ impl Engine {
             }
         } else {
             let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(u64::from(*ctx.def.health.timeout_s.get_ref()).max(1)))
+                .timeout(Duration::from_secs(
+                    u64::from(*ctx.def.health.timeout_s.get_ref()).max(1),
+                ))
                 .build()
                 .map_err(|e| OpError::Timeout(e.to_string()))?;
             let url = format!("http://{addr}{path}");
@@ -1882,7 +2027,8 @@ impl Engine {
             return Ok(());
         }
         self.hypervisor.domain_shutdown(uri, &s.name).await?;
-        let deadline = Instant::now() + Duration::from_secs(u64::from(ctx.policy.shutdown_timeout_s));
+        let deadline =
+            Instant::now() + Duration::from_secs(u64::from(ctx.policy.shutdown_timeout_s));
         while Instant::now() < deadline {
             if self.hypervisor.domain_is_running(uri, &s.name).await? != Some(true) {
                 return Ok(());
@@ -1916,4 +2062,3 @@ fn lb_of(lb: Option<&(LbDriver, String)>) -> Result<(&LbDriver, &str), OpError> 
 fn describe(e: &OpError) -> String {
     crate::error::ApiError::from(e).message
 }
-

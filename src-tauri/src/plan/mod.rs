@@ -170,10 +170,7 @@ pub fn server_steps(kind: OpKind, lb: bool) -> Vec<Step> {
             Forget,
         ],
     };
-    all.iter()
-        .copied()
-        .filter(|s| lb || !s.uses_lb())
-        .collect()
+    all.iter().copied().filter(|s| lb || !s.uses_lb()).collect()
 }
 
 /// Stop and restart take servers out of service: at most `max_unavailable` at a time. Deploy
@@ -273,7 +270,10 @@ mod tests {
         );
         // A host with servers of the unit gets the next ones last.
         let hosts = [room("h1", 4096, 2), room("h2", 4096, 0)];
-        assert_eq!(place(&hosts, 2, 256).unwrap(), ["h2", "h2"].map(String::from));
+        assert_eq!(
+            place(&hosts, 2, 256).unwrap(),
+            ["h2", "h2"].map(String::from)
+        );
         // A full host is skipped; when nothing fits, the error says how many would.
         let hosts = [room("h1", 300, 0), room("h2", 4096, 0)];
         assert_eq!(

@@ -1,0 +1,623 @@
+//! T1: units on libvirt's test driver (real libvirt API, in process) with a real inventory.
+//! Deploy, stop, start, scale, delete; every step failing in turn; every step run twice;
+//! a crash between steps, then resume or unwind.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use flotilla::hypervisor::HvConfig;
+use flotilla::inventory::{Actor, Inventory};
+use flotilla::ops::hosts::HostInput;
+use flotilla::ops::images::{BootInput, ImportRequest};
+use flotilla::ops::units::{Fault, StepFn, UnitAction, UnitForm};
+use flotilla::ops::{Engine, OpError};
+use flotilla::plan::{server_steps, OpKind, Step};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    e: Engine,
+}
+
+fn fixture_node() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/test-node.xml")
+}
+
+fn quiet() -> StepFn {
+    Arc::new(|_| {})
+}
+
+impl Fixture {
+    /// Two test-driver hosts with the lab's network, a master image and a definition.
+    async fn new() -> Self {
+        Self::with_pool_capacity(None).await
+    }
+
+    async fn with_pool_capacity(capacity: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Engine::with(
+            Inventory::open_in(dir.path()).unwrap(),
+            HvConfig::default(),
+            Actor::new("test"),
+            dir.path().join("library"),
+        );
+        for h in ["h1", "h2"] {
+            let node = dir.path().join(format!("{h}.xml"));
+            let mut xml = std::fs::read_to_string(fixture_node()).unwrap();
+            if let Some(c) = capacity {
+                // The test driver gives every pool 100 GiB; a volume in the node file fills
+                // all but `c` bytes of it.
+                let fill = (100u64 << 30) - c.parse::<u64>().unwrap();
+                xml = xml.replace(
+                    "</pool>",
+                    &format!("<volume><name>filler</name><capacity unit='bytes'>{fill}</capacity><allocation unit='bytes'>{fill}</allocation></volume></pool>"),
+                );
+            }
+            std::fs::write(&node, xml).unwrap();
+            e.host_add(&HostInput {
+                name: h.into(),
+                uri: format!("test://{}", node.display()),
+                pool: None,
+                bridge: Some("br0".into()),
+            })
+            .await
+            .unwrap();
+            e.host_set_network(h, "10.77.0.0/24", "10.77.0.1", "")
+                .unwrap();
+        }
+        let disk = dir.path().join("master.qcow2");
+        let ok = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg("64M")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        e.image_import(
+            &ImportRequest {
+                image: "base".into(),
+                file: disk,
+                notes: String::new(),
+                boot: BootInput::Disk(flotilla::model::Firmware::Bios),
+            },
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap();
+        e.def_create("shop").unwrap();
+        Self { dir, e }
+    }
+
+    fn form(&self, name: &str, count: u32) -> UnitForm {
+        UnitForm {
+            name: name.into(),
+            image: "base:1".into(),
+            definition: "shop:1".into(),
+            count,
+            name_pattern: format!("{name}-{{n}}"),
+            addresses: "10.77.0.11-10.77.0.60".into(),
+            ..Default::default()
+        }
+    }
+
+    /// What a user could see on the hosts and in the inventory: domains (and whether they
+    /// run), volumes, servers with their states.
+    async fn snapshot(&self) -> String {
+        let mut out = self.hosts_snapshot().await;
+        for u in self.e.unit_list().unwrap() {
+            for s in u.servers {
+                out.push_str(&format!(
+                    "server {} {} {:?} {:?} lb={}\n",
+                    s.name, s.host, s.state, s.version, s.lb_state
+                ));
+            }
+        }
+        out
+    }
+
+    /// Domains, volumes and recorded master copies on the hosts.
+    async fn hosts_snapshot(&self) -> String {
+        let mut out = String::new();
+        for h in self.e.host_list().unwrap() {
+            let mut doms = self.e.hypervisor.domain_names(&h.uri).await.unwrap();
+            doms.sort();
+            for d in doms {
+                let running = self
+                    .e
+                    .hypervisor
+                    .domain_is_running(&h.uri, &d)
+                    .await
+                    .unwrap();
+                out.push_str(&format!("{} domain {d} running={running:?}\n", h.name));
+            }
+            let mut vols: Vec<String> = self
+                .e
+                .hypervisor
+                .volume_list(&h.uri, &h.pool)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|v| v.name)
+                .collect();
+            vols.sort();
+            for v in vols {
+                out.push_str(&format!("{} volume {v}\n", h.name));
+            }
+        }
+        for v in self.e.image_list().unwrap() {
+            for c in v.copies {
+                out.push_str(&format!("copy {}:{} on {}\n", v.image, v.version, c.host));
+            }
+        }
+        out
+    }
+
+    async fn run(&self, unit: &str, action: UnitAction) -> Result<(), OpError> {
+        self.e.unit_run(unit, action, quiet()).await.map(|_| ())
+    }
+}
+
+fn states(e: &Engine, unit: &str) -> Vec<String> {
+    e.unit_show(unit)
+        .unwrap()
+        .servers
+        .iter()
+        .map(|s| format!("{}={}", s.name, s.state.as_str()))
+        .collect()
+}
+
+#[tokio::test]
+async fn deploy_stop_start_scale_and_delete() {
+    let f = Fixture::new().await;
+    let empty = f.hosts_snapshot().await;
+    let created = f.e.unit_create(&f.form("shop", 4)).unwrap();
+    assert!(created.warnings.is_empty(), "{:?}", created.warnings);
+    let hosts: Vec<&str> = created
+        .unit
+        .servers
+        .iter()
+        .map(|s| s.host.as_str())
+        .collect();
+    assert_eq!(
+        hosts,
+        ["h1", "h2", "h1", "h2"],
+        "placement spreads the servers"
+    );
+    let macs: std::collections::HashSet<&str> = created
+        .unit
+        .servers
+        .iter()
+        .map(|s| s.mac.as_str())
+        .collect();
+    assert_eq!(macs.len(), 4);
+    assert!(macs.iter().all(|m| m.starts_with("52:54:00:")));
+
+    let plan = f.e.unit_plan("shop", &UnitAction::Deploy).unwrap();
+    assert_eq!(plan.servers.len(), 4);
+    assert_eq!(plan.servers[0].steps, server_steps(OpKind::Deploy, false));
+    assert_eq!(
+        f.hosts_snapshot().await,
+        empty,
+        "creating and planning change no host"
+    );
+
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ev = events.clone();
+    let report =
+        f.e.unit_run(
+            "shop",
+            UnitAction::Deploy,
+            Arc::new(move |e| ev.lock().unwrap().push(e)),
+        )
+        .await
+        .unwrap();
+    assert!(report.ok);
+    assert_eq!(
+        states(&f.e, "shop"),
+        [
+            "shop-1=running",
+            "shop-2=running",
+            "shop-3=running",
+            "shop-4=running"
+        ]
+    );
+    // Progress: started + succeeded for each step of each server.
+    assert_eq!(events.lock().unwrap().len(), 4 * 7 * 2);
+    let deployed = f.snapshot().await;
+    assert!(
+        deployed.contains("h1 domain shop-1 running=Some(true)"),
+        "{deployed}"
+    );
+    assert!(
+        deployed.contains("h2 volume shop-4-disk.qcow2"),
+        "{deployed}"
+    );
+    assert!(
+        deployed.contains("h2 volume shop-u1-payload.img"),
+        "{deployed}"
+    );
+
+    // Deploying a deployed unit changes nothing.
+    assert!(f
+        .e
+        .unit_plan("shop", &UnitAction::Deploy)
+        .unwrap()
+        .servers
+        .is_empty());
+    f.run("shop", UnitAction::Deploy).await.unwrap();
+    assert_eq!(f.snapshot().await, deployed);
+
+    f.run(
+        "shop",
+        UnitAction::Stop {
+            servers: vec![],
+            force: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(states(&f.e, "shop").iter().all(|s| s.ends_with("=stopped")));
+    assert!(!f.snapshot().await.contains("running=Some(true)"));
+    f.run(
+        "shop",
+        UnitAction::Start {
+            servers: vec!["shop-2".into()],
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        states(&f.e, "shop"),
+        [
+            "shop-1=stopped",
+            "shop-2=running",
+            "shop-3=stopped",
+            "shop-4=stopped"
+        ]
+    );
+    f.run("shop", UnitAction::Start { servers: vec![] })
+        .await
+        .unwrap();
+    f.run(
+        "shop",
+        UnitAction::Restart {
+            servers: vec![],
+            force: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(states(&f.e, "shop").iter().all(|s| s.ends_with("=running")));
+
+    f.run("shop", UnitAction::Scale { count: 6 }).await.unwrap();
+    assert_eq!(states(&f.e, "shop").len(), 6);
+    assert!(states(&f.e, "shop").iter().all(|s| s.ends_with("=running")));
+    f.run("shop", UnitAction::Scale { count: 3 }).await.unwrap();
+    assert_eq!(
+        states(&f.e, "shop"),
+        ["shop-1=running", "shop-2=running", "shop-3=running"]
+    );
+    let after = f.snapshot().await;
+    assert!(
+        !after.contains("shop-4") && !after.contains("shop-6"),
+        "{after}"
+    );
+
+    f.run("shop", UnitAction::Delete { force: false })
+        .await
+        .unwrap();
+    assert!(f.e.unit_list().unwrap().is_empty());
+    assert_eq!(
+        f.hosts_snapshot().await,
+        empty,
+        "delete leaves the hosts as before"
+    );
+    drop(f.dir);
+}
+
+/// Every action with the steps it runs, on a unit prepared for it.
+async fn prepared(f: &Fixture, action: &UnitAction) {
+    f.e.unit_create(&f.form("app", 2)).unwrap();
+    if !matches!(action, UnitAction::Deploy) {
+        f.run("app", UnitAction::Deploy).await.unwrap();
+    }
+    if matches!(action, UnitAction::Start { .. }) {
+        f.run(
+            "app",
+            UnitAction::Stop {
+                servers: vec![],
+                force: false,
+            },
+        )
+        .await
+        .unwrap();
+    }
+}
+
+fn actions() -> Vec<(UnitAction, OpKind)> {
+    vec![
+        (UnitAction::Deploy, OpKind::Deploy),
+        (
+            UnitAction::Stop {
+                servers: vec![],
+                force: false,
+            },
+            OpKind::Stop,
+        ),
+        (UnitAction::Start { servers: vec![] }, OpKind::Start),
+        (
+            UnitAction::Restart {
+                servers: vec![],
+                force: false,
+            },
+            OpKind::Restart,
+        ),
+        (UnitAction::Scale { count: 3 }, OpKind::Deploy),
+        (UnitAction::Scale { count: 1 }, OpKind::Remove),
+        (UnitAction::Delete { force: false }, OpKind::Remove),
+    ]
+}
+
+#[tokio::test]
+async fn a_failure_at_any_step_leaves_nothing_behind() {
+    for (action, kind) in actions() {
+        for step in server_steps(kind, false) {
+            let f = Fixture::new().await;
+            prepared(&f, &action).await;
+            let before = f.snapshot().await;
+            // The last server fails; the others may have finished by then.
+            let last = match &action {
+                UnitAction::Scale { count: 3 } => "app-3",
+                UnitAction::Scale { .. } => "app-2",
+                _ => "app-2",
+            };
+            f.e.inject_fault(Some(Fault {
+                crash: false,
+                server: last.into(),
+                step,
+            }));
+            let err =
+                f.e.unit_run("app", action.clone(), quiet())
+                    .await
+                    .unwrap_err();
+            f.e.inject_fault(None);
+            let OpError::Failed(report) = &err else {
+                panic!("{action:?} at {step:?}: {err}");
+            };
+            let failed = report.servers.iter().find(|s| s.failed.is_some()).unwrap();
+            assert_eq!(failed.server, last);
+            assert_eq!(failed.failed.as_ref().unwrap().0, step);
+            assert!(err.to_string().contains(step.as_str()), "{err}");
+            let after = f.snapshot().await;
+            if kind == OpKind::Remove && step.irreversible() {
+                // Past the point of no return: running the operation again finishes it.
+                f.run("app", action.clone()).await.unwrap();
+                assert!(!f.snapshot().await.contains(last), "{action:?} at {step:?}");
+            } else {
+                assert_eq!(after, before, "{action:?} failing at {step:?}");
+                // And the unit is usable: the same action now succeeds.
+                f.run("app", action.clone()).await.unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_step_run_twice_reaches_the_same_end_state() {
+    for (action, _) in actions() {
+        let once = Fixture::new().await;
+        prepared(&once, &action).await;
+        once.run("app", action.clone()).await.unwrap();
+        let twice = Fixture::new().await;
+        prepared(&twice, &action).await;
+        twice.e.repeat_steps(true);
+        twice.run("app", action.clone()).await.unwrap();
+        assert_eq!(twice.snapshot().await, once.snapshot().await, "{action:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_crash_between_steps_can_be_resumed_or_unwound() {
+    for resume in [true, false] {
+        let f = Fixture::new().await;
+        f.e.unit_create(&f.form("app", 2)).unwrap();
+        let before = f.snapshot().await;
+        f.e.inject_fault(Some(Fault {
+            crash: true,
+            server: "app-2".into(),
+            step: Step::Define,
+        }));
+        let err =
+            f.e.unit_run("app", UnitAction::Deploy, quiet())
+                .await
+                .unwrap_err();
+        assert!(matches!(err, OpError::Crashed), "{err}");
+        f.e.inject_fault(None);
+        let interrupted = f.e.interrupted_operations().unwrap();
+        assert_eq!(interrupted.len(), 1);
+        assert_eq!(interrupted[0].unit, "app");
+        let id = interrupted[0].operation;
+        // The unit stays locked until the interrupted operation is dealt with.
+        let busy =
+            f.e.unit_run("app", UnitAction::Deploy, quiet())
+                .await
+                .unwrap_err();
+        assert!(matches!(busy, OpError::Busy { .. }), "{busy}");
+        if resume {
+            f.e.operation_resume(id, quiet()).await.unwrap();
+            assert_eq!(states(&f.e, "app"), ["app-1=running", "app-2=running"]);
+        } else {
+            let r = f.e.operation_unwind(id, quiet()).await.unwrap();
+            assert!(r.ok, "{r}");
+            assert_eq!(f.snapshot().await, before);
+            f.run("app", UnitAction::Deploy).await.unwrap();
+        }
+        assert!(f.e.interrupted_operations().unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let f = Fixture::new().await;
+    f.e.unit_create(&f.form("shop", 2)).unwrap();
+    let before = f.snapshot().await;
+    fn code<T>(r: Result<T, OpError>) -> flotilla::error::ErrorCode {
+        flotilla::error::ApiError::from(r.err().unwrap()).code
+    }
+    use flotilla::error::ErrorCode as C;
+    use flotilla::ops::units::ServerForm;
+    let explicit = |name: &str, address: &str, host: &str| UnitForm {
+        name: "other".into(),
+        image: "base:1".into(),
+        definition: "shop".into(),
+        servers: vec![ServerForm {
+            name: name.into(),
+            address: address.into(),
+            host: host.into(),
+        }],
+        ..Default::default()
+    };
+    assert_eq!(code(f.e.unit_create(&f.form("shop", 1))), C::AlreadyExists);
+    assert_eq!(
+        code(f.e.unit_create(&explicit("shop-1", "10.77.0.99", ""))),
+        C::AlreadyExists
+    );
+    assert_eq!(
+        code(f.e.unit_create(&explicit("x-1", "10.77.0.11", ""))),
+        C::AlreadyExists
+    );
+    assert_eq!(
+        code(f.e.unit_create(&explicit("x-1", "10.78.0.11", "h1"))),
+        C::InvalidInput
+    );
+    assert_eq!(
+        code(f.e.unit_create(&explicit("x-1", "10.77.0.1", "h1"))),
+        C::InvalidInput
+    );
+    assert_eq!(
+        code(f.e.unit_create(&explicit("x-1", "10.77.0.255", ""))),
+        C::InvalidInput
+    );
+    assert_eq!(
+        code(f.e.unit_create(&explicit("x-1", "10.77.0.70", "nohost"))),
+        C::NotFound
+    );
+    assert_eq!(
+        code(f.e.unit_create(&explicit("X_1", "10.77.0.70", ""))),
+        C::InvalidInput
+    );
+    assert_eq!(
+        code(f.e.unit_create(&explicit("x-1", "not-an-ip", ""))),
+        C::InvalidInput
+    );
+    let huge = "a".repeat(100_000);
+    assert_eq!(
+        code(f.e.unit_create(&explicit(&huge, "10.77.0.70", ""))),
+        C::InvalidInput
+    );
+    let mut bad = f.form("other", 2);
+    bad.image = "base:9".into();
+    assert_eq!(code(f.e.unit_create(&bad)), C::NotFound);
+    bad = f.form("other", 2);
+    bad.definition = "shop:7".into();
+    assert_eq!(code(f.e.unit_create(&bad)), C::NotFound);
+    bad = f.form("other", 2);
+    bad.addresses = "10.77.0.11-10.77.0.12".into();
+    assert_eq!(
+        code(f.e.unit_create(&bad)),
+        C::InvalidInput,
+        "both are taken"
+    );
+    bad = f.form("other", 5000);
+    assert_eq!(code(f.e.unit_create(&bad)), C::InvalidInput);
+    bad = f.form("other", 2);
+    bad.name_pattern = "web-{n}-{n}".into();
+    assert_eq!(code(f.e.unit_create(&bad)), C::InvalidInput);
+    bad = f.form("other", 2);
+    bad.lb = Some("nolb".into());
+    assert_eq!(code(f.e.unit_create(&bad)), C::NotFound);
+    assert_eq!(
+        code(f.e.unit_plan("nounit", &UnitAction::Deploy)),
+        C::NotFound
+    );
+    assert_eq!(
+        code(f.e.unit_plan(
+            "shop",
+            &UnitAction::Start {
+                servers: vec!["nosuch".into()]
+            }
+        )),
+        C::NotFound
+    );
+    assert_eq!(
+        code(f.e.host_set_network("h1", "10.99.0.0/24", "", "")),
+        C::InvalidInput,
+        "servers are outside"
+    );
+    assert_eq!(
+        code(f.e.host_set_network("h1", "10.77.0.0/24", "10.78.0.1", "")),
+        C::InvalidInput
+    );
+    assert_eq!(
+        code(f.e.host_set_network("h1", "10.77.0.0/24", "", "xen")),
+        C::InvalidInput
+    );
+    // What a unit uses cannot be removed.
+    assert_eq!(code(f.e.host_remove("h1")), C::InUse);
+    assert_eq!(code(f.e.image_delete("base:1").await), C::InUse);
+    // An unreachable load balancer.
+    use flotilla::ops::lbs::LbTarget;
+    let gone = f.dir.path().join("no-haproxy.sock");
+    assert_eq!(
+        code(
+            f.e.lb_add(
+                "lb1",
+                &LbTarget::HaproxySocket {
+                    path: gone.display().to_string()
+                }
+            )
+            .await
+        ),
+        C::LbFailed
+    );
+    assert_eq!(
+        code(
+            f.e.lb_add(
+                "lb1",
+                &LbTarget::HaproxySocket {
+                    path: "relative".into()
+                }
+            )
+            .await
+        ),
+        C::InvalidInput
+    );
+    assert_eq!(
+        code(
+            f.e.lb_add(
+                "lb1",
+                &LbTarget::HaproxyAddr {
+                    addr: "x\nshow info:1".into()
+                }
+            )
+            .await
+        ),
+        C::InvalidInput
+    );
+    assert!(f.e.lb_list().unwrap().is_empty());
+    assert_eq!(f.snapshot().await, before);
+    assert_eq!(f.e.unit_list().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_host_without_room_for_the_master_is_refused_before_anything_is_made() {
+    let f = Fixture::with_pool_capacity(Some("4096")).await;
+    f.e.unit_create(&f.form("shop", 2)).unwrap();
+    let before = f.snapshot().await;
+    let err =
+        f.e.unit_run("shop", UnitAction::Deploy, quiet())
+            .await
+            .unwrap_err();
+    assert!(err.to_string().contains("bytes free in its pool"), "{err}");
+    assert_eq!(f.snapshot().await, before);
+}
