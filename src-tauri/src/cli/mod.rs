@@ -2,9 +2,11 @@
 //!
 //! Exit status: 0 success; otherwise [`ErrorCode::exit_status`] (2 bad input — also clap's
 //! usage errors —, 3 not found, 4 already exists, 5 in use, 6 unreachable, 7 host not ready,
-//! 8 inventory problem, 9 no space, 1 anything else). `host check` exits 6 or 7 when the host is not ok.
+//! 8 inventory problem, 9 no space, 10 timeout, 11 seal failed, 12 unit busy, 13 load balancer
+//! failed, 14 operation failed (undone), 1 anything else). `host check` exits 6 or 7 when the host is not ok.
 
 mod output;
+mod units;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::ops::hosts::HostInput;
@@ -37,6 +39,15 @@ enum Command {
     /// App-server definition directories: definition.toml + packages, versioned.
     #[command(subcommand)]
     Def(DefCommand),
+    /// Management units: the servers of one application, deployed and operated together.
+    #[command(subcommand)]
+    Unit(units::UnitCommand),
+    /// Load balancers (HAProxy runtime API, Caddy admin API).
+    #[command(subcommand)]
+    Lb(units::LbCommand),
+    /// The operation journal: list, and resume or unwind an interrupted operation.
+    #[command(subcommand)]
+    Op(units::OpCommand),
     /// The audit log: who changed what, when, and whether it worked.
     Audit {
         /// How many entries, newest first.
@@ -68,6 +79,18 @@ enum HostCommand {
     Check { name: String },
     /// Unregister a host (refused while servers or images on it are in the inventory).
     Remove { name: String },
+    /// Set the network servers on this host use (their addresses must lie in it), the
+    /// gateway, and the domain type (kvm or qemu; auto: what the host's capabilities offer).
+    Set {
+        name: String,
+        /// The bridge's network, e.g. 10.77.0.0/24.
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long, value_parser = ["kvm", "qemu", "auto"])]
+        domain_type: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -289,6 +312,9 @@ async fn run(cli: Cli) -> Result<ExitCode, ApiError> {
         Command::Host(cmd) => host(&engine, json, cmd).await,
         Command::Image(cmd) => image(&engine, json, cmd).await,
         Command::Def(cmd) => def(&engine, json, cmd),
+        Command::Unit(cmd) => units::unit(&engine, json, cmd).await,
+        Command::Lb(cmd) => units::lb(&engine, json, cmd).await,
+        Command::Op(cmd) => units::op(&engine, json, cmd).await,
         Command::Audit { limit } => {
             let log = engine
                 .inventory
@@ -343,6 +369,12 @@ async fn host(engine: &Engine, json: bool, cmd: HostCommand) -> Result<ExitCode,
             engine.host_remove(&name)?;
             output::removed(json, "host", &name);
         }
+        HostCommand::Set {
+            name,
+            network,
+            gateway,
+            domain_type,
+        } => return units::host_set(engine, json, &name, network, gateway, domain_type),
     }
     Ok(ExitCode::SUCCESS)
 }

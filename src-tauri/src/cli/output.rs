@@ -22,11 +22,16 @@ macro_rules! say {
     }};
 }
 
-fn print_json<T: Serialize + ?Sized>(value: &T) {
+pub(super) fn print_json<T: Serialize + ?Sized>(value: &T) {
     match serde_json::to_string_pretty(value) {
         Ok(s) => say!("{s}"),
         Err(e) => eprintln!("error: cannot encode the result as JSON: {e}"),
     }
+}
+
+/// One line on stdout (see `say!`).
+pub(super) fn say_line(line: &str) {
+    say!("{line}");
 }
 
 pub fn json_value(v: &serde_json::Value) {
@@ -74,7 +79,7 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-fn table(header: &[&str], rows: &[Vec<String>]) {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -152,6 +157,24 @@ pub fn host_show(json: bool, h: &Host) {
         ("URI", h.uri.to_string()),
         ("Pool", h.pool.to_string()),
         ("Bridge", h.bridge.to_string()),
+        (
+            "Network",
+            if h.network.is_empty() {
+                "not set (flotillactl host set NAME --network CIDR --gateway IP)".into()
+            } else if h.gateway.is_empty() {
+                h.network.clone()
+            } else {
+                format!("{}, gateway {}", h.network, h.gateway)
+            },
+        ),
+        (
+            "Domain type",
+            match (h.domain_type.as_str(), h.facts.as_ref().map(|f| f.kvm)) {
+                ("", Some(true)) => "kvm (automatic: the host offers KVM)".into(),
+                ("", _) => "qemu (automatic: no KVM offered)".into(),
+                (t, _) => format!("{t} (set by the admin)"),
+            },
+        ),
     ]);
     if let Some(f) = &h.facts {
         lines.extend([

@@ -231,7 +231,14 @@ impl Hypervisor {
         let (pool, name) = (pool.to_string(), name.to_owned());
         self.call(uri, "delete a volume", move |c| {
             let pool = pool_of(c, &pool)?;
-            match pool.lookup_storage_vol_by_name(&name) {
+            let mut found = pool.lookup_storage_vol_by_name(&name);
+            if found.as_ref().is_err_and(is_gone) {
+                // A file someone else made in the pool's folder (QEMU's serial log) is known
+                // to libvirt only after a refresh.
+                pool.refresh(0)?;
+                found = pool.lookup_storage_vol_by_name(&name);
+            }
+            match found {
                 Ok(vol) => match vol.delete(0) {
                     Ok(()) => Ok(true),
                     Err(e) if is_gone(&e) => Ok(false),

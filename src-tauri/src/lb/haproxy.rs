@@ -195,6 +195,17 @@ fn parse_stat(csv: &str) -> Vec<StatRow> {
         .collect()
 }
 
+impl HaproxyRuntime {
+    /// Forgets the member's last health-check result: it counts as down until its checks
+    /// pass `rise` times again. A restarted server must not inherit the "up" it had before.
+    pub async fn member_mark_down(&self, pool: &str, name: &str) -> Result<(), LbError> {
+        check_name("pool", pool)?;
+        check_name("member", name)?;
+        self.expect_ok(format!("set server {pool}/{name} health down"))
+            .await
+    }
+}
+
 impl LoadBalancer for HaproxyRuntime {
     async fn pool_exists(&self, pool: &str) -> Result<bool, LbError> {
         check_name("pool", pool)?;
@@ -217,7 +228,8 @@ impl LoadBalancer for HaproxyRuntime {
                     .iter()
                     .find(|a| a.0 == r.name)
                     .map_or(MemberState::Maint, |a| a.1),
-                healthy: (r.status.starts_with("UP") || r.status.starts_with("DRAIN"))
+                // "UP 1/2" is up but failing checks: not healthy.
+                healthy: (r.status == "UP" || r.status == "DRAIN")
                     && r.check.starts_with('L')
                     && r.check.ends_with("OK"),
                 name: r.name,

@@ -209,7 +209,8 @@ impl AddressRange {
         (u32::from(self.first)..=u32::from(self.last)).map(Ipv4Addr::from)
     }
 
-    pub fn len(self) -> u64 {
+    /// How many addresses the range holds.
+    pub fn count(self) -> u64 {
         u64::from(u32::from(self.last) - u32::from(self.first)) + 1
     }
 }
@@ -296,11 +297,11 @@ mod tests {
             r.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             ["10.77.0.11", "10.77.0.12", "10.77.0.13"]
         );
-        assert_eq!(AddressRange::parse("10.0.0.5").unwrap().len(), 1);
+        assert_eq!(AddressRange::parse("10.0.0.5").unwrap().count(), 1);
         assert_eq!(
             AddressRange::parse("0.0.0.0-255.255.255.255")
                 .unwrap()
-                .len(),
+                .count(),
             1 << 32
         );
         for bad in ["", "10.0.0.9-10.0.0.1", "10.0.0.1-", "x", "10.0.0.1/24"] {

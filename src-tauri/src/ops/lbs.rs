@@ -68,6 +68,15 @@ impl LbDriver {
         matches!(self, Self::Haproxy(_))
     }
 
+    /// Makes the load balancer forget the member's last health result (see HAProxy's
+    /// `set server … health down`); Caddy keeps none.
+    pub async fn member_mark_down(&self, pool: &str, name: &str) -> Result<(), LbError> {
+        match self {
+            Self::Haproxy(h) => h.member_mark_down(pool, name).await,
+            Self::Caddy(_) => Ok(()),
+        }
+    }
+
     pub async fn pool_exists(&self, pool: &str) -> Result<bool, LbError> {
         match self {
             Self::Haproxy(h) => h.pool_exists(pool).await,

@@ -910,6 +910,20 @@ impl Engine {
         })
     }
 
+    /// The domain XML Flotilla defines for a deployed server (what `define` sends to libvirt).
+    pub async fn unit_domain_xml(&self, unit: &str, server: &str) -> Result<String, OpError> {
+        let u = self.inventory.unit_get(unit.trim())?;
+        let s = u.servers.iter().find(|s| s.name == server).ok_or_else(|| {
+            InventoryError::NotFound {
+                kind: "server of this unit",
+                name: server.to_owned(),
+            }
+        })?;
+        let ctx = self.context(0, &u, false, Arc::new(|_| {})).await?;
+        let spec = self.domain_spec(&ctx, s, ctx.host(&s.host)?).await?;
+        Ok(crate::hypervisor::domain_xml(&spec))
+    }
+
     /// Operations whose process died before they ended.
     pub fn interrupted_operations(&self) -> Result<Vec<Interrupted>, OpError> {
         let mut out = Vec::new();
@@ -1956,6 +1970,7 @@ impl Engine {
         let mut last = String::from("no answer yet");
         if let Some((d, p)) = ctx.lb.as_ref().filter(|(d, _)| d.reports_health()) {
             d.member_set(p, &s.name, addr, MemberState::Drain).await?;
+            d.member_mark_down(p, &s.name).await?;
             self.inventory.server_set_lb_state(&s.name, "drain")?;
             while Instant::now() < deadline {
                 if let Some(m) = d.members(p).await?.into_iter().find(|m| m.name == s.name) {

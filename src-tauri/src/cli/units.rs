@@ -1,0 +1,754 @@
+//! `flotillactl unit|lb|op` and `host set`: thin wrappers over `ops::units` and `ops::lbs`.
+
+use super::output::{print_json, say_line, table};
+use crate::error::{ApiError, ErrorCode};
+use crate::inventory::StepStatus;
+use crate::inventory::{LbInstance, Unit};
+use crate::model::{RolloutPolicy, ServerSize};
+use crate::ops::lbs::LbTarget;
+use crate::ops::units::{OpPlan, OpReport, ServerForm, StepEvent, StepFn, UnitAction, UnitForm};
+use crate::ops::{Engine, OpError};
+use clap::Subcommand;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum UnitCommand {
+    /// Register a unit: master and definition versions, size, servers, load balancer. Creates
+    /// nothing on any host (that is `unit deploy`).
+    Create(Box<CreateArgs>),
+    /// List units with their servers' states.
+    List,
+    /// Show a unit: versions, servers (host, address, MAC, state, LB state).
+    Show { name: String },
+    /// The dry run of an action: the ordered steps per server.
+    Plan {
+        name: String,
+        #[command(subcommand)]
+        action: PlanAction,
+    },
+    /// Create every server that is not deployed yet; a deployed unit is left as it is.
+    Deploy { name: String },
+    /// Start stopped servers (all, or those named): start → health check → LB ready.
+    Start {
+        name: String,
+        #[arg(long = "server")]
+        servers: Vec<String>,
+    },
+    /// Stop running servers: LB drain → sessions end (or drain timeout) → graceful shutdown.
+    Stop {
+        name: String,
+        #[arg(long = "server")]
+        servers: Vec<String>,
+        /// Power off servers that ignore the shutdown request.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Stop then start running servers, max-unavailable at a time.
+    Restart {
+        name: String,
+        #[arg(long = "server")]
+        servers: Vec<String>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Grow or shrink the unit to COUNT servers (new ones deploy; removed ones are drained,
+    /// stopped and deleted).
+    Scale { name: String, count: u32 },
+    /// Remove everything the unit created (servers, volumes, LB members) and the unit.
+    Delete {
+        name: String,
+        /// Required when servers are deployed.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct CreateArgs {
+    name: String,
+    /// Master version: IMAGE:VERSION (or IMAGE for its newest).
+    #[arg(long)]
+    image: String,
+    /// Definition version: DEF:VERSION (or DEF for its newest).
+    #[arg(long)]
+    definition: String,
+    /// How many servers to register by --name-pattern and --addresses.
+    #[arg(long, default_value_t = 0)]
+    count: u32,
+    /// Server names, with {n} for the number: shop-{n} or shop-{n:02}.
+    #[arg(long, default_value = "")]
+    name_pattern: String,
+    /// Addresses for the servers: 10.77.0.11-10.77.0.40.
+    #[arg(long, default_value = "")]
+    addresses: String,
+    /// Hosts to place the servers on (repeat; default: every host with a network).
+    #[arg(long = "host")]
+    hosts: Vec<String>,
+    /// A server by name: NAME=ADDRESS or NAME=ADDRESS@HOST (repeat).
+    #[arg(long = "server")]
+    servers: Vec<String>,
+    /// CPUs per server (default: the definition's [resources], else 1).
+    #[arg(long)]
+    cpus: Option<u32>,
+    /// Memory per server in MiB (default: the definition's [resources], else 256).
+    #[arg(long)]
+    memory: Option<u32>,
+    /// Disk per server in GiB; 0 keeps the master's size.
+    #[arg(long)]
+    disk: Option<u32>,
+    /// Load balancer (see `lb add`).
+    #[arg(long)]
+    lb: Option<String>,
+    /// Backend (HAProxy) or route @id (Caddy) of the unit; default be_NAME / the route id.
+    #[arg(long)]
+    pool: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    max_unavailable: u32,
+    /// Seconds to wait for a draining server's sessions to end.
+    #[arg(long, default_value_t = 30)]
+    drain_timeout: u32,
+    /// Seconds a started server has to pass its health check.
+    #[arg(long, default_value_t = 300)]
+    health_timeout: u32,
+    /// Seconds a server has to shut down after the ACPI request.
+    #[arg(long, default_value_t = 60)]
+    shutdown_timeout: u32,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub(super) enum PlanAction {
+    Deploy,
+    Start {
+        #[arg(long = "server")]
+        servers: Vec<String>,
+    },
+    Stop {
+        #[arg(long = "server")]
+        servers: Vec<String>,
+    },
+    Restart {
+        #[arg(long = "server")]
+        servers: Vec<String>,
+    },
+    Scale {
+        count: u32,
+    },
+    Delete,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum LbCommand {
+    /// Register a load balancer (it is contacted once to check the address).
+    Add {
+        name: String,
+        /// HAProxy runtime API on a unix socket (`stats socket … level admin`).
+        #[arg(long, group = "target")]
+        haproxy_socket: Option<String>,
+        /// HAProxy runtime API on TCP, HOST:PORT.
+        #[arg(long, group = "target")]
+        haproxy_addr: Option<String>,
+        /// Caddy admin API URL, e.g. http://127.0.0.1:2019.
+        #[arg(long, group = "target", requires = "caddy_route_id")]
+        caddy_admin: Option<String>,
+        /// The @id of the reverse_proxy handler Flotilla manages.
+        #[arg(long)]
+        caddy_route_id: Option<String>,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    /// Connect and show the pools of the units bound to it and their members.
+    Check {
+        name: String,
+    },
+    /// Put back every member the load balancer lost (HAProxy forgets them on reload).
+    Reconcile {
+        name: String,
+    },
+    /// Unregister (refused while a unit uses it).
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum OpCommand {
+    /// Recent operations with their steps; interrupted ones are marked.
+    List {
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+    },
+    /// Run an interrupted operation again (its steps are idempotent).
+    Resume { id: i64 },
+    /// Undo what an interrupted operation did.
+    Unwind { id: i64 },
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidInput, message)
+}
+
+fn parse_server(s: &str) -> Result<ServerForm, ApiError> {
+    let (name, rest) = s.split_once('=').ok_or_else(|| {
+        bad(format!(
+            "--server {s:?}: use NAME=ADDRESS or NAME=ADDRESS@HOST"
+        ))
+    })?;
+    let (address, host) = rest.split_once('@').unwrap_or((rest, ""));
+    Ok(ServerForm {
+        name: name.into(),
+        address: address.into(),
+        host: host.into(),
+    })
+}
+
+/// Progress bars per server on a terminal (stderr); nothing for --json.
+struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+    json: bool,
+}
+
+impl Bars {
+    fn new(json: bool) -> Arc<Self> {
+        Arc::new(Self {
+            multi: MultiProgress::new(),
+            bars: Mutex::new(HashMap::new()),
+            json,
+        })
+    }
+
+    fn callback(self: &Arc<Self>) -> StepFn {
+        let me = self.clone();
+        Arc::new(move |e: StepEvent| me.event(&e))
+    }
+
+    fn event(&self, e: &StepEvent) {
+        if self.json {
+            return;
+        }
+        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        let bar = bars.entry(e.server.clone()).or_insert_with(|| {
+            let b = self.multi.add(ProgressBar::new(u64::from(e.total)));
+            if let Ok(style) =
+                ProgressStyle::with_template("{prefix:>16} [{bar:24}] {pos}/{len} {msg} {elapsed}")
+            {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b.set_prefix(e.server.clone());
+            b
+        });
+        bar.set_position(u64::from(e.done));
+        let verb = match e.status {
+            StepStatus::Started => "",
+            StepStatus::Succeeded => "done: ",
+            StepStatus::Failed => "FAILED: ",
+            StepStatus::UndoStarted => "undoing ",
+            StepStatus::Undone => "undone: ",
+        };
+        bar.set_message(format!("{verb}{}", e.step.as_str()));
+    }
+
+    fn finish(&self) {
+        for b in self.bars.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            b.abandon();
+        }
+    }
+}
+
+pub(super) async fn unit(
+    engine: &Engine,
+    json: bool,
+    cmd: UnitCommand,
+) -> Result<ExitCode, ApiError> {
+    let action = match cmd {
+        UnitCommand::Create(args) => {
+            let CreateArgs {
+                name,
+                image,
+                definition,
+                count,
+                name_pattern,
+                addresses,
+                hosts,
+                servers,
+                cpus,
+                memory,
+                disk,
+                lb,
+                pool,
+                max_unavailable,
+                drain_timeout,
+                health_timeout,
+                shutdown_timeout,
+            } = *args;
+            let size = if cpus.is_some() || memory.is_some() || disk.is_some() {
+                Some(ServerSize {
+                    cpus: cpus.unwrap_or(1),
+                    memory_mib: memory.unwrap_or(256),
+                    disk_gib: disk.unwrap_or(0),
+                })
+            } else {
+                None
+            };
+            let form = UnitForm {
+                name,
+                image,
+                definition,
+                size,
+                count,
+                name_pattern,
+                addresses,
+                hosts,
+                servers: servers
+                    .iter()
+                    .map(|s| parse_server(s))
+                    .collect::<Result<_, _>>()?,
+                lb,
+                lb_pool: pool,
+                policy: Some(RolloutPolicy {
+                    max_unavailable,
+                    drain_timeout_s: drain_timeout,
+                    health_timeout_s: health_timeout,
+                    shutdown_timeout_s: shutdown_timeout,
+                }),
+            };
+            let created = engine.unit_create(&form)?;
+            if json {
+                print_json(&created);
+            } else {
+                for w in &created.warnings {
+                    eprintln!("warning: {w}");
+                }
+                show(&created.unit);
+                say_line(&format!(
+                    "Registered; nothing exists on the hosts yet. Deploy with: flotillactl unit deploy {}",
+                    created.unit.name
+                ));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        UnitCommand::List => {
+            let units = engine.unit_list()?;
+            if json {
+                print_json(&units);
+            } else {
+                let rows: Vec<Vec<String>> = units
+                    .iter()
+                    .map(|u| {
+                        let count = |st: crate::model::ServerState| {
+                            u.servers.iter().filter(|s| s.state == st).count()
+                        };
+                        vec![
+                            u.name.clone(),
+                            u.current()
+                                .map(|v| {
+                                    format!(
+                                        "v{} {}:v{} {}:v{}",
+                                        v.version,
+                                        v.image,
+                                        v.image_version,
+                                        v.definition,
+                                        v.definition_version
+                                    )
+                                })
+                                .unwrap_or_default(),
+                            u.servers.len().to_string(),
+                            count(crate::model::ServerState::Running).to_string(),
+                            count(crate::model::ServerState::Stopped).to_string(),
+                            count(crate::model::ServerState::Planned).to_string(),
+                            u.lb.clone()
+                                .map(|l| format!("{l}/{}", u.lb_pool))
+                                .unwrap_or_else(|| "-".into()),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "NAME", "VERSION", "SERVERS", "RUNNING", "STOPPED", "PLANNED", "LB",
+                    ],
+                    &rows,
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        UnitCommand::Show { name } => {
+            let u = engine.unit_show(&name)?;
+            if json {
+                print_json(&u);
+            } else {
+                show(&u);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        UnitCommand::Plan { name, action } => {
+            let action = match action {
+                PlanAction::Deploy => UnitAction::Deploy,
+                PlanAction::Start { servers } => UnitAction::Start { servers },
+                PlanAction::Stop { servers } => UnitAction::Stop {
+                    servers,
+                    force: false,
+                },
+                PlanAction::Restart { servers } => UnitAction::Restart {
+                    servers,
+                    force: false,
+                },
+                PlanAction::Scale { count } => UnitAction::Scale { count },
+                PlanAction::Delete => UnitAction::Delete { force: false },
+            };
+            let plan = engine.unit_plan(&name, &action)?;
+            if json {
+                print_json(&plan);
+            } else {
+                show_plan(&plan);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        UnitCommand::Deploy { name } => (name, UnitAction::Deploy),
+        UnitCommand::Start { name, servers } => (name, UnitAction::Start { servers }),
+        UnitCommand::Stop {
+            name,
+            servers,
+            force,
+        } => (name, UnitAction::Stop { servers, force }),
+        UnitCommand::Restart {
+            name,
+            servers,
+            force,
+        } => (name, UnitAction::Restart { servers, force }),
+        UnitCommand::Scale { name, count } => (name, UnitAction::Scale { count }),
+        UnitCommand::Delete { name, yes, force } => {
+            let u = engine.unit_show(&name)?;
+            let deployed = u
+                .servers
+                .iter()
+                .filter(|s| s.state != crate::model::ServerState::Planned)
+                .count();
+            if deployed > 0 && !yes {
+                return Err(bad(format!(
+                    "unit {name} has {deployed} deployed servers; deleting removes them, their disks and their load-balancer members. Run again with --yes to do it"
+                )));
+            }
+            (name, UnitAction::Delete { force })
+        }
+    };
+    run_action(engine, json, &action.0, action.1).await
+}
+
+async fn run_action(
+    engine: &Engine,
+    json: bool,
+    unit: &str,
+    action: UnitAction,
+) -> Result<ExitCode, ApiError> {
+    let bars = Bars::new(json);
+    let outcome = engine.unit_run(unit, action, bars.callback()).await;
+    bars.finish();
+    report(json, outcome)
+}
+
+fn report(json: bool, outcome: Result<OpReport, OpError>) -> Result<ExitCode, ApiError> {
+    match outcome {
+        Ok(r) => {
+            if json {
+                print_json(&r);
+            } else {
+                for w in &r.warnings {
+                    eprintln!("warning: {w}");
+                }
+                say_line(&r.to_string());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(OpError::Failed(r)) => {
+            let e = ApiError::from(&OpError::Failed(r.clone()));
+            if json {
+                print_json(&serde_json::json!({ "error": e, "report": r }));
+            }
+            eprintln!("error: {}", e.message);
+            Ok(ExitCode::from(e.code.exit_status()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn show(u: &Unit) {
+    say_line(&format!("Unit {}", u.name));
+    if let Some(v) = u.current() {
+        say_line(&format!(
+            "  version v{}: master {}:v{}, definition {}:v{}, {} CPU, {} MiB, disk {}",
+            v.version,
+            v.image,
+            v.image_version,
+            v.definition,
+            v.definition_version,
+            v.size.cpus,
+            v.size.memory_mib,
+            if v.size.disk_gib == 0 {
+                "as the master".to_string()
+            } else {
+                format!("{} GiB", v.size.disk_gib)
+            }
+        ));
+    }
+    say_line(&format!(
+        "  load balancer: {}",
+        u.lb.as_ref().map_or_else(
+            || "none".to_string(),
+            |l| format!("{l}, pool {}", u.lb_pool)
+        )
+    ));
+    say_line(&format!(
+        "  policy: max unavailable {}, drain timeout {} s, health timeout {} s, shutdown timeout {} s",
+        u.policy.max_unavailable, u.policy.drain_timeout_s, u.policy.health_timeout_s, u.policy.shutdown_timeout_s
+    ));
+    let rows: Vec<Vec<String>> = u
+        .servers
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.host.clone(),
+                s.address.clone(),
+                s.mac.clone(),
+                s.state.as_str().into(),
+                s.version.map_or_else(|| "-".into(), |v| format!("v{v}")),
+                s.lb_state.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["SERVER", "HOST", "ADDRESS", "MAC", "STATE", "VERSION", "LB"],
+        &rows,
+    );
+}
+
+fn show_plan(p: &OpPlan) {
+    say_line(&format!(
+        "Plan: {} of unit {} ({} servers, {} at a time)",
+        p.action,
+        p.unit,
+        p.servers.len(),
+        p.batch_size
+    ));
+    for w in &p.warnings {
+        say_line(&format!("  warning: {w}"));
+    }
+    for s in &p.servers {
+        let steps: Vec<&str> = s.steps.iter().map(|s| s.as_str()).collect();
+        say_line(&format!(
+            "  {} ({} on {}){}: {}",
+            s.server,
+            s.address,
+            s.host,
+            if s.note.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", s.note)
+            },
+            steps.join(" → ")
+        ));
+    }
+}
+
+pub(super) async fn lb(engine: &Engine, json: bool, cmd: LbCommand) -> Result<ExitCode, ApiError> {
+    match cmd {
+        LbCommand::Add {
+            name,
+            haproxy_socket,
+            haproxy_addr,
+            caddy_admin,
+            caddy_route_id,
+        } => {
+            let target = match (haproxy_socket, haproxy_addr, caddy_admin) {
+                (Some(path), _, _) => LbTarget::HaproxySocket { path },
+                (_, Some(addr), _) => LbTarget::HaproxyAddr { addr },
+                (_, _, Some(admin)) => LbTarget::Caddy {
+                    admin,
+                    route_id: caddy_route_id.unwrap_or_default(),
+                },
+                _ => {
+                    return Err(bad(
+                        "say how to reach it: --haproxy-socket PATH, --haproxy-addr HOST:PORT or --caddy-admin URL --caddy-route-id ID",
+                    ))
+                }
+            };
+            let lb = engine.lb_add(&name, &target).await?;
+            if json {
+                print_json(&lb);
+            } else {
+                show_lb(&lb);
+            }
+        }
+        LbCommand::List => {
+            let list = engine.lb_list()?;
+            if json {
+                print_json(&list);
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|l| {
+                        vec![
+                            l.name.clone(),
+                            l.kind.clone(),
+                            l.endpoint.clone(),
+                            l.route_id.clone(),
+                        ]
+                    })
+                    .collect();
+                table(&["NAME", "KIND", "ENDPOINT", "ROUTE ID"], &rows);
+            }
+        }
+        LbCommand::Show { name } => {
+            let lb = engine.lb_show(&name)?;
+            if json {
+                print_json(&lb);
+            } else {
+                show_lb(&lb);
+            }
+        }
+        LbCommand::Check { name } => {
+            let c = engine.lb_check(&name).await?;
+            if json {
+                print_json(&c);
+            } else {
+                show_lb(&c.lb);
+                if !c.has_drain {
+                    say_line("  Caddy has no drain state: Flotilla removes a member and waits the drain timeout as a grace period.");
+                }
+                for (pool, exists) in &c.pools {
+                    say_line(&format!(
+                        "  pool {pool}: {}",
+                        if *exists { "present" } else { "MISSING" }
+                    ));
+                }
+                let rows: Vec<Vec<String>> = c
+                    .members
+                    .iter()
+                    .map(|m| {
+                        vec![
+                            m.name.clone(),
+                            m.address.clone(),
+                            m.status.clone(),
+                            format!("{:?}", m.admin).to_lowercase(),
+                            m.sessions.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(&["MEMBER", "ADDRESS", "STATUS", "ADMIN", "SESSIONS"], &rows);
+            }
+        }
+        LbCommand::Reconcile { name } => {
+            let r = engine.lb_reconcile(&name).await?;
+            if json {
+                print_json(&r);
+            } else {
+                say_line(&format!(
+                    "put back {} members, corrected {}, {} were right",
+                    r.added.len(),
+                    r.corrected.len(),
+                    r.unchanged
+                ));
+            }
+        }
+        LbCommand::Remove { name } => {
+            engine.lb_remove(&name)?;
+            super::output::removed(json, "load balancer", &name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_lb(l: &LbInstance) {
+    say_line(&format!("Load balancer {} ({})", l.name, l.kind));
+    say_line(&format!("  endpoint: {}", l.endpoint));
+    if !l.route_id.is_empty() {
+        say_line(&format!("  route id: {}", l.route_id));
+    }
+}
+
+pub(super) async fn op(engine: &Engine, json: bool, cmd: OpCommand) -> Result<ExitCode, ApiError> {
+    match cmd {
+        OpCommand::List { limit } => {
+            let ops = engine
+                .inventory
+                .operation_list(limit)
+                .map_err(OpError::from)?;
+            let interrupted = engine.interrupted_operations()?;
+            if json {
+                print_json(&serde_json::json!({ "operations": ops, "interrupted": interrupted }));
+            } else {
+                for i in &interrupted {
+                    say_line(&format!(
+                        "INTERRUPTED #{} {} of unit {} ({} steps done): flotillactl op resume {} | flotillactl op unwind {}",
+                        i.operation, i.kind, i.unit, i.steps_done, i.operation, i.operation
+                    ));
+                }
+                let rows: Vec<Vec<String>> = ops
+                    .iter()
+                    .map(|o| {
+                        vec![
+                            format!("#{}", o.id),
+                            o.kind.clone(),
+                            o.target.clone(),
+                            o.state.clone(),
+                            o.started_at.clone(),
+                            o.steps.len().to_string(),
+                            o.error
+                                .lines()
+                                .next()
+                                .unwrap_or("")
+                                .chars()
+                                .take(80)
+                                .collect(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["ID", "KIND", "TARGET", "STATE", "STARTED", "STEPS", "ERROR"],
+                    &rows,
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        OpCommand::Resume { id } => {
+            let bars = Bars::new(json);
+            let outcome = engine.operation_resume(id, bars.callback()).await;
+            bars.finish();
+            report(json, outcome)
+        }
+        OpCommand::Unwind { id } => {
+            let bars = Bars::new(json);
+            let outcome = engine.operation_unwind(id, bars.callback()).await;
+            bars.finish();
+            report(json, outcome)
+        }
+    }
+}
+
+/// `host set NAME --network CIDR --gateway IP --domain-type kvm|qemu|auto`
+pub(super) fn host_set(
+    engine: &Engine,
+    json: bool,
+    name: &str,
+    network: Option<String>,
+    gateway: Option<String>,
+    domain_type: Option<String>,
+) -> Result<ExitCode, ApiError> {
+    let current = engine.host_show(name)?;
+    let dt = domain_type.unwrap_or(current.domain_type.clone());
+    let h = engine.host_set_network(
+        name,
+        &network.unwrap_or(current.network.clone()),
+        &gateway.unwrap_or(current.gateway.clone()),
+        if dt == "auto" { "" } else { &dt },
+    )?;
+    super::output::host_show(json, &h);
+    Ok(ExitCode::SUCCESS)
+}
