@@ -361,25 +361,25 @@ pub(crate) mod tests {
     fn removing_a_host_that_something_references_is_refused() {
         let inv = Inventory::open_in_memory().unwrap();
         let h = inv.host_insert(&new_host("h1", "test:///a.xml")).unwrap();
-        // Stands in for a table of a later issue (servers placed on hosts).
+        // Stands in for any table added later: the refusal reads the schema.
         inv.execute_batch_for_test(
-            "CREATE TABLE servers (id INTEGER PRIMARY KEY,
+            "CREATE TABLE gadgets (id INTEGER PRIMARY KEY,
                  host_id INTEGER NOT NULL REFERENCES hosts(id) ON DELETE RESTRICT);
-             INSERT INTO servers (host_id) SELECT id FROM hosts WHERE name = 'h1';
-             INSERT INTO servers (host_id) SELECT id FROM hosts WHERE name = 'h1';",
+             INSERT INTO gadgets (host_id) SELECT id FROM hosts WHERE name = 'h1';
+             INSERT INTO gadgets (host_id) SELECT id FROM hosts WHERE name = 'h1';",
         );
         let err = inv.host_delete(&h.name).unwrap_err();
         match &err {
             InventoryError::InUse { users, .. } => assert_eq!(
                 users,
                 &[super::super::Dependent {
-                    table: "servers".into(),
+                    table: "gadgets".into(),
                     rows: 2
                 }]
             ),
             other => panic!("expected InUse, got {other:?}"),
         }
-        assert!(err.to_string().contains("2 servers"), "{err}");
+        assert!(err.to_string().contains("2 gadgets"), "{err}");
         assert!(inv.host_get(&h.name).is_ok(), "the host is still there");
     }
 }

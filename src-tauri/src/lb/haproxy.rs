@@ -187,7 +187,7 @@ fn parse_stat(csv: &str) -> Vec<StatRow> {
                 name: name.to_string(),
                 address: text(&f, addr),
                 status: f.get(st)?.to_string(),
-                check: text(&f, check).trim_start_matches('*').to_owned(),
+                check: text(&f, check).trim_start_matches('*').trim().to_owned(),
                 sessions: f.get(scur)?.parse().unwrap_or(0),
                 queued: f.get(qcur)?.parse().unwrap_or(0),
             })
