@@ -443,3 +443,166 @@ pub fn def_remove_package(
 ) -> Result<DefinitionVersion, ApiError> {
     Ok(state.engine()?.def_remove_package(&name, &file)?)
 }
+
+// Units, load balancers and the operation journal.
+
+use crate::inventory::{LbInstance, Operation, Unit};
+use crate::ops::lbs::{LbCheck, LbTarget, ReconcileReport};
+use crate::ops::units::{
+    Interrupted, OpPlan, OpReport, StepEvent, StepFn, UnitAction, UnitCreated, UnitForm,
+};
+
+fn steps_to(channel: Channel<StepEvent>) -> StepFn {
+    Arc::new(move |e| {
+        let _ = channel.send(e);
+    })
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn unit_list(state: State<'_, AppState>) -> Result<Vec<Unit>, ApiError> {
+    Ok(state.engine()?.unit_list()?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn unit_create(state: State<'_, AppState>, form: UnitForm) -> Result<UnitCreated, ApiError> {
+    Ok(state.engine()?.unit_create(&form)?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn unit_plan(
+    state: State<'_, AppState>,
+    name: String,
+    action: UnitAction,
+) -> Result<OpPlan, ApiError> {
+    Ok(state.engine()?.unit_plan(&name, &action)?)
+}
+
+/// Runs an action to its end, sending every step transition to `on_step`. A failed operation
+/// is an error whose message is the report (what failed, what was undone).
+#[tauri::command]
+#[specta::specta]
+pub async fn unit_run(
+    state: State<'_, AppState>,
+    name: String,
+    action: UnitAction,
+    on_step: Channel<StepEvent>,
+) -> Result<OpReport, ApiError> {
+    Ok(state
+        .engine()?
+        .unit_run(&name, action, steps_to(on_step))
+        .await?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn host_set_network(
+    state: State<'_, AppState>,
+    name: String,
+    network: String,
+    gateway: String,
+    domain_type: String,
+) -> Result<Host, ApiError> {
+    Ok(state
+        .engine()?
+        .host_set_network(&name, &network, &gateway, &domain_type)?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn lb_list(state: State<'_, AppState>) -> Result<Vec<LbInstance>, ApiError> {
+    Ok(state.engine()?.lb_list()?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn lb_add(
+    state: State<'_, AppState>,
+    name: String,
+    target: LbTarget,
+) -> Result<LbInstance, ApiError> {
+    Ok(state.engine()?.lb_add(&name, &target).await?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn lb_check(state: State<'_, AppState>, name: String) -> Result<LbCheck, ApiError> {
+    Ok(state.engine()?.lb_check(&name).await?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn lb_reconcile(
+    state: State<'_, AppState>,
+    name: String,
+) -> Result<ReconcileReport, ApiError> {
+    Ok(state.engine()?.lb_reconcile(&name).await?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn lb_remove(state: State<'_, AppState>, name: String) -> Result<(), ApiError> {
+    Ok(state.engine()?.lb_remove(&name)?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn operation_list(
+    state: State<'_, AppState>,
+    limit: u32,
+) -> Result<Vec<Operation>, ApiError> {
+    let engine = state.engine()?;
+    engine
+        .inventory
+        .operation_list(limit)
+        .map_err(|e| ApiError::from(crate::ops::OpError::from(e)))
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn operation_interrupted(state: State<'_, AppState>) -> Result<Vec<Interrupted>, ApiError> {
+    Ok(state.engine()?.interrupted_operations()?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn operation_resume(
+    state: State<'_, AppState>,
+    id: i64,
+    on_step: Channel<StepEvent>,
+) -> Result<OpReport, ApiError> {
+    Ok(state
+        .engine()?
+        .operation_resume(id, steps_to(on_step))
+        .await?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn operation_unwind(
+    state: State<'_, AppState>,
+    id: i64,
+    on_step: Channel<StepEvent>,
+) -> Result<OpReport, ApiError> {
+    Ok(state
+        .engine()?
+        .operation_unwind(id, steps_to(on_step))
+        .await?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub fn unit_preview(state: State<'_, AppState>, form: UnitForm) -> Result<OpPlan, ApiError> {
+    Ok(state.engine()?.unit_preview(&form)?)
+}
+
+#[tauri::command]
+#[specta::specta]
+pub async fn unit_live(
+    state: State<'_, AppState>,
+    name: String,
+) -> Result<Vec<crate::ops::units::ServerLive>, ApiError> {
+    Ok(state.engine()?.unit_live(&name).await?)
+}

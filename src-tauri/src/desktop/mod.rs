@@ -64,6 +64,22 @@ pub fn bindings_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::def_save,
             commands::def_add_packages,
             commands::def_remove_package,
+            commands::unit_list,
+            commands::unit_create,
+            commands::unit_preview,
+            commands::unit_live,
+            commands::unit_plan,
+            commands::unit_run,
+            commands::host_set_network,
+            commands::lb_list,
+            commands::lb_add,
+            commands::lb_check,
+            commands::lb_reconcile,
+            commands::lb_remove,
+            commands::operation_list,
+            commands::operation_interrupted,
+            commands::operation_resume,
+            commands::operation_unwind,
         ])
         // Byte counts fit easily in a JS number (2^53 bytes = 8 PiB).
         .dangerously_cast_bigints_to_number()

@@ -284,6 +284,19 @@ impl Fault {
     }
 }
 
+/// A server as its host and the load balancer see it now.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct ServerLive {
+    pub server: String,
+    /// `running`, `shut off`, `not defined`, or why it is unknown.
+    pub power: String,
+    /// The load balancer's status text for its member.
+    pub lb_status: String,
+    /// Up with its last health check passed; `None` when not known.
+    pub healthy: Option<bool>,
+}
+
 /// An interrupted operation, as the start screen and `flotillactl op list` show it.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "desktop", derive(specta::Type))]
@@ -486,7 +499,9 @@ impl Engine {
         outcome
     }
 
-    fn unit_create_inner(&self, form: &UnitForm) -> Result<UnitCreated, OpError> {
+    /// Checks a form and works out its servers (names, addresses, MACs, hosts) without
+    /// writing anything.
+    fn unit_validate(&self, form: &UnitForm) -> Result<(NewUnit, Vec<String>), OpError> {
         let name = HostName::parse(form.name.trim())?.as_str().to_owned();
         if self.inventory.unit_get(&name).is_ok() {
             return Err(InventoryError::Duplicate { kind: "unit", name }.into());
@@ -547,23 +562,102 @@ impl Engine {
             )
             .into());
         }
-        self.inventory.unit_insert(&NewUnit {
-            name: name.clone(),
-            lb,
-            name_pattern: pattern,
-            addresses,
-            policy,
-            image,
-            definition: (def_name, def_version),
-            size,
-            servers: servers.clone(),
-        })?;
         let hosts: Vec<&str> = servers.iter().map(|s| s.host.as_str()).collect();
         let warnings = plan::single_host_warning(&hosts).into_iter().collect();
+        Ok((
+            NewUnit {
+                name,
+                lb,
+                name_pattern: pattern,
+                addresses,
+                policy,
+                image,
+                definition: (def_name, def_version),
+                size,
+                servers,
+            },
+            warnings,
+        ))
+    }
+
+    fn unit_create_inner(&self, form: &UnitForm) -> Result<UnitCreated, OpError> {
+        let (new, warnings) = self.unit_validate(form)?;
+        self.inventory.unit_insert(&new)?;
         Ok(UnitCreated {
-            unit: self.inventory.unit_get(&name)?,
+            unit: self.inventory.unit_get(&new.name)?,
             warnings,
         })
+    }
+
+    /// The wizard's review page: the servers a form would register and the deploy plan for
+    /// them. Writes nothing.
+    pub fn unit_preview(&self, form: &UnitForm) -> Result<OpPlan, OpError> {
+        let (new, warnings) = self.unit_validate(form)?;
+        let steps = plan::server_steps(OpKind::Deploy, new.lb.is_some());
+        Ok(OpPlan {
+            batch_size: new.servers.len() as u32,
+            servers: new
+                .servers
+                .into_iter()
+                .map(|s| ServerPlan {
+                    server: s.name,
+                    host: s.host,
+                    address: s.address,
+                    note: s.mac,
+                    steps: steps.clone(),
+                })
+                .collect(),
+            unit: new.name,
+            action: "deploy".into(),
+            warnings,
+        })
+    }
+
+    /// What the hosts and the load balancer say about a unit's servers now.
+    pub async fn unit_live(&self, unit: &str) -> Result<Vec<ServerLive>, OpError> {
+        let u = self.inventory.unit_get(unit.trim())?;
+        let hosts: HashMap<String, Host> = self
+            .host_list()?
+            .into_iter()
+            .map(|h| (h.name.to_string(), h))
+            .collect();
+        let members = match &u.lb {
+            Some(lb) => {
+                let inst = self.inventory.lb_get(lb)?;
+                match LbDriver::of(&inst) {
+                    Ok(d) => d.members(&u.lb_pool).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            None => Ok(Vec::new()),
+        };
+        let mut out = Vec::new();
+        for s in &u.servers {
+            let power = match hosts.get(&s.host) {
+                Some(h) => match self.hypervisor.domain_is_running(&h.uri, &s.name).await {
+                    Ok(Some(true)) => "running".to_owned(),
+                    Ok(Some(false)) => "shut off".to_owned(),
+                    Ok(None) => "not defined".to_owned(),
+                    Err(e) => format!("unknown: {}", describe(&e.into())),
+                },
+                None => "unknown host".to_owned(),
+            };
+            let (lb_status, healthy) = match &members {
+                Ok(list) => match list.iter().find(|m| m.name == s.name || m.address.starts_with(&format!("{}:", s.address))) {
+                    Some(m) => (m.status.clone(), Some(m.healthy)),
+                    None if u.lb.is_some() => ("not a member".to_owned(), None),
+                    None => ("no load balancer".to_owned(), None),
+                },
+                Err(e) => (format!("unreachable: {e}"), None),
+            };
+            out.push(ServerLive {
+                server: s.name.clone(),
+                power,
+                lb_status,
+                healthy,
+            });
+        }
+        Ok(out)
     }
 
     /// Names, addresses, MACs and hosts for the servers of a form; checks every one against

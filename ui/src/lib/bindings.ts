@@ -39,6 +39,26 @@ export const commands = {
 	defSave: (name: string, text: string) => typedError<DefinitionVersion, ApiError>(__TAURI_INVOKE("def_save", { name, text })),
 	defAddPackages: (name: string, paths: string[], onProgress: Channel<ImageProgress>) => typedError<DefinitionVersion, ApiError>(__TAURI_INVOKE("def_add_packages", { name, paths, onProgress })),
 	defRemovePackage: (name: string, file: string) => typedError<DefinitionVersion, ApiError>(__TAURI_INVOKE("def_remove_package", { name, file })),
+	unitList: () => typedError<Unit[], ApiError>(__TAURI_INVOKE("unit_list")),
+	unitCreate: (form: UnitForm) => typedError<UnitCreated, ApiError>(__TAURI_INVOKE("unit_create", { form })),
+	unitPreview: (form: UnitForm) => typedError<OpPlan, ApiError>(__TAURI_INVOKE("unit_preview", { form })),
+	unitLive: (name: string) => typedError<ServerLive[], ApiError>(__TAURI_INVOKE("unit_live", { name })),
+	unitPlan: (name: string, action: UnitAction) => typedError<OpPlan, ApiError>(__TAURI_INVOKE("unit_plan", { name, action })),
+	/**
+	 *  Runs an action to its end, sending every step transition to `on_step`. A failed operation
+	 *  is an error whose message is the report (what failed, what was undone).
+	 */
+	unitRun: (name: string, action: UnitAction, onStep: Channel<StepEvent>) => typedError<OpReport, ApiError>(__TAURI_INVOKE("unit_run", { name, action, onStep })),
+	hostSetNetwork: (name: string, network: string, gateway: string, domainType: string) => typedError<Host, ApiError>(__TAURI_INVOKE("host_set_network", { name, network, gateway, domainType })),
+	lbList: () => typedError<LbInstance[], ApiError>(__TAURI_INVOKE("lb_list")),
+	lbAdd: (name: string, target: LbTarget) => typedError<LbInstance, ApiError>(__TAURI_INVOKE("lb_add", { name, target })),
+	lbCheck: (name: string) => typedError<LbCheck, ApiError>(__TAURI_INVOKE("lb_check", { name })),
+	lbReconcile: (name: string) => typedError<ReconcileReport, ApiError>(__TAURI_INVOKE("lb_reconcile", { name })),
+	lbRemove: (name: string) => typedError<null, ApiError>(__TAURI_INVOKE("lb_remove", { name })),
+	operationList: (limit: number) => typedError<Operation[], ApiError>(__TAURI_INVOKE("operation_list", { limit })),
+	operationInterrupted: () => typedError<Interrupted[], ApiError>(__TAURI_INVOKE("operation_interrupted")),
+	operationResume: (id: number, onStep: Channel<StepEvent>) => typedError<OpReport, ApiError>(__TAURI_INVOKE("operation_resume", { id, onStep })),
+	operationUnwind: (id: number, onStep: Channel<StepEvent>) => typedError<OpReport, ApiError>(__TAURI_INVOKE("operation_unwind", { id, onStep })),
 };
 
 /* Types */
@@ -187,7 +207,13 @@ export type ErrorCode =
  *  A requested seal could not be done (no guest agent, no virt-sysprep); nothing was
  *  captured.
  */
-"seal_failed" | "internal";
+"seal_failed" | 
+/**  The unit is busy with another operation; try again when it has finished. */
+"busy" | 
+/**  A load balancer could not be reached or refused a change. */
+"lb_failed" | 
+/**  An operation failed on a server; its completed steps were undone (see the report). */
+"operation_failed" | "internal";
 
 export type Firmware = "bios" | "uefi";
 
@@ -209,6 +235,15 @@ export type Host = {
 	added_at: string,
 	/**  RFC 3339, UTC: the last add or check. */
 	checked_at: string,
+	/**
+	 *  The network of the bridge that servers' addresses must lie in (`10.77.0.0/24`); empty
+	 *  until set (`flotillactl host set`).
+	 */
+	network: string,
+	/**  The gateway servers use; empty for none. */
+	gateway: string,
+	/**  `kvm` or `qemu` to override what the host's capabilities offer; empty: automatic. */
+	domain_type: string,
 };
 
 export type HostAddRequest = {
@@ -234,6 +269,8 @@ export type HostFacts = {
 	/**  Every storage pool on the host, to help pick the right one. */
 	pools_available: string[],
 	bridge: BridgeCheck,
+	/**  libvirt offers hardware virtualization (KVM) for guests on this host. */
+	kvm?: boolean,
 };
 
 /**
@@ -324,8 +361,111 @@ export type ImageVersionCopy = {
 	verified_at: string,
 };
 
+/**  An interrupted operation, as the start screen and `flotillactl op list` show it. */
+export type Interrupted = {
+	operation: number,
+	kind: string,
+	unit: string,
+	/**  Steps the journal says were started or done. */
+	steps_done: number,
+};
+
+/**  What `lb check` found. */
+export type LbCheck = {
+	lb: LbInstance,
+	/**  Pools of units bound to it and whether they exist on the load balancer. */
+	pools: ([string, boolean])[],
+	members: MemberStats[],
+	/**  Caddy has no drain state; the UI says so. */
+	has_drain: boolean,
+};
+
+/**  A registered load balancer. */
+export type LbInstance = {
+	name: string,
+	/**  `haproxy` or `caddy`. */
+	kind: string,
+	/**  `unix:/path`, `tcp:host:port` (HAProxy) or the admin URL (Caddy). */
+	endpoint: string,
+	/**  Caddy: the `@id` of the reverse_proxy handler whose upstreams Flotilla manages. */
+	route_id: string,
+	added_at: string,
+};
+
+/**  How to reach a load balancer, as the user gives it. */
+export type LbTarget = 
+/**  HAProxy's runtime API on a unix socket. */
+{ kind: "haproxy_socket"; path: string } | 
+/**  HAProxy's runtime API on TCP, `host:port`. */
+{ kind: "haproxy_addr"; addr: string } | 
+/**  Caddy's admin API and the `@id` of the reverse_proxy handler Flotilla manages. */
+{ kind: "caddy"; admin: string; route_id: string };
+
 /**  A libvirt connection URI, checked for shape before libvirt ever sees it. */
 export type LibvirtUri = string;
+
+/**  What the load balancer should do with a member. */
+export type MemberState = 
+/**  In rotation (once its health checks pass). */
+"ready" | 
+/**  No new requests; running ones finish. */
+"drain" | 
+/**  Out of rotation. */
+"maint";
+
+/**  A member as the load balancer reports it. */
+export type MemberStats = {
+	name: string,
+	address: string,
+	/**  The load balancer's own status text (`UP`, `DOWN`, `MAINT`, `DRAIN`, `UP 1/2`, …). */
+	status: string,
+	/**  The state an admin set: maint, drain or ready. */
+	admin: MemberState,
+	/**  Current sessions. */
+	sessions: number,
+	/**  Queued requests. */
+	queued: number,
+	/**  Up and its last health check passed. */
+	healthy: boolean,
+};
+
+/**  The dry run of an operation: the ordered steps per server. */
+export type OpPlan = {
+	unit: string,
+	action: string,
+	/**  Servers taken out of service at once (stop, restart). */
+	batch_size: number,
+	servers: ServerPlan[],
+	warnings: string[],
+};
+
+/**  The end of an operation. */
+export type OpReport = {
+	operation: number,
+	unit: string,
+	action: string,
+	ok: boolean,
+	servers: ServerOutcome[],
+	warnings: string[],
+};
+
+export type Operation = {
+	id: number,
+	kind: string,
+	target: string,
+	state: string,
+	started_at: string,
+	finished_at: string | null,
+	error: string,
+	steps: OperationStep[],
+};
+
+export type OperationStep = {
+	step: string,
+	status: string,
+	detail: string,
+	at: string,
+};
 
 export type PackageView = {
 	file: string,
@@ -344,10 +484,210 @@ export type PoolFacts = {
 /**  Name of a libvirt storage pool on a host (`default` unless told otherwise). */
 export type PoolName = string;
 
+/**  What a reconcile changed. */
+export type ReconcileReport = {
+	/**  Members that were missing and were added back. */
+	added: string[],
+	/**  Members whose state was set back to what the inventory says. */
+	corrected: string[],
+	unchanged: number,
+};
+
+/**  How batch operations treat a unit: stop and restart go in batches of `max_unavailable`. */
+export type RolloutPolicy = {
+	max_unavailable: number,
+	/**  Seconds to wait for a draining server's sessions to end. */
+	drain_timeout_s: number,
+	/**  Seconds a started server has to pass its health check. */
+	health_timeout_s: number,
+	/**  Seconds a server has to shut down after the ACPI request. */
+	shutdown_timeout_s: number,
+};
+
+export type Server = {
+	name: string,
+	unit: string,
+	host: string,
+	address: string,
+	mac: string,
+	state: ServerState,
+	/**  The unit version it was deployed with. */
+	version: number | null,
+	/**  What the load balancer should hold for it: none, maint, drain or ready. */
+	lb_state: string,
+};
+
+/**  A server named in the unit wizard or on the command line. */
+export type ServerForm = {
+	name: string,
+	address: string,
+	/**  Empty: placed automatically. */
+	host: string,
+};
+
+/**  A server as its host and the load balancer see it now. */
+export type ServerLive = {
+	server: string,
+	/**  `running`, `shut off`, `not defined`, or why it is unknown. */
+	power: string,
+	/**  The load balancer's status text for its member. */
+	lb_status: string,
+	/**  Up with its last health check passed; `None` when not known. */
+	healthy: boolean | null,
+};
+
+/**  What happened to one server. */
+export type ServerOutcome = {
+	server: string,
+	host: string,
+	done: Step[],
+	/**  The step that failed and its error. */
+	failed: [Step, string] | null,
+	undone: Step[],
+	/**  Undo steps that failed themselves (what is left to clean up by hand). */
+	undo_failed: ([Step, string])[],
+};
+
+/**  One server's part of a plan. */
+export type ServerPlan = {
+	server: string,
+	host: string,
+	address: string,
+	/**  `new` when the operation registers it (scale out). */
+	note: string,
+	steps: Step[],
+};
+
+/**  CPUs, memory and disk of every server of a unit version. */
+export type ServerSize = {
+	cpus: number,
+	memory_mib: number,
+	/**  Disk size in GiB; 0 keeps the master's size. */
+	disk_gib: number,
+};
+
+/**  What Flotilla last made of a server. */
+export type ServerState = 
+/**  Registered; nothing exists on its host yet. */
+"planned" | 
+/**  Deployed and started, in the load balancer. */
+"running" | 
+/**  Deployed, shut down, out of the load balancer. */
+"stopped";
+
+/**  One step of an operation on one server. `ops::units` knows how to do and undo each. */
+export type Step = 
+/**  The master version on the host (uploaded once, checksum-cached). */
+"ensure-master" | 
+/**  The unit version's payload disk (and kernel files of a direct-boot master) on the host. */
+"ensure-payload" | 
+/**  The server's linked-clone overlay of the master. */
+"create-disk" | 
+/**  The server's NoCloud seed disk. */
+"write-seed" | 
+/**  The libvirt domain (fixed MAC, metadata naming unit and version). */
+"define" | 
+/**  The load-balancer member, out of rotation. */
+"lb-add" | "start" | 
+/**  Wait for the definition's health check. */
+"wait-healthy" | 
+/**  Put the member in rotation. */
+"lb-ready" | 
+/**  No new requests to the member. */
+"lb-drain" | 
+/**  Wait until its sessions end or the drain timeout passes. */
+"wait-drained" | 
+/**  Member out of rotation. */
+"lb-maint" | 
+/**  Graceful shutdown (ACPI), forced only when asked. */
+"shutdown" | "lb-remove" | 
+/**  Destroy and undefine the domain. */
+"undefine" | 
+/**  Delete the server's disk, seed and serial log. */
+"delete-volumes" | 
+/**  Forget the server in the inventory. */
+"forget";
+
+/**  A step transition, as the progress bars and the GUI see it. */
+export type StepEvent = {
+	operation: number,
+	server: string,
+	step: Step,
+	status: StepStatus,
+	detail: string,
+	/**  Steps of this server finished so far, of `total`. */
+	done: number,
+	total: number,
+};
+
+export type StepStatus = "started" | "succeeded" | "failed" | "undo_started" | "undone";
+
 /**  Optional tools found on this machine (the UI shows their buttons only when present). */
 export type Tools = {
 	virt_viewer: boolean,
 	virt_sysprep: boolean,
+};
+
+export type Unit = {
+	name: string,
+	lb: string | null,
+	lb_pool: string,
+	/**  Pattern for new server names (`shop-{n}`); empty when servers were named one by one. */
+	name_pattern: string,
+	/**  Addresses new servers take from (`10.77.0.11-10.77.0.40`). */
+	addresses: string,
+	policy: RolloutPolicy,
+	current_version: number,
+	versions: UnitVersion[],
+	servers: Server[],
+	created_at: string,
+};
+
+/**  An operation the admin asks for. */
+export type UnitAction = { action: "deploy" } | { action: "start"; servers: string[] } | { action: "stop"; servers: string[]; force: boolean } | { action: "restart"; servers: string[]; force: boolean } | { action: "scale"; count: number } | { action: "delete"; force: boolean };
+
+/**  What the wizard's review page and `unit create` show after creating. */
+export type UnitCreated = {
+	unit: Unit,
+	warnings: string[],
+};
+
+/**  What the unit wizard (or `flotillactl unit create`) asks for. */
+export type UnitForm = {
+	name: string,
+	/**  `IMAGE:VERSION` (or `IMAGE` for its newest version). */
+	image: string,
+	/**  `DEFINITION:VERSION` (or `DEFINITION` for its newest version). */
+	definition: string,
+	/**  Default: the definition's `[resources]`, else 1 CPU and 256 MiB. */
+	size: ServerSize | null,
+	/**
+	 *  Bulk registration: this many servers named by `name_pattern`, addresses from
+	 *  `addresses`, on `hosts` (empty: all hosts with a network).
+	 */
+	count: number,
+	name_pattern: string,
+	addresses: string,
+	hosts: string[],
+	/**  Servers named one by one (in addition to the bulk ones). */
+	servers: ServerForm[],
+	lb: string | null,
+	/**
+	 *  The load balancer's backend (HAProxy) or route `@id` (Caddy); default: Caddy's route
+	 *  id, or `be_<unit>`.
+	 */
+	lb_pool: string | null,
+	policy: RolloutPolicy | null,
+};
+
+export type UnitVersion = {
+	version: number,
+	image: string,
+	image_version: number,
+	definition: string,
+	definition_version: number,
+	size: ServerSize,
+	created_at: string,
 };
 
 /* Tauri Specta runtime */
