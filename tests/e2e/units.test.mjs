@@ -1,0 +1,110 @@
+// T3: the unit wizard end to end (master → definition → servers → load balancer → review, which
+// is the plan), then the batch buttons Stop, Start, Scale and Delete with the plan in the
+// confirmation and live progress — on two libvirt test-driver hosts prepared with flotillactl.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { copyFileSync, mkdtempSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import os from "node:os";
+import path from "node:path";
+import { byTestId, ctl, repo, screenshot, startApp } from "./driver.mjs";
+
+let app;
+
+function ok(r) {
+  assert.equal(r.status, 0, r.stderr);
+  return r;
+}
+
+before(async () => {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), "flotilla-e2e-units-"));
+  for (const h of ["h1", "h2"]) {
+    const node = path.join(dataDir, `${h}.xml`);
+    copyFileSync(path.join(repo, "tests/fixtures/test-node.xml"), node);
+    ok(ctl(dataDir, "host", "add", h, "--uri", `test://${node}`, "--bridge", "br0"));
+    ok(ctl(dataDir, "host", "set", h, "--network", "10.77.0.0/24", "--gateway", "10.77.0.1"));
+  }
+  const disk = path.join(dataDir, "master.qcow2");
+  assert.equal(spawnSync("qemu-img", ["create", "-q", "-f", "qcow2", disk, "64M"]).status, 0);
+  ok(ctl(dataDir, "image", "import", "base", disk, "--notes", "test master"));
+  ok(ctl(dataDir, "def", "create", "shop"));
+  app = await startApp({ dataDir });
+});
+
+after(async () => {
+  await app?.stop();
+});
+
+async function waitForStates(b, expected) {
+  await b.waitUntil(
+    async () => {
+      const states = await b.$$('[data-testid="server-state"]');
+      const texts = [];
+      for (const s of states) texts.push(await s.getText());
+      return texts.length === expected.length && texts.every((t, i) => t === expected[i]);
+    },
+    { timeout: 30000, timeoutMsg: `server states never became ${expected}` },
+  );
+}
+
+async function confirmAction(b, button) {
+  await (await byTestId(b, button)).click();
+  await byTestId(b, "unit-confirm");
+  await (await byTestId(b, "confirm-run")).click();
+}
+
+test("create a unit with the wizard, deploy it, stop, start, scale and delete it", async () => {
+  const b = app.browser;
+  await (await byTestId(b, "nav-units")).click();
+  await byTestId(b, "units-empty");
+  await (await byTestId(b, "add-unit")).click();
+  await (await byTestId(b, "unit-name")).setValue("shop");
+  await (await byTestId(b, "unit-next")).click();
+  await (await byTestId(b, "unit-count")).setValue("3");
+  await (await byTestId(b, "unit-addresses")).setValue("10.77.0.11-10.77.0.30");
+  await (await byTestId(b, "unit-memory")).setValue("128");
+  await (await byTestId(b, "unit-next")).click();
+  await (await byTestId(b, "unit-review")).click();
+
+  // The review is the plan: servers spread over both hosts, with their addresses.
+  await byTestId(b, "unit-preview");
+  const rows = await b.$$('[data-testid="preview-row"]');
+  assert.equal(rows.length, 3);
+  const planned = [];
+  for (const r of rows) {
+    planned.push([await r.getAttribute("data-server"), await r.getAttribute("data-host"), await r.getAttribute("data-address")]);
+  }
+  assert.deepEqual(planned, [
+    ["shop-1", "h1", "10.77.0.11"],
+    ["shop-2", "h2", "10.77.0.12"],
+    ["shop-3", "h1", "10.77.0.13"],
+  ]);
+  await screenshot(b, "unit-wizard-review");
+  // Nothing is registered before the admin says so.
+  assert.deepEqual(JSON.parse(ok(ctl(app.dataDir, "unit", "list", "--json")).stdout), []);
+
+  await (await byTestId(b, "unit-create-deploy")).click();
+  await waitForStates(b, ["running", "running", "running"]);
+  await b.waitUntil(async () => /deploy of shop finished/.test(await (await byTestId(b, "units-result")).getText()), { timeout: 10000 });
+  await screenshot(b, "units-view");
+
+  await confirmAction(b, "unit-stop");
+  await waitForStates(b, ["stopped", "stopped", "stopped"]);
+  await confirmAction(b, "unit-start");
+  await waitForStates(b, ["running", "running", "running"]);
+
+  await (await byTestId(b, "unit-scale")).click();
+  await (await byTestId(b, "scale-count")).setValue("4");
+  await (await byTestId(b, "confirm-run")).click();
+  await waitForStates(b, ["running", "running", "running", "running"]);
+
+  // The journal shows the steps of the operations.
+  const journal = JSON.parse(ok(ctl(app.dataDir, "op", "list", "--json")).stdout);
+  const kinds = journal.operations.map((o) => o.kind);
+  for (const k of ["deploy", "stop", "start", "scale"]) assert.ok(kinds.includes(k), `${k} in ${kinds}`);
+  assert.ok(journal.operations.every((o) => o.state === "succeeded"));
+
+  await confirmAction(b, "unit-delete");
+  await byTestId(b, "units-empty");
+  assert.deepEqual(JSON.parse(ok(ctl(app.dataDir, "unit", "list", "--json")).stdout), []);
+});
