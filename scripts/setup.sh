@@ -25,7 +25,7 @@ packages=(
   pkg-config build-essential file
   libvirt-dev libvirt-daemon-system libvirt-clients
   qemu-system-x86 qemu-utils
-  haproxy busybox-static cpio wrk kmod e2fsprogs curl bc mmdebstrap iproute2 util-linux ovmf
+  haproxy caddy busybox-static cpio wrk kmod e2fsprogs curl bc mmdebstrap iproute2 util-linux ovmf
   libwebkit2gtk-4.1-dev librsvg2-dev libayatana-appindicator3-dev libssl-dev libxdo-dev
   xvfb xauth webkit2gtk-driver
 )
@@ -51,6 +51,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     --allow-downgrades "${args[@]}" >/dev/null
+  # Debian's caddy package starts a web server on port 80; Flotilla's tests run their own.
+  if [[ " ${missing[*]} " == *" caddy "* ]] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now caddy >/dev/null 2>&1 || true
+  fi
 fi
 
 stamp=node_modules/.flotilla-lock-sha256

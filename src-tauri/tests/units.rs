@@ -16,6 +16,8 @@ use std::sync::Arc;
 struct Fixture {
     dir: tempfile::TempDir,
     e: Engine,
+    /// A real Caddy the units are put behind, when set.
+    lb: Option<String>,
 }
 
 fn fixture_node() -> PathBuf {
@@ -85,7 +87,22 @@ impl Fixture {
         .await
         .unwrap();
         e.def_create("shop").unwrap();
-        Self { dir, e }
+        Self { dir, e, lb: None }
+    }
+
+    /// Puts the units created from now on behind a Caddy.
+    async fn behind(&mut self, admin: &str) {
+        self.e
+            .lb_add(
+                "edge",
+                &flotilla::ops::lbs::LbTarget::Caddy {
+                    admin: admin.to_owned(),
+                    route_id: "flotilla".into(),
+                },
+            )
+            .await
+            .unwrap();
+        self.lb = Some(admin.to_owned());
     }
 
     fn form(&self, name: &str, count: u32) -> UnitForm {
@@ -96,6 +113,11 @@ impl Fixture {
             count,
             name_pattern: format!("{name}-{{n}}"),
             addresses: "10.77.0.11-10.77.0.60".into(),
+            lb: self.lb.as_ref().map(|_| "edge".into()),
+            policy: Some(flotilla::model::RolloutPolicy {
+                drain_timeout_s: 0,
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -104,6 +126,9 @@ impl Fixture {
     /// run), volumes, servers with their states.
     async fn snapshot(&self) -> String {
         let mut out = self.hosts_snapshot().await;
+        if let Some(admin) = &self.lb {
+            out.push_str(&format!("upstreams {:?}\n", upstreams(admin).await));
+        }
         for u in self.e.unit_list().unwrap() {
             for s in u.servers {
                 out.push_str(&format!(
@@ -360,9 +385,29 @@ fn actions() -> Vec<(UnitAction, OpKind)> {
 
 #[tokio::test]
 async fn a_failure_at_any_step_leaves_nothing_behind() {
+    failing_every_step(None).await;
+}
+
+#[tokio::test]
+async fn a_failure_at_any_step_behind_a_load_balancer_leaves_nothing_behind() {
+    let c = caddy().await;
+    failing_every_step(Some(&c.admin)).await;
+}
+
+async fn failing_every_step(lb: Option<&str>) {
     for (action, kind) in actions() {
-        for step in server_steps(kind, false) {
-            let f = Fixture::new().await;
+        for step in server_steps(kind, lb.is_some()) {
+            let mut f = Fixture::new().await;
+            if let Some(admin) = lb {
+                // Each round starts with an empty pool.
+                reqwest::Client::new()
+                    .patch(format!("{admin}/id/flotilla/upstreams"))
+                    .json(&serde_json::json!([]))
+                    .send()
+                    .await
+                    .unwrap();
+                f.behind(admin).await;
+            }
             prepared(&f, &action).await;
             let before = f.snapshot().await;
             // The last server fails; the others may have finished by then.
@@ -404,12 +449,35 @@ async fn a_failure_at_any_step_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn every_step_run_twice_reaches_the_same_end_state() {
+    let c = caddy().await;
     for (action, _) in actions() {
         let once = Fixture::new().await;
         prepared(&once, &action).await;
         once.run("app", action.clone()).await.unwrap();
         let twice = Fixture::new().await;
         prepared(&twice, &action).await;
+        // Also behind a load balancer, where the LB steps must be idempotent too.
+        let mut behind = Fixture::new().await;
+        behind.behind(&c.admin).await;
+        prepared(&behind, &action).await;
+        behind.e.repeat_steps(true);
+        behind.run("app", action.clone()).await.unwrap();
+        let servers = behind.e.unit_list().unwrap();
+        let expected: Vec<String> = servers
+            .iter()
+            .flat_map(|u| u.servers.iter())
+            .filter(|s| s.lb_state == "ready")
+            .map(|s| format!("{}:8080", s.address))
+            .collect();
+        assert_eq!(upstreams(&c.admin).await, expected, "{action:?}");
+        if behind.e.unit_show("app").is_ok() {
+            // The next round starts with an empty pool.
+            behind
+                .run("app", UnitAction::Delete { force: false })
+                .await
+                .unwrap();
+        }
+        assert!(upstreams(&c.admin).await.is_empty());
         twice.e.repeat_steps(true);
         twice.run("app", action.clone()).await.unwrap();
         assert_eq!(twice.snapshot().await, once.snapshot().await, "{action:?}");
@@ -620,4 +688,165 @@ async fn a_host_without_room_for_the_master_is_refused_before_anything_is_made()
             .unwrap_err();
     assert!(err.to_string().contains("bytes free in its pool"), "{err}");
     assert_eq!(f.snapshot().await, before);
+}
+
+/// A real Caddy on loopback with one reverse_proxy handler tagged `@id flotilla`.
+struct Caddy {
+    child: std::process::Child,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn caddy() -> Caddy {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin_port, http_port) = (free_port(), free_port());
+    let config = serde_json::json!({
+        "admin": { "listen": format!("127.0.0.1:{admin_port}") },
+        "logging": { "logs": { "default": { "level": "ERROR" } } },
+        "storage": { "module": "file_system", "root": dir.path().join("data") },
+        "apps": { "http": { "servers": { "lb": {
+            "listen": [format!("127.0.0.1:{http_port}")],
+            "routes": [{ "handle": [{ "handler": "reverse_proxy", "@id": "flotilla", "upstreams": [] }] }]
+        } } } }
+    });
+    let file = dir.path().join("caddy.json");
+    std::fs::write(&file, config.to_string()).unwrap();
+    let child = std::process::Command::new("caddy")
+        .args(["run", "--config"])
+        .arg(&file)
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("caddy (scripts/setup.sh installs it)");
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{admin}/config/")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Caddy {
+        child,
+        admin,
+        _dir: dir,
+    }
+}
+
+async fn upstreams(admin: &str) -> Vec<String> {
+    let v: serde_json::Value = reqwest::get(format!("{admin}/id/flotilla/upstreams"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut out: Vec<String> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|u| u["dial"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_unit_behind_a_real_caddy() {
+    use flotilla::ops::lbs::LbTarget;
+    let c = caddy().await;
+    let f = Fixture::new().await;
+    let lb =
+        f.e.lb_add(
+            "edge",
+            &LbTarget::Caddy {
+                admin: c.admin.clone(),
+                route_id: "flotilla".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(lb.kind, "caddy");
+    let mut form = f.form("shop", 2);
+    form.lb = Some("edge".into());
+    form.policy = Some(flotilla::model::RolloutPolicy {
+        drain_timeout_s: 1,
+        ..Default::default()
+    });
+    f.e.unit_create(&form).unwrap();
+    let plan =
+        f.e.unit_plan(
+            "shop",
+            &UnitAction::Stop {
+                servers: vec![],
+                force: false,
+            },
+        )
+        .unwrap();
+    assert!(
+        plan.warnings.iter().any(|w| w.contains("no drain state")),
+        "{:?}",
+        plan.warnings
+    );
+
+    f.run("shop", UnitAction::Deploy).await.unwrap();
+    assert_eq!(
+        upstreams(&c.admin).await,
+        ["10.77.0.11:8080", "10.77.0.12:8080"]
+    );
+    let check = f.e.lb_check("edge").await.unwrap();
+    assert!(!check.has_drain);
+    assert_eq!(check.members.len(), 2);
+
+    // Caddy lost its upstreams (a config reload): reconcile puts them back.
+    let client = reqwest::Client::new();
+    client
+        .patch(format!("{}/id/flotilla/upstreams", c.admin))
+        .json(&serde_json::json!([]))
+        .send()
+        .await
+        .unwrap();
+    assert!(upstreams(&c.admin).await.is_empty());
+    let r = f.e.lb_reconcile("edge").await.unwrap();
+    assert_eq!(r.added.len(), 2, "{r:?}");
+    assert_eq!(upstreams(&c.admin).await.len(), 2);
+
+    f.run(
+        "shop",
+        UnitAction::Stop {
+            servers: vec!["shop-1".into()],
+            force: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(upstreams(&c.admin).await, ["10.77.0.12:8080"]);
+    f.run("shop", UnitAction::Start { servers: vec![] })
+        .await
+        .unwrap();
+    assert_eq!(upstreams(&c.admin).await.len(), 2);
+    f.run("shop", UnitAction::Delete { force: false })
+        .await
+        .unwrap();
+    assert!(upstreams(&c.admin).await.is_empty());
+    assert_eq!(f.e.lb_list().unwrap().len(), 1);
+    f.e.lb_remove("edge").unwrap();
 }

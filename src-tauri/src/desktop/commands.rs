@@ -549,10 +549,7 @@ pub fn lb_remove(state: State<'_, AppState>, name: String) -> Result<(), ApiErro
 
 #[tauri::command]
 #[specta::specta]
-pub fn operation_list(
-    state: State<'_, AppState>,
-    limit: u32,
-) -> Result<Vec<Operation>, ApiError> {
+pub fn operation_list(state: State<'_, AppState>, limit: u32) -> Result<Vec<Operation>, ApiError> {
     let engine = state.engine()?;
     engine
         .inventory

@@ -14,6 +14,8 @@ pub struct CaddyAdmin {
     admin: String,
     route_id: String,
     client: reqwest::Client,
+    /// Changes are read-modify-write of the upstream list: one at a time.
+    writing: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl CaddyAdmin {
@@ -42,14 +44,18 @@ impl CaddyAdmin {
         }
         super::check_name("route id", route_id)
             .map_err(|e| ValidationError::new("caddy-route-id", e.to_string()))?;
+        // Caddy reloads its config on every change and closes idle connections then: no
+        // connection reuse.
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| ValidationError::new("caddy-admin", e.to_string()))?;
         Ok(Self {
             admin: admin.trim_end_matches('/').to_owned(),
             route_id: route_id.to_owned(),
             client,
+            writing: std::sync::Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -67,6 +73,26 @@ impl CaddyAdmin {
         }
     }
 
+    /// Sends a request, again when the connection broke: Caddy restarts its listeners while
+    /// it applies a change, so a request that arrives at that moment is cut off.
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, LbError> {
+        let mut attempt = 0;
+        loop {
+            let this = req.try_clone().ok_or_else(|| LbError::Connect {
+                endpoint: self.admin.clone(),
+                source: std::io::Error::other("a request that cannot be repeated"),
+            })?;
+            match this.send().await {
+                Ok(r) => return Ok(r),
+                Err(e) if !e.is_timeout() && attempt < 5 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+    }
+
     fn pool_of<'a>(&'a self, pool: &'a str) -> &'a str {
         if pool.is_empty() {
             &self.route_id
@@ -80,11 +106,8 @@ impl CaddyAdmin {
         let pool = self.pool_of(pool);
         super::check_name("pool", pool)?;
         let resp = self
-            .client
-            .get(format!("{}/id/{pool}", self.admin))
-            .send()
-            .await
-            .map_err(|e| self.err(e))?;
+            .send(self.client.get(format!("{}/id/{pool}", self.admin)))
+            .await?;
         if !resp.status().is_success() {
             return Err(LbError::NoPool {
                 pool: pool.to_owned(),
@@ -143,9 +166,10 @@ impl CaddyAdmin {
     pub async fn members(&self, pool: &str) -> Result<Vec<MemberStats>, LbError> {
         let dials = self.upstreams(pool).await?;
         let counters: Vec<Value> = match self
-            .client
-            .get(format!("{}/reverse_proxy/upstreams", self.admin))
-            .send()
+            .send(
+                self.client
+                    .get(format!("{}/reverse_proxy/upstreams", self.admin)),
+            )
             .await
         {
             Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
@@ -196,6 +220,7 @@ impl CaddyAdmin {
         state: MemberState,
     ) -> Result<(), LbError> {
         let dial = address.to_string();
+        let _one = self.writing.lock().await;
         let mut dials = self.upstreams(pool).await?;
         let present = dials.contains(&dial);
         match state {
@@ -212,6 +237,7 @@ impl CaddyAdmin {
         address: SocketAddrV4,
     ) -> Result<bool, LbError> {
         let dial = address.to_string();
+        let _one = self.writing.lock().await;
         let mut dials = self.upstreams(pool).await?;
         if !dials.contains(&dial) {
             return Ok(false);

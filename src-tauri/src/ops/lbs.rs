@@ -313,7 +313,25 @@ impl Engine {
                 continue;
             };
             let addr = member_address(&s.address, port)?;
-            let found = live.iter().find(|m| m.name == s.name);
+            let found = live
+                .iter()
+                .find(|m| m.name == s.name || m.address == addr.to_string());
+            if !driver.has_drain() {
+                // Caddy: a member in rotation is in the list, any other is not.
+                let present = found.is_some();
+                match (want, present) {
+                    (MemberState::Ready, false) => {
+                        driver.member_set(pool, &s.name, addr, want).await?;
+                        report.added.push(s.name.clone());
+                    }
+                    (MemberState::Drain | MemberState::Maint, true) => {
+                        driver.member_set(pool, &s.name, addr, want).await?;
+                        report.corrected.push(s.name.clone());
+                    }
+                    _ => report.unchanged += 1,
+                }
+                continue;
+            }
             match found {
                 None => {
                     driver.member_add(pool, &s.name, addr).await?;

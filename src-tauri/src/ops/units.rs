@@ -643,7 +643,10 @@ impl Engine {
                 None => "unknown host".to_owned(),
             };
             let (lb_status, healthy) = match &members {
-                Ok(list) => match list.iter().find(|m| m.name == s.name || m.address.starts_with(&format!("{}:", s.address))) {
+                Ok(list) => match list
+                    .iter()
+                    .find(|m| m.name == s.name || m.address.starts_with(&format!("{}:", s.address)))
+                {
                     Some(m) => (m.status.clone(), Some(m.healthy)),
                     None if u.lb.is_some() => ("not a member".to_owned(), None),
                     None => ("no load balancer".to_owned(), None),
@@ -1372,55 +1375,70 @@ impl Engine {
 
     /// Runs `kind`'s steps on every server, in batches; stops starting steps after a failure.
     async fn run_servers(&self, ctx: &Ctx, servers: &[Server], kind: OpKind) -> Vec<ServerOutcome> {
-        let steps = plan::server_steps(kind, ctx.lb.is_some());
+        let all = plan::server_steps(kind, ctx.lb.is_some());
+        // Removal goes in two phases: what can be undone (drain, shutdown, LB removal) on
+        // every server first, and only when that worked everywhere what cannot.
+        let split = all
+            .iter()
+            .position(|s| s.irreversible())
+            .unwrap_or(all.len());
+        let phases: Vec<&[Step]> = if split > 0 && split < all.len() {
+            vec![&all[..split], &all[split..]]
+        } else {
+            vec![&all[..]]
+        };
         let batch = plan::batch_size(kind, ctx.policy.max_unavailable, servers.len());
-        let mut outcomes: Vec<Option<ServerOutcome>> = vec![None; servers.len()];
-        for chunk in (0..servers.len()).collect::<Vec<_>>().chunks(batch) {
-            if ctx.abort.load(Ordering::SeqCst) {
-                break;
-            }
-            let mut running: FuturesUnordered<_> = chunk
-                .iter()
-                .map(|&i| {
-                    let s = &servers[i];
-                    let steps = &steps;
-                    async move { (i, self.run_server(ctx, s, steps, kind).await) }
-                })
-                .collect();
-            while let Some((i, o)) = running.next().await {
-                outcomes[i] = Some(o);
+        let mut outcomes: Vec<ServerOutcome> = servers
+            .iter()
+            .map(|s| ServerOutcome {
+                server: s.name.clone(),
+                host: s.host.clone(),
+                ..Default::default()
+            })
+            .collect();
+        let total = all.len() as u32;
+        for (p, phase) in phases.iter().enumerate() {
+            let last = p + 1 == phases.len();
+            for chunk in (0..servers.len()).collect::<Vec<_>>().chunks(batch) {
+                if ctx.abort.load(Ordering::SeqCst) {
+                    break;
+                }
+                let mut running: FuturesUnordered<_> = chunk
+                    .iter()
+                    .map(|&i| {
+                        let o = std::mem::take(&mut outcomes[i]);
+                        let s = &servers[i];
+                        async move {
+                            (
+                                i,
+                                self.run_server(ctx, s, phase, total, kind, last, o).await,
+                            )
+                        }
+                    })
+                    .collect();
+                while let Some((i, o)) = running.next().await {
+                    outcomes[i] = o;
+                }
             }
         }
         outcomes
-            .into_iter()
-            .zip(servers)
-            .map(|(o, s)| {
-                o.unwrap_or_else(|| ServerOutcome {
-                    server: s.name.clone(),
-                    host: s.host.clone(),
-                    ..Default::default()
-                })
-            })
-            .collect()
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_server(
         &self,
         ctx: &Ctx,
         s: &Server,
         steps: &[Step],
+        total: u32,
         kind: OpKind,
+        last_phase: bool,
+        mut o: ServerOutcome,
     ) -> ServerOutcome {
-        let mut o = ServerOutcome {
-            server: s.name.clone(),
-            host: s.host.clone(),
-            ..Default::default()
-        };
         let _slot = match ctx.host_slots.get(&s.host) {
             Some(sem) => sem.acquire().await.ok(),
             None => None,
         };
-        let total = steps.len() as u32;
         for &step in steps {
             if ctx.abort.load(Ordering::SeqCst) {
                 return o;
@@ -1488,6 +1506,9 @@ impl Engine {
                     return o;
                 }
             }
+        }
+        if !last_phase {
+            return o;
         }
         let (state, version) = match kind {
             OpKind::Deploy => (ServerState::Running, Some(ctx.uv.version)),
