@@ -785,6 +785,13 @@ impl Engine {
                     })
                     .collect::<Result<_, _>>()?
             };
+            if candidates.is_empty() && !hosts.is_empty() {
+                return Err(ValidationError::new(
+                    "placement",
+                    "no host has a network set, so no server can be placed; set one with: flotillactl host set HOST --network CIDR --gateway IP (or Hosts → Network)",
+                )
+                .into());
+            }
             let rooms = self.host_rooms(&candidates, unit)?;
             let placed = plan::place(&rooms, unplaced.len() as u32, u64::from(size.memory_mib))
                 .map_err(|e| ValidationError::new("placement", e.to_string()))?;

@@ -1,0 +1,370 @@
+//! `flotillactl unit|lb|op|host set` on libvirt test-driver hosts: what a script sees (JSON,
+//! exit codes) for good and bad input.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ctl(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flotillactl"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(o: Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn code(o: &Output) -> (Option<i32>, String) {
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/test-node.xml");
+    for h in ["h1", "h2"] {
+        let node = data.join(format!("{h}.xml"));
+        std::fs::copy(&fixture, &node).unwrap();
+        ok(ctl(
+            data,
+            &[
+                "host",
+                "add",
+                h,
+                "--uri",
+                &format!("test://{}", node.display()),
+                "--bridge",
+                "br0",
+            ],
+        ));
+    }
+    let disk = data.join("m.qcow2");
+    assert!(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("32M")
+        .status()
+        .unwrap()
+        .success());
+    ok(ctl(
+        data,
+        &["image", "import", "base", disk.to_str().unwrap()],
+    ));
+    ok(ctl(data, &["def", "create", "shop"]));
+    dir
+}
+
+#[test]
+fn create_plan_deploy_and_delete_from_the_command_line() {
+    let dir = setup();
+    let d = dir.path();
+    // No network on the hosts yet: a clear message says how to set it.
+    let o = ctl(
+        d,
+        &[
+            "unit",
+            "create",
+            "shop",
+            "--image",
+            "base:1",
+            "--definition",
+            "shop",
+            "--count",
+            "2",
+            "--name-pattern",
+            "shop-{n}",
+            "--addresses",
+            "10.77.0.11-10.77.0.20",
+        ],
+    );
+    let (c, err) = code(&o);
+    assert_eq!(c, Some(2), "{err}");
+    assert!(err.contains("flotillactl host set"), "{err}");
+    for h in ["h1", "h2"] {
+        ok(ctl(
+            d,
+            &[
+                "host",
+                "set",
+                h,
+                "--network",
+                "10.77.0.0/24",
+                "--gateway",
+                "10.77.0.1",
+                "--domain-type",
+                "qemu",
+            ],
+        ));
+    }
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(ctl(d, &["host", "show", "h1", "--json"]))).unwrap();
+    assert_eq!(shown["network"], "10.77.0.0/24");
+    assert_eq!(shown["domain_type"], "qemu");
+
+    let created: serde_json::Value = serde_json::from_str(&ok(ctl(
+        d,
+        &[
+            "unit",
+            "create",
+            "shop",
+            "--image",
+            "base:1",
+            "--definition",
+            "shop",
+            "--count",
+            "2",
+            "--name-pattern",
+            "shop-{n}",
+            "--addresses",
+            "10.77.0.11-10.77.0.20",
+            "--memory",
+            "128",
+            "--json",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(created["unit"]["servers"].as_array().unwrap().len(), 2);
+    assert_eq!(created["unit"]["servers"][1]["host"], "h2");
+
+    let plan: serde_json::Value =
+        serde_json::from_str(&ok(ctl(d, &["unit", "plan", "shop", "deploy", "--json"]))).unwrap();
+    assert_eq!(plan["servers"][0]["steps"][0], "ensure-master");
+    let text = ok(ctl(d, &["unit", "plan", "shop", "scale", "3"]));
+    assert!(text.contains("shop-3 (10.77.0.13 on h1) [new]"), "{text}");
+
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(ctl(d, &["unit", "deploy", "shop", "--json"]))).unwrap();
+    assert_eq!(report["ok"], true);
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(ctl(d, &["unit", "list", "--json"]))).unwrap();
+    assert!(list[0]["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["state"] == "running"));
+
+    // Deleting deployed servers needs --yes.
+    let o = ctl(d, &["unit", "delete", "shop"]);
+    assert_eq!(code(&o).0, Some(2), "{}", code(&o).1);
+    // What a unit uses cannot be removed.
+    assert_eq!(code(&ctl(d, &["host", "remove", "h1"])).0, Some(5));
+    assert_eq!(code(&ctl(d, &["image", "delete", "base:1"])).0, Some(5));
+    ok(ctl(d, &["unit", "delete", "shop", "--yes"]));
+    assert_eq!(ok(ctl(d, &["unit", "list", "--json"])).trim(), "[]");
+    let ops: serde_json::Value =
+        serde_json::from_str(&ok(ctl(d, &["op", "list", "--json"]))).unwrap();
+    assert_eq!(ops["interrupted"].as_array().unwrap().len(), 0);
+    assert!(ops["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["kind"] == "deploy" && o["state"] == "succeeded"));
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_its_own_exit_code() {
+    let dir = setup();
+    let d = dir.path();
+    for h in ["h1", "h2"] {
+        ok(ctl(
+            d,
+            &[
+                "host",
+                "set",
+                h,
+                "--network",
+                "10.77.0.0/24",
+                "--gateway",
+                "10.77.0.1",
+            ],
+        ));
+    }
+    let base = [
+        "unit",
+        "create",
+        "other",
+        "--image",
+        "base:1",
+        "--definition",
+        "shop",
+    ];
+    let with = |extra: &[&str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(extra);
+        code(&ctl(d, &a))
+    };
+    ok(ctl(
+        d,
+        &[
+            "unit",
+            "create",
+            "web",
+            "--image",
+            "base",
+            "--definition",
+            "shop",
+            "--server",
+            "web-1=10.77.0.50@h1",
+        ],
+    ));
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["--server", "web-1=10.77.0.51"], 4, "already exists"),
+        (vec!["--server", "x-1=10.77.0.50"], 4, "10.77.0.50"),
+        (
+            vec!["--server", "x-1=10.78.0.5@h1"],
+            2,
+            "outside the host's network",
+        ),
+        (vec!["--server", "x-1=10.77.0.1@h1"], 2, "gateway"),
+        (vec!["--server", "x-1"], 2, "NAME=ADDRESS"),
+        (vec!["--server", "x-1=10.77.0.60@nohost"], 3, "nohost"),
+        (
+            vec![
+                "--count",
+                "2",
+                "--name-pattern",
+                "x-{n}",
+                "--addresses",
+                "10.77.0.60-10.77.0.60",
+            ],
+            2,
+            "no free address",
+        ),
+        (
+            vec![
+                "--count",
+                "2",
+                "--name-pattern",
+                "x",
+                "--addresses",
+                "10.77.0.60-10.77.0.70",
+            ],
+            2,
+            "{n}",
+        ),
+        (
+            vec![
+                "--count",
+                "2",
+                "--name-pattern",
+                "x-{n}",
+                "--addresses",
+                "10.77.0.70-10.77.0.60",
+            ],
+            2,
+            "ends before it starts",
+        ),
+        (
+            vec![
+                "--count",
+                "2",
+                "--name-pattern",
+                "x-{n}",
+                "--addresses",
+                "10.77.0.60-10.77.0.70",
+                "--memory",
+                "1",
+            ],
+            2,
+            "memory",
+        ),
+        (
+            vec![
+                "--count",
+                "2",
+                "--name-pattern",
+                "x-{n}",
+                "--addresses",
+                "10.77.0.60-10.77.0.70",
+                "--lb",
+                "nolb",
+            ],
+            3,
+            "nolb",
+        ),
+    ];
+    for (extra, want, text) in cases {
+        let (c, err) = with(&extra);
+        assert_eq!(c, Some(want), "{extra:?}: {err}");
+        assert!(err.contains(text), "{extra:?}: {err}");
+    }
+    let (c, err) = code(&ctl(
+        d,
+        &[
+            "unit",
+            "create",
+            "other",
+            "--image",
+            "base:7",
+            "--definition",
+            "shop",
+            "--server",
+            "o-1=10.77.0.61",
+        ],
+    ));
+    assert_eq!(c, Some(3), "{err}");
+    let huge = "a".repeat(100_000);
+    let (c, _) = code(&ctl(
+        d,
+        &[
+            "unit",
+            "create",
+            &huge,
+            "--image",
+            "base",
+            "--definition",
+            "shop",
+            "--server",
+            "o-1=10.77.0.61",
+        ],
+    ));
+    assert_eq!(c, Some(2));
+    let (c, err) = code(&ctl(
+        d,
+        &[
+            "lb",
+            "add",
+            "lb1",
+            "--haproxy-socket",
+            "/nonexistent/haproxy.sock",
+        ],
+    ));
+    assert_eq!(c, Some(13), "{err}");
+    assert!(err.contains("cannot reach the load balancer"), "{err}");
+    let (c, _) = code(&ctl(
+        d,
+        &[
+            "lb",
+            "add",
+            "lb1",
+            "--caddy-admin",
+            "ftp://x",
+            "--caddy-route-id",
+            "r",
+        ],
+    ));
+    assert_eq!(c, Some(2));
+    let (c, _) = code(&ctl(d, &["host", "set", "h1", "--network", "not-a-net"]));
+    assert_eq!(c, Some(2));
+    let (c, _) = code(&ctl(d, &["op", "resume", "999"]));
+    assert_eq!(c, Some(3));
+    // Nothing of the refused commands was recorded.
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(ctl(d, &["unit", "list", "--json"]))).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["servers"].as_array().unwrap().len(), 1);
+    assert_eq!(ok(ctl(d, &["lb", "list", "--json"])).trim(), "[]");
+}
