@@ -25,7 +25,7 @@ packages=(
   pkg-config build-essential file
   libvirt-dev libvirt-daemon-system libvirt-clients
   qemu-system-x86 qemu-utils
-  haproxy caddy busybox-static cpio wrk kmod e2fsprogs curl bc mmdebstrap iproute2 util-linux ovmf
+  haproxy caddy busybox-static cpio syslinux syslinux-common mtools dosfstools fdisk wrk kmod e2fsprogs curl bc mmdebstrap iproute2 util-linux ovmf
   libwebkit2gtk-4.1-dev librsvg2-dev libayatana-appindicator3-dev libssl-dev libxdo-dev
   xvfb xauth webkit2gtk-driver
 )

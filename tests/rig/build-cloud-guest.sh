@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Builds a Debian 12 guest with the real cloud-init (RIG.md), for the opt-in compatibility test:
+# Builds a Debian 12 guest with the real cloud-init (RIG.md), for the opt-in compatibility tests:
 # the seeds Flotilla writes must work there as on the lab's tiny guest. Cached like
-# build-guest.sh. Prints the output directory (vmlinuz, initrd.img, master.qcow2). ~2 minutes.
+# build-guest.sh. Prints the output directory: vmlinuz, initrd.img and master.qcow2 (the root
+# file system alone, for direct kernel boot) and disk.qcow2 (a whole BIOS-bootable disk as
+# cloud images are: MBR, a FAT boot partition with SYSLINUX, kernel and initrd, then the
+# root partition) — built without root or loop devices. ~2 minutes.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${FLOTILLA_LAB_CACHE:-/var/tmp/flotilla-lab-cache}
@@ -23,7 +26,23 @@ cp "$root"/boot/initrd.img-* "$work/initrd.img"
 truncate -s 2G "$work/root.raw"
 mkfs.ext4 -q -F -L root -d "$root" "$work/root.raw"
 qemu-img convert -q -f raw -O qcow2 -o compat=1.1 "$work/root.raw" "$work/master.qcow2"
+
+# The bootable disk: partition images made apart, then laid out behind an MBR.
+boot_mib=128
+mkfs.vfat -C -n BOOT "$work/boot.fat" $((boot_mib * 1024)) >/dev/null
+printf 'DEFAULT linux\nTIMEOUT 0\nLABEL linux\n  KERNEL /vmlinuz\n  APPEND initrd=/initrd.img root=LABEL=root rw console=ttyS0 net.ifnames=0\n' > "$work/syslinux.cfg"
+mcopy -i "$work/boot.fat" "$work/vmlinuz" "$work/initrd.img" "$work/syslinux.cfg" ::/
+syslinux --install "$work/boot.fat"
+root_bytes=$(stat -c %s "$work/root.raw")
+disk="$work/disk.raw"
+truncate -s $(( (1 + boot_mib) * 1048576 + root_bytes )) "$disk"
+printf 'label: dos\nstart=2048, size=%d, type=c, bootable\nstart=%d, type=83\n' \
+  $((boot_mib * 2048)) $(( (1 + boot_mib) * 2048 )) | sfdisk -q "$disk"
+dd if=/usr/lib/syslinux/mbr/mbr.bin of="$disk" bs=440 count=1 conv=notrunc status=none
+dd if="$work/boot.fat" of="$disk" bs=1M seek=1 conv=notrunc status=none
+dd if="$work/root.raw" of="$disk" bs=1M seek=$((1 + boot_mib)) conv=notrunc,sparse status=none
+qemu-img convert -q -f raw -O qcow2 -o compat=1.1 "$disk" "$work/disk.qcow2"
 mkdir -p "$out"
-mv "$work/vmlinuz" "$work/initrd.img" "$work/master.qcow2" "$out/"
+mv "$work/vmlinuz" "$work/initrd.img" "$work/master.qcow2" "$work/disk.qcow2" "$out/"
 echo "debian bookworm minbase + cloud-init" > "$out/done"
 echo "$out"
