@@ -30,7 +30,13 @@ if [ -z "${FLOTILLA_NO_LAB:-}" ]; then
     if ! "$ctl" host show "lab-h$i" >/dev/null 2>&1; then
       "$ctl" host add "lab-h$i" --uri "${!uri_var}" --bridge br0
     fi
+    # The lab's segment; TCG, since /dev/kvm does not work in the lab (RIG.md).
+    "$ctl" host set "lab-h$i" --network 10.77.0.0/24 --gateway "$FLOTILLA_LAB_GATEWAY" --domain-type qemu >/dev/null
   done
+  # The lab's HAProxy: units bind to its backend be_lab.
+  if ! "$ctl" lb show lab >/dev/null 2>&1; then
+    "$ctl" lb add lab --haproxy-socket "$FLOTILLA_LAB_HAPROXY_SOCKET" >/dev/null
+  fi
   # The lab's base master (the tiny guest, direct kernel boot), so a builder can start at once.
   if ! "$ctl" image show lab-base >/dev/null 2>&1; then
     "$ctl" image import lab-base "$FLOTILLA_LAB_GUEST/master.qcow2" \
