@@ -850,3 +850,42 @@ async fn a_unit_behind_a_real_caddy() {
     assert_eq!(f.e.lb_list().unwrap().len(), 1);
     f.e.lb_remove("edge").unwrap();
 }
+
+#[tokio::test]
+async fn an_unreachable_load_balancer_stops_an_operation_before_it_changes_anything() {
+    let c = caddy().await;
+    let mut f = Fixture::new().await;
+    f.behind(&c.admin).await;
+    f.e.unit_create(&f.form("shop", 2)).unwrap();
+    f.run("shop", UnitAction::Deploy).await.unwrap();
+    drop(c); // Caddy stops
+    f.lb = None; // (the snapshot cannot ask it any more)
+    let before = f.snapshot().await;
+    for action in [
+        UnitAction::Scale { count: 4 },
+        UnitAction::Stop {
+            servers: vec![],
+            force: false,
+        },
+        UnitAction::Delete { force: false },
+    ] {
+        let err =
+            f.e.unit_run("shop", action.clone(), quiet())
+                .await
+                .unwrap_err();
+        let api = flotilla::error::ApiError::from(&err);
+        assert_eq!(
+            api.code,
+            flotilla::error::ErrorCode::LbFailed,
+            "{action:?}: {err}"
+        );
+        assert!(
+            api.message.contains("cannot reach the load balancer"),
+            "{}",
+            api.message
+        );
+        assert_eq!(f.snapshot().await, before, "{action:?}");
+    }
+    assert_eq!(f.e.unit_show("shop").unwrap().servers.len(), 2);
+    assert!(f.e.interrupted_operations().unwrap().is_empty());
+}

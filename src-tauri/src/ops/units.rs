@@ -1227,6 +1227,20 @@ impl Engine {
         new: Vec<NewServer>,
         progress: StepFn,
     ) -> Result<OpReport, OpError> {
+        let mut warnings = Vec::new();
+        let before = self.inventory.unit_get(&args.unit)?;
+        if let Some(lb) = &before.lb {
+            // Put back what the load balancer lost before changing anything.
+            let lb = self.inventory.lb_get(lb)?;
+            let r = self.reconcile_unit(&before, &lb).await?;
+            if !r.added.is_empty() || !r.corrected.is_empty() {
+                let names: Vec<String> = r.added.into_iter().chain(r.corrected).collect();
+                warnings.push(format!(
+                    "the load balancer had lost members; put back: {}",
+                    names.join(", ")
+                ));
+            }
+        }
         if !new.is_empty() {
             self.inventory.server_insert(&args.unit, &new)?;
             args.registered = new.iter().map(|s| s.name.clone()).collect();
@@ -1243,35 +1257,26 @@ impl Engine {
             .iter()
             .map(|s| (s.name.clone(), s.state, s.version))
             .collect();
-        self.inventory
-            .operation_set_args(op, &serde_json::to_string(&args).unwrap_or_default())?;
-        let ctx = self.context(op, &u, args.action.force(), progress).await?;
-        let mut warnings = Vec::new();
-        if let Some((driver, _)) = &ctx.lb {
-            // Put back what the load balancer lost before changing anything.
-            if let Some(lb) = &u.lb {
-                let lb = self.inventory.lb_get(lb)?;
-                let r = self.reconcile_unit(&u, &lb).await?;
-                if !r.added.is_empty() || !r.corrected.is_empty() {
-                    warnings.push(format!(
-                        "the load balancer had lost members; put back: {}",
-                        r.added
-                            .iter()
-                            .chain(&r.corrected)
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
+        let json = serde_json::to_string(&args).unwrap_or_default();
+        let ctx = match self.inventory.operation_set_args(op, &json) {
+            Ok(()) => self.context(op, &u, args.action.force(), progress).await,
+            Err(e) => Err(e.into()),
+        };
+        let ctx = match ctx {
+            Ok(c) => c,
+            Err(e) => {
+                // Nothing ran: forget the servers this operation registered.
+                for name in &args.registered {
+                    self.inventory.server_delete(name)?;
                 }
+                return Err(e);
             }
-            let _ = driver;
-        }
+        };
         let mut outcomes = self.run_servers(&ctx, &targets, kind).await;
-        if let Some(crashed) = outcomes
+        if outcomes
             .iter()
-            .find(|o| o.failed.as_ref().is_some_and(|f| f.1 == CRASH))
+            .any(|o| o.failed.as_ref().is_some_and(|f| f.1 == CRASH))
         {
-            let _ = crashed;
             return Err(OpError::Crashed);
         }
         let failed = outcomes.iter().any(|o| o.failed.is_some());
