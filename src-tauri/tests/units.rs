@@ -673,6 +673,22 @@ async fn bad_input_is_refused_and_changes_nothing() {
         C::InvalidInput
     );
     assert!(f.e.lb_list().unwrap().is_empty());
+    // MACs are generated unique; the inventory refuses a duplicate even so, naming the holder.
+    let taken = f.e.unit_show("shop").unwrap().servers[0].mac.clone();
+    let err = f
+        .e
+        .inventory
+        .server_insert(
+            "shop",
+            &[flotilla::inventory::NewServer {
+                name: "shop-9".into(),
+                host: "h1".into(),
+                address: "10.77.0.99".into(),
+                mac: taken.clone(),
+            }],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains(&taken) && err.to_string().contains("shop-1"), "{err}");
     assert_eq!(f.snapshot().await, before);
     assert_eq!(f.e.unit_list().unwrap().len(), 1);
 }
