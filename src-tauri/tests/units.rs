@@ -168,6 +168,9 @@ impl Fixture {
             for v in vols {
                 out.push_str(&format!("{} volume {v}\n", h.name));
             }
+            for o in self.e.inventory.host_object_list(h.name.as_str()).unwrap() {
+                out.push_str(&format!("{} verified {o}\n", h.name));
+            }
         }
         for v in self.e.image_list().unwrap() {
             for c in v.copies {
@@ -675,20 +678,22 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert!(f.e.lb_list().unwrap().is_empty());
     // MACs are generated unique; the inventory refuses a duplicate even so, naming the holder.
     let taken = f.e.unit_show("shop").unwrap().servers[0].mac.clone();
-    let err = f
-        .e
-        .inventory
-        .server_insert(
-            "shop",
-            &[flotilla::inventory::NewServer {
-                name: "shop-9".into(),
-                host: "h1".into(),
-                address: "10.77.0.99".into(),
-                mac: taken.clone(),
-            }],
-        )
-        .unwrap_err();
-    assert!(err.to_string().contains(&taken) && err.to_string().contains("shop-1"), "{err}");
+    let err =
+        f.e.inventory
+            .server_insert(
+                "shop",
+                &[flotilla::inventory::NewServer {
+                    name: "shop-9".into(),
+                    host: "h1".into(),
+                    address: "10.77.0.99".into(),
+                    mac: taken.clone(),
+                }],
+            )
+            .unwrap_err();
+    assert!(
+        err.to_string().contains(&taken) && err.to_string().contains("shop-1"),
+        "{err}"
+    );
     assert_eq!(f.snapshot().await, before);
     assert_eq!(f.e.unit_list().unwrap().len(), 1);
 }

@@ -1795,20 +1795,14 @@ impl Engine {
 
     /// The unit version's payload disk (and a direct-boot master's kernel files) on the host.
     async fn ensure_payload(&self, ctx: &Ctx, host: &Host) -> Result<(), OpError> {
-        let (uri, pool) = (&host.uri, &host.pool);
-        let mut uploads: Vec<(String, std::path::PathBuf)> = Vec::new();
         let dir = tempfile_dir()?;
-        let payload = ctx.payload_volume();
         let result = async {
-            if self
-                .hypervisor
-                .volume_get(uri, pool, &payload)
-                .await?
-                .is_none()
-            {
-                let file = dir.join("payload.img");
+            let payload = ctx.payload_volume();
+            let file = dir.join("payload.img");
+            let mut files: Vec<(String, std::path::PathBuf)> = Vec::new();
+            if !self.host_object_ok(host, &payload).await? {
                 self.def_payload(&ctx.uv.definition, ctx.uv.definition_version, &file)?;
-                uploads.push((payload.clone(), file));
+                files.push((payload, file));
             }
             if let BootMode::Kernel {
                 kernel_file,
@@ -1816,38 +1810,89 @@ impl Engine {
                 ..
             } = &ctx.image.boot
             {
-                let mut files = vec![("vmlinuz", kernel_file)];
+                let mut boot = vec![("vmlinuz", kernel_file)];
                 if let Some(i) = initrd_file {
-                    files.push(("initrd", i));
+                    boot.push(("initrd", i));
                 }
-                for (suffix, f) in files {
+                for (suffix, f) in boot {
                     let name = format!("{}-u{}-{suffix}", ctx.unit.name, ctx.uv.version);
-                    if self
-                        .hypervisor
-                        .volume_get(uri, pool, &name)
-                        .await?
-                        .is_none()
-                    {
-                        uploads.push((name, self.library_dir().join(f)));
+                    if !self.host_object_ok(host, &name).await? {
+                        files.push((name, self.library_dir().join(f)));
                     }
                 }
             }
-            for (name, file) in uploads {
-                let r = self
-                    .hypervisor
-                    .volume_upload(uri, pool, &name, file, DiskFormat::Raw, |_, _| {})
-                    .await;
-                if let Err(e) = r {
-                    // A half upload must not look like a finished one next time.
-                    let _ = self.hypervisor.volume_delete(uri, pool, &name).await;
-                    return Err(e.into());
-                }
+            for (name, file) in files {
+                self.host_object_upload(host, &name, file).await?;
             }
             Ok(())
         }
         .await;
         let _ = std::fs::remove_dir_all(&dir);
         result
+    }
+
+    /// True when `volume` is on the host and was verified there. A volume without a record
+    /// is what an interrupted upload left (Flotilla was killed): it is removed.
+    async fn host_object_ok(&self, host: &Host, volume: &str) -> Result<bool, OpError> {
+        let (uri, pool) = (&host.uri, &host.pool);
+        let present = self
+            .hypervisor
+            .volume_get(uri, pool, volume)
+            .await?
+            .is_some();
+        let recorded = self.inventory.host_object_get(host.name.as_str(), volume)?;
+        match (present, recorded) {
+            (true, Some(_)) => Ok(true),
+            (true, None) => {
+                self.hypervisor.volume_delete(uri, pool, volume).await?;
+                Ok(false)
+            }
+            (false, Some(_)) => {
+                self.inventory
+                    .host_object_forget(host.name.as_str(), volume)?;
+                Ok(false)
+            }
+            (false, None) => Ok(false),
+        }
+    }
+
+    /// Uploads a file as `volume`, reads it back, and records it when the checksums match.
+    async fn host_object_upload(
+        &self,
+        host: &Host,
+        volume: &str,
+        file: std::path::PathBuf,
+    ) -> Result<(), OpError> {
+        let (uri, pool) = (&host.uri, &host.pool);
+        let want = crate::library::sha256_file(&file, &|_, _| {})?;
+        let uploaded = self
+            .hypervisor
+            .volume_upload(uri, pool, volume, file, DiskFormat::Raw, |_, _| {})
+            .await;
+        let found = match uploaded {
+            Ok(_) => self.hypervisor.volume_sha256(uri, pool, volume).await,
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok(sum) if sum == want => {
+                self.inventory
+                    .host_object_record(host.name.as_str(), volume, &sum)?;
+                Ok(())
+            }
+            outcome => {
+                // A half or damaged upload must not look like a finished one next time.
+                let _ = self.hypervisor.volume_delete(uri, pool, volume).await;
+                Err(match outcome {
+                    Err(e) => e.into(),
+                    Ok(found) => OpError::CopyMismatch {
+                        what: volume.to_owned(),
+                        host: host.name.to_string(),
+                        found,
+                        expected: want,
+                    },
+                })
+            }
+        }
     }
 
     /// Removes the unit's payload and kernel volumes from hosts where no deployed server of
@@ -1871,10 +1916,14 @@ impl Engine {
                 for v in &ctx.unit.versions {
                     for suffix in ["payload.img", "vmlinuz", "initrd"] {
                         let name = format!("{}-u{}-{suffix}", ctx.unit.name, v.version);
-                        let _ = self
+                        if self
                             .hypervisor
                             .volume_delete(&host.uri, &host.pool, &name)
-                            .await;
+                            .await
+                            .is_ok()
+                        {
+                            let _ = self.inventory.host_object_forget(hname, &name);
+                        }
                     }
                 }
             }
