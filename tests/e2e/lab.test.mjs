@@ -22,6 +22,7 @@ after(async () => {
 
 test("the wizard adds both lab hosts, which report QEMU", { skip: lab ? false : `the lab is not up (${envFile})` }, async () => {
   const b = app.browser;
+  await (await byTestId(b, "nav-hosts")).click();
   for (const i of [1, 2]) {
     await (await byTestId(b, "add-host")).click();
     await (await byTestId(b, "host-name")).setValue(`lab-h${i}`);

@@ -1,7 +1,9 @@
 //! T2: a 4-server unit across the two lab hosts behind the lab's HAProxy, through the engine:
 //! deploy (requests through HAProxy reach all four; their hostnames appear), reconcile after
 //! HAProxy lost members, stop and start, scale 4 → 6 → 3, delete (hosts and HAProxy exactly as
-//! before). The generated domain XML passes libvirt's own `virt-xml-validate`.
+//! before). The generated domain XML passes libvirt's own `virt-xml-validate`. And a
+//! `flotillactl unit deploy` killed with SIGKILL mid-way is found interrupted, then unwound
+//! (the lab as before) or resumed (the unit serves).
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use flotilla::lb::haproxy::{Endpoint, HaproxyRuntime};
@@ -101,12 +103,10 @@ async fn run(e: &Engine, action: UnitAction) {
     }
 }
 
-#[tokio::test]
-#[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh"]
-async fn a_unit_lives_on_the_lab_behind_haproxy() {
-    let lab = Lab::from_env();
-    let dir = tempfile::tempdir().unwrap();
-    let e = engine_in(dir.path());
+/// An engine in `dir` with both lab hosts (lab network, TCG), the tiny guest as master `tiny`,
+/// the definition `web` (v2) and the lab's HAProxy as `lab`.
+async fn setup(lab: &Lab, dir: &std::path::Path) -> Engine {
+    let e = engine_in(dir);
     lab.add_hosts(&e, &[1, 2]).await;
     for h in ["lab-h1", "lab-h2"] {
         // The lab's machines offer /dev/kvm but it does not work there (RIG.md): TCG.
@@ -139,6 +139,15 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
     )
     .await
     .unwrap();
+    e
+}
+
+#[tokio::test]
+#[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh"]
+async fn a_unit_lives_on_the_lab_behind_haproxy() {
+    let lab = Lab::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let e = setup(&lab, dir.path()).await;
     let pool = lab.get("FLOTILLA_LAB_HAPROXY_BACKEND").to_owned();
     let before = world(&lab, &e, &pool).await;
 
@@ -247,6 +256,90 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
         names(&["web-1", "web-2", "web-3"])
     );
 
+    run(&e, UnitAction::Delete { force: false }).await;
+    assert_eq!(world(&lab, &e, &pool).await, before);
+}
+
+/// Kills `flotillactl unit deploy` (SIGKILL) once the journal shows a server started.
+fn deploy_and_kill(data: &std::path::Path, unit: &str, e: &Engine) {
+    let ctl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/flotillactl");
+    assert!(
+        ctl.exists(),
+        "{} is missing: build it first (cargo build -p flotilla --bin flotillactl)",
+        ctl.display()
+    );
+    let mut child = std::process::Command::new(&ctl)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["unit", "deploy", unit])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let ops = e.inventory.operation_list(5).unwrap();
+        let begun = ops.iter().any(|o| {
+            o.steps
+                .iter()
+                .any(|s| s.step.ends_with(": start") && s.status == "succeeded")
+        });
+        if begun {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the deploy ended before it was killed");
+        assert!(started.elapsed().as_secs() < 120, "no server started within 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh"]
+async fn a_killed_deploy_is_unwound_or_resumed() {
+    let lab = Lab::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let e = setup(&lab, dir.path()).await;
+    let pool = lab.get("FLOTILLA_LAB_HAPROXY_BACKEND").to_owned();
+    let before = world(&lab, &e, &pool).await;
+    e.unit_create(&UnitForm {
+        name: "web".into(),
+        image: "tiny:1".into(),
+        definition: "web:2".into(),
+        size: Some(flotilla::model::ServerSize {
+            cpus: 1,
+            memory_mib: 128,
+            disk_gib: 0,
+        }),
+        count: 2,
+        name_pattern: "web-{n}".into(),
+        addresses: "10.77.0.31-10.77.0.40".into(),
+        lb: Some("lab".into()),
+        lb_pool: Some(pool.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+
+    // Killed mid-deploy, then unwound: hosts and HAProxy as before.
+    deploy_and_kill(dir.path(), "web", &e);
+    let interrupted = e.interrupted_operations().unwrap();
+    assert_eq!(interrupted.len(), 1, "{interrupted:?}");
+    let r = e
+        .operation_unwind(interrupted[0].operation, Arc::new(|_| {}))
+        .await
+        .unwrap();
+    assert!(r.ok, "{r}");
+    assert_eq!(world(&lab, &e, &pool).await, before);
+
+    // Killed again, then resumed: both servers serve behind HAProxy.
+    deploy_and_kill(dir.path(), "web", &e);
+    let interrupted = e.interrupted_operations().unwrap();
+    assert_eq!(interrupted.len(), 1);
+    e.operation_resume(interrupted[0].operation, Arc::new(|_| {}))
+        .await
+        .unwrap();
+    assert_eq!(hostnames_behind_lb(&lab, 2, 80), names(&["web-1", "web-2"]));
     run(&e, UnitAction::Delete { force: false }).await;
     assert_eq!(world(&lab, &e, &pool).await, before);
 }
