@@ -268,6 +268,12 @@ fn deploy_and_kill(data: &std::path::Path, unit: &str, e: &Engine) {
         "{} is missing: build it first (cargo build -p flotilla --bin flotillactl)",
         ctl.display()
     );
+    let last = e
+        .inventory
+        .operation_list(1)
+        .unwrap()
+        .first()
+        .map_or(0, |o| o.id);
     let mut child = std::process::Command::new(&ctl)
         .arg("--data-dir")
         .arg(data)
@@ -279,7 +285,7 @@ fn deploy_and_kill(data: &std::path::Path, unit: &str, e: &Engine) {
     let started = std::time::Instant::now();
     loop {
         let ops = e.inventory.operation_list(5).unwrap();
-        let begun = ops.iter().any(|o| {
+        let begun = ops.iter().filter(|o| o.id > last).any(|o| {
             o.steps
                 .iter()
                 .any(|s| s.step.ends_with(": start") && s.status == "succeeded")
@@ -287,8 +293,14 @@ fn deploy_and_kill(data: &std::path::Path, unit: &str, e: &Engine) {
         if begun {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the deploy ended before it was killed");
-        assert!(started.elapsed().as_secs() < 120, "no server started within 120 s");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the deploy ended before it was killed"
+        );
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no server started within 120 s"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     child.kill().unwrap();
