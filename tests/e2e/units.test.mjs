@@ -104,6 +104,11 @@ test("create a unit with the wizard, deploy it, stop, start, scale and delete it
   for (const k of ["deploy", "stop", "start", "scale"]) assert.ok(kinds.includes(k), `${k} in ${kinds}`);
   assert.ok(journal.operations.every((o) => o.state === "succeeded"));
 
+  await (await byTestId(b, "nav-operations")).click();
+  await byTestId(b, "journal-table");
+  await screenshot(b, "operations-journal");
+  await (await byTestId(b, "nav-units")).click();
+
   await confirmAction(b, "unit-delete");
   await byTestId(b, "units-empty");
   assert.deepEqual(JSON.parse(ok(ctl(app.dataDir, "unit", "list", "--json")).stdout), []);

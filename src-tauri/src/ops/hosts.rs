@@ -155,7 +155,7 @@ impl Engine {
         outcome
     }
 
-    async fn host_check_inner(&self, name: &str) -> Result<Host, OpError> {
+    pub(super) async fn host_check_inner(&self, name: &str) -> Result<Host, OpError> {
         let host = self.host_show(name)?;
         let found = self
             .hypervisor

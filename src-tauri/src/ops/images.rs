@@ -263,7 +263,7 @@ impl Engine {
         outcome
     }
 
-    async fn image_ensure_inner(
+    pub(super) async fn image_ensure_inner(
         &self,
         reference: &str,
         host: &str,

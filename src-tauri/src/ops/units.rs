@@ -1599,7 +1599,9 @@ impl Engine {
                 };
                 self.ensure_space(host, &ctx.image).await?;
                 let r = format!("{}:{}", ctx.image.image, ctx.image.version);
-                self.image_ensure(&r, &s.host, Arc::new(|_| {})).await?;
+                // Part of the unit operation (journaled there), not an audit entry of its own.
+                self.image_ensure_inner(&r, &s.host, Arc::new(|_| {}))
+                    .await?;
                 Ok(())
             }
             Step::EnsurePayload => {
@@ -1776,7 +1778,7 @@ impl Engine {
         if image.copies.iter().any(|c| c.host == host.name) {
             return Ok(());
         }
-        let fresh = self.host_check(host.name.as_str()).await?;
+        let fresh = self.host_check_inner(host.name.as_str()).await?;
         let have = fresh
             .facts
             .as_ref()
