@@ -315,6 +315,26 @@ pub fn engine_in(dir: &std::path::Path) -> flotilla::ops::Engine {
 }
 
 impl Lab {
+    /// An engine in `dir` ready for units: both lab hosts with the lab's network (and TCG:
+    /// /dev/kvm does not work here, RIG.md) and the lab's HAProxy registered as `lab`.
+    pub async fn unit_engine(&self, dir: &std::path::Path) -> flotilla::ops::Engine {
+        let e = engine_in(dir);
+        self.add_hosts(&e, &[1, 2]).await;
+        for h in ["lab-h1", "lab-h2"] {
+            e.host_set_network(h, "10.77.0.0/24", self.get("FLOTILLA_LAB_GATEWAY"), "qemu")
+                .expect("set the lab network");
+        }
+        e.lb_add(
+            "lab",
+            &flotilla::ops::lbs::LbTarget::HaproxySocket {
+                path: self.get("FLOTILLA_LAB_HAPROXY_SOCKET").into(),
+            },
+        )
+        .await
+        .expect("register the lab's HAProxy");
+        e
+    }
+
     /// Registers lab hosts `hosts` (1-based) as `lab-hN` with the bridge `br0`.
     pub async fn add_hosts(&self, e: &flotilla::ops::Engine, hosts: &[u32]) {
         for i in hosts {

@@ -8,9 +8,8 @@
 
 use flotilla::model::{Firmware, RolloutPolicy, ServerSize};
 use flotilla::ops::images::{BootInput, ImportRequest};
-use flotilla::ops::lbs::LbTarget;
 use flotilla::ops::units::{UnitAction, UnitForm};
-use flotilla_tests::{engine_in, Lab};
+use flotilla_tests::Lab;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
@@ -49,12 +48,7 @@ async fn real_cloud_init_unit_deploys_from_a_disk_booting_master() {
     let image = PathBuf::from(String::from_utf8(built.stdout).unwrap().trim());
 
     let dir = tempfile::tempdir().unwrap();
-    let e = engine_in(dir.path());
-    lab.add_hosts(&e, &[1, 2]).await;
-    for h in ["lab-h1", "lab-h2"] {
-        e.host_set_network(h, "10.77.0.0/24", lab.get("FLOTILLA_LAB_GATEWAY"), "qemu")
-            .unwrap();
-    }
+    let e = lab.unit_engine(dir.path()).await;
     e.image_import(
         &ImportRequest {
             image: "debian-cloud".into(),
@@ -68,14 +62,6 @@ async fn real_cloud_init_unit_deploys_from_a_disk_booting_master() {
     .unwrap();
     e.def_create("cloudweb").unwrap();
     e.def_set_text("cloudweb", DEFINITION).unwrap();
-    e.lb_add(
-        "lab",
-        &LbTarget::HaproxySocket {
-            path: lab.get("FLOTILLA_LAB_HAPROXY_SOCKET").into(),
-        },
-    )
-    .await
-    .unwrap();
     let pool = lab.get("FLOTILLA_LAB_HAPROXY_BACKEND").to_owned();
     e.unit_create(&UnitForm {
         name: "cloudweb".into(),

@@ -10,10 +10,9 @@ use flotilla::lb::haproxy::{Endpoint, HaproxyRuntime};
 use flotilla::lb::LoadBalancer;
 use flotilla::model::RolloutPolicy;
 use flotilla::ops::images::{BootInput, ImportRequest};
-use flotilla::ops::lbs::LbTarget;
 use flotilla::ops::units::{UnitAction, UnitForm};
 use flotilla::ops::Engine;
-use flotilla_tests::{engine_in, Lab};
+use flotilla_tests::Lab;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -103,16 +102,10 @@ async fn run(e: &Engine, action: UnitAction) {
     }
 }
 
-/// An engine in `dir` with both lab hosts (lab network, TCG), the tiny guest as master `tiny`,
-/// the definition `web` (v2) and the lab's HAProxy as `lab`.
+/// An engine in `dir` for units on the lab (`Lab::unit_engine`) with the tiny guest as master
+/// `tiny` and the definition `web` (v2).
 async fn setup(lab: &Lab, dir: &std::path::Path) -> Engine {
-    let e = engine_in(dir);
-    lab.add_hosts(&e, &[1, 2]).await;
-    for h in ["lab-h1", "lab-h2"] {
-        // The lab's machines offer /dev/kvm but it does not work there (RIG.md): TCG.
-        e.host_set_network(h, "10.77.0.0/24", lab.get("FLOTILLA_LAB_GATEWAY"), "qemu")
-            .unwrap();
-    }
+    let e = lab.unit_engine(dir).await;
     let guest = lab.guest();
     e.image_import(
         &ImportRequest {
@@ -131,14 +124,6 @@ async fn setup(lab: &Lab, dir: &std::path::Path) -> Engine {
     .unwrap();
     e.def_create("web").unwrap();
     e.def_set_text("web", DEFINITION).unwrap();
-    e.lb_add(
-        "lab",
-        &LbTarget::HaproxySocket {
-            path: lab.get("FLOTILLA_LAB_HAPROXY_SOCKET").into(),
-        },
-    )
-    .await
-    .unwrap();
     e
 }
 

@@ -6,8 +6,12 @@
 
 use super::{Engine, OpError};
 use crate::inventory::{InventoryError, NewHost};
-use crate::model::{BridgeName, Host, HostFacts, HostName, HostStatus, LibvirtUri, PoolName};
+use crate::model::{
+    quote_input, BridgeName, Host, HostFacts, HostName, HostStatus, Ipv4Cidr, LibvirtUri, PoolName,
+    ValidationError,
+};
 use serde::Serialize;
+use std::net::Ipv4Addr;
 
 /// What the user typed to add a host. Empty pool or bridge means the default.
 #[derive(Debug, Clone, Default)]
@@ -186,6 +190,87 @@ impl Engine {
             }
         };
         Ok(updated)
+    }
+
+    /// Sets a host's network (servers' addresses must lie in it), gateway and domain type
+    /// override (`kvm`, `qemu`, or empty for what its capabilities offer).
+    pub fn host_set_network(
+        &self,
+        host: &str,
+        network: &str,
+        gateway: &str,
+        domain_type: &str,
+    ) -> Result<Host, OpError> {
+        let outcome = (|| {
+            let name = HostName::parse(host.trim())?;
+            let network = network.trim();
+            let net = if network.is_empty() {
+                None
+            } else {
+                Some(
+                    Ipv4Cidr::parse(network)
+                        .map_err(|e| ValidationError::new("network", e.problem))?,
+                )
+            };
+            let gateway = gateway.trim();
+            if !gateway.is_empty() {
+                let gw: Ipv4Addr = gateway.parse().map_err(|_| {
+                    ValidationError::new(
+                        "gateway",
+                        format!("{} is not an IPv4 address", quote_input(gateway)),
+                    )
+                })?;
+                match net {
+                    Some(n) if n.contains(gw) => {}
+                    _ => {
+                        return Err(ValidationError::new(
+                            "gateway",
+                            format!("{gw} is outside the network {network}"),
+                        )
+                        .into())
+                    }
+                }
+            }
+            let dt = domain_type.trim();
+            if !matches!(dt, "" | "kvm" | "qemu") {
+                return Err(ValidationError::new(
+                    "domain-type",
+                    format!("{} must be kvm, qemu or empty (automatic)", quote_input(dt)),
+                )
+                .into());
+            }
+            let servers = self
+                .inventory
+                .server_list()?
+                .into_iter()
+                .filter(|s| s.host == name.as_str());
+            for s in servers {
+                let inside =
+                    net.is_some_and(|n| s.address.parse::<Ipv4Addr>().is_ok_and(|a| n.contains(a)));
+                if !inside {
+                    return Err(ValidationError::new(
+                        "network",
+                        format!(
+                            "server {} on this host has address {}, outside {}",
+                            s.name,
+                            s.address,
+                            if network.is_empty() {
+                                "(none)"
+                            } else {
+                                network
+                            }
+                        ),
+                    )
+                    .into());
+                }
+            }
+            let canonical = net.map(|n| n.to_string()).unwrap_or_default();
+            self.inventory
+                .host_set_network(name.as_str(), &canonical, gateway, dt)?;
+            self.host_show(name.as_str())
+        })();
+        self.audit("host.set", &format!("host/{host}"), &outcome);
+        outcome
     }
 
     /// Unregisters a host. Refused while servers or images on it are in the inventory.

@@ -1,0 +1,940 @@
+//! Management units: create, plan, deploy, start, stop, restart, scale, delete.
+//!
+//! An operation is a plan of named steps per server (`plan::server_steps`), run in parallel
+//! across servers with a bound per host, in batches of the rollout policy's `max_unavailable`
+//! for stop and restart. Every transition is journaled before it is reported. Steps are
+//! idempotent: names, MACs and addresses are chosen when servers are registered, so a retry
+//! targets the same objects, and undo treats "already gone" as done.
+//!
+//! When a step fails, no new step starts; every server's completed steps (the failed one
+//! included: it may have half-happened) are undone in reverse and the operation ends with a
+//! report of exactly what failed and what was undone — the unit is as before. Steps after
+//! which there is no way back (undefine, delete volumes, forget) are never undone: an operation
+//! that fails after them is finished by running it again.
+//!
+//! After Flotilla itself dies mid-operation the journal still says `running`; the next start
+//! lists it (`interrupted_operations`) and offers `resume` (run it again: steps are idempotent)
+//! or `unwind` (undo what the journal says was done).
+
+use super::builder::tempfile_dir;
+use super::lbs::{member_address, LbDriver};
+use super::{Engine, OpError};
+use crate::guest::{payload_runcmd, write_seed_disk, NicConfig, SeedSpec};
+use crate::hypervisor::{BootSpec, DiskFormat, DiskSpec, DomainSpec, DomainType, NicSpec};
+use crate::inventory::{InventoryError, NewServer, NewUnit, Server, StepStatus, Unit, UnitVersion};
+use crate::lb::MemberState;
+use crate::model::definition::{render_template, Definition};
+use crate::model::{
+    check_server_address, quote_input, AddressRange, BootMode, Firmware, Host, HostName, ImageRef,
+    ImageVersion, Ipv4Cidr, MacAddr, NamePattern, RolloutPolicy, ServerSize, ServerState,
+    ValidationError, MAX_SERVERS,
+};
+use crate::plan::{self, HostRoom, OpKind, Step};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+mod run;
+mod steps;
+use std::time::{Duration, Instant};
+
+/// Servers started at once on one host.
+const PER_HOST: usize = 4;
+
+/// A server named in the unit wizard or on the command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct ServerForm {
+    pub name: String,
+    pub address: String,
+    /// Empty: placed automatically.
+    pub host: String,
+}
+
+/// What the unit wizard (or `flotillactl unit create`) asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct UnitForm {
+    pub name: String,
+    /// `IMAGE:VERSION` (or `IMAGE` for its newest version).
+    pub image: String,
+    /// `DEFINITION:VERSION` (or `DEFINITION` for its newest version).
+    pub definition: String,
+    /// Default: the definition's `[resources]`, else 1 CPU and 256 MiB.
+    pub size: Option<ServerSize>,
+    /// Bulk registration: this many servers named by `name_pattern`, addresses from
+    /// `addresses`, on `hosts` (empty: all hosts with a network).
+    pub count: u32,
+    pub name_pattern: String,
+    pub addresses: String,
+    pub hosts: Vec<String>,
+    /// Servers named one by one (in addition to the bulk ones).
+    pub servers: Vec<ServerForm>,
+    pub lb: Option<String>,
+    /// The load balancer's backend (HAProxy) or route `@id` (Caddy); default: Caddy's route
+    /// id, or `be_<unit>`.
+    pub lb_pool: Option<String>,
+    pub policy: Option<RolloutPolicy>,
+}
+
+/// What the wizard's review page and `unit create` show after creating.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct UnitCreated {
+    pub unit: Unit,
+    pub warnings: Vec<String>,
+}
+
+/// An operation the admin asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum UnitAction {
+    Deploy,
+    Start { servers: Vec<String> },
+    Stop { servers: Vec<String>, force: bool },
+    Restart { servers: Vec<String>, force: bool },
+    Scale { count: u32 },
+    Delete { force: bool },
+}
+
+impl UnitAction {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Deploy => "deploy",
+            Self::Start { .. } => "start",
+            Self::Stop { .. } => "stop",
+            Self::Restart { .. } => "restart",
+            Self::Scale { .. } => "scale",
+            Self::Delete { .. } => "delete",
+        }
+    }
+    fn force(&self) -> bool {
+        matches!(
+            self,
+            Self::Stop { force: true, .. }
+                | Self::Restart { force: true, .. }
+                | Self::Delete { force: true }
+        )
+    }
+}
+
+/// The stored arguments of an operation: enough to resume it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OpArgs {
+    unit: String,
+    action: UnitAction,
+    /// Servers this operation registered (scale out): forgotten again when it is undone.
+    #[serde(default)]
+    registered: Vec<String>,
+    /// States of the servers it touches before it began: what an unwind restores.
+    #[serde(default)]
+    before: Vec<(String, ServerState, Option<u32>)>,
+}
+
+/// One server's part of a plan.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct ServerPlan {
+    pub server: String,
+    pub host: String,
+    pub address: String,
+    /// `new` when the operation registers it (scale out).
+    pub note: String,
+    pub steps: Vec<Step>,
+}
+
+/// The dry run of an operation: the ordered steps per server.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct OpPlan {
+    pub unit: String,
+    pub action: String,
+    /// Servers taken out of service at once (stop, restart).
+    pub batch_size: u32,
+    pub servers: Vec<ServerPlan>,
+    pub warnings: Vec<String>,
+}
+
+/// A step transition, as the progress bars and the GUI see it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct StepEvent {
+    pub operation: i64,
+    pub server: String,
+    pub step: Step,
+    pub status: StepStatus,
+    pub detail: String,
+    /// Steps of this server finished so far, of `total`.
+    pub done: u32,
+    pub total: u32,
+}
+
+pub type StepFn = Arc<dyn Fn(StepEvent) + Send + Sync>;
+
+/// What happened to one server.
+#[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct ServerOutcome {
+    pub server: String,
+    pub host: String,
+    pub done: Vec<Step>,
+    /// The step that failed and its error.
+    pub failed: Option<(Step, String)>,
+    pub undone: Vec<Step>,
+    /// Undo steps that failed themselves (what is left to clean up by hand).
+    pub undo_failed: Vec<(Step, String)>,
+}
+
+/// The end of an operation.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct OpReport {
+    pub operation: i64,
+    pub unit: String,
+    pub action: String,
+    pub ok: bool,
+    pub servers: Vec<ServerOutcome>,
+    pub warnings: Vec<String>,
+}
+
+impl std::fmt::Display for OpReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.ok {
+            return write!(
+                f,
+                "{} of unit {} finished (operation #{})",
+                self.action, self.unit, self.operation
+            );
+        }
+        write!(
+            f,
+            "{} of unit {} failed (operation #{})",
+            self.action, self.unit, self.operation
+        )?;
+        for s in &self.servers {
+            if let Some((step, e)) = &s.failed {
+                write!(
+                    f,
+                    "\n  server {} (host {}) failed at step {}: {e}",
+                    s.server,
+                    s.host,
+                    step.as_str()
+                )?;
+            }
+        }
+        let undone: Vec<String> = self
+            .servers
+            .iter()
+            .filter(|s| !s.undone.is_empty())
+            .map(|s| {
+                let steps: Vec<&str> = s.undone.iter().map(|s| s.as_str()).collect();
+                format!("{}: {}", s.server, steps.join(", "))
+            })
+            .collect();
+        if undone.is_empty() {
+            write!(f, "\n  nothing had to be undone")?;
+        } else {
+            write!(f, "\n  undone: {}", undone.join("; "))?;
+        }
+        for s in &self.servers {
+            for (step, e) in &s.undo_failed {
+                write!(
+                    f,
+                    "\n  could not undo {} of {}: {e}",
+                    step.as_str(),
+                    s.server
+                )?;
+            }
+            if s.failed.is_some() && s.done.iter().any(|d| d.irreversible()) {
+                write!(
+                    f,
+                    "\n  {} was already partly removed; run the operation again to finish it",
+                    s.server
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A test hook: make a step fail (after doing its work) or make the process "die" there.
+/// Set with [`Engine::inject_fault`] or `FLOTILLA_FAULT=fail|crash:SERVER|*:STEP`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub crash: bool,
+    /// `*` for any server.
+    pub server: String,
+    pub step: Step,
+}
+
+impl Fault {
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut parts = value.splitn(3, ':');
+        let crash = match parts.next()? {
+            "fail" => false,
+            "crash" => true,
+            _ => return None,
+        };
+        Some(Self {
+            crash,
+            server: parts.next()?.to_owned(),
+            step: Step::parse(parts.next()?)?,
+        })
+    }
+}
+
+/// A server as its host and the load balancer see it now.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct ServerLive {
+    pub server: String,
+    /// `running`, `shut off`, `not defined`, or why it is unknown.
+    pub power: String,
+    /// The load balancer's status text for its member.
+    pub lb_status: String,
+    /// Up with its last health check passed; `None` when not known.
+    pub healthy: Option<bool>,
+}
+
+/// An interrupted operation, as the start screen and `flotillactl op list` show it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct Interrupted {
+    pub operation: i64,
+    pub kind: String,
+    pub unit: String,
+    /// Steps the journal says were started or done.
+    pub steps_done: u32,
+}
+
+/// Everything the steps of one operation share.
+struct Ctx {
+    op: i64,
+    unit: Unit,
+    uv: UnitVersion,
+    image: ImageVersion,
+    def: Definition,
+    hosts: HashMap<String, Host>,
+    lb: Option<(LbDriver, String)>,
+    port: u16,
+    force: bool,
+    policy: RolloutPolicy,
+    progress: StepFn,
+    abort: AtomicBool,
+    /// One at a time per host for shared objects (master copy, payload).
+    host_locks: HashMap<String, tokio::sync::Mutex<()>>,
+    host_slots: HashMap<String, tokio::sync::Semaphore>,
+}
+
+impl Ctx {
+    fn host(&self, name: &str) -> Result<&Host, OpError> {
+        self.hosts.get(name).ok_or_else(|| {
+            InventoryError::NotFound {
+                kind: "host",
+                name: name.to_owned(),
+            }
+            .into()
+        })
+    }
+    fn payload_volume(&self) -> String {
+        format!("{}-u{}-payload.img", self.unit.name, self.uv.version)
+    }
+}
+
+fn disk_volume(server: &str) -> String {
+    format!("{server}-disk.qcow2")
+}
+fn seed_volume(server: &str) -> String {
+    format!("{server}-seed.img")
+}
+fn serial_volume(server: &str) -> String {
+    format!("{server}.serial")
+}
+
+/// A MAC in the `52:54:00` range from the server's name; `attempt` moves to another on a
+/// collision.
+fn server_mac(unit: &str, server: &str, attempt: u32) -> MacAddr {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(format!("{unit}/{server}/{attempt}").as_bytes());
+    MacAddr::new([0x52, 0x54, 0x00, h[0], h[1], h[2]])
+}
+
+fn parse_ref(field: &'static str, value: &str) -> Result<(String, Option<u32>), OpError> {
+    let v = value.trim();
+    let (name, version) = match v.split_once(':') {
+        Some((n, ver)) => {
+            let ver = ver.trim_start_matches('v');
+            let ver: u32 = ver.parse().map_err(|_| {
+                ValidationError::new(
+                    field,
+                    format!("{} is not NAME or NAME:VERSION", quote_input(value)),
+                )
+            })?;
+            (n, Some(ver))
+        }
+        None => (v, None),
+    };
+    if name.is_empty() {
+        return Err(ValidationError::new(field, "must not be empty").into());
+    }
+    Ok((name.to_owned(), version))
+}
+
+impl Engine {
+    pub fn unit_list(&self) -> Result<Vec<Unit>, OpError> {
+        Ok(self.inventory.unit_list()?)
+    }
+
+    pub fn unit_show(&self, name: &str) -> Result<Unit, OpError> {
+        Ok(self.inventory.unit_get(name.trim())?)
+    }
+
+    /// Registers a unit: its first version and its servers. Creates nothing on any host.
+    pub fn unit_create(&self, form: &UnitForm) -> Result<UnitCreated, OpError> {
+        let outcome = self.unit_create_inner(form);
+        self.audit(
+            "unit.create",
+            &format!("unit/{}", form.name.trim()),
+            &outcome,
+        );
+        outcome
+    }
+
+    /// Checks a form and works out its servers (names, addresses, MACs, hosts) without
+    /// writing anything.
+    pub(super) fn unit_validate(&self, form: &UnitForm) -> Result<(NewUnit, Vec<String>), OpError> {
+        let name = HostName::parse(form.name.trim())?.as_str().to_owned();
+        if self.inventory.unit_get(&name).is_ok() {
+            return Err(InventoryError::Duplicate { kind: "unit", name }.into());
+        }
+        let image = {
+            let (n, v) = parse_ref("image", &form.image)?;
+            let r = ImageRef::parse(&n)?;
+            let v = match v {
+                Some(v) => self.inventory.image_version_get(&r.image, v)?,
+                None => self.inventory.image_version_latest(&r.image)?,
+            };
+            (v.image.to_string(), v.version)
+        };
+        let (def_name, def_version) = {
+            let (n, v) = parse_ref("definition", &form.definition)?;
+            let v = self.def_show(&n, v)?.version;
+            (v.name, v.version)
+        };
+        let def = self.def_parsed(&def_name, def_version)?;
+        let size = form.size.unwrap_or(ServerSize {
+            cpus: def.resources.cpus.as_ref().map_or(1, |c| *c.get_ref()),
+            memory_mib: def
+                .resources
+                .memory_mib
+                .as_ref()
+                .map_or(256, |m| u32::try_from(*m.get_ref()).unwrap_or(u32::MAX)),
+            disk_gib: def.resources.disk_gib.as_ref().map_or(0, |d| *d.get_ref()),
+        });
+        size.validate()?;
+        let policy = form.policy.unwrap_or_default();
+        policy.validate()?;
+        let lb = match &form.lb {
+            Some(lb) if !lb.trim().is_empty() => {
+                let inst = self.inventory.lb_get(lb.trim())?;
+                let pool = form
+                    .lb_pool
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| {
+                        if inst.kind == "caddy" {
+                            inst.route_id.clone()
+                        } else {
+                            format!("be_{name}")
+                        }
+                    });
+                super::lbs::check_pool(&pool)?;
+                Some((inst.name, pool))
+            }
+            _ => None,
+        };
+        let (servers, pattern, addresses) = self.servers_for(&name, form, size)?;
+        if servers.is_empty() {
+            return Err(ValidationError::new(
+                "servers",
+                "a unit needs at least one server: give a count with a name pattern and addresses, or name servers one by one",
+            )
+            .into());
+        }
+        let hosts: Vec<&str> = servers.iter().map(|s| s.host.as_str()).collect();
+        let warnings = plan::single_host_warning(&hosts).into_iter().collect();
+        Ok((
+            NewUnit {
+                name,
+                lb,
+                name_pattern: pattern,
+                addresses,
+                policy,
+                image,
+                definition: (def_name, def_version),
+                size,
+                servers,
+            },
+            warnings,
+        ))
+    }
+
+    pub(super) fn unit_create_inner(&self, form: &UnitForm) -> Result<UnitCreated, OpError> {
+        let (new, warnings) = self.unit_validate(form)?;
+        self.inventory.unit_insert(&new)?;
+        Ok(UnitCreated {
+            unit: self.inventory.unit_get(&new.name)?,
+            warnings,
+        })
+    }
+
+    /// The wizard's review page: the servers a form would register and the deploy plan for
+    /// them. Writes nothing.
+    pub fn unit_preview(&self, form: &UnitForm) -> Result<OpPlan, OpError> {
+        let (new, warnings) = self.unit_validate(form)?;
+        let steps = plan::server_steps(OpKind::Deploy, new.lb.is_some());
+        Ok(OpPlan {
+            batch_size: new.servers.len() as u32,
+            servers: new
+                .servers
+                .into_iter()
+                .map(|s| ServerPlan {
+                    server: s.name,
+                    host: s.host,
+                    address: s.address,
+                    note: s.mac,
+                    steps: steps.clone(),
+                })
+                .collect(),
+            unit: new.name,
+            action: "deploy".into(),
+            warnings,
+        })
+    }
+
+    /// What the hosts and the load balancer say about a unit's servers now.
+    pub async fn unit_live(&self, unit: &str) -> Result<Vec<ServerLive>, OpError> {
+        let u = self.inventory.unit_get(unit.trim())?;
+        let hosts: HashMap<String, Host> = self
+            .host_list()?
+            .into_iter()
+            .map(|h| (h.name.to_string(), h))
+            .collect();
+        let members = match &u.lb {
+            Some(lb) => {
+                let inst = self.inventory.lb_get(lb)?;
+                match LbDriver::of(&inst) {
+                    Ok(d) => d.members(&u.lb_pool).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            None => Ok(Vec::new()),
+        };
+        let mut out = Vec::new();
+        for s in &u.servers {
+            let power = match hosts.get(&s.host) {
+                Some(h) => match self.hypervisor.domain_is_running(&h.uri, &s.name).await {
+                    Ok(Some(true)) => "running".to_owned(),
+                    Ok(Some(false)) => "shut off".to_owned(),
+                    Ok(None) => "not defined".to_owned(),
+                    Err(e) => format!("unknown: {}", describe(&e.into())),
+                },
+                None => "unknown host".to_owned(),
+            };
+            let (lb_status, healthy) = match &members {
+                Ok(list) => match list
+                    .iter()
+                    .find(|m| m.name == s.name || m.address.starts_with(&format!("{}:", s.address)))
+                {
+                    Some(m) => (m.status.clone(), Some(m.healthy)),
+                    None if u.lb.is_some() => ("not a member".to_owned(), None),
+                    None => ("no load balancer".to_owned(), None),
+                },
+                Err(e) => (format!("unreachable: {e}"), None),
+            };
+            out.push(ServerLive {
+                server: s.name.clone(),
+                power,
+                lb_status,
+                healthy,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Names, addresses, MACs and hosts for the servers of a form; checks every one against
+    /// the inventory (unique names, addresses, MACs) and its host's network.
+    pub(super) fn servers_for(
+        &self,
+        unit: &str,
+        form: &UnitForm,
+        size: ServerSize,
+    ) -> Result<(Vec<NewServer>, String, String), OpError> {
+        let hosts: HashMap<String, Host> = self
+            .host_list()?
+            .into_iter()
+            .map(|h| (h.name.to_string(), h))
+            .collect();
+        let existing = self.inventory.server_list()?;
+        let mut taken_names: HashSet<String> = existing.iter().map(|s| s.name.clone()).collect();
+        let mut taken_addrs: HashSet<String> = existing.iter().map(|s| s.address.clone()).collect();
+        let mut taken_macs: HashSet<String> = existing.iter().map(|s| s.mac.clone()).collect();
+        let mut out: Vec<NewServer> = Vec::new();
+        let total = form.count as u64 + form.servers.len() as u64;
+        if total > u64::from(MAX_SERVERS) {
+            return Err(ValidationError::new(
+                "count",
+                format!("{total} servers is more than the {MAX_SERVERS} a unit may have"),
+            )
+            .into());
+        }
+        // Explicit servers first.
+        let mut unplaced: Vec<usize> = Vec::new();
+        for s in &form.servers {
+            let sname = HostName::parse(s.name.trim())
+                .map_err(|e| ValidationError::new("server name", e.problem))?;
+            let addr: Ipv4Addr = s.address.trim().parse().map_err(|_| {
+                ValidationError::new(
+                    "address",
+                    format!(
+                        "{} (server {sname}) is not an IPv4 address",
+                        quote_input(&s.address)
+                    ),
+                )
+            })?;
+            if !taken_names.insert(sname.to_string()) {
+                return Err(InventoryError::Duplicate {
+                    kind: "server",
+                    name: sname.to_string(),
+                }
+                .into());
+            }
+            if !taken_addrs.insert(addr.to_string()) {
+                return Err(InventoryError::Duplicate {
+                    kind: "server address",
+                    name: addr.to_string(),
+                }
+                .into());
+            }
+            if s.host.trim().is_empty() {
+                unplaced.push(out.len());
+            } else if !hosts.contains_key(s.host.trim()) {
+                return Err(InventoryError::NotFound {
+                    kind: "host",
+                    name: s.host.trim().to_owned(),
+                }
+                .into());
+            }
+            out.push(NewServer {
+                name: sname.to_string(),
+                host: s.host.trim().to_owned(),
+                address: addr.to_string(),
+                mac: String::new(),
+            });
+        }
+        // Then the bulk ones.
+        let (mut pattern, mut range) = (String::new(), String::new());
+        if form.count > 0 || !form.name_pattern.trim().is_empty() {
+            let p = NamePattern::parse(form.name_pattern.trim())?;
+            let r = AddressRange::parse(&form.addresses)?;
+            pattern = form.name_pattern.trim().to_owned();
+            range = r.to_string();
+            let mut n = 1u32;
+            let mut free = r.iter();
+            for _ in 0..form.count {
+                while taken_names.contains(&p.name(n)) {
+                    n += 1;
+                }
+                let addr = free
+                    .find(|a| !taken_addrs.contains(&a.to_string()))
+                    .ok_or_else(|| {
+                        ValidationError::new(
+                            "addresses",
+                            format!(
+                                "the range {r} has no free address left for {} servers",
+                                form.count
+                            ),
+                        )
+                    })?;
+                taken_names.insert(p.name(n));
+                taken_addrs.insert(addr.to_string());
+                unplaced.push(out.len());
+                out.push(NewServer {
+                    name: p.name(n),
+                    host: String::new(),
+                    address: addr.to_string(),
+                    mac: String::new(),
+                });
+            }
+        }
+        // Placement for the ones without a host.
+        if !unplaced.is_empty() {
+            let candidates: Vec<&Host> = if form.hosts.is_empty() {
+                hosts.values().filter(|h| !h.network.is_empty()).collect()
+            } else {
+                form.hosts
+                    .iter()
+                    .map(|h| {
+                        hosts.get(h.trim()).ok_or_else(|| {
+                            OpError::from(InventoryError::NotFound {
+                                kind: "host",
+                                name: h.trim().to_owned(),
+                            })
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            };
+            if candidates.is_empty() && !hosts.is_empty() {
+                return Err(ValidationError::new(
+                    "placement",
+                    "no host has a network set, so no server can be placed; set one with: flotillactl host set HOST --network CIDR --gateway IP (or Hosts → Network)",
+                )
+                .into());
+            }
+            let rooms = self.host_rooms(&candidates, unit)?;
+            let placed = plan::place(&rooms, unplaced.len() as u32, u64::from(size.memory_mib))
+                .map_err(|e| ValidationError::new("placement", e.to_string()))?;
+            for (i, host) in unplaced.iter().zip(placed) {
+                out[*i].host = host;
+            }
+        }
+        for s in &mut out {
+            let host = &hosts[&s.host];
+            if host.network.is_empty() {
+                return Err(ValidationError::new(
+                    "host",
+                    format!(
+                        "host {} has no network set, so server addresses cannot be checked; set it with: flotillactl host set {} --network CIDR --gateway IP",
+                        host.name, host.name
+                    ),
+                )
+                .into());
+            }
+            let net = Ipv4Cidr::parse(&host.network)?;
+            let gw = host.gateway.parse().ok();
+            let addr: Ipv4Addr = s.address.parse().map_err(|_| {
+                ValidationError::new("address", format!("{} is not an address", s.address))
+            })?;
+            check_server_address(addr, net, gw).map_err(|e| {
+                ValidationError::new(
+                    "address",
+                    format!("{} (server {} on host {})", e.problem, s.name, host.name),
+                )
+            })?;
+            let mut attempt = 0;
+            let mac = loop {
+                let m = server_mac(unit, &s.name, attempt).to_string();
+                if taken_macs.insert(m.clone()) {
+                    break m;
+                }
+                attempt += 1;
+            };
+            s.mac = mac;
+        }
+        Ok((out, pattern, range))
+    }
+
+    /// Free memory per host (its memory minus what registered servers were promised).
+    pub(super) fn host_rooms(&self, hosts: &[&Host], unit: &str) -> Result<Vec<HostRoom>, OpError> {
+        let units = self.inventory.unit_list()?;
+        let mut promised: HashMap<String, u64> = HashMap::new();
+        let mut of_unit: HashMap<String, u32> = HashMap::new();
+        for u in &units {
+            let mem = u.current().map_or(0, |v| u64::from(v.size.memory_mib));
+            for s in &u.servers {
+                *promised.entry(s.host.clone()).or_default() += mem;
+                if u.name == unit {
+                    *of_unit.entry(s.host.clone()).or_default() += 1;
+                }
+            }
+        }
+        Ok(hosts
+            .iter()
+            .map(|h| {
+                let total = h.facts.as_ref().map_or(0, |f| f.memory_bytes >> 20);
+                let name = h.name.to_string();
+                HostRoom {
+                    free_memory_mib: total
+                        .saturating_sub(promised.get(&name).copied().unwrap_or(0)),
+                    unit_servers: of_unit.get(&name).copied().unwrap_or(0),
+                    name,
+                }
+            })
+            .collect())
+    }
+
+    /// The dry run: which servers the action touches and the steps of each, in order.
+    pub fn unit_plan(&self, unit: &str, action: &UnitAction) -> Result<OpPlan, OpError> {
+        let u = self.inventory.unit_get(unit.trim())?;
+        let (kind, mut targets, new) = self.targets(&u, action)?;
+        let lb = u.lb.is_some();
+        let mut servers: Vec<ServerPlan> = targets
+            .drain(..)
+            .map(|s| ServerPlan {
+                steps: plan::server_steps(kind, lb),
+                server: s.name,
+                host: s.host,
+                address: s.address,
+                note: String::new(),
+            })
+            .collect();
+        for s in new {
+            servers.push(ServerPlan {
+                steps: plan::server_steps(OpKind::Deploy, lb),
+                server: s.name,
+                host: s.host,
+                address: s.address,
+                note: "new".into(),
+            });
+        }
+        let mut warnings = Vec::new();
+        if matches!(action, UnitAction::Deploy) && servers.is_empty() {
+            warnings.push("every server is deployed already: nothing to do".into());
+        }
+        if u.lb.is_some()
+            && !self
+                .lb_show(u.lb.as_deref().unwrap_or(""))?
+                .kind
+                .eq("haproxy")
+        {
+            warnings.push("Caddy has no drain state: servers leave rotation at once and get the drain timeout as a grace period".into());
+        }
+        Ok(OpPlan {
+            unit: u.name.clone(),
+            action: action.name().into(),
+            batch_size: plan::batch_size(kind, u.policy.max_unavailable, servers.len()) as u32,
+            servers,
+            warnings,
+        })
+    }
+
+    /// The kind of per-server work, the existing servers it applies to, and servers a scale
+    /// out would register.
+    pub(super) fn targets(
+        &self,
+        u: &Unit,
+        action: &UnitAction,
+    ) -> Result<(OpKind, Vec<Server>, Vec<NewServer>), OpError> {
+        let chosen = |names: &[String], state: ServerState| -> Result<Vec<Server>, OpError> {
+            for n in names {
+                if !u.servers.iter().any(|s| s.name == *n) {
+                    return Err(InventoryError::NotFound {
+                        kind: "server of this unit",
+                        name: n.clone(),
+                    }
+                    .into());
+                }
+            }
+            Ok(u.servers
+                .iter()
+                .filter(|s| names.is_empty() || names.contains(&s.name))
+                .filter(|s| s.state == state)
+                .cloned()
+                .collect())
+        };
+        Ok(match action {
+            UnitAction::Deploy => (OpKind::Deploy, chosen(&[], ServerState::Planned)?, vec![]),
+            UnitAction::Start { servers } => (
+                OpKind::Start,
+                chosen(servers, ServerState::Stopped)?,
+                vec![],
+            ),
+            UnitAction::Stop { servers, .. } => {
+                (OpKind::Stop, chosen(servers, ServerState::Running)?, vec![])
+            }
+            UnitAction::Restart { servers, .. } => (
+                OpKind::Restart,
+                chosen(servers, ServerState::Running)?,
+                vec![],
+            ),
+            UnitAction::Delete { .. } => (OpKind::Remove, u.servers.clone(), vec![]),
+            UnitAction::Scale { count } => {
+                if *count > MAX_SERVERS {
+                    return Err(ValidationError::new(
+                        "count",
+                        format!("{count} is more than the {MAX_SERVERS} servers a unit may have"),
+                    )
+                    .into());
+                }
+                let have = u.servers.len() as u32;
+                if *count >= have {
+                    let new = if *count > have {
+                        let form = UnitForm {
+                            count: count - have,
+                            name_pattern: u.name_pattern.clone(),
+                            addresses: u.addresses.clone(),
+                            ..Default::default()
+                        };
+                        if u.name_pattern.is_empty() {
+                            return Err(ValidationError::new(
+                                "count",
+                                format!("unit {} has no name pattern and address range to name new servers by; register servers with names instead", u.name),
+                            )
+                            .into());
+                        }
+                        let size = u.current().map(|v| v.size).unwrap_or(ServerSize {
+                            cpus: 1,
+                            memory_mib: 256,
+                            disk_gib: 0,
+                        });
+                        self.servers_for(&u.name, &form, size)?.0
+                    } else {
+                        Vec::new()
+                    };
+                    // Planned servers (a scale out that was interrupted) deploy too.
+                    (OpKind::Deploy, chosen(&[], ServerState::Planned)?, new)
+                } else {
+                    // Remove the newest: highest number by the pattern, else the last added.
+                    let pattern = NamePattern::parse(&u.name_pattern).ok();
+                    let mut order: Vec<(u32, usize)> = u
+                        .servers
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| {
+                            (
+                                pattern
+                                    .as_ref()
+                                    .and_then(|p| p.number_of(&s.name))
+                                    .unwrap_or(0),
+                                i,
+                            )
+                        })
+                        .collect();
+                    order.sort();
+                    let remove: Vec<Server> = order
+                        .iter()
+                        .rev()
+                        .take((have - count) as usize)
+                        .map(|(_, i)| u.servers[*i].clone())
+                        .collect();
+                    (OpKind::Remove, remove, vec![])
+                }
+            }
+        })
+    }
+
+    /// The domain XML Flotilla defines for a deployed server (what `define` sends to libvirt).
+    pub async fn unit_domain_xml(&self, unit: &str, server: &str) -> Result<String, OpError> {
+        let u = self.inventory.unit_get(unit.trim())?;
+        let s = u.servers.iter().find(|s| s.name == server).ok_or_else(|| {
+            InventoryError::NotFound {
+                kind: "server of this unit",
+                name: server.to_owned(),
+            }
+        })?;
+        let ctx = self.context(0, &u, false, Arc::new(|_| {})).await?;
+        let spec = self.domain_spec(&ctx, s, ctx.host(&s.host)?).await?;
+        Ok(crate::hypervisor::domain_xml(&spec))
+    }
+}
+
+/// An error with libvirt's own words, as the report shows it.
+pub(super) fn describe(e: &OpError) -> String {
+    crate::error::ApiError::from(e).message
+}

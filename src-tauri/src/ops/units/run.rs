@@ -1,0 +1,599 @@
+//! Running an operation: the lock, the journal, servers in parallel and in batches, undo,
+//! and resume or unwind after a crash.
+
+use super::*;
+
+impl Engine {
+    /// Arms a test fault (see [`Fault`]).
+    pub fn inject_fault(&self, fault: Option<Fault>) {
+        *self.faults.lock().unwrap_or_else(|e| e.into_inner()) = fault;
+    }
+
+    /// A test hook: run every step twice, to show the steps are idempotent.
+    pub fn repeat_steps(&self, on: bool) {
+        self.repeat.store(on, Ordering::SeqCst);
+    }
+
+    pub(super) fn fault_at(&self, server: &str, step: Step) -> Option<bool> {
+        let f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        f.as_ref()
+            .filter(|f| f.step == step && (f.server == "*" || f.server == server))
+            .map(|f| f.crash)
+    }
+
+    /// Operations whose process died before they ended.
+    pub fn interrupted_operations(&self) -> Result<Vec<Interrupted>, OpError> {
+        let mut out = Vec::new();
+        for (id, kind, target, _) in self.inventory.operation_interrupted()? {
+            let steps = self.inventory.operation_steps(id)?;
+            out.push(Interrupted {
+                operation: id,
+                kind,
+                unit: target.trim_start_matches("unit/").to_owned(),
+                steps_done: steps.iter().filter(|s| s.1 == "succeeded").count() as u32,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Runs an action on a unit to its end; `Err(OpError::Failed)` carries the report of a
+    /// failed one (what failed, what was undone).
+    pub async fn unit_run(
+        &self,
+        unit: &str,
+        action: UnitAction,
+        progress: StepFn,
+    ) -> Result<OpReport, OpError> {
+        let args = OpArgs {
+            unit: unit.trim().to_owned(),
+            action,
+            registered: Vec::new(),
+            before: Vec::new(),
+        };
+        let outcome = self.run_op(args, progress, None).await;
+        self.audit(
+            &format!(
+                "unit.{}",
+                outcome.as_ref().map_or("op", |r| r.action.as_str())
+            ),
+            &format!("unit/{}", unit.trim()),
+            &outcome,
+        );
+        outcome
+    }
+
+    /// Runs an interrupted operation again (its steps are idempotent).
+    pub async fn operation_resume(&self, id: i64, progress: StepFn) -> Result<OpReport, OpError> {
+        let args = self.interrupted_args(id)?;
+        let outcome = self.run_op(args, progress, Some(id)).await;
+        self.audit("operation.resume", &format!("operation/{id}"), &outcome);
+        outcome
+    }
+
+    pub(super) fn interrupted_args(&self, id: i64) -> Result<OpArgs, OpError> {
+        let (_, _, _, json) = self
+            .inventory
+            .operation_interrupted()?
+            .into_iter()
+            .find(|o| o.0 == id)
+            .ok_or_else(|| InventoryError::NotFound {
+                kind: "interrupted operation",
+                name: format!("#{id}"),
+            })?;
+        serde_json::from_str(&json).map_err(|e| {
+            InventoryError::Corrupt {
+                what: format!("arguments of operation #{id}"),
+                source: Some(Box::new(e)),
+            }
+            .into()
+        })
+    }
+
+    /// Undoes what an interrupted operation's journal says it did, newest first.
+    pub async fn operation_unwind(&self, id: i64, progress: StepFn) -> Result<OpReport, OpError> {
+        let outcome = self.unwind_inner(id, progress).await;
+        self.audit("operation.unwind", &format!("operation/{id}"), &outcome);
+        outcome
+    }
+
+    pub(super) async fn unwind_inner(
+        &self,
+        id: i64,
+        progress: StepFn,
+    ) -> Result<OpReport, OpError> {
+        let args = self.interrupted_args(id)?;
+        let u = self.inventory.unit_get(&args.unit)?;
+        let ctx = self.context(id, &u, false, progress).await?;
+        // The journal: per server, the steps started (in order), minus those already undone.
+        let mut per_server: BTreeMap<String, Vec<Step>> = BTreeMap::new();
+        for (name, status) in self.inventory.operation_steps(id)? {
+            let Some((server, step)) = name.split_once(": ") else {
+                continue;
+            };
+            let Some(step) = Step::parse(step) else {
+                continue;
+            };
+            let list = per_server.entry(server.to_owned()).or_default();
+            match status.as_str() {
+                "started" if !list.contains(&step) => list.push(step),
+                "undone" => list.retain(|s| *s != step),
+                _ => {}
+            }
+        }
+        let mut outcomes = Vec::new();
+        for (server, steps) in per_server {
+            let Some(s) = u.servers.iter().find(|s| s.name == server) else {
+                continue;
+            };
+            let mut o = ServerOutcome {
+                server: s.name.clone(),
+                host: s.host.clone(),
+                done: steps.clone(),
+                ..Default::default()
+            };
+            if !steps.iter().any(|s| s.irreversible()) {
+                self.undo_server(&ctx, s, &steps, &mut o).await;
+                if let Some((_, state, version)) = args.before.iter().find(|b| b.0 == s.name) {
+                    self.inventory.server_set_state(&s.name, *state, *version)?;
+                }
+            }
+            outcomes.push(o);
+        }
+        for name in &args.registered {
+            if u.servers
+                .iter()
+                .any(|s| s.name == *name && s.state == ServerState::Planned)
+            {
+                self.inventory.server_delete(name)?;
+            }
+        }
+        self.release_host_objects(&ctx).await;
+        self.inventory
+            .operation_finish(id, "aborted", "interrupted; unwound")?;
+        self.inventory.unit_unlock(id)?;
+        Ok(OpReport {
+            operation: id,
+            unit: u.name,
+            action: format!("unwind of {}", args.action.name()),
+            ok: outcomes.iter().all(|o| o.undo_failed.is_empty()),
+            servers: outcomes,
+            warnings: Vec::new(),
+        })
+    }
+
+    pub(super) async fn run_op(
+        &self,
+        mut args: OpArgs,
+        progress: StepFn,
+        resumes: Option<i64>,
+    ) -> Result<OpReport, OpError> {
+        let u = self.inventory.unit_get(&args.unit)?;
+        let (kind, _, new) = self.targets(&u, &args.action)?;
+        let target = format!("unit/{}", u.name);
+        let json = serde_json::to_string(&args).unwrap_or_default();
+        let op = self
+            .inventory
+            .operation_begin_with(args.action.name(), &target, &json)?;
+        if let Some(old) = resumes {
+            // The resumed operation hands its lock over.
+            self.inventory.unit_unlock(old)?;
+            self.inventory.operation_finish(
+                old,
+                "aborted",
+                &format!("interrupted; resumed as #{op}"),
+            )?;
+        }
+        if let Some(holder) = self.inventory.unit_lock(&u.name, op)? {
+            let kind = self
+                .inventory
+                .operation_list(200)?
+                .into_iter()
+                .find(|o| o.id == holder)
+                .map_or_else(|| "unknown".into(), |o| o.kind);
+            let err = OpError::Busy {
+                unit: u.name.clone(),
+                operation: holder,
+                kind,
+            };
+            self.inventory
+                .operation_finish(op, "aborted", &err.to_string())?;
+            return Err(err);
+        }
+        let result = self.run_locked(op, &mut args, kind, new, progress).await;
+        if let Err(OpError::Crashed) = result {
+            // A simulated crash: leave the journal and the lock as a dead process would.
+            self.inventory.operation_orphan(op)?;
+            return result;
+        }
+        let (state, error) = match &result {
+            Ok(_) => ("succeeded", String::new()),
+            Err(e) => ("failed", e.to_string()),
+        };
+        if let Err(e) = self.inventory.operation_finish(op, state, &error) {
+            eprintln!("flotilla: could not journal the end of operation {op}: {e}");
+        }
+        self.inventory.unit_unlock(op)?;
+        result
+    }
+
+    pub(super) async fn run_locked(
+        &self,
+        op: i64,
+        args: &mut OpArgs,
+        kind: OpKind,
+        new: Vec<NewServer>,
+        progress: StepFn,
+    ) -> Result<OpReport, OpError> {
+        let mut warnings = Vec::new();
+        let before = self.inventory.unit_get(&args.unit)?;
+        if let Some(lb) = &before.lb {
+            // Put back what the load balancer lost before changing anything.
+            let lb = self.inventory.lb_get(lb)?;
+            let r = self.reconcile_unit(&before, &lb).await?;
+            if !r.added.is_empty() || !r.corrected.is_empty() {
+                let names: Vec<String> = r.added.into_iter().chain(r.corrected).collect();
+                warnings.push(format!(
+                    "the load balancer had lost members; put back: {}",
+                    names.join(", ")
+                ));
+            }
+        }
+        if !new.is_empty() {
+            self.inventory.server_insert(&args.unit, &new)?;
+            args.registered = new.iter().map(|s| s.name.clone()).collect();
+        }
+        let u = self.inventory.unit_get(&args.unit)?;
+        // Recompute the targets: registered servers are planned now.
+        let (_, targets, _) = match &args.action {
+            UnitAction::Scale { .. } if kind == OpKind::Deploy => {
+                self.targets(&u, &UnitAction::Deploy)?
+            }
+            a => self.targets(&u, a)?,
+        };
+        args.before = targets
+            .iter()
+            .map(|s| (s.name.clone(), s.state, s.version))
+            .collect();
+        let json = serde_json::to_string(&args).unwrap_or_default();
+        let ctx = match self.inventory.operation_set_args(op, &json) {
+            Ok(()) => self.context(op, &u, args.action.force(), progress).await,
+            Err(e) => Err(e.into()),
+        };
+        let ctx = match ctx {
+            Ok(c) => c,
+            Err(e) => {
+                // Nothing ran: forget the servers this operation registered.
+                for name in &args.registered {
+                    self.inventory.server_delete(name)?;
+                }
+                return Err(e);
+            }
+        };
+        let mut outcomes = self.run_servers(&ctx, &targets, kind).await;
+        if outcomes
+            .iter()
+            .any(|o| o.failed.as_ref().is_some_and(|f| f.1 == CRASH))
+        {
+            return Err(OpError::Crashed);
+        }
+        let failed = outcomes.iter().any(|o| o.failed.is_some());
+        if failed {
+            // Undo every server's completed steps, newest server first.
+            for (o, s) in outcomes.iter_mut().zip(&targets).rev() {
+                if o.done.iter().any(|d| d.irreversible()) {
+                    continue;
+                }
+                let mut steps = o.done.clone();
+                if let Some((f, _)) = &o.failed {
+                    steps.push(*f);
+                }
+                self.undo_server(&ctx, s, &steps, o).await;
+                self.inventory
+                    .server_set_state(&s.name, s.state, s.version)?;
+            }
+            for name in &args.registered {
+                self.inventory.server_delete(name)?;
+            }
+        }
+        if kind == OpKind::Remove || failed {
+            self.release_host_objects(&ctx).await;
+        }
+        if let UnitAction::Delete { .. } = args.action {
+            if !failed {
+                self.inventory.unit_delete(&u.name)?;
+            }
+        }
+        let report = OpReport {
+            operation: op,
+            unit: u.name.clone(),
+            action: args.action.name().into(),
+            ok: !failed,
+            servers: outcomes,
+            warnings,
+        };
+        if failed {
+            Err(OpError::Failed(Box::new(report)))
+        } else {
+            Ok(report)
+        }
+    }
+
+    /// Everything the steps need, read once.
+    pub(super) async fn context(
+        &self,
+        op: i64,
+        u: &Unit,
+        force: bool,
+        progress: StepFn,
+    ) -> Result<Ctx, OpError> {
+        let uv = u
+            .current()
+            .cloned()
+            .ok_or_else(|| InventoryError::NotFound {
+                kind: "unit version",
+                name: format!("{}:v{}", u.name, u.current_version),
+            })?;
+        let image = self.inventory.image_version_get(
+            &crate::model::ImageName::parse(&uv.image)?,
+            uv.image_version,
+        )?;
+        let def = self.def_parsed(&uv.definition, uv.definition_version)?;
+        let hosts: HashMap<String, Host> = self
+            .host_list()?
+            .into_iter()
+            .map(|h| (h.name.to_string(), h))
+            .collect();
+        let lb = match &u.lb {
+            Some(name) => {
+                let inst = self.inventory.lb_get(name)?;
+                let (driver, _) = self.unit_lb_driver(u, &inst)?;
+                if !driver.pool_exists(&u.lb_pool).await? {
+                    return Err(crate::lb::LbError::NoPool {
+                        pool: u.lb_pool.clone(),
+                    }
+                    .into());
+                }
+                Some((driver, u.lb_pool.clone()))
+            }
+            None => None,
+        };
+        let used: HashSet<&String> = u.servers.iter().map(|s| &s.host).collect();
+        Ok(Ctx {
+            op,
+            port: *def.server.port.get_ref(),
+            uv,
+            image,
+            def,
+            lb,
+            force,
+            policy: u.policy,
+            progress,
+            abort: AtomicBool::new(false),
+            host_locks: used
+                .iter()
+                .map(|h| ((*h).clone(), tokio::sync::Mutex::new(())))
+                .collect(),
+            host_slots: used
+                .iter()
+                .map(|h| ((*h).clone(), tokio::sync::Semaphore::new(PER_HOST)))
+                .collect(),
+            hosts,
+            unit: u.clone(),
+        })
+    }
+
+    /// Runs `kind`'s steps on every server, in batches; stops starting steps after a failure.
+    pub(super) async fn run_servers(
+        &self,
+        ctx: &Ctx,
+        servers: &[Server],
+        kind: OpKind,
+    ) -> Vec<ServerOutcome> {
+        let all = plan::server_steps(kind, ctx.lb.is_some());
+        // Removal goes in two phases: what can be undone (drain, shutdown, LB removal) on
+        // every server first, and only when that worked everywhere what cannot.
+        let split = all
+            .iter()
+            .position(|s| s.irreversible())
+            .unwrap_or(all.len());
+        let phases: Vec<&[Step]> = if split > 0 && split < all.len() {
+            vec![&all[..split], &all[split..]]
+        } else {
+            vec![&all[..]]
+        };
+        let batch = plan::batch_size(kind, ctx.policy.max_unavailable, servers.len());
+        let mut outcomes: Vec<ServerOutcome> = servers
+            .iter()
+            .map(|s| ServerOutcome {
+                server: s.name.clone(),
+                host: s.host.clone(),
+                ..Default::default()
+            })
+            .collect();
+        let total = all.len() as u32;
+        for (p, phase) in phases.iter().enumerate() {
+            let last = p + 1 == phases.len();
+            for chunk in (0..servers.len()).collect::<Vec<_>>().chunks(batch) {
+                if ctx.abort.load(Ordering::SeqCst) {
+                    break;
+                }
+                let mut running: FuturesUnordered<_> = chunk
+                    .iter()
+                    .map(|&i| {
+                        let o = std::mem::take(&mut outcomes[i]);
+                        let s = &servers[i];
+                        async move {
+                            (
+                                i,
+                                self.run_server(ctx, s, phase, total, kind, last, o).await,
+                            )
+                        }
+                    })
+                    .collect();
+                while let Some((i, o)) = running.next().await {
+                    outcomes[i] = o;
+                }
+            }
+        }
+        outcomes
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn run_server(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+        steps: &[Step],
+        total: u32,
+        kind: OpKind,
+        last_phase: bool,
+        mut o: ServerOutcome,
+    ) -> ServerOutcome {
+        let _slot = match ctx.host_slots.get(&s.host) {
+            Some(sem) => sem.acquire().await.ok(),
+            None => None,
+        };
+        for &step in steps {
+            if ctx.abort.load(Ordering::SeqCst) {
+                return o;
+            }
+            let name = format!("{}: {}", s.name, step.as_str());
+            self.journal(
+                ctx,
+                &name,
+                s,
+                step,
+                StepStatus::Started,
+                "",
+                o.done.len() as u32,
+                total,
+            );
+            let mut result = self.do_step(ctx, s, step).await;
+            if result.is_ok() && self.repeat.load(Ordering::SeqCst) {
+                result = self.do_step(ctx, s, step).await;
+            }
+            if result.is_ok() {
+                match self.fault_at(&s.name, step) {
+                    Some(true) => {
+                        ctx.abort.store(true, Ordering::SeqCst);
+                        o.failed = Some((step, CRASH.into()));
+                        return o;
+                    }
+                    Some(false) => {
+                        result = Err(OpError::Timeout(format!(
+                            "injected failure after {} on {}",
+                            step.as_str(),
+                            s.name
+                        )))
+                    }
+                    None => {}
+                }
+            }
+            match result {
+                Ok(()) => {
+                    o.done.push(step);
+                    self.journal(
+                        ctx,
+                        &name,
+                        s,
+                        step,
+                        StepStatus::Succeeded,
+                        "",
+                        o.done.len() as u32,
+                        total,
+                    );
+                }
+                Err(e) => {
+                    let msg = describe(&e);
+                    self.journal(
+                        ctx,
+                        &name,
+                        s,
+                        step,
+                        StepStatus::Failed,
+                        &msg,
+                        o.done.len() as u32,
+                        total,
+                    );
+                    ctx.abort.store(true, Ordering::SeqCst);
+                    o.failed = Some((step, msg));
+                    return o;
+                }
+            }
+        }
+        if !last_phase {
+            return o;
+        }
+        let (state, version) = match kind {
+            OpKind::Deploy => (ServerState::Running, Some(ctx.uv.version)),
+            OpKind::Start | OpKind::Restart => (ServerState::Running, s.version),
+            OpKind::Stop => (ServerState::Stopped, s.version),
+            OpKind::Remove => return o,
+        };
+        if let Err(e) = self.inventory.server_set_state(&s.name, state, version) {
+            o.failed = Some((*steps.last().unwrap_or(&Step::Start), e.to_string()));
+            ctx.abort.store(true, Ordering::SeqCst);
+        }
+        o
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn journal(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+        s: &Server,
+        step: Step,
+        status: StepStatus,
+        detail: &str,
+        done: u32,
+        total: u32,
+    ) {
+        if let Err(e) = self.inventory.operation_step(ctx.op, name, status, detail) {
+            eprintln!("flotilla: could not journal {name}: {e}");
+        }
+        (ctx.progress)(StepEvent {
+            operation: ctx.op,
+            server: s.name.clone(),
+            step,
+            status,
+            detail: detail.to_owned(),
+            done,
+            total,
+        });
+    }
+
+    /// Undoes `steps` of one server, newest first; failures are recorded, not fatal.
+    pub(super) async fn undo_server(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+        steps: &[Step],
+        o: &mut ServerOutcome,
+    ) {
+        let total = steps.len() as u32;
+        for (i, &step) in steps.iter().enumerate().rev() {
+            let name = format!("{}: {}", s.name, step.as_str());
+            self.journal(
+                ctx,
+                &name,
+                s,
+                step,
+                StepStatus::UndoStarted,
+                "",
+                i as u32,
+                total,
+            );
+            match self.undo_step(ctx, s, step).await {
+                Ok(()) => {
+                    o.undone.push(step);
+                    self.journal(ctx, &name, s, step, StepStatus::Undone, "", i as u32, total);
+                }
+                Err(e) => o.undo_failed.push((step, describe(&e))),
+            }
+        }
+    }
+}
+
+/// The journal marker of a simulated crash.
+pub(super) const CRASH: &str = "simulated crash";

@@ -1,0 +1,690 @@
+//! What each step does and how it is undone, and the objects on hosts they make.
+
+use super::*;
+
+impl Engine {
+    pub(super) async fn do_step(&self, ctx: &Ctx, s: &Server, step: Step) -> Result<(), OpError> {
+        let host = ctx.host(&s.host)?;
+        let (uri, pool) = (&host.uri, &host.pool);
+        let addr = member_address(&s.address, ctx.port)?;
+        let lb = ctx.lb.as_ref();
+        match step {
+            Step::EnsureMaster => {
+                let _g = match ctx.host_locks.get(&s.host) {
+                    Some(l) => Some(l.lock().await),
+                    None => None,
+                };
+                self.ensure_space(host, &ctx.image).await?;
+                let r = format!("{}:{}", ctx.image.image, ctx.image.version);
+                // Part of the unit operation (journaled there), not an audit entry of its own.
+                self.image_ensure_inner(&r, &s.host, Arc::new(|_| {}))
+                    .await?;
+                Ok(())
+            }
+            Step::EnsurePayload => {
+                let _g = match ctx.host_locks.get(&s.host) {
+                    Some(l) => Some(l.lock().await),
+                    None => None,
+                };
+                self.ensure_payload(ctx, host).await
+            }
+            Step::CreateDisk => {
+                let name = disk_volume(&s.name);
+                if self
+                    .hypervisor
+                    .volume_get(uri, pool, &name)
+                    .await?
+                    .is_none()
+                {
+                    self.hypervisor
+                        .volume_create_overlay_sized(
+                            uri,
+                            pool,
+                            &name,
+                            &ctx.image.volume_name(),
+                            DiskFormat::Qcow2,
+                            u64::from(ctx.uv.size.disk_gib) << 30,
+                        )
+                        .await?;
+                }
+                Ok(())
+            }
+            Step::WriteSeed => {
+                let dir = tempfile_dir()?;
+                let file = dir.join(format!("{}-seed.img", s.name));
+                let spec = self.seed_spec(ctx, s, host)?;
+                let written = write_seed_disk(&spec, &file)
+                    .map_err(|e| OpError::Invalid(ValidationError::new("seed", e.to_string())));
+                let result = async {
+                    written?;
+                    let name = seed_volume(&s.name);
+                    self.hypervisor.volume_delete(uri, pool, &name).await?;
+                    self.hypervisor
+                        .volume_upload(uri, pool, &name, file.clone(), DiskFormat::Raw, |_, _| {})
+                        .await?;
+                    Ok(())
+                }
+                .await;
+                let _ = std::fs::remove_dir_all(&dir);
+                result
+            }
+            Step::Define => {
+                let spec = self.domain_spec(ctx, s, host).await?;
+                self.hypervisor.domain_define(uri, &spec).await?;
+                Ok(())
+            }
+            Step::LbAdd => {
+                let (d, p) = lb_of(lb)?;
+                d.member_add(p, &s.name, addr).await?;
+                self.inventory.server_set_lb_state(&s.name, "maint")?;
+                Ok(())
+            }
+            Step::Start => Ok(self.hypervisor.domain_start(uri, &s.name).await?),
+            Step::WaitHealthy => self.wait_healthy(ctx, s, host).await,
+            Step::LbReady => self.lb_set(ctx, s, MemberState::Ready).await,
+            Step::LbDrain => self.lb_set(ctx, s, MemberState::Drain).await,
+            Step::WaitDrained => self.wait_drained(ctx, s).await,
+            Step::LbMaint => self.lb_set(ctx, s, MemberState::Maint).await,
+            Step::Shutdown => self.shutdown(ctx, s, host).await,
+            Step::LbRemove => {
+                let (d, p) = lb_of(lb)?;
+                d.member_remove(p, &s.name, addr).await?;
+                self.inventory.server_set_lb_state(&s.name, "none")?;
+                Ok(())
+            }
+            Step::Undefine => {
+                self.hypervisor.domain_destroy(uri, &s.name).await?;
+                self.hypervisor.domain_undefine(uri, &s.name).await?;
+                Ok(())
+            }
+            Step::DeleteVolumes => {
+                for v in [
+                    disk_volume(&s.name),
+                    seed_volume(&s.name),
+                    serial_volume(&s.name),
+                ] {
+                    self.hypervisor.volume_delete(uri, pool, &v).await?;
+                }
+                Ok(())
+            }
+            Step::Forget => Ok(self.inventory.server_delete(&s.name)?),
+        }
+    }
+
+    pub(super) async fn undo_step(&self, ctx: &Ctx, s: &Server, step: Step) -> Result<(), OpError> {
+        let host = ctx.host(&s.host)?;
+        let (uri, pool) = (&host.uri, &host.pool);
+        let addr = member_address(&s.address, ctx.port)?;
+        match step {
+            // Shared by the unit's servers on the host: released at the end of the operation
+            // when no server needs them (`release_host_objects`).
+            Step::EnsureMaster | Step::EnsurePayload => Ok(()),
+            Step::CreateDisk => {
+                self.hypervisor
+                    .volume_delete(uri, pool, &disk_volume(&s.name))
+                    .await?;
+                Ok(())
+            }
+            Step::WriteSeed => {
+                self.hypervisor
+                    .volume_delete(uri, pool, &seed_volume(&s.name))
+                    .await?;
+                Ok(())
+            }
+            Step::Define => {
+                self.hypervisor.domain_destroy(uri, &s.name).await?;
+                self.hypervisor.domain_undefine(uri, &s.name).await?;
+                self.hypervisor
+                    .volume_delete(uri, pool, &serial_volume(&s.name))
+                    .await?;
+                Ok(())
+            }
+            Step::LbAdd => {
+                let (d, p) = lb_of(ctx.lb.as_ref())?;
+                d.member_remove(p, &s.name, addr).await?;
+                self.inventory.server_set_lb_state(&s.name, "none")?;
+                Ok(())
+            }
+            Step::Start => {
+                self.hypervisor.domain_destroy(uri, &s.name).await?;
+                Ok(())
+            }
+            Step::WaitHealthy | Step::LbReady => {
+                if ctx.lb.is_some() {
+                    self.lb_set(ctx, s, MemberState::Maint).await?;
+                }
+                Ok(())
+            }
+            Step::LbDrain | Step::LbMaint => self.lb_set(ctx, s, MemberState::Ready).await,
+            Step::WaitDrained => Ok(()),
+            Step::Shutdown => Ok(self.hypervisor.domain_start(uri, &s.name).await?),
+            Step::LbRemove => {
+                let (d, p) = lb_of(ctx.lb.as_ref())?;
+                d.member_add(p, &s.name, addr).await?;
+                self.inventory.server_set_lb_state(&s.name, "maint")?;
+                Ok(())
+            }
+            Step::Undefine | Step::DeleteVolumes | Step::Forget => Ok(()),
+        }
+    }
+
+    pub(super) async fn lb_set(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+        state: MemberState,
+    ) -> Result<(), OpError> {
+        let (d, p) = lb_of(ctx.lb.as_ref())?;
+        let addr = member_address(&s.address, ctx.port)?;
+        // A member the LB lost (reload) is added back first.
+        if !d
+            .members(p)
+            .await?
+            .iter()
+            .any(|m| m.name == s.name || m.address == addr.to_string())
+        {
+            d.member_add(p, &s.name, addr).await?;
+        }
+        d.member_set(p, &s.name, addr, state).await?;
+        let text = match state {
+            MemberState::Ready => "ready",
+            MemberState::Drain => "drain",
+            MemberState::Maint => "maint",
+        };
+        self.inventory.server_set_lb_state(&s.name, text)?;
+        Ok(())
+    }
+
+    /// Refuses to upload a master to a host whose pool cannot hold it.
+    pub(super) async fn ensure_space(
+        &self,
+        host: &Host,
+        image: &ImageVersion,
+    ) -> Result<(), OpError> {
+        if image.copies.iter().any(|c| c.host == host.name) {
+            return Ok(());
+        }
+        let fresh = self.host_check_inner(host.name.as_str()).await?;
+        let have = fresh
+            .facts
+            .as_ref()
+            .and_then(|f| f.pool.as_ref())
+            .map_or(0, |p| p.available_bytes);
+        if have < image.actual_size {
+            return Err(OpError::NoSpace {
+                host: host.name.to_string(),
+                what: format!("master {}:v{}", image.image, image.version),
+                need: image.actual_size,
+                have,
+            });
+        }
+        Ok(())
+    }
+
+    /// The unit version's payload disk (and a direct-boot master's kernel files) on the host.
+    pub(super) async fn ensure_payload(&self, ctx: &Ctx, host: &Host) -> Result<(), OpError> {
+        let dir = tempfile_dir()?;
+        let result = async {
+            let payload = ctx.payload_volume();
+            let file = dir.join("payload.img");
+            let mut files: Vec<(String, std::path::PathBuf)> = Vec::new();
+            if !self.host_object_ok(host, &payload).await? {
+                self.def_payload(&ctx.uv.definition, ctx.uv.definition_version, &file)?;
+                files.push((payload, file));
+            }
+            if let BootMode::Kernel {
+                kernel_file,
+                initrd_file,
+                ..
+            } = &ctx.image.boot
+            {
+                let mut boot = vec![("vmlinuz", kernel_file)];
+                if let Some(i) = initrd_file {
+                    boot.push(("initrd", i));
+                }
+                for (suffix, f) in boot {
+                    let name = format!("{}-u{}-{suffix}", ctx.unit.name, ctx.uv.version);
+                    if !self.host_object_ok(host, &name).await? {
+                        files.push((name, self.library_dir().join(f)));
+                    }
+                }
+            }
+            for (name, file) in files {
+                self.host_object_upload(host, &name, file).await?;
+            }
+            Ok(())
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    /// True when `volume` is on the host and was verified there. A volume without a record
+    /// is what an interrupted upload left (Flotilla was killed): it is removed.
+    pub(super) async fn host_object_ok(&self, host: &Host, volume: &str) -> Result<bool, OpError> {
+        let (uri, pool) = (&host.uri, &host.pool);
+        let present = self
+            .hypervisor
+            .volume_get(uri, pool, volume)
+            .await?
+            .is_some();
+        let recorded = self.inventory.host_object_get(host.name.as_str(), volume)?;
+        match (present, recorded) {
+            (true, Some(_)) => Ok(true),
+            (true, None) => {
+                self.hypervisor.volume_delete(uri, pool, volume).await?;
+                Ok(false)
+            }
+            (false, Some(_)) => {
+                self.inventory
+                    .host_object_forget(host.name.as_str(), volume)?;
+                Ok(false)
+            }
+            (false, None) => Ok(false),
+        }
+    }
+
+    /// Uploads a file as `volume`, reads it back, and records it when the checksums match.
+    pub(super) async fn host_object_upload(
+        &self,
+        host: &Host,
+        volume: &str,
+        file: std::path::PathBuf,
+    ) -> Result<(), OpError> {
+        let (uri, pool) = (&host.uri, &host.pool);
+        let want = crate::library::sha256_file(&file, &|_, _| {})?;
+        let uploaded = self
+            .hypervisor
+            .volume_upload(uri, pool, volume, file, DiskFormat::Raw, |_, _| {})
+            .await;
+        let found = match uploaded {
+            Ok(_) => self.hypervisor.volume_sha256(uri, pool, volume).await,
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok(sum) if sum == want => {
+                self.inventory
+                    .host_object_record(host.name.as_str(), volume, &sum)?;
+                Ok(())
+            }
+            outcome => {
+                // A half or damaged upload must not look like a finished one next time.
+                let _ = self.hypervisor.volume_delete(uri, pool, volume).await;
+                Err(match outcome {
+                    Err(e) => e.into(),
+                    Ok(found) => OpError::CopyMismatch {
+                        what: volume.to_owned(),
+                        host: host.name.to_string(),
+                        found,
+                        expected: want,
+                    },
+                })
+            }
+        }
+    }
+
+    /// Removes the unit's payload and kernel volumes from hosts where no deployed server of
+    /// the unit remains, and master copies no deployed server and no builder needs.
+    pub(super) async fn release_host_objects(&self, ctx: &Ctx) {
+        let Ok(units) = self.inventory.unit_list() else {
+            return;
+        };
+        let builders = self.inventory.builder_list().unwrap_or_default();
+        for (hname, host) in &ctx.hosts {
+            if !ctx.host_slots.contains_key(hname) {
+                continue;
+            }
+            let deployed = |u: &Unit| {
+                u.servers
+                    .iter()
+                    .any(|s| s.host == *hname && s.state != ServerState::Planned)
+            };
+            let this = units.iter().find(|u| u.name == ctx.unit.name);
+            if !this.is_some_and(deployed) {
+                for v in &ctx.unit.versions {
+                    for suffix in ["payload.img", "vmlinuz", "initrd"] {
+                        let name = format!("{}-u{}-{suffix}", ctx.unit.name, v.version);
+                        if self
+                            .hypervisor
+                            .volume_delete(&host.uri, &host.pool, &name)
+                            .await
+                            .is_ok()
+                        {
+                            let _ = self.inventory.host_object_forget(hname, &name);
+                        }
+                    }
+                }
+            }
+            let image_in_use = units.iter().any(|u| {
+                deployed(u)
+                    && u.versions.iter().any(|v| {
+                        v.image == ctx.image.image.as_str() && v.image_version == ctx.image.version
+                    })
+            });
+            let builder_here = builders.iter().any(|b| b.host == host.name);
+            if !image_in_use && !builder_here {
+                let copy = ctx.image.volume_name();
+                if self
+                    .hypervisor
+                    .volume_delete(&host.uri, &host.pool, &copy)
+                    .await
+                    .is_ok()
+                {
+                    let _ = self.inventory.image_copy_forget(
+                        &ctx.image.image,
+                        ctx.image.version,
+                        &host.name,
+                    );
+                }
+            }
+        }
+    }
+
+    pub(super) fn seed_spec(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+        host: &Host,
+    ) -> Result<SeedSpec, OpError> {
+        let net = Ipv4Cidr::parse(&host.network).map_err(|_| {
+            ValidationError::new(
+                "host",
+                format!(
+                    "host {} has no network set (flotillactl host set)",
+                    host.name
+                ),
+            )
+        })?;
+        let addr: Ipv4Addr = s.address.parse().map_err(|_| {
+            ValidationError::new("address", format!("{} is not an address", s.address))
+        })?;
+        let mut runcmd = payload_runcmd();
+        let start_hook = runcmd.pop();
+        runcmd.extend(self.config_commands(ctx, s)?);
+        runcmd.extend(start_hook);
+        Ok(SeedSpec {
+            instance_id: format!("{}.{}.u{}", s.name, ctx.unit.name, ctx.uv.version),
+            hostname: HostName::parse(&s.name)?,
+            nics: vec![NicConfig {
+                mac: MacAddr::parse(&s.mac)?,
+                address: Ipv4Cidr::new(addr, net.prefix())?,
+                gateway: host.gateway.parse().ok(),
+            }],
+            nameservers: Vec::new(),
+            runcmd,
+        })
+    }
+
+    /// The definition's `[[config]]` files rendered for this server, as commands that write
+    /// them (base64, so any content passes through the seed's quoting rules).
+    pub(super) fn config_commands(&self, ctx: &Ctx, s: &Server) -> Result<Vec<String>, OpError> {
+        use base64::Engine as _;
+        let index = ctx
+            .unit
+            .servers
+            .iter()
+            .position(|x| x.name == s.name)
+            .map_or(0, |i| i + 1);
+        let mut vars = BTreeMap::from([
+            ("hostname".to_owned(), s.name.clone()),
+            ("address".to_owned(), s.address.clone()),
+            ("port".to_owned(), ctx.port.to_string()),
+            ("unit".to_owned(), ctx.unit.name.clone()),
+            ("unit_version".to_owned(), ctx.uv.version.to_string()),
+            ("server_index".to_owned(), index.to_string()),
+        ]);
+        for (k, v) in &ctx.def.env {
+            vars.insert(format!("env.{}", k.get_ref()), v.get_ref().clone());
+        }
+        let mut out = Vec::new();
+        for c in &ctx.def.config {
+            let path = c.path.get_ref();
+            if !path.starts_with('/')
+                || !path
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "/._-+@".contains(ch))
+            {
+                return Err(ValidationError::new(
+                    "config",
+                    format!(
+                        "{} must be an absolute path of A-Z a-z 0-9 / . _ - + @",
+                        quote_input(path)
+                    ),
+                )
+                .into());
+            }
+            let text = render_template(c.template.get_ref(), &vars)
+                .map_err(|e| ValidationError::new("config", format!("{path}: {e}")))?;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+            let dir = path
+                .rsplit_once('/')
+                .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
+            let mut cmd = format!("mkdir -p {dir} && echo {b64} | base64 -d > {path}");
+            if let Some(mode) = &c.mode {
+                let m = mode.get_ref();
+                if m.len() <= 4 && m.chars().all(|ch| ('0'..='7').contains(&ch)) {
+                    cmd.push_str(&format!(" && chmod {m} {path}"));
+                }
+            }
+            out.push(cmd);
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn domain_spec(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+        host: &Host,
+    ) -> Result<DomainSpec, OpError> {
+        let (uri, pool) = (&host.uri, &host.pool);
+        let path_of = |name: String| async move {
+            self.hypervisor
+                .volume_get(uri, pool, &name)
+                .await?
+                .map(|v| v.path)
+                .ok_or_else(|| {
+                    OpError::from(InventoryError::NotFound {
+                        kind: "volume",
+                        name: format!("{name} on host {}", host.name),
+                    })
+                })
+        };
+        let boot = match &ctx.image.boot {
+            BootMode::Disk { firmware } => BootSpec::Disk {
+                uefi: *firmware == Firmware::Uefi,
+                cdrom_first: false,
+            },
+            BootMode::Kernel {
+                initrd_file,
+                cmdline,
+                ..
+            } => BootSpec::Kernel {
+                kernel: path_of(format!("{}-u{}-vmlinuz", ctx.unit.name, ctx.uv.version)).await?,
+                initrd: match initrd_file {
+                    Some(_) => Some(
+                        path_of(format!("{}-u{}-initrd", ctx.unit.name, ctx.uv.version)).await?,
+                    ),
+                    None => None,
+                },
+                cmdline: cmdline.clone(),
+            },
+        };
+        let disk = |path: String, format, readonly| DiskSpec {
+            path,
+            format,
+            readonly,
+            cdrom: false,
+        };
+        let pool_dir = self.hypervisor.pool_path(uri, pool).await?;
+        let facts = host.facts.as_ref();
+        let domain_type = if facts.is_some_and(|f| f.hypervisor == "TEST") {
+            DomainType::Test
+        } else {
+            match host.domain_type.as_str() {
+                "kvm" => DomainType::Kvm,
+                "qemu" => DomainType::Qemu,
+                _ if facts.is_some_and(|f| f.kvm) => DomainType::Kvm,
+                _ => DomainType::Qemu,
+            }
+        };
+        Ok(DomainSpec {
+            name: s.name.clone(),
+            domain_type,
+            vcpus: ctx.uv.size.cpus,
+            memory_mib: u64::from(ctx.uv.size.memory_mib),
+            boot,
+            disks: vec![
+                disk(
+                    path_of(disk_volume(&s.name)).await?,
+                    DiskFormat::Qcow2,
+                    false,
+                ),
+                disk(path_of(seed_volume(&s.name)).await?, DiskFormat::Raw, true),
+                disk(path_of(ctx.payload_volume()).await?, DiskFormat::Raw, true),
+            ],
+            nics: vec![NicSpec {
+                mac: MacAddr::parse(&s.mac)?,
+                bridge: host.bridge.clone(),
+            }],
+            serial_log: Some(format!(
+                "{}/{}",
+                pool_dir.trim_end_matches('/'),
+                serial_volume(&s.name)
+            )),
+            metadata: vec![
+                ("unit".into(), ctx.unit.name.clone()),
+                ("unit-version".into(), ctx.uv.version.to_string()),
+                ("server".into(), s.name.clone()),
+            ],
+            vnc: false,
+            guest_agent: true,
+        })
+    }
+
+    /// Waits for the definition's health check: as the load balancer sees it (HAProxy runs
+    /// the check while the member drains), or by asking the server. A test-driver host runs
+    /// no guest: its running domain stands in for a healthy server.
+    pub(super) async fn wait_healthy(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+        host: &Host,
+    ) -> Result<(), OpError> {
+        if host.facts.as_ref().is_some_and(|f| f.hypervisor == "TEST") {
+            return match self
+                .hypervisor
+                .domain_is_running(&host.uri, &s.name)
+                .await?
+            {
+                Some(true) => Ok(()),
+                _ => Err(OpError::Timeout(format!("{} is not running", s.name))),
+            };
+        }
+        let deadline = Instant::now() + Duration::from_secs(u64::from(ctx.policy.health_timeout_s));
+        let path = ctx.def.health.path.get_ref().clone();
+        let expect = *ctx.def.health.expect_status.get_ref();
+        let interval = Duration::from_millis(500);
+        let addr = member_address(&s.address, ctx.port)?;
+        let mut last = String::from("no answer yet");
+        if let Some((d, p)) = ctx.lb.as_ref().filter(|(d, _)| d.reports_health()) {
+            d.member_set(p, &s.name, addr, MemberState::Drain).await?;
+            d.member_mark_down(p, &s.name).await?;
+            self.inventory.server_set_lb_state(&s.name, "drain")?;
+            while Instant::now() < deadline {
+                if let Some(m) = d.members(p).await?.into_iter().find(|m| m.name == s.name) {
+                    if m.healthy {
+                        return Ok(());
+                    }
+                    last = format!("the load balancer reports {}", m.status);
+                }
+                tokio::time::sleep(interval).await;
+            }
+        } else {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(
+                    u64::from(*ctx.def.health.timeout_s.get_ref()).max(1),
+                ))
+                .build()
+                .map_err(|e| OpError::Timeout(e.to_string()))?;
+            let url = format!("http://{addr}{path}");
+            while Instant::now() < deadline {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status().as_u16() == expect => return Ok(()),
+                    Ok(r) => last = format!("GET {url} answered {}", r.status()),
+                    Err(e) => last = format!("GET {url} failed: {e}"),
+                }
+                tokio::time::sleep(interval).await;
+            }
+        }
+        let serial = self
+            .hypervisor
+            .volume_tail(&host.uri, &host.pool, &serial_volume(&s.name), 600)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        Err(OpError::Timeout(format!(
+            "{} did not pass its health check (GET {path} on port {}, status {expect}) within {} s; {last}{}",
+            s.name,
+            ctx.port,
+            ctx.policy.health_timeout_s,
+            if serial.trim().is_empty() {
+                String::new()
+            } else {
+                format!("; the end of its serial console:\n{}", serial.trim_end())
+            }
+        )))
+    }
+
+    /// Waits until the member has no sessions and no queue, or the drain timeout passed (not
+    /// an error: the timeout is the policy). Caddy removed it already: the timeout is its grace.
+    pub(super) async fn wait_drained(&self, ctx: &Ctx, s: &Server) -> Result<(), OpError> {
+        let (d, p) = lb_of(ctx.lb.as_ref())?;
+        let deadline = Instant::now() + Duration::from_secs(u64::from(ctx.policy.drain_timeout_s));
+        if !d.has_drain() {
+            tokio::time::sleep_until(deadline.into()).await;
+            return Ok(());
+        }
+        while Instant::now() < deadline {
+            let m = d.members(p).await?.into_iter().find(|m| m.name == s.name);
+            if m.is_none_or(|m| m.sessions == 0 && m.queued == 0) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn shutdown(&self, ctx: &Ctx, s: &Server, host: &Host) -> Result<(), OpError> {
+        let uri = &host.uri;
+        if self.hypervisor.domain_is_running(uri, &s.name).await? != Some(true) {
+            return Ok(());
+        }
+        self.hypervisor.domain_shutdown(uri, &s.name).await?;
+        let deadline =
+            Instant::now() + Duration::from_secs(u64::from(ctx.policy.shutdown_timeout_s));
+        while Instant::now() < deadline {
+            if self.hypervisor.domain_is_running(uri, &s.name).await? != Some(true) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        if ctx.force {
+            self.hypervisor.domain_destroy(uri, &s.name).await?;
+            return Ok(());
+        }
+        Err(OpError::Timeout(format!(
+            "{} did not shut down within {} s after the ACPI request; stop it with --force to power it off (unsaved data in the guest may be lost)",
+            s.name, ctx.policy.shutdown_timeout_s
+        )))
+    }
+}
+
+fn lb_of(lb: Option<&(LbDriver, String)>) -> Result<(&LbDriver, &str), OpError> {
+    lb.map(|(d, p)| (d, p.as_str())).ok_or_else(|| {
+        OpError::Invalid(ValidationError::new(
+            "load balancer",
+            "this unit has no load balancer",
+        ))
+    })
+}
