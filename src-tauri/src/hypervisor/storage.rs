@@ -86,11 +86,11 @@ fn test_content_key(c: &Connect, pool: &str, name: &str) -> String {
     format!("{}|{pool}|{name}", c.uri().unwrap_or_default())
 }
 
+/// Records (`Some`) or reads (`None`) the checksum of a test-driver volume.
 fn test_content(key: &str, set: Option<String>) -> Option<String> {
     let mut m = TEST_DRIVER_CONTENT
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    m.retain(|(k, _)| k != key || set.is_none());
     match set {
         Some(sum) => {
             m.retain(|(k, _)| k != key);

@@ -797,13 +797,10 @@ impl Engine {
         if matches!(action, UnitAction::Deploy) && servers.is_empty() {
             warnings.push("every server is deployed already: nothing to do".into());
         }
-        if u.lb.is_some()
-            && !self
-                .lb_show(u.lb.as_deref().unwrap_or(""))?
-                .kind
-                .eq("haproxy")
-        {
-            warnings.push("Caddy has no drain state: servers leave rotation at once and get the drain timeout as a grace period".into());
+        if let Some(lb) = &u.lb {
+            if self.lb_show(lb)?.kind == "caddy" {
+                warnings.push("Caddy has no drain state: servers leave rotation at once and get the drain timeout as a grace period".into());
+            }
         }
         Ok(OpPlan {
             unit: u.name.clone(),
