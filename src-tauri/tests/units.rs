@@ -910,3 +910,54 @@ async fn an_unreachable_load_balancer_stops_an_operation_before_it_changes_anyth
     assert_eq!(f.e.unit_show("shop").unwrap().servers.len(), 2);
     assert!(f.e.interrupted_operations().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_domain_of_the_same_name_that_is_not_the_units_is_left_alone() {
+    use flotilla::hypervisor::{BootSpec, DomainSpec, DomainType};
+    let f = Fixture::new().await;
+    f.e.unit_create(&f.form("shop", 2)).unwrap();
+    let h1 = f.e.host_show("h1").unwrap();
+    // Someone made "shop-1" on h1 by hand.
+    f.e.hypervisor
+        .domain_define(
+            &h1.uri,
+            &DomainSpec {
+                name: "shop-1".into(),
+                domain_type: DomainType::Test,
+                vcpus: 1,
+                memory_mib: 64,
+                boot: BootSpec::Disk {
+                    uefi: false,
+                    cdrom_first: false,
+                },
+                disks: vec![],
+                nics: vec![],
+                serial_log: None,
+                metadata: vec![("note".into(), "not flotilla's".into())],
+                vnc: false,
+                guest_agent: false,
+            },
+        )
+        .await
+        .unwrap();
+    f.e.hypervisor
+        .domain_start(&h1.uri, "shop-1")
+        .await
+        .unwrap();
+    let before = f.snapshot().await;
+    let err =
+        f.e.unit_run("shop", UnitAction::Deploy, quiet())
+            .await
+            .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("already has a domain named shop-1"),
+        "{err}"
+    );
+    assert_eq!(
+        f.snapshot().await,
+        before,
+        "the foreign domain is untouched, nothing else left"
+    );
+    assert!(before.contains("h1 domain shop-1 running=Some(true)"));
+}

@@ -397,6 +397,47 @@ impl Hypervisor {
         .await
     }
 
+    /// The properties in Flotilla's metadata of a domain (`unit`, `server`, …): `None` when no
+    /// domain has that name, empty when it exists but Flotilla did not define it.
+    pub async fn domain_flotilla_metadata(
+        &self,
+        uri: &LibvirtUri,
+        name: &str,
+    ) -> Result<Option<Vec<(String, String)>>, HvError> {
+        let name = name.to_owned();
+        self.call(uri, "read a domain's metadata", move |c| {
+            let Some(d) = lookup(c, &name)? else {
+                return Ok(None);
+            };
+            // VIR_DOMAIN_METADATA_ELEMENT, from the persistent definition (VIR_DOMAIN_AFFECT_CONFIG).
+            let xml = match d.metadata(2, Some(METADATA_NS), 2) {
+                Ok(xml) => xml,
+                Err(e)
+                    if e.code()
+                        .is_known_and(|c| c == ErrorNumber::NoDomainMetadata) =>
+                {
+                    return Ok(Some(Vec::new()))
+                }
+                Err(e) => return Err(e),
+            };
+            let props = roxmltree::Document::parse(&xml)
+                .map(|doc| {
+                    doc.descendants()
+                        .filter(|n| n.tag_name().name() == "property")
+                        .filter_map(|n| {
+                            Some((
+                                n.attribute("name")?.to_owned(),
+                                n.text().unwrap_or("").to_owned(),
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(Some(props))
+        })
+        .await
+    }
+
     /// Names of all domains on the host, running or not.
     pub async fn domain_names(&self, uri: &LibvirtUri) -> Result<Vec<String>, HvError> {
         self.call(uri, "list domains", |c| {

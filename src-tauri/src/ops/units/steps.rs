@@ -2,7 +2,57 @@
 
 use super::*;
 
+/// Who a domain with a server's name belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Owner {
+    Absent,
+    /// Defined by Flotilla for this server of this unit.
+    Unit,
+    /// Anything else: never changed or removed.
+    Foreign,
+}
+
 impl Engine {
+    /// Refuses to start or stop a domain of the server's name that is not this unit's (someone
+    /// replaced it by hand).
+    async fn refuse_foreign(&self, ctx: &Ctx, s: &Server, host: &Host) -> Result<(), OpError> {
+        if self.domain_owner(ctx, s, host).await? == Owner::Foreign {
+            return Err(ValidationError::new(
+                "server",
+                format!(
+                    "the domain {} on host {} is not the one Flotilla defined for unit {}; it was left alone",
+                    s.name, host.name, ctx.unit.name
+                ),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Whether the domain named like the server is this unit's (its Flotilla metadata).
+    pub(super) async fn domain_owner(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+        host: &Host,
+    ) -> Result<Owner, OpError> {
+        let props = self
+            .hypervisor
+            .domain_flotilla_metadata(&host.uri, &s.name)
+            .await?;
+        Ok(match props {
+            None => Owner::Absent,
+            Some(p) => {
+                let has = |k: &str, v: &str| p.iter().any(|(pk, pv)| pk == k && pv == v);
+                if has("unit", &ctx.unit.name) && has("server", &s.name) {
+                    Owner::Unit
+                } else {
+                    Owner::Foreign
+                }
+            }
+        })
+    }
+
     pub(super) async fn do_step(&self, ctx: &Ctx, s: &Server, step: Step) -> Result<(), OpError> {
         let host = ctx.host(&s.host)?;
         let (uri, pool) = (&host.uri, &host.pool);
@@ -69,6 +119,16 @@ impl Engine {
                 result
             }
             Step::Define => {
+                if self.domain_owner(ctx, s, host).await? == Owner::Foreign {
+                    return Err(ValidationError::new(
+                        "server",
+                        format!(
+                            "host {} already has a domain named {} that Flotilla did not define for unit {}; it was left alone. Remove or rename it, or give this server another name",
+                            host.name, s.name, ctx.unit.name
+                        ),
+                    )
+                    .into());
+                }
                 let spec = self.domain_spec(ctx, s, host).await?;
                 self.hypervisor.domain_define(uri, &spec).await?;
                 Ok(())
@@ -79,13 +139,19 @@ impl Engine {
                 self.inventory.server_set_lb_state(&s.name, "maint")?;
                 Ok(())
             }
-            Step::Start => Ok(self.hypervisor.domain_start(uri, &s.name).await?),
+            Step::Start => {
+                self.refuse_foreign(ctx, s, host).await?;
+                Ok(self.hypervisor.domain_start(uri, &s.name).await?)
+            }
             Step::WaitHealthy => self.wait_healthy(ctx, s, host).await,
             Step::LbReady => self.lb_set(ctx, s, MemberState::Ready).await,
             Step::LbDrain => self.lb_set(ctx, s, MemberState::Drain).await,
             Step::WaitDrained => self.wait_drained(ctx, s).await,
             Step::LbMaint => self.lb_set(ctx, s, MemberState::Maint).await,
-            Step::Shutdown => self.shutdown(ctx, s, host).await,
+            Step::Shutdown => {
+                self.refuse_foreign(ctx, s, host).await?;
+                self.shutdown(ctx, s, host).await
+            }
             Step::LbRemove => {
                 let (d, p) = lb_of(lb)?;
                 d.member_remove(p, &s.name, addr).await?;
@@ -93,8 +159,10 @@ impl Engine {
                 Ok(())
             }
             Step::Undefine => {
-                self.hypervisor.domain_destroy(uri, &s.name).await?;
-                self.hypervisor.domain_undefine(uri, &s.name).await?;
+                if self.domain_owner(ctx, s, host).await? == Owner::Unit {
+                    self.hypervisor.domain_destroy(uri, &s.name).await?;
+                    self.hypervisor.domain_undefine(uri, &s.name).await?;
+                }
                 Ok(())
             }
             Step::DeleteVolumes => {
@@ -132,11 +200,14 @@ impl Engine {
                 Ok(())
             }
             Step::Define => {
-                self.hypervisor.domain_destroy(uri, &s.name).await?;
-                self.hypervisor.domain_undefine(uri, &s.name).await?;
-                self.hypervisor
-                    .volume_delete(uri, pool, &serial_volume(&s.name))
-                    .await?;
+                // Never someone else's domain of the same name (the step refused to touch it).
+                if self.domain_owner(ctx, s, host).await? == Owner::Unit {
+                    self.hypervisor.domain_destroy(uri, &s.name).await?;
+                    self.hypervisor.domain_undefine(uri, &s.name).await?;
+                    self.hypervisor
+                        .volume_delete(uri, pool, &serial_volume(&s.name))
+                        .await?;
+                }
                 Ok(())
             }
             Step::LbAdd => {
