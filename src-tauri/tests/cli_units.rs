@@ -156,6 +156,13 @@ fn create_plan_deploy_and_delete_from_the_command_line() {
         .iter()
         .all(|s| s["state"] == "running"));
 
+    // Live status: the hosts are asked now (each flotillactl process has its own test-driver
+    // state, so the domains this process did not define are "not defined" there).
+    let live: serde_json::Value =
+        serde_json::from_str(&ok(ctl(d, &["unit", "status", "shop", "--json"]))).unwrap();
+    assert_eq!(live.as_array().unwrap().len(), 2);
+    assert_eq!(live[0]["power"], "not defined");
+    assert_eq!(live[0]["lb_status"], "no load balancer");
     // Deleting deployed servers needs --yes.
     let o = ctl(d, &["unit", "delete", "shop"]);
     assert_eq!(code(&o).0, Some(2), "{}", code(&o).1);

@@ -173,6 +173,14 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
         hostnames_behind_lb(&lab, 4, 80),
         names(&["web-1", "web-2", "web-3", "web-4"])
     );
+    // What `unit status` and the Units view show: asked from the hosts and HAProxy now.
+    for s in e.unit_live("web").await.unwrap() {
+        assert_eq!(
+            (s.power.as_str(), s.healthy),
+            ("running", Some(true)),
+            "{s:?}"
+        );
+    }
     // The per-server config file was rendered for that server.
     let conf = lab
         .http_get("http://10.77.0.22:8080/conf.txt")

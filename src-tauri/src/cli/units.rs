@@ -23,6 +23,8 @@ pub(super) enum UnitCommand {
     List,
     /// Show a unit: versions, servers (host, address, MAC, state, LB state).
     Show { name: String },
+    /// Ask the hosts and the load balancer now: each server's power state, LB status, health.
+    Status { name: String },
     /// The dry run of an action: the ordered steps per server.
     Plan {
         name: String,
@@ -384,6 +386,30 @@ pub(super) async fn unit(
                 print_json(&u);
             } else {
                 show(&u);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        UnitCommand::Status { name } => {
+            let live = engine.unit_live(&name).await?;
+            if json {
+                print_json(&live);
+            } else {
+                let rows: Vec<Vec<String>> = live
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.server.clone(),
+                            s.power.clone(),
+                            s.lb_status.clone(),
+                            match s.healthy {
+                                Some(true) => "healthy".into(),
+                                Some(false) => "not healthy".into(),
+                                None => "-".into(),
+                            },
+                        ]
+                    })
+                    .collect();
+                table(&["SERVER", "POWER", "LOAD BALANCER", "HEALTH"], &rows);
             }
             return Ok(ExitCode::SUCCESS);
         }
