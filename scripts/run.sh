@@ -35,7 +35,9 @@ if [ -z "${FLOTILLA_NO_LAB:-}" ]; then
   done
   # The lab's HAProxy: units bind to its backend be_lab.
   if ! "$ctl" lb show lab >/dev/null 2>&1; then
-    "$ctl" lb add lab --haproxy-socket "$FLOTILLA_LAB_HAPROXY_SOCKET" >/dev/null
+    # A lab started by an older version keeps a root-only socket: say so, and go on.
+    "$ctl" lb add lab --haproxy-socket "$FLOTILLA_LAB_HAPROXY_SOCKET" >/dev/null ||
+      echo "warning: the lab's HAProxy was not registered; restart the lab (sudo tests/rig/lab down) and run this again" >&2
   fi
   # The lab's base master (the tiny guest, direct kernel boot), so a builder can start at once.
   if ! "$ctl" image show lab-base >/dev/null 2>&1; then
