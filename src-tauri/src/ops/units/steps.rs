@@ -228,7 +228,11 @@ impl Engine {
             }
             Step::LbDrain | Step::LbMaint => self.lb_set(ctx, s, MemberState::Ready).await,
             Step::WaitDrained => Ok(()),
-            Step::Shutdown => Ok(self.hypervisor.domain_start(uri, &s.name).await?),
+            Step::Shutdown => {
+                // Back in rotation (by the undo of the LB steps) only once it is healthy again.
+                self.hypervisor.domain_start(uri, &s.name).await?;
+                self.wait_healthy(ctx, s, host).await
+            }
             Step::LbRemove => {
                 let (d, p) = lb_of(ctx.lb.as_ref())?;
                 d.member_add(p, &s.name, addr).await?;
