@@ -88,6 +88,12 @@ test("create a unit with the wizard, deploy it, stop, start, scale and delete it
   await b.waitUntil(async () => /deploy of shop finished/.test(await (await byTestId(b, "units-result")).getText()), { timeout: 10000 });
   await screenshot(b, "units-view");
 
+  // Stop one chosen server, then the rest.
+  await (await b.$('[data-testid="server-row"][data-server="shop-2"] [data-testid="server-choose"]')).click();
+  await (await byTestId(b, "unit-stop")).click();
+  assert.match(await (await byTestId(b, "confirm-plan")).getText(), /^shop-2 on h2/);
+  await (await byTestId(b, "confirm-run")).click();
+  await waitForStates(b, ["running", "stopped", "running"]);
   await confirmAction(b, "unit-stop");
   await waitForStates(b, ["stopped", "stopped", "stopped"]);
   await confirmAction(b, "unit-start");
