@@ -15,6 +15,13 @@ fn ctl(data: &Path, args: &[&str]) -> Output {
 }
 
 fn ok(o: Output) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        o.status.signal().is_none(),
+        "killed by signal {:?}: {}",
+        o.status.signal(),
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(
         o.status.code(),
         Some(0),

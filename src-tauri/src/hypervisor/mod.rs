@@ -157,6 +157,10 @@ fn breaks_connection_code(code: virt::error::ErrorNumberEnum) -> bool {
 #[derive(Debug)]
 struct Worker {
     tx: mpsc::Sender<Job>,
+    /// Joined when the adapter is dropped, so connections are closed before the process
+    /// exits (libvirt running in a worker while the process tears down its libraries crashed
+    /// flotillactl at exit, in libcrypto).
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Worker {
@@ -173,11 +177,18 @@ impl Worker {
                 job(&mut session);
             }
         });
-        if let Err(e) = spawned {
-            // Without a thread every call on this worker reports WorkerGone; say why once.
-            eprintln!("flotilla: cannot start a libvirt worker thread: {e}");
+        let thread = match spawned {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                // Without a thread every call on this worker reports WorkerGone; say why once.
+                eprintln!("flotilla: cannot start a libvirt worker thread: {e}");
+                None
+            }
+        };
+        Self {
+            tx,
+            thread: Mutex::new(thread),
         }
-        Self { tx }
     }
 }
 
@@ -186,6 +197,39 @@ impl Worker {
 pub struct Hypervisor {
     workers: Mutex<HashMap<String, Arc<Worker>>>,
     config: HvConfig,
+}
+
+impl Drop for Hypervisor {
+    /// Stops every worker and waits (bounded) until it has closed its connection.
+    fn drop(&mut self) {
+        let workers: Vec<Arc<Worker>> = self
+            .workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain()
+            .map(|(_, w)| w)
+            .collect();
+        let handles: Vec<std::thread::JoinHandle<()>> = workers
+            .iter()
+            .filter_map(|w| {
+                w.thread
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take()
+            })
+            .collect();
+        // Dropping the last sender ends each worker's loop.
+        drop(workers);
+        let deadline = std::time::Instant::now() + Self::CLOSE_WAIT;
+        for handle in handles {
+            while !handle.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            }
+        }
+    }
 }
 
 impl Hypervisor {
@@ -217,6 +261,10 @@ impl Hypervisor {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(uri.as_str());
     }
+
+    /// How long dropping the adapter waits for workers to close their connections (a call
+    /// hung on a dead host must not keep the program from ending).
+    const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
     /// Number of hosts with a worker (and possibly an open connection).
     pub fn worker_count(&self) -> usize {
