@@ -438,6 +438,20 @@ impl Hypervisor {
         .await
     }
 
+    /// Every domain on the host with whether it runs, in one call (for status views).
+    pub async fn domain_states(
+        &self,
+        uri: &LibvirtUri,
+    ) -> Result<std::collections::HashMap<String, bool>, HvError> {
+        self.call(uri, "list domains", |c| {
+            c.list_all_domains(0)?
+                .iter()
+                .map(|d| Ok((d.name()?, d.is_active()?)))
+                .collect::<Result<std::collections::HashMap<_, _>, virt::error::Error>>()
+        })
+        .await
+    }
+
     /// Names of all domains on the host, running or not.
     pub async fn domain_names(&self, uri: &LibvirtUri) -> Result<Vec<String>, HvError> {
         self.call(uri, "list domains", |c| {

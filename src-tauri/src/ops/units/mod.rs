@@ -536,15 +536,32 @@ impl Engine {
             }
             None => Ok(Vec::new()),
         };
+        // One listing per host, asked of all hosts at once.
+        let used: HashSet<&String> = u.servers.iter().map(|s| &s.host).collect();
+        let hosts = &hosts;
+        let listings = futures_util::future::join_all(used.into_iter().map(|h| async move {
+            let states = match hosts.get(h) {
+                Some(host) => self
+                    .hypervisor
+                    .domain_states(&host.uri)
+                    .await
+                    .map_err(|e| describe(&e.into())),
+                None => Err("unknown host".to_owned()),
+            };
+            (h.clone(), states)
+        }))
+        .await;
+        let listings: HashMap<String, Result<HashMap<String, bool>, String>> =
+            listings.into_iter().collect();
         let mut out = Vec::new();
         for s in &u.servers {
-            let power = match hosts.get(&s.host) {
-                Some(h) => match self.hypervisor.domain_is_running(&h.uri, &s.name).await {
-                    Ok(Some(true)) => "running".to_owned(),
-                    Ok(Some(false)) => "shut off".to_owned(),
-                    Ok(None) => "not defined".to_owned(),
-                    Err(e) => format!("unknown: {}", describe(&e.into())),
+            let power = match listings.get(&s.host) {
+                Some(Ok(states)) => match states.get(&s.name) {
+                    Some(true) => "running".to_owned(),
+                    Some(false) => "shut off".to_owned(),
+                    None => "not defined".to_owned(),
                 },
+                Some(Err(e)) => format!("unknown: {e}"),
                 None => "unknown host".to_owned(),
             };
             let (lb_status, healthy) = match &members {
