@@ -110,6 +110,11 @@ test("create a unit with the wizard, deploy it, stop, start, scale and delete it
   for (const k of ["deploy", "stop", "start", "scale"]) assert.ok(kinds.includes(k), `${k} in ${kinds}`);
   assert.ok(journal.operations.every((o) => o.state === "succeeded"));
 
+  // The Images view shows which units use a version, and will not delete it.
+  await (await byTestId(b, "nav-images")).click();
+  await b.waitUntil(async () => /shop v1/.test(await (await byTestId(b, "image-users")).getText()), { timeout: 10000 });
+  assert.equal(await (await byTestId(b, "delete-version")).isEnabled(), false);
+
   await (await byTestId(b, "nav-operations")).click();
   await byTestId(b, "journal-table");
   await screenshot(b, "operations-journal");

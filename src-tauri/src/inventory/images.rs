@@ -538,7 +538,7 @@ mod tests {
             "copies are not users"
         );
         let err = inv.host_delete(&host.name).unwrap_err();
-        assert!(err.to_string().contains("image_copies"), "{err}");
+        assert!(err.to_string().contains("1 copies on hosts"), "{err}");
         inv.image_copy_forget(&web, 1, &host.name).unwrap();
         inv.host_delete(&host.name).unwrap();
     }

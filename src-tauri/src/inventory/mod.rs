@@ -95,7 +95,15 @@ pub struct Dependent {
 fn describe_dependents(users: &[Dependent]) -> String {
     users
         .iter()
-        .map(|d| format!("{} {}", d.rows, d.table))
+        .map(|d| {
+            // Table names in words: "2 unit versions", "1 copies on hosts".
+            let what = match d.table.as_str() {
+                "image_copies" => "copies on hosts".to_owned(),
+                "host_objects" => "verified files on the host".to_owned(),
+                other => other.replace('_', " "),
+            };
+            format!("{} {what}", d.rows)
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
