@@ -254,7 +254,11 @@ impl Bars {
             StepStatus::UndoStarted => "undoing ",
             StepStatus::Undone => "undone: ",
         };
-        bar.set_message(format!("{verb}{}", e.step.as_str()));
+        if e.detail.is_empty() || e.status == StepStatus::Failed {
+            bar.set_message(format!("{verb}{}", e.step.as_str()));
+        } else {
+            bar.set_message(format!("{verb}{}: {}", e.step.as_str(), e.detail));
+        }
     }
 
     fn finish(&self) {

@@ -468,9 +468,10 @@ impl Engine {
                 o.done.len() as u32,
                 total,
             );
-            let mut result = self.do_step(ctx, s, step).await;
+            let pos = (o.done.len() as u32, total);
+            let mut result = self.do_step(ctx, s, step, pos).await;
             if result.is_ok() && self.repeat.load(Ordering::SeqCst) {
-                result = self.do_step(ctx, s, step).await;
+                result = self.do_step(ctx, s, step, pos).await;
             }
             if result.is_ok() {
                 match self.fault_at(&s.name, step) {

@@ -2,6 +2,34 @@
 
 use super::*;
 
+/// Reports an upload's progress (at each whole percent) as a detail of the running step.
+fn upload_progress(
+    ctx: &Ctx,
+    s: &Server,
+    step: Step,
+    pos: (u32, u32),
+) -> crate::ops::images::ProgressFn {
+    let (progress, op, server) = (ctx.progress.clone(), ctx.op, s.name.clone());
+    let last = std::sync::Mutex::new(u64::MAX);
+    Arc::new(move |p| {
+        let pct = (p.done * 100).checked_div(p.total).unwrap_or(0);
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        if *last == pct {
+            return;
+        }
+        *last = pct;
+        progress(StepEvent {
+            operation: op,
+            server: server.clone(),
+            step,
+            status: StepStatus::Started,
+            detail: format!("{} {pct}% of {} MiB", p.phase, p.total >> 20),
+            done: pos.0,
+            total: pos.1,
+        });
+    })
+}
+
 /// Who a domain with a server's name belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Owner {
@@ -53,7 +81,14 @@ impl Engine {
         })
     }
 
-    pub(super) async fn do_step(&self, ctx: &Ctx, s: &Server, step: Step) -> Result<(), OpError> {
+    /// Does one step. `pos` (steps done, of total) goes with the progress of long uploads.
+    pub(super) async fn do_step(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+        step: Step,
+        pos: (u32, u32),
+    ) -> Result<(), OpError> {
         let host = ctx.host(&s.host)?;
         let (uri, pool) = (&host.uri, &host.pool);
         let addr = member_address(&s.address, ctx.port)?;
@@ -67,7 +102,7 @@ impl Engine {
                 self.ensure_space(host, &ctx.image).await?;
                 let r = format!("{}:{}", ctx.image.image, ctx.image.version);
                 // Part of the unit operation (journaled there), not an audit entry of its own.
-                self.image_ensure_inner(&r, &s.host, Arc::new(|_| {}))
+                self.image_ensure_inner(&r, &s.host, upload_progress(ctx, s, step, pos))
                     .await?;
                 Ok(())
             }
