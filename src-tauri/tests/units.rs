@@ -251,7 +251,7 @@ async fn deploy_stop_start_scale_and_delete() {
     );
     // Progress: started + succeeded for each step of each server, and the master uploads'
     // progress (one per host, the other servers find the copy there) as details.
-    let events = events.lock().unwrap();
+    let events = std::mem::take(&mut *events.lock().unwrap());
     let transitions = events.iter().filter(|e| e.detail.is_empty()).count();
     assert_eq!(transitions, 4 * 7 * 2);
     let uploads: std::collections::BTreeSet<&str> = events
@@ -260,7 +260,6 @@ async fn deploy_stop_start_scale_and_delete() {
         .map(|e| e.server.as_str())
         .collect();
     assert_eq!(uploads.len(), 2, "one upload per host: {uploads:?}");
-    drop(events);
     let deployed = f.snapshot().await;
     assert!(
         deployed.contains("h1 domain shop-1 running=Some(true)"),
