@@ -138,26 +138,13 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
 
     let created = e
         .unit_create(&UnitForm {
-            name: "web".into(),
-            image: "tiny:1".into(),
-            definition: "web:2".into(),
-            size: Some(flotilla::model::ServerSize {
-                cpus: 1,
-                memory_mib: 128,
-                disk_gib: 0,
-            }),
-            count: 4,
-            name_pattern: "web-{n}".into(),
-            addresses: "10.77.0.21-10.77.0.40".into(),
-            lb: Some("lab".into()),
-            lb_pool: Some(pool.clone()),
             policy: Some(RolloutPolicy {
                 max_unavailable: 2,
                 drain_timeout_s: 5,
                 health_timeout_s: 120,
                 shutdown_timeout_s: 30,
             }),
-            ..Default::default()
+            ..web_form(4, "10.77.0.21-10.77.0.40", &pool)
         })
         .unwrap();
     let hosts: BTreeSet<&str> = created
@@ -253,6 +240,26 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
     assert_eq!(world(&lab, &e, &pool).await, before);
 }
 
+/// The unit `web` of `count` tiny servers (128 MiB) behind the lab's HAProxy backend `pool`.
+fn web_form(count: u32, addresses: &str, pool: &str) -> UnitForm {
+    UnitForm {
+        name: "web".into(),
+        image: "tiny:1".into(),
+        definition: "web:2".into(),
+        size: Some(flotilla::model::ServerSize {
+            cpus: 1,
+            memory_mib: 128,
+            disk_gib: 0,
+        }),
+        count,
+        name_pattern: "web-{n}".into(),
+        addresses: addresses.into(),
+        lb: Some("lab".into()),
+        lb_pool: Some(pool.into()),
+        ..Default::default()
+    }
+}
+
 /// Kills `flotillactl unit deploy` (SIGKILL) once the journal shows a server started.
 fn deploy_and_kill(data: &std::path::Path, unit: &str, e: &Engine) {
     let ctl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/flotillactl");
@@ -308,23 +315,8 @@ async fn a_killed_deploy_is_unwound_or_resumed() {
     let e = setup(&lab, dir.path()).await;
     let pool = lab.get("FLOTILLA_LAB_HAPROXY_BACKEND").to_owned();
     let before = world(&lab, &e, &pool).await;
-    e.unit_create(&UnitForm {
-        name: "web".into(),
-        image: "tiny:1".into(),
-        definition: "web:2".into(),
-        size: Some(flotilla::model::ServerSize {
-            cpus: 1,
-            memory_mib: 128,
-            disk_gib: 0,
-        }),
-        count: 2,
-        name_pattern: "web-{n}".into(),
-        addresses: "10.77.0.31-10.77.0.40".into(),
-        lb: Some("lab".into()),
-        lb_pool: Some(pool.clone()),
-        ..Default::default()
-    })
-    .unwrap();
+    e.unit_create(&web_form(2, "10.77.0.31-10.77.0.40", &pool))
+        .unwrap();
 
     // Killed mid-deploy, then unwound: hosts and HAProxy as before.
     deploy_and_kill(dir.path(), "web", &e);
