@@ -45,7 +45,7 @@ async fn a_guest_runs_the_hooks_from_its_payload_and_serves_a_package() {
         hostname: "payload-web".into(),
         mac: "52:54:00:77:00:fb".into(),
         address: "10.77.0.247/24".into(),
-        runcmd: payload_runcmd(),
+        runcmd: payload_runcmd(&format!("payload-{}-1", std::process::id()), vec![]),
         boot_limit: Duration::from_secs(180),
         payload: Some(payload),
         http_path: ":8080/index.html".into(),

@@ -17,15 +17,47 @@ pub enum PayloadSource {
     Bytes(Vec<u8>),
 }
 
-/// The `runcmd` lines that mount the payload and run the install and start hooks. They hold no
-/// quotes, so any hook text (kept in scripts on the payload) is safe.
-pub fn payload_runcmd() -> Vec<String> {
-    vec![
+/// Where cloud-init's `scripts-per-boot` module looks for scripts to run at every boot.
+pub const PER_BOOT_DIR: &str = "/var/lib/cloud/scripts/per-boot";
+/// Where cloud-init keeps the instance id it is running as (written before any module runs).
+pub const INSTANCE_ID_FILE: &str = "/var/lib/cloud/data/instance-id";
+
+/// The script that starts the app at every boot after the first of an instance: it mounts the
+/// payload again (a mount does not survive a reboot) and runs the start hook. It does nothing
+/// when the guest now runs as another instance: that instance's `runcmd` installs and starts.
+pub fn boot_script(instance_id: &str) -> String {
+    [
+        "#!/bin/sh".to_owned(),
+        format!("# Written by Flotilla at the first boot of instance {instance_id} (docs/guest-contract.md):"),
+        "# cloud-init runs it at every boot; the first boot's runcmd ran install and start.".into(),
+        format!("[ \"$(cat {INSTANCE_ID_FILE} 2>/dev/null)\" = '{instance_id}' ] || exit 0"),
+        format!("mkdir -p {PAYLOAD_MOUNT}"),
+        format!("grep -qs ' {PAYLOAD_MOUNT} ' /proc/mounts || mount -t vfat -o ro \"$(findfs LABEL={PAYLOAD_LABEL})\" {PAYLOAD_MOUNT}"),
+        format!("exec sh {PAYLOAD_MOUNT}/flotilla/hooks/start"),
+        String::new(),
+    ]
+    .join("\n")
+}
+
+/// The seed's `runcmd`: what runs **once per instance** — mount the payload, the install hook,
+/// `per_server` (the rendered `[[config]]` files), the per-boot script ([`boot_script`]) that
+/// starts the app at every later boot — and then the start hook for this first boot. The
+/// lines hold no quotes (the per-boot script goes in base64), so any hook text is safe.
+pub fn payload_runcmd(instance_id: &str, per_server: Vec<String>) -> Vec<String> {
+    use base64::Engine as _;
+    let script = base64::engine::general_purpose::STANDARD.encode(boot_script(instance_id));
+    let path = format!("{PER_BOOT_DIR}/flotilla-start");
+    let mut out = vec![
         format!("mkdir -p {PAYLOAD_MOUNT}"),
         format!("mount -t vfat -o ro $(findfs LABEL={PAYLOAD_LABEL}) {PAYLOAD_MOUNT}"),
         format!("sh {PAYLOAD_MOUNT}/flotilla/hooks/install"),
-        format!("sh {PAYLOAD_MOUNT}/flotilla/hooks/start"),
-    ]
+    ];
+    out.extend(per_server);
+    out.push(format!(
+        "mkdir -p {PER_BOOT_DIR} && echo {script} | base64 -d > {path} && chmod 0755 {path}"
+    ));
+    out.push(format!("sh {PAYLOAD_MOUNT}/flotilla/hooks/start"));
+    out
 }
 
 /// A hook as a script: the payload location and the definition's environment, then the hook.
@@ -149,12 +181,59 @@ mod tests {
     }
 
     #[test]
-    fn runcmd_lines_fit_the_seed_rules() {
-        for line in payload_runcmd() {
+    fn runcmd_lines_fit_the_seed_rules_and_install_before_start() {
+        let lines = payload_runcmd("web-1.shop.u2", vec!["echo config".into()]);
+        for line in &lines {
             assert!(
                 !line.contains('"') && !line.contains('\\') && !line.contains('\n'),
                 "{line}"
             );
         }
+        let at = |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap();
+        assert!(at("hooks/install") < at("echo config"), "{lines:?}");
+        assert!(at("echo config") < at("per-boot"), "{lines:?}");
+        assert!(at("per-boot") < at("hooks/start"), "{lines:?}");
+    }
+
+    /// The per-boot script, run by a real shell: it starts the app only when the guest still
+    /// runs as the instance that wrote it.
+    #[test]
+    fn the_boot_script_runs_the_start_hook_only_for_its_own_instance() {
+        let script = boot_script("web-1.shop.u2");
+        // Stand-ins for the guest's files, so the script runs here unchanged but for paths.
+        let dir = tempfile::tempdir().unwrap();
+        let id = dir.path().join("instance-id");
+        let mount = dir.path().join("app");
+        let marker = dir.path().join("started");
+        std::fs::create_dir_all(mount.join("flotilla/hooks")).unwrap();
+        std::fs::write(
+            mount.join("flotilla/hooks/start"),
+            format!("echo started > {}\n", marker.display()),
+        )
+        .unwrap();
+        let local = script
+            .replace(INSTANCE_ID_FILE, &id.display().to_string())
+            .replace(PAYLOAD_MOUNT, &mount.display().to_string())
+            // The payload is "mounted" already (the test cannot mount a FAT image).
+            .replace("grep -qs", "true ||");
+        let run = || {
+            let _ = std::fs::remove_file(&marker);
+            let st = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&local)
+                .status()
+                .unwrap();
+            assert!(st.success());
+            marker.exists()
+        };
+        std::fs::write(&id, "web-1.shop.u2\n").unwrap();
+        assert!(run(), "same instance: the app starts");
+        std::fs::write(&id, "web-1.shop.u3\n").unwrap();
+        assert!(
+            !run(),
+            "another instance: its runcmd installs and starts, not this script"
+        );
+        std::fs::remove_file(&id).unwrap();
+        assert!(!run(), "no instance id: nothing runs");
     }
 }

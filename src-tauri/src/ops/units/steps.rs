@@ -508,12 +508,10 @@ impl Engine {
         let addr: Ipv4Addr = s.address.parse().map_err(|_| {
             ValidationError::new("address", format!("{} is not an address", s.address))
         })?;
-        let mut runcmd = payload_runcmd();
-        let start_hook = runcmd.pop();
-        runcmd.extend(self.config_commands(ctx, s)?);
-        runcmd.extend(start_hook);
+        let instance_id = format!("{}.{}.u{}", s.name, ctx.unit.name, ctx.uv.version);
+        let runcmd = payload_runcmd(&instance_id, self.config_commands(ctx, s)?);
         Ok(SeedSpec {
-            instance_id: format!("{}.{}.u{}", s.name, ctx.unit.name, ctx.uv.version),
+            instance_id,
             hostname: HostName::parse(&s.name)?,
             nics: vec![NicConfig {
                 mac: MacAddr::parse(&s.mac)?,
