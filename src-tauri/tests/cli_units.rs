@@ -148,7 +148,8 @@ fn create_plan_deploy_and_delete_from_the_command_line() {
 
     let plan: serde_json::Value =
         serde_json::from_str(&ok(ctl(d, &["unit", "plan", "shop", "deploy", "--json"]))).unwrap();
-    assert_eq!(plan["servers"][0]["steps"][0], "ensure-master");
+    assert_eq!(plan["servers"][0]["steps"][1], "ensure-master");
+    assert_eq!(plan["servers"][0]["steps"][0], "claim-names");
     let text = ok(ctl(d, &["unit", "plan", "shop", "scale", "3"]));
     assert!(text.contains("shop-3 (10.77.0.13 on h1) [new]"), "{text}");
 

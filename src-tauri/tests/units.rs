@@ -253,7 +253,7 @@ async fn deploy_stop_start_scale_and_delete() {
     // progress (one per host, the other servers find the copy there) as details.
     let events = std::mem::take(&mut *events.lock().unwrap());
     let transitions = events.iter().filter(|e| e.detail.is_empty()).count();
-    assert_eq!(transitions, 4 * 7 * 2);
+    assert_eq!(transitions, 4 * 8 * 2);
     let uploads: std::collections::BTreeSet<&str> = events
         .iter()
         .filter(|e| e.step == Step::EnsureMaster && e.detail.contains("100%"))
@@ -926,7 +926,12 @@ async fn a_domain_of_the_same_name_that_is_not_the_units_is_left_alone() {
     let f = Fixture::new().await;
     f.e.unit_create(&f.form("shop", 2)).unwrap();
     let h1 = f.e.host_show("h1").unwrap();
-    // Someone made "shop-1" on h1 by hand.
+    // Someone made "shop-1" on h1 by hand, with a disk named as Flotilla names a server's.
+    let disk =
+        f.e.hypervisor
+            .volume_create_blank(&h1.uri, &h1.pool, "shop-1-disk.qcow2", 1 << 20)
+            .await
+            .unwrap();
     f.e.hypervisor
         .domain_define(
             &h1.uri,
@@ -939,7 +944,12 @@ async fn a_domain_of_the_same_name_that_is_not_the_units_is_left_alone() {
                     uefi: false,
                     cdrom_first: false,
                 },
-                disks: vec![],
+                disks: vec![flotilla::hypervisor::DiskSpec {
+                    path: disk.path,
+                    format: flotilla::hypervisor::DiskFormat::Raw,
+                    readonly: false,
+                    cdrom: false,
+                }],
                 nics: vec![],
                 serial_log: None,
                 metadata: vec![("note".into(), "not flotilla's".into())],
@@ -966,7 +976,112 @@ async fn a_domain_of_the_same_name_that_is_not_the_units_is_left_alone() {
     assert_eq!(
         f.snapshot().await,
         before,
-        "the foreign domain is untouched, nothing else left"
+        "the foreign domain and its disk are untouched, nothing else left"
     );
     assert!(before.contains("h1 domain shop-1 running=Some(true)"));
+    assert!(before.contains("h1 volume shop-1-disk.qcow2"));
+}
+
+/// A disk left in a pool under a server's name (an earlier inventory, a copy by hand) is never
+/// booted as the server's disk and never deleted by an undo: the deploy stops before it makes
+/// anything, and says which volume is in the way.
+#[tokio::test]
+async fn an_orphaned_disk_with_a_servers_name_is_refused_and_kept() {
+    let f = Fixture::new().await;
+    f.e.unit_create(&f.form("shop", 2)).unwrap();
+    let server = f.e.unit_show("shop").unwrap().servers[1].clone();
+    let host = f.e.host_show(&server.host).unwrap();
+    for name in [
+        format!("{}-disk.qcow2", server.name),
+        format!("{}-seed.img", server.name),
+    ] {
+        f.e.hypervisor
+            .volume_create_blank(&host.uri, &host.pool, &name, 1 << 20)
+            .await
+            .unwrap();
+        let before = f.snapshot().await;
+        let err =
+            f.e.unit_run("shop", UnitAction::Deploy, quiet())
+                .await
+                .unwrap_err();
+        assert!(
+            err.to_string().contains(&format!(
+                "already has a volume {name} that Flotilla did not create for server {}",
+                server.name
+            )),
+            "{err}"
+        );
+        assert_eq!(
+            f.snapshot().await,
+            before,
+            "the orphan is kept, nothing made"
+        );
+        f.e.hypervisor
+            .volume_delete(&host.uri, &host.pool, &name)
+            .await
+            .unwrap();
+    }
+    // Without the orphans the same deploy goes through.
+    f.run("shop", UnitAction::Deploy).await.unwrap();
+    f.run("shop", UnitAction::Delete { force: true })
+        .await
+        .unwrap();
+}
+
+/// A master copy another operation relies on (a deploy of another unit, here or in another
+/// process) stays on the host when a unit that used it is deleted; two ensures of one copy
+/// at once upload it once and both succeed.
+#[tokio::test]
+async fn shared_copies_are_pinned_while_another_operation_uses_them() {
+    use flotilla::inventory::PinMode;
+    let f = Fixture::new().await;
+    let (a, b) = (
+        f.e.image_ensure("base:1", "h1", Arc::new(|_| {})),
+        f.e.image_ensure("base:1", "h1", Arc::new(|_| {})),
+    );
+    let (a, b) = tokio::join!(a, b);
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        [a.bytes_copied > 0, b.bytes_copied > 0]
+            .iter()
+            .filter(|c| **c)
+            .count(),
+        1,
+        "one upload; the other found the verified copy: {a:?} {b:?}"
+    );
+
+    let mut form = f.form("shop", 1);
+    form.hosts = vec!["h1".into()];
+    f.e.unit_create(&form).unwrap();
+    f.run("shop", UnitAction::Deploy).await.unwrap();
+    // Another process's deploy of another unit holds the copy (as its EnsureMaster does).
+    let other =
+        f.e.inventory
+            .operation_begin_with("deploy", "unit/other", "{}")
+            .unwrap();
+    let copy = f.e.image_show("base:1").unwrap().volume_name();
+    assert_eq!(
+        f.e.inventory
+            .host_pin("h1", &copy, other, PinMode::Use)
+            .unwrap(),
+        None
+    );
+    f.run("shop", UnitAction::Delete { force: true })
+        .await
+        .unwrap();
+    let left = f.hosts_snapshot().await;
+    assert!(
+        left.contains(&format!("h1 volume {copy}")) && left.contains("copy base:1 on h1"),
+        "the copy the other operation uses is kept:\n{left}"
+    );
+    // Once that operation has ended, the next release removes it.
+    f.e.inventory
+        .operation_finish(other, "succeeded", "")
+        .unwrap();
+    f.e.unit_create(&form).unwrap();
+    f.run("shop", UnitAction::Deploy).await.unwrap();
+    f.run("shop", UnitAction::Delete { force: true })
+        .await
+        .unwrap();
+    assert!(!f.hosts_snapshot().await.contains(&copy));
 }

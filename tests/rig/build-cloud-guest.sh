@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds a Debian 12 guest with the real cloud-init (RIG.md), for the opt-in compatibility tests:
+# Builds a Debian 12 guest with the real cloud-init (RIG.md), for the compatibility tests (dbus:
+# systemd-logind turns ACPI power-button presses into a clean shutdown, as on stock cloud images):
 # the seeds Flotilla writes must work there as on the lab's tiny guest. Cached like
 # build-guest.sh. Prints the output directory: vmlinuz, initrd.img and master.qcow2 (the root
 # file system alone, for direct kernel boot) and disk.qcow2 (a whole BIOS-bootable disk as
@@ -17,7 +18,7 @@ work=$(mktemp -d "$cache/cloud-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root="$work/root"
 mmdebstrap --quiet --variant=minbase \
-  --include=systemd-sysv,udev,linux-image-cloud-amd64,initramfs-tools,cloud-init,ifupdown,iproute2,isc-dhcp-client,netbase,python3 \
+  --include=systemd-sysv,udev,dbus,linux-image-cloud-amd64,initramfs-tools,cloud-init,ifupdown,iproute2,isc-dhcp-client,netbase,python3 \
   --customize-hook='echo "LABEL=root / ext4 defaults 0 1" > "$1/etc/fstab"' \
   --customize-hook='printf "datasource_list: [ NoCloud, None ]\n" > "$1/etc/cloud/cloud.cfg.d/90-flotilla.cfg"' \
   bookworm "$root" >&2

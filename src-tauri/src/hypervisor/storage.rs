@@ -36,6 +36,8 @@ pub struct VolumeInfo {
     pub path: String,
     pub capacity_bytes: u64,
     pub allocation_bytes: u64,
+    /// The path of its backing file (a qcow2 overlay), as libvirt reports it.
+    pub backing: Option<String>,
 }
 
 /// Uploads may take long; this is the limit for one whole upload.
@@ -48,12 +50,28 @@ fn xml_escape(s: &str) -> String {
 
 fn info_of(vol: &StorageVol) -> Result<VolumeInfo, VirtError> {
     let info = vol.info()?;
+    let xml = vol.xml_desc(0)?;
     Ok(VolumeInfo {
         name: vol.name()?,
         path: vol.path()?,
         capacity_bytes: info.capacity,
         allocation_bytes: info.allocation,
+        backing: backing_path(&xml),
     })
+}
+
+/// `<volume><backingStore><path>` of a volume's XML.
+fn backing_path(xml: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let store = doc
+        .root_element()
+        .children()
+        .find(|n| n.has_tag_name("backingStore"))?;
+    let path = store.children().find(|n| n.has_tag_name("path"))?;
+    path.text()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
 }
 
 /// Reads a download stream to its end, handing each chunk to `sink`.
@@ -299,6 +317,31 @@ impl Hypervisor {
             })?;
             stream.finish()?;
             Ok::<_, VirtError>(crate::library::hex(&hasher.finalize()))
+        })
+        .await
+    }
+
+    /// The volume `name` in `pool`, if it exists — also a file someone put into the pool's
+    /// folder since libvirt last looked (the pool is refreshed when the name is not found).
+    pub async fn volume_find(
+        &self,
+        uri: &LibvirtUri,
+        pool: &PoolName,
+        name: &str,
+    ) -> Result<Option<VolumeInfo>, HvError> {
+        let (pool, name) = (pool.to_string(), name.to_owned());
+        self.call(uri, "look up a volume", move |c| {
+            let pool = pool_of(c, &pool)?;
+            let mut found = pool.lookup_storage_vol_by_name(&name);
+            if found.as_ref().is_err_and(is_gone) {
+                pool.refresh(0)?;
+                found = pool.lookup_storage_vol_by_name(&name);
+            }
+            match found {
+                Ok(v) => info_of(&v).map(Some),
+                Err(e) if is_gone(&e) => Ok(None),
+                Err(e) => Err(e),
+            }
         })
         .await
     }

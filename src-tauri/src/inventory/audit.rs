@@ -4,7 +4,8 @@ use super::{now_rfc3339, query_err, Inventory, InventoryError};
 use rusqlite::params;
 use serde::Serialize;
 
-pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE audit (
+/// Migration (see `inventory::MIGRATIONS`).
+pub(super) const CREATE: &str = "CREATE TABLE audit (
         id      INTEGER PRIMARY KEY,
         at      TEXT NOT NULL,
         actor   TEXT NOT NULL,
@@ -14,7 +15,7 @@ pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE audit (
         result  TEXT NOT NULL CHECK (result IN ('ok', 'error')),
         detail  TEXT NOT NULL DEFAULT ''
     ) STRICT;
-    CREATE INDEX audit_target ON audit(target);"];
+    CREATE INDEX audit_target ON audit(target);";
 
 /// Who acts: the OS user, and through which front door.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,8 @@ use super::{now_rfc3339, query_err, Inventory, InventoryError};
 use crate::model::{Builder, HostName, ImageName};
 use rusqlite::{params, OptionalExtension, Row};
 
-pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE builders (
+/// Migration (see `inventory::MIGRATIONS`).
+pub(super) const CREATE: &str = "CREATE TABLE builders (
         image            TEXT PRIMARY KEY,
         host_id          INTEGER NOT NULL REFERENCES hosts(id) ON DELETE RESTRICT,
         base_version_id  INTEGER REFERENCES image_versions(id) ON DELETE RESTRICT,
@@ -21,7 +22,7 @@ pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE builders (
         captured_version INTEGER,
         serial_log       TEXT NOT NULL,
         created_at       TEXT NOT NULL
-    ) STRICT;"];
+    ) STRICT;";
 
 const COLUMNS: &str = "b.image, h.name,
     (SELECT i.name || ':v' || v.version FROM image_versions v JOIN images i ON i.id = v.image_id

@@ -5,7 +5,8 @@ use super::{now_rfc3339, query_err, Inventory, InventoryError};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
-pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE definitions (
+/// Migration (see `inventory::MIGRATIONS`).
+pub(super) const CREATE: &str = "CREATE TABLE definitions (
         id         INTEGER PRIMARY KEY,
         name       TEXT NOT NULL UNIQUE,
         created_at TEXT NOT NULL
@@ -20,7 +21,7 @@ pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE definitions (
         UNIQUE (definition_id, version)
     ) STRICT;
     CREATE TRIGGER definition_versions_immutable BEFORE UPDATE ON definition_versions
-        BEGIN SELECT RAISE(ABORT, 'definition versions are immutable'); END;"];
+        BEGIN SELECT RAISE(ABORT, 'definition versions are immutable'); END;";
 
 /// A recorded version of a definition directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

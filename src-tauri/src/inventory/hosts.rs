@@ -4,7 +4,8 @@ use super::{now_rfc3339, query_err, Inventory, InventoryError};
 use crate::model::{BridgeName, Host, HostFacts, HostName, HostStatus, LibvirtUri, PoolName};
 use rusqlite::{params, OptionalExtension, Row};
 
-pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE hosts (
+/// Migration (see `inventory::MIGRATIONS`).
+pub(super) const CREATE: &str = "CREATE TABLE hosts (
         id            INTEGER PRIMARY KEY,
         name          TEXT NOT NULL UNIQUE,
         uri           TEXT NOT NULL UNIQUE,
@@ -15,7 +16,7 @@ pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE hosts (
         facts_json    TEXT,
         added_at      TEXT NOT NULL,
         checked_at    TEXT NOT NULL
-    ) STRICT;"];
+    ) STRICT;";
 
 /// A host to insert: everything but the timestamps.
 #[derive(Debug, Clone)]

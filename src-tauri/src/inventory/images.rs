@@ -5,7 +5,8 @@ use super::{now_rfc3339, query_err, Dependent, Inventory, InventoryError};
 use crate::model::{HostName, ImageName, ImageVersion, ImageVersionCopy, NewImageVersion};
 use rusqlite::{params, OptionalExtension, Row};
 
-pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE images (
+/// Migration (see `inventory::MIGRATIONS`).
+pub(super) const CREATE: &str = "CREATE TABLE images (
         id         INTEGER PRIMARY KEY,
         name       TEXT NOT NULL UNIQUE,
         created_at TEXT NOT NULL
@@ -39,7 +40,7 @@ pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE images (
         path        TEXT NOT NULL,
         verified_at TEXT NOT NULL,
         PRIMARY KEY (version_id, host_id)
-    ) STRICT;"];
+    ) STRICT;";
 
 const VERSION_COLUMNS: &str = "i.name, v.version, v.file, v.sha256, v.format, v.virtual_size,
     v.actual_size, (SELECT p.version FROM image_versions p WHERE p.id = v.parent_id), v.origin,

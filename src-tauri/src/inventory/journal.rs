@@ -5,7 +5,8 @@ use super::{now_rfc3339, query_err, Inventory, InventoryError};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
-pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE operations (
+/// Migration (see `inventory::MIGRATIONS`).
+pub(super) const CREATE: &str = "CREATE TABLE operations (
         id          INTEGER PRIMARY KEY,
         kind        TEXT NOT NULL,
         target      TEXT NOT NULL,
@@ -22,7 +23,7 @@ pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE operations (
         status       TEXT NOT NULL CHECK (status IN ('started', 'succeeded', 'failed', 'undo_started', 'undone')),
         detail       TEXT NOT NULL DEFAULT '',
         at           TEXT NOT NULL
-    ) STRICT;"];
+    ) STRICT;";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "desktop", derive(specta::Type))]
@@ -70,14 +71,9 @@ pub struct Operation {
 }
 
 impl Inventory {
+    /// Begins an operation of this process that is not resumed after a crash (no arguments).
     pub fn operation_begin(&self, kind: &str, target: &str) -> Result<i64, InventoryError> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO operations (kind, target, state, started_at) VALUES (?1, ?2, 'running', ?3)",
-            params![kind, target, now_rfc3339()],
-        )
-        .map_err(query_err("begin an operation"))?;
-        Ok(conn.last_insert_rowid())
+        self.operation_begin_with(kind, target, "")
     }
 
     pub fn operation_step(
@@ -102,12 +98,17 @@ impl Inventory {
         state: &str,
         error: &str,
     ) -> Result<(), InventoryError> {
-        self.conn()
-            .execute(
-                "UPDATE operations SET state = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
-                params![id, state, error, now_rfc3339()],
-            )
+        // An operation that ends holds no pin on any host object any more.
+        let mut conn = self.conn();
+        let tx = Self::write_tx(&mut conn, "finish an operation")?;
+        tx.execute(
+            "UPDATE operations SET state = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
+            params![id, state, error, now_rfc3339()],
+        )
+        .map_err(query_err("finish an operation"))?;
+        tx.execute("DELETE FROM host_pins WHERE operation_id = ?1", [id])
             .map_err(query_err("finish an operation"))?;
+        tx.commit().map_err(query_err("finish an operation"))?;
         Ok(())
     }
 
@@ -187,6 +188,11 @@ fn process_start(pid: u32) -> Option<String> {
     rest.split_whitespace().nth(19).map(str::to_owned)
 }
 
+/// Whether the process that began an operation (`pid`, `pid_start`) still runs.
+pub(super) fn process_alive(pid: u32, start: &str) -> bool {
+    process_start(pid).as_deref() == Some(start)
+}
+
 impl Inventory {
     /// Begins an operation of this process on `target`, with the arguments that resume it.
     pub fn operation_begin_with(
@@ -256,7 +262,7 @@ impl Inventory {
             .map_err(query_err("find interrupted operations"))?;
         Ok(rows
             .into_iter()
-            .filter(|(_, pid, start)| process_start(*pid).as_deref() != Some(start.as_str()))
+            .filter(|(_, pid, start)| !process_alive(*pid, start))
             .map(|(op, _, _)| op)
             .collect())
     }

@@ -2,21 +2,24 @@
 //!
 //! WAL mode, foreign keys on, a busy timeout so a second process (the CLI while the desktop app
 //! is open) waits for a lock instead of failing. Schema migrations live next to the table they
-//! create (`<table>::MIGRATIONS`) and are applied in the order listed in [`migrations`].
+//! create and are applied in the one order listed in [`MIGRATIONS`].
 //! Methods are named noun-first (`host_list`, `audit_record`).
 
 mod audit;
 mod builders;
 mod definitions;
+mod host_pins;
 mod hosts;
 mod images;
 mod journal;
+mod server_volumes;
 mod units;
 
 pub use definitions::DefinitionVersion;
 pub use journal::{Operation, OperationStep, StepStatus};
 
 pub use audit::{Actor, AuditEntry, AuditResult};
+pub use host_pins::PinMode;
 pub use hosts::NewHost;
 pub use units::{LbInstance, NewServer, NewUnit, Server, Unit, UnitVersion};
 
@@ -112,18 +115,29 @@ pub(crate) fn query_err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> I
     move |source| InventoryError::Query { what, source }
 }
 
-/// Every schema migration, oldest first. Append only: a released migration never changes.
+/// Every schema migration, oldest first: the schema version of an inventory is the number of
+/// entries applied. Append only — a released migration never changes or moves, and a table
+/// module that needs a change adds a new constant here at the end. The name is for people.
+const MIGRATIONS: &[(&str, &str)] = &[
+    // The first wave (schema 1-8).
+    ("hosts", hosts::CREATE),
+    ("audit", audit::CREATE),
+    ("images, image_versions, image_copies", images::CREATE),
+    ("operations, operation_steps", journal::CREATE),
+    ("builders", builders::CREATE),
+    ("definitions, definition_versions", definitions::CREATE),
+    (
+        "lbs, units, unit_versions, servers, unit_locks",
+        units::CREATE,
+    ),
+    ("host_objects", units::HOST_OBJECTS),
+    // Issue 10: what a server owns on its host; who relies on a shared object on a host.
+    ("server_volumes", server_volumes::CREATE),
+    ("host_pins", host_pins::CREATE),
+];
+
 fn migrations() -> Migrations<'static> {
-    let mut all: Vec<M<'static>> = Vec::new();
-    // The order is the order they were written in; each table module owns its steps.
-    all.extend(hosts::MIGRATIONS.iter().map(|sql| M::up(sql)));
-    all.extend(audit::MIGRATIONS.iter().map(|sql| M::up(sql)));
-    all.extend(images::MIGRATIONS.iter().map(|sql| M::up(sql)));
-    all.extend(journal::MIGRATIONS.iter().map(|sql| M::up(sql)));
-    all.extend(builders::MIGRATIONS.iter().map(|sql| M::up(sql)));
-    all.extend(definitions::MIGRATIONS.iter().map(|sql| M::up(sql)));
-    all.extend(units::MIGRATIONS.iter().map(|sql| M::up(sql)));
-    Migrations::new(all)
+    Migrations::new(MIGRATIONS.iter().map(|(_, sql)| M::up(sql)).collect())
 }
 
 /// The inventory store. Cheap to share (`Arc<Inventory>`); calls are short and serialized on
@@ -288,13 +302,7 @@ impl Inventory {
 }
 
 fn migrations_len() -> usize {
-    hosts::MIGRATIONS.len()
-        + audit::MIGRATIONS.len()
-        + images::MIGRATIONS.len()
-        + journal::MIGRATIONS.len()
-        + builders::MIGRATIONS.len()
-        + definitions::MIGRATIONS.len()
-        + units::MIGRATIONS.len()
+    MIGRATIONS.len()
 }
 
 /// A timestamp usable in names: `20261127T062836123456789` (UTC, with nanoseconds).
@@ -324,6 +332,87 @@ pub(crate) fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An inventory written by the first wave's flotillactl (schema 8: a host with a network,
+    /// an imported master, a definition, a unit of two deployed servers, its deploy journal)
+    /// opens in this build, is migrated, and keeps everything; what the new tables need about
+    /// the old servers is filled in.
+    #[test]
+    fn a_first_wave_inventory_is_migrated_with_nothing_lost() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/first-wave/inventory.sqlite3");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(&fixture, dir.path().join(FILE_NAME)).unwrap();
+        let inv = Inventory::open_in(dir.path()).unwrap();
+        let version: i64 = inv
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version as usize, MIGRATIONS.len());
+
+        let hosts = inv.host_list().unwrap();
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(hosts[0].name.as_str(), "h1");
+        assert_eq!(hosts[0].network, "10.9.0.0/24");
+        let units = inv.unit_list().unwrap();
+        assert_eq!(units.len(), 1);
+        let shop = &units[0];
+        assert_eq!(shop.name, "shop");
+        let servers: Vec<(String, String, String, crate::model::ServerState)> = shop
+            .servers
+            .iter()
+            .map(|s| (s.name.clone(), s.address.clone(), s.mac.clone(), s.state))
+            .collect();
+        assert_eq!(
+            servers,
+            [
+                (
+                    "shop-1".to_owned(),
+                    "10.9.0.11".to_owned(),
+                    "52:54:00:31:8e:05".to_owned(),
+                    crate::model::ServerState::Running
+                ),
+                (
+                    "shop-2".to_owned(),
+                    "10.9.0.12".to_owned(),
+                    "52:54:00:f0:29:1f".to_owned(),
+                    crate::model::ServerState::Running
+                )
+            ]
+        );
+        let v = shop.current().unwrap();
+        assert_eq!((v.image.as_str(), v.image_version), ("base", 1));
+        assert_eq!((v.definition.as_str(), v.definition_version), ("shop", 1));
+        let image = inv
+            .image_version_get(&crate::model::ImageName::parse("base").unwrap(), 1)
+            .unwrap();
+        assert_eq!(
+            image.sha256,
+            "e1fdb1fb2b8b0fd7a8e9f41f54858c1c55bbf28060e778f0b74acdf3b8d8c723"
+        );
+        assert_eq!(image.notes, "first wave");
+        assert_eq!(inv.definition_list().unwrap().len(), 1);
+        let ops = inv.operation_list(10).unwrap();
+        assert_eq!(ops.len(), 1);
+        assert_eq!(
+            (ops[0].kind.as_str(), ops[0].state.as_str()),
+            ("deploy", "succeeded")
+        );
+        assert!(!inv.audit_list(100).unwrap().is_empty());
+        // The deployed servers own the volumes the first wave made for them.
+        for s in ["shop-1", "shop-2"] {
+            for v in [
+                format!("{s}-disk.qcow2"),
+                format!("{s}-seed.img"),
+                format!("{s}.serial"),
+            ] {
+                assert_eq!(
+                    inv.server_volume_owner("h1", &v).unwrap().as_deref(),
+                    Some(s)
+                );
+            }
+        }
+    }
 
     #[test]
     fn a_fresh_inventory_is_migrated_in_wal_mode_with_foreign_keys() {

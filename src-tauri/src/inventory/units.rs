@@ -7,7 +7,8 @@ use crate::model::{RolloutPolicy, ServerSize, ServerState};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
-pub(super) const MIGRATIONS: &[&str] = &["ALTER TABLE hosts ADD COLUMN network TEXT NOT NULL DEFAULT '';
+/// Migration (see `inventory::MIGRATIONS`).
+pub(super) const CREATE: &str = "ALTER TABLE hosts ADD COLUMN network TEXT NOT NULL DEFAULT '';
     ALTER TABLE hosts ADD COLUMN gateway TEXT NOT NULL DEFAULT '';
     ALTER TABLE hosts ADD COLUMN domain_type TEXT NOT NULL DEFAULT '';
     ALTER TABLE operations ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;
@@ -61,15 +62,15 @@ pub(super) const MIGRATIONS: &[&str] = &["ALTER TABLE hosts ADD COLUMN network T
     CREATE TABLE unit_locks (
         unit_id      INTEGER PRIMARY KEY REFERENCES units(id) ON DELETE CASCADE,
         operation_id INTEGER NOT NULL REFERENCES operations(id)
-    ) STRICT;",
-    // Files Flotilla put on a host and verified there (a unit version's payload disk and
-    // kernel files): a volume of that name without a record is an interrupted upload.
-    "CREATE TABLE host_objects (
+    ) STRICT;";
+/// Migration: files Flotilla put on a host and verified there (a unit version's payload disk and
+/// kernel files): a volume of that name without a record is an interrupted upload.
+pub(super) const HOST_OBJECTS: &str = "CREATE TABLE host_objects (
         host_id INTEGER NOT NULL REFERENCES hosts(id) ON DELETE RESTRICT,
         volume  TEXT NOT NULL,
         sha256  TEXT NOT NULL CHECK (length(sha256) = 64),
         PRIMARY KEY (host_id, volume)
-    ) STRICT;"];
+    ) STRICT;";
 
 /// A registered load balancer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

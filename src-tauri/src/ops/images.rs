@@ -10,14 +10,15 @@
 //! libvirt storage stream → read it back and compare sha256 → record the copy.
 
 use super::{Engine, OpError};
-use crate::inventory::InventoryError;
+use crate::inventory::{InventoryError, PinMode};
 use crate::library;
 use crate::model::{
-    BootMode, Firmware, HostName, ImageName, ImageRef, ImageVersion, NewImageVersion,
+    BootMode, Firmware, Host, HostName, ImageName, ImageRef, ImageVersion, NewImageVersion,
 };
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Progress of a long image operation, for progress bars.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -254,7 +255,16 @@ impl Engine {
         host: &str,
         progress: ProgressFn,
     ) -> Result<EnsureOutcome, OpError> {
-        let outcome = self.image_ensure_inner(reference, host, progress).await;
+        let target = format!("image/{reference} on host/{host}");
+        let op = self.inventory.operation_begin("image.ensure", &target)?;
+        let outcome = self.image_ensure_inner(reference, host, op, progress).await;
+        let (state, error) = match &outcome {
+            Ok(_) => ("succeeded", String::new()),
+            Err(e) => ("failed", e.to_string()),
+        };
+        if let Err(e) = self.inventory.operation_finish(op, state, &error) {
+            eprintln!("flotilla: could not journal the end of operation {op}: {e}");
+        }
         self.audit(
             "image.ensure",
             &format!("image/{reference} on host/{host}"),
@@ -263,14 +273,66 @@ impl Engine {
         outcome
     }
 
+    /// Puts the version on the host for operation `op`, which keeps a pin on the copy until it
+    /// ends (no other operation deletes it meanwhile); the upload itself is done by one
+    /// operation at a time, whichever process it runs in.
     pub(super) async fn image_ensure_inner(
         &self,
         reference: &str,
         host: &str,
+        op: i64,
         progress: ProgressFn,
     ) -> Result<EnsureOutcome, OpError> {
         let v = self.image_show(reference)?;
         let host = self.host_show(host)?;
+        let volume = v.volume_name();
+        self.pin_wait(host.name.as_str(), &volume, op, PinMode::Use)
+            .await?;
+        self.pin_wait(host.name.as_str(), &volume, op, PinMode::Write)
+            .await?;
+        // Read again under the pin: another operation may have just recorded the copy.
+        let v = self.image_show(reference)?;
+        let outcome = self.image_ensure_pinned(&v, &host, progress).await;
+        self.inventory
+            .host_unpin(host.name.as_str(), &volume, op, PinMode::Write)?;
+        outcome
+    }
+
+    /// Holds a pin on a shared object on a host for operation `op`, waiting while another live
+    /// operation's pin is in the way (an upload of the same copy, a removal).
+    pub(crate) async fn pin_wait(
+        &self,
+        host: &str,
+        volume: &str,
+        op: i64,
+        mode: PinMode,
+    ) -> Result<(), OpError> {
+        // Uploads of big masters take long; removals and the other pins are short.
+        let wait = match mode {
+            PinMode::Write => Duration::from_secs(6 * 3600),
+            _ => Duration::from_secs(600),
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            let Some(holder) = self.inventory.host_pin(host, volume, op, mode)? else {
+                return Ok(());
+            };
+            if Instant::now() >= deadline {
+                return Err(OpError::Timeout(format!(
+                    "{volume} on host {host} stayed in use by operation #{holder} for {} s; try again when it has finished (flotillactl op list)",
+                    wait.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn image_ensure_pinned(
+        &self,
+        v: &ImageVersion,
+        host: &Host,
+        progress: ProgressFn,
+    ) -> Result<EnsureOutcome, OpError> {
         let volume = v.volume_name();
         let done = |path: String, bytes_copied| EnsureOutcome {
             image: v.image.clone(),
@@ -366,14 +428,26 @@ impl Engine {
             }
             .into());
         }
-        for copy in &v.copies {
-            let host = self.host_show(copy.host.as_str())?;
-            self.hypervisor
-                .volume_delete(&host.uri, &host.pool, &copy.volume)
-                .await?;
-            self.inventory
-                .image_copy_forget(&v.image, v.version, &copy.host)?;
-        }
+        // Copies another operation relies on right now (a deploy or ensure in any process)
+        // are not deleted: the whole delete is refused.
+        let op = self
+            .inventory
+            .operation_begin("image.delete", &format!("image/{}:v{version}", r.image))?;
+        let outcome = self.image_copies_delete(&v, op).await;
+        self.inventory.operation_finish(
+            op,
+            if outcome.is_ok() {
+                "succeeded"
+            } else {
+                "failed"
+            },
+            &outcome
+                .as_ref()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+        )?;
+        outcome?;
         self.inventory.image_version_delete(&r.image, version)?;
         remove_library_file(&self.library.join(&v.file));
         if let BootMode::Kernel {
@@ -386,6 +460,34 @@ impl Engine {
             if let Some(f) = initrd_file {
                 remove_library_file(&self.library.join(f));
             }
+        }
+        Ok(())
+    }
+}
+
+impl Engine {
+    async fn image_copies_delete(&self, v: &ImageVersion, op: i64) -> Result<(), OpError> {
+        for copy in &v.copies {
+            let h = copy.host.as_str();
+            if let Some(holder) = self
+                .inventory
+                .host_pin(h, &copy.volume, op, PinMode::Delete)?
+            {
+                return Err(crate::model::ValidationError::new(
+                    "image",
+                    format!(
+                        "{}:v{} on host {h} is in use by operation #{holder}; try again when it has finished (flotillactl op list)",
+                        v.image, v.version
+                    ),
+                )
+                .into());
+            }
+            let host = self.host_show(h)?;
+            self.hypervisor
+                .volume_delete(&host.uri, &host.pool, &copy.volume)
+                .await?;
+            self.inventory
+                .image_copy_forget(&v.image, v.version, &copy.host)?;
         }
         Ok(())
     }

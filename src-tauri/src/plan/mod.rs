@@ -8,6 +8,10 @@ use serde::Serialize;
 #[cfg_attr(feature = "desktop", derive(specta::Type))]
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
+    /// Prove the server's names are free on its host or already its own: a domain of its name
+    /// that Flotilla did not define for it, or a volume of its names that Flotilla did not
+    /// record as its own, stops the deploy before anything is made.
+    ClaimNames,
     /// The master version on the host (uploaded once, checksum-cached).
     EnsureMaster,
     /// The unit version's payload disk (and kernel files of a direct-boot master) on the host.
@@ -45,6 +49,7 @@ pub enum Step {
 impl Step {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::ClaimNames => "claim-names",
             Self::EnsureMaster => "ensure-master",
             Self::EnsurePayload => "ensure-payload",
             Self::CreateDisk => "create-disk",
@@ -88,7 +93,8 @@ impl Step {
     }
 }
 
-pub const ALL_STEPS: [Step; 17] = [
+pub const ALL_STEPS: [Step; 18] = [
+    Step::ClaimNames,
     Step::EnsureMaster,
     Step::EnsurePayload,
     Step::CreateDisk,
@@ -138,6 +144,7 @@ pub fn server_steps(kind: OpKind, lb: bool) -> Vec<Step> {
     use Step::*;
     let all: &[Step] = match kind {
         OpKind::Deploy => &[
+            ClaimNames,
             EnsureMaster,
             EnsurePayload,
             CreateDisk,
@@ -300,6 +307,7 @@ mod tests {
         assert_eq!(
             deploy,
             [
+                "claim-names",
                 "ensure-master",
                 "ensure-payload",
                 "create-disk",

@@ -21,7 +21,9 @@ use super::lbs::{member_address, LbDriver};
 use super::{Engine, OpError};
 use crate::guest::{payload_runcmd, write_seed_disk, NicConfig, SeedSpec};
 use crate::hypervisor::{BootSpec, DiskFormat, DiskSpec, DomainSpec, DomainType, NicSpec};
-use crate::inventory::{InventoryError, NewServer, NewUnit, Server, StepStatus, Unit, UnitVersion};
+use crate::inventory::{
+    InventoryError, NewServer, NewUnit, PinMode, Server, StepStatus, Unit, UnitVersion,
+};
 use crate::lb::MemberState;
 use crate::model::definition::{render_template, Definition};
 use crate::model::{

@@ -57,6 +57,84 @@ impl Engine {
         Ok(())
     }
 
+    /// A volume of one of the server's names on its host: `None` when there is none, the
+    /// volume when the inventory records it as this server's; refused (and left alone) when
+    /// it is anyone else's.
+    pub(super) async fn own_or_absent(
+        &self,
+        s: &Server,
+        host: &Host,
+        volume: &str,
+    ) -> Result<Option<crate::hypervisor::VolumeInfo>, OpError> {
+        let Some(found) = self
+            .hypervisor
+            .volume_find(&host.uri, &host.pool, volume)
+            .await?
+        else {
+            return Ok(None);
+        };
+        match self
+            .inventory
+            .server_volume_owner(host.name.as_str(), volume)?
+        {
+            Some(owner) if owner == s.name => Ok(Some(found)),
+            owner => Err(ValidationError::new(
+                "server",
+                format!(
+                    "host {} already has a volume {volume} that Flotilla did not create for server {}{}; it was left alone. Remove or rename it, or give this server another name",
+                    host.name,
+                    s.name,
+                    owner.map_or_else(String::new, |o| format!(" (it belongs to server {o})"))
+                ),
+            )
+            .into()),
+        }
+    }
+
+    /// Deletes a volume of the server's names only when the inventory records it as this
+    /// server's, then forgets the record; anything else of that name is left alone.
+    pub(super) async fn delete_own(
+        &self,
+        s: &Server,
+        host: &Host,
+        volume: &str,
+    ) -> Result<(), OpError> {
+        let owner = self
+            .inventory
+            .server_volume_owner(host.name.as_str(), volume)?;
+        if owner.as_deref() == Some(s.name.as_str()) {
+            self.hypervisor
+                .volume_delete(&host.uri, &host.pool, volume)
+                .await?;
+            self.inventory
+                .server_volume_forget(host.name.as_str(), volume)?;
+        }
+        Ok(())
+    }
+
+    /// After creating a recorded volume: when the creation failed and a volume of that name
+    /// exists anyway, someone else made it in the meantime — the record goes, the volume stays.
+    async fn keep_record_if_made<T>(
+        &self,
+        host: &Host,
+        volume: &str,
+        created: Result<T, crate::hypervisor::HvError>,
+    ) -> Result<(), OpError> {
+        let Err(e) = created else {
+            return Ok(());
+        };
+        if self
+            .hypervisor
+            .volume_find(&host.uri, &host.pool, volume)
+            .await?
+            .is_some()
+        {
+            self.inventory
+                .server_volume_forget(host.name.as_str(), volume)?;
+        }
+        Err(e.into())
+    }
+
     /// Whether the domain named like the server is this unit's (its Flotilla metadata).
     pub(super) async fn domain_owner(
         &self,
@@ -94,6 +172,15 @@ impl Engine {
         let addr = member_address(&s.address, ctx.port)?;
         let lb = ctx.lb.as_ref();
         match step {
+            Step::ClaimNames => {
+                if self.domain_owner(ctx, s, host).await? == Owner::Foreign {
+                    return Err(foreign_domain(ctx, s, host));
+                }
+                for volume in server_volumes(&s.name) {
+                    self.own_or_absent(s, host, &volume).await?;
+                }
+                Ok(())
+            }
             Step::EnsureMaster => {
                 let _g = match ctx.host_locks.get(&s.host) {
                     Some(l) => Some(l.lock().await),
@@ -102,7 +189,7 @@ impl Engine {
                 self.ensure_space(host, &ctx.image).await?;
                 let r = format!("{}:{}", ctx.image.image, ctx.image.version);
                 // Part of the unit operation (journaled there), not an audit entry of its own.
-                self.image_ensure_inner(&r, &s.host, upload_progress(ctx, s, step, pos))
+                self.image_ensure_inner(&r, &s.host, ctx.op, upload_progress(ctx, s, step, pos))
                     .await?;
                 Ok(())
             }
@@ -115,26 +202,51 @@ impl Engine {
             }
             Step::CreateDisk => {
                 let name = disk_volume(&s.name);
-                if self
+                let master = self
                     .hypervisor
-                    .volume_get(uri, pool, &name)
+                    .volume_get(uri, pool, &ctx.image.volume_name())
                     .await?
-                    .is_none()
-                {
-                    self.hypervisor
-                        .volume_create_overlay_sized(
-                            uri,
-                            pool,
-                            &name,
-                            &ctx.image.volume_name(),
-                            DiskFormat::Qcow2,
-                            u64::from(ctx.uv.size.disk_gib) << 30,
+                    .map(|v| v.path);
+                if let Some(disk) = self.own_or_absent(s, host, &name).await? {
+                    // Its own disk from an earlier attempt: used only when it is an overlay of
+                    // this master's copy, never booted otherwise.
+                    if disk.backing.is_none() || disk.backing != master {
+                        return Err(ValidationError::new(
+                            "server",
+                            format!(
+                                "the disk {name} of server {} on host {} is not an overlay of master {}:v{} (its backing file is {}); it was left alone",
+                                s.name,
+                                host.name,
+                                ctx.image.image,
+                                ctx.image.version,
+                                disk.backing.as_deref().unwrap_or("none")
+                            ),
                         )
-                        .await?;
+                        .into());
+                    }
+                    return Ok(());
                 }
-                Ok(())
+                self.inventory
+                    .server_volume_record(&s.name, host.name.as_str(), &name)?;
+                let created = self
+                    .hypervisor
+                    .volume_create_overlay_sized(
+                        uri,
+                        pool,
+                        &name,
+                        &ctx.image.volume_name(),
+                        DiskFormat::Qcow2,
+                        u64::from(ctx.uv.size.disk_gib) << 30,
+                    )
+                    .await;
+                self.keep_record_if_made(host, &name, created).await
             }
             Step::WriteSeed => {
+                let name = seed_volume(&s.name);
+                if self.own_or_absent(s, host, &name).await?.is_none() {
+                    self.inventory
+                        .server_volume_record(&s.name, host.name.as_str(), &name)?;
+                }
                 let dir = tempfile_dir()?;
                 let file = dir.join(format!("{}-seed.img", s.name));
                 let spec = self.seed_spec(ctx, s, host)?;
@@ -142,7 +254,6 @@ impl Engine {
                     .map_err(|e| OpError::Invalid(ValidationError::new("seed", e.to_string())));
                 let result = async {
                     written?;
-                    let name = seed_volume(&s.name);
                     self.hypervisor.volume_delete(uri, pool, &name).await?;
                     self.hypervisor
                         .volume_upload(uri, pool, &name, file.clone(), DiskFormat::Raw, |_, _| {})
@@ -155,14 +266,13 @@ impl Engine {
             }
             Step::Define => {
                 if self.domain_owner(ctx, s, host).await? == Owner::Foreign {
-                    return Err(ValidationError::new(
-                        "server",
-                        format!(
-                            "host {} already has a domain named {} that Flotilla did not define for unit {}; it was left alone. Remove or rename it, or give this server another name",
-                            host.name, s.name, ctx.unit.name
-                        ),
-                    )
-                    .into());
+                    return Err(foreign_domain(ctx, s, host));
+                }
+                // QEMU writes the serial log into the pool: it is the server's from now on.
+                let serial = serial_volume(&s.name);
+                if self.own_or_absent(s, host, &serial).await?.is_none() {
+                    self.inventory
+                        .server_volume_record(&s.name, host.name.as_str(), &serial)?;
                 }
                 let spec = self.domain_spec(ctx, s, host).await?;
                 self.hypervisor.domain_define(uri, &spec).await?;
@@ -201,12 +311,8 @@ impl Engine {
                 Ok(())
             }
             Step::DeleteVolumes => {
-                for v in [
-                    disk_volume(&s.name),
-                    seed_volume(&s.name),
-                    serial_volume(&s.name),
-                ] {
-                    self.hypervisor.volume_delete(uri, pool, &v).await?;
+                for v in server_volumes(&s.name) {
+                    self.delete_own(s, host, &v).await?;
                 }
                 Ok(())
             }
@@ -216,34 +322,22 @@ impl Engine {
 
     pub(super) async fn undo_step(&self, ctx: &Ctx, s: &Server, step: Step) -> Result<(), OpError> {
         let host = ctx.host(&s.host)?;
-        let (uri, pool) = (&host.uri, &host.pool);
+        let uri = &host.uri;
         let addr = member_address(&s.address, ctx.port)?;
         match step {
             // Shared by the unit's servers on the host: released at the end of the operation
             // when no server needs them (`release_host_objects`).
-            Step::EnsureMaster | Step::EnsurePayload => Ok(()),
-            Step::CreateDisk => {
-                self.hypervisor
-                    .volume_delete(uri, pool, &disk_volume(&s.name))
-                    .await?;
-                Ok(())
-            }
-            Step::WriteSeed => {
-                self.hypervisor
-                    .volume_delete(uri, pool, &seed_volume(&s.name))
-                    .await?;
-                Ok(())
-            }
+            Step::ClaimNames | Step::EnsureMaster | Step::EnsurePayload => Ok(()),
+            // Only what the inventory says is the server's: never a stranger of the same name.
+            Step::CreateDisk => self.delete_own(s, host, &disk_volume(&s.name)).await,
+            Step::WriteSeed => self.delete_own(s, host, &seed_volume(&s.name)).await,
             Step::Define => {
                 // Never someone else's domain of the same name (the step refused to touch it).
                 if self.domain_owner(ctx, s, host).await? == Owner::Unit {
                     self.hypervisor.domain_destroy(uri, &s.name).await?;
                     self.hypervisor.domain_undefine(uri, &s.name).await?;
-                    self.hypervisor
-                        .volume_delete(uri, pool, &serial_volume(&s.name))
-                        .await?;
                 }
-                Ok(())
+                self.delete_own(s, host, &serial_volume(&s.name)).await
             }
             Step::LbAdd => {
                 let (d, p) = lb_of(ctx.lb.as_ref())?;
@@ -252,6 +346,7 @@ impl Engine {
                 Ok(())
             }
             Step::Start => {
+                self.refuse_foreign(ctx, s, host).await?;
                 self.hypervisor.domain_destroy(uri, &s.name).await?;
                 Ok(())
             }
@@ -265,6 +360,7 @@ impl Engine {
             Step::WaitDrained => Ok(()),
             Step::Shutdown => {
                 // Back in rotation (by the undo of the LB steps) only once it is healthy again.
+                self.refuse_foreign(ctx, s, host).await?;
                 self.hypervisor.domain_start(uri, &s.name).await?;
                 self.wait_healthy(ctx, s, host).await
             }
@@ -333,6 +429,27 @@ impl Engine {
 
     /// The unit version's payload disk (and a direct-boot master's kernel files) on the host.
     pub(super) async fn ensure_payload(&self, ctx: &Ctx, host: &Host) -> Result<(), OpError> {
+        let mut volumes = vec![ctx.payload_volume()];
+        if let BootMode::Kernel { initrd_file, .. } = &ctx.image.boot {
+            volumes.push(format!("{}-u{}-vmlinuz", ctx.unit.name, ctx.uv.version));
+            if initrd_file.is_some() {
+                volumes.push(format!("{}-u{}-initrd", ctx.unit.name, ctx.uv.version));
+            }
+        }
+        // Used by this operation until it ends; written by one operation at a time.
+        let h = host.name.as_str();
+        for v in &volumes {
+            self.pin_wait(h, v, ctx.op, PinMode::Use).await?;
+            self.pin_wait(h, v, ctx.op, PinMode::Write).await?;
+        }
+        let result = self.ensure_payload_pinned(ctx, host).await;
+        for v in &volumes {
+            self.inventory.host_unpin(h, v, ctx.op, PinMode::Write)?;
+        }
+        result
+    }
+
+    async fn ensure_payload_pinned(&self, ctx: &Ctx, host: &Host) -> Result<(), OpError> {
         let dir = tempfile_dir()?;
         let result = async {
             let payload = ctx.payload_volume();
@@ -434,7 +551,8 @@ impl Engine {
     }
 
     /// Removes the unit's payload and kernel volumes from hosts where no deployed server of
-    /// the unit remains, and master copies no deployed server and no builder needs.
+    /// the unit remains, and master copies no deployed server and no builder needs — unless
+    /// another running operation (in any process) pinned them: then they stay.
     pub(super) async fn release_host_objects(&self, ctx: &Ctx) {
         let Ok(units) = self.inventory.unit_list() else {
             return;
@@ -454,14 +572,10 @@ impl Engine {
                 for v in &ctx.unit.versions {
                     for suffix in ["payload.img", "vmlinuz", "initrd"] {
                         let name = format!("{}-u{}-{suffix}", ctx.unit.name, v.version);
-                        if self
-                            .hypervisor
-                            .volume_delete(&host.uri, &host.pool, &name)
-                            .await
-                            .is_ok()
-                        {
-                            let _ = self.inventory.host_object_forget(hname, &name);
-                        }
+                        self.release_one(ctx.op, host, &name, |inv| {
+                            inv.host_object_forget(hname, &name)
+                        })
+                        .await;
                     }
                 }
             }
@@ -473,21 +587,39 @@ impl Engine {
             });
             let builder_here = builders.iter().any(|b| b.host == host.name);
             if !image_in_use && !builder_here {
-                let copy = ctx.image.volume_name();
-                if self
-                    .hypervisor
-                    .volume_delete(&host.uri, &host.pool, &copy)
-                    .await
-                    .is_ok()
-                {
-                    let _ = self.inventory.image_copy_forget(
-                        &ctx.image.image,
-                        ctx.image.version,
-                        &host.name,
-                    );
-                }
+                let (image, version) = (&ctx.image.image, ctx.image.version);
+                self.release_one(ctx.op, host, &ctx.image.volume_name(), |inv| {
+                    inv.image_copy_forget(image, version, &host.name)
+                })
+                .await;
             }
         }
+    }
+
+    /// Deletes one shared object and its record, when no other live operation pins it.
+    async fn release_one(
+        &self,
+        op: i64,
+        host: &Host,
+        volume: &str,
+        forget: impl FnOnce(&crate::inventory::Inventory) -> Result<(), InventoryError>,
+    ) {
+        let h = host.name.as_str();
+        if !matches!(
+            self.inventory.host_pin(h, volume, op, PinMode::Delete),
+            Ok(None)
+        ) {
+            return;
+        }
+        if self
+            .hypervisor
+            .volume_delete(&host.uri, &host.pool, volume)
+            .await
+            .is_ok()
+        {
+            let _ = forget(&self.inventory);
+        }
+        let _ = self.inventory.host_unpin(h, volume, op, PinMode::Delete);
     }
 
     pub(super) fn seed_spec(
@@ -786,6 +918,27 @@ impl Engine {
             s.name, ctx.policy.shutdown_timeout_s
         )))
     }
+}
+
+/// The refusal when a domain of the server's name is not the one Flotilla defined for it.
+fn foreign_domain(ctx: &Ctx, s: &Server, host: &Host) -> OpError {
+    ValidationError::new(
+        "server",
+        format!(
+            "host {} already has a domain named {} that Flotilla did not define for unit {}; it was left alone. Remove or rename it, or give this server another name",
+            host.name, s.name, ctx.unit.name
+        ),
+    )
+    .into()
+}
+
+/// The volumes a server owns on its host, by name: disk overlay, seed, serial log.
+fn server_volumes(server: &str) -> [String; 3] {
+    [
+        disk_volume(server),
+        seed_volume(server),
+        serial_volume(server),
+    ]
 }
 
 fn lb_of(lb: Option<&(LbDriver, String)>) -> Result<(&LbDriver, &str), OpError> {
