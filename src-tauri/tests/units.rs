@@ -422,6 +422,8 @@ async fn failing_every_step(lb: Option<&str>) {
             }
             prepared(&f, &action).await;
             let before = f.snapshot().await;
+            // Every step and every undo runs twice: undo must be idempotent too.
+            f.e.repeat_steps(true);
             // The last server fails; the others may have finished by then.
             let last = match &action {
                 UnitAction::Scale { count: 3 } => "app-3",
@@ -431,13 +433,14 @@ async fn failing_every_step(lb: Option<&str>) {
             f.e.inject_fault(Some(Fault {
                 crash: false,
                 server: last.into(),
-                step,
+                step: Some(step),
             }));
             let err =
                 f.e.unit_run("app", action.clone(), quiet())
                     .await
                     .unwrap_err();
             f.e.inject_fault(None);
+            f.e.repeat_steps(false);
             let OpError::Failed(report) = &err else {
                 panic!("{action:?} at {step:?}: {err}");
             };
@@ -505,7 +508,7 @@ async fn a_crash_between_steps_can_be_resumed_or_unwound() {
         f.e.inject_fault(Some(Fault {
             crash: true,
             server: "app-2".into(),
-            step: Step::Define,
+            step: Some(Step::Define),
         }));
         let err =
             f.e.unit_run("app", UnitAction::Deploy, quiet())
@@ -534,6 +537,162 @@ async fn a_crash_between_steps_can_be_resumed_or_unwound() {
         }
         assert!(f.e.interrupted_operations().unwrap().is_empty());
     }
+}
+
+/// Two processes (two engines on one data directory) take up the same interrupted
+/// operation at once, one to resume it and one to unwind it: exactly one does, the other is
+/// told it is not interrupted any more; a second unwind changes nothing.
+#[tokio::test]
+async fn resume_and_unwind_race_and_exactly_one_wins() {
+    for round in 0..4 {
+        let f = Fixture::new().await;
+        f.e.unit_create(&f.form("app", 2)).unwrap();
+        let before = f.snapshot().await;
+        f.e.inject_fault(Some(Fault {
+            crash: true,
+            server: "app-2".into(),
+            step: Some(Step::Define),
+        }));
+        let _ = f.e.unit_run("app", UnitAction::Deploy, quiet()).await;
+        f.e.inject_fault(None);
+        let id = f.e.interrupted_operations().unwrap()[0].operation;
+        if round >= 2 {
+            // A second process (its own inventory connection and hypervisor connections; the
+            // test driver gives it its own copy of the hosts, so only who wins is compared).
+            let other = Engine::open(f.dir.path(), "test").unwrap();
+            let (a, b) = tokio::join!(
+                f.e.operation_resume(id, quiet()),
+                other.operation_unwind(id, quiet())
+            );
+            assert!(a.is_ok() != b.is_ok(), "{:?} {:?}", a.err(), b.err());
+            continue;
+        }
+        let (resumed, unwound) = if round % 2 == 0 {
+            tokio::join!(
+                f.e.operation_resume(id, quiet()),
+                f.e.operation_unwind(id, quiet())
+            )
+        } else {
+            let (u, r) = tokio::join!(
+                f.e.operation_unwind(id, quiet()),
+                f.e.operation_resume(id, quiet())
+            );
+            (r, u)
+        };
+        assert!(
+            resumed.is_ok() != unwound.is_ok(),
+            "exactly one wins: resume {:?}, unwind {:?}",
+            resumed.as_ref().err().map(ToString::to_string),
+            unwound.as_ref().err().map(ToString::to_string)
+        );
+        let loser = resumed.err().or(unwound.err()).unwrap();
+        assert!(
+            loser.to_string().contains("not found") || loser.to_string().contains("does not exist"),
+            "{loser}"
+        );
+        if states(&f.e, "app") == ["app-1=running", "app-2=running"] {
+            // The resume won.
+            f.run("app", UnitAction::Delete { force: true })
+                .await
+                .unwrap();
+        } else {
+            assert_eq!(f.snapshot().await, before, "the unwind won: as before");
+        }
+        assert!(f.e.interrupted_operations().unwrap().is_empty());
+        let again = f.snapshot().await;
+        let twice = f.e.operation_unwind(id, quiet()).await.unwrap_err();
+        assert!(matches!(
+            flotilla::error::ApiError::from(&twice).code,
+            flotilla::error::ErrorCode::NotFound
+        ));
+        assert_eq!(f.snapshot().await, again, "a second unwind changes nothing");
+    }
+}
+
+/// The journal is written before a step acts: when that write fails (a full disk, a broken
+/// database), the step does not run, the operation stops and what it did is undone.
+#[tokio::test]
+async fn a_step_the_journal_cannot_record_does_not_run() {
+    let f = Fixture::new().await;
+    f.e.unit_create(&f.form("app", 2)).unwrap();
+    let before = f.snapshot().await;
+    let db = rusqlite::Connection::open(f.dir.path().join("inventory.sqlite3")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER full_disk BEFORE INSERT ON operation_steps
+         WHEN NEW.step = 'app-2: define' AND NEW.status = 'started'
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    )
+    .unwrap();
+    let err =
+        f.e.unit_run("app", UnitAction::Deploy, quiet())
+            .await
+            .unwrap_err();
+    assert!(
+        err.to_string().contains("could not write the journal"),
+        "{err}"
+    );
+    db.execute_batch("DROP TRIGGER full_disk").unwrap();
+    assert_eq!(
+        f.snapshot().await,
+        before,
+        "nothing ran unrecorded, the rest undone"
+    );
+    f.run("app", UnitAction::Deploy).await.unwrap();
+}
+
+/// Flotilla dies after the last step of an operation but before it released the unit: the
+/// next operation on the unit finds the work done, closes the old one and goes ahead — no
+/// lock that only an edit of the database could clear.
+#[tokio::test]
+async fn a_crash_before_the_unlock_is_closed_by_the_next_operation() {
+    let f = Fixture::new().await;
+    f.e.unit_create(&f.form("app", 2)).unwrap();
+    f.e.inject_fault(Some(Fault {
+        crash: true,
+        server: "*".into(),
+        step: None,
+    }));
+    let err =
+        f.e.unit_run("app", UnitAction::Deploy, quiet())
+            .await
+            .unwrap_err();
+    assert!(matches!(err, OpError::Crashed), "{err}");
+    f.e.inject_fault(None);
+    assert_eq!(states(&f.e, "app"), ["app-1=running", "app-2=running"]);
+    let ops = f.e.inventory.operation_list(10).unwrap();
+    assert_eq!(ops[0].state, "running", "the deploy never ended");
+    let stop = UnitAction::Stop {
+        servers: vec![],
+        force: false,
+    };
+    f.run("app", stop).await.unwrap();
+    assert_eq!(states(&f.e, "app"), ["app-1=stopped", "app-2=stopped"]);
+    assert!(f.e.interrupted_operations().unwrap().is_empty());
+    let ops = f.e.inventory.operation_list(10).unwrap();
+    let deploy = ops.iter().find(|o| o.kind == "deploy").unwrap();
+    assert_eq!(deploy.state, "succeeded");
+    assert!(
+        deploy.error.contains("before it released the unit"),
+        "{}",
+        deploy.error
+    );
+
+    // A delete that died after removing the unit: nothing is left to resume or unwind, and
+    // it is not offered as interrupted.
+    f.e.inject_fault(Some(Fault {
+        crash: true,
+        server: "*".into(),
+        step: None,
+    }));
+    let _ = f.run("app", UnitAction::Delete { force: true }).await;
+    f.e.inject_fault(None);
+    assert!(f.e.unit_show("app").is_err(), "the unit is gone");
+    assert!(f.e.interrupted_operations().unwrap().is_empty());
+    let ops = f.e.inventory.operation_list(10).unwrap();
+    assert_eq!(
+        ops.iter().find(|o| o.kind == "delete").unwrap().state,
+        "succeeded"
+    );
 }
 
 #[tokio::test]
@@ -590,6 +749,16 @@ async fn bad_input_is_refused_and_changes_nothing() {
         code(f.e.unit_create(&explicit("x-1", "not-an-ip", ""))),
         C::InvalidInput
     );
+    // Names Flotilla keeps for its own domains and volumes (builders, master copies).
+    for reserved in ["flotilla-builder-base", "flotilla-base-v1"] {
+        let err =
+            f.e.unit_create(&explicit(reserved, "10.77.0.70", ""))
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("Flotilla keeps for its own"),
+            "{err}"
+        );
+    }
     let huge = "a".repeat(100_000);
     assert_eq!(
         code(f.e.unit_create(&explicit(&huge, "10.77.0.70", ""))),

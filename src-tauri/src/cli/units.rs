@@ -253,8 +253,9 @@ impl Bars {
             StepStatus::Failed => "FAILED: ",
             StepStatus::UndoStarted => "undoing ",
             StepStatus::Undone => "undone: ",
+            StepStatus::UndoFailed => "UNDO FAILED: ",
         };
-        if e.detail.is_empty() || e.status == StepStatus::Failed {
+        if e.detail.is_empty() || matches!(e.status, StepStatus::Failed | StepStatus::UndoFailed) {
             bar.set_message(format!("{verb}{}", e.step.as_str()));
         } else {
             bar.set_message(format!("{verb}{}: {}", e.step.as_str(), e.detail));

@@ -25,6 +25,22 @@ pub(super) const CREATE: &str = "CREATE TABLE operations (
         at           TEXT NOT NULL
     ) STRICT;";
 
+/// Migration: a failed undo is journaled too (SQLite cannot widen a CHECK in place, so the
+/// table is copied).
+pub(super) const UNDO_FAILED: &str = "CREATE TABLE operation_steps_new (
+        id           INTEGER PRIMARY KEY,
+        operation_id INTEGER NOT NULL REFERENCES operations(id) ON DELETE CASCADE,
+        step         TEXT NOT NULL,
+        status       TEXT NOT NULL CHECK (status IN ('started', 'succeeded', 'failed', 'undo_started', 'undone', 'undo_failed')),
+        detail       TEXT NOT NULL DEFAULT '',
+        at           TEXT NOT NULL
+    ) STRICT;
+    INSERT INTO operation_steps_new (id, operation_id, step, status, detail, at)
+        SELECT id, operation_id, step, status, detail, at FROM operation_steps;
+    DROP TABLE operation_steps;
+    ALTER TABLE operation_steps_new RENAME TO operation_steps;
+    CREATE INDEX operation_steps_operation ON operation_steps(operation_id);";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "desktop", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
@@ -34,6 +50,8 @@ pub enum StepStatus {
     Failed,
     UndoStarted,
     Undone,
+    /// The undo did not work: the detail says why; what it should have removed may be left.
+    UndoFailed,
 }
 
 impl StepStatus {
@@ -44,6 +62,7 @@ impl StepStatus {
             Self::Failed => "failed",
             Self::UndoStarted => "undo_started",
             Self::Undone => "undone",
+            Self::UndoFailed => "undo_failed",
         }
     }
 }
@@ -265,6 +284,54 @@ impl Inventory {
             .filter(|(_, pid, start)| !process_alive(*pid, start))
             .map(|(op, _, _)| op)
             .collect())
+    }
+
+    /// Takes an interrupted operation over for this process (to resume, unwind or close it):
+    /// `true` for exactly one caller. `false` when it is not interrupted: it ended, its process
+    /// still runs, or another process took it over first.
+    pub fn operation_claim(&self, id: i64) -> Result<bool, InventoryError> {
+        let mut conn = self.conn();
+        let tx = Self::write_tx(&mut conn, "take over an operation")?;
+        let row: Option<(String, u32, String)> = tx
+            .query_row(
+                "SELECT state, pid, pid_start FROM operations WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(query_err("take over an operation"))?;
+        let Some((state, pid, start)) = row else {
+            return Ok(false);
+        };
+        if state != "running" || process_alive(pid, &start) {
+            return Ok(false);
+        }
+        let me = std::process::id();
+        let changed = tx
+            .execute(
+                "UPDATE operations SET pid = ?2, pid_start = ?3
+                 WHERE id = ?1 AND state = 'running' AND pid = ?4 AND pid_start = ?5",
+                params![id, me, process_start(me).unwrap_or_default(), pid, start],
+            )
+            .map_err(query_err("take over an operation"))?;
+        tx.commit().map_err(query_err("take over an operation"))?;
+        Ok(changed == 1)
+    }
+
+    /// The stored arguments of an operation (empty for kinds that are not resumed).
+    pub fn operation_args(&self, id: i64) -> Result<String, InventoryError> {
+        self.conn()
+            .query_row(
+                "SELECT args_json FROM operations WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(query_err("read an operation"))?
+            .ok_or_else(|| InventoryError::NotFound {
+                kind: "operation",
+                name: format!("#{id}"),
+            })
     }
 
     /// The journal of one operation: `(step, status)` in order.

@@ -134,6 +134,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     // Issue 10: what a server owns on its host; who relies on a shared object on a host.
     ("server_volumes", server_volumes::CREATE),
     ("host_pins", host_pins::CREATE),
+    ("operation_steps: undo_failed", journal::UNDO_FAILED),
 ];
 
 fn migrations() -> Migrations<'static> {

@@ -115,7 +115,7 @@ pub const ALL_STEPS: [Step; 18] = [
 ];
 
 /// What an operation does to each server it touches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "desktop", derive(specta::Type))]
 #[serde(rename_all = "kebab-case")]
 pub enum OpKind {

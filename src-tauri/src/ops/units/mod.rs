@@ -43,6 +43,10 @@ mod run;
 mod steps;
 use std::time::{Duration, Instant};
 
+/// Names Flotilla gives its own domains and volumes on hosts (`flotilla-builder-…`, master
+/// copies `flotilla-<image>-v<N>.qcow2`): no server may be named so.
+const RESERVED_PREFIX: &str = "flotilla-";
+
 /// Servers started at once on one host.
 const PER_HOST: usize = 4;
 
@@ -135,6 +139,9 @@ struct OpArgs {
     /// States of the servers it touches before it began: what an unwind restores.
     #[serde(default)]
     before: Vec<(String, ServerState, Option<u32>)>,
+    /// What it does to each of them (known once it began).
+    #[serde(default)]
+    kind: Option<OpKind>,
 }
 
 /// One server's part of a plan.
@@ -264,13 +271,15 @@ impl std::fmt::Display for OpReport {
 }
 
 /// A test hook: make a step fail (after doing its work) or make the process "die" there.
-/// Set with [`Engine::inject_fault`] or `FLOTILLA_FAULT=fail|crash:SERVER|*:STEP`.
+/// Set with [`Engine::inject_fault`] or `FLOTILLA_FAULT=fail|crash:SERVER|*:STEP`, where the
+/// step `unlock` means after every step, before the operation ends and unlocks the unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
     pub crash: bool,
     /// `*` for any server.
     pub server: String,
-    pub step: Step,
+    /// `None`: after the last step, before the unlock.
+    pub step: Option<Step>,
 }
 
 impl Fault {
@@ -281,10 +290,15 @@ impl Fault {
             "crash" => true,
             _ => return None,
         };
+        let server = parts.next()?.to_owned();
+        let step = match parts.next()? {
+            "unlock" => None,
+            s => Some(Step::parse(s)?),
+        };
         Some(Self {
             crash,
-            server: parts.next()?.to_owned(),
-            step: Step::parse(parts.next()?)?,
+            server,
+            step,
         })
     }
 }
@@ -724,6 +738,16 @@ impl Engine {
             }
         }
         for s in &mut out {
+            if s.name.starts_with(RESERVED_PREFIX) {
+                return Err(ValidationError::new(
+                    "server name",
+                    format!(
+                        "{} starts with {RESERVED_PREFIX:?}, which Flotilla keeps for its own domains and volumes (builders, master copies); choose another name",
+                        quote_input(&s.name)
+                    ),
+                )
+                .into());
+            }
             let host = &hosts[&s.host];
             if host.network.is_empty() {
                 return Err(ValidationError::new(

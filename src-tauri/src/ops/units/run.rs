@@ -17,14 +17,18 @@ impl Engine {
     pub(super) fn fault_at(&self, server: &str, step: Step) -> Option<bool> {
         let f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         f.as_ref()
-            .filter(|f| f.step == step && (f.server == "*" || f.server == server))
+            .filter(|f| f.step == Some(step) && (f.server == "*" || f.server == server))
             .map(|f| f.crash)
     }
 
-    /// Operations whose process died before they ended.
+    /// Operations whose process died before they ended (those that had done all their work
+    /// are closed on the way: there is nothing to resume or unwind).
     pub fn interrupted_operations(&self) -> Result<Vec<Interrupted>, OpError> {
         let mut out = Vec::new();
         for (id, kind, target, _) in self.inventory.operation_interrupted()? {
+            if self.finish_completed(id)? {
+                continue;
+            }
             let steps = self.inventory.operation_steps(id)?;
             out.push(Interrupted {
                 operation: id,
@@ -49,6 +53,7 @@ impl Engine {
             action,
             registered: Vec::new(),
             before: Vec::new(),
+            kind: None,
         };
         let outcome = self.run_op(args, progress, None).await;
         self.audit(
@@ -70,17 +75,24 @@ impl Engine {
         outcome
     }
 
+    /// Takes an interrupted unit operation over (exactly one process wins when several try
+    /// to resume or unwind it at once) and reads its arguments.
     pub(super) fn interrupted_args(&self, id: i64) -> Result<OpArgs, OpError> {
-        let (_, _, _, json) = self
-            .inventory
-            .operation_interrupted()?
-            .into_iter()
-            .find(|o| o.0 == id)
-            .ok_or_else(|| InventoryError::NotFound {
+        let json = self.inventory.operation_args(id)?;
+        if json.is_empty() || !self.inventory.operation_claim(id)? {
+            return Err(InventoryError::NotFound {
                 kind: "interrupted operation",
-                name: format!("#{id}"),
-            })?;
-        serde_json::from_str(&json).map_err(|e| {
+                name: format!(
+                    "#{id} (it ended, is still running, or another process is resuming or unwinding it: flotillactl op list)"
+                ),
+            }
+            .into());
+        }
+        Self::parse_args(id, &json)
+    }
+
+    fn parse_args(id: i64, json: &str) -> Result<OpArgs, OpError> {
+        serde_json::from_str(json).map_err(|e| {
             InventoryError::Corrupt {
                 what: format!("arguments of operation #{id}"),
                 source: Some(Box::new(e)),
@@ -183,7 +195,13 @@ impl Engine {
                 &format!("interrupted; resumed as #{op}"),
             )?;
         }
-        if let Some(holder) = self.inventory.unit_lock(&u.name, op)? {
+        let mut holder = self.inventory.unit_lock(&u.name, op)?;
+        if let Some(h) = holder {
+            if self.finish_completed(h)? {
+                holder = self.inventory.unit_lock(&u.name, op)?;
+            }
+        }
+        if let Some(holder) = holder {
             let kind = self
                 .inventory
                 .operation_list(200)?
@@ -199,7 +217,14 @@ impl Engine {
                 .operation_finish(op, "aborted", &err.to_string())?;
             return Err(err);
         }
-        let result = self.run_locked(op, &mut args, kind, new, progress).await;
+        let mut result = self.run_locked(op, &mut args, kind, new, progress).await;
+        let dies_before_unlock = {
+            let f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+            f.as_ref().is_some_and(|f| f.crash && f.step.is_none())
+        };
+        if result.is_ok() && dies_before_unlock {
+            result = Err(OpError::Crashed);
+        }
         if let Err(OpError::Crashed) = result {
             // A simulated crash: leave the journal and the lock as a dead process would.
             self.inventory.operation_orphan(op)?;
@@ -214,6 +239,59 @@ impl Engine {
         }
         self.inventory.unit_unlock(op)?;
         result
+    }
+
+    /// An operation whose process died after its last step but before it unlocked the unit
+    /// did all its work: it is closed as succeeded (and a delete's unit record removed), so
+    /// the unit is free again without a resume or unwind. `false` when `id` is not such an
+    /// operation (still running, or interrupted in the middle: resume or unwind it).
+    pub(super) fn finish_completed(&self, id: i64) -> Result<bool, OpError> {
+        let json = self.inventory.operation_args(id)?;
+        if json.is_empty()
+            || !self
+                .inventory
+                .operation_interrupted()?
+                .iter()
+                .any(|o| o.0 == id)
+        {
+            return Ok(false);
+        }
+        let args = Self::parse_args(id, &json)?;
+        let Some(kind) = args.kind else {
+            return Ok(false);
+        };
+        let Ok(u) = self.inventory.unit_get(&args.unit) else {
+            // A delete that removed its unit had done everything.
+            if matches!(args.action, UnitAction::Delete { .. })
+                && self.inventory.operation_claim(id)?
+            {
+                self.inventory.operation_finish(id, "succeeded", CLOSED)?;
+                return Ok(true);
+            }
+            return Ok(false);
+        };
+        let Some(last) = plan::server_steps(kind, u.lb.is_some()).last().copied() else {
+            return Ok(false);
+        };
+        let journal = self.inventory.operation_steps(id)?;
+        let finished = |server: &str| {
+            let name = format!("{server}: {}", last.as_str());
+            journal
+                .iter()
+                .any(|(step, status)| *step == name && status == "succeeded")
+        };
+        if !args.before.iter().all(|(s, _, _)| finished(s)) {
+            return Ok(false);
+        }
+        if !self.inventory.operation_claim(id)? {
+            return Ok(false);
+        }
+        if let UnitAction::Delete { .. } = args.action {
+            self.inventory.unit_delete(&u.name)?;
+        }
+        self.inventory.operation_finish(id, "succeeded", CLOSED)?;
+        self.inventory.unit_unlock(id)?;
+        Ok(true)
     }
 
     pub(super) async fn run_locked(
@@ -254,6 +332,7 @@ impl Engine {
             .iter()
             .map(|s| (s.name.clone(), s.state, s.version))
             .collect();
+        args.kind = Some(kind);
         let json = serde_json::to_string(&args).unwrap_or_default();
         let ctx = match self.inventory.operation_set_args(op, &json) {
             Ok(()) => self.context(op, &u, args.action.force(), progress).await,
@@ -285,7 +364,9 @@ impl Engine {
                 }
                 let mut steps = o.done.clone();
                 if let Some((f, _)) = &o.failed {
-                    steps.push(*f);
+                    if !steps.contains(f) {
+                        steps.push(*f);
+                    }
                 }
                 self.undo_server(&ctx, s, &steps, o).await;
                 self.inventory
@@ -458,7 +539,9 @@ impl Engine {
                 return o;
             }
             let name = format!("{}: {}", s.name, step.as_str());
-            self.journal(
+            // The journal knows of a step before it acts: without that record a crash would
+            // leave something no resume or unwind knows about, so the operation stops.
+            if let Err(e) = self.journal(
                 ctx,
                 &name,
                 s,
@@ -467,7 +550,14 @@ impl Engine {
                 "",
                 o.done.len() as u32,
                 total,
-            );
+            ) {
+                ctx.abort.store(true, Ordering::SeqCst);
+                o.failed = Some((
+                    step,
+                    format!("could not write the journal: {}", describe(&e)),
+                ));
+                return o;
+            }
             let pos = (o.done.len() as u32, total);
             let mut result = self.do_step(ctx, s, step, pos).await;
             if result.is_ok() && self.repeat.load(Ordering::SeqCst) {
@@ -493,7 +583,7 @@ impl Engine {
             match result {
                 Ok(()) => {
                     o.done.push(step);
-                    self.journal(
+                    if let Err(e) = self.journal(
                         ctx,
                         &name,
                         s,
@@ -502,11 +592,21 @@ impl Engine {
                         "",
                         o.done.len() as u32,
                         total,
-                    );
+                    ) {
+                        // It happened (and is undone with the rest), but the journal cannot
+                        // follow any more: stop here.
+                        ctx.abort.store(true, Ordering::SeqCst);
+                        o.failed = Some((
+                            step,
+                            format!("could not write the journal: {}", describe(&e)),
+                        ));
+                        return o;
+                    }
                 }
                 Err(e) => {
                     let msg = describe(&e);
-                    self.journal(
+                    // Best effort: the step is undone whether or not this record is written.
+                    let _ = self.journal(
                         ctx,
                         &name,
                         s,
@@ -549,10 +649,9 @@ impl Engine {
         detail: &str,
         done: u32,
         total: u32,
-    ) {
-        if let Err(e) = self.inventory.operation_step(ctx.op, name, status, detail) {
-            eprintln!("flotilla: could not journal {name}: {e}");
-        }
+    ) -> Result<(), OpError> {
+        self.inventory
+            .operation_step(ctx.op, name, status, detail)?;
         (ctx.progress)(StepEvent {
             operation: ctx.op,
             server: s.name.clone(),
@@ -562,9 +661,12 @@ impl Engine {
             done,
             total,
         });
+        Ok(())
     }
 
-    /// Undoes `steps` of one server, newest first; failures are recorded, not fatal.
+    /// Undoes `steps` of one server, newest first. A failed undo is journaled and reported
+    /// and the older steps are still undone; when the journal cannot be written the server's
+    /// undo stops there (undoing without a record is what a crash could not recover from).
     pub(super) async fn undo_server(
         &self,
         ctx: &Ctx,
@@ -575,26 +677,40 @@ impl Engine {
         let total = steps.len() as u32;
         for (i, &step) in steps.iter().enumerate().rev() {
             let name = format!("{}: {}", s.name, step.as_str());
-            self.journal(
-                ctx,
-                &name,
-                s,
-                step,
-                StepStatus::UndoStarted,
-                "",
-                i as u32,
-                total,
-            );
-            match self.undo_step(ctx, s, step).await {
+            let at = i as u32;
+            if let Err(e) =
+                self.journal(ctx, &name, s, step, StepStatus::UndoStarted, "", at, total)
+            {
+                let older: Vec<Step> = steps[..=i].to_vec();
+                for st in older.into_iter().rev() {
+                    o.undo_failed
+                        .push((st, format!("not undone: {}", describe(&e))));
+                }
+                return;
+            }
+            let mut result = self.undo_step(ctx, s, step).await;
+            if result.is_ok() && self.repeat.load(Ordering::SeqCst) {
+                result = self.undo_step(ctx, s, step).await;
+            }
+            match result {
                 Ok(()) => {
                     o.undone.push(step);
-                    self.journal(ctx, &name, s, step, StepStatus::Undone, "", i as u32, total);
+                    let _ = self.journal(ctx, &name, s, step, StepStatus::Undone, "", at, total);
                 }
-                Err(e) => o.undo_failed.push((step, describe(&e))),
+                Err(e) => {
+                    let msg = describe(&e);
+                    let _ =
+                        self.journal(ctx, &name, s, step, StepStatus::UndoFailed, &msg, at, total);
+                    o.undo_failed.push((step, msg));
+                }
             }
         }
     }
 }
+
+/// How an operation that did all its work but died before it ended is closed.
+const CLOSED: &str =
+    "its process ended after the last step, before it released the unit; closed by the next operation";
 
 /// The journal marker of a simulated crash.
 pub(super) const CRASH: &str = "simulated crash";
