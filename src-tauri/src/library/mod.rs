@@ -3,6 +3,8 @@
 //! formats), converting them into flattened qcow2 with progress, hashing, placing them
 //! read-only. It never touches libvirt or the inventory.
 
+pub mod limited;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -30,6 +32,18 @@ pub enum LibraryError {
         what: &'static str,
         path: PathBuf,
         message: String,
+    },
+    #[error("{tool} did not finish within {secs} s on {}; the image may be crafted to hang it", path.display())]
+    TimedOut {
+        tool: &'static str,
+        path: PathBuf,
+        secs: u64,
+    },
+    #[error("{tool} used more than {secs} s of CPU time on {} and was stopped; the image may be crafted to exhaust the machine", path.display())]
+    CpuLimit {
+        tool: &'static str,
+        path: PathBuf,
+        secs: u64,
     },
     #[error("cannot write into the library at {}", path.display())]
     Write {
