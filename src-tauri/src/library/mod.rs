@@ -3,6 +3,7 @@
 //! formats), converting them into flattened qcow2 with progress, hashing, placing them
 //! read-only. It never touches libvirt or the inventory.
 
+pub mod header;
 pub mod limited;
 
 use serde_json::Value;
