@@ -133,12 +133,13 @@ impl Engine {
         let work = tokio::task::spawn_blocking(move || -> Result<NewImageVersion, OpError> {
             let image = image_for_work;
             phase(&progress, "checking", 0, 1);
+            // Both refuse before anything is written: a refused file leaves no folder behind.
             let probe = library::probe(&req.file)?;
+            library::check_importable(&req.file, &probe, &library_root)?;
             std::fs::create_dir_all(&dir).map_err(|source| library::LibraryError::Write {
                 path: dir.clone(),
                 source,
             })?;
-            library::check_importable(&req.file, &probe, &library_root)?;
             library::remove_partials(&dir);
             library::ensure_space(&dir, probe.actual_size.max(1 << 20))?;
             let file_name = format!("v{version}.qcow2");
