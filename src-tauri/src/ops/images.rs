@@ -1,7 +1,9 @@
 //! Master images: import into the library, list, show, ensure a version on a host, delete.
 //!
-//! `image_import`: validate → probe the file (qemu-img) and refuse what is not a sound disk
-//! image → check free space → convert into a flattened qcow2 `.partial` file in the library
+//! `image_import`: validate → read the file's header and refuse a qcow2 that names another
+//! file (external data file, backing file through a protocol or outside the library) → probe
+//! it (qemu-img, explicit format, resource limits) and refuse what is not a sound disk image →
+//! check free space → convert into a flattened qcow2 `.partial` file in the library
 //! (streamed, with progress) → sha256 → make it read-only under its final name → record the
 //! version. A failure at any step removes the partial file; nothing is recorded.
 //!
