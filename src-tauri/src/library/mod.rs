@@ -296,6 +296,33 @@ pub fn check_importable(path: &Path, probe: &Probe, library: &Path) -> Result<()
     Ok(())
 }
 
+/// Checks the disk downloaded from a builder before it is rebased and flattened: a qcow2 that
+/// names no external data file and no backing file through a protocol. Its backing file (the
+/// master copy on the host) is replaced by the library's version when the builder was made
+/// from one (`has_base`); without one, any backing file is refused.
+pub fn check_builder_disk(path: &Path, has_base: bool) -> Result<(), LibraryError> {
+    let h = match header::read(path)? {
+        Kind::Qcow2(h) => h,
+        _ => {
+            return Err(LibraryError::NotAnImage {
+                path: path.to_owned(),
+                reason: "the builder's disk is not a qcow2 image".into(),
+            })
+        }
+    };
+    refuse_foreign_files(path, &h)?;
+    match &h.backing {
+        Some(name) if !has_base => Err(LibraryError::NotAnImage {
+            path: path.to_owned(),
+            reason: format!(
+                "the builder's disk names the backing file {}, but the builder was not made from a version",
+                header::shown(name)
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Recognizes what a raw disk starts with: a partition table or a filesystem.
 fn raw_signature(path: &Path) -> Result<Option<&'static str>, LibraryError> {
     let mut head = vec![0u8; 70 * 1024];
@@ -742,6 +769,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not a flattened library version"), "{err}");
+    }
+
+    #[test]
+    fn a_builder_disk_names_no_other_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        let host_base = "/var/lib/libvirt/images/flotilla-web-v1.qcow2";
+        qemu_img_create(
+            &p("overlay"),
+            &["-f", "qcow2", "-u", "-F", "qcow2", "-b", host_base],
+            "8M",
+        );
+        check_builder_disk(&p("overlay"), true).unwrap();
+        let err = check_builder_disk(&p("overlay"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not made from a version"), "{err}");
+        qemu_img_create(&p("blank"), &["-f", "qcow2"], "8M");
+        check_builder_disk(&p("blank"), false).unwrap();
+
+        let opt = format!("data_file={},data_file_raw=on", p("host-file").display());
+        qemu_img_create(&p("data"), &["-f", "qcow2", "-o", &opt], "1M");
+        let err = check_builder_disk(&p("data"), true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("names an external data file"), "{err}");
+        qemu_img_create(
+            &p("nbd"),
+            &[
+                "-f",
+                "qcow2",
+                "-u",
+                "-F",
+                "raw",
+                "-b",
+                "nbd://127.0.0.1:1/x",
+            ],
+            "1M",
+        );
+        let err = check_builder_disk(&p("nbd"), true).unwrap_err().to_string();
+        assert!(err.contains("protocol 'nbd:'"), "{err}");
+        std::fs::write(p("raw"), vec![0u8; 4096]).unwrap();
+        let err = check_builder_disk(&p("raw"), true).unwrap_err().to_string();
+        assert!(err.contains("not a qcow2 image"), "{err}");
     }
 
     #[test]
