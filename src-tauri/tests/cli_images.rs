@@ -219,3 +219,103 @@ fn a_library_file_is_never_overwritten() {
     );
     assert!(versions(&data).is_empty());
 }
+
+/// Every file under `dir` with its size, to show that a refused import changed nothing.
+fn tree(dir: &Path) -> Vec<(String, u64)> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(e.path());
+            }
+            found.push((e.path().display().to_string(), meta.len()));
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn images_that_name_other_files_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    qemu_img(&["create", "-q", "-f", "qcow2", &p("good.qcow2"), "16M"]);
+    let out = ctl(&data, &["image", "import", "web", &p("good.qcow2")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // A qcow2 whose guest data is another file: here a private key.
+    let data_file = format!("data_file={},data_file_raw=on", p("id_ed25519"));
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        &data_file,
+        &p("key.qcow2"),
+        "1M",
+    ]);
+    std::fs::write(p("id_ed25519"), b"-----BEGIN OPENSSH PRIVATE KEY-----").unwrap();
+    let json = r#"json:{"driver":"raw","file":{"driver":"file","filename":"/etc/shadow"}}"#;
+    let json = json.replace(',', ",,");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-F",
+        "raw",
+        "-b",
+        &json,
+        &p("json.qcow2"),
+        "1M",
+    ]);
+    let nbd = "nbd://127.0.0.1:1/x";
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-F",
+        "raw",
+        "-b",
+        nbd,
+        &p("nbd.qcow2"),
+        "1M",
+    ]);
+
+    let library = data.join("library");
+    let before = tree(&library);
+    let cases = [
+        (
+            "key.qcow2",
+            format!(
+                "names an external data file {}; Flotilla imports only self-contained images",
+                p("id_ed25519")
+            ),
+        ),
+        (
+            "json.qcow2",
+            "names its backing file with a qemu JSON specification".into(),
+        ),
+        ("nbd.qcow2", format!("through the protocol 'nbd:' ({nbd})")),
+    ];
+    for (file, words) in &cases {
+        for image in ["web", "other"] {
+            let out = ctl(&data, &["image", "import", image, &p(file), "--json"]);
+            assert_eq!(out.status.code(), Some(2), "{file}: {}", stderr(&out));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["error"]["code"], "invalid_input", "{file}: {v}");
+            let message = v["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with(&p(file)), "{message}");
+            assert!(message.contains(words.as_str()), "{file}: {message}");
+        }
+    }
+    assert_eq!(versions(&data).len(), 1, "nothing recorded");
+    assert_eq!(tree(&library), before, "the library folder is unchanged");
+}

@@ -2,12 +2,22 @@
 //! the adapter for local image files — probing them with `qemu-img` (the authority on disk
 //! formats), converting them into flattened qcow2 with progress, hashing, placing them
 //! read-only. It never touches libvirt or the inventory.
+//!
+//! Files to import are untrusted: their header is read here first ([`header`]) and a qcow2
+//! that names any file qemu would open besides the image is refused before qemu-img sees it;
+//! qemu-img always gets an explicit format (never probes) and an absolute path (never a
+//! protocol), and runs under resource limits ([`limited`]).
 
+pub mod header;
+pub mod limited;
+
+use header::{Kind, Qcow2Header};
+use limited::Limits;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::ffi::OsStr;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LibraryError {
@@ -31,6 +41,18 @@ pub enum LibraryError {
         path: PathBuf,
         message: String,
     },
+    #[error("{tool} did not finish within {secs} s on {}; the image may be crafted to hang it", path.display())]
+    TimedOut {
+        tool: &'static str,
+        path: PathBuf,
+        secs: u64,
+    },
+    #[error("{tool} used more than {secs} s of CPU time on {} and was stopped; the image may be crafted to exhaust the machine", path.display())]
+    CpuLimit {
+        tool: &'static str,
+        path: PathBuf,
+        secs: u64,
+    },
     #[error("cannot write into the library at {}", path.display())]
     Write {
         path: PathBuf,
@@ -49,20 +71,21 @@ pub struct Probe {
     pub backing: Option<PathBuf>,
 }
 
-fn qemu_img(
-    args: &[&std::ffi::OsStr],
-    what: &'static str,
-    path: &Path,
-) -> Result<std::process::Output, LibraryError> {
-    Command::new("qemu-img")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| LibraryError::QemuImg {
-            what,
-            path: path.to_owned(),
-            message: format!("cannot run qemu-img (package qemu-utils): {e}"),
-        })
+/// The path handed to qemu-img: absolute, so that no part of it reads as a protocol
+/// (`nbd:…`, `json:…`; qemu takes a ':' before the first '/' as one).
+fn for_qemu(path: &Path) -> Result<PathBuf, LibraryError> {
+    std::path::absolute(path).map_err(|source| LibraryError::Unreadable {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Runs `qemu-img ARGS… FILE` with `limits`; `file` is the image it reads (named in errors).
+fn qemu_img(args: &[&str], file: &Path, limits: &Limits) -> Result<limited::Ran, LibraryError> {
+    let file_arg = for_qemu(file)?;
+    let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    all.push(file_arg.as_os_str());
+    limited::run("qemu-img", &all, file, limits, &mut |_| {})
 }
 
 fn first_line(bytes: &[u8]) -> String {
@@ -76,7 +99,88 @@ fn first_line(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Probes a file that claims to be a disk image. Refuses what is not a regular, readable file.
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Refuses a qcow2 whose header names a file qemu would open besides the image itself: an
+/// external data file (its bytes would become the image's content), or a backing file named
+/// through a protocol or a JSON specification (a network service, any driver). Plain backing
+/// file paths are judged by the caller.
+fn refuse_foreign_files(path: &Path, h: &Qcow2Header) -> Result<(), LibraryError> {
+    let refuse = |reason: String| {
+        Err(LibraryError::NotAnImage {
+            path: path.to_owned(),
+            reason,
+        })
+    };
+    if let Some(name) = &h.data_file {
+        return refuse(format!(
+            "names an external data file {}; Flotilla imports only self-contained images",
+            header::shown(name)
+        ));
+    }
+    if h.external_data {
+        return refuse(
+            "keeps its data in an external data file; Flotilla imports only self-contained images"
+                .into(),
+        );
+    }
+    if let Some(name) = &h.backing {
+        if name.starts_with(b"json:") {
+            return refuse(format!(
+                "names its backing file with a qemu JSON specification ({}); Flotilla imports only self-contained images",
+                header::shown(name)
+            ));
+        }
+        if let Some(p) = header::protocol(name) {
+            return refuse(format!(
+                "names its backing file through the protocol '{}:' ({}); Flotilla imports only self-contained images",
+                header::shown(p),
+                header::shown(name)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A backing file name as qemu resolves it: relative to the image's folder.
+fn resolve_backing(image: &Path, name: &[u8]) -> Result<PathBuf, LibraryError> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = Path::new(OsStr::from_bytes(name));
+    Ok(match for_qemu(image)?.parent() {
+        Some(dir) if name.is_relative() => dir.join(name),
+        _ => name.to_owned(),
+    })
+}
+
+/// Reads a file's header and refuses what must not reach qemu-img; returns the format to
+/// give qemu-img explicitly and the resolved backing file.
+fn inspect(path: &Path) -> Result<(&'static str, Option<PathBuf>), LibraryError> {
+    match header::read(path)? {
+        Kind::Qcow2(h) => {
+            refuse_foreign_files(path, &h)?;
+            let backing = h
+                .backing
+                .as_deref()
+                .map(|b| resolve_backing(path, b))
+                .transpose()?;
+            Ok(("qcow2", backing))
+        }
+        Kind::Raw => Ok(("raw", None)),
+        Kind::Other(format) => Err(LibraryError::NotAnImage {
+            path: path.to_owned(),
+            reason: format!(
+                "has format '{format}'; only qcow2 and raw images are accepted (convert with qemu-img convert -O qcow2)"
+            ),
+        }),
+    }
+}
+
+/// Probes a file that claims to be a disk image. Refuses what is not a regular, readable file,
+/// formats other than qcow2 and raw, and a qcow2 that names an external data file or a
+/// backing file through a protocol — all before qemu-img opens it. `qemu-img info` does not
+/// open backing files.
 pub fn probe(path: &Path) -> Result<Probe, LibraryError> {
     let meta = std::fs::metadata(path).map_err(|source| LibraryError::Unreadable {
         path: path.to_owned(),
@@ -88,20 +192,11 @@ pub fn probe(path: &Path) -> Result<Probe, LibraryError> {
             reason: "is not a regular file".into(),
         });
     }
-    std::fs::File::open(path).map_err(|source| LibraryError::Unreadable {
-        path: path.to_owned(),
-        source,
-    })?;
+    let (format, backing) = inspect(path)?;
     let out = qemu_img(
-        &[
-            "info".as_ref(),
-            "--output=json".as_ref(),
-            "--force-share".as_ref(),
-            "--".as_ref(),
-            path.as_os_str(),
-        ],
-        "info",
+        &["info", "-f", format, "--output=json", "--force-share", "--"],
         path,
+        &Limits::header(),
     )?;
     if !out.status.success() {
         return Err(LibraryError::NotAnImage {
@@ -115,18 +210,16 @@ pub fn probe(path: &Path) -> Result<Probe, LibraryError> {
         message: e.to_string(),
     })?;
     Ok(Probe {
-        format: v["format"].as_str().unwrap_or("").to_owned(),
+        format: format.to_owned(),
         virtual_size: v["virtual-size"].as_u64().unwrap_or(0),
         actual_size: v["actual-size"].as_u64().unwrap_or(0),
-        backing: v["full-backing-filename"]
-            .as_str()
-            .or_else(|| v["backing-filename"].as_str())
-            .map(PathBuf::from),
+        backing,
     })
 }
 
 /// Checks that a file is a disk image Flotilla can take in: qcow2 without damage, or raw with a
-/// partition table or filesystem; a backing file only inside `library`.
+/// partition table or filesystem; a backing file only inside `library` (judged before
+/// `qemu-img check`, which opens it).
 pub fn check_importable(path: &Path, probe: &Probe, library: &Path) -> Result<(), LibraryError> {
     let refuse = |reason: String| {
         Err(LibraryError::NotAnImage {
@@ -134,12 +227,42 @@ pub fn check_importable(path: &Path, probe: &Probe, library: &Path) -> Result<()
             reason,
         })
     };
+    if let Some(backing) = &probe.backing {
+        let inside = backing
+            .canonicalize()
+            .ok()
+            .zip(library.canonicalize().ok())
+            .is_some_and(|(b, l)| b.starts_with(l));
+        if !inside {
+            return refuse(format!(
+                "depends on the backing file {}, which is outside the library; flatten it first (qemu-img convert -O qcow2)",
+                backing.display()
+            ));
+        }
+        // qemu-img check and convert open the backing file's own references too. Library
+        // versions are flat: anything else there (a capture's download, a file put there by
+        // hand) is not a version to build on.
+        let flat = match header::read(backing)? {
+            Kind::Qcow2(h) => {
+                refuse_foreign_files(backing, &h)?;
+                h.backing.is_none()
+            }
+            Kind::Raw => true,
+            Kind::Other(_) => false,
+        };
+        if !flat {
+            return refuse(format!(
+                "depends on the backing file {}, which is not a flattened library version; flatten the image first (qemu-img convert -O qcow2)",
+                backing.display()
+            ));
+        }
+    }
     match probe.format.as_str() {
         "qcow2" => {
             let out = qemu_img(
-                &["check".as_ref(), "--output=json".as_ref(), "--force-share".as_ref(), "--".as_ref(), path.as_os_str()],
-                "check",
+                &["check", "-f", "qcow2", "--output=json", "--force-share", "--"],
                 path,
+                &Limits::check(file_len(path)),
             )?;
             let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
             let corruptions = v["corruptions"].as_u64().unwrap_or(0);
@@ -170,20 +293,34 @@ pub fn check_importable(path: &Path, probe: &Probe, library: &Path) -> Result<()
             ))
         }
     }
-    if let Some(backing) = &probe.backing {
-        let inside = backing
-            .canonicalize()
-            .ok()
-            .zip(library.canonicalize().ok())
-            .is_some_and(|(b, l)| b.starts_with(l));
-        if !inside {
-            return refuse(format!(
-                "depends on the backing file {}, which is outside the library; flatten it first (qemu-img convert -O qcow2)",
-                backing.display()
-            ));
-        }
-    }
     Ok(())
+}
+
+/// Checks the disk downloaded from a builder before it is rebased and flattened: a qcow2 that
+/// names no external data file and no backing file through a protocol. Its backing file (the
+/// master copy on the host) is replaced by the library's version when the builder was made
+/// from one (`has_base`); without one, any backing file is refused.
+pub fn check_builder_disk(path: &Path, has_base: bool) -> Result<(), LibraryError> {
+    let h = match header::read(path)? {
+        Kind::Qcow2(h) => h,
+        _ => {
+            return Err(LibraryError::NotAnImage {
+                path: path.to_owned(),
+                reason: "the builder's disk is not a qcow2 image".into(),
+            })
+        }
+    };
+    refuse_foreign_files(path, &h)?;
+    match &h.backing {
+        Some(name) if !has_base => Err(LibraryError::NotAnImage {
+            path: path.to_owned(),
+            reason: format!(
+                "the builder's disk names the backing file {}, but the builder was not made from a version",
+                header::shown(name)
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Recognizes what a raw disk starts with: a partition table or a filesystem.
@@ -243,46 +380,53 @@ pub fn ensure_space(dir: &Path, needed: u64) -> Result<(), LibraryError> {
     Ok(())
 }
 
-/// Converts `src` into a flattened qcow2 (compat 1.1) at `dest`, calling `progress(percent)`.
-/// Streams through qemu-img: nothing is loaded into memory.
+/// Bytes qemu-img reads to copy `src`: the file and its backing file (library files are
+/// flat, so one level), for the limits of a convert.
+fn input_bytes(src: &Path) -> u64 {
+    let backing = match header::read(src) {
+        Ok(Kind::Qcow2(Qcow2Header {
+            backing: Some(name),
+            ..
+        })) => resolve_backing(src, &name).map_or(0, |b| file_len(&b)),
+        _ => 0,
+    };
+    file_len(src).saturating_add(backing)
+}
+
+/// Converts `src` (of the explicit `format`) into a flattened qcow2 (compat 1.1) at `dest`,
+/// calling `progress(percent)`. Streams through qemu-img: nothing is loaded into memory.
 pub fn convert_to_qcow2(
     src: &Path,
     format: &str,
     dest: &Path,
     progress: &dyn Fn(f64),
 ) -> Result<(), LibraryError> {
-    let mut child = Command::new("qemu-img")
-        .args([
-            "convert",
-            "-p",
-            "-f",
-            format,
-            "-O",
-            "qcow2",
-            "-o",
-            "compat=1.1",
-            "--",
-        ])
-        .arg(src)
-        .arg(dest)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| LibraryError::QemuImg {
-            what: "convert",
-            path: src.to_owned(),
-            message: format!("cannot run qemu-img (package qemu-utils): {e}"),
-        })?;
+    let (src_arg, dest_arg) = (for_qemu(src)?, for_qemu(dest)?);
+    let options = [
+        "convert",
+        "-p",
+        "-f",
+        format,
+        "-O",
+        "qcow2",
+        "-o",
+        "compat=1.1",
+        "--",
+    ];
+    let args: Vec<&OsStr> = options
+        .iter()
+        .map(OsStr::new)
+        .chain([src_arg.as_os_str(), dest_arg.as_os_str()])
+        .collect();
     // Progress comes as "    (12.34/100%)\r" on stdout.
-    if let Some(mut out) = child.stdout.take() {
-        let mut buf = [0u8; 256];
-        let mut line = String::new();
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            for c in String::from_utf8_lossy(&buf[..n]).chars() {
+    let mut line = String::new();
+    let ran = limited::run(
+        "qemu-img",
+        &args,
+        src,
+        &Limits::convert(input_bytes(src)),
+        &mut |bytes| {
+            for c in String::from_utf8_lossy(bytes).chars() {
                 if c == '\r' || c == '\n' {
                     if let Some(p) = line
                         .trim()
@@ -297,15 +441,15 @@ pub fn convert_to_qcow2(
                     line.push(c);
                 }
             }
+        },
+    );
+    let out = match ran {
+        Ok(out) => out,
+        Err(e) => {
+            let _ = std::fs::remove_file(dest);
+            return Err(e);
         }
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| LibraryError::QemuImg {
-            what: "convert",
-            path: src.to_owned(),
-            message: e.to_string(),
-        })?;
+    };
     if !out.status.success() {
         let message = first_line(&out.stderr);
         let _ = std::fs::remove_file(dest);
@@ -389,19 +533,21 @@ pub fn remove_partials(dir: &Path) {
 }
 
 /// Points a downloaded qcow2 overlay at its backing file in the library (without touching
-/// data), so it can be flattened locally.
+/// data), so it can be flattened locally. Check the overlay first ([`check_builder_disk`]).
 pub fn rebase_onto(overlay: &Path, backing: &Path) -> Result<(), LibraryError> {
-    let out = Command::new("qemu-img")
-        .args(["rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b"])
-        .arg(backing)
-        .arg(overlay)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| LibraryError::QemuImg {
-            what: "rebase",
-            path: overlay.to_owned(),
-            message: format!("cannot run qemu-img (package qemu-utils): {e}"),
-        })?;
+    let backing = for_qemu(backing)?;
+    let backing = backing.to_str().ok_or_else(|| LibraryError::QemuImg {
+        what: "rebase",
+        path: overlay.to_owned(),
+        message: format!("the library path {} is not UTF-8", backing.display()),
+    })?;
+    let out = qemu_img(
+        &[
+            "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", backing, "--",
+        ],
+        overlay,
+        &Limits::header(),
+    )?;
     if !out.status.success() {
         return Err(LibraryError::QemuImg {
             what: "rebase",
@@ -421,16 +567,19 @@ pub fn tool_available(tool: &str) -> bool {
 /// Seals a captured image offline with virt-sysprep (libguestfs): removes machine identity,
 /// logs, SSH host keys and the like.
 pub fn sysprep(image: &Path) -> Result<(), LibraryError> {
-    let out = Command::new("virt-sysprep")
-        .args(["--format", "qcow2", "-a"])
-        .arg(image)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| LibraryError::QemuImg {
-            what: "virt-sysprep",
-            path: image.to_owned(),
-            message: format!("cannot run virt-sysprep: {e}"),
-        })?;
+    let file = for_qemu(image)?;
+    let out = limited::run(
+        "virt-sysprep",
+        &[
+            "--format".as_ref(),
+            "qcow2".as_ref(),
+            "-a".as_ref(),
+            file.as_os_str(),
+        ],
+        image,
+        &Limits::sysprep(file_len(image)),
+        &mut |_| {},
+    )?;
     if !out.status.success() {
         return Err(LibraryError::QemuImg {
             what: "virt-sysprep",
@@ -449,6 +598,7 @@ pub fn is_iso(path: &Path) -> Result<bool, LibraryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
     fn qemu_img_create(path: &Path, args: &[&str], size: &str) {
         let ok = Command::new("qemu-img")
@@ -516,6 +666,153 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot be read"), "{err}");
+    }
+
+    fn refused(path: &Path) -> String {
+        match probe(path) {
+            Err(e @ LibraryError::NotAnImage { .. }) => e.to_string(),
+            other => panic!("{} should be refused, got {other:?}", path.display()),
+        }
+    }
+
+    /// An image with an external data file is refused before qemu-img opens that file —
+    /// `qemu-img info` would, and convert would copy the file's bytes into the master.
+    #[test]
+    fn images_naming_other_files_are_refused_before_qemu_img() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("id_ed25519");
+        let with_data = dir.path().join("with-data-file.qcow2");
+        let opt = format!("data_file={},data_file_raw=on", secret.display());
+        qemu_img_create(&with_data, &["-f", "qcow2", "-o", &opt], "1M");
+        // qemu-img create made the data file; the "image" now reads as this secret.
+        std::fs::write(&secret, b"-----BEGIN OPENSSH PRIVATE KEY-----").unwrap();
+        let err = refused(&with_data);
+        assert!(
+            err.contains(&format!(
+                "names an external data file {}; Flotilla imports only self-contained images",
+                secret.display()
+            )),
+            "{err}"
+        );
+
+        // The feature bit alone (the name left out, to be given on the command line).
+        let mut bytes = std::fs::read(&with_data).unwrap();
+        let at = bytes.windows(4).position(|w| w == b"DATA").unwrap();
+        bytes[at..at + 4].copy_from_slice(&[0; 4]);
+        let bit_only = dir.path().join("bit-only.qcow2");
+        std::fs::write(&bit_only, &bytes).unwrap();
+        let err = refused(&bit_only);
+        assert!(
+            err.contains("keeps its data in an external data file"),
+            "{err}"
+        );
+
+        let json = dir.path().join("json.qcow2");
+        let spec = r#"json:{"driver":"raw","file":{"driver":"file","filename":"/etc/passwd"}}"#;
+        let b = spec.replace(',', ",,");
+        qemu_img_create(&json, &["-f", "qcow2", "-u", "-F", "raw", "-b", &b], "1M");
+        let err = refused(&json);
+        assert!(err.contains("qemu JSON specification"), "{err}");
+        assert!(err.contains("/etc/passwd"), "{err}");
+
+        // An NBD server that must never hear from qemu-img.
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        server.set_nonblocking(true).unwrap();
+        let url = format!("nbd://{}/x", server.local_addr().unwrap());
+        let nbd = dir.path().join("nbd.qcow2");
+        qemu_img_create(&nbd, &["-f", "qcow2", "-u", "-F", "raw", "-b", &url], "1M");
+        let err = refused(&nbd);
+        assert!(
+            err.contains(&format!("through the protocol 'nbd:' ({url})")),
+            "{err}"
+        );
+        assert!(
+            server
+                .accept()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+            "qemu-img connected to the backing file's server"
+        );
+        assert!(for_qemu(Path::new("nbd:x")).unwrap().starts_with("/"));
+    }
+
+    #[test]
+    fn a_backing_file_inside_the_library_is_still_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("library");
+        std::fs::create_dir_all(lib.join("web")).unwrap();
+        let base = lib.join("web/v1.qcow2");
+        qemu_img_create(&base, &["-f", "qcow2"], "8M");
+        // Named relative to the overlay's folder, as qemu resolves it.
+        let overlay = lib.join("web/overlay.qcow2");
+        qemu_img_create(
+            &overlay,
+            &["-f", "qcow2", "-F", "qcow2", "-b", "v1.qcow2"],
+            "8M",
+        );
+        let p = probe(&overlay).unwrap();
+        assert_eq!(p.backing.as_deref(), Some(base.as_path()));
+        check_importable(&overlay, &p, &lib).unwrap();
+        let flat = dir.path().join("flat.qcow2");
+        convert_to_qcow2(&overlay, &p.format, &flat, &|_| {}).unwrap();
+        assert_eq!(probe(&flat).unwrap().backing, None, "flattened");
+
+        // Inside the library but not a flat version: its own backing file would be read too.
+        let outside = dir.path().join("outside.qcow2");
+        qemu_img_create(&outside, &["-f", "qcow2"], "8M");
+        let chained = lib.join("web/.capture.1.overlay.partial");
+        let b = outside.to_str().unwrap();
+        qemu_img_create(&chained, &["-f", "qcow2", "-F", "qcow2", "-b", b], "8M");
+        let over_chain = dir.path().join("over-chain.qcow2");
+        let b = chained.to_str().unwrap();
+        qemu_img_create(&over_chain, &["-f", "qcow2", "-F", "qcow2", "-b", b], "8M");
+        let err = check_importable(&over_chain, &probe(&over_chain).unwrap(), &lib)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a flattened library version"), "{err}");
+    }
+
+    #[test]
+    fn a_builder_disk_names_no_other_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        let host_base = "/var/lib/libvirt/images/flotilla-web-v1.qcow2";
+        qemu_img_create(
+            &p("overlay"),
+            &["-f", "qcow2", "-u", "-F", "qcow2", "-b", host_base],
+            "8M",
+        );
+        check_builder_disk(&p("overlay"), true).unwrap();
+        let err = check_builder_disk(&p("overlay"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not made from a version"), "{err}");
+        qemu_img_create(&p("blank"), &["-f", "qcow2"], "8M");
+        check_builder_disk(&p("blank"), false).unwrap();
+
+        let opt = format!("data_file={},data_file_raw=on", p("host-file").display());
+        qemu_img_create(&p("data"), &["-f", "qcow2", "-o", &opt], "1M");
+        let err = check_builder_disk(&p("data"), true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("names an external data file"), "{err}");
+        qemu_img_create(
+            &p("nbd"),
+            &[
+                "-f",
+                "qcow2",
+                "-u",
+                "-F",
+                "raw",
+                "-b",
+                "nbd://127.0.0.1:1/x",
+            ],
+            "1M",
+        );
+        let err = check_builder_disk(&p("nbd"), true).unwrap_err().to_string();
+        assert!(err.contains("protocol 'nbd:'"), "{err}");
+        std::fs::write(p("raw"), vec![0u8; 4096]).unwrap();
+        let err = check_builder_disk(&p("raw"), true).unwrap_err().to_string();
+        assert!(err.contains("not a qcow2 image"), "{err}");
     }
 
     #[test]

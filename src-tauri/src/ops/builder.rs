@@ -746,6 +746,9 @@ fn flatten(
     progress: &ProgressFn,
 ) -> Result<NewImageVersion, OpError> {
     let dir = library_root.join(b.image.as_str());
+    // The disk comes from a host, as untrusted as an imported file: it must not name any other
+    // file before qemu-img opens it.
+    library::check_builder_disk(overlay, base.is_some())?;
     if let Some(base) = base {
         library::rebase_onto(overlay, &library_root.join(&base.file))?;
     }
@@ -855,4 +858,121 @@ pub(super) fn tempfile_dir() -> Result<PathBuf, OpError> {
         source,
     })?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::process::Command;
+
+    fn qemu_img_create(path: &Path, args: &[&str]) {
+        let ok = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .args(args)
+            .arg(path)
+            .arg("8M")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "qemu-img create {}", path.display());
+    }
+
+    fn builder(base: Option<&str>) -> Builder {
+        Builder {
+            image: ImageName::parse("web").unwrap(),
+            host: HostName::parse("h1").unwrap(),
+            base: base.map(str::to_owned),
+            iso: None,
+            domain: "flotilla-builder-web".into(),
+            volumes: Vec::new(),
+            cpus: 1,
+            memory_mib: 256,
+            disk_bytes: 8 << 20,
+            boot: BootMode::Disk {
+                firmware: Firmware::Bios,
+            },
+            state: "capturing".into(),
+            captured_version: None,
+            serial_log: String::new(),
+            created_at: "20250101T000000".into(),
+        }
+    }
+
+    fn version(file: &str) -> ImageVersion {
+        ImageVersion {
+            image: ImageName::parse("web").unwrap(),
+            version: 1,
+            file: file.into(),
+            sha256: String::new(),
+            format: "qcow2".into(),
+            virtual_size: 8 << 20,
+            actual_size: 0,
+            parent: None,
+            origin: String::new(),
+            boot: BootMode::Disk {
+                firmware: Firmware::Bios,
+            },
+            seal: Vec::new(),
+            notes: String::new(),
+            created_at: String::new(),
+            copies: Vec::new(),
+        }
+    }
+
+    /// The capture path without a host: the downloaded disk goes through the same check as an
+    /// import before it is rebased and flattened.
+    #[test]
+    fn capture_flattens_a_clean_disk_and_refuses_one_naming_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("library");
+        std::fs::create_dir_all(lib.join("web")).unwrap();
+        qemu_img_create(&lib.join("web/v1.qcow2"), &[]);
+        let progress: ProgressFn = std::sync::Arc::new(|_| {});
+        let base = version("web/v1.qcow2");
+        let host_copy = "/var/lib/libvirt/images/flotilla-web-v1.qcow2";
+
+        let overlay = lib.join("web/.capture.1.overlay.partial");
+        qemu_img_create(&overlay, &["-u", "-F", "qcow2", "-b", host_copy]);
+        let b = builder(Some("web:1"));
+        let new = flatten(&lib, &b, Some(&base), &overlay, 2, false, &progress).unwrap();
+        assert_eq!((new.version, new.parent), (2, Some(1)));
+        assert!(lib.join("web/v2.qcow2").is_file());
+
+        let secret = dir.path().join("host-secret");
+        let opt = format!("data_file={},data_file_raw=on", secret.display());
+        let crafted = lib.join("web/.capture.2.overlay.partial");
+        qemu_img_create(&crafted, &["-o", &opt]);
+        let (files, bytes) = (
+            std::fs::read_dir(lib.join("web")).unwrap().count(),
+            std::fs::read(&crafted).unwrap(),
+        );
+        let err = flatten(&lib, &b, Some(&base), &crafted, 3, false, &progress).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                OpError::Library(library::LibraryError::NotAnImage { .. })
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("names an external data file"),
+            "{err}"
+        );
+        assert!(!lib.join("web/v3.qcow2").exists(), "no version file");
+        assert_eq!(std::fs::read_dir(lib.join("web")).unwrap().count(), files);
+        assert_eq!(
+            std::fs::read(&crafted).unwrap(),
+            bytes,
+            "not rebased before the check"
+        );
+        // A builder made from an installer ISO: no rebase, convert would copy the host file.
+        std::fs::write(&secret, b"-----BEGIN OPENSSH PRIVATE KEY-----").unwrap();
+        let err = flatten(&lib, &builder(None), None, &crafted, 3, false, &progress).unwrap_err();
+        assert!(
+            err.to_string().contains("names an external data file"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(lib.join("web")).unwrap().count(), files);
+    }
 }

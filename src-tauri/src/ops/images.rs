@@ -1,7 +1,9 @@
 //! Master images: import into the library, list, show, ensure a version on a host, delete.
 //!
-//! `image_import`: validate → probe the file (qemu-img) and refuse what is not a sound disk
-//! image → check free space → convert into a flattened qcow2 `.partial` file in the library
+//! `image_import`: validate → read the file's header and refuse a qcow2 that names another
+//! file (external data file, backing file through a protocol or outside the library) → probe
+//! it (qemu-img, explicit format, resource limits) and refuse what is not a sound disk image →
+//! check free space → convert into a flattened qcow2 `.partial` file in the library
 //! (streamed, with progress) → sha256 → make it read-only under its final name → record the
 //! version. A failure at any step removes the partial file; nothing is recorded.
 //!
@@ -134,12 +136,13 @@ impl Engine {
         let work = tokio::task::spawn_blocking(move || -> Result<NewImageVersion, OpError> {
             let image = image_for_work;
             phase(&progress, "checking", 0, 1);
+            // Both refuse before anything is written: a refused file leaves no folder behind.
             let probe = library::probe(&req.file)?;
+            library::check_importable(&req.file, &probe, &library_root)?;
             std::fs::create_dir_all(&dir).map_err(|source| library::LibraryError::Write {
                 path: dir.clone(),
                 source,
             })?;
-            library::check_importable(&req.file, &probe, &library_root)?;
             library::remove_partials(&dir);
             library::ensure_space(&dir, probe.actual_size.max(1 << 20))?;
             let file_name = format!("v{version}.qcow2");

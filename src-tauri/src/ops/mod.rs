@@ -114,6 +114,7 @@ impl From<&OpError> for ApiError {
                 let code = match e {
                     L::NotAnImage { .. } | L::Unreadable { .. } => ErrorCode::InvalidInput,
                     L::Full { .. } => ErrorCode::NoSpace,
+                    L::TimedOut { .. } | L::CpuLimit { .. } => ErrorCode::Timeout,
                     L::QemuImg { .. } | L::Write { .. } => ErrorCode::Internal,
                 };
                 ApiError::new(code, e.to_string()).with_causes(e)
