@@ -41,5 +41,6 @@ skip=(--skip real_cloud_init_applies)
 $SUDO env "PATH=$PATH" cargo test -p flotilla-tests -- --ignored --test-threads=1 "${skip[@]}"
 
 step "GUI end-to-end tests (T3): the real app under Xvfb"
-cargo build -p flotilla --bin flotilla --bin flotillactl
+# The e2e tests simulate a crash with FLOTILLA_FAULT: a test build (feature test-hooks).
+cargo build -p flotilla --bin flotilla --bin flotillactl --features test-hooks
 npm run test:e2e

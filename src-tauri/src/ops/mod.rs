@@ -175,9 +175,9 @@ pub struct Engine {
     actor: Actor,
     /// The image library folder (`<data dir>/library`).
     library: PathBuf,
-    /// A test hook: a step to fail or "crash" at (`ops::units::Fault`).
+    /// A test hook (feature `test-hooks`): a step to fail or "crash" at (`ops::units::Fault`).
     faults: std::sync::Mutex<Option<units::Fault>>,
-    /// A test hook: run every step of unit operations twice (idempotency).
+    /// A test hook (feature `test-hooks`): run every step and undo twice (idempotency).
     repeat: std::sync::atomic::AtomicBool,
 }
 
@@ -198,11 +198,14 @@ impl Engine {
             hypervisor: Hypervisor::new(hv),
             actor,
             library,
-            faults: std::sync::Mutex::new(
+            // Test builds only: a build for users cannot be steered by the environment.
+            faults: std::sync::Mutex::new(if cfg!(feature = "test-hooks") {
                 std::env::var("FLOTILLA_FAULT")
                     .ok()
-                    .and_then(|f| units::Fault::parse(&f)),
-            ),
+                    .and_then(|f| units::Fault::parse(&f))
+            } else {
+                None
+            }),
             repeat: std::sync::atomic::AtomicBool::new(false),
         }
     }

@@ -4,12 +4,15 @@
 use super::*;
 
 impl Engine {
-    /// Arms a test fault (see [`Fault`]).
+    /// Arms a test fault (see [`Fault`]). Test builds only.
+    #[cfg(feature = "test-hooks")]
     pub fn inject_fault(&self, fault: Option<Fault>) {
         *self.faults.lock().unwrap_or_else(|e| e.into_inner()) = fault;
     }
 
-    /// A test hook: run every step twice, to show the steps are idempotent.
+    /// A test hook: run every step and every undo twice, to show they are idempotent. Test
+    /// builds only.
+    #[cfg(feature = "test-hooks")]
     pub fn repeat_steps(&self, on: bool) {
         self.repeat.store(on, Ordering::SeqCst);
     }
