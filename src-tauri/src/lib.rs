@@ -10,6 +10,7 @@ pub mod hypervisor;
 pub mod inventory;
 pub mod lb;
 pub mod library;
+pub mod logging;
 pub mod model;
 pub mod monitor;
 pub mod ops;

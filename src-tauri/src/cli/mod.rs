@@ -24,6 +24,9 @@ struct Cli {
     /// Print machine-readable JSON on stdout (errors too, as {"error": {code, message, detail}}).
     #[arg(long, global = true)]
     json: bool,
+    /// Log in more detail (debug) to <data dir>/logs; FLOTILLA_LOG sets the filter exactly.
+    #[arg(long, short, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -307,6 +310,9 @@ fn fail(json: bool, e: &ApiError) -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode, ApiError> {
     let data_dir = resolve_data_dir(cli.data_dir)?;
     let engine = Engine::open(&data_dir, "cli")?;
+    if let Err(e) = crate::logging::init(&data_dir, cli.verbose) {
+        eprintln!("flotillactl: no log file ({e}); going on without one");
+    }
     let json = cli.json;
     match cli.command {
         Command::Host(cmd) => host(&engine, json, cmd).await,

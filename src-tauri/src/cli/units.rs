@@ -190,6 +190,8 @@ pub(super) enum OpCommand {
     Resume { id: i64 },
     /// Undo what an interrupted operation did.
     Unwind { id: i64 },
+    /// The log lines of an operation (its spans in <data dir>/logs).
+    Log { id: i64 },
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -759,6 +761,21 @@ pub(super) async fn op(engine: &Engine, json: bool, cmd: OpCommand) -> Result<Ex
             let outcome = engine.operation_unwind(id, bars.callback()).await;
             bars.finish();
             report(json, outcome)
+        }
+        OpCommand::Log { id } => {
+            let lines = engine.operation_log(id);
+            if json {
+                print_json(&serde_json::json!({ "operation": id, "lines": lines }));
+            } else if lines.is_empty() {
+                say_line(&format!(
+                    "no log lines of operation #{id} (logs are kept for a week; FLOTILLA_LOG may have filtered them)"
+                ));
+            } else {
+                for l in lines {
+                    say_line(&l);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -21,6 +21,9 @@ impl AppState {
             .map(|d| d.display().to_string())
             .unwrap_or_default();
         let engine = dir.and_then(|d| {
+            if let Err(e) = crate::logging::init(&d, false) {
+                eprintln!("flotilla: no log file ({e}); going on without one");
+            }
             Engine::open(&d, "gui")
                 .map(Arc::new)
                 .map_err(ApiError::from)

@@ -326,6 +326,29 @@ impl Hypervisor {
             uri: uri.to_string(),
         };
         self.worker(uri.as_str()).tx.send(job).map_err(|_| gone())?;
+        let began = std::time::Instant::now();
+        let outcome = self.wait_for(uri, op, limit, rx).await;
+        let ms = began.elapsed().as_millis() as u64;
+        match &outcome {
+            Ok(_) => tracing::debug!(uri = %uri, op, ms, "libvirt call"),
+            Err(e) => {
+                let reason = e.libvirt_reason().unwrap_or_default();
+                tracing::warn!(uri = %uri, op, ms, error = %e, reason, "libvirt call failed");
+            }
+        }
+        outcome
+    }
+
+    async fn wait_for<R>(
+        &self,
+        uri: &LibvirtUri,
+        op: &'static str,
+        limit: Duration,
+        rx: tokio::sync::oneshot::Receiver<Result<R, HvError>>,
+    ) -> Result<R, HvError> {
+        let gone = || HvError::WorkerGone {
+            uri: uri.to_string(),
+        };
         match tokio::time::timeout(limit, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(gone()),

@@ -214,6 +214,16 @@ impl Engine {
         &self.library
     }
 
+    /// The data directory (the library's parent): inventory, library, logs.
+    pub fn data_dir(&self) -> &Path {
+        self.library.parent().unwrap_or(&self.library)
+    }
+
+    /// The log lines of one operation (`flotillactl op log`, the Operations view).
+    pub fn operation_log(&self, id: i64) -> Vec<String> {
+        crate::logging::operation_lines(self.data_dir(), id, 5000)
+    }
+
     /// Records the outcome of a change in the audit log. A failure to write the audit log is
     /// reported on stderr but does not turn a completed change into a failure.
     fn audit<T>(&self, action: &str, target: &str, outcome: &Result<T, OpError>) {

@@ -208,6 +208,8 @@ pub struct OpReport {
     pub ok: bool,
     pub servers: Vec<ServerOutcome>,
     pub warnings: Vec<String>,
+    /// Where the full log of the operation is.
+    pub log: String,
 }
 
 impl std::fmt::Display for OpReport {
@@ -266,7 +268,7 @@ impl std::fmt::Display for OpReport {
                 )?;
             }
         }
-        Ok(())
+        write!(f, "\n  the full log: {}", self.log)
     }
 }
 

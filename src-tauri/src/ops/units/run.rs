@@ -2,6 +2,7 @@
 //! and resume or unwind after a crash.
 
 use super::*;
+use tracing::Instrument;
 
 impl Engine {
     /// Arms a test fault (see [`Fault`]). Test builds only.
@@ -22,6 +23,14 @@ impl Engine {
         f.as_ref()
             .filter(|f| f.step == Some(step) && (f.server == "*" || f.server == server))
             .map(|f| f.crash)
+    }
+
+    /// Where the log lines of operation `op` are, in words.
+    pub(super) fn log_hint(&self, op: i64) -> String {
+        format!(
+            "flotillactl op log {op}, or the Operations view (files in {})",
+            crate::logging::log_dir(self.data_dir()).display()
+        )
     }
 
     /// Operations whose process died before they ended (those that had done all their work
@@ -106,7 +115,14 @@ impl Engine {
 
     /// Undoes what an interrupted operation's journal says it did, newest first.
     pub async fn operation_unwind(&self, id: i64, progress: StepFn) -> Result<OpReport, OpError> {
-        let outcome = self.unwind_inner(id, progress).await;
+        let span = tracing::info_span!("op", id, action = "unwind");
+        let outcome = self
+            .unwind_inner(id, progress)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &outcome {
+            tracing::warn!(parent: &span, error = %e, "unwind failed");
+        }
         self.audit("operation.unwind", &format!("operation/{id}"), &outcome);
         outcome
     }
@@ -173,6 +189,7 @@ impl Engine {
             ok: outcomes.iter().all(|o| o.undo_failed.is_empty()),
             servers: outcomes,
             warnings: Vec::new(),
+            log: self.log_hint(id),
         })
     }
 
@@ -220,7 +237,16 @@ impl Engine {
                 .operation_finish(op, "aborted", &err.to_string())?;
             return Err(err);
         }
-        let mut result = self.run_locked(op, &mut args, kind, new, progress).await;
+        let span = tracing::info_span!("op", id = op, unit = %u.name, action = args.action.name());
+        tracing::info!(parent: &span, resumes = ?resumes, "operation begins");
+        let mut result = self
+            .run_locked(op, &mut args, kind, new, progress)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(_) => tracing::info!(parent: &span, "operation succeeded"),
+            Err(e) => tracing::warn!(parent: &span, error = %e, "operation failed"),
+        }
         let dies_before_unlock = {
             let f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
             f.as_ref().is_some_and(|f| f.crash && f.step.is_none())
@@ -394,6 +420,7 @@ impl Engine {
             ok: !failed,
             servers: outcomes,
             warnings,
+            log: self.log_hint(op),
         };
         if failed {
             Err(OpError::Failed(Box::new(report)))
@@ -506,10 +533,13 @@ impl Engine {
                     .map(|&i| {
                         let o = std::mem::take(&mut outcomes[i]);
                         let s = &servers[i];
+                        let span = tracing::info_span!("server", name = %s.name, host = %s.host);
                         async move {
                             (
                                 i,
-                                self.run_server(ctx, s, phase, total, kind, last, o).await,
+                                self.run_server(ctx, s, phase, total, kind, last, o)
+                                    .instrument(span)
+                                    .await,
                             )
                         }
                     })
@@ -562,9 +592,23 @@ impl Engine {
                 return o;
             }
             let pos = (o.done.len() as u32, total);
-            let mut result = self.do_step(ctx, s, step, pos).await;
+            let span = tracing::info_span!("step", name = step.as_str());
+            let began = Instant::now();
+            tracing::info!(parent: &span, "step begins");
+            let mut result = self
+                .do_step(ctx, s, step, pos)
+                .instrument(span.clone())
+                .await;
             if result.is_ok() && self.repeat.load(Ordering::SeqCst) {
-                result = self.do_step(ctx, s, step, pos).await;
+                result = self
+                    .do_step(ctx, s, step, pos)
+                    .instrument(span.clone())
+                    .await;
+            }
+            let ms = began.elapsed().as_millis() as u64;
+            match &result {
+                Ok(()) => tracing::info!(parent: &span, ms, "step succeeded"),
+                Err(e) => tracing::warn!(parent: &span, ms, error = %describe(e), "step failed"),
             }
             if result.is_ok() {
                 match self.fault_at(&s.name, step) {
@@ -691,9 +735,15 @@ impl Engine {
                 }
                 return;
             }
-            let mut result = self.undo_step(ctx, s, step).await;
+            let span =
+                tracing::info_span!("undo", server = %s.name, host = %s.host, step = step.as_str());
+            let mut result = self.undo_step(ctx, s, step).instrument(span.clone()).await;
             if result.is_ok() && self.repeat.load(Ordering::SeqCst) {
-                result = self.undo_step(ctx, s, step).await;
+                result = self.undo_step(ctx, s, step).instrument(span.clone()).await;
+            }
+            match &result {
+                Ok(()) => tracing::info!(parent: &span, "undone"),
+                Err(e) => tracing::warn!(parent: &span, error = %describe(e), "undo failed"),
             }
             match result {
                 Ok(()) => {
