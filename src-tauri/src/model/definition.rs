@@ -174,6 +174,22 @@ impl Checker<'_> {
     }
 }
 
+/// The mode of a `[[config]]` file that gives none.
+pub const DEFAULT_CONFIG_MODE: &str = "0644";
+
+/// Checks a `[[config]]` mode: 3 or 4 octal digits, applied to the file exactly as written
+/// (`chmod 0640`), so `"644"`, `"0644"` and `"2750"` are modes and `"rw-r--r--"`, `"0o644"`,
+/// `"+644"`, `"64"` or `"00644"` are not.
+pub fn config_mode_problem(mode: &str) -> Option<String> {
+    let ok = (3..=4).contains(&mode.len()) && mode.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    (!ok).then(|| {
+        format!(
+            "{} is not a file mode; expected 3 or 4 octal digits like \"0644\" or \"640\"",
+            super::quote_input(mode)
+        )
+    })
+}
+
 /// Checks a package file name: one path component, printable, at most 255 bytes.
 pub fn package_name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
@@ -392,11 +408,8 @@ pub fn parse_definition(file: &str, text: &str) -> Result<Definition, Vec<Defini
             }
         }
         if let Some(mode) = &cf.mode {
-            if u32::from_str_radix(mode.get_ref(), 8).map_or(true, |m| m > 0o777) {
-                c.at(
-                    mode.span(),
-                    "config.mode: expected an octal mode like \"0644\"",
-                );
+            if let Some(problem) = config_mode_problem(mode.get_ref()) {
+                c.at(mode.span(), format!("config.mode: {problem}"));
             }
         }
     }
@@ -559,6 +572,48 @@ mod tests {
         assert!(e.iter().any(|m| m.contains("at most 255 bytes")), "{e:?}");
         let e = errors(&format!("{}\0", EXAMPLE));
         assert!(e[0].contains("NUL"), "{e:?}");
+    }
+
+    #[test]
+    fn config_modes_are_three_or_four_octal_digits() {
+        for ok in ["644", "0644", "0600", "2750", "7777", "000"] {
+            assert_eq!(config_mode_problem(ok), None, "{ok}");
+            let text = EXAMPLE.replace("mode = \"0644\"", &format!("mode = \"{ok}\""));
+            parse_definition("definition.toml", &text).unwrap_or_else(|e| panic!("{ok}: {e:?}"));
+        }
+        let line = EXAMPLE
+            .lines()
+            .position(|l| l.starts_with("mode = \"0644\""))
+            .unwrap()
+            + 1;
+        for bad in [
+            "",
+            "64",
+            "00644",
+            "0648",
+            "0o644",
+            "+644",
+            "-644",
+            " 644",
+            "rw-r--r--",
+            "0x1a4",
+            "٦٤٤",
+            "0644\n",
+        ] {
+            let text = EXAMPLE.replace("mode = \"0644\"", &format!("mode = {bad:?}"));
+            let e = errors(&text);
+            assert_eq!(e.len(), 1, "{bad:?}: {e:?}");
+            assert!(
+                e[0].starts_with(&format!("definition.toml:{line}:8: config.mode: "))
+                    && e[0].contains("3 or 4 octal digits"),
+                "{bad:?}: {e:?}"
+            );
+        }
+        let e = errors(&EXAMPLE.replace("mode = \"0644\"", "mode = 420"));
+        assert!(
+            e[0].contains("config.mode") || e[0].contains("string"),
+            "{e:?}"
+        );
     }
 
     #[test]
