@@ -255,3 +255,51 @@ fn edit_opens_the_editor_and_saves_only_a_valid_result() {
         "only the valid edit made a version"
     );
 }
+
+/// Package names must be files the payload disk (FAT) can hold, and distinct ignoring case.
+#[test]
+fn package_names_must_fit_the_payload_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = &data;
+    ok(ctl(d, &["def", "create", "app"]));
+    let file = |name: &str| {
+        let p = dir.path().join("src").join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, name.as_bytes()).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let good = file("App.tar.gz");
+    for (name, words) in [
+        ("a:b.bin", "FAT"),
+        ("what?.bin", "FAT"),
+        ("x|y", "FAT"),
+        ("pipe<d>", "FAT"),
+        ("trailing.", "drops"),
+    ] {
+        // With a good file in the same batch: nothing of it is added.
+        let e = err(&ctl(d, &["def", "add-package", "app", &good, &file(name)]), 2);
+        assert!(e.contains(words), "{name}: {e}");
+    }
+    ok(ctl(d, &["def", "add-package", "app", &good]));
+    let lower = dir.path().join("other/app.tar.gz");
+    std::fs::create_dir_all(lower.parent().unwrap()).unwrap();
+    std::fs::write(&lower, b"other").unwrap();
+    let e = err(
+        &ctl(d, &["def", "add-package", "app", lower.to_str().unwrap()]),
+        2,
+    );
+    assert!(
+        e.contains("same file as the package App.tar.gz") && e.contains("ignore case"),
+        "{e}"
+    );
+    // Two new files that collide with each other.
+    let (b1, b2) = (file("B.bin"), dir.path().join("other/b.BIN"));
+    std::fs::write(&b2, b"2").unwrap();
+    let e = err(
+        &ctl(d, &["def", "add-package", "app", &b1, b2.to_str().unwrap()]),
+        2,
+    );
+    assert!(e.contains("ignore case"), "{e}");
+    assert_eq!(versions(d, "app"), 2, "only the good package made a version");
+}

@@ -190,8 +190,14 @@ pub fn config_mode_problem(mode: &str) -> Option<String> {
     })
 }
 
-/// Checks a package file name: one path component, printable, at most 255 bytes.
+/// Characters a FAT long file name cannot hold (besides `/`, `\\` and control characters).
+const FAT_FORBIDDEN: &[char] = &[':', '*', '?', '"', '<', '>', '|'];
+
+/// Checks a package file name: one file name that the payload disk (FAT with long names) holds
+/// as it is — printable, none of `/ \\ : * ? " < > |`, not starting with '.', not ending with
+/// '.' or a space (FAT drops those), at most 255 bytes.
 pub fn package_name_problem(name: &str) -> Option<String> {
+    let q = || super::quote_input(name);
     if name.is_empty() {
         return Some("a package name must not be empty".into());
     }
@@ -204,22 +210,38 @@ pub fn package_name_problem(name: &str) -> Option<String> {
     if name.contains('/') || name.contains('\\') {
         return Some(format!(
             "{} is a path; a package name is a single file name",
-            super::quote_input(name)
+            q()
         ));
     }
-    if name == "." || name == ".." || name.starts_with('.') {
-        return Some(format!(
-            "{} must not start with '.'",
-            super::quote_input(name)
-        ));
+    if name.starts_with('.') {
+        return Some(format!("{} must not start with '.'", q()));
     }
     if name.chars().any(char::is_control) {
         return Some(format!(
             "{} contains control characters (NUL, newline, …)",
-            super::quote_input(name)
+            q()
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| FAT_FORBIDDEN.contains(c)) {
+        return Some(format!(
+            "{} contains {c:?}, which the payload disk (FAT) cannot hold; \
+             none of : * ? \" < > | may be used",
+            q()
+        ));
+    }
+    if name.ends_with('.') || name.ends_with(' ') {
+        return Some(format!(
+            "{} ends with '.' or a space, which the payload disk (FAT) drops",
+            q()
         ));
     }
     None
+}
+
+/// The key under which package names collide on the payload disk: FAT does not tell
+/// `App.tar.gz` from `app.tar.gz`.
+pub fn package_name_key(name: &str) -> String {
+    name.to_lowercase()
 }
 
 fn template_variables(template: &str) -> Vec<String> {
@@ -413,17 +435,23 @@ pub fn parse_definition(file: &str, text: &str) -> Result<Definition, Vec<Defini
             }
         }
     }
-    let mut names = std::collections::BTreeSet::new();
+    let mut names = BTreeMap::new();
     for p in &def.packages {
-        if let Some(problem) = package_name_problem(p.file.get_ref()) {
+        let file = p.file.get_ref();
+        if let Some(problem) = package_name_problem(file) {
             c.at(p.file.span(), format!("packages.file: {problem}"));
-        } else if !names.insert(p.file.get_ref().clone()) {
+        } else if let Some(first) = names.insert(package_name_key(file), file.clone()) {
+            let how = if &first == file {
+                "listed twice".to_owned()
+            } else {
+                format!(
+                    "the same file as {} on the payload disk, whose names ignore case",
+                    super::quote_input(&first)
+                )
+            };
             c.at(
                 p.file.span(),
-                format!(
-                    "packages.file {}: listed twice",
-                    super::quote_input(p.file.get_ref())
-                ),
+                format!("packages.file {}: {how}", super::quote_input(file)),
             );
         }
         let sum = p.sha256.get_ref();
@@ -626,21 +654,78 @@ mod tests {
 
     #[test]
     fn package_names() {
-        for ok in ["app.tar.gz", "my app-1.0.war", "データ.zip"] {
+        for ok in [
+            "app.tar.gz",
+            "my app-1.0.war",
+            "データ.zip",
+            "a+b=c,d;e[1]{2}(3)&'#%@!~^`$.bin",
+            &"x".repeat(255),
+        ] {
             assert_eq!(package_name_problem(ok), None, "{ok}");
         }
-        for bad in [
-            "",
-            "a/b",
-            "..",
-            ".hidden",
-            "a\0b",
-            "/abs",
-            "a\\b",
-            &"x".repeat(256),
+        for (bad, why) in [
+            ("", "empty"),
+            ("a/b", "path"),
+            (".", "'.'"),
+            ("..", "'.'"),
+            (".hidden", "'.'"),
+            ("a\0b", "control"),
+            ("a\u{7f}b", "control"),
+            ("a\tb", "control"),
+            ("/abs", "path"),
+            ("a\\b", "path"),
+            ("a:b", "FAT"),
+            ("a*b", "FAT"),
+            ("what?.txt", "FAT"),
+            ("say\"hi\".txt", "FAT"),
+            ("<a>", "FAT"),
+            ("a|b", "FAT"),
+            ("trailing.", "drops"),
+            ("trailing ", "drops"),
+            (&"x".repeat(256), "255 bytes"),
+            (&"デ".repeat(86), "255 bytes"),
         ] {
-            assert!(package_name_problem(bad).is_some(), "{bad:?}");
+            let problem = package_name_problem(bad).unwrap_or_else(|| panic!("{bad:?} passed"));
+            assert!(problem.contains(why), "{bad:?}: {problem}");
+            assert!(problem.len() < 300, "{bad:?}: a short message: {problem}");
         }
+    }
+
+    fn with_packages(files: &[&str]) -> String {
+        let mut text = EXAMPLE.to_owned();
+        for f in files {
+            text.push_str(&format!(
+                "\n[[packages]]\nfile = {f:?}\nsha256 = \"{}\"\nsize = 1\n",
+                "a".repeat(64)
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn package_names_are_unique_ignoring_case() {
+        parse_definition("d", &with_packages(&["a.bin", "b.bin"])).unwrap();
+        let e = errors(&with_packages(&["App.tar.gz", "b.bin", "app.TAR.gz"]));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("\"app.TAR.gz\": the same file as \"App.tar.gz\"")
+                && e[0].contains("ignore case"),
+            "{e:?}"
+        );
+        let line = with_packages(&["App.tar.gz", "b.bin"]).lines().count() + 3;
+        assert!(
+            e[0].starts_with(&format!("definition.toml:{line}:8:")),
+            "{e:?}"
+        );
+        let e = errors(&with_packages(&["x.bin", "x.bin"]));
+        assert!(e[0].contains("listed twice"), "{e:?}");
+        let e = errors(&with_packages(&["Ä.bin", "ä.bin"]));
+        assert!(e[0].contains("ignore case"), "{e:?}");
+        let e = errors(&with_packages(&["con:1"]));
+        assert!(
+            e[0].contains("packages.file") && e[0].contains("FAT"),
+            "{e:?}"
+        );
     }
 
     #[test]

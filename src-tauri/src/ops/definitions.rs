@@ -11,7 +11,9 @@ use super::images::{ImageProgress, ProgressFn};
 use super::{Engine, OpError};
 use crate::inventory::{DefinitionVersion, InventoryError};
 use crate::library::{self, LibraryError};
-use crate::model::definition::{self, package_name_problem, Definition, DefinitionError};
+use crate::model::definition::{
+    self, package_name_key, package_name_problem, Definition, DefinitionError,
+};
 use crate::model::{HostName, ValidationError};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -469,14 +471,32 @@ impl Engine {
             let mut new_files = Vec::new();
             for f in files {
                 let file = check_package_source(f)?;
-                if current.packages.iter().any(|p| p.file == file)
-                    || new_files.iter().any(|(_, n)| n == &file)
-                {
-                    return Err(ValidationError::new(
-                        "packages",
-                        format!("{file} is already a package; remove it first to replace it"),
-                    )
-                    .into());
+                let key = package_name_key(&file);
+                let taken = current
+                    .packages
+                    .iter()
+                    .map(|p| &p.file)
+                    .chain(new_files.iter().map(|(_, n)| n))
+                    .find(|n| package_name_key(n) == key);
+                match taken {
+                    Some(same) if *same == file => {
+                        return Err(ValidationError::new(
+                            "packages",
+                            format!("{file} is already a package; remove it first to replace it"),
+                        )
+                        .into())
+                    }
+                    Some(other) => {
+                        return Err(ValidationError::new(
+                            "packages",
+                            format!(
+                                "{file} is the same file as the package {other} on the payload \
+                                 disk, whose names ignore case; rename it, or remove {other} first"
+                            ),
+                        )
+                        .into())
+                    }
+                    None => {}
                 }
                 new_files.push((f.clone(), file));
             }
