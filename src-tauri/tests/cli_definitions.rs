@@ -278,7 +278,10 @@ fn package_names_must_fit_the_payload_disk() {
         ("trailing.", "drops"),
     ] {
         // With a good file in the same batch: nothing of it is added.
-        let e = err(&ctl(d, &["def", "add-package", "app", &good, &file(name)]), 2);
+        let e = err(
+            &ctl(d, &["def", "add-package", "app", &good, &file(name)]),
+            2,
+        );
         assert!(e.contains(words), "{name}: {e}");
     }
     ok(ctl(d, &["def", "add-package", "app", &good]));
@@ -301,5 +304,9 @@ fn package_names_must_fit_the_payload_disk() {
         2,
     );
     assert!(e.contains("ignore case"), "{e}");
-    assert_eq!(versions(d, "app"), 2, "only the good package made a version");
+    assert_eq!(
+        versions(d, "app"),
+        2,
+        "only the good package made a version"
+    );
 }

@@ -174,6 +174,25 @@ impl Checker<'_> {
     }
 }
 
+/// Checks a `[[config]]` path: an absolute file path in the guest of `A-Z a-z 0-9 / . _ - + @`
+/// (it is written into a shell command of the seed), without `..`, not ending with `/`.
+pub fn config_path_problem(path: &str) -> Option<String> {
+    let ok = path.starts_with('/')
+        && !path.ends_with('/')
+        && path.len() <= 4096
+        && !path.split('/').any(|part| part == "..")
+        && path
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "/._-+@".contains(ch));
+    (!ok).then(|| {
+        format!(
+            "{}: expected an absolute file path in the guest of A-Z a-z 0-9 / . _ - + @, \
+             without '..'",
+            super::quote_input(path)
+        )
+    })
+}
+
 /// The mode of a `[[config]]` file that gives none.
 pub const DEFAULT_CONFIG_MODE: &str = "0644";
 
@@ -395,18 +414,8 @@ pub fn parse_definition(file: &str, text: &str) -> Result<Definition, Vec<Defini
     let mut paths = std::collections::BTreeSet::new();
     for cf in &def.config {
         let p = cf.path.get_ref();
-        if !p.starts_with('/')
-            || p.split('/').any(|part| part == "..")
-            || p.chars().any(char::is_control)
-            || p.len() > 4096
-        {
-            c.at(
-                cf.path.span(),
-                format!(
-                    "config.path {}: expected an absolute path in the guest, without '..'",
-                    super::quote_input(p)
-                ),
-            );
+        if let Some(problem) = config_path_problem(p) {
+            c.at(cf.path.span(), format!("config.path {problem}"));
         } else if !paths.insert(p.clone()) {
             c.at(
                 cf.path.span(),
@@ -600,6 +609,32 @@ mod tests {
         assert!(e.iter().any(|m| m.contains("at most 255 bytes")), "{e:?}");
         let e = errors(&format!("{}\0", EXAMPLE));
         assert!(e[0].contains("NUL"), "{e:?}");
+    }
+
+    #[test]
+    fn config_paths_are_what_the_deploy_can_write() {
+        for ok in ["/etc/shop/server.conf", "/srv/a_b-c+d@e.txt", "/x"] {
+            assert_eq!(config_path_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "etc/x",
+            "/etc/../x",
+            "/etc/",
+            "/",
+            "/etc/my file",
+            "/etc/$(reboot)",
+            "/etc/a;b",
+            "/etc/é",
+            "/etc/a\\nb",
+        ] {
+            let text = EXAMPLE.replace("/etc/shop/server.conf", bad);
+            let e = errors(&text);
+            assert!(
+                e.iter()
+                    .any(|m| m.contains("config.path") && m.contains("absolute file path")),
+                "{bad:?}: {e:?}"
+            );
+        }
     }
 
     #[test]

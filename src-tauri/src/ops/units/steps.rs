@@ -548,19 +548,9 @@ impl Engine {
         let mut out = Vec::new();
         for c in &ctx.def.config {
             let path = c.path.get_ref();
-            if !path.starts_with('/')
-                || !path
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || "/._-+@".contains(ch))
-            {
-                return Err(ValidationError::new(
-                    "config",
-                    format!(
-                        "{} must be an absolute path of A-Z a-z 0-9 / . _ - + @",
-                        quote_input(path)
-                    ),
-                )
-                .into());
+            // The parser refused such a path already; a second guard before it meets a shell.
+            if let Some(problem) = crate::model::definition::config_path_problem(path) {
+                return Err(ValidationError::new("config", problem).into());
             }
             let text = render_template(c.template.get_ref(), &vars)
                 .map_err(|e| ValidationError::new("config", format!("{path}: {e}")))?;
