@@ -310,3 +310,200 @@ fn package_names_must_fit_the_payload_disk() {
         "only the good package made a version"
     );
 }
+
+/// Runs flotillactl but gives up after `secs`: a command that waits on a FIFO or reads a
+/// device forever fails the test instead of hanging it.
+fn ctl_within(data: &Path, args: &[&str], secs: u64) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flotillactl"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(secs) {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("flotillactl {args:?} still ran after {secs} s: it blocked");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn mkfifo(path: &Path) {
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
+/// An import directory made from an exported version of `name`.
+fn exported(d: &Path, name: &str, version: &str, into: &Path) {
+    let tgz = into.with_extension("tgz");
+    ok(ctl(
+        d,
+        &["def", "export", name, version, tgz.to_str().unwrap()],
+    ));
+    std::fs::create_dir_all(into).unwrap();
+    assert!(Command::new("tar")
+        .arg("xzf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(into)
+        .status()
+        .unwrap()
+        .success());
+    // Exported files are read-only; the tests change them.
+    assert!(Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(into)
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[test]
+fn import_refuses_fifos_devices_and_huge_files_without_reading_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = &data;
+    ok(ctl(d, &["def", "create", "app"]));
+    let pkg = dir.path().join("app.bin");
+    std::fs::write(&pkg, b"payload").unwrap();
+    ok(ctl(
+        d,
+        &["def", "add-package", "app", pkg.to_str().unwrap()],
+    ));
+    let src = dir.path().join("src");
+    exported(d, "app", "2", &src);
+
+    // definition.toml is a FIFO nobody writes to.
+    let fifo_def = dir.path().join("fifo-def");
+    std::fs::create_dir_all(fifo_def.join("packages")).unwrap();
+    mkfifo(&fifo_def.join("definition.toml"));
+    // A listed package is a FIFO.
+    let fifo_pkg = dir.path().join("fifo-pkg");
+    exported(d, "app", "2", &fifo_pkg);
+    std::fs::remove_file(fifo_pkg.join("packages/app.bin")).unwrap();
+    mkfifo(&fifo_pkg.join("packages/app.bin"));
+    // packages/ itself is a FIFO.
+    let fifo_dir = dir.path().join("fifo-dir");
+    exported(d, "app", "1", &fifo_dir);
+    let _ = std::fs::remove_dir_all(fifo_dir.join("packages"));
+    mkfifo(&fifo_dir.join("packages"));
+    // A definition.toml of 1 GiB (sparse: it is never read, so this costs nothing).
+    let huge = dir.path().join("huge");
+    std::fs::create_dir_all(&huge).unwrap();
+    std::fs::File::create(huge.join("definition.toml"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    // definition.toml is a symbolic link to a device.
+    let dev = dir.path().join("dev");
+    std::fs::create_dir_all(&dev).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dev.join("definition.toml")).unwrap();
+
+    for (import_dir, words) in [
+        (&fifo_def, "named pipe (FIFO)"),
+        (&fifo_pkg, "named pipe (FIFO)"),
+        (&fifo_dir, "named pipe (FIFO)"),
+        (
+            &huge,
+            "is 1073741824 bytes; a definition file is at most 1048576 bytes",
+        ),
+        (&dev, "symbolic link"),
+    ] {
+        for name in ["fresh", "app"] {
+            let out = ctl_within(
+                d,
+                &["def", "import", name, import_dir.to_str().unwrap()],
+                20,
+            );
+            let e = err(&out, 2);
+            assert!(
+                e.contains(words),
+                "{}: expected {words:?} in {e}",
+                import_dir.display()
+            );
+        }
+    }
+    // set-file reads what it is given the same way.
+    let set_fifo = dir.path().join("set.toml");
+    mkfifo(&set_fifo);
+    for (file, words) in [
+        (set_fifo.to_str().unwrap(), "named pipe (FIFO)"),
+        ("/dev/zero", "is a device"),
+        (
+            huge.join("definition.toml").to_str().unwrap(),
+            "at most 1048576 bytes",
+        ),
+    ] {
+        let e = err(&ctl_within(d, &["def", "set-file", "app", file], 20), 2);
+        assert!(e.contains(words), "{file}: expected {words:?} in {e}");
+    }
+    assert_eq!(versions(d, "app"), 2, "nothing recorded for app");
+    assert_eq!(versions(d, "fresh"), 0, "nothing recorded for fresh");
+    assert!(
+        !data.join("definitions/fresh").exists()
+            || std::fs::read_dir(data.join("definitions/fresh"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    // The untouched export still imports.
+    ok(ctl(d, &["def", "import", "fresh", src.to_str().unwrap()]));
+}
+
+#[test]
+fn import_verifies_the_package_checksums_written_in_the_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = &data;
+    ok(ctl(d, &["def", "create", "app"]));
+    let pkg = dir.path().join("app.bin");
+    std::fs::write(&pkg, b"payload").unwrap();
+    ok(ctl(
+        d,
+        &["def", "add-package", "app", pkg.to_str().unwrap()],
+    ));
+
+    // Same size, different content: only the sha256 tells.
+    let tampered = dir.path().join("tampered");
+    exported(d, "app", "2", &tampered);
+    std::fs::write(tampered.join("packages/app.bin"), b"PAYLOAD").unwrap();
+    // Right content, wrong size written in the text.
+    let wrong_size = dir.path().join("wrong-size");
+    exported(d, "app", "2", &wrong_size);
+    let text = std::fs::read_to_string(wrong_size.join("definition.toml")).unwrap();
+    std::fs::write(
+        wrong_size.join("definition.toml"),
+        text.replace("size = 7", "size = 8"),
+    )
+    .unwrap();
+    for (import_dir, words) in [
+        (&tampered, "definition.toml says sha256"),
+        (&wrong_size, "(7 bytes) but definition.toml says"),
+    ] {
+        for name in ["fresh", "app"] {
+            let e = err(
+                &ctl(d, &["def", "import", name, import_dir.to_str().unwrap()]),
+                2,
+            );
+            assert!(
+                e.contains("packages/app.bin")
+                    && e.contains(words)
+                    && e.contains("nothing was recorded"),
+                "{e}"
+            );
+        }
+    }
+    assert_eq!(versions(d, "app"), 2, "nothing recorded for app");
+    assert_eq!(versions(d, "fresh"), 0, "nothing recorded for fresh");
+    let leftovers: Vec<_> = std::fs::read_dir(data.join("definitions/app"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "no staging left: {leftovers:?}");
+}

@@ -424,12 +424,7 @@ fn def(engine: &Engine, json: bool, cmd: DefCommand) -> Result<ExitCode, ApiErro
             output::def_version(json, &engine.def_set_text(&name, &text)?);
         }
         DefCommand::SetFile { name, file } => {
-            let text = std::fs::read_to_string(&file).map_err(|e| {
-                ApiError::new(
-                    ErrorCode::InvalidInput,
-                    format!("cannot read {}: {e}", file.display()),
-                )
-            })?;
+            let text = crate::ops::definitions::read_definition_file(&file)?;
             output::def_version(json, &engine.def_set_text(&name, &text)?);
         }
         DefCommand::AddPackage { name, files } => {

@@ -12,6 +12,8 @@ use std::fmt;
 use toml::Spanned;
 
 pub const FILE_NAME: &str = "definition.toml";
+/// The largest definition file: 1 MiB.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
 
 /// The annotated example: what `def create` writes and docs/definition-file.md shows.
 pub const EXAMPLE: &str = include_str!("definition_example.toml");
@@ -299,7 +301,7 @@ pub fn parse_definition(file: &str, text: &str) -> Result<Definition, Vec<Defini
         text,
         errors: Vec::new(),
     };
-    if text.len() > 1 << 20 {
+    if text.len() > MAX_FILE_BYTES {
         c.at(
             0..0,
             format!(

@@ -98,8 +98,103 @@ fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> OpError + '_ {
     }
 }
 
+/// Why a file of this type cannot be read as a file's content, or `None` for a regular file.
+fn file_type_problem(ft: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_file() {
+        None
+    } else if ft.is_symlink() {
+        Some("is a symbolic link; give the file it points to")
+    } else if ft.is_dir() {
+        Some("is a directory, not a file")
+    } else if ft.is_fifo() {
+        Some("is a named pipe (FIFO), not a regular file; nothing was read from it")
+    } else if ft.is_char_device() || ft.is_block_device() {
+        Some("is a device, not a regular file; nothing was read from it")
+    } else if ft.is_socket() {
+        Some("is a socket, not a regular file")
+    } else {
+        Some("is not a regular file")
+    }
+}
+
+/// Opens a file the user named, for reading, without ever waiting or touching a device: its
+/// type is checked before it is opened (symbolic links, FIFOs, devices and sockets are
+/// refused), it is opened with `O_NONBLOCK | O_NOFOLLOW` (a FIFO or link swapped in meanwhile
+/// is neither waited on nor followed) and checked again once open. `limit` is the largest size
+/// accepted, with the name of what the file is for the message. Returns the file and its size.
+fn open_regular(path: &Path, limit: Option<(u64, &str)>) -> Result<(std::fs::File, u64), OpError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |reason: String| {
+        OpError::Library(LibraryError::NotAnImage {
+            path: path.to_owned(),
+            reason,
+        })
+    };
+    let unreadable = |source| {
+        OpError::Library(LibraryError::Unreadable {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let check = |meta: &std::fs::Metadata| -> Result<u64, OpError> {
+        if let Some(problem) = file_type_problem(meta.file_type()) {
+            return Err(bad(problem.into()));
+        }
+        match limit {
+            Some((max, what)) if meta.len() > max => Err(bad(format!(
+                "is {} bytes; {what} is at most {max} bytes; nothing was read from it",
+                meta.len()
+            ))),
+            _ => Ok(meta.len()),
+        }
+    };
+    check(&std::fs::symlink_metadata(path).map_err(unreadable)?)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(unreadable)?;
+    let size = check(&file.metadata().map_err(unreadable)?)?;
+    Ok((file, size))
+}
+
+/// Reads a definition file the user named: a regular file of at most
+/// [`definition::MAX_FILE_BYTES`], UTF-8 text. Never blocks on a FIFO, never reads more than
+/// the limit even from a file that grows meanwhile.
+pub fn read_definition_file(path: &Path) -> Result<String, OpError> {
+    let max = definition::MAX_FILE_BYTES;
+    let (file, _) = open_regular(path, Some((max as u64, "a definition file")))?;
+    let mut bytes = Vec::new();
+    file.take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| {
+            OpError::Library(LibraryError::Unreadable {
+                path: path.to_owned(),
+                source,
+            })
+        })?;
+    let bad = |reason: String| {
+        OpError::Library(LibraryError::NotAnImage {
+            path: path.to_owned(),
+            reason,
+        })
+    };
+    if bytes.len() > max {
+        return Err(bad(format!(
+            "grew beyond {max} bytes while being read; a definition file is at most {max} bytes"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        bad(format!(
+            "is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
 /// Checks a file offered as a package: a readable regular file (not a directory, not a
-/// symbolic link) whose name is a valid package name.
+/// symbolic link, not a FIFO or device) whose name is a valid package name.
 fn check_package_source(path: &Path) -> Result<String, OpError> {
     let bad = |reason: String| {
         OpError::Library(LibraryError::NotAnImage {
@@ -107,29 +202,12 @@ fn check_package_source(path: &Path) -> Result<String, OpError> {
             reason,
         })
     };
-    let meta = std::fs::symlink_metadata(path).map_err(|source| {
-        OpError::Library(LibraryError::Unreadable {
-            path: path.to_owned(),
-            source,
-        })
-    })?;
-    if meta.file_type().is_symlink() {
-        return Err(bad("is a symbolic link; add the file it points to".into()));
-    }
-    if meta.is_dir() {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
         return Err(bad(
             "is a directory; add the files in it (or pack it as an archive)".into(),
         ));
     }
-    if !meta.is_file() {
-        return Err(bad("is not a regular file".into()));
-    }
-    std::fs::File::open(path).map_err(|source| {
-        OpError::Library(LibraryError::Unreadable {
-            path: path.to_owned(),
-            source,
-        })
-    })?;
+    open_regular(path, None)?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -141,6 +219,15 @@ fn check_package_source(path: &Path) -> Result<String, OpError> {
     Ok(name)
 }
 
+/// A file to copy into a new version as a package.
+struct NewFile {
+    src: PathBuf,
+    /// Its name in `packages/`.
+    file: String,
+    /// The sha256 and size a definition file gave for it (import): the copy must match.
+    expected: Option<(String, u64)>,
+}
+
 /// Copies `src` to `dest` streamed, returning (sha256, size).
 fn copy_hashed(src: &Path, dest: &Path, progress: &ProgressFn) -> Result<(String, u64), OpError> {
     let unreadable = |source| {
@@ -149,8 +236,7 @@ fn copy_hashed(src: &Path, dest: &Path, progress: &ProgressFn) -> Result<(String
             source,
         })
     };
-    let mut input = std::fs::File::open(src).map_err(unreadable)?;
-    let total = input.metadata().map_err(unreadable)?.len();
+    let (mut input, total) = open_regular(src, None)?;
     let mut out = std::fs::File::create(dest).map_err(write_err(dest))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -308,7 +394,7 @@ impl Engine {
         name: &str,
         base: Option<&DefinitionVersion>,
         text: &str,
-        new_files: &[(PathBuf, String)],
+        new_files: &[NewFile],
         change: &str,
         progress: &ProgressFn,
     ) -> Result<DefinitionVersion, OpError> {
@@ -324,10 +410,24 @@ impl Engine {
             let pkgs = stage.join("packages");
             std::fs::create_dir_all(&pkgs).map_err(write_err(&pkgs))?;
             let mut added = Vec::new();
-            for (src, file) in new_files {
-                let (sha256, size) = copy_hashed(src, &pkgs.join(file), progress)?;
+            for f in new_files {
+                let (sha256, size) = copy_hashed(&f.src, &pkgs.join(&f.file), progress)?;
+                if let Some((want_sum, want_size)) = &f.expected {
+                    if *want_sum != sha256 || *want_size != size {
+                        return Err(ValidationError::new(
+                            "packages",
+                            format!(
+                                "packages/{}: the file has sha256 {sha256} ({size} bytes) but \
+                                 definition.toml says sha256 {want_sum} ({want_size} bytes); \
+                                 nothing was recorded",
+                                f.file
+                            ),
+                        )
+                        .into());
+                    }
+                }
                 added.push(PackageView {
-                    file: file.clone(),
+                    file: f.file.clone(),
                     sha256,
                     size,
                 });
@@ -476,7 +576,7 @@ impl Engine {
                     .packages
                     .iter()
                     .map(|p| &p.file)
-                    .chain(new_files.iter().map(|(_, n)| n))
+                    .chain(new_files.iter().map(|n: &NewFile| &n.file))
                     .find(|n| package_name_key(n) == key);
                 match taken {
                     Some(same) if *same == file => {
@@ -498,12 +598,16 @@ impl Engine {
                     }
                     None => {}
                 }
-                new_files.push((f.clone(), file));
+                new_files.push(NewFile {
+                    src: f.clone(),
+                    file,
+                    expected: None,
+                });
             }
             if new_files.is_empty() {
                 return Err(ValidationError::new("packages", "no files given").into());
             }
-            let names: Vec<&str> = new_files.iter().map(|(_, n)| n.as_str()).collect();
+            let names: Vec<&str> = new_files.iter().map(|n| n.file.as_str()).collect();
             self.def_commit(
                 &name,
                 Some(&base),
@@ -551,8 +655,10 @@ impl Engine {
         outcome
     }
 
-    /// Takes in an existing directory (definition.toml + packages/), validated as a whole:
-    /// every listed package present with its sha256 and size, nothing unlisted.
+    /// Takes in an existing directory (definition.toml + packages/), checked as a whole before
+    /// anything is recorded: definition.toml a regular file within its size limit (never a
+    /// FIFO or device: nothing blocks), every listed package present as a regular file whose
+    /// content matches the sha256 and size written for it, nothing unlisted.
     pub fn def_import(
         &self,
         name: &str,
@@ -562,23 +668,12 @@ impl Engine {
         let outcome = (|| {
             let name = Self::definition_name(name)?;
             let file = dir.join(definition::FILE_NAME);
-            let text = std::fs::read_to_string(&file).map_err(|source| {
-                OpError::Library(LibraryError::Unreadable {
-                    path: file.clone(),
-                    source,
-                })
-            })?;
+            let text = read_definition_file(&file)?;
             let label = file.display().to_string();
             let def = definition::parse_definition(&label, &text).map_err(invalid)?;
             let listed = packages_of(&def);
             let pkg_dir = dir.join("packages");
-            let present: Vec<String> = match std::fs::read_dir(&pkg_dir) {
-                Ok(entries) => entries
-                    .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect(),
-                Err(_) => Vec::new(),
-            };
+            let present = package_dir_entries(&pkg_dir)?;
             if let Some(extra) = present
                 .iter()
                 .find(|f| !listed.iter().any(|p| &p.file == *f))
@@ -589,46 +684,32 @@ impl Engine {
                 )
                 .into());
             }
+            // Strip the package list, then add the files back so their sha256 and size are
+            // measured; each must match what the text says before the version is recorded.
+            let mut doc: toml_edit::DocumentMut =
+                text.parse().map_err(|e: toml_edit::TomlError| {
+                    ValidationError::new("definition", e.to_string())
+                })?;
+            doc.remove("packages");
+            let mut files = Vec::new();
+            for p in &listed {
+                let src = pkg_dir.join(&p.file);
+                check_package_source(&src)?;
+                files.push(NewFile {
+                    src,
+                    file: p.file.clone(),
+                    expected: Some((p.sha256.clone(), p.size)),
+                });
+            }
             let base = self.definition_version(&name, None).ok();
-            let staged = (|| {
-                // Strip the package list, then add the files back so their sha256 and size are
-                // measured, not trusted.
-                let mut doc: toml_edit::DocumentMut =
-                    text.parse().map_err(|e: toml_edit::TomlError| {
-                        ValidationError::new("definition", e.to_string())
-                    })?;
-                doc.remove("packages");
-                let mut files = Vec::new();
-                for p in &listed {
-                    let src = pkg_dir.join(&p.file);
-                    check_package_source(&src)?;
-                    files.push((src, p.file.clone()));
-                }
-                Ok::<_, OpError>((doc.to_string(), files))
-            })()?;
-            let v = self.def_commit(
+            self.def_commit(
                 &name,
                 base.as_ref(),
-                &staged.0,
-                &staged.1,
+                &doc.to_string(),
+                &files,
                 &format!("imported from {}", dir.display()),
                 &progress,
-            )?;
-            let got = self.def_show(&name, Some(v.version))?;
-            for p in &listed {
-                let actual = got.packages.iter().find(|g| g.file == p.file);
-                if actual.is_some_and(|a| a.sha256 != p.sha256 || a.size != p.size) {
-                    return Err(ValidationError::new(
-                        "packages",
-                        format!(
-                            "packages/{}: sha256 or size differs from definition.toml",
-                            p.file
-                        ),
-                    )
-                    .into());
-                }
-            }
-            Ok(v)
+            )
         })();
         self.audit("definition.import", &format!("definition/{name}"), &outcome);
         outcome
@@ -764,6 +845,39 @@ fn flatten_value(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, Strin
             out.insert(prefix.to_owned(), other.to_string());
         }
     }
+}
+
+/// The names in an imported `packages/` directory: none when it does not exist; refused when
+/// it is a symbolic link or not a directory.
+fn package_dir_entries(dir: &Path) -> Result<Vec<String>, OpError> {
+    let bad = |reason: String| {
+        OpError::Library(LibraryError::NotAnImage {
+            path: dir.to_owned(),
+            reason,
+        })
+    };
+    let unreadable = |source| {
+        OpError::Library(LibraryError::Unreadable {
+            path: dir.to_owned(),
+            source,
+        })
+    };
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(unreadable(e)),
+        Ok(m) if !m.is_dir() => {
+            return Err(bad(file_type_problem(m.file_type())
+                .unwrap_or("is a file; packages/ must be a directory")
+                .into()))
+        }
+        Ok(_) => {}
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let entry = entry.map_err(unreadable)?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    Ok(names)
 }
 
 fn quiet() -> ProgressFn {
