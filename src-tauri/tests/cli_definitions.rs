@@ -507,3 +507,123 @@ fn import_verifies_the_package_checksums_written_in_the_text() {
         .collect();
     assert!(leftovers.is_empty(), "no staging left: {leftovers:?}");
 }
+
+/// A save that started from an older version than the newest is refused with what changed
+/// since; nothing is recorded, and `--base` set to the newest saves.
+#[test]
+fn set_file_from_an_older_version_is_refused_with_the_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = &data;
+    ok(ctl(d, &["def", "create", "app"]));
+    let v1: serde_json::Value =
+        serde_json::from_slice(&ctl(d, &["def", "show", "app", "--json"]).stdout).unwrap();
+    let v1 = v1["text"].as_str().unwrap().to_owned();
+    let write = |name: &str, text: &str| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        f.to_str().unwrap().to_owned()
+    };
+    // Someone else saves v2 (port 9090)…
+    let theirs = write("theirs.toml", &v1.replace("port = 8080", "port = 9090"));
+    ok(ctl(d, &["def", "set-file", "app", &theirs, "--base", "1"]));
+    // …while I edited v1 (health path).
+    let mine = write(
+        "mine.toml",
+        &v1.replace("path = \"/health\"", "path = \"/ready\""),
+    );
+    let out = ctl(d, &["def", "set-file", "app", &mine, "--base", "1"]);
+    let e = err(&out, 15);
+    assert!(
+        e.contains("definition app changed since v1")
+            && e.contains("the newest is v2")
+            && e.contains("nothing was saved")
+            && e.contains("~ server.port: 8080 → 9090"),
+        "{e}"
+    );
+    assert_eq!(versions(d, "app"), 2, "nothing recorded");
+    let shown = ok(ctl(d, &["def", "show", "app"]));
+    assert!(
+        shown.contains("port = 9090") && shown.contains("\"/health\""),
+        "{shown}"
+    );
+
+    let out = ctl(
+        d,
+        &["def", "set-file", "app", &mine, "--base", "1", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "conflict", "{v}");
+    for (base, code, words) in [("9", 3, "app v9"), ("0", 3, "app v0"), ("x", 2, "invalid")] {
+        let e = err(
+            &ctl(d, &["def", "set-file", "app", &mine, "--base", base]),
+            code,
+        );
+        assert!(e.contains(words), "--base {base}: {e}");
+    }
+    assert_eq!(versions(d, "app"), 2, "nothing recorded");
+
+    // Merged onto v2 and saved with --base 2; without --base the newest is the base.
+    let merged = write(
+        "merged.toml",
+        &v1.replace("port = 8080", "port = 9090")
+            .replace("path = \"/health\"", "path = \"/ready\""),
+    );
+    ok(ctl(d, &["def", "set-file", "app", &merged, "--base", "2"]));
+    ok(ctl(d, &["def", "set-file", "app", &theirs]));
+    assert_eq!(versions(d, "app"), 4);
+}
+
+/// `def edit` saves only on top of the version the editor opened: a version saved while the
+/// editor was open (here by another flotillactl, as the app would) is not undone.
+#[test]
+fn edit_does_not_undo_a_version_saved_while_the_editor_was_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(ctl(&data, &["def", "create", "web"]));
+    let text: serde_json::Value =
+        serde_json::from_slice(&ctl(&data, &["def", "show", "web", "--json"]).stdout).unwrap();
+    let other = dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        text["text"]
+            .as_str()
+            .unwrap()
+            .replace("kind = \"httpd\"", "kind = \"nginx\""),
+    )
+    .unwrap();
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        format!(
+            "#!/bin/sh\n'{}' --data-dir '{}' def set-file web '{}' || exit 9\nsed -i 's/port = 8080/port = 8443/' \"$1\"\n",
+            env!("CARGO_BIN_EXE_flotillactl"),
+            data.display(),
+            other.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flotillactl"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["def", "edit", "web"])
+        .env("EDITOR", format!("sh {}", editor.display()))
+        .env_remove("VISUAL")
+        .output()
+        .unwrap();
+    let e = err(&out, 15);
+    assert!(
+        e.contains("changed since v1") && e.contains("~ server.kind: \"httpd\" → \"nginx\""),
+        "{e}"
+    );
+    assert_eq!(
+        versions(&data, "web"),
+        2,
+        "only the other save made a version"
+    );
+    let shown = ok(ctl(&data, &["def", "show", "web"]));
+    assert!(
+        shown.contains("kind = \"nginx\"") && shown.contains("port = 8080"),
+        "{shown}"
+    );
+}

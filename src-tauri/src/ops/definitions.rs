@@ -468,9 +468,16 @@ impl Engine {
                 make_read_only(&stage)?;
                 std::fs::rename(&stage, &dest).map_err(write_err(&dest))?;
             }
-            Ok(self
-                .inventory
-                .definition_version_insert(name, &hash, change)?)
+            // Recorded only if `base` is still the newest version. When another save won, the
+            // directory stays unnamed by any version: harmless (content-addressed, reused by
+            // the same content), and removing it could race with a process that saved that
+            // same content meanwhile.
+            Ok(self.inventory.definition_version_insert(
+                name,
+                &hash,
+                change,
+                base.map_or(0, |b| b.version),
+            )?)
         })();
         if stage.exists() {
             let _ = make_writable_and_remove(&stage);
@@ -547,15 +554,80 @@ impl Engine {
         outcome
     }
 
-    /// Replaces the definition text (the editor's save): validated as a whole.
-    pub fn def_set_text(&self, name: &str, text: &str) -> Result<DefinitionVersion, OpError> {
-        let outcome = (|| {
-            let name = Self::definition_name(name)?;
-            let base = self.definition_version(&name, None)?;
-            self.def_commit(&name, Some(&base), text, &[], "definition edited", &quiet())
-        })();
+    /// Replaces the definition text (the editor's save): validated as a whole. `base` is the
+    /// version the edit started from: when a newer version was saved meanwhile (by the app or
+    /// the CLI), the save is refused with what changed since, instead of silently undoing it.
+    /// `None` saves on top of whatever is newest (`def set-file` without `--base`).
+    pub fn def_set_text(
+        &self,
+        name: &str,
+        text: &str,
+        base: Option<u32>,
+    ) -> Result<DefinitionVersion, OpError> {
+        let outcome = self.def_save_on(name, text, base);
         self.audit("definition.edit", &format!("definition/{name}"), &outcome);
         outcome
+    }
+
+    /// [`Engine::def_set_text`] with the content of `file`, read as [`read_definition_file`]
+    /// does (never a FIFO or device, at most 1 MiB).
+    pub fn def_set_file(
+        &self,
+        name: &str,
+        file: &Path,
+        base: Option<u32>,
+    ) -> Result<DefinitionVersion, OpError> {
+        let outcome =
+            read_definition_file(file).and_then(|text| self.def_save_on(name, &text, base));
+        self.audit("definition.edit", &format!("definition/{name}"), &outcome);
+        outcome
+    }
+
+    fn def_save_on(
+        &self,
+        name: &str,
+        text: &str,
+        base: Option<u32>,
+    ) -> Result<DefinitionVersion, OpError> {
+        let name = Self::definition_name(name)?;
+        let newest = self.definition_version(&name, None)?;
+        let started = match base {
+            Some(b) => self.definition_version(&name, Some(b))?,
+            None => newest.clone(),
+        };
+        // A newer version with the same content as the edit's start loses nothing.
+        if started.hash != newest.hash {
+            return Err(self.stale(&name, started.version, newest.version));
+        }
+        let saved = self.def_commit(
+            &name,
+            Some(&newest),
+            text,
+            &[],
+            "definition edited",
+            &quiet(),
+        );
+        match saved {
+            // Another save won between the check above and the insert.
+            Err(OpError::Inventory(InventoryError::Stale { newest: now, .. })) => {
+                Err(self.stale(&name, started.version, now))
+            }
+            other => other,
+        }
+    }
+
+    /// The refusal of a save that started from `base` while `newest` is newer: with the
+    /// changes between the two (the same lines as `def diff`).
+    fn stale(&self, name: &str, base: u32, newest: u32) -> OpError {
+        let changes = self
+            .def_diff(name, base, newest)
+            .unwrap_or_else(|e| vec![format!("(the changes cannot be shown: {e})")]);
+        OpError::Stale {
+            name: name.to_owned(),
+            base,
+            newest,
+            changes,
+        }
     }
 
     pub fn def_add_packages(
