@@ -627,3 +627,66 @@ fn edit_does_not_undo_a_version_saved_while_the_editor_was_open() {
         "{shown}"
     );
 }
+
+/// The rules on `[[config]]` modes and paths and on package names hold for a hand-written
+/// text too: each refusal names file:line:column, and no version is recorded.
+#[test]
+fn modes_paths_and_package_names_in_the_text_are_refused_at_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = &data;
+    ok(ctl(d, &["def", "create", "app"]));
+    let v: serde_json::Value =
+        serde_json::from_slice(&ctl(d, &["def", "show", "app", "--json"]).stdout).unwrap();
+    let text = v["text"].as_str().unwrap().to_owned();
+    let mode_line = text
+        .lines()
+        .position(|l| l.starts_with("mode = \"0644\""))
+        .unwrap()
+        + 1;
+    let package = |file: &str| {
+        format!(
+            "\n[[packages]]\nfile = {file:?}\nsha256 = \"{}\"\nsize = 1\n",
+            "a".repeat(64)
+        )
+    };
+    let huge_mode = "7".repeat(100_000);
+    let cases = [
+        (
+            text.replace("mode = \"0644\"", "mode = \"64\""),
+            format!("definition.toml:{mode_line}:8: config.mode: \"64\" is not a file mode"),
+        ),
+        (
+            text.replace("mode = \"0644\"", "mode = \"+644\""),
+            "3 or 4 octal digits".to_owned(),
+        ),
+        (
+            text.replace("mode = \"0644\"", "mode = \"0644; chmod 4777 /bin/sh\""),
+            "3 or 4 octal digits".to_owned(),
+        ),
+        (
+            text.replace("mode = \"0644\"", &format!("mode = \"{huge_mode}\"")),
+            "(100000 characters)".to_owned(),
+        ),
+        (
+            text.replace("/etc/shop/server.conf", "/etc/shop/my server.conf"),
+            "config.path \"/etc/shop/my server.conf\"".to_owned(),
+        ),
+        (
+            format!("{text}{}", package("a:b.tar.gz")),
+            "which the payload disk (FAT) cannot hold".to_owned(),
+        ),
+        (
+            format!("{text}{}{}", package("App.tar.gz"), package("app.tar.gz")),
+            "the same file as \"App.tar.gz\"".to_owned(),
+        ),
+    ];
+    for (bad, words) in cases {
+        let f = dir.path().join("bad.toml");
+        std::fs::write(&f, bad).unwrap();
+        let e = err(&ctl(d, &["def", "set-file", "app", f.to_str().unwrap()]), 2);
+        assert!(e.contains(&words), "expected {words:?} in {e}");
+        assert!(e.len() < 2000, "a readable message: {} bytes", e.len());
+    }
+    assert_eq!(versions(d, "app"), 1, "nothing recorded");
+}
