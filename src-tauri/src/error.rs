@@ -44,6 +44,9 @@ pub enum ErrorCode {
     LbFailed,
     /// An operation failed on a server; its completed steps were undone (see the report).
     OperationFailed,
+    /// The object changed since the edit began (another window or process saved first);
+    /// nothing was saved, the message shows what changed.
+    Conflict,
     Internal,
 }
 
@@ -66,6 +69,7 @@ impl ErrorCode {
             Self::Busy => 12,
             Self::LbFailed => 13,
             Self::OperationFailed => 14,
+            Self::Conflict => 15,
         }
     }
 }

@@ -255,3 +255,438 @@ fn edit_opens_the_editor_and_saves_only_a_valid_result() {
         "only the valid edit made a version"
     );
 }
+
+/// Package names must be files the payload disk (FAT) can hold, and distinct ignoring case.
+#[test]
+fn package_names_must_fit_the_payload_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = &data;
+    ok(ctl(d, &["def", "create", "app"]));
+    let file = |name: &str| {
+        let p = dir.path().join("src").join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, name.as_bytes()).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    let good = file("App.tar.gz");
+    for (name, words) in [
+        ("a:b.bin", "FAT"),
+        ("what?.bin", "FAT"),
+        ("x|y", "FAT"),
+        ("pipe<d>", "FAT"),
+        ("trailing.", "drops"),
+    ] {
+        // With a good file in the same batch: nothing of it is added.
+        let e = err(
+            &ctl(d, &["def", "add-package", "app", &good, &file(name)]),
+            2,
+        );
+        assert!(e.contains(words), "{name}: {e}");
+    }
+    ok(ctl(d, &["def", "add-package", "app", &good]));
+    let lower = dir.path().join("other/app.tar.gz");
+    std::fs::create_dir_all(lower.parent().unwrap()).unwrap();
+    std::fs::write(&lower, b"other").unwrap();
+    let e = err(
+        &ctl(d, &["def", "add-package", "app", lower.to_str().unwrap()]),
+        2,
+    );
+    assert!(
+        e.contains("same file as the package App.tar.gz") && e.contains("ignore case"),
+        "{e}"
+    );
+    // Two new files that collide with each other.
+    let (b1, b2) = (file("B.bin"), dir.path().join("other/b.BIN"));
+    std::fs::write(&b2, b"2").unwrap();
+    let e = err(
+        &ctl(d, &["def", "add-package", "app", &b1, b2.to_str().unwrap()]),
+        2,
+    );
+    assert!(e.contains("ignore case"), "{e}");
+    assert_eq!(
+        versions(d, "app"),
+        2,
+        "only the good package made a version"
+    );
+}
+
+/// Runs flotillactl but gives up after `secs`: a command that waits on a FIFO or reads a
+/// device forever fails the test instead of hanging it.
+fn ctl_within(data: &Path, args: &[&str], secs: u64) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flotillactl"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(secs) {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("flotillactl {args:?} still ran after {secs} s: it blocked");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn mkfifo(path: &Path) {
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
+/// An import directory made from an exported version of `name`.
+fn exported(d: &Path, name: &str, version: &str, into: &Path) {
+    let tgz = into.with_extension("tgz");
+    ok(ctl(
+        d,
+        &["def", "export", name, version, tgz.to_str().unwrap()],
+    ));
+    std::fs::create_dir_all(into).unwrap();
+    assert!(Command::new("tar")
+        .arg("xzf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(into)
+        .status()
+        .unwrap()
+        .success());
+    // Exported files are read-only; the tests change them.
+    assert!(Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(into)
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[test]
+fn import_refuses_fifos_devices_and_huge_files_without_reading_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = &data;
+    ok(ctl(d, &["def", "create", "app"]));
+    let pkg = dir.path().join("app.bin");
+    std::fs::write(&pkg, b"payload").unwrap();
+    ok(ctl(
+        d,
+        &["def", "add-package", "app", pkg.to_str().unwrap()],
+    ));
+    let src = dir.path().join("src");
+    exported(d, "app", "2", &src);
+
+    // definition.toml is a FIFO nobody writes to.
+    let fifo_def = dir.path().join("fifo-def");
+    std::fs::create_dir_all(fifo_def.join("packages")).unwrap();
+    mkfifo(&fifo_def.join("definition.toml"));
+    // A listed package is a FIFO.
+    let fifo_pkg = dir.path().join("fifo-pkg");
+    exported(d, "app", "2", &fifo_pkg);
+    std::fs::remove_file(fifo_pkg.join("packages/app.bin")).unwrap();
+    mkfifo(&fifo_pkg.join("packages/app.bin"));
+    // packages/ itself is a FIFO.
+    let fifo_dir = dir.path().join("fifo-dir");
+    exported(d, "app", "1", &fifo_dir);
+    let _ = std::fs::remove_dir_all(fifo_dir.join("packages"));
+    mkfifo(&fifo_dir.join("packages"));
+    // A definition.toml of 1 GiB (sparse: it is never read, so this costs nothing).
+    let huge = dir.path().join("huge");
+    std::fs::create_dir_all(&huge).unwrap();
+    std::fs::File::create(huge.join("definition.toml"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    // definition.toml is a symbolic link to a device.
+    let dev = dir.path().join("dev");
+    std::fs::create_dir_all(&dev).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dev.join("definition.toml")).unwrap();
+
+    for (import_dir, words) in [
+        (&fifo_def, "named pipe (FIFO)"),
+        (&fifo_pkg, "named pipe (FIFO)"),
+        (&fifo_dir, "named pipe (FIFO)"),
+        (
+            &huge,
+            "is 1073741824 bytes; a definition file is at most 1048576 bytes",
+        ),
+        (&dev, "symbolic link"),
+    ] {
+        for name in ["fresh", "app"] {
+            let out = ctl_within(
+                d,
+                &["def", "import", name, import_dir.to_str().unwrap()],
+                20,
+            );
+            let e = err(&out, 2);
+            assert!(
+                e.contains(words),
+                "{}: expected {words:?} in {e}",
+                import_dir.display()
+            );
+        }
+    }
+    // set-file reads what it is given the same way.
+    let set_fifo = dir.path().join("set.toml");
+    mkfifo(&set_fifo);
+    for (file, words) in [
+        (set_fifo.to_str().unwrap(), "named pipe (FIFO)"),
+        ("/dev/zero", "is a device"),
+        (
+            huge.join("definition.toml").to_str().unwrap(),
+            "at most 1048576 bytes",
+        ),
+    ] {
+        let e = err(&ctl_within(d, &["def", "set-file", "app", file], 20), 2);
+        assert!(e.contains(words), "{file}: expected {words:?} in {e}");
+    }
+    assert_eq!(versions(d, "app"), 2, "nothing recorded for app");
+    assert_eq!(versions(d, "fresh"), 0, "nothing recorded for fresh");
+    assert!(
+        !data.join("definitions/fresh").exists()
+            || std::fs::read_dir(data.join("definitions/fresh"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    // The untouched export still imports.
+    ok(ctl(d, &["def", "import", "fresh", src.to_str().unwrap()]));
+}
+
+#[test]
+fn import_verifies_the_package_checksums_written_in_the_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = &data;
+    ok(ctl(d, &["def", "create", "app"]));
+    let pkg = dir.path().join("app.bin");
+    std::fs::write(&pkg, b"payload").unwrap();
+    ok(ctl(
+        d,
+        &["def", "add-package", "app", pkg.to_str().unwrap()],
+    ));
+
+    // Same size, different content: only the sha256 tells.
+    let tampered = dir.path().join("tampered");
+    exported(d, "app", "2", &tampered);
+    std::fs::write(tampered.join("packages/app.bin"), b"PAYLOAD").unwrap();
+    // Right content, wrong size written in the text.
+    let wrong_size = dir.path().join("wrong-size");
+    exported(d, "app", "2", &wrong_size);
+    let text = std::fs::read_to_string(wrong_size.join("definition.toml")).unwrap();
+    std::fs::write(
+        wrong_size.join("definition.toml"),
+        text.replace("size = 7", "size = 8"),
+    )
+    .unwrap();
+    for (import_dir, words) in [
+        (&tampered, "definition.toml says sha256"),
+        (&wrong_size, "(7 bytes) but definition.toml says"),
+    ] {
+        for name in ["fresh", "app"] {
+            let e = err(
+                &ctl(d, &["def", "import", name, import_dir.to_str().unwrap()]),
+                2,
+            );
+            assert!(
+                e.contains("packages/app.bin")
+                    && e.contains(words)
+                    && e.contains("nothing was recorded"),
+                "{e}"
+            );
+        }
+    }
+    assert_eq!(versions(d, "app"), 2, "nothing recorded for app");
+    assert_eq!(versions(d, "fresh"), 0, "nothing recorded for fresh");
+    let leftovers: Vec<_> = std::fs::read_dir(data.join("definitions/app"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "no staging left: {leftovers:?}");
+}
+
+/// A save that started from an older version than the newest is refused with what changed
+/// since; nothing is recorded, and `--base` set to the newest saves.
+#[test]
+fn set_file_from_an_older_version_is_refused_with_the_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = &data;
+    ok(ctl(d, &["def", "create", "app"]));
+    let v1: serde_json::Value =
+        serde_json::from_slice(&ctl(d, &["def", "show", "app", "--json"]).stdout).unwrap();
+    let v1 = v1["text"].as_str().unwrap().to_owned();
+    let write = |name: &str, text: &str| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        f.to_str().unwrap().to_owned()
+    };
+    // Someone else saves v2 (port 9090)…
+    let theirs = write("theirs.toml", &v1.replace("port = 8080", "port = 9090"));
+    ok(ctl(d, &["def", "set-file", "app", &theirs, "--base", "1"]));
+    // …while I edited v1 (health path).
+    let mine = write(
+        "mine.toml",
+        &v1.replace("path = \"/health\"", "path = \"/ready\""),
+    );
+    let out = ctl(d, &["def", "set-file", "app", &mine, "--base", "1"]);
+    let e = err(&out, 15);
+    assert!(
+        e.contains("definition app changed since v1")
+            && e.contains("the newest is v2")
+            && e.contains("nothing was saved")
+            && e.contains("~ server.port: 8080 → 9090"),
+        "{e}"
+    );
+    assert_eq!(versions(d, "app"), 2, "nothing recorded");
+    let shown = ok(ctl(d, &["def", "show", "app"]));
+    assert!(
+        shown.contains("port = 9090") && shown.contains("\"/health\""),
+        "{shown}"
+    );
+
+    let out = ctl(
+        d,
+        &["def", "set-file", "app", &mine, "--base", "1", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "conflict", "{v}");
+    for (base, code, words) in [("9", 3, "app v9"), ("0", 3, "app v0"), ("x", 2, "invalid")] {
+        let e = err(
+            &ctl(d, &["def", "set-file", "app", &mine, "--base", base]),
+            code,
+        );
+        assert!(e.contains(words), "--base {base}: {e}");
+    }
+    assert_eq!(versions(d, "app"), 2, "nothing recorded");
+
+    // Merged onto v2 and saved with --base 2; without --base the newest is the base.
+    let merged = write(
+        "merged.toml",
+        &v1.replace("port = 8080", "port = 9090")
+            .replace("path = \"/health\"", "path = \"/ready\""),
+    );
+    ok(ctl(d, &["def", "set-file", "app", &merged, "--base", "2"]));
+    ok(ctl(d, &["def", "set-file", "app", &theirs]));
+    assert_eq!(versions(d, "app"), 4);
+}
+
+/// `def edit` saves only on top of the version the editor opened: a version saved while the
+/// editor was open (here by another flotillactl, as the app would) is not undone.
+#[test]
+fn edit_does_not_undo_a_version_saved_while_the_editor_was_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(ctl(&data, &["def", "create", "web"]));
+    let text: serde_json::Value =
+        serde_json::from_slice(&ctl(&data, &["def", "show", "web", "--json"]).stdout).unwrap();
+    let other = dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        text["text"]
+            .as_str()
+            .unwrap()
+            .replace("kind = \"httpd\"", "kind = \"nginx\""),
+    )
+    .unwrap();
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        format!(
+            "#!/bin/sh\n'{}' --data-dir '{}' def set-file web '{}' || exit 9\nsed -i 's/port = 8080/port = 8443/' \"$1\"\n",
+            env!("CARGO_BIN_EXE_flotillactl"),
+            data.display(),
+            other.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flotillactl"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["def", "edit", "web"])
+        .env("EDITOR", format!("sh {}", editor.display()))
+        .env_remove("VISUAL")
+        .output()
+        .unwrap();
+    let e = err(&out, 15);
+    assert!(
+        e.contains("changed since v1") && e.contains("~ server.kind: \"httpd\" → \"nginx\""),
+        "{e}"
+    );
+    assert_eq!(
+        versions(&data, "web"),
+        2,
+        "only the other save made a version"
+    );
+    let shown = ok(ctl(&data, &["def", "show", "web"]));
+    assert!(
+        shown.contains("kind = \"nginx\"") && shown.contains("port = 8080"),
+        "{shown}"
+    );
+}
+
+/// The rules on `[[config]]` modes and paths and on package names hold for a hand-written
+/// text too: each refusal names file:line:column, and no version is recorded.
+#[test]
+fn modes_paths_and_package_names_in_the_text_are_refused_at_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = &data;
+    ok(ctl(d, &["def", "create", "app"]));
+    let v: serde_json::Value =
+        serde_json::from_slice(&ctl(d, &["def", "show", "app", "--json"]).stdout).unwrap();
+    let text = v["text"].as_str().unwrap().to_owned();
+    let mode_line = text
+        .lines()
+        .position(|l| l.starts_with("mode = \"0644\""))
+        .unwrap()
+        + 1;
+    let package = |file: &str| {
+        format!(
+            "\n[[packages]]\nfile = {file:?}\nsha256 = \"{}\"\nsize = 1\n",
+            "a".repeat(64)
+        )
+    };
+    let huge_mode = "7".repeat(100_000);
+    let cases = [
+        (
+            text.replace("mode = \"0644\"", "mode = \"64\""),
+            format!("definition.toml:{mode_line}:8: config.mode: \"64\" is not a file mode"),
+        ),
+        (
+            text.replace("mode = \"0644\"", "mode = \"+644\""),
+            "3 or 4 octal digits".to_owned(),
+        ),
+        (
+            text.replace("mode = \"0644\"", "mode = \"0644; chmod 4777 /bin/sh\""),
+            "3 or 4 octal digits".to_owned(),
+        ),
+        (
+            text.replace("mode = \"0644\"", &format!("mode = \"{huge_mode}\"")),
+            "(100000 characters)".to_owned(),
+        ),
+        (
+            text.replace("/etc/shop/server.conf", "/etc/shop/my server.conf"),
+            "config.path \"/etc/shop/my server.conf\"".to_owned(),
+        ),
+        (
+            format!("{text}{}", package("a:b.tar.gz")),
+            "which the payload disk (FAT) cannot hold".to_owned(),
+        ),
+        (
+            format!("{text}{}{}", package("App.tar.gz"), package("app.tar.gz")),
+            "the same file as \"App.tar.gz\"".to_owned(),
+        ),
+    ];
+    for (bad, words) in cases {
+        let f = dir.path().join("bad.toml");
+        std::fs::write(&f, bad).unwrap();
+        let e = err(&ctl(d, &["def", "set-file", "app", f.to_str().unwrap()]), 2);
+        assert!(e.contains(&words), "expected {words:?} in {e}");
+        assert!(e.len() < 2000, "a readable message: {} bytes", e.len());
+    }
+    assert_eq!(versions(d, "app"), 1, "nothing recorded");
+}

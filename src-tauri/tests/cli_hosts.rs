@@ -339,3 +339,56 @@ fn data_dir_from_the_environment_and_clear_errors_when_unusable() {
         stderr(&out)
     );
 }
+
+/// A URI that would make libvirt run a program is refused before libvirt sees it: the program
+/// never runs (a marker file it would write stays absent) and no host is stored.
+#[test]
+fn uris_that_would_run_a_program_are_refused_and_nothing_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let ctl = Ctl::new();
+    let marker = ctl.data.path().join("ran");
+    let program = ctl.data.path().join("evil.sh");
+    std::fs::write(
+        &program,
+        format!("#!/bin/sh\ntouch '{}'\nexit 1\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let p = program.display().to_string();
+    let ext = format!("qemu+ext:///system?command={p}");
+    let ssh_command = format!("qemu+ssh://localhost/system?command={p}");
+    let ssh_cased = format!("qemu+ssh://localhost/system?CoMmAnD={p}");
+    let ssh_encoded = format!("qemu+ssh://localhost/system?%63ommand={p}");
+    let after_semicolon = format!("qemu+ssh://localhost/system?no_tty=1;command={p}");
+    let netcat = format!("qemu+ssh://localhost/system?NetCat={p}");
+    let cases: Vec<(&str, &str)> = vec![
+        (&ext, "ext transport"),
+        (&ssh_command, "parameter \"command\" is refused"),
+        (&ssh_cased, "(written \"CoMmAnD\")"),
+        (&ssh_encoded, "(written \"%63ommand\")"),
+        (&after_semicolon, "parameter \"command\""),
+        (
+            &netcat,
+            "parameter \"netcat\" (written \"NetCat\") is refused",
+        ),
+        (
+            "qemu+ssh://localhost/system?proxy=native",
+            "parameter \"proxy\"",
+        ),
+        (
+            "qemu+ssh://localhost/system?frobnicate=1",
+            "not one Flotilla passes to libvirt",
+        ),
+    ];
+    for (uri, words) in cases {
+        let out = ctl.run(&["host", "add", "h1", "--uri", uri]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{uri}: {err}");
+        assert!(err.contains(words), "{uri}: expected {words:?} in {err}");
+        assert!(
+            !marker.exists(),
+            "{uri}: the program ran; the URI reached libvirt"
+        );
+    }
+    assert!(ctl.hosts().is_empty(), "nothing was stored");
+}

@@ -73,3 +73,47 @@ test("create through the wizard, edit with inline errors, drop a package", async
   assert.equal(shown.packages[0].file, "index.html");
   assert.match(shown.text, /port = 9090/);
 });
+
+test("a save over a version saved meanwhile by the CLI is refused with the difference", async () => {
+  const b = app.browser;
+  await (await b.$('[data-testid="def-item"][data-name="shop"]')).click();
+  const editor = await byTestId(b, "def-editor");
+  const before = await editor.getValue();
+  assert.match(before, /port = 9090/);
+  const mine = before.replace('path = "/health"', 'path = "/ready"');
+  await b.execute(
+    (el, v) => {
+      el.value = v;
+      el.dispatchEvent(new Event("input", { bubbles: true }));
+    },
+    editor,
+    mine,
+  );
+  // Meanwhile, the CLI saves a version from the same starting point.
+  const dir = mkdtempSync(path.join(os.tmpdir(), "flotilla-def-"));
+  const theirs = path.join(dir, "theirs.toml");
+  writeFileSync(theirs, before.replace('kind = "httpd"', 'kind = "nginx"'));
+  const cli = ctl(app.dataDir, "def", "set-file", "shop", theirs);
+  assert.equal(cli.status, 0, cli.stderr);
+
+  await (await byTestId(b, "def-save")).click();
+  const box = await byTestId(b, "def-conflict");
+  await box.waitForDisplayed({ timeout: 5000 });
+  const message = await box.getText();
+  assert.match(message, /changed since v3/);
+  assert.match(message, /~ server\.kind: "httpd" → "nginx"/);
+  assert.equal(await editor.getValue(), mine, "the user's text is kept");
+  assert.equal(await (await byTestId(b, "def-save")).isEnabled(), false);
+  await screenshot(b, "definitions-conflict");
+  let history = JSON.parse(ctl(app.dataDir, "def", "history", "shop", "--json").stdout);
+  assert.deepEqual(history.map((h) => h.version), [1, 2, 3, 4], "nothing saved over v4");
+
+  // Deliberately based on v4 after reading the difference: saved as v5.
+  await (await byTestId(b, "def-rebase")).click();
+  await (await byTestId(b, "def-save")).click();
+  await b.waitUntil(async () => (await (await byTestId(b, "def-save")).getText()).includes("v6"), { timeout: 5000 });
+  history = JSON.parse(ctl(app.dataDir, "def", "history", "shop", "--json").stdout);
+  assert.deepEqual(history.map((h) => h.version), [1, 2, 3, 4, 5]);
+  const shown = JSON.parse(ctl(app.dataDir, "def", "show", "shop", "--json").stdout);
+  assert.match(shown.text, /path = "\/ready"/);
+});

@@ -26,7 +26,7 @@ async fn a_guest_runs_the_hooks_from_its_payload_and_serves_a_package() {
             &text.lines().find(|l| l.starts_with("start = ")).unwrap().to_string(),
             r#"start = "busybox httpd -p 8080 -h /srv/app""#,
         );
-    e.def_set_text("web", &text).unwrap();
+    e.def_set_text("web", &text, None).unwrap();
     let page = dir.path().join("index.html");
     std::fs::write(&page, "served from a package\n").unwrap();
     let v = e

@@ -62,7 +62,7 @@ async fn real_cloud_init_unit_deploys_from_a_disk_booting_master() {
     .await
     .unwrap();
     e.def_create("cloudweb").unwrap();
-    e.def_set_text("cloudweb", DEFINITION).unwrap();
+    e.def_set_text("cloudweb", DEFINITION, None).unwrap();
     let pool = lab.get("FLOTILLA_LAB_HAPROXY_BACKEND").to_owned();
     e.unit_create(&UnitForm {
         name: "cloudweb".into(),

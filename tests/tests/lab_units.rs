@@ -123,7 +123,7 @@ async fn setup(lab: &Lab, dir: &std::path::Path) -> Engine {
     .await
     .unwrap();
     e.def_create("web").unwrap();
-    e.def_set_text("web", DEFINITION).unwrap();
+    e.def_set_text("web", DEFINITION, None).unwrap();
     e
 }
 

@@ -208,7 +208,14 @@ enum DefCommand {
     /// Edit definition.toml in $EDITOR; saved as a new version when it is valid.
     Edit { name: String },
     /// Replace definition.toml with FILE (validated as a whole) as a new version.
-    SetFile { name: String, file: PathBuf },
+    SetFile {
+        name: String,
+        file: PathBuf,
+        /// The version FILE was edited from: refused, with what changed since, when a newer
+        /// version exists. Without it FILE replaces whatever is newest.
+        #[arg(long, value_name = "VERSION")]
+        base: Option<u32>,
+    },
     /// Copy files in as packages (streamed, sha256 and size recorded) as one new version.
     AddPackage {
         name: String,
@@ -427,16 +434,13 @@ fn def(engine: &Engine, json: bool, cmd: DefCommand) -> Result<ExitCode, ApiErro
                     "the editor failed; nothing was saved",
                 ));
             }
-            output::def_version(json, &engine.def_set_text(&name, &text)?);
+            // Saved only on top of the version the editor opened: a version saved meanwhile
+            // (from the app, another shell) is not undone.
+            let base = Some(current.version.version);
+            output::def_version(json, &engine.def_set_text(&name, &text, base)?);
         }
-        DefCommand::SetFile { name, file } => {
-            let text = std::fs::read_to_string(&file).map_err(|e| {
-                ApiError::new(
-                    ErrorCode::InvalidInput,
-                    format!("cannot read {}: {e}", file.display()),
-                )
-            })?;
-            output::def_version(json, &engine.def_set_text(&name, &text)?);
+        DefCommand::SetFile { name, file, base } => {
+            output::def_version(json, &engine.def_set_file(&name, &file, base)?);
         }
         DefCommand::AddPackage { name, files } => {
             let bar = output::progress(json);

@@ -401,14 +401,17 @@ pub fn def_create(
     Ok(state.engine()?.def_create_from_form(&form)?)
 }
 
+/// The editor's save. `base` is the version the editor loaded: when a newer one was saved
+/// meanwhile (CLI, another window), the save is refused with code `conflict` and the changes.
 #[tauri::command]
 #[specta::specta]
 pub fn def_save(
     state: State<'_, AppState>,
     name: String,
     text: String,
+    base: u32,
 ) -> Result<DefinitionVersion, ApiError> {
-    Ok(state.engine()?.def_set_text(&name, &text)?)
+    Ok(state.engine()?.def_set_text(&name, &text, Some(base))?)
 }
 
 #[tauri::command]

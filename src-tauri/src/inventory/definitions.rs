@@ -47,12 +47,17 @@ fn version_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DefinitionVersion
 }
 
 impl Inventory {
-    /// Records the next version of `name` (creating the definition on its first version).
+    /// Records the next version of `name` (creating the definition on its first version), but
+    /// only if the newest version is still `after` (0: there is none yet). The check and the
+    /// insert are one IMMEDIATE transaction, so of two processes that started from the same
+    /// version only the first records; the second gets [`InventoryError::Stale`] and no lost
+    /// update.
     pub fn definition_version_insert(
         &self,
         name: &str,
         hash: &str,
         change: &str,
+        after: u32,
     ) -> Result<DefinitionVersion, InventoryError> {
         let mut conn = self.conn();
         let tx = Self::write_tx(&mut conn, "begin definition version insert")?;
@@ -70,6 +75,15 @@ impl Inventory {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(query_err("read a definition"))?;
+        let newest = u32::try_from(next - 1).unwrap_or(u32::MAX);
+        if newest != after {
+            return Err(InventoryError::Stale {
+                kind: "definition",
+                name: name.to_owned(),
+                expected: after,
+                newest,
+            });
+        }
         tx.execute(
             "INSERT INTO definition_versions (definition_id, version, hash, change, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![id, next, hash, change, now],
@@ -129,5 +143,52 @@ impl Inventory {
             .optional()
             .map_err(query_err("read a definition"))?
             .is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::inventory::{Inventory, InventoryError};
+
+    #[test]
+    fn a_version_is_recorded_only_on_top_of_the_newest() {
+        let inv = Inventory::open_in_memory().unwrap();
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        assert_eq!(
+            inv.definition_version_insert("web", &a, "one", 0)
+                .unwrap()
+                .version,
+            1
+        );
+        for (after, newest) in [(0, 1), (2, 1)] {
+            match inv.definition_version_insert("web", &b, "late", after) {
+                Err(InventoryError::Stale {
+                    expected,
+                    newest: n,
+                    ..
+                }) => assert_eq!((expected, n), (after, newest)),
+                other => panic!("after v{after}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            inv.definition_history("web").unwrap().len(),
+            1,
+            "nothing recorded"
+        );
+        assert_eq!(
+            inv.definition_version_insert("web", &b, "two", 1)
+                .unwrap()
+                .version,
+            2
+        );
+        let e = inv
+            .definition_version_insert("web", &a, "three", 1)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "definition 'web' changed meanwhile: the change started from v1, the newest is v2"
+            ),
+            "{e}"
+        );
     }
 }

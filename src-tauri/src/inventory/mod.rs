@@ -66,6 +66,13 @@ pub enum InventoryError {
     NotFound { kind: &'static str, name: String },
     #[error("{kind} '{name}' already exists")]
     Duplicate { kind: &'static str, name: String },
+    #[error("{kind} '{name}' changed meanwhile: the change started from v{expected}, the newest is v{newest}")]
+    Stale {
+        kind: &'static str,
+        name: String,
+        expected: u32,
+        newest: u32,
+    },
     #[error("host '{holder}' is already registered with the URI {uri}")]
     UriTaken { uri: String, holder: String },
     #[error("{kind} '{name}' is still used by {}", describe_dependents(users))]

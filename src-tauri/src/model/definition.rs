@@ -12,6 +12,8 @@ use std::fmt;
 use toml::Spanned;
 
 pub const FILE_NAME: &str = "definition.toml";
+/// The largest definition file: 1 MiB.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
 
 /// The annotated example: what `def create` writes and docs/definition-file.md shows.
 pub const EXAMPLE: &str = include_str!("definition_example.toml");
@@ -174,8 +176,49 @@ impl Checker<'_> {
     }
 }
 
-/// Checks a package file name: one path component, printable, at most 255 bytes.
+/// Checks a `[[config]]` path: an absolute file path in the guest of `A-Z a-z 0-9 / . _ - + @`
+/// (it is written into a shell command of the seed), without `..`, not ending with `/`.
+pub fn config_path_problem(path: &str) -> Option<String> {
+    let ok = path.starts_with('/')
+        && !path.ends_with('/')
+        && path.len() <= 4096
+        && !path.split('/').any(|part| part == "..")
+        && path
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "/._-+@".contains(ch));
+    (!ok).then(|| {
+        format!(
+            "{}: expected an absolute file path in the guest of A-Z a-z 0-9 / . _ - + @, \
+             without '..'",
+            super::quote_input(path)
+        )
+    })
+}
+
+/// The mode of a `[[config]]` file that gives none.
+pub const DEFAULT_CONFIG_MODE: &str = "0644";
+
+/// Checks a `[[config]]` mode: 3 or 4 octal digits, applied to the file exactly as written
+/// (`chmod 0640`), so `"644"`, `"0644"` and `"2750"` are modes and `"rw-r--r--"`, `"0o644"`,
+/// `"+644"`, `"64"` or `"00644"` are not.
+pub fn config_mode_problem(mode: &str) -> Option<String> {
+    let ok = (3..=4).contains(&mode.len()) && mode.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    (!ok).then(|| {
+        format!(
+            "{} is not a file mode; expected 3 or 4 octal digits like \"0644\" or \"640\"",
+            super::quote_input(mode)
+        )
+    })
+}
+
+/// Characters a FAT long file name cannot hold (besides `/`, `\\` and control characters).
+const FAT_FORBIDDEN: &[char] = &[':', '*', '?', '"', '<', '>', '|'];
+
+/// Checks a package file name: one file name that the payload disk (FAT with long names) holds
+/// as it is — printable, none of `/ \\ : * ? " < > |`, not starting with '.', not ending with
+/// '.' or a space (FAT drops those), at most 255 bytes.
 pub fn package_name_problem(name: &str) -> Option<String> {
+    let q = || super::quote_input(name);
     if name.is_empty() {
         return Some("a package name must not be empty".into());
     }
@@ -188,22 +231,38 @@ pub fn package_name_problem(name: &str) -> Option<String> {
     if name.contains('/') || name.contains('\\') {
         return Some(format!(
             "{} is a path; a package name is a single file name",
-            super::quote_input(name)
+            q()
         ));
     }
-    if name == "." || name == ".." || name.starts_with('.') {
-        return Some(format!(
-            "{} must not start with '.'",
-            super::quote_input(name)
-        ));
+    if name.starts_with('.') {
+        return Some(format!("{} must not start with '.'", q()));
     }
     if name.chars().any(char::is_control) {
         return Some(format!(
             "{} contains control characters (NUL, newline, …)",
-            super::quote_input(name)
+            q()
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| FAT_FORBIDDEN.contains(c)) {
+        return Some(format!(
+            "{} contains {c:?}, which the payload disk (FAT) cannot hold; \
+             none of : * ? \" < > | may be used",
+            q()
+        ));
+    }
+    if name.ends_with('.') || name.ends_with(' ') {
+        return Some(format!(
+            "{} ends with '.' or a space, which the payload disk (FAT) drops",
+            q()
         ));
     }
     None
+}
+
+/// The key under which package names collide on the payload disk: FAT does not tell
+/// `App.tar.gz` from `app.tar.gz`.
+pub fn package_name_key(name: &str) -> String {
+    name.to_lowercase()
 }
 
 fn template_variables(template: &str) -> Vec<String> {
@@ -242,7 +301,7 @@ pub fn parse_definition(file: &str, text: &str) -> Result<Definition, Vec<Defini
         text,
         errors: Vec::new(),
     };
-    if text.len() > 1 << 20 {
+    if text.len() > MAX_FILE_BYTES {
         c.at(
             0..0,
             format!(
@@ -357,18 +416,8 @@ pub fn parse_definition(file: &str, text: &str) -> Result<Definition, Vec<Defini
     let mut paths = std::collections::BTreeSet::new();
     for cf in &def.config {
         let p = cf.path.get_ref();
-        if !p.starts_with('/')
-            || p.split('/').any(|part| part == "..")
-            || p.chars().any(char::is_control)
-            || p.len() > 4096
-        {
-            c.at(
-                cf.path.span(),
-                format!(
-                    "config.path {}: expected an absolute path in the guest, without '..'",
-                    super::quote_input(p)
-                ),
-            );
+        if let Some(problem) = config_path_problem(p) {
+            c.at(cf.path.span(), format!("config.path {problem}"));
         } else if !paths.insert(p.clone()) {
             c.at(
                 cf.path.span(),
@@ -392,25 +441,28 @@ pub fn parse_definition(file: &str, text: &str) -> Result<Definition, Vec<Defini
             }
         }
         if let Some(mode) = &cf.mode {
-            if u32::from_str_radix(mode.get_ref(), 8).map_or(true, |m| m > 0o777) {
-                c.at(
-                    mode.span(),
-                    "config.mode: expected an octal mode like \"0644\"",
-                );
+            if let Some(problem) = config_mode_problem(mode.get_ref()) {
+                c.at(mode.span(), format!("config.mode: {problem}"));
             }
         }
     }
-    let mut names = std::collections::BTreeSet::new();
+    let mut names = BTreeMap::new();
     for p in &def.packages {
-        if let Some(problem) = package_name_problem(p.file.get_ref()) {
+        let file = p.file.get_ref();
+        if let Some(problem) = package_name_problem(file) {
             c.at(p.file.span(), format!("packages.file: {problem}"));
-        } else if !names.insert(p.file.get_ref().clone()) {
+        } else if let Some(first) = names.insert(package_name_key(file), file.clone()) {
+            let how = if &first == file {
+                "listed twice".to_owned()
+            } else {
+                format!(
+                    "the same file as {} on the payload disk, whose names ignore case",
+                    super::quote_input(&first)
+                )
+            };
             c.at(
                 p.file.span(),
-                format!(
-                    "packages.file {}: listed twice",
-                    super::quote_input(p.file.get_ref())
-                ),
+                format!("packages.file {}: {how}", super::quote_input(file)),
             );
         }
         let sum = p.sha256.get_ref();
@@ -562,6 +614,74 @@ mod tests {
     }
 
     #[test]
+    fn config_paths_are_what_the_deploy_can_write() {
+        for ok in ["/etc/shop/server.conf", "/srv/a_b-c+d@e.txt", "/x"] {
+            assert_eq!(config_path_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "etc/x",
+            "/etc/../x",
+            "/etc/",
+            "/",
+            "/etc/my file",
+            "/etc/$(reboot)",
+            "/etc/a;b",
+            "/etc/é",
+            "/etc/a\\nb",
+        ] {
+            let text = EXAMPLE.replace("/etc/shop/server.conf", bad);
+            let e = errors(&text);
+            assert!(
+                e.iter()
+                    .any(|m| m.contains("config.path") && m.contains("absolute file path")),
+                "{bad:?}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_modes_are_three_or_four_octal_digits() {
+        for ok in ["644", "0644", "0600", "2750", "7777", "000"] {
+            assert_eq!(config_mode_problem(ok), None, "{ok}");
+            let text = EXAMPLE.replace("mode = \"0644\"", &format!("mode = \"{ok}\""));
+            parse_definition("definition.toml", &text).unwrap_or_else(|e| panic!("{ok}: {e:?}"));
+        }
+        let line = EXAMPLE
+            .lines()
+            .position(|l| l.starts_with("mode = \"0644\""))
+            .unwrap()
+            + 1;
+        for bad in [
+            "",
+            "64",
+            "00644",
+            "0648",
+            "0o644",
+            "+644",
+            "-644",
+            " 644",
+            "rw-r--r--",
+            "0x1a4",
+            "٦٤٤",
+            "0644\n",
+        ] {
+            let text = EXAMPLE.replace("mode = \"0644\"", &format!("mode = {bad:?}"));
+            let e = errors(&text);
+            assert_eq!(e.len(), 1, "{bad:?}: {e:?}");
+            assert!(
+                e[0].starts_with(&format!("definition.toml:{line}:8: config.mode: "))
+                    && e[0].contains("3 or 4 octal digits"),
+                "{bad:?}: {e:?}"
+            );
+        }
+        let e = errors(&EXAMPLE.replace("mode = \"0644\"", "mode = 420"));
+        assert!(
+            e[0].contains("config.mode") || e[0].contains("string"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn several_problems_are_reported_together() {
         let text = EXAMPLE
             .replace("port = 8080", "port = 0")
@@ -571,21 +691,78 @@ mod tests {
 
     #[test]
     fn package_names() {
-        for ok in ["app.tar.gz", "my app-1.0.war", "データ.zip"] {
+        for ok in [
+            "app.tar.gz",
+            "my app-1.0.war",
+            "データ.zip",
+            "a+b=c,d;e[1]{2}(3)&'#%@!~^`$.bin",
+            &"x".repeat(255),
+        ] {
             assert_eq!(package_name_problem(ok), None, "{ok}");
         }
-        for bad in [
-            "",
-            "a/b",
-            "..",
-            ".hidden",
-            "a\0b",
-            "/abs",
-            "a\\b",
-            &"x".repeat(256),
+        for (bad, why) in [
+            ("", "empty"),
+            ("a/b", "path"),
+            (".", "'.'"),
+            ("..", "'.'"),
+            (".hidden", "'.'"),
+            ("a\0b", "control"),
+            ("a\u{7f}b", "control"),
+            ("a\tb", "control"),
+            ("/abs", "path"),
+            ("a\\b", "path"),
+            ("a:b", "FAT"),
+            ("a*b", "FAT"),
+            ("what?.txt", "FAT"),
+            ("say\"hi\".txt", "FAT"),
+            ("<a>", "FAT"),
+            ("a|b", "FAT"),
+            ("trailing.", "drops"),
+            ("trailing ", "drops"),
+            (&"x".repeat(256), "255 bytes"),
+            (&"デ".repeat(86), "255 bytes"),
         ] {
-            assert!(package_name_problem(bad).is_some(), "{bad:?}");
+            let problem = package_name_problem(bad).unwrap_or_else(|| panic!("{bad:?} passed"));
+            assert!(problem.contains(why), "{bad:?}: {problem}");
+            assert!(problem.len() < 300, "{bad:?}: a short message: {problem}");
         }
+    }
+
+    fn with_packages(files: &[&str]) -> String {
+        let mut text = EXAMPLE.to_owned();
+        for f in files {
+            text.push_str(&format!(
+                "\n[[packages]]\nfile = {f:?}\nsha256 = \"{}\"\nsize = 1\n",
+                "a".repeat(64)
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn package_names_are_unique_ignoring_case() {
+        parse_definition("d", &with_packages(&["a.bin", "b.bin"])).unwrap();
+        let e = errors(&with_packages(&["App.tar.gz", "b.bin", "app.TAR.gz"]));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("\"app.TAR.gz\": the same file as \"App.tar.gz\"")
+                && e[0].contains("ignore case"),
+            "{e:?}"
+        );
+        let line = with_packages(&["App.tar.gz", "b.bin"]).lines().count() + 3;
+        assert!(
+            e[0].starts_with(&format!("definition.toml:{line}:8:")),
+            "{e:?}"
+        );
+        let e = errors(&with_packages(&["x.bin", "x.bin"]));
+        assert!(e[0].contains("listed twice"), "{e:?}");
+        let e = errors(&with_packages(&["Ä.bin", "ä.bin"]));
+        assert!(e[0].contains("ignore case"), "{e:?}");
+        let e = errors(&with_packages(&["con:1"]));
+        assert!(
+            e[0].contains("packages.file") && e[0].contains("FAT"),
+            "{e:?}"
+        );
     }
 
     #[test]

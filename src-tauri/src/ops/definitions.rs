@@ -11,7 +11,9 @@ use super::images::{ImageProgress, ProgressFn};
 use super::{Engine, OpError};
 use crate::inventory::{DefinitionVersion, InventoryError};
 use crate::library::{self, LibraryError};
-use crate::model::definition::{self, package_name_problem, Definition, DefinitionError};
+use crate::model::definition::{
+    self, package_name_key, package_name_problem, Definition, DefinitionError,
+};
 use crate::model::{HostName, ValidationError};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -96,8 +98,103 @@ fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> OpError + '_ {
     }
 }
 
+/// Why a file of this type cannot be read as a file's content, or `None` for a regular file.
+fn file_type_problem(ft: std::fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_file() {
+        None
+    } else if ft.is_symlink() {
+        Some("is a symbolic link; give the file it points to")
+    } else if ft.is_dir() {
+        Some("is a directory, not a file")
+    } else if ft.is_fifo() {
+        Some("is a named pipe (FIFO), not a regular file; nothing was read from it")
+    } else if ft.is_char_device() || ft.is_block_device() {
+        Some("is a device, not a regular file; nothing was read from it")
+    } else if ft.is_socket() {
+        Some("is a socket, not a regular file")
+    } else {
+        Some("is not a regular file")
+    }
+}
+
+/// Opens a file the user named, for reading, without ever waiting or touching a device: its
+/// type is checked before it is opened (symbolic links, FIFOs, devices and sockets are
+/// refused), it is opened with `O_NONBLOCK | O_NOFOLLOW` (a FIFO or link swapped in meanwhile
+/// is neither waited on nor followed) and checked again once open. `limit` is the largest size
+/// accepted, with the name of what the file is for the message. Returns the file and its size.
+fn open_regular(path: &Path, limit: Option<(u64, &str)>) -> Result<(std::fs::File, u64), OpError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |reason: String| {
+        OpError::Library(LibraryError::NotAnImage {
+            path: path.to_owned(),
+            reason,
+        })
+    };
+    let unreadable = |source| {
+        OpError::Library(LibraryError::Unreadable {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let check = |meta: &std::fs::Metadata| -> Result<u64, OpError> {
+        if let Some(problem) = file_type_problem(meta.file_type()) {
+            return Err(bad(problem.into()));
+        }
+        match limit {
+            Some((max, what)) if meta.len() > max => Err(bad(format!(
+                "is {} bytes; {what} is at most {max} bytes; nothing was read from it",
+                meta.len()
+            ))),
+            _ => Ok(meta.len()),
+        }
+    };
+    check(&std::fs::symlink_metadata(path).map_err(unreadable)?)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(unreadable)?;
+    let size = check(&file.metadata().map_err(unreadable)?)?;
+    Ok((file, size))
+}
+
+/// Reads a definition file the user named: a regular file of at most
+/// [`definition::MAX_FILE_BYTES`], UTF-8 text. Never blocks on a FIFO, never reads more than
+/// the limit even from a file that grows meanwhile.
+pub fn read_definition_file(path: &Path) -> Result<String, OpError> {
+    let max = definition::MAX_FILE_BYTES;
+    let (file, _) = open_regular(path, Some((max as u64, "a definition file")))?;
+    let mut bytes = Vec::new();
+    file.take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| {
+            OpError::Library(LibraryError::Unreadable {
+                path: path.to_owned(),
+                source,
+            })
+        })?;
+    let bad = |reason: String| {
+        OpError::Library(LibraryError::NotAnImage {
+            path: path.to_owned(),
+            reason,
+        })
+    };
+    if bytes.len() > max {
+        return Err(bad(format!(
+            "grew beyond {max} bytes while being read; a definition file is at most {max} bytes"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        bad(format!(
+            "is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
 /// Checks a file offered as a package: a readable regular file (not a directory, not a
-/// symbolic link) whose name is a valid package name.
+/// symbolic link, not a FIFO or device) whose name is a valid package name.
 fn check_package_source(path: &Path) -> Result<String, OpError> {
     let bad = |reason: String| {
         OpError::Library(LibraryError::NotAnImage {
@@ -105,29 +202,12 @@ fn check_package_source(path: &Path) -> Result<String, OpError> {
             reason,
         })
     };
-    let meta = std::fs::symlink_metadata(path).map_err(|source| {
-        OpError::Library(LibraryError::Unreadable {
-            path: path.to_owned(),
-            source,
-        })
-    })?;
-    if meta.file_type().is_symlink() {
-        return Err(bad("is a symbolic link; add the file it points to".into()));
-    }
-    if meta.is_dir() {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
         return Err(bad(
             "is a directory; add the files in it (or pack it as an archive)".into(),
         ));
     }
-    if !meta.is_file() {
-        return Err(bad("is not a regular file".into()));
-    }
-    std::fs::File::open(path).map_err(|source| {
-        OpError::Library(LibraryError::Unreadable {
-            path: path.to_owned(),
-            source,
-        })
-    })?;
+    open_regular(path, None)?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -139,6 +219,15 @@ fn check_package_source(path: &Path) -> Result<String, OpError> {
     Ok(name)
 }
 
+/// A file to copy into a new version as a package.
+struct NewFile {
+    src: PathBuf,
+    /// Its name in `packages/`.
+    file: String,
+    /// The sha256 and size a definition file gave for it (import): the copy must match.
+    expected: Option<(String, u64)>,
+}
+
 /// Copies `src` to `dest` streamed, returning (sha256, size).
 fn copy_hashed(src: &Path, dest: &Path, progress: &ProgressFn) -> Result<(String, u64), OpError> {
     let unreadable = |source| {
@@ -147,8 +236,7 @@ fn copy_hashed(src: &Path, dest: &Path, progress: &ProgressFn) -> Result<(String
             source,
         })
     };
-    let mut input = std::fs::File::open(src).map_err(unreadable)?;
-    let total = input.metadata().map_err(unreadable)?.len();
+    let (mut input, total) = open_regular(src, None)?;
     let mut out = std::fs::File::create(dest).map_err(write_err(dest))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -306,7 +394,7 @@ impl Engine {
         name: &str,
         base: Option<&DefinitionVersion>,
         text: &str,
-        new_files: &[(PathBuf, String)],
+        new_files: &[NewFile],
         change: &str,
         progress: &ProgressFn,
     ) -> Result<DefinitionVersion, OpError> {
@@ -322,10 +410,24 @@ impl Engine {
             let pkgs = stage.join("packages");
             std::fs::create_dir_all(&pkgs).map_err(write_err(&pkgs))?;
             let mut added = Vec::new();
-            for (src, file) in new_files {
-                let (sha256, size) = copy_hashed(src, &pkgs.join(file), progress)?;
+            for f in new_files {
+                let (sha256, size) = copy_hashed(&f.src, &pkgs.join(&f.file), progress)?;
+                if let Some((want_sum, want_size)) = &f.expected {
+                    if *want_sum != sha256 || *want_size != size {
+                        return Err(ValidationError::new(
+                            "packages",
+                            format!(
+                                "packages/{}: the file has sha256 {sha256} ({size} bytes) but \
+                                 definition.toml says sha256 {want_sum} ({want_size} bytes); \
+                                 nothing was recorded",
+                                f.file
+                            ),
+                        )
+                        .into());
+                    }
+                }
                 added.push(PackageView {
-                    file: file.clone(),
+                    file: f.file.clone(),
                     sha256,
                     size,
                 });
@@ -366,9 +468,16 @@ impl Engine {
                 make_read_only(&stage)?;
                 std::fs::rename(&stage, &dest).map_err(write_err(&dest))?;
             }
-            Ok(self
-                .inventory
-                .definition_version_insert(name, &hash, change)?)
+            // Recorded only if `base` is still the newest version. When another save won, the
+            // directory stays unnamed by any version: harmless (content-addressed, reused by
+            // the same content), and removing it could race with a process that saved that
+            // same content meanwhile.
+            Ok(self.inventory.definition_version_insert(
+                name,
+                &hash,
+                change,
+                base.map_or(0, |b| b.version),
+            )?)
         })();
         if stage.exists() {
             let _ = make_writable_and_remove(&stage);
@@ -445,15 +554,80 @@ impl Engine {
         outcome
     }
 
-    /// Replaces the definition text (the editor's save): validated as a whole.
-    pub fn def_set_text(&self, name: &str, text: &str) -> Result<DefinitionVersion, OpError> {
-        let outcome = (|| {
-            let name = Self::definition_name(name)?;
-            let base = self.definition_version(&name, None)?;
-            self.def_commit(&name, Some(&base), text, &[], "definition edited", &quiet())
-        })();
+    /// Replaces the definition text (the editor's save): validated as a whole. `base` is the
+    /// version the edit started from: when a newer version was saved meanwhile (by the app or
+    /// the CLI), the save is refused with what changed since, instead of silently undoing it.
+    /// `None` saves on top of whatever is newest (`def set-file` without `--base`).
+    pub fn def_set_text(
+        &self,
+        name: &str,
+        text: &str,
+        base: Option<u32>,
+    ) -> Result<DefinitionVersion, OpError> {
+        let outcome = self.def_save_on(name, text, base);
         self.audit("definition.edit", &format!("definition/{name}"), &outcome);
         outcome
+    }
+
+    /// [`Engine::def_set_text`] with the content of `file`, read as [`read_definition_file`]
+    /// does (never a FIFO or device, at most 1 MiB).
+    pub fn def_set_file(
+        &self,
+        name: &str,
+        file: &Path,
+        base: Option<u32>,
+    ) -> Result<DefinitionVersion, OpError> {
+        let outcome =
+            read_definition_file(file).and_then(|text| self.def_save_on(name, &text, base));
+        self.audit("definition.edit", &format!("definition/{name}"), &outcome);
+        outcome
+    }
+
+    fn def_save_on(
+        &self,
+        name: &str,
+        text: &str,
+        base: Option<u32>,
+    ) -> Result<DefinitionVersion, OpError> {
+        let name = Self::definition_name(name)?;
+        let newest = self.definition_version(&name, None)?;
+        let started = match base {
+            Some(b) => self.definition_version(&name, Some(b))?,
+            None => newest.clone(),
+        };
+        // A newer version with the same content as the edit's start loses nothing.
+        if started.hash != newest.hash {
+            return Err(self.stale(&name, started.version, newest.version));
+        }
+        let saved = self.def_commit(
+            &name,
+            Some(&newest),
+            text,
+            &[],
+            "definition edited",
+            &quiet(),
+        );
+        match saved {
+            // Another save won between the check above and the insert.
+            Err(OpError::Inventory(InventoryError::Stale { newest: now, .. })) => {
+                Err(self.stale(&name, started.version, now))
+            }
+            other => other,
+        }
+    }
+
+    /// The refusal of a save that started from `base` while `newest` is newer: with the
+    /// changes between the two (the same lines as `def diff`).
+    fn stale(&self, name: &str, base: u32, newest: u32) -> OpError {
+        let changes = self
+            .def_diff(name, base, newest)
+            .unwrap_or_else(|e| vec![format!("(the changes cannot be shown: {e})")]);
+        OpError::Stale {
+            name: name.to_owned(),
+            base,
+            newest,
+            changes,
+        }
     }
 
     pub fn def_add_packages(
@@ -469,21 +643,43 @@ impl Engine {
             let mut new_files = Vec::new();
             for f in files {
                 let file = check_package_source(f)?;
-                if current.packages.iter().any(|p| p.file == file)
-                    || new_files.iter().any(|(_, n)| n == &file)
-                {
-                    return Err(ValidationError::new(
-                        "packages",
-                        format!("{file} is already a package; remove it first to replace it"),
-                    )
-                    .into());
+                let key = package_name_key(&file);
+                let taken = current
+                    .packages
+                    .iter()
+                    .map(|p| &p.file)
+                    .chain(new_files.iter().map(|n: &NewFile| &n.file))
+                    .find(|n| package_name_key(n) == key);
+                match taken {
+                    Some(same) if *same == file => {
+                        return Err(ValidationError::new(
+                            "packages",
+                            format!("{file} is already a package; remove it first to replace it"),
+                        )
+                        .into())
+                    }
+                    Some(other) => {
+                        return Err(ValidationError::new(
+                            "packages",
+                            format!(
+                                "{file} is the same file as the package {other} on the payload \
+                                 disk, whose names ignore case; rename it, or remove {other} first"
+                            ),
+                        )
+                        .into())
+                    }
+                    None => {}
                 }
-                new_files.push((f.clone(), file));
+                new_files.push(NewFile {
+                    src: f.clone(),
+                    file,
+                    expected: None,
+                });
             }
             if new_files.is_empty() {
                 return Err(ValidationError::new("packages", "no files given").into());
             }
-            let names: Vec<&str> = new_files.iter().map(|(_, n)| n.as_str()).collect();
+            let names: Vec<&str> = new_files.iter().map(|n| n.file.as_str()).collect();
             self.def_commit(
                 &name,
                 Some(&base),
@@ -531,8 +727,10 @@ impl Engine {
         outcome
     }
 
-    /// Takes in an existing directory (definition.toml + packages/), validated as a whole:
-    /// every listed package present with its sha256 and size, nothing unlisted.
+    /// Takes in an existing directory (definition.toml + packages/), checked as a whole before
+    /// anything is recorded: definition.toml a regular file within its size limit (never a
+    /// FIFO or device: nothing blocks), every listed package present as a regular file whose
+    /// content matches the sha256 and size written for it, nothing unlisted.
     pub fn def_import(
         &self,
         name: &str,
@@ -542,23 +740,12 @@ impl Engine {
         let outcome = (|| {
             let name = Self::definition_name(name)?;
             let file = dir.join(definition::FILE_NAME);
-            let text = std::fs::read_to_string(&file).map_err(|source| {
-                OpError::Library(LibraryError::Unreadable {
-                    path: file.clone(),
-                    source,
-                })
-            })?;
+            let text = read_definition_file(&file)?;
             let label = file.display().to_string();
             let def = definition::parse_definition(&label, &text).map_err(invalid)?;
             let listed = packages_of(&def);
             let pkg_dir = dir.join("packages");
-            let present: Vec<String> = match std::fs::read_dir(&pkg_dir) {
-                Ok(entries) => entries
-                    .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect(),
-                Err(_) => Vec::new(),
-            };
+            let present = package_dir_entries(&pkg_dir)?;
             if let Some(extra) = present
                 .iter()
                 .find(|f| !listed.iter().any(|p| &p.file == *f))
@@ -569,46 +756,32 @@ impl Engine {
                 )
                 .into());
             }
+            // Strip the package list, then add the files back so their sha256 and size are
+            // measured; each must match what the text says before the version is recorded.
+            let mut doc: toml_edit::DocumentMut =
+                text.parse().map_err(|e: toml_edit::TomlError| {
+                    ValidationError::new("definition", e.to_string())
+                })?;
+            doc.remove("packages");
+            let mut files = Vec::new();
+            for p in &listed {
+                let src = pkg_dir.join(&p.file);
+                check_package_source(&src)?;
+                files.push(NewFile {
+                    src,
+                    file: p.file.clone(),
+                    expected: Some((p.sha256.clone(), p.size)),
+                });
+            }
             let base = self.definition_version(&name, None).ok();
-            let staged = (|| {
-                // Strip the package list, then add the files back so their sha256 and size are
-                // measured, not trusted.
-                let mut doc: toml_edit::DocumentMut =
-                    text.parse().map_err(|e: toml_edit::TomlError| {
-                        ValidationError::new("definition", e.to_string())
-                    })?;
-                doc.remove("packages");
-                let mut files = Vec::new();
-                for p in &listed {
-                    let src = pkg_dir.join(&p.file);
-                    check_package_source(&src)?;
-                    files.push((src, p.file.clone()));
-                }
-                Ok::<_, OpError>((doc.to_string(), files))
-            })()?;
-            let v = self.def_commit(
+            self.def_commit(
                 &name,
                 base.as_ref(),
-                &staged.0,
-                &staged.1,
+                &doc.to_string(),
+                &files,
                 &format!("imported from {}", dir.display()),
                 &progress,
-            )?;
-            let got = self.def_show(&name, Some(v.version))?;
-            for p in &listed {
-                let actual = got.packages.iter().find(|g| g.file == p.file);
-                if actual.is_some_and(|a| a.sha256 != p.sha256 || a.size != p.size) {
-                    return Err(ValidationError::new(
-                        "packages",
-                        format!(
-                            "packages/{}: sha256 or size differs from definition.toml",
-                            p.file
-                        ),
-                    )
-                    .into());
-                }
-            }
-            Ok(v)
+            )
         })();
         self.audit("definition.import", &format!("definition/{name}"), &outcome);
         outcome
@@ -744,6 +917,39 @@ fn flatten_value(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, Strin
             out.insert(prefix.to_owned(), other.to_string());
         }
     }
+}
+
+/// The names in an imported `packages/` directory: none when it does not exist; refused when
+/// it is a symbolic link or not a directory.
+fn package_dir_entries(dir: &Path) -> Result<Vec<String>, OpError> {
+    let bad = |reason: String| {
+        OpError::Library(LibraryError::NotAnImage {
+            path: dir.to_owned(),
+            reason,
+        })
+    };
+    let unreadable = |source| {
+        OpError::Library(LibraryError::Unreadable {
+            path: dir.to_owned(),
+            source,
+        })
+    };
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(unreadable(e)),
+        Ok(m) if !m.is_dir() => {
+            return Err(bad(file_type_problem(m.file_type())
+                .unwrap_or("is a file; packages/ must be a directory")
+                .into()))
+        }
+        Ok(_) => {}
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let entry = entry.map_err(unreadable)?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    Ok(names)
 }
 
 fn quiet() -> ProgressFn {

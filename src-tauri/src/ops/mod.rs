@@ -76,6 +76,19 @@ pub enum OpError {
     /// A test fault stood in for the process dying: the journal is left as it was.
     #[error("simulated crash")]
     Crashed,
+    #[error(
+        "definition {name} changed since v{base}, where this edit started: the newest is \
+         v{newest}, so nothing was saved (saving would undo those changes). What changed from \
+         v{base} to v{newest}:\n{}\nRedo your edit on v{newest} and save again.",
+        if changes.is_empty() { "  (no field or package differs)".to_owned() } else { changes.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n") }
+    )]
+    Stale {
+        name: String,
+        base: u32,
+        newest: u32,
+        /// `def diff NAME base newest`, one line per change.
+        changes: Vec<String>,
+    },
     #[error("the copy of {what} on host {host} does not match the library (sha256 {found}, expected {expected}); it was removed")]
     CopyMismatch {
         what: String,
@@ -91,6 +104,7 @@ impl From<&OpError> for ApiError {
             OpError::Invalid(e) => ApiError::new(ErrorCode::InvalidInput, e.to_string()),
             OpError::HostNotReady { .. } => ApiError::new(ErrorCode::HostNotReady, err.to_string()),
             OpError::Busy { .. } => ApiError::new(ErrorCode::Busy, err.to_string()),
+            OpError::Stale { .. } => ApiError::new(ErrorCode::Conflict, err.to_string()),
             OpError::NoSpace { .. } => ApiError::new(ErrorCode::NoSpace, err.to_string()),
             OpError::Timeout(_) => ApiError::new(ErrorCode::Timeout, err.to_string()),
             OpError::Failed(_) => ApiError::new(ErrorCode::OperationFailed, err.to_string()),
@@ -126,11 +140,15 @@ impl From<&OpError> for ApiError {
                         ErrorCode::AlreadyExists
                     }
                     InventoryError::InUse { .. } => ErrorCode::InUse,
+                    InventoryError::Stale { .. } => ErrorCode::Conflict,
                     _ => ErrorCode::Inventory,
                 };
                 let mut message = e.to_string();
                 match e {
                     InventoryError::InUse { .. } => message.push_str("; remove those first"),
+                    InventoryError::Stale { .. } => message.push_str(
+                        "; nothing was saved, so the newer version stays: run it again on top of it",
+                    ),
                     InventoryError::DataDir { .. }
                     | InventoryError::Open { .. }
                     | InventoryError::Migrate { .. } => message.push_str(&format!(

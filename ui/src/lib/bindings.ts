@@ -36,7 +36,11 @@ export const commands = {
 	/**  Checks a definition text as the editor's user types: the problems, none when valid. */
 	defCheck: (text: string) => __TAURI_INVOKE<DefinitionError[]>("def_check", { text }),
 	defCreate: (form: DefinitionForm) => typedError<DefinitionVersion, ApiError>(__TAURI_INVOKE("def_create", { form })),
-	defSave: (name: string, text: string) => typedError<DefinitionVersion, ApiError>(__TAURI_INVOKE("def_save", { name, text })),
+	/**
+	 *  The editor's save. `base` is the version the editor loaded: when a newer one was saved
+	 *  meanwhile (CLI, another window), the save is refused with code `conflict` and the changes.
+	 */
+	defSave: (name: string, text: string, base: number) => typedError<DefinitionVersion, ApiError>(__TAURI_INVOKE("def_save", { name, text, base })),
 	defAddPackages: (name: string, paths: string[], onProgress: Channel<ImageProgress>) => typedError<DefinitionVersion, ApiError>(__TAURI_INVOKE("def_add_packages", { name, paths, onProgress })),
 	defRemovePackage: (name: string, file: string) => typedError<DefinitionVersion, ApiError>(__TAURI_INVOKE("def_remove_package", { name, file })),
 	unitList: () => typedError<Unit[], ApiError>(__TAURI_INVOKE("unit_list")),
@@ -213,7 +217,12 @@ export type ErrorCode =
 /**  A load balancer could not be reached or refused a change. */
 "lb_failed" | 
 /**  An operation failed on a server; its completed steps were undone (see the report). */
-"operation_failed" | "internal";
+"operation_failed" | 
+/**
+ *  The object changed since the edit began (another window or process saved first);
+ *  nothing was saved, the message shows what changed.
+ */
+"conflict" | "internal";
 
 export type Firmware = "bios" | "uefi";
 

@@ -658,7 +658,6 @@ impl Engine {
     /// The definition's `[[config]]` files rendered for this server, as commands that write
     /// them (base64, so any content passes through the seed's quoting rules).
     pub(super) fn config_commands(&self, ctx: &Ctx, s: &Server) -> Result<Vec<String>, OpError> {
-        use base64::Engine as _;
         let index = ctx
             .unit
             .servers
@@ -679,34 +678,14 @@ impl Engine {
         let mut out = Vec::new();
         for c in &ctx.def.config {
             let path = c.path.get_ref();
-            if !path.starts_with('/')
-                || !path
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || "/._-+@".contains(ch))
-            {
-                return Err(ValidationError::new(
-                    "config",
-                    format!(
-                        "{} must be an absolute path of A-Z a-z 0-9 / . _ - + @",
-                        quote_input(path)
-                    ),
-                )
-                .into());
+            // The parser refused such a path already; a second guard before it meets a shell.
+            if let Some(problem) = crate::model::definition::config_path_problem(path) {
+                return Err(ValidationError::new("config", problem).into());
             }
             let text = render_template(c.template.get_ref(), &vars)
                 .map_err(|e| ValidationError::new("config", format!("{path}: {e}")))?;
-            let b64 = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
-            let dir = path
-                .rsplit_once('/')
-                .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
-            let mut cmd = format!("mkdir -p {dir} && echo {b64} | base64 -d > {path}");
-            if let Some(mode) = &c.mode {
-                let m = mode.get_ref();
-                if m.len() <= 4 && m.chars().all(|ch| ('0'..='7').contains(&ch)) {
-                    cmd.push_str(&format!(" && chmod {m} {path}"));
-                }
-            }
-            out.push(cmd);
+            let mode = c.mode.as_ref().map(|m| m.get_ref().as_str());
+            out.push(config_file_command(path, &text, mode)?);
         }
         Ok(out)
     }
@@ -950,4 +929,54 @@ fn lb_of(lb: Option<&(LbDriver, String)>) -> Result<(&LbDriver, &str), OpError> 
             "this unit has no load balancer",
         ))
     })
+}
+
+/// The command that writes one rendered `[[config]]` file with exactly its mode (the
+/// definition's, or 0644). The file is created under umask 077 and then given its mode, so it
+/// is never readable by others in between. A mode the definition parser would refuse is
+/// refused here too (a second guard for a definition that was never parsed), never skipped.
+fn config_file_command(path: &str, text: &str, mode: Option<&str>) -> Result<String, OpError> {
+    use crate::model::definition::{config_mode_problem, DEFAULT_CONFIG_MODE};
+    use base64::Engine as _;
+    let mode = mode.unwrap_or(DEFAULT_CONFIG_MODE);
+    if let Some(problem) = config_mode_problem(mode) {
+        return Err(ValidationError::new("config", format!("{path}: {problem}")).into());
+    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+    let dir = path
+        .rsplit_once('/')
+        .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
+    Ok(format!(
+        "mkdir -p {dir} && (umask 077 && echo {b64} | base64 -d > {path}) && chmod {mode} {path}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::config_file_command;
+
+    #[test]
+    fn config_files_get_exactly_their_mode() {
+        let cmd = config_file_command("/etc/app/a.conf", "x=1\n", Some("0640")).unwrap();
+        assert_eq!(
+            cmd,
+            "mkdir -p /etc/app && (umask 077 && echo eD0xCg== | base64 -d > /etc/app/a.conf) \
+             && chmod 0640 /etc/app/a.conf"
+        );
+        let cmd = config_file_command("/a.conf", "", None).unwrap();
+        assert!(
+            cmd.ends_with("&& chmod 0644 /a.conf"),
+            "the default is applied: {cmd}"
+        );
+        assert!(cmd.starts_with("mkdir -p / &&"), "{cmd}");
+        for bad in ["u+x", "0o644", "99", "00644", "644; reboot"] {
+            let err = config_file_command("/a.conf", "", Some(bad))
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                err.contains("/a.conf") && err.contains("3 or 4 octal digits"),
+                "{bad}: {err}"
+            );
+        }
+    }
 }
