@@ -44,6 +44,9 @@ pub enum HvError {
     },
     #[error("the libvirt worker for {uri} stopped unexpectedly")]
     WorkerGone { uri: String },
+    /// A URI that is not (or no longer) allowed: never handed to libvirt.
+    #[error("Flotilla does not connect to {uri}: {reason}; remove the host and add it again with an allowed URI")]
+    UriRefused { uri: String, reason: String },
     #[error("cannot read {} to send it to {uri}", path.display())]
     LocalFile {
         uri: String,
@@ -111,6 +114,14 @@ impl Session {
             self.conn = None;
         }
         if self.conn.is_none() {
+            // Checked again here, whatever the caller did: a URI from an older inventory may
+            // name a program for libvirt to run.
+            if let Err(e) = crate::model::LibvirtUri::parse(&self.uri) {
+                return Err(HvError::UriRefused {
+                    uri: self.uri.clone(),
+                    reason: e.problem,
+                });
+            }
             let conn = Connect::open(Some(&self.uri)).map_err(|source| HvError::Connect {
                 uri: self.uri.clone(),
                 source,
@@ -376,6 +387,25 @@ pub(crate) mod tests {
             .canonicalize()
             .expect("tests/fixtures/test-node.xml");
         LibvirtUri::parse(&format!("test://{}", path.display())).unwrap()
+    }
+
+    /// A URI stored before the checks (here one that would make libvirt run a program) is
+    /// parsed again before connecting: the program never runs.
+    #[tokio::test]
+    async fn a_refused_uri_is_never_handed_to_libvirt() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let script = dir.path().join("x.sh");
+        std::fs::write(&script, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+        let uri =
+            LibvirtUri::from_stored(&format!("qemu+ext:///system?command={}", script.display()));
+        let hv = Hypervisor::new(HvConfig::default());
+        let err = hv
+            .call(&uri, "read the hostname", |c| c.hostname())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, HvError::UriRefused { .. }), "{err}");
+        assert!(!marker.exists(), "libvirt ran the URI's program");
     }
 
     #[tokio::test]

@@ -77,9 +77,22 @@ fn decode_host(name: String, raw: RawHost) -> Result<Host, InventoryError> {
         .map(|json| serde_json::from_str::<HostFacts>(&json))
         .transpose()
         .map_err(|e| corrupt("facts", Some(Box::new(e))))?;
+    // A URI refused by today's checks (stored before they existed) keeps the host listed and
+    // removable; it is shown as unreachable with the reason, and never connected to.
+    let (uri, refused) = match LibvirtUri::parse(&uri) {
+        Ok(u) => (u, None),
+        Err(e) => (LibvirtUri::from_stored(&uri), Some(e.problem)),
+    };
+    let (status, status_detail) = match refused {
+        Some(reason) => (
+            HostStatus::Unreachable.as_str().to_owned(),
+            format!("its URI is refused: {reason}; remove the host and add it again"),
+        ),
+        None => (status, status_detail),
+    };
     Ok(Host {
         name: HostName::parse(&name).map_err(|e| corrupt("name", Some(Box::new(e))))?,
-        uri: LibvirtUri::parse(&uri).map_err(|e| corrupt("uri", Some(Box::new(e))))?,
+        uri,
         pool: PoolName::parse(&pool).map_err(|e| corrupt("pool", Some(Box::new(e))))?,
         bridge: BridgeName::parse(&bridge).map_err(|e| corrupt("bridge", Some(Box::new(e))))?,
         status: HostStatus::parse(&status).ok_or_else(|| corrupt("status", None))?,
@@ -269,6 +282,27 @@ impl Inventory {
 pub(crate) mod tests {
     use super::*;
     use crate::model::{BridgeCheck, PoolFacts};
+
+    /// An inventory from before the URI checks may hold a URI they refuse now: the host is
+    /// still listed (and can be removed), shown unreachable with the reason.
+    #[test]
+    fn a_host_whose_uri_is_refused_now_stays_listed_and_removable() {
+        let inv = Inventory::open_in_memory().unwrap();
+        inv.execute_batch_for_test(
+            "INSERT INTO hosts (name, uri, pool, bridge, status, added_at, checked_at)
+             VALUES ('old', 'qemu+ssh://h/system?netcat=/tmp/nc', 'default', 'br0', 'ok', '', '')",
+        );
+        let hosts = inv.host_list().unwrap();
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(hosts[0].status, HostStatus::Unreachable);
+        assert!(
+            hosts[0].status_detail.contains("URI is refused"),
+            "{}",
+            hosts[0].status_detail
+        );
+        inv.host_delete(&HostName::parse("old").unwrap()).unwrap();
+        assert!(inv.host_list().unwrap().is_empty());
+    }
 
     pub(crate) fn sample_facts() -> HostFacts {
         HostFacts {

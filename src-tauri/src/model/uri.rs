@@ -278,6 +278,13 @@ impl LibvirtUri {
         Ok(Self(value.to_owned()))
     }
 
+    /// A URI as the inventory stored it, without the checks: a host registered before a check
+    /// existed stays listed (and removable). The hypervisor adapter parses it again before it
+    /// connects, so a refused one is never handed to libvirt.
+    pub fn from_stored(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -164,6 +164,7 @@ impl From<&OpError> for ApiError {
                     | HvError::Timeout { .. }
                     | HvError::WorkerGone { .. } => ErrorCode::Unreachable,
                     HvError::Call { .. } | HvError::LocalFile { .. } => ErrorCode::Internal,
+                    HvError::UriRefused { .. } => ErrorCode::InvalidInput,
                 };
                 let message = match (e, e.libvirt_reason()) {
                     (HvError::Connect { .. }, Some(reason)) => format!(
