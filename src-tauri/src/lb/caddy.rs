@@ -8,24 +8,37 @@ use serde_json::{json, Value};
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CaddyAdmin {
-    /// `http://host:port`, without a trailing slash.
+    /// `http://host:port`, without a trailing slash; may hold `user:pass@` (sent as basic
+    /// authentication by reqwest, which takes it out of the URL it keeps).
     admin: String,
+    /// `admin` as errors show it: without the password.
+    shown: String,
     route_id: String,
     client: reqwest::Client,
     /// Changes are read-modify-write of the upstream list: one at a time.
     writing: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
+impl std::fmt::Debug for CaddyAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaddyAdmin")
+            .field("admin", &self.shown)
+            .field("route_id", &self.route_id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl CaddyAdmin {
     pub fn new(admin: &str, route_id: &str) -> Result<Self, ValidationError> {
+        let shown = super::redact_credentials(admin);
         let url = url::Url::parse(admin).map_err(|_| {
             ValidationError::new(
                 "caddy-admin",
                 format!(
                     "{} is not a URL like http://127.0.0.1:2019",
-                    quote_input(admin)
+                    quote_input(&shown)
                 ),
             )
         })?;
@@ -38,7 +51,7 @@ impl CaddyAdmin {
                 "caddy-admin",
                 format!(
                     "{} must be http://HOST:PORT (Caddy's admin endpoint, no path)",
-                    quote_input(admin)
+                    quote_input(&shown)
                 ),
             ));
         }
@@ -53,22 +66,24 @@ impl CaddyAdmin {
             .map_err(|e| ValidationError::new("caddy-admin", e.to_string()))?;
         Ok(Self {
             admin: admin.trim_end_matches('/').to_owned(),
+            shown: shown.trim_end_matches('/').to_owned(),
             route_id: route_id.to_owned(),
             client,
             writing: std::sync::Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
+    /// reqwest's errors name the URL: ours is shown without the password instead.
     fn err(&self, e: reqwest::Error) -> LbError {
         if e.is_timeout() {
             LbError::Timeout {
-                endpoint: self.admin.clone(),
+                endpoint: self.shown.clone(),
                 secs: 5,
             }
         } else {
             LbError::Connect {
-                endpoint: self.admin.clone(),
-                source: std::io::Error::other(e),
+                endpoint: self.shown.clone(),
+                source: std::io::Error::other(e.without_url()),
             }
         }
     }
@@ -79,7 +94,7 @@ impl CaddyAdmin {
         let mut attempt = 0;
         loop {
             let this = req.try_clone().ok_or_else(|| LbError::Connect {
-                endpoint: self.admin.clone(),
+                endpoint: self.shown.clone(),
                 source: std::io::Error::other("a request that cannot be repeated"),
             })?;
             match this.send().await {
@@ -108,9 +123,21 @@ impl CaddyAdmin {
         let resp = self
             .send(self.client.get(format!("{}/id/{pool}", self.admin)))
             .await?;
-        if !resp.status().is_success() {
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Err(LbError::NoPool {
                 pool: pool.to_owned(),
+            });
+        }
+        if !resp.status().is_success() {
+            // 401/403 from a front that wants other credentials, 5xx: not "no such pool".
+            let status = resp.status();
+            let answer = resp.text().await.unwrap_or_default();
+            return Err(LbError::Refused {
+                command: format!("GET /id/{pool}"),
+                answer: format!("{status} {}", answer.trim())
+                    .chars()
+                    .take(300)
+                    .collect(),
             });
         }
         let handler: Value = resp.json().await.map_err(|e| self.err(e))?;
@@ -265,6 +292,44 @@ mod tests {
         ] {
             assert!(CaddyAdmin::new(admin, id).is_err(), "{admin} {id}");
         }
+    }
+
+    /// Every text an error carries: its message and its causes'.
+    fn all_text(e: &dyn std::error::Error) -> String {
+        let mut out = format!("{e} {e:?}");
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            out.push_str(&format!(" | {c} {c:?}"));
+            cause = c.source();
+        }
+        out
+    }
+
+    #[test]
+    fn a_refused_admin_url_is_quoted_without_its_password() {
+        for bad in [
+            "admin:s3cret@127.0.0.1:2019",
+            "https://admin:s3cret@127.0.0.1:2019",
+            "http://admin:s3cret@127.0.0.1:2019/config/",
+        ] {
+            let e = CaddyAdmin::new(bad, "flotilla").unwrap_err();
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+            assert!(e.to_string().contains("admin:***@"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn errors_name_the_admin_endpoint_without_its_password() {
+        let c = CaddyAdmin::new("http://admin:s3cret@127.0.0.1:9", "flotilla").unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let e = c.members("").await.unwrap_err();
+        let text = all_text(&e);
+        assert!(matches!(e, LbError::Connect { .. }), "{e:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            e.to_string().contains("http://admin:***@127.0.0.1:9"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use super::{Engine, OpError};
 use crate::inventory::LbInstance;
 use crate::lb::caddy::CaddyAdmin;
 use crate::lb::haproxy::{CheckSettings, Endpoint, HaproxyRuntime};
-use crate::lb::{check_name, LbError, LoadBalancer, MemberState, MemberStats};
+use crate::lb::{check_name, redact_credentials, LbError, LoadBalancer, MemberState, MemberStats};
 use crate::model::{quote_input, HostName, ValidationError};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddrV4;
@@ -130,9 +130,16 @@ fn bad_endpoint(endpoint: &str) -> ValidationError {
         "endpoint",
         format!(
             "{} is not unix:/path or tcp:host:port",
-            quote_input(endpoint)
+            quote_input(&redact_credentials(endpoint))
         ),
     )
+}
+
+/// A registered load balancer as the front doors show it: an admin URL's password is `***`.
+/// The inventory keeps the real one (it is private to its user: see `Inventory::open_in`).
+fn shown(mut lb: LbInstance) -> LbInstance {
+    lb.endpoint = redact_credentials(&lb.endpoint);
+    lb
 }
 
 /// What `lb check` found.
@@ -173,7 +180,10 @@ impl Engine {
                 if !p.starts_with('/') || p.len() > 1024 || p.chars().any(char::is_control) {
                     return Err(ValidationError::new(
                         "haproxy-socket",
-                        format!("{} must be an absolute path", quote_input(p)),
+                        format!(
+                            "{} must be an absolute path",
+                            quote_input(&redact_credentials(p))
+                        ),
                     )
                     .into());
                 }
@@ -191,7 +201,7 @@ impl Engine {
                 if !ok {
                     return Err(ValidationError::new(
                         "haproxy-addr",
-                        format!("{} is not HOST:PORT", quote_input(a)),
+                        format!("{} is not HOST:PORT", quote_input(&redact_credentials(a))),
                     )
                     .into());
                 }
@@ -218,17 +228,20 @@ impl Engine {
                 LbError::NoPool { .. } => Ok(Vec::new()),
                 e => Err(e),
             })?;
-        Ok(self
-            .inventory
-            .lb_insert(&lb.name, &lb.kind, &lb.endpoint, &lb.route_id)?)
+        Ok(shown(self.inventory.lb_insert(
+            &lb.name,
+            &lb.kind,
+            &lb.endpoint,
+            &lb.route_id,
+        )?))
     }
 
     pub fn lb_list(&self) -> Result<Vec<LbInstance>, OpError> {
-        Ok(self.inventory.lb_list()?)
+        Ok(self.inventory.lb_list()?.into_iter().map(shown).collect())
     }
 
     pub fn lb_show(&self, name: &str) -> Result<LbInstance, OpError> {
-        Ok(self.inventory.lb_get(name)?)
+        Ok(shown(self.inventory.lb_get(name)?))
     }
 
     pub fn lb_remove(&self, name: &str) -> Result<(), OpError> {
@@ -263,7 +276,7 @@ impl Engine {
             pools.push((pool, exists));
         }
         Ok(LbCheck {
-            lb,
+            lb: shown(lb),
             pools,
             members,
             has_drain: driver.has_drain(),
