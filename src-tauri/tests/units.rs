@@ -970,3 +970,51 @@ async fn a_domain_of_the_same_name_that_is_not_the_units_is_left_alone() {
     );
     assert!(before.contains("h1 domain shop-1 running=Some(true)"));
 }
+
+#[tokio::test]
+async fn two_units_never_share_a_caddy_upstream_list() {
+    use flotilla::ops::lbs::LbTarget;
+    let c = caddy().await;
+    let mut f = Fixture::new().await;
+    f.behind(&c.admin).await;
+    f.e.unit_create(&f.form("shop", 1)).unwrap();
+    // The same Caddy registered again under another name and spelling of its address.
+    let port = c.admin.rsplit(':').next().unwrap();
+    f.e.lb_add(
+        "edge2",
+        &LbTarget::Caddy {
+            admin: format!("http://localhost:{port}/"),
+            route_id: "flotilla".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let before = f.e.unit_list().unwrap();
+    let audit_before = f.e.inventory.audit_list(1000).unwrap().len();
+    for lb in ["edge", "edge2"] {
+        let mut form = f.form("cart", 1);
+        form.addresses = "10.77.0.100-10.77.0.110".into();
+        form.lb = Some(lb.into());
+        let err = f.e.unit_create(&form).unwrap_err();
+        assert_eq!(
+            flotilla::error::ApiError::from(&err).code,
+            flotilla::error::ErrorCode::InvalidInput,
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("unit shop already uses the upstream list") && msg.contains("--pool"),
+            "{msg}"
+        );
+        // Its preview (the wizard's review page) says the same.
+        assert!(f.e.unit_preview(&form).is_err());
+    }
+    assert_eq!(f.e.unit_list().unwrap(), before, "nothing was registered");
+    let audit = f.e.inventory.audit_list(1000).unwrap();
+    assert_eq!(audit.len(), audit_before + 2, "both refusals are audited");
+    // A handler of its own is fine.
+    let mut form = f.form("cart", 1);
+    form.addresses = "10.77.0.100-10.77.0.110".into();
+    form.lb_pool = Some("cart".into());
+    f.e.unit_create(&form).unwrap();
+}

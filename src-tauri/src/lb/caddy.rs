@@ -8,6 +8,21 @@ use serde_json::{json, Value};
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
+/// Which Caddy an admin URL reaches, for telling whether two registrations are one instance:
+/// host (`localhost` as 127.0.0.1) and port, without credentials or a trailing slash.
+pub fn instance_key(admin: &str) -> String {
+    match url::Url::parse(admin) {
+        Ok(u) => {
+            let host = match u.host_str().unwrap_or("") {
+                "localhost" => "127.0.0.1".to_owned(),
+                h => h.to_ascii_lowercase(),
+            };
+            format!("{host}:{}", u.port_or_known_default().unwrap_or(0))
+        }
+        Err(_) => admin.trim_end_matches('/').to_owned(),
+    }
+}
+
 #[derive(Clone)]
 pub struct CaddyAdmin {
     /// `http://host:port`, without a trailing slash; may hold `user:pass@` (sent as basic
@@ -278,6 +293,23 @@ impl CaddyAdmin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_caddy_is_one_instance_whatever_its_url_says() {
+        let k = instance_key("http://127.0.0.1:2019");
+        for same in [
+            "http://127.0.0.1:2019/",
+            "http://admin:pw@127.0.0.1:2019",
+            "http://localhost:2019",
+            "http://LOCALHOST:2019/",
+        ] {
+            assert_eq!(instance_key(same), k, "{same}");
+        }
+        for other in ["http://127.0.0.1:2020", "http://10.0.0.1:2019"] {
+            assert_ne!(instance_key(other), k, "{other}");
+        }
+        assert_eq!(instance_key("http://h"), "h:80");
+    }
 
     #[test]
     fn admin_urls_and_route_ids_are_checked() {

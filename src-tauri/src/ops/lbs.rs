@@ -361,6 +361,48 @@ impl Engine {
         Ok(report)
     }
 
+    /// Refuses to bind `unit` to the upstream list `pool` of the Caddy behind `lb` when another
+    /// unit uses that list (through this registration or another one of the same Caddy): each
+    /// would put the other's servers in and out of rotation, and delete them.
+    pub(crate) fn caddy_list_free(
+        &self,
+        unit: &str,
+        lb: &LbInstance,
+        pool: &str,
+    ) -> Result<(), OpError> {
+        if lb.kind != "caddy" {
+            return Ok(());
+        }
+        let key = crate::lb::caddy::instance_key(&lb.endpoint);
+        let lbs = self.inventory.lb_list()?;
+        for other in self.inventory.unit_list()? {
+            let Some(other_lb) = other
+                .lb
+                .as_ref()
+                .and_then(|n| lbs.iter().find(|l| &l.name == n))
+            else {
+                continue;
+            };
+            if other.name != unit
+                && other_lb.kind == "caddy"
+                && other.lb_pool == pool
+                && crate::lb::caddy::instance_key(&other_lb.endpoint) == key
+            {
+                return Err(ValidationError::new(
+                    "pool",
+                    format!(
+                        "unit {} already uses the upstream list of the reverse_proxy handler @id {pool} on the Caddy at {} (load balancer {}); two units in one list would take each other's servers in and out of rotation. Give this unit a handler of its own: tag another reverse_proxy in Caddy's config with its own @id and choose it as the unit's pool (--pool)",
+                        other.name,
+                        redact_credentials(&other_lb.endpoint),
+                        other_lb.name
+                    ),
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+
     /// The driver for a unit's load balancer, with the definition's health checks, and the
     /// member port.
     pub(crate) fn unit_lb_driver(
