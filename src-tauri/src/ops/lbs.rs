@@ -163,6 +163,28 @@ pub struct ReconcileReport {
     /// Members whose state was set back to what the inventory says.
     pub corrected: Vec<String>,
     pub unchanged: u32,
+    /// Units left alone because an operation holds them (it sets their members itself).
+    pub busy: Vec<BusyUnit>,
+}
+
+/// A unit a reconcile skipped: the operation that holds its lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct BusyUnit {
+    pub unit: String,
+    pub operation: i64,
+    /// The operation's kind (`deploy`, `stop`, …).
+    pub kind: String,
+}
+
+impl std::fmt::Display for BusyUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unit {} was skipped: it is busy with operation #{} ({}), which sets its members itself; if that operation was interrupted, resume or unwind it (flotillactl op list), then reconcile again",
+            self.unit, self.operation, self.kind
+        )
+    }
 }
 
 impl Engine {
@@ -290,17 +312,97 @@ impl Engine {
         outcome
     }
 
+    /// Each unit is reconciled under its lock, as operations run: a unit an operation holds
+    /// is skipped and reported (that operation puts its members right; changing them under it
+    /// would undo its drain or put back a member it is removing).
     async fn lb_reconcile_inner(&self, name: &str) -> Result<ReconcileReport, OpError> {
         let lb = self.inventory.lb_get(name)?;
+        let units: Vec<String> = self
+            .inventory
+            .unit_list()?
+            .into_iter()
+            .filter(|u| u.lb.as_deref() == Some(name))
+            .map(|u| u.name)
+            .collect();
+        let op = self
+            .inventory
+            .operation_begin_with("lb.reconcile", &format!("lb/{name}"), "")?;
+        let outcome = self.reconcile_locked(op, &lb, &units).await;
+        // Whatever happened, no lock of this reconcile outlives it.
+        let unlocked = self.inventory.unit_unlock(op);
+        let (state, error) = match &outcome {
+            Ok(_) => ("succeeded", String::new()),
+            Err(e) => ("failed", e.to_string()),
+        };
+        if let Err(e) = self.inventory.operation_finish(op, state, &error) {
+            eprintln!("flotilla: could not journal the end of operation {op}: {e}");
+        }
+        unlocked?;
+        outcome
+    }
+
+    async fn reconcile_locked(
+        &self,
+        op: i64,
+        lb: &LbInstance,
+        units: &[String],
+    ) -> Result<ReconcileReport, OpError> {
+        use crate::inventory::{InventoryError, StepStatus};
         let mut report = ReconcileReport::default();
-        for unit in self.inventory.unit_list()? {
-            if unit.lb.as_deref() != Some(name) {
+        for name in units {
+            let step = format!("reconcile unit {name}");
+            let holder = match self.inventory.unit_lock(name, op) {
+                Ok(h) => h,
+                // Deleted since the list was read: nothing to reconcile.
+                Err(InventoryError::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(holder) = holder {
+                let busy = BusyUnit {
+                    unit: name.clone(),
+                    operation: holder,
+                    kind: self
+                        .inventory
+                        .operation_kind(holder)?
+                        .unwrap_or_else(|| "unknown".into()),
+                };
+                self.inventory.operation_step(
+                    op,
+                    &step,
+                    StepStatus::Succeeded,
+                    &busy.to_string(),
+                )?;
+                report.busy.push(busy);
                 continue;
             }
-            let r = self.reconcile_unit(&unit, &lb).await?;
-            report.added.extend(r.added);
-            report.corrected.extend(r.corrected);
-            report.unchanged += r.unchanged;
+            self.inventory
+                .operation_step(op, &step, StepStatus::Started, "")?;
+            // Read under the lock: an operation that just ended changed what members should be.
+            let r = match self.inventory.unit_get(name) {
+                Ok(unit) => self.reconcile_unit(&unit, lb).await,
+                Err(e) => Err(e.into()),
+            };
+            self.inventory.unit_unlock(op)?;
+            match r {
+                Ok(r) => {
+                    let detail = format!(
+                        "put back: {}; corrected: {}; {} right",
+                        r.added.join(", "),
+                        r.corrected.join(", "),
+                        r.unchanged
+                    );
+                    self.inventory
+                        .operation_step(op, &step, StepStatus::Succeeded, &detail)?;
+                    report.added.extend(r.added);
+                    report.corrected.extend(r.corrected);
+                    report.unchanged += r.unchanged;
+                }
+                Err(e) => {
+                    self.inventory
+                        .operation_step(op, &step, StepStatus::Failed, &e.to_string())?;
+                    return Err(e);
+                }
+            }
         }
         Ok(report)
     }
