@@ -123,13 +123,40 @@ async fn caddy(front: u16) -> Caddy {
     c
 }
 
+/// Which connections (numbered from 0) a front closes at once, without reading or answering.
+type DropRule = Arc<dyn Fn(usize) -> bool + Send + Sync>;
+
 /// What a front does with the connections it accepts.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct FrontRules {
-    /// Close this many connections at once, without reading or answering (a reset).
-    drop_first: usize,
+    drop: DropRule,
+    /// Connections read to their end and closed without a word (the peer died mid-command).
+    swallow: DropRule,
     /// HTTP: answer 401 unless the request carries this `Authorization` value.
     require_auth: Option<String>,
+}
+
+impl Default for FrontRules {
+    fn default() -> Self {
+        Self::dropping(|_| false)
+    }
+}
+
+impl FrontRules {
+    fn dropping(rule: impl Fn(usize) -> bool + Send + Sync + 'static) -> Self {
+        Self {
+            drop: Arc::new(rule),
+            swallow: Arc::new(|_| false),
+            require_auth: None,
+        }
+    }
+
+    fn swallowing(rule: impl Fn(usize) -> bool + Send + Sync + 'static) -> Self {
+        Self {
+            swallow: Arc::new(rule),
+            ..Self::default()
+        }
+    }
 }
 
 /// A TCP front on loopback that forwards to `target`, by `rules`, counting connections.
@@ -157,8 +184,15 @@ async fn front_on(port: u16, target: String, rules: FrontRules) -> Front {
                 return;
             };
             let n = count.fetch_add(1, Ordering::SeqCst);
-            if n < rules.drop_first {
+            if (rules.drop)(n) {
                 drop(client);
+                continue;
+            }
+            if (rules.swallow)(n) {
+                tokio::spawn(async move {
+                    let mut sink = Vec::new();
+                    let _ = client.read_to_end(&mut sink).await;
+                });
                 continue;
             }
             let (target, rules) = (target.clone(), rules.clone());
@@ -383,4 +417,275 @@ async fn a_caddy_admin_password_is_never_shown_journaled_or_audited() {
     let o = ctl(d, &["audit", "--limit", "1000", "--json"]);
     assert_no_password("audit", &o);
     assert!(ok(o).contains("admin:***@"));
+}
+
+/// A real HAProxy with its runtime API on loopback TCP and an empty backend `be_t`.
+struct Haproxy {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Haproxy {
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+async fn haproxy() -> Haproxy {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  stats socket ipv4@127.0.0.1:{port} level admin\n\
+             defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
+             backend be_t\n  balance roundrobin\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy (scripts/setup.sh installs it)");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Haproxy {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+fn runtime(addr: String) -> flotilla::lb::haproxy::HaproxyRuntime {
+    flotilla::lb::haproxy::HaproxyRuntime::new(flotilla::lb::haproxy::Endpoint::Tcp(addr))
+}
+
+async fn admin_state(h: &Haproxy, name: &str) -> Option<flotilla::lb::MemberState> {
+    use flotilla::lb::LoadBalancer;
+    runtime(h.addr())
+        .members("be_t")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.name == name)
+        .map(|m| m.admin)
+}
+
+#[tokio::test]
+async fn haproxy_commands_survive_refused_and_dropped_connections() {
+    use flotilla::lb::{LoadBalancer, MemberState};
+    let h = haproxy().await;
+    let addr: std::net::SocketAddrV4 = "10.0.0.1:80".parse().unwrap();
+
+    // Nothing listens yet (HAProxy re-creating its socket): refused, then it answers. Even
+    // `add server`, which is never sent twice, is retried: it was never sent.
+    let port = free_port();
+    let late = tokio::spawn({
+        let target = h.addr();
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            front_on(port, target, FrontRules::default()).await
+        }
+    });
+    let lb = runtime(format!("127.0.0.1:{port}"));
+    lb.member_add("be_t", "w1", addr).await.unwrap();
+    assert_eq!(admin_state(&h, "w1").await, Some(MemberState::Maint));
+    drop(late.await.unwrap());
+
+    // The first connections are cut (reset) or closed without an answer. Either is no
+    // answer (HAProxy ends each with a newline): the command is sent again (set and show are
+    // harmless twice) and really applied.
+    for (state, dropped, rules) in [
+        (MemberState::Ready, 1, FrontRules::dropping(|n| n < 1)),
+        (MemberState::Maint, 2, FrontRules::dropping(|n| n < 2)),
+        (MemberState::Ready, 1, FrontRules::swallowing(|n| n < 1)),
+        (MemberState::Maint, 1, FrontRules::swallowing(|n| n < 1)),
+    ] {
+        let front = front_on(free_port(), h.addr(), rules).await;
+        let lb = runtime(format!("127.0.0.1:{}", front.port));
+        lb.member_set("be_t", "w1", state).await.unwrap();
+        assert_eq!(admin_state(&h, "w1").await, Some(state));
+        assert!(front.accepted.load(Ordering::SeqCst) > dropped);
+        let members = lb.members("be_t").await.unwrap();
+        assert_eq!(members.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_haproxy_that_keeps_failing_is_reported_after_a_few_quick_attempts() {
+    use flotilla::lb::{LbError, LoadBalancer};
+    let h = haproxy().await;
+    let guard = std::time::Duration::from_secs(5); // one command's own timeout
+                                                   // Every connection cut.
+    let front = front_on(free_port(), h.addr(), FrontRules::dropping(|_| true)).await;
+    let lb = runtime(format!("127.0.0.1:{}", front.port));
+    let err = tokio::time::timeout(guard, lb.members("be_t"))
+        .await
+        .expect("retries are short")
+        .unwrap_err();
+    assert!(
+        matches!(err, LbError::Connect { attempts: 5, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("tried 5 times"), "{err}");
+    assert_eq!(front.accepted.load(Ordering::SeqCst), 5);
+    // A command that must not run twice is not sent again once it may have arrived.
+    let before = front.accepted.load(Ordering::SeqCst);
+    let err = lb
+        .command("add server be_t/w9 10.0.0.9:80")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LbError::Connect { .. }), "{err:?}");
+    assert_eq!(front.accepted.load(Ordering::SeqCst), before + 1);
+    // Nothing listening at all.
+    let lb = runtime(format!("127.0.0.1:{}", free_port()));
+    let err = tokio::time::timeout(guard, lb.members("be_t"))
+        .await
+        .expect("retries are short")
+        .unwrap_err();
+    assert!(
+        matches!(err, LbError::Connect { attempts: 5, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn caddy_requests_survive_dropped_and_refused_connections() {
+    use flotilla::lb::caddy::CaddyAdmin;
+    use flotilla::lb::MemberState;
+    let front_port = free_port();
+    let c = caddy(front_port).await;
+    let addr: std::net::SocketAddrV4 = "10.0.0.1:80".parse().unwrap();
+    // Every second connection cut: the read (GET) and then the change (PATCH) of each
+    // member_set are each cut once.
+    let front = front_on(
+        front_port,
+        format!("127.0.0.1:{}", c.admin_port),
+        FrontRules::dropping(|n| n % 2 == 1),
+    )
+    .await;
+    let lb = CaddyAdmin::new(&format!("http://127.0.0.1:{front_port}"), "flotilla").unwrap();
+    lb.member_set_at("flotilla", addr, MemberState::Ready)
+        .await
+        .unwrap();
+    assert_eq!(c.upstreams().await, ["10.0.0.1:80"]);
+    lb.member_set_at("flotilla", addr, MemberState::Maint)
+        .await
+        .unwrap();
+    assert!(c.upstreams().await.is_empty());
+    assert!(front.accepted.load(Ordering::SeqCst) >= 6);
+    drop(front);
+
+    // Refused until Caddy's admin endpoint is there again.
+    let late = tokio::spawn({
+        let target = format!("127.0.0.1:{}", c.admin_port);
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            front_on(front_port, target, FrontRules::default()).await
+        }
+    });
+    lb.member_set_at("flotilla", addr, MemberState::Ready)
+        .await
+        .unwrap();
+    assert_eq!(c.upstreams().await, ["10.0.0.1:80"]);
+    drop(late.await.unwrap());
+}
+
+#[tokio::test]
+async fn a_caddy_that_keeps_failing_is_reported_after_a_few_quick_attempts() {
+    use flotilla::lb::caddy::CaddyAdmin;
+    use flotilla::lb::{LbError, MemberState};
+    let front_port = free_port();
+    let c = caddy(front_port).await;
+    let front = front_on(
+        front_port,
+        format!("127.0.0.1:{}", c.admin_port),
+        FrontRules::dropping(|_| true),
+    )
+    .await;
+    let lb = CaddyAdmin::new(&format!("http://127.0.0.1:{front_port}"), "flotilla").unwrap();
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        lb.member_set_at(
+            "flotilla",
+            "10.0.0.1:80".parse().unwrap(),
+            MemberState::Ready,
+        ),
+    )
+    .await
+    .expect("retries are short")
+    .unwrap_err();
+    assert!(
+        matches!(err, LbError::Connect { attempts: 5, .. }),
+        "{err:?}"
+    );
+    assert_eq!(front.accepted.load(Ordering::SeqCst), 5);
+    assert!(c.upstreams().await.is_empty());
+}
+
+/// A deploy through a Caddy front that cuts every second connection: each cut request is
+/// sent again and the deploy succeeds (before, the first cut change undid the whole deploy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_rides_out_a_flaky_load_balancer() {
+    let dir = setup();
+    let d = dir.path();
+    let front_port = free_port();
+    let c = caddy(front_port).await;
+    let front = front_on(
+        front_port,
+        format!("127.0.0.1:{}", c.admin_port),
+        FrontRules::dropping(|n| n % 2 == 1),
+    )
+    .await;
+    ok(ctl(
+        d,
+        &[
+            "lb",
+            "add",
+            "edge",
+            "--caddy-admin",
+            &format!("http://127.0.0.1:{front_port}"),
+            "--caddy-route-id",
+            "flotilla",
+        ],
+    ));
+    ok(ctl(
+        d,
+        &[
+            "unit",
+            "create",
+            "shop",
+            "--image",
+            "base",
+            "--definition",
+            "shop",
+            "--server",
+            "shop-1=10.77.0.11",
+            "--lb",
+            "edge",
+            "--drain-timeout",
+            "0",
+        ],
+    ));
+    ok(ctl(d, &["unit", "deploy", "shop"]));
+    assert_eq!(c.upstreams().await, ["10.77.0.11:8080"]);
+    ok(ctl(d, &["unit", "stop", "shop"]));
+    assert!(c.upstreams().await.is_empty());
+    assert!(front.accepted.load(Ordering::SeqCst) >= 8);
 }

@@ -2,7 +2,7 @@
 //! tagged with an `@id`. Caddy has no drain or maintenance state: a member out of rotation is
 //! simply not in the list (the engine gives removed members a grace period instead of a drain).
 
-use super::{LbError, MemberState, MemberStats};
+use super::{Attempt, LbError, MemberState, MemberStats};
 use crate::model::{quote_input, ValidationError};
 use serde_json::{json, Value};
 use std::net::SocketAddrV4;
@@ -94,33 +94,42 @@ impl CaddyAdmin {
             LbError::Timeout {
                 endpoint: self.shown.clone(),
                 secs: 5,
+                attempts: 1,
             }
         } else {
             LbError::Connect {
                 endpoint: self.shown.clone(),
+                attempts: 1,
                 source: std::io::Error::other(e.without_url()),
             }
         }
     }
 
-    /// Sends a request, again when the connection broke: Caddy restarts its listeners while
-    /// it applies a change, so a request that arrives at that moment is cut off.
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, LbError> {
-        let mut attempt = 0;
-        loop {
-            let this = req.try_clone().ok_or_else(|| LbError::Connect {
-                endpoint: self.shown.clone(),
-                source: std::io::Error::other("a request that cannot be repeated"),
+    /// Sends a request; tries again when no connection could be made (Caddy restarts its
+    /// listeners while it applies a change) and, for a `repeatable` request (GET, PATCH of a
+    /// whole list), when the connection broke or timed out after it was sent.
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        repeatable: bool,
+    ) -> Result<reqwest::Response, LbError> {
+        super::retrying(repeatable, || async {
+            let this = req.try_clone().ok_or_else(|| {
+                Attempt::Final(LbError::Connect {
+                    endpoint: self.shown.clone(),
+                    attempts: 1,
+                    source: std::io::Error::other("a request that cannot be repeated"),
+                })
             })?;
-            match this.send().await {
-                Ok(r) => return Ok(r),
-                Err(e) if !e.is_timeout() && attempt < 5 => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            this.send().await.map_err(|e| {
+                if e.is_connect() {
+                    Attempt::NotSent(self.err(e))
+                } else {
+                    Attempt::Unknown(self.err(e))
                 }
-                Err(e) => return Err(self.err(e)),
-            }
-        }
+            })
+        })
+        .await
     }
 
     fn pool_of<'a>(&'a self, pool: &'a str) -> &'a str {
@@ -136,7 +145,7 @@ impl CaddyAdmin {
         let pool = self.pool_of(pool);
         super::check_name("pool", pool)?;
         let resp = self
-            .send(self.client.get(format!("{}/id/{pool}", self.admin)))
+            .send(self.client.get(format!("{}/id/{pool}", self.admin)), true)
             .await?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Err(LbError::NoPool {
@@ -172,16 +181,20 @@ impl CaddyAdmin {
         let body: Vec<Value> = dials.iter().map(|d| json!({ "dial": d })).collect();
         // PATCH replaces an existing value; a handler without upstreams needs PUT.
         for method in [reqwest::Method::PATCH, reqwest::Method::PUT] {
+            // PATCH sets the whole list: harmless twice. PUT creates it: a second one after
+            // a lost answer would fail.
+            let repeatable = method == reqwest::Method::PATCH;
             let resp = self
-                .client
-                .request(
-                    method.clone(),
-                    format!("{}/id/{pool}/upstreams", self.admin),
+                .send(
+                    self.client
+                        .request(
+                            method.clone(),
+                            format!("{}/id/{pool}/upstreams", self.admin),
+                        )
+                        .json(&body),
+                    repeatable,
                 )
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| self.err(e))?;
+                .await?;
             if resp.status().is_success() {
                 return Ok(());
             }
@@ -211,6 +224,7 @@ impl CaddyAdmin {
             .send(
                 self.client
                     .get(format!("{}/reverse_proxy/upstreams", self.admin)),
+                true,
             )
             .await
         {
