@@ -149,7 +149,7 @@ fn copy_hashed(src: &Path, dest: &Path, progress: &ProgressFn) -> Result<(String
     };
     let mut input = std::fs::File::open(src).map_err(unreadable)?;
     let total = input.metadata().map_err(unreadable)?.len();
-    let mut out = std::fs::File::create(dest).map_err(write_err(dest))?;
+    let mut out = crate::files::private_file(dest).map_err(write_err(dest))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut done = 0u64;
@@ -311,7 +311,7 @@ impl Engine {
         progress: &ProgressFn,
     ) -> Result<DefinitionVersion, OpError> {
         let root = self.definitions_root().join(name);
-        std::fs::create_dir_all(&root).map_err(write_err(&root))?;
+        crate::files::private_dir_all(&root).map_err(write_err(&root))?;
         library::remove_partials(&root);
         let stage = root.join(format!(
             ".stage.{}.{}.partial",
@@ -320,7 +320,7 @@ impl Engine {
         ));
         let result = (|| -> Result<DefinitionVersion, OpError> {
             let pkgs = stage.join("packages");
-            std::fs::create_dir_all(&pkgs).map_err(write_err(&pkgs))?;
+            crate::files::private_dir_all(&pkgs).map_err(write_err(&pkgs))?;
             let mut added = Vec::new();
             for (src, file) in new_files {
                 let (sha256, size) = copy_hashed(src, &pkgs.join(file), progress)?;
@@ -354,7 +354,9 @@ impl Engine {
                     .map_err(write_err(&to))?;
             }
             let file = stage.join(definition::FILE_NAME);
-            std::fs::write(&file, &text).map_err(write_err(&file))?;
+            crate::files::private_file(&file)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(write_err(&file))?;
             let hash = content_hash(&text, &packages);
             if base.is_some_and(|b| b.hash == hash) {
                 return Err(
@@ -754,8 +756,11 @@ fn make_read_only(dir: &Path) -> Result<(), OpError> {
     use std::os::unix::fs::PermissionsExt;
     for entry in walk(dir) {
         if entry.is_file() {
-            std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o444))
-                .map_err(write_err(&entry))?;
+            std::fs::set_permissions(
+                &entry,
+                std::fs::Permissions::from_mode(crate::files::READ_ONLY_MODE),
+            )
+            .map_err(write_err(&entry))?;
         }
     }
     Ok(())
