@@ -5,6 +5,7 @@ pub mod cli;
 #[cfg(feature = "desktop")]
 pub mod desktop;
 pub mod error;
+pub mod files;
 pub mod guest;
 pub mod hypervisor;
 pub mod inventory;

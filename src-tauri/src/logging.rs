@@ -30,13 +30,21 @@ pub fn init(data_dir: &Path, verbose: bool) -> Result<(), String> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::EnvFilter;
     let dir = log_dir(data_dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // Logs name hosts, addresses and errors: for the admin's eyes only.
-        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+    // Logs name hosts, addresses and errors: for the admin's eyes only (the folder 0700, and
+    // today's file 0600 before the appender opens it; later files are inside the folder).
+    crate::files::private_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let _ = crate::files::make_private(&dir);
+    let today = time::OffsetDateTime::now_utc().date();
+    let file = dir.join(format!(
+        "{PREFIX}.{:04}-{:02}-{:02}.{SUFFIX}",
+        today.year(),
+        u8::from(today.month()),
+        today.day()
+    ));
+    if !file.exists() {
+        let _ = crate::files::private_file(&file);
     }
+    let _ = crate::files::make_private(&file);
     let appender = tracing_appender::rolling::Builder::new()
         .rotation(tracing_appender::rolling::Rotation::DAILY)
         .filename_prefix(PREFIX)

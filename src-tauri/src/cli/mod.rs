@@ -401,16 +401,23 @@ fn def(engine: &Engine, json: bool, cmd: DefCommand) -> Result<ExitCode, ApiErro
         }
         DefCommand::Edit { name } => {
             let current = engine.def_show(&name, None)?;
-            let dir = std::env::temp_dir().join(format!("flotilla-edit-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).map_err(|e| {
+            // The buffer lives in a private directory with a random name (0700), removed
+            // when `dir` is dropped: nobody else can read it, or put a file in its place.
+            let dir = crate::files::private_temp_dir("flotilla-edit-").map_err(|e| {
                 ApiError::new(
                     ErrorCode::Internal,
                     format!("cannot make a temporary directory: {e}"),
                 )
             })?;
-            let file = dir.join("definition.toml");
-            std::fs::write(&file, &current.text)
-                .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+            let file = dir.path().join("definition.toml");
+            crate::files::private_file(&file)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, current.text.as_bytes()))
+                .map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::Internal,
+                        format!("cannot write {}: {e}", file.display()),
+                    )
+                })?;
             let editor = std::env::var("VISUAL")
                 .or_else(|_| std::env::var("EDITOR"))
                 .unwrap_or_else(|_| "vi".into());
@@ -427,7 +434,7 @@ fn def(engine: &Engine, json: bool, cmd: DefCommand) -> Result<ExitCode, ApiErro
                     )
                 })?;
             let text = std::fs::read_to_string(&file).unwrap_or_default();
-            let _ = std::fs::remove_dir_all(&dir);
+            drop(dir);
             if !status.success() {
                 return Err(ApiError::new(
                     ErrorCode::InvalidInput,

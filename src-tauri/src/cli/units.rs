@@ -688,6 +688,9 @@ pub(super) async fn lb(engine: &Engine, json: bool, cmd: LbCommand) -> Result<Ex
                     r.corrected.len(),
                     r.unchanged
                 ));
+                for b in &r.busy {
+                    say_line(&format!("  {b}"));
+                }
             }
         }
         LbCommand::Remove { name } => {

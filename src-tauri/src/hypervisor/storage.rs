@@ -383,7 +383,8 @@ impl Hypervisor {
             let io = |e: std::io::Error| CallError::LocalFile(dest.clone(), e);
             let vol = pool_of(c, &pool)?.lookup_storage_vol_by_name(&name)?;
             let total = vol.info()?.allocation;
-            let mut out = std::fs::File::create(&dest).map_err(io)?;
+            // The owner's only: it becomes a library file (a builder's disk).
+            let mut out = crate::files::private_file(&dest).map_err(io)?;
             let stream = Stream::new(c, 0)?;
             vol.download(&stream, 0, 0, 0)?;
             let mut done = 0u64;

@@ -200,7 +200,7 @@ impl Inventory {
 
 /// The start time of process `pid` (field 22 of /proc/PID/stat): with the pid it names one
 /// process, so a recycled pid is not mistaken for the one that began an operation.
-fn process_start(pid: u32) -> Option<String> {
+pub(super) fn process_start(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; fields after its ')' are plain.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -236,6 +236,16 @@ impl Inventory {
         )
         .map_err(query_err("begin an operation"))?;
         Ok(conn.last_insert_rowid())
+    }
+
+    /// The kind of operation `id` (`deploy`, `lb.reconcile`, …).
+    pub fn operation_kind(&self, id: i64) -> Result<Option<String>, InventoryError> {
+        self.conn()
+            .query_row("SELECT kind FROM operations WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(query_err("read an operation"))
     }
 
     /// Marks an operation as belonging to no living process (a simulated crash in tests).

@@ -159,11 +159,20 @@ pub struct Inventory {
 impl Inventory {
     /// Opens (creating if needed) the inventory in `data_dir`, migrating it to this build's
     /// schema.
+    /// The data directory is made private (0700), and so is the inventory (0600; SQLite gives
+    /// its -wal and -shm files the database's mode). One an older Flotilla left readable by
+    /// others is made private too: it holds load-balancer credentials.
     pub fn open_in(data_dir: &Path) -> Result<Self, InventoryError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| InventoryError::DataDir {
+        crate::files::private_dir_all(data_dir).map_err(|source| InventoryError::DataDir {
             path: data_dir.to_owned(),
             source,
         })?;
+        if let Err(e) = crate::files::make_private(data_dir) {
+            eprintln!(
+                "flotilla: warning: cannot make the data directory {} private (mode 0700): {e}",
+                data_dir.display()
+            );
+        }
         Self::open(&data_dir.join(FILE_NAME))
     }
 
@@ -172,6 +181,7 @@ impl Inventory {
             path: path.to_owned(),
             source,
         };
+        Self::make_file_private(path)?;
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -181,6 +191,38 @@ impl Inventory {
             conn: Mutex::new(conn),
             path: path.to_owned(),
         })
+    }
+
+    /// Creates the database file empty with mode 0600 before SQLite opens it (SQLite would
+    /// make it 0644), or takes group and other access from one that has it.
+    fn make_file_private(path: &Path) -> Result<(), InventoryError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(crate::files::FILE_MODE)
+            .open(path);
+        match created {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = path.as_os_str().to_owned();
+                    p.push(suffix);
+                    match crate::files::make_private(Path::new(&p)) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => eprintln!(
+                            "flotilla: warning: cannot make {} private (mode 0600): {e}",
+                            Path::new(&p).display()
+                        ),
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+            Err(source) => Err(InventoryError::DataDir {
+                path: path.to_owned(),
+                source,
+            }),
+        }
     }
 
     /// A private in-memory inventory, for tests.

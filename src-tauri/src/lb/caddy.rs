@@ -2,30 +2,58 @@
 //! tagged with an `@id`. Caddy has no drain or maintenance state: a member out of rotation is
 //! simply not in the list (the engine gives removed members a grace period instead of a drain).
 
-use super::{LbError, MemberState, MemberStats};
+use super::{Attempt, LbError, MemberState, MemberStats};
 use crate::model::{quote_input, ValidationError};
 use serde_json::{json, Value};
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+/// Which Caddy an admin URL reaches, for telling whether two registrations are one instance:
+/// host (`localhost` as 127.0.0.1) and port, without credentials or a trailing slash.
+pub fn instance_key(admin: &str) -> String {
+    match url::Url::parse(admin) {
+        Ok(u) => {
+            let host = match u.host_str().unwrap_or("") {
+                "localhost" => "127.0.0.1".to_owned(),
+                h => h.to_ascii_lowercase(),
+            };
+            format!("{host}:{}", u.port_or_known_default().unwrap_or(0))
+        }
+        Err(_) => admin.trim_end_matches('/').to_owned(),
+    }
+}
+
+#[derive(Clone)]
 pub struct CaddyAdmin {
-    /// `http://host:port`, without a trailing slash.
+    /// `http://host:port`, without a trailing slash; may hold `user:pass@` (sent as basic
+    /// authentication by reqwest, which takes it out of the URL it keeps).
     admin: String,
+    /// `admin` as errors show it: without the password.
+    shown: String,
     route_id: String,
     client: reqwest::Client,
     /// Changes are read-modify-write of the upstream list: one at a time.
     writing: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
+impl std::fmt::Debug for CaddyAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaddyAdmin")
+            .field("admin", &self.shown)
+            .field("route_id", &self.route_id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl CaddyAdmin {
     pub fn new(admin: &str, route_id: &str) -> Result<Self, ValidationError> {
+        let shown = super::redact_credentials(admin);
         let url = url::Url::parse(admin).map_err(|_| {
             ValidationError::new(
                 "caddy-admin",
                 format!(
                     "{} is not a URL like http://127.0.0.1:2019",
-                    quote_input(admin)
+                    quote_input(&shown)
                 ),
             )
         })?;
@@ -38,7 +66,7 @@ impl CaddyAdmin {
                 "caddy-admin",
                 format!(
                     "{} must be http://HOST:PORT (Caddy's admin endpoint, no path)",
-                    quote_input(admin)
+                    quote_input(&shown)
                 ),
             ));
         }
@@ -53,44 +81,55 @@ impl CaddyAdmin {
             .map_err(|e| ValidationError::new("caddy-admin", e.to_string()))?;
         Ok(Self {
             admin: admin.trim_end_matches('/').to_owned(),
+            shown: shown.trim_end_matches('/').to_owned(),
             route_id: route_id.to_owned(),
             client,
             writing: std::sync::Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
+    /// reqwest's errors name the URL: ours is shown without the password instead.
     fn err(&self, e: reqwest::Error) -> LbError {
         if e.is_timeout() {
             LbError::Timeout {
-                endpoint: self.admin.clone(),
+                endpoint: self.shown.clone(),
                 secs: 5,
+                attempts: 1,
             }
         } else {
             LbError::Connect {
-                endpoint: self.admin.clone(),
-                source: std::io::Error::other(e),
+                endpoint: self.shown.clone(),
+                attempts: 1,
+                source: std::io::Error::other(e.without_url()),
             }
         }
     }
 
-    /// Sends a request, again when the connection broke: Caddy restarts its listeners while
-    /// it applies a change, so a request that arrives at that moment is cut off.
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, LbError> {
-        let mut attempt = 0;
-        loop {
-            let this = req.try_clone().ok_or_else(|| LbError::Connect {
-                endpoint: self.admin.clone(),
-                source: std::io::Error::other("a request that cannot be repeated"),
+    /// Sends a request; tries again when no connection could be made (Caddy restarts its
+    /// listeners while it applies a change) and, for a `repeatable` request (GET, PATCH of a
+    /// whole list), when the connection broke or timed out after it was sent.
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        repeatable: bool,
+    ) -> Result<reqwest::Response, LbError> {
+        super::retrying(repeatable, || async {
+            let this = req.try_clone().ok_or_else(|| {
+                Attempt::Final(LbError::Connect {
+                    endpoint: self.shown.clone(),
+                    attempts: 1,
+                    source: std::io::Error::other("a request that cannot be repeated"),
+                })
             })?;
-            match this.send().await {
-                Ok(r) => return Ok(r),
-                Err(e) if !e.is_timeout() && attempt < 5 => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            this.send().await.map_err(|e| {
+                if e.is_connect() {
+                    Attempt::NotSent(self.err(e))
+                } else {
+                    Attempt::Unknown(self.err(e))
                 }
-                Err(e) => return Err(self.err(e)),
-            }
-        }
+            })
+        })
+        .await
     }
 
     fn pool_of<'a>(&'a self, pool: &'a str) -> &'a str {
@@ -106,11 +145,23 @@ impl CaddyAdmin {
         let pool = self.pool_of(pool);
         super::check_name("pool", pool)?;
         let resp = self
-            .send(self.client.get(format!("{}/id/{pool}", self.admin)))
+            .send(self.client.get(format!("{}/id/{pool}", self.admin)), true)
             .await?;
-        if !resp.status().is_success() {
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Err(LbError::NoPool {
                 pool: pool.to_owned(),
+            });
+        }
+        if !resp.status().is_success() {
+            // 401/403 from a front that wants other credentials, 5xx: not "no such pool".
+            let status = resp.status();
+            let answer = resp.text().await.unwrap_or_default();
+            return Err(LbError::Refused {
+                command: format!("GET /id/{pool}"),
+                answer: format!("{status} {}", answer.trim())
+                    .chars()
+                    .take(300)
+                    .collect(),
             });
         }
         let handler: Value = resp.json().await.map_err(|e| self.err(e))?;
@@ -130,16 +181,20 @@ impl CaddyAdmin {
         let body: Vec<Value> = dials.iter().map(|d| json!({ "dial": d })).collect();
         // PATCH replaces an existing value; a handler without upstreams needs PUT.
         for method in [reqwest::Method::PATCH, reqwest::Method::PUT] {
+            // PATCH sets the whole list: harmless twice. PUT creates it: a second one after
+            // a lost answer would fail.
+            let repeatable = method == reqwest::Method::PATCH;
             let resp = self
-                .client
-                .request(
-                    method.clone(),
-                    format!("{}/id/{pool}/upstreams", self.admin),
+                .send(
+                    self.client
+                        .request(
+                            method.clone(),
+                            format!("{}/id/{pool}/upstreams", self.admin),
+                        )
+                        .json(&body),
+                    repeatable,
                 )
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| self.err(e))?;
+                .await?;
             if resp.status().is_success() {
                 return Ok(());
             }
@@ -169,6 +224,7 @@ impl CaddyAdmin {
             .send(
                 self.client
                     .get(format!("{}/reverse_proxy/upstreams", self.admin)),
+                true,
             )
             .await
         {
@@ -253,6 +309,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_caddy_is_one_instance_whatever_its_url_says() {
+        let k = instance_key("http://127.0.0.1:2019");
+        for same in [
+            "http://127.0.0.1:2019/",
+            "http://admin:pw@127.0.0.1:2019",
+            "http://localhost:2019",
+            "http://LOCALHOST:2019/",
+        ] {
+            assert_eq!(instance_key(same), k, "{same}");
+        }
+        for other in ["http://127.0.0.1:2020", "http://10.0.0.1:2019"] {
+            assert_ne!(instance_key(other), k, "{other}");
+        }
+        assert_eq!(instance_key("http://h"), "h:80");
+    }
+
+    #[test]
     fn admin_urls_and_route_ids_are_checked() {
         assert!(CaddyAdmin::new("http://127.0.0.1:2019", "flotilla").is_ok());
         for (admin, id) in [
@@ -265,6 +338,44 @@ mod tests {
         ] {
             assert!(CaddyAdmin::new(admin, id).is_err(), "{admin} {id}");
         }
+    }
+
+    /// Every text an error carries: its message and its causes'.
+    fn all_text(e: &dyn std::error::Error) -> String {
+        let mut out = format!("{e} {e:?}");
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            out.push_str(&format!(" | {c} {c:?}"));
+            cause = c.source();
+        }
+        out
+    }
+
+    #[test]
+    fn a_refused_admin_url_is_quoted_without_its_password() {
+        for bad in [
+            "admin:s3cret@127.0.0.1:2019",
+            "https://admin:s3cret@127.0.0.1:2019",
+            "http://admin:s3cret@127.0.0.1:2019/config/",
+        ] {
+            let e = CaddyAdmin::new(bad, "flotilla").unwrap_err();
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+            assert!(e.to_string().contains("admin:***@"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn errors_name_the_admin_endpoint_without_its_password() {
+        let c = CaddyAdmin::new("http://admin:s3cret@127.0.0.1:9", "flotilla").unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let e = c.members("").await.unwrap_err();
+        let text = all_text(&e);
+        assert!(matches!(e, LbError::Connect { .. }), "{e:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            e.to_string().contains("http://admin:***@127.0.0.1:9"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! HAProxy's runtime API (the `stats socket … level admin`), over a unix socket or TCP. One
 //! command per connection; HAProxy answers with text and closes.
 
-use super::{check_name, LbError, LoadBalancer, MemberState, MemberStats};
+use super::{check_name, Attempt, LbError, LoadBalancer, MemberState, MemberStats};
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -65,41 +65,71 @@ impl HaproxyRuntime {
         }
     }
 
-    /// Sends one command and returns the answer.
+    /// Sends one command and returns the answer. A connection that could not be made is
+    /// tried again (a few times, briefly: HAProxy re-creates its socket on reload); one that
+    /// broke or timed out after the command was sent is tried again only for commands that
+    /// are harmless twice (`show`, `set`, `enable`, `disable`), never for `add`/`del server`.
     pub async fn command(&self, command: &str) -> Result<String, LbError> {
+        let repeatable = ["show ", "set ", "enable ", "disable "]
+            .iter()
+            .any(|p| command.starts_with(p));
+        super::retrying(repeatable, || self.attempt(command)).await
+    }
+
+    async fn attempt(&self, command: &str) -> Result<String, Attempt> {
         let endpoint = self.endpoint.to_string();
-        let io = |source| LbError::Connect {
-            endpoint: endpoint.clone(),
-            source,
-        };
-        let exchange = async {
-            let mut answer = String::new();
-            match &self.endpoint {
-                Endpoint::Unix(path) => {
-                    let mut s = tokio::net::UnixStream::connect(path).await.map_err(io)?;
-                    s.write_all(format!("{command}\n").as_bytes())
-                        .await
-                        .map_err(io)?;
-                    s.shutdown().await.map_err(io)?;
-                    s.read_to_string(&mut answer).await.map_err(io)?;
-                }
-                Endpoint::Tcp(addr) => {
-                    let mut s = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
-                    s.write_all(format!("{command}\n").as_bytes())
-                        .await
-                        .map_err(io)?;
-                    s.shutdown().await.map_err(io)?;
-                    s.read_to_string(&mut answer).await.map_err(io)?;
-                }
-            }
-            Ok::<_, LbError>(answer)
-        };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| LbError::Timeout {
-                endpoint: endpoint.clone(),
+        let mut sent = false;
+        let outcome = tokio::time::timeout(self.timeout, self.exchange(command, &mut sent)).await;
+        let err = match outcome {
+            Ok(Ok(answer)) if answer.is_empty() => LbError::Connect {
+                endpoint,
+                attempts: 1,
+                // HAProxy ends every answer with a newline, even an empty one.
+                source: std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the connection was closed without an answer",
+                ),
+            },
+            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(source)) => LbError::Connect {
+                endpoint,
+                attempts: 1,
+                source,
+            },
+            Err(_) => LbError::Timeout {
+                endpoint,
                 secs: self.timeout.as_secs(),
-            })?
+                attempts: 1,
+            },
+        };
+        Err(if sent {
+            Attempt::Unknown(err)
+        } else {
+            Attempt::NotSent(err)
+        })
+    }
+
+    /// One connection: the command out, the answer in. `sent` turns true once the
+    /// connection is made (from then on the command may reach HAProxy).
+    async fn exchange(&self, command: &str, sent: &mut bool) -> std::io::Result<String> {
+        let mut answer = String::new();
+        match &self.endpoint {
+            Endpoint::Unix(path) => {
+                let mut s = tokio::net::UnixStream::connect(path).await?;
+                *sent = true;
+                s.write_all(format!("{command}\n").as_bytes()).await?;
+                s.shutdown().await?;
+                s.read_to_string(&mut answer).await?;
+            }
+            Endpoint::Tcp(addr) => {
+                let mut s = tokio::net::TcpStream::connect(addr).await?;
+                *sent = true;
+                s.write_all(format!("{command}\n").as_bytes()).await?;
+                s.shutdown().await?;
+                s.read_to_string(&mut answer).await?;
+            }
+        }
+        Ok(answer)
     }
 
     async fn expect_ok(&self, command: String) -> Result<(), LbError> {

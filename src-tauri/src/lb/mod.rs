@@ -14,18 +14,102 @@ pub enum LbError {
         "{what} {value:?} is not a valid name for the load balancer: use 1-64 of A-Z a-z 0-9 . _ -"
     )]
     BadName { what: &'static str, value: String },
-    #[error("cannot reach the load balancer at {endpoint}")]
+    #[error("cannot reach the load balancer at {endpoint}{}", tried(*attempts))]
     Connect {
         endpoint: String,
+        /// How many times it was tried (transient errors are retried).
+        attempts: u32,
         #[source]
         source: std::io::Error,
     },
-    #[error("the load balancer at {endpoint} did not answer within {secs} s")]
-    Timeout { endpoint: String, secs: u64 },
+    #[error("the load balancer at {endpoint} did not answer within {secs} s{}", tried(*attempts))]
+    Timeout {
+        endpoint: String,
+        secs: u64,
+        attempts: u32,
+    },
     #[error("the load balancer refused `{command}`: {answer}")]
     Refused { command: String, answer: String },
     #[error("backend pool {pool:?} does not exist on the load balancer")]
     NoPool { pool: String },
+}
+
+fn tried(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" (tried {attempts} times)")
+    } else {
+        String::new()
+    }
+}
+
+/// How a failed attempt to talk to a load balancer may be retried.
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    /// Nothing reached the load balancer (no listener, connection refused, no socket file
+    /// while it restarts): repeating any command is safe.
+    NotSent(LbError),
+    /// The connection broke or timed out after the command was sent: it may have been
+    /// applied, so only a command that is harmless twice is repeated.
+    Unknown(LbError),
+    /// An answer: asking again gets the same one.
+    Final(LbError),
+}
+
+/// Waits between attempts: 5 attempts within 1.5 s. Long enough for a load balancer that
+/// restarts its listener (HAProxy reload, Caddy applying a config), short enough that a dead
+/// one is reported at once. A timeout is retried once only: a second one means it hangs.
+pub(crate) const RETRY_WAITS: [std::time::Duration; 4] = [
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(200),
+    std::time::Duration::from_millis(400),
+    std::time::Duration::from_millis(800),
+];
+
+/// Runs `attempt` until it succeeds, fails for good, or the retries are spent. `repeatable`:
+/// the command is harmless when applied twice (reads, setting a state, replacing a list).
+pub(crate) async fn retrying<T, F, Fut>(repeatable: bool, mut attempt: F) -> Result<T, LbError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Attempt>>,
+{
+    let mut waits = RETRY_WAITS.iter();
+    let (mut attempts, mut timeouts) = (0u32, 0u32);
+    loop {
+        attempts += 1;
+        let err = match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(Attempt::Final(e)) => return Err(e),
+            Err(Attempt::Unknown(e)) if !repeatable => return Err(e.tried(attempts)),
+            Err(Attempt::NotSent(e) | Attempt::Unknown(e)) => e,
+        };
+        if matches!(err, LbError::Timeout { .. }) {
+            timeouts += 1;
+        }
+        match waits.next() {
+            Some(wait) if timeouts < 2 => tokio::time::sleep(*wait).await,
+            _ => return Err(err.tried(attempts)),
+        }
+    }
+}
+
+impl LbError {
+    fn tried(self, n: u32) -> Self {
+        match self {
+            Self::Connect {
+                endpoint, source, ..
+            } => Self::Connect {
+                endpoint,
+                attempts: n,
+                source,
+            },
+            Self::Timeout { endpoint, secs, .. } => Self::Timeout {
+                endpoint,
+                secs,
+                attempts: n,
+            },
+            other => other,
+        }
+    }
 }
 
 /// What the load balancer should do with a member.
@@ -76,6 +160,30 @@ pub fn check_name(what: &'static str, value: &str) -> Result<(), LbError> {
     }
 }
 
+/// `endpoint` as it may be shown, printed, journaled or audited: the password of a
+/// `user:pass@` part is replaced by `***` (`http://admin:***@10.0.0.5:2019`). Works on text that
+/// is not a valid URL too (a refused input is quoted in its error message).
+pub fn redact_credentials(endpoint: &str) -> String {
+    let start = endpoint.find("://").map_or(0, |i| i + 3);
+    let authority_len = endpoint[start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(endpoint.len() - start);
+    let authority = &endpoint[start..start + authority_len];
+    let Some(at) = authority.rfind('@') else {
+        return endpoint.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let Some(colon) = userinfo.find(':') else {
+        return endpoint.to_owned();
+    };
+    format!(
+        "{}{}:***{}",
+        &endpoint[..start],
+        &userinfo[..colon],
+        &endpoint[start + at..]
+    )
+}
+
 /// A load balancer: pools of members.
 #[allow(async_fn_in_trait)]
 pub trait LoadBalancer {
@@ -92,4 +200,41 @@ pub trait LoadBalancer {
     async fn member_set(&self, pool: &str, name: &str, state: MemberState) -> Result<(), LbError>;
     /// Removes a member (put into maint first). Returns false when it was not there.
     async fn member_remove(&self, pool: &str, name: &str) -> Result<bool, LbError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_credentials;
+
+    #[test]
+    fn passwords_in_endpoints_are_never_shown() {
+        for (given, shown) in [
+            (
+                "http://admin:s3cret@10.0.0.5:2019",
+                "http://admin:***@10.0.0.5:2019",
+            ),
+            (
+                "http://admin:s3cret@10.0.0.5:2019/",
+                "http://admin:***@10.0.0.5:2019/",
+            ),
+            // An `@` in the password, unencoded; a password that looks like a path start.
+            ("http://a:p@ss@h:1", "http://a:***@h:1"),
+            ("http://a:p%2Fw@h:1", "http://a:***@h:1"),
+            // Not a URL at all (refused input is quoted in its error).
+            ("admin:s3cret@10.0.0.5:2019", "admin:***@10.0.0.5:2019"),
+            ("http://:s3cret@h:1", "http://:***@h:1"),
+            // Nothing secret: unchanged.
+            ("http://127.0.0.1:2019", "http://127.0.0.1:2019"),
+            ("http://admin@h:1", "http://admin@h:1"),
+            (
+                "unix:/run/haproxy/admin.sock",
+                "unix:/run/haproxy/admin.sock",
+            ),
+            ("unix:/tmp/a@b:c", "unix:/tmp/a@b:c"),
+            ("tcp:10.0.0.1:9999", "tcp:10.0.0.1:9999"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_credentials(given), shown, "{given}");
+        }
+    }
 }

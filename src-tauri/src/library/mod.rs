@@ -401,6 +401,11 @@ pub fn convert_to_qcow2(
     dest: &Path,
     progress: &dyn Fn(f64),
 ) -> Result<(), LibraryError> {
+    // qemu-img would create it 0644; it writes into the private file made here instead.
+    crate::files::private_file(dest).map_err(|source| LibraryError::Write {
+        path: dest.to_owned(),
+        source,
+    })?;
     let (src_arg, dest_arg) = (for_qemu(src)?, for_qemu(dest)?);
     let options = [
         "convert",
@@ -498,7 +503,7 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Makes a finished file read-only and moves it to its final name (which must not exist: a
+/// Makes a finished file read-only (0400, its owner's) and moves it to its final name (which must not exist: a
 /// library file is never overwritten).
 pub fn seal_into_place(partial: &Path, dest: &Path) -> Result<(), LibraryError> {
     let write_err = |source| LibraryError::Write {
@@ -512,7 +517,11 @@ pub fn seal_into_place(partial: &Path, dest: &Path) -> Result<(), LibraryError> 
         )));
     }
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(partial, std::fs::Permissions::from_mode(0o444)).map_err(write_err)?;
+    std::fs::set_permissions(
+        partial,
+        std::fs::Permissions::from_mode(crate::files::READ_ONLY_MODE),
+    )
+    .map_err(write_err)?;
     std::fs::rename(partial, dest).map_err(write_err)
 }
 
@@ -853,6 +862,12 @@ mod tests {
             seen.lock().unwrap().last().is_some_and(|p| *p >= 99.0),
             "progress up to 100%"
         );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&partial).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "qemu-img wrote into the private file made for it"
+        );
         let p = probe(&partial).unwrap();
         assert_eq!(
             (p.format.as_str(), p.virtual_size, p.backing),
@@ -862,10 +877,9 @@ mod tests {
         assert_eq!(sum.len(), 64);
         let dest = dir.path().join("v1.qcow2");
         seal_into_place(&partial, &dest).unwrap();
-        use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
-            0o444
+            0o400
         );
         std::fs::write(&partial, b"x").unwrap();
         assert!(

@@ -655,9 +655,11 @@ impl Engine {
                 })
                 .await?;
                 let dir = self.library.join(b.image.as_str());
-                std::fs::create_dir_all(&dir).map_err(|source| library::LibraryError::Write {
-                    path: dir.clone(),
-                    source,
+                crate::files::private_dir_all(&dir).map_err(|source| {
+                    library::LibraryError::Write {
+                        path: dir.clone(),
+                        source,
+                    }
                 })?;
                 library::remove_partials(&dir);
                 let disk_volume = format!("{}-disk.qcow2", b.domain);
@@ -847,17 +849,53 @@ fn flatten(
     result
 }
 
-pub(super) fn tempfile_dir() -> Result<PathBuf, OpError> {
-    let dir = std::env::temp_dir().join(format!(
-        "flotilla-seed-{}-{}",
-        std::process::id(),
-        crate::inventory::now_compact()
-    ));
-    std::fs::create_dir_all(&dir).map_err(|source| library::LibraryError::Write {
-        path: dir.clone(),
-        source,
-    })?;
-    Ok(dir)
+/// A private temporary directory for seed disks and payload images (they carry per-server
+/// configuration): mode 0700 with a random name, removed when dropped. It dereferences to its
+/// path.
+pub(super) struct PrivateDir(tempfile::TempDir);
+
+impl std::ops::Deref for PrivateDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<std::path::Path> for PrivateDir {
+    fn as_ref(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+pub(super) fn tempfile_dir() -> Result<PrivateDir, OpError> {
+    crate::files::private_temp_dir("flotilla-")
+        .map(PrivateDir)
+        .map_err(|source| {
+            library::LibraryError::Write {
+                path: std::env::temp_dir(),
+                source,
+            }
+            .into()
+        })
+}
+
+#[cfg(test)]
+mod temp_tests {
+    use super::tempfile_dir;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn seed_and_payload_files_are_made_in_a_private_directory() {
+        let dir = tempfile_dir().unwrap();
+        let mode = std::fs::metadata(&*dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let other = tempfile_dir().unwrap();
+        assert_ne!(dir.to_path_buf(), other.to_path_buf());
+        let path = dir.to_path_buf();
+        std::fs::write(dir.join("seed.img"), b"x").unwrap();
+        drop(dir);
+        assert!(!path.exists(), "removed with its files");
+    }
 }
 
 #[cfg(test)]

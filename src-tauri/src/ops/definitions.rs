@@ -237,7 +237,7 @@ fn copy_hashed(src: &Path, dest: &Path, progress: &ProgressFn) -> Result<(String
         })
     };
     let (mut input, total) = open_regular(src, None)?;
-    let mut out = std::fs::File::create(dest).map_err(write_err(dest))?;
+    let mut out = crate::files::private_file(dest).map_err(write_err(dest))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut done = 0u64;
@@ -399,7 +399,7 @@ impl Engine {
         progress: &ProgressFn,
     ) -> Result<DefinitionVersion, OpError> {
         let root = self.definitions_root().join(name);
-        std::fs::create_dir_all(&root).map_err(write_err(&root))?;
+        crate::files::private_dir_all(&root).map_err(write_err(&root))?;
         library::remove_partials(&root);
         let stage = root.join(format!(
             ".stage.{}.{}.partial",
@@ -408,7 +408,7 @@ impl Engine {
         ));
         let result = (|| -> Result<DefinitionVersion, OpError> {
             let pkgs = stage.join("packages");
-            std::fs::create_dir_all(&pkgs).map_err(write_err(&pkgs))?;
+            crate::files::private_dir_all(&pkgs).map_err(write_err(&pkgs))?;
             let mut added = Vec::new();
             for f in new_files {
                 let (sha256, size) = copy_hashed(&f.src, &pkgs.join(&f.file), progress)?;
@@ -456,7 +456,9 @@ impl Engine {
                     .map_err(write_err(&to))?;
             }
             let file = stage.join(definition::FILE_NAME);
-            std::fs::write(&file, &text).map_err(write_err(&file))?;
+            crate::files::private_file(&file)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(write_err(&file))?;
             let hash = content_hash(&text, &packages);
             if base.is_some_and(|b| b.hash == hash) {
                 return Err(
@@ -960,8 +962,11 @@ fn make_read_only(dir: &Path) -> Result<(), OpError> {
     use std::os::unix::fs::PermissionsExt;
     for entry in walk(dir) {
         if entry.is_file() {
-            std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o444))
-                .map_err(write_err(&entry))?;
+            std::fs::set_permissions(
+                &entry,
+                std::fs::Permissions::from_mode(crate::files::READ_ONLY_MODE),
+            )
+            .map_err(write_err(&entry))?;
         }
     }
     Ok(())

@@ -89,10 +89,19 @@ pub(super) fn copy_boot_file(src: &Path, dest: &Path) -> Result<(), library::Lib
         });
     }
     let partial = dest.with_extension("partial");
-    std::fs::copy(src, &partial).map_err(|source| library::LibraryError::Write {
+    let write_err = |source| library::LibraryError::Write {
         path: partial.clone(),
         source,
-    })?;
+    };
+    // Not fs::copy: that would give the copy the source's mode (often world-readable).
+    let mut out = crate::files::private_file(&partial).map_err(write_err)?;
+    let copied = std::fs::File::open(src)
+        .and_then(|mut input| std::io::copy(&mut input, &mut out))
+        .and_then(|_| out.sync_all());
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&partial);
+        return Err(write_err(e));
+    }
     library::seal_into_place(&partial, dest)
 }
 
@@ -139,7 +148,7 @@ impl Engine {
             // Both refuse before anything is written: a refused file leaves no folder behind.
             let probe = library::probe(&req.file)?;
             library::check_importable(&req.file, &probe, &library_root)?;
-            std::fs::create_dir_all(&dir).map_err(|source| library::LibraryError::Write {
+            crate::files::private_dir_all(&dir).map_err(|source| library::LibraryError::Write {
                 path: dir.clone(),
                 source,
             })?;

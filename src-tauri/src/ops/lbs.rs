@@ -6,7 +6,7 @@ use super::{Engine, OpError};
 use crate::inventory::LbInstance;
 use crate::lb::caddy::CaddyAdmin;
 use crate::lb::haproxy::{CheckSettings, Endpoint, HaproxyRuntime};
-use crate::lb::{check_name, LbError, LoadBalancer, MemberState, MemberStats};
+use crate::lb::{check_name, redact_credentials, LbError, LoadBalancer, MemberState, MemberStats};
 use crate::model::{quote_input, HostName, ValidationError};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddrV4;
@@ -130,9 +130,16 @@ fn bad_endpoint(endpoint: &str) -> ValidationError {
         "endpoint",
         format!(
             "{} is not unix:/path or tcp:host:port",
-            quote_input(endpoint)
+            quote_input(&redact_credentials(endpoint))
         ),
     )
+}
+
+/// A registered load balancer as the front doors show it: an admin URL's password is `***`.
+/// The inventory keeps the real one (it is private to its user: see `Inventory::open_in`).
+fn shown(mut lb: LbInstance) -> LbInstance {
+    lb.endpoint = redact_credentials(&lb.endpoint);
+    lb
 }
 
 /// What `lb check` found.
@@ -156,6 +163,28 @@ pub struct ReconcileReport {
     /// Members whose state was set back to what the inventory says.
     pub corrected: Vec<String>,
     pub unchanged: u32,
+    /// Units left alone because an operation holds them (it sets their members itself).
+    pub busy: Vec<BusyUnit>,
+}
+
+/// A unit a reconcile skipped: the operation that holds its lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct BusyUnit {
+    pub unit: String,
+    pub operation: i64,
+    /// The operation's kind (`deploy`, `stop`, …).
+    pub kind: String,
+}
+
+impl std::fmt::Display for BusyUnit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unit {} was skipped: it is busy with operation #{} ({}), which sets its members itself; if that operation was interrupted, resume or unwind it (flotillactl op list), then reconcile again",
+            self.unit, self.operation, self.kind
+        )
+    }
 }
 
 impl Engine {
@@ -173,7 +202,10 @@ impl Engine {
                 if !p.starts_with('/') || p.len() > 1024 || p.chars().any(char::is_control) {
                     return Err(ValidationError::new(
                         "haproxy-socket",
-                        format!("{} must be an absolute path", quote_input(p)),
+                        format!(
+                            "{} must be an absolute path",
+                            quote_input(&redact_credentials(p))
+                        ),
                     )
                     .into());
                 }
@@ -191,7 +223,7 @@ impl Engine {
                 if !ok {
                     return Err(ValidationError::new(
                         "haproxy-addr",
-                        format!("{} is not HOST:PORT", quote_input(a)),
+                        format!("{} is not HOST:PORT", quote_input(&redact_credentials(a))),
                     )
                     .into());
                 }
@@ -218,17 +250,20 @@ impl Engine {
                 LbError::NoPool { .. } => Ok(Vec::new()),
                 e => Err(e),
             })?;
-        Ok(self
-            .inventory
-            .lb_insert(&lb.name, &lb.kind, &lb.endpoint, &lb.route_id)?)
+        Ok(shown(self.inventory.lb_insert(
+            &lb.name,
+            &lb.kind,
+            &lb.endpoint,
+            &lb.route_id,
+        )?))
     }
 
     pub fn lb_list(&self) -> Result<Vec<LbInstance>, OpError> {
-        Ok(self.inventory.lb_list()?)
+        Ok(self.inventory.lb_list()?.into_iter().map(shown).collect())
     }
 
     pub fn lb_show(&self, name: &str) -> Result<LbInstance, OpError> {
-        Ok(self.inventory.lb_get(name)?)
+        Ok(shown(self.inventory.lb_get(name)?))
     }
 
     pub fn lb_remove(&self, name: &str) -> Result<(), OpError> {
@@ -263,7 +298,7 @@ impl Engine {
             pools.push((pool, exists));
         }
         Ok(LbCheck {
-            lb,
+            lb: shown(lb),
             pools,
             members,
             has_drain: driver.has_drain(),
@@ -277,17 +312,97 @@ impl Engine {
         outcome
     }
 
+    /// Each unit is reconciled under its lock, as operations run: a unit an operation holds
+    /// is skipped and reported (that operation puts its members right; changing them under it
+    /// would undo its drain or put back a member it is removing).
     async fn lb_reconcile_inner(&self, name: &str) -> Result<ReconcileReport, OpError> {
         let lb = self.inventory.lb_get(name)?;
+        let units: Vec<String> = self
+            .inventory
+            .unit_list()?
+            .into_iter()
+            .filter(|u| u.lb.as_deref() == Some(name))
+            .map(|u| u.name)
+            .collect();
+        let op = self
+            .inventory
+            .operation_begin_with("lb.reconcile", &format!("lb/{name}"), "")?;
+        let outcome = self.reconcile_locked(op, &lb, &units).await;
+        // Whatever happened, no lock of this reconcile outlives it.
+        let unlocked = self.inventory.unit_unlock(op);
+        let (state, error) = match &outcome {
+            Ok(_) => ("succeeded", String::new()),
+            Err(e) => ("failed", e.to_string()),
+        };
+        if let Err(e) = self.inventory.operation_finish(op, state, &error) {
+            eprintln!("flotilla: could not journal the end of operation {op}: {e}");
+        }
+        unlocked?;
+        outcome
+    }
+
+    async fn reconcile_locked(
+        &self,
+        op: i64,
+        lb: &LbInstance,
+        units: &[String],
+    ) -> Result<ReconcileReport, OpError> {
+        use crate::inventory::{InventoryError, StepStatus};
         let mut report = ReconcileReport::default();
-        for unit in self.inventory.unit_list()? {
-            if unit.lb.as_deref() != Some(name) {
+        for name in units {
+            let step = format!("reconcile unit {name}");
+            let holder = match self.inventory.unit_lock(name, op) {
+                Ok(h) => h,
+                // Deleted since the list was read: nothing to reconcile.
+                Err(InventoryError::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(holder) = holder {
+                let busy = BusyUnit {
+                    unit: name.clone(),
+                    operation: holder,
+                    kind: self
+                        .inventory
+                        .operation_kind(holder)?
+                        .unwrap_or_else(|| "unknown".into()),
+                };
+                self.inventory.operation_step(
+                    op,
+                    &step,
+                    StepStatus::Succeeded,
+                    &busy.to_string(),
+                )?;
+                report.busy.push(busy);
                 continue;
             }
-            let r = self.reconcile_unit(&unit, &lb).await?;
-            report.added.extend(r.added);
-            report.corrected.extend(r.corrected);
-            report.unchanged += r.unchanged;
+            self.inventory
+                .operation_step(op, &step, StepStatus::Started, "")?;
+            // Read under the lock: an operation that just ended changed what members should be.
+            let r = match self.inventory.unit_get(name) {
+                Ok(unit) => self.reconcile_unit(&unit, lb).await,
+                Err(e) => Err(e.into()),
+            };
+            self.inventory.unit_unlock(op)?;
+            match r {
+                Ok(r) => {
+                    let detail = format!(
+                        "put back: {}; corrected: {}; {} right",
+                        r.added.join(", "),
+                        r.corrected.join(", "),
+                        r.unchanged
+                    );
+                    self.inventory
+                        .operation_step(op, &step, StepStatus::Succeeded, &detail)?;
+                    report.added.extend(r.added);
+                    report.corrected.extend(r.corrected);
+                    report.unchanged += r.unchanged;
+                }
+                Err(e) => {
+                    self.inventory
+                        .operation_step(op, &step, StepStatus::Failed, &e.to_string())?;
+                    return Err(e);
+                }
+            }
         }
         Ok(report)
     }
@@ -346,6 +461,48 @@ impl Engine {
             }
         }
         Ok(report)
+    }
+
+    /// Refuses to bind `unit` to the upstream list `pool` of the Caddy behind `lb` when another
+    /// unit uses that list (through this registration or another one of the same Caddy): each
+    /// would put the other's servers in and out of rotation, and delete them.
+    pub(crate) fn caddy_list_free(
+        &self,
+        unit: &str,
+        lb: &LbInstance,
+        pool: &str,
+    ) -> Result<(), OpError> {
+        if lb.kind != "caddy" {
+            return Ok(());
+        }
+        let key = crate::lb::caddy::instance_key(&lb.endpoint);
+        let lbs = self.inventory.lb_list()?;
+        for other in self.inventory.unit_list()? {
+            let Some(other_lb) = other
+                .lb
+                .as_ref()
+                .and_then(|n| lbs.iter().find(|l| &l.name == n))
+            else {
+                continue;
+            };
+            if other.name != unit
+                && other_lb.kind == "caddy"
+                && other.lb_pool == pool
+                && crate::lb::caddy::instance_key(&other_lb.endpoint) == key
+            {
+                return Err(ValidationError::new(
+                    "pool",
+                    format!(
+                        "unit {} already uses the upstream list of the reverse_proxy handler @id {pool} on the Caddy at {} (load balancer {}); two units in one list would take each other's servers in and out of rotation. Give this unit a handler of its own: tag another reverse_proxy in Caddy's config with its own @id and choose it as the unit's pool (--pool)",
+                        other.name,
+                        redact_credentials(&other_lb.endpoint),
+                        other_lb.name
+                    ),
+                )
+                .into());
+            }
+        }
+        Ok(())
     }
 
     /// The driver for a unit's load balancer, with the definition's health checks, and the

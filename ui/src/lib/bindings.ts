@@ -144,6 +144,14 @@ export type BuilderView = {
 	host_uri: string,
 };
 
+/**  A unit a reconcile skipped: the operation that holds its lock. */
+export type BusyUnit = {
+	unit: string,
+	operation: number,
+	/**  The operation's kind (`deploy`, `stop`, …). */
+	kind: string,
+};
+
 /**  One problem in a definition file, at a place in it. */
 export type DefinitionError = {
 	file: string,
@@ -500,6 +508,8 @@ export type ReconcileReport = {
 	/**  Members whose state was set back to what the inventory says. */
 	corrected: string[],
 	unchanged: number,
+	/**  Units left alone because an operation holds them (it sets their members itself). */
+	busy: BusyUnit[],
 };
 
 /**  How batch operations treat a unit: stop and restart go in batches of `max_unavailable`. */

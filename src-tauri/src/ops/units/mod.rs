@@ -473,6 +473,7 @@ impl Engine {
                         }
                     });
                 super::lbs::check_pool(&pool)?;
+                self.caddy_list_free(&name, &inst, &pool)?;
                 Some((inst.name, pool))
             }
             _ => None,

@@ -1,0 +1,691 @@
+//! Load balancers through their real APIs: a real Caddy and a real HAProxy on loopback, reached
+//! directly or through a front that drops connections or asks for a password. An admin URL's
+//! password is never shown, journaled or audited; transient errors are retried, lasting ones
+//! come through.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const PASSWORD: &str = "s3cret-Pw";
+
+fn ctl(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flotillactl"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ok(o: Output) -> String {
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real Caddy on loopback with one reverse_proxy handler tagged `@id flotilla`. Its admin
+/// API also accepts requests addressed to `front` (the Host header a front sends on).
+struct Caddy {
+    child: std::process::Child,
+    admin_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Caddy {
+    fn admin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    async fn upstreams(&self) -> Vec<String> {
+        let v: serde_json::Value = reqwest::get(format!("{}/id/flotilla/upstreams", self.admin()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut out: Vec<String> = v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| u["dial"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+}
+
+async fn caddy(front: u16) -> Caddy {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin_port, http_port) = (free_port(), free_port());
+    let config = serde_json::json!({
+        "admin": {
+            "listen": format!("127.0.0.1:{admin_port}"),
+            "origins": [format!("127.0.0.1:{admin_port}"), format!("127.0.0.1:{front}")]
+        },
+        "logging": { "logs": { "default": { "level": "ERROR" } } },
+        "storage": { "module": "file_system", "root": dir.path().join("data") },
+        "apps": { "http": { "servers": { "lb": {
+            "listen": [format!("127.0.0.1:{http_port}")],
+            "routes": [{ "handle": [{ "handler": "reverse_proxy", "@id": "flotilla", "upstreams": [] }] }]
+        } } } }
+    });
+    let file = dir.path().join("caddy.json");
+    std::fs::write(&file, config.to_string()).unwrap();
+    let child = Command::new("caddy")
+        .args(["run", "--config"])
+        .arg(&file)
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("caddy (scripts/setup.sh installs it)");
+    let c = Caddy {
+        child,
+        admin_port,
+        _dir: dir,
+    };
+    for _ in 0..100 {
+        if reqwest::get(format!("{}/config/", c.admin())).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    c
+}
+
+/// Which connections (numbered from 0) a front closes at once, without reading or answering.
+type DropRule = Arc<dyn Fn(usize) -> bool + Send + Sync>;
+
+/// What a front does with the connections it accepts.
+#[derive(Clone)]
+struct FrontRules {
+    drop: DropRule,
+    /// Connections read to their end and closed without a word (the peer died mid-command).
+    swallow: DropRule,
+    /// HTTP: answer 401 unless the request carries this `Authorization` value.
+    require_auth: Option<String>,
+}
+
+impl Default for FrontRules {
+    fn default() -> Self {
+        Self::dropping(|_| false)
+    }
+}
+
+impl FrontRules {
+    fn dropping(rule: impl Fn(usize) -> bool + Send + Sync + 'static) -> Self {
+        Self {
+            drop: Arc::new(rule),
+            swallow: Arc::new(|_| false),
+            require_auth: None,
+        }
+    }
+
+    fn swallowing(rule: impl Fn(usize) -> bool + Send + Sync + 'static) -> Self {
+        Self {
+            swallow: Arc::new(rule),
+            ..Self::default()
+        }
+    }
+}
+
+/// A TCP front on loopback that forwards to `target`, by `rules`, counting connections.
+struct Front {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn front_on(port: u16, target: String, rules: FrontRules) -> Front {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            if (rules.drop)(n) {
+                drop(client);
+                continue;
+            }
+            if (rules.swallow)(n) {
+                tokio::spawn(async move {
+                    let mut sink = Vec::new();
+                    let _ = client.read_to_end(&mut sink).await;
+                });
+                continue;
+            }
+            let (target, rules) = (target.clone(), rules.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                if let Some(auth) = &rules.require_auth {
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match client.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let wanted = format!("authorization: {auth}\r\n").to_lowercase();
+                    if !String::from_utf8_lossy(&head)
+                        .to_lowercase()
+                        .contains(&wanted)
+                    {
+                        let _ = client
+                            .write_all(
+                                b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                            )
+                            .await;
+                        return;
+                    }
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                if server.write_all(&head).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    Front {
+        port,
+        accepted,
+        task,
+    }
+}
+
+/// Hosts, a master and a definition, registered through the CLI in a fresh data directory.
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/test-node.xml");
+    for h in ["h1", "h2"] {
+        let node = data.join(format!("{h}.xml"));
+        std::fs::copy(&fixture, &node).unwrap();
+        let uri = format!("test://{}", node.display());
+        ok(ctl(
+            data,
+            &["host", "add", h, "--uri", &uri, "--bridge", "br0"],
+        ));
+        ok(ctl(
+            data,
+            &[
+                "host",
+                "set",
+                h,
+                "--network",
+                "10.77.0.0/24",
+                "--gateway",
+                "10.77.0.1",
+            ],
+        ));
+    }
+    let disk = data.join("m.qcow2");
+    assert!(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("32M")
+        .status()
+        .unwrap()
+        .success());
+    ok(ctl(
+        data,
+        &["image", "import", "base", disk.to_str().unwrap()],
+    ));
+    ok(ctl(data, &["def", "create", "shop"]));
+    dir
+}
+
+fn assert_no_password(what: &str, o: &Output) {
+    let t = text(o);
+    assert!(!t.contains(PASSWORD), "{what} shows the password: {t}");
+}
+
+// Multi-threaded: the fronts answer while a CLI process is waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caddy_admin_password_is_never_shown_journaled_or_audited() {
+    use base64::Engine as _;
+    let dir = setup();
+    let d = dir.path();
+    let front_port = free_port();
+    let c = caddy(front_port).await;
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("admin:{PASSWORD}"))
+    );
+    let front = front_on(
+        front_port,
+        format!("127.0.0.1:{}", c.admin_port),
+        FrontRules {
+            require_auth: Some(auth),
+            ..FrontRules::default()
+        },
+    )
+    .await;
+    let url = format!("http://admin:{PASSWORD}@127.0.0.1:{}", front.port);
+    let shown = format!("http://admin:***@127.0.0.1:{}", front.port);
+
+    // Without the password the front refuses: the credentials below are really used.
+    let o = ctl(
+        d,
+        &[
+            "lb",
+            "add",
+            "nopass",
+            "--caddy-admin",
+            &format!("http://127.0.0.1:{}", front.port),
+            "--caddy-route-id",
+            "flotilla",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(13), "{}", text(&o));
+    assert!(text(&o).contains("401 Unauthorized"), "{}", text(&o));
+    let o = ctl(
+        d,
+        &[
+            "lb",
+            "add",
+            "edge",
+            "--caddy-admin",
+            &url,
+            "--caddy-route-id",
+            "flotilla",
+            "--json",
+        ],
+    );
+    assert_no_password("lb add --json", &o);
+    let added: serde_json::Value = serde_json::from_str(&ok(o)).unwrap();
+    assert_eq!(added["endpoint"], shown.as_str());
+    for args in [
+        &["lb", "list"][..],
+        &["lb", "list", "--json"],
+        &["lb", "show", "edge"],
+        &["lb", "show", "edge", "--json"],
+        &["lb", "check", "edge", "--json"],
+    ] {
+        let o = ctl(d, args);
+        assert_no_password(&args.join(" "), &o);
+        assert!(ok(o).contains(&shown), "{args:?}");
+    }
+
+    // A unit behind it works: the password reaches Caddy's front.
+    ok(ctl(
+        d,
+        &[
+            "unit",
+            "create",
+            "shop",
+            "--image",
+            "base",
+            "--definition",
+            "shop",
+            "--count",
+            "2",
+            "--name-pattern",
+            "shop-{n}",
+            "--addresses",
+            "10.77.0.11-10.77.0.20",
+            "--lb",
+            "edge",
+            "--drain-timeout",
+            "0",
+        ],
+    ));
+    ok(ctl(d, &["unit", "deploy", "shop"]));
+    assert_eq!(c.upstreams().await, ["10.77.0.11:8080", "10.77.0.12:8080"]);
+
+    // Caddy goes away: every error names the endpoint without the password.
+    drop(c);
+    for args in [
+        &["unit", "stop", "shop", "--json"][..],
+        &["unit", "stop", "shop"],
+        &["unit", "status", "shop", "--json"],
+        &["lb", "check", "edge", "--json"],
+        &["lb", "reconcile", "edge", "--json"],
+        &[
+            "lb",
+            "add",
+            "other",
+            "--caddy-admin",
+            &format!("http://admin:{PASSWORD}@127.0.0.1:{}", free_port()),
+            "--caddy-route-id",
+            "x",
+            "--json",
+        ],
+        &[
+            "lb",
+            "add",
+            "bad",
+            "--caddy-admin",
+            &format!("https://admin:{PASSWORD}@127.0.0.1:1"),
+            "--caddy-route-id",
+            "x",
+        ],
+    ] {
+        let o = ctl(d, args);
+        assert_no_password(&args.join(" "), &o);
+        if args[1] != "status" {
+            assert_ne!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+            assert!(text(&o).contains("admin:***@"), "{args:?}: {}", text(&o));
+        }
+    }
+    // The journal and the audit log hold the failures, without the password.
+    let o = ctl(d, &["op", "list", "--json"]);
+    assert_no_password("op list", &o);
+    assert!(ok(o).contains("admin:***@"));
+    let o = ctl(d, &["audit", "--limit", "1000", "--json"]);
+    assert_no_password("audit", &o);
+    assert!(ok(o).contains("admin:***@"));
+}
+
+/// A real HAProxy with its runtime API on loopback TCP and an empty backend `be_t`.
+struct Haproxy {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Haproxy {
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+async fn haproxy() -> Haproxy {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  stats socket ipv4@127.0.0.1:{port} level admin\n\
+             defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
+             backend be_t\n  balance roundrobin\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy (scripts/setup.sh installs it)");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Haproxy {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+fn runtime(addr: String) -> flotilla::lb::haproxy::HaproxyRuntime {
+    flotilla::lb::haproxy::HaproxyRuntime::new(flotilla::lb::haproxy::Endpoint::Tcp(addr))
+}
+
+async fn admin_state(h: &Haproxy, name: &str) -> Option<flotilla::lb::MemberState> {
+    use flotilla::lb::LoadBalancer;
+    runtime(h.addr())
+        .members("be_t")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.name == name)
+        .map(|m| m.admin)
+}
+
+#[tokio::test]
+async fn haproxy_commands_survive_refused_and_dropped_connections() {
+    use flotilla::lb::{LoadBalancer, MemberState};
+    let h = haproxy().await;
+    let addr: std::net::SocketAddrV4 = "10.0.0.1:80".parse().unwrap();
+
+    // Nothing listens yet (HAProxy re-creating its socket): refused, then it answers. Even
+    // `add server`, which is never sent twice, is retried: it was never sent.
+    let port = free_port();
+    let late = tokio::spawn({
+        let target = h.addr();
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            front_on(port, target, FrontRules::default()).await
+        }
+    });
+    let lb = runtime(format!("127.0.0.1:{port}"));
+    lb.member_add("be_t", "w1", addr).await.unwrap();
+    assert_eq!(admin_state(&h, "w1").await, Some(MemberState::Maint));
+    drop(late.await.unwrap());
+
+    // The first connections are cut (reset) or closed without an answer. Either is no
+    // answer (HAProxy ends each with a newline): the command is sent again (set and show are
+    // harmless twice) and really applied.
+    for (state, dropped, rules) in [
+        (MemberState::Ready, 1, FrontRules::dropping(|n| n < 1)),
+        (MemberState::Maint, 2, FrontRules::dropping(|n| n < 2)),
+        (MemberState::Ready, 1, FrontRules::swallowing(|n| n < 1)),
+        (MemberState::Maint, 1, FrontRules::swallowing(|n| n < 1)),
+    ] {
+        let front = front_on(free_port(), h.addr(), rules).await;
+        let lb = runtime(format!("127.0.0.1:{}", front.port));
+        lb.member_set("be_t", "w1", state).await.unwrap();
+        assert_eq!(admin_state(&h, "w1").await, Some(state));
+        assert!(front.accepted.load(Ordering::SeqCst) > dropped);
+        let members = lb.members("be_t").await.unwrap();
+        assert_eq!(members.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_haproxy_that_keeps_failing_is_reported_after_a_few_quick_attempts() {
+    use flotilla::lb::{LbError, LoadBalancer};
+    let h = haproxy().await;
+    let guard = std::time::Duration::from_secs(5); // one command's own timeout
+                                                   // Every connection cut.
+    let front = front_on(free_port(), h.addr(), FrontRules::dropping(|_| true)).await;
+    let lb = runtime(format!("127.0.0.1:{}", front.port));
+    let err = tokio::time::timeout(guard, lb.members("be_t"))
+        .await
+        .expect("retries are short")
+        .unwrap_err();
+    assert!(
+        matches!(err, LbError::Connect { attempts: 5, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("tried 5 times"), "{err}");
+    assert_eq!(front.accepted.load(Ordering::SeqCst), 5);
+    // A command that must not run twice is not sent again once it may have arrived.
+    let before = front.accepted.load(Ordering::SeqCst);
+    let err = lb
+        .command("add server be_t/w9 10.0.0.9:80")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LbError::Connect { .. }), "{err:?}");
+    assert_eq!(front.accepted.load(Ordering::SeqCst), before + 1);
+    // Nothing listening at all.
+    let lb = runtime(format!("127.0.0.1:{}", free_port()));
+    let err = tokio::time::timeout(guard, lb.members("be_t"))
+        .await
+        .expect("retries are short")
+        .unwrap_err();
+    assert!(
+        matches!(err, LbError::Connect { attempts: 5, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn caddy_requests_survive_dropped_and_refused_connections() {
+    use flotilla::lb::caddy::CaddyAdmin;
+    use flotilla::lb::MemberState;
+    let front_port = free_port();
+    let c = caddy(front_port).await;
+    let addr: std::net::SocketAddrV4 = "10.0.0.1:80".parse().unwrap();
+    // Every second connection cut: the read (GET) and then the change (PATCH) of each
+    // member_set are each cut once.
+    let front = front_on(
+        front_port,
+        format!("127.0.0.1:{}", c.admin_port),
+        FrontRules::dropping(|n| n % 2 == 1),
+    )
+    .await;
+    let lb = CaddyAdmin::new(&format!("http://127.0.0.1:{front_port}"), "flotilla").unwrap();
+    lb.member_set_at("flotilla", addr, MemberState::Ready)
+        .await
+        .unwrap();
+    assert_eq!(c.upstreams().await, ["10.0.0.1:80"]);
+    lb.member_set_at("flotilla", addr, MemberState::Maint)
+        .await
+        .unwrap();
+    assert!(c.upstreams().await.is_empty());
+    assert!(front.accepted.load(Ordering::SeqCst) >= 6);
+    drop(front);
+
+    // Refused until Caddy's admin endpoint is there again.
+    let late = tokio::spawn({
+        let target = format!("127.0.0.1:{}", c.admin_port);
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            front_on(front_port, target, FrontRules::default()).await
+        }
+    });
+    lb.member_set_at("flotilla", addr, MemberState::Ready)
+        .await
+        .unwrap();
+    assert_eq!(c.upstreams().await, ["10.0.0.1:80"]);
+    drop(late.await.unwrap());
+}
+
+#[tokio::test]
+async fn a_caddy_that_keeps_failing_is_reported_after_a_few_quick_attempts() {
+    use flotilla::lb::caddy::CaddyAdmin;
+    use flotilla::lb::{LbError, MemberState};
+    let front_port = free_port();
+    let c = caddy(front_port).await;
+    let front = front_on(
+        front_port,
+        format!("127.0.0.1:{}", c.admin_port),
+        FrontRules::dropping(|_| true),
+    )
+    .await;
+    let lb = CaddyAdmin::new(&format!("http://127.0.0.1:{front_port}"), "flotilla").unwrap();
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        lb.member_set_at(
+            "flotilla",
+            "10.0.0.1:80".parse().unwrap(),
+            MemberState::Ready,
+        ),
+    )
+    .await
+    .expect("retries are short")
+    .unwrap_err();
+    assert!(
+        matches!(err, LbError::Connect { attempts: 5, .. }),
+        "{err:?}"
+    );
+    assert_eq!(front.accepted.load(Ordering::SeqCst), 5);
+    assert!(c.upstreams().await.is_empty());
+}
+
+/// A deploy through a Caddy front that cuts every second connection: each cut request is
+/// sent again and the deploy succeeds (before, the first cut change undid the whole deploy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_rides_out_a_flaky_load_balancer() {
+    let dir = setup();
+    let d = dir.path();
+    let front_port = free_port();
+    let c = caddy(front_port).await;
+    let front = front_on(
+        front_port,
+        format!("127.0.0.1:{}", c.admin_port),
+        FrontRules::dropping(|n| n % 2 == 1),
+    )
+    .await;
+    ok(ctl(
+        d,
+        &[
+            "lb",
+            "add",
+            "edge",
+            "--caddy-admin",
+            &format!("http://127.0.0.1:{front_port}"),
+            "--caddy-route-id",
+            "flotilla",
+        ],
+    ));
+    ok(ctl(
+        d,
+        &[
+            "unit",
+            "create",
+            "shop",
+            "--image",
+            "base",
+            "--definition",
+            "shop",
+            "--server",
+            "shop-1=10.77.0.11",
+            "--lb",
+            "edge",
+            "--drain-timeout",
+            "0",
+        ],
+    ));
+    ok(ctl(d, &["unit", "deploy", "shop"]));
+    assert_eq!(c.upstreams().await, ["10.77.0.11:8080"]);
+    ok(ctl(d, &["unit", "stop", "shop"]));
+    assert!(c.upstreams().await.is_empty());
+    assert!(front.accepted.load(Ordering::SeqCst) >= 8);
+}
