@@ -383,3 +383,119 @@ fn bad_input_gets_a_clear_error_and_its_own_exit_code() {
     assert_eq!(list[0]["servers"].as_array().unwrap().len(), 1);
     assert_eq!(ok(ctl(d, &["lb", "list", "--json"])).trim(), "[]");
 }
+
+/// The log in the data directory: a failed deploy leaves lines naming the server, the step,
+/// the host and libvirt's own words, `op log` shows them, the report says where they are; a
+/// password in a URL never reaches the log.
+#[test]
+fn a_failed_deploy_is_in_the_log_and_passwords_are_not() {
+    let dir = setup();
+    let d = dir.path();
+    // h1's pool has 4 MiB left: the master (192 KiB) fits, the payload disk (8 MiB) does not,
+    // and libvirt says so.
+    let node = d.join("h1.xml");
+    let fill = (100u64 << 30) - (4 << 20);
+    let xml = std::fs::read_to_string(&node).unwrap().replace(
+        "</pool>",
+        &format!("<volume><name>filler</name><capacity unit='bytes'>{fill}</capacity><allocation unit='bytes'>{fill}</allocation></volume></pool>"),
+    );
+    std::fs::write(&node, xml).unwrap();
+    ok(ctl(
+        d,
+        &[
+            "host",
+            "set",
+            "h1",
+            "--network",
+            "10.77.0.0/24",
+            "--gateway",
+            "10.77.0.1",
+        ],
+    ));
+    ok(ctl(
+        d,
+        &[
+            "unit",
+            "create",
+            "shop",
+            "--image",
+            "base:1",
+            "--definition",
+            "shop:1",
+            "--server",
+            "shop-1=10.77.0.11@h1",
+            "--memory",
+            "128",
+        ],
+    ));
+    let failed = ctl(d, &["unit", "deploy", "shop"]);
+    let (code, stderr) = code(&failed);
+    assert_eq!(code, Some(14), "{stderr}");
+    assert!(
+        stderr.contains("the full log: flotillactl op log"),
+        "{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(ctl(d, &["op", "list", "--json"]))).unwrap();
+    let id = report["operations"][0]["id"].as_i64().unwrap();
+    let log: serde_json::Value =
+        serde_json::from_str(&ok(ctl(d, &["op", "log", &id.to_string(), "--json"]))).unwrap();
+    let lines: Vec<&str> = log["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    let failure = lines
+        .iter()
+        .find(|l| l.contains("step failed"))
+        .unwrap_or_else(|| panic!("no failed step in {lines:#?}"));
+    for word in [
+        "server{name=shop-1 host=h1}",
+        "step{name=\"ensure-payload\"}",
+        "Not enough free space in pool",
+    ] {
+        assert!(failure.contains(word), "{word:?} missing in {failure}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("libvirt call failed")
+            && l.contains("op=\"upload a volume\"")
+            && l.contains("ms=")),
+        "the libvirt call itself, with its duration: {lines:#?}"
+    );
+
+    // Passwords in URLs: a host and a load balancer that cannot be reached, both refused.
+    let h = ctl(
+        d,
+        &[
+            "host",
+            "add",
+            "h9",
+            "--uri",
+            "qemu+tcp://admin:hunter2@127.0.0.1:1/system",
+        ],
+    );
+    assert_ne!(h.status.code(), Some(0));
+    let lb = ctl(
+        d,
+        &[
+            "lb",
+            "add",
+            "edge",
+            "--caddy-admin",
+            "http://admin:hunter2@127.0.0.1:1",
+            "--caddy-route-id",
+            "x",
+        ],
+    );
+    assert_ne!(lb.status.code(), Some(0));
+    let mut all = String::new();
+    for f in std::fs::read_dir(d.join("logs")).unwrap() {
+        all.push_str(&std::fs::read_to_string(f.unwrap().path()).unwrap());
+    }
+    assert!(
+        all.contains("admin:***@127.0.0.1:1"),
+        "the URLs reached the log, redacted: {all}"
+    );
+    assert!(!all.contains("hunter2"), "a password reached the log");
+}

@@ -560,6 +560,21 @@ pub fn operation_list(state: State<'_, AppState>, limit: u32) -> Result<Vec<Oper
         .map_err(|e| ApiError::from(crate::ops::OpError::from(e)))
 }
 
+/// The log lines of an operation (read from the log files: off the async runtime).
+#[tauri::command]
+#[specta::specta]
+pub async fn operation_log(state: State<'_, AppState>, id: i64) -> Result<Vec<String>, ApiError> {
+    let engine = state.engine()?;
+    tokio::task::spawn_blocking(move || engine.operation_log(id))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                crate::error::ErrorCode::Internal,
+                format!("reading the log failed: {e}"),
+            )
+        })
+}
+
 #[tauri::command]
 #[specta::specta]
 pub fn operation_interrupted(state: State<'_, AppState>) -> Result<Vec<Interrupted>, ApiError> {

@@ -81,6 +81,7 @@ pub fn bindings_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::lb_remove,
             commands::operation_list,
             commands::operation_interrupted,
+            commands::operation_log,
             commands::operation_resume,
             commands::operation_unwind,
         ])

@@ -113,6 +113,30 @@ impl CaddyAdmin {
         req: reqwest::RequestBuilder,
         repeatable: bool,
     ) -> Result<reqwest::Response, LbError> {
+        let what = req
+            .try_clone()
+            .and_then(|r| r.build().ok())
+            .map(|r| format!("{} {}", r.method(), r.url().path()))
+            .unwrap_or_default();
+        let began = std::time::Instant::now();
+        let outcome = self.send_retrying(req, repeatable).await;
+        let ms = began.elapsed().as_millis() as u64;
+        match &outcome {
+            Ok(r) => {
+                tracing::debug!(lb = %self.shown, request = %what, status = r.status().as_u16(), ms, "caddy request")
+            }
+            Err(e) => {
+                tracing::warn!(lb = %self.shown, request = %what, ms, error = %e, "caddy request failed")
+            }
+        }
+        outcome
+    }
+
+    async fn send_retrying(
+        &self,
+        req: reqwest::RequestBuilder,
+        repeatable: bool,
+    ) -> Result<reqwest::Response, LbError> {
         super::retrying(repeatable, || async {
             let this = req.try_clone().ok_or_else(|| {
                 Attempt::Final(LbError::Connect {

@@ -73,7 +73,19 @@ impl HaproxyRuntime {
         let repeatable = ["show ", "set ", "enable ", "disable "]
             .iter()
             .any(|p| command.starts_with(p));
-        super::retrying(repeatable, || self.attempt(command)).await
+        let began = std::time::Instant::now();
+        let outcome = super::retrying(repeatable, || self.attempt(command)).await;
+        let ms = began.elapsed().as_millis() as u64;
+        match &outcome {
+            Ok(answer) => tracing::debug!(
+                command,
+                ms,
+                answer = answer.lines().next().unwrap_or(""),
+                "haproxy command"
+            ),
+            Err(e) => tracing::warn!(command, ms, error = %e, "haproxy command failed"),
+        }
+        outcome
     }
 
     async fn attempt(&self, command: &str) -> Result<String, Attempt> {

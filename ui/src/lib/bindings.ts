@@ -61,6 +61,8 @@ export const commands = {
 	lbRemove: (name: string) => typedError<null, ApiError>(__TAURI_INVOKE("lb_remove", { name })),
 	operationList: (limit: number) => typedError<Operation[], ApiError>(__TAURI_INVOKE("operation_list", { limit })),
 	operationInterrupted: () => typedError<Interrupted[], ApiError>(__TAURI_INVOKE("operation_interrupted")),
+	/**  The log lines of an operation (read from the log files: off the async runtime). */
+	operationLog: (id: number) => typedError<string[], ApiError>(__TAURI_INVOKE("operation_log", { id })),
 	operationResume: (id: number, onStep: Channel<StepEvent>) => typedError<OpReport, ApiError>(__TAURI_INVOKE("operation_resume", { id, onStep })),
 	operationUnwind: (id: number, onStep: Channel<StepEvent>) => typedError<OpReport, ApiError>(__TAURI_INVOKE("operation_unwind", { id, onStep })),
 };
@@ -464,6 +466,8 @@ export type OpReport = {
 	ok: boolean,
 	servers: ServerOutcome[],
 	warnings: string[],
+	/**  Where the full log of the operation is. */
+	log: string,
 };
 
 export type Operation = {
@@ -596,6 +600,12 @@ export type ServerState =
 
 /**  One step of an operation on one server. `ops::units` knows how to do and undo each. */
 export type Step = 
+/**
+ *  Prove the server's names are free on its host or already its own: a domain of its name
+ *  that Flotilla did not define for it, or a volume of its names that Flotilla did not
+ *  record as its own, stops the deploy before anything is made.
+ */
+"claim-names" | 
 /**  The master version on the host (uploaded once, checksum-cached). */
 "ensure-master" | 
 /**  The unit version's payload disk (and kernel files of a direct-boot master) on the host. */
@@ -639,7 +649,9 @@ export type StepEvent = {
 	total: number,
 };
 
-export type StepStatus = "started" | "succeeded" | "failed" | "undo_started" | "undone";
+export type StepStatus = "started" | "succeeded" | "failed" | "undo_started" | "undone" | 
+/**  The undo did not work: the detail says why; what it should have removed may be left. */
+"undo_failed";
 
 /**  Optional tools found on this machine (the UI shows their buttons only when present). */
 export type Tools = {
