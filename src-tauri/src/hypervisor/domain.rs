@@ -468,7 +468,7 @@ impl Hypervisor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::hypervisor::tests::test_node_uri;
     use crate::hypervisor::HvConfig;

@@ -15,9 +15,10 @@ pub use storage::{DiskFormat, VolumeInfo};
 use crate::model::LibvirtUri;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Once};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use virt::connect::Connect;
 use virt::error::{Error as VirtError, ErrorNumber};
 
@@ -36,11 +37,18 @@ pub enum HvError {
         #[source]
         source: VirtError,
     },
-    #[error("{uri} did not answer within {secs} s while trying to {op}")]
+    #[error("{uri} did not answer within {secs} s while trying to {op}{}", if *started {
+        " (it had begun and may still finish on the host)"
+    } else {
+        " (it was never started and will not be)"
+    })]
     Timeout {
         uri: String,
         op: &'static str,
         secs: u64,
+        /// Whether the call had reached libvirt. When false it never will: a job whose
+        /// caller gave up is dropped by the worker.
+        started: bool,
     },
     #[error("the libvirt worker for {uri} stopped unexpectedly")]
     WorkerGone { uri: String },
@@ -95,6 +103,43 @@ impl Default for HvConfig {
 }
 
 type Job = Box<dyn FnOnce(&mut Session) + Send>;
+
+/// A job's claim, decided once by whichever side gets there first: the worker (it starts the
+/// job) or the caller (it gave up: timed out or dropped the call).
+const QUEUED: u8 = 0;
+const STARTED: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// The caller's side of a claim: if the call is dropped (timeout, or its future dropped)
+/// before the worker took the job, the job is abandoned and never runs.
+struct GiveUpOnDrop(Arc<AtomicU8>);
+
+impl GiveUpOnDrop {
+    /// Gives up now; true when the worker had already started the job.
+    fn give_up(&self) -> bool {
+        self.0
+            .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err_and(|now| now == STARTED)
+    }
+}
+
+impl Drop for GiveUpOnDrop {
+    fn drop(&mut self) {
+        self.give_up();
+    }
+}
+
+/// The worker's side: takes the job unless its caller gave up or its deadline passed.
+fn claim_start(claim: &AtomicU8, deadline: Instant) -> bool {
+    if Instant::now() >= deadline {
+        // Too late to be useful: whoever waited is about to give up.
+        let _ = claim.compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire);
+        return false;
+    }
+    claim
+        .compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+}
 
 /// The state a worker thread owns: the host's URI and its connection, if open.
 struct Session {
@@ -273,6 +318,21 @@ impl Hypervisor {
             .remove(uri.as_str());
     }
 
+    /// Sets a stuck worker aside (it finishes on its own); the next call gets a fresh one.
+    /// Only that worker: a fresh one another caller already got stays.
+    fn set_aside(&self, uri: &LibvirtUri, stuck: &Arc<Worker>) {
+        let mut workers = self
+            .workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if workers
+            .get(uri.as_str())
+            .is_some_and(|w| Arc::ptr_eq(w, stuck))
+        {
+            workers.remove(uri.as_str());
+        }
+    }
+
     /// How long dropping the adapter waits for workers to close their connections (a call
     /// hung on a dead host must not keep the program from ending).
     const CLOSE_WAIT: Duration = Duration::from_secs(3);
@@ -295,7 +355,11 @@ impl Hypervisor {
         self.call_within(uri, op, self.config.call_timeout, f).await
     }
 
-    /// Like `call`, with its own time limit (uploads of large images take long).
+    /// Like `call`, with its own time limit (uploads of large images take long). The limit
+    /// counts the time in the queue. When the caller gives up first — the limit passes, or the
+    /// returned future is dropped — the job is abandoned: the worker never starts it later. A
+    /// job already started cannot be stopped (libvirt is inside a call); the timeout says which
+    /// of the two happened.
     async fn call_within<R, E, F>(
         &self,
         uri: &LibvirtUri,
@@ -309,7 +373,22 @@ impl Hypervisor {
         F: FnOnce(&Connect) -> Result<R, E> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let claim = Arc::new(AtomicU8::new(QUEUED));
+        let caller = GiveUpOnDrop(claim.clone());
+        let deadline = Instant::now() + limit;
+        let timeout = |started| HvError::Timeout {
+            uri: uri.to_string(),
+            op,
+            secs: limit.as_secs(),
+            started,
+        };
+        let late = timeout(false);
         let job: Job = Box::new(move |session: &mut Session| {
+            if !claim_start(&claim, deadline) {
+                // The caller gave up (or is about to): never act for nobody.
+                let _ = tx.send(Err(late));
+                return;
+            }
             let result = match session.conn() {
                 Err(e) => Err(e),
                 Ok(conn) => f(conn).map_err(|e| match e.into() {
@@ -330,15 +409,25 @@ impl Hypervisor {
                     },
                 }),
             };
-            // The caller may have given up (timeout); nobody to tell then.
+            // The caller may have given up meanwhile; nobody to tell then.
             let _ = tx.send(result);
         });
         let gone = || HvError::WorkerGone {
             uri: uri.to_string(),
         };
-        self.worker(uri.as_str()).tx.send(job).map_err(|_| gone())?;
-        let began = std::time::Instant::now();
-        let outcome = self.wait_for(uri, op, limit, rx).await;
+        let worker = self.worker(uri.as_str());
+        worker.tx.send(job).map_err(|_| gone())?;
+        let began = Instant::now();
+        let outcome = match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(gone()),
+            Err(_) => {
+                let started = caller.give_up();
+                // The worker is stuck in libvirt; let it finish on its own and use a fresh one.
+                self.set_aside(uri, &worker);
+                Err(timeout(started))
+            }
+        };
         let ms = began.elapsed().as_millis() as u64;
         match &outcome {
             Ok(_) => tracing::debug!(uri = %uri, op, ms, "libvirt call"),
@@ -348,31 +437,6 @@ impl Hypervisor {
             }
         }
         outcome
-    }
-
-    async fn wait_for<R>(
-        &self,
-        uri: &LibvirtUri,
-        op: &'static str,
-        limit: Duration,
-        rx: tokio::sync::oneshot::Receiver<Result<R, HvError>>,
-    ) -> Result<R, HvError> {
-        let gone = || HvError::WorkerGone {
-            uri: uri.to_string(),
-        };
-        match tokio::time::timeout(limit, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(gone()),
-            Err(_) => {
-                // The worker is stuck in libvirt; let it finish on its own and use a fresh one.
-                self.forget(uri);
-                Err(HvError::Timeout {
-                    uri: uri.to_string(),
-                    op,
-                    secs: limit.as_secs(),
-                })
-            }
-        }
     }
 }
 
@@ -480,11 +544,87 @@ pub(crate) mod tests {
             })
             .await
             .unwrap_err();
-        assert!(matches!(err, HvError::Timeout { .. }), "{err:?}");
+        assert!(
+            matches!(err, HvError::Timeout { started: true, .. }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("did not answer"));
         assert_eq!(hv.worker_count(), 0, "the stuck worker was set aside");
         hv.call(&uri, "read the hostname", |c| c.hostname())
             .await
             .unwrap();
+    }
+
+    /// A copy of the test node under its own URI, so a test's holds and state are its own.
+    fn own_test_node(dir: &std::path::Path) -> LibvirtUri {
+        let node = dir.join("node.xml");
+        let fixture = test_node_uri();
+        std::fs::copy(fixture.as_str().trim_start_matches("test://"), &node).unwrap();
+        LibvirtUri::parse(&format!("test://{}", node.display())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_caller_gave_up_is_never_run_later() {
+        use futures_util::future::poll_immediate;
+        let dir = tempfile::tempdir().unwrap();
+        let uri = own_test_node(dir.path());
+        let hv = Hypervisor::new(HvConfig {
+            call_timeout: Duration::from_millis(300),
+        });
+        // A slow call occupies the host's worker until the test lets it go.
+        let (release, gate) = mpsc::channel::<()>();
+        let mut slow = std::pin::pin!(hv.call_within(
+            &uri,
+            "hold the worker",
+            Duration::from_secs(60),
+            move |c| {
+                let _ = gate.recv_timeout(Duration::from_secs(60));
+                c.hostname()
+            }
+        ));
+        assert!(poll_immediate(&mut slow).await.is_none());
+        // Queued behind it: a define whose caller gives up after 300 ms, and one whose caller
+        // drops the call at once.
+        let (late, dropped) = (
+            DomainSpec {
+                name: "late-1".into(),
+                ..domain::tests::spec(DomainType::Test)
+            },
+            DomainSpec {
+                name: "late-2".into(),
+                ..domain::tests::spec(DomainType::Test)
+            },
+        );
+        let mut define = std::pin::pin!(hv.domain_define(&uri, &late));
+        assert!(poll_immediate(&mut define).await.is_none());
+        let mut gave_up = Box::pin(hv.domain_define(&uri, &dropped));
+        assert!(poll_immediate(&mut gave_up).await.is_none());
+        drop(gave_up);
+        // Behind both, with a long limit, on the same worker and connection: when it answers,
+        // the worker has gone past the two.
+        let mut after =
+            std::pin::pin!(
+                hv.call_within(&uri, "list domains", Duration::from_secs(60), |c| {
+                    c.list_all_domains(0)?
+                        .iter()
+                        .map(|d| d.name())
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            );
+        assert!(poll_immediate(&mut after).await.is_none());
+
+        let err = define.await.unwrap_err();
+        assert!(
+            matches!(err, HvError::Timeout { started: false, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("never started"), "{err}");
+        release.send(()).unwrap();
+        slow.await.unwrap();
+        let names = after.await.unwrap();
+        assert!(
+            !names.iter().any(|n| n.starts_with("late-")),
+            "a define whose caller had given up ran later: {names:?}"
+        );
     }
 }
