@@ -464,6 +464,8 @@ export type OpReport = {
 	ok: boolean,
 	servers: ServerOutcome[],
 	warnings: string[],
+	/**  Where the full log of the operation is. */
+	log: string,
 };
 
 export type Operation = {
@@ -596,6 +598,12 @@ export type ServerState =
 
 /**  One step of an operation on one server. `ops::units` knows how to do and undo each. */
 export type Step = 
+/**
+ *  Prove the server's names are free on its host or already its own: a domain of its name
+ *  that Flotilla did not define for it, or a volume of its names that Flotilla did not
+ *  record as its own, stops the deploy before anything is made.
+ */
+"claim-names" | 
 /**  The master version on the host (uploaded once, checksum-cached). */
 "ensure-master" | 
 /**  The unit version's payload disk (and kernel files of a direct-boot master) on the host. */
@@ -639,7 +647,9 @@ export type StepEvent = {
 	total: number,
 };
 
-export type StepStatus = "started" | "succeeded" | "failed" | "undo_started" | "undone";
+export type StepStatus = "started" | "succeeded" | "failed" | "undo_started" | "undone" | 
+/**  The undo did not work: the detail says why; what it should have removed may be left. */
+"undo_failed";
 
 /**  Optional tools found on this machine (the UI shows their buttons only when present). */
 export type Tools = {
