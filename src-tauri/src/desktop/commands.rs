@@ -1,12 +1,36 @@
 //! The commands the front end invokes. Each one: parse → call the engine → map the error.
+//!
+//! Tauri runs a plain `fn` command on the window's main thread, so anything that waits on disk
+//! (the inventory, files, processes), libvirt, a load balancer or the network is an `async fn`
+//! and never freezes the window. Engine calls that block are run by [`blocking`] on the
+//! blocking thread pool, not on an async worker. Only pure commands stay `fn`
+//! (`sync_commands_are_only_the_pure_ones` in `desktop/mod.rs` holds the list).
 
 use super::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::inventory::AuditEntry;
 use crate::model::Host;
 use crate::ops::hosts::{HostInput, HostProbe, HostTarget};
+use crate::ops::Engine;
 use serde::{Deserialize, Serialize};
 use tauri::State;
+
+/// Runs blocking engine work (SQLite, files, child processes) on the blocking thread pool.
+async fn blocking<T, F>(state: &State<'_, AppState>, work: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
+{
+    let engine = state.engine()?;
+    tauri::async_runtime::spawn_blocking(move || work(&engine))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("a background task failed: {e}"),
+            )
+        })?
+}
 
 #[derive(Debug, Serialize, specta::Type)]
 pub struct AppInfo {
@@ -28,8 +52,8 @@ pub fn app_info(state: State<'_, AppState>) -> AppInfo {
 
 #[tauri::command]
 #[specta::specta]
-pub fn host_list(state: State<'_, AppState>) -> Result<Vec<Host>, ApiError> {
-    Ok(state.engine()?.host_list()?)
+pub async fn host_list(state: State<'_, AppState>) -> Result<Vec<Host>, ApiError> {
+    blocking(&state, |e| Ok(e.host_list()?)).await
 }
 
 #[tauri::command]
@@ -75,18 +99,22 @@ pub async fn host_check(state: State<'_, AppState>, name: String) -> Result<Host
 
 #[tauri::command]
 #[specta::specta]
-pub fn host_remove(state: State<'_, AppState>, name: String) -> Result<(), ApiError> {
-    Ok(state.engine()?.host_remove(&name)?)
+pub async fn host_remove(state: State<'_, AppState>, name: String) -> Result<(), ApiError> {
+    blocking(&state, move |e| Ok(e.host_remove(&name)?)).await
 }
 
 #[tauri::command]
 #[specta::specta]
-pub fn audit_list(state: State<'_, AppState>, limit: u32) -> Result<Vec<AuditEntry>, ApiError> {
-    let engine = state.engine()?;
-    engine
-        .inventory
-        .audit_list(limit.min(10_000))
-        .map_err(|e| ApiError::from(crate::ops::OpError::from(e)))
+pub async fn audit_list(
+    state: State<'_, AppState>,
+    limit: u32,
+) -> Result<Vec<AuditEntry>, ApiError> {
+    blocking(&state, move |e| {
+        e.inventory
+            .audit_list(limit.min(10_000))
+            .map_err(|e| ApiError::from(crate::ops::OpError::from(e)))
+    })
+    .await
 }
 
 // ---- Images and builders -------------------------------------------------------------------
@@ -106,8 +134,8 @@ fn progress_to(channel: Channel<ImageProgress>) -> ProgressFn {
 
 #[tauri::command]
 #[specta::specta]
-pub fn image_list(state: State<'_, AppState>) -> Result<Vec<ImageVersion>, ApiError> {
-    Ok(state.engine()?.image_list()?)
+pub async fn image_list(state: State<'_, AppState>) -> Result<Vec<ImageVersion>, ApiError> {
+    blocking(&state, |e| Ok(e.image_list()?)).await
 }
 
 #[derive(Debug, Deserialize, specta::Type)]
@@ -314,10 +342,15 @@ pub struct Tools {
 
 #[tauri::command]
 #[specta::specta]
-pub fn tools() -> Tools {
+pub async fn tools() -> Tools {
+    let found = |tool: &'static str| async move {
+        tauri::async_runtime::spawn_blocking(move || crate::library::tool_available(tool))
+            .await
+            .unwrap_or(false)
+    };
     Tools {
-        virt_viewer: crate::library::tool_available("virt-viewer"),
-        virt_sysprep: crate::library::tool_available("virt-sysprep"),
+        virt_viewer: found("virt-viewer").await,
+        virt_sysprep: found("virt-sysprep").await,
     }
 }
 
@@ -325,20 +358,25 @@ pub fn tools() -> Tools {
 /// the libvirt URI itself).
 #[tauri::command]
 #[specta::specta]
-pub fn builder_open_console(state: State<'_, AppState>, image: String) -> Result<(), ApiError> {
-    let engine = state.engine()?;
-    let b = engine.builder_show(&image)?;
-    let uri = engine.host_show(b.host.as_str())?.uri;
-    std::process::Command::new("virt-viewer")
-        .args(["--connect", uri.as_str(), &b.domain])
-        .spawn()
-        .map(|_| ())
-        .map_err(|e| {
-            ApiError::new(
-                crate::error::ErrorCode::Internal,
-                format!("cannot start virt-viewer: {e}"),
-            )
-        })
+pub async fn builder_open_console(
+    state: State<'_, AppState>,
+    image: String,
+) -> Result<(), ApiError> {
+    blocking(&state, move |engine| {
+        let b = engine.builder_show(&image)?;
+        let uri = engine.host_show(b.host.as_str())?.uri;
+        std::process::Command::new("virt-viewer")
+            .args(["--connect", uri.as_str(), &b.domain])
+            .spawn()
+            .map(|_| ())
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::Internal,
+                    format!("cannot start virt-viewer: {e}"),
+                )
+            })
+    })
+    .await
 }
 
 // ---- Definition directories ----------------------------------------------------------------
@@ -349,38 +387,38 @@ use crate::ops::definitions::{DefinitionForm, DefinitionView};
 
 #[tauri::command]
 #[specta::specta]
-pub fn def_list(state: State<'_, AppState>) -> Result<Vec<DefinitionVersion>, ApiError> {
-    Ok(state.engine()?.def_list()?)
+pub async fn def_list(state: State<'_, AppState>) -> Result<Vec<DefinitionVersion>, ApiError> {
+    blocking(&state, |e| Ok(e.def_list()?)).await
 }
 
 #[tauri::command]
 #[specta::specta]
-pub fn def_show(
+pub async fn def_show(
     state: State<'_, AppState>,
     name: String,
     version: Option<u32>,
 ) -> Result<DefinitionView, ApiError> {
-    Ok(state.engine()?.def_show(&name, version)?)
+    blocking(&state, move |e| Ok(e.def_show(&name, version)?)).await
 }
 
 #[tauri::command]
 #[specta::specta]
-pub fn def_history(
+pub async fn def_history(
     state: State<'_, AppState>,
     name: String,
 ) -> Result<Vec<DefinitionVersion>, ApiError> {
-    Ok(state.engine()?.def_history(&name)?)
+    blocking(&state, move |e| Ok(e.def_history(&name)?)).await
 }
 
 #[tauri::command]
 #[specta::specta]
-pub fn def_diff(
+pub async fn def_diff(
     state: State<'_, AppState>,
     name: String,
     from: u32,
     to: u32,
 ) -> Result<Vec<String>, ApiError> {
-    Ok(state.engine()?.def_diff(&name, from, to)?)
+    blocking(&state, move |e| Ok(e.def_diff(&name, from, to)?)).await
 }
 
 /// Checks a definition text as the editor's user types: the problems, none when valid.
@@ -394,24 +432,27 @@ pub fn def_check(text: String) -> Vec<DefinitionError> {
 
 #[tauri::command]
 #[specta::specta]
-pub fn def_create(
+pub async fn def_create(
     state: State<'_, AppState>,
     form: DefinitionForm,
 ) -> Result<DefinitionVersion, ApiError> {
-    Ok(state.engine()?.def_create_from_form(&form)?)
+    blocking(&state, move |e| Ok(e.def_create_from_form(&form)?)).await
 }
 
 /// The editor's save. `base` is the version the editor loaded: when a newer one was saved
 /// meanwhile (CLI, another window), the save is refused with code `conflict` and the changes.
 #[tauri::command]
 #[specta::specta]
-pub fn def_save(
+pub async fn def_save(
     state: State<'_, AppState>,
     name: String,
     text: String,
     base: u32,
 ) -> Result<DefinitionVersion, ApiError> {
-    Ok(state.engine()?.def_set_text(&name, &text, Some(base))?)
+    blocking(&state, move |e| {
+        Ok(e.def_set_text(&name, &text, Some(base))?)
+    })
+    .await
 }
 
 #[tauri::command]
@@ -422,29 +463,23 @@ pub async fn def_add_packages(
     paths: Vec<String>,
     on_progress: Channel<ImageProgress>,
 ) -> Result<DefinitionVersion, ApiError> {
-    let engine = state.engine()?;
     let files: Vec<std::path::PathBuf> = paths.into_iter().map(Into::into).collect();
     let progress = progress_to(on_progress);
     // Copying GBs blocks: keep it off the async runtime.
-    tokio::task::spawn_blocking(move || engine.def_add_packages(&name, &files, progress))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                crate::error::ErrorCode::Internal,
-                format!("the copy task failed: {e}"),
-            )
-        })?
-        .map_err(ApiError::from)
+    blocking(&state, move |e| {
+        Ok(e.def_add_packages(&name, &files, progress)?)
+    })
+    .await
 }
 
 #[tauri::command]
 #[specta::specta]
-pub fn def_remove_package(
+pub async fn def_remove_package(
     state: State<'_, AppState>,
     name: String,
     file: String,
 ) -> Result<DefinitionVersion, ApiError> {
-    Ok(state.engine()?.def_remove_package(&name, &file)?)
+    blocking(&state, move |e| Ok(e.def_remove_package(&name, &file)?)).await
 }
 
 // Units, load balancers and the operation journal.
@@ -463,24 +498,27 @@ fn steps_to(channel: Channel<StepEvent>) -> StepFn {
 
 #[tauri::command]
 #[specta::specta]
-pub fn unit_list(state: State<'_, AppState>) -> Result<Vec<Unit>, ApiError> {
-    Ok(state.engine()?.unit_list()?)
+pub async fn unit_list(state: State<'_, AppState>) -> Result<Vec<Unit>, ApiError> {
+    blocking(&state, |e| Ok(e.unit_list()?)).await
 }
 
 #[tauri::command]
 #[specta::specta]
-pub fn unit_create(state: State<'_, AppState>, form: UnitForm) -> Result<UnitCreated, ApiError> {
-    Ok(state.engine()?.unit_create(&form)?)
+pub async fn unit_create(
+    state: State<'_, AppState>,
+    form: UnitForm,
+) -> Result<UnitCreated, ApiError> {
+    blocking(&state, move |e| Ok(e.unit_create(&form)?)).await
 }
 
 #[tauri::command]
 #[specta::specta]
-pub fn unit_plan(
+pub async fn unit_plan(
     state: State<'_, AppState>,
     name: String,
     action: UnitAction,
 ) -> Result<OpPlan, ApiError> {
-    Ok(state.engine()?.unit_plan(&name, &action)?)
+    blocking(&state, move |e| Ok(e.unit_plan(&name, &action)?)).await
 }
 
 /// Runs an action to its end, sending every step transition to `on_step`. A failed operation
@@ -501,22 +539,23 @@ pub async fn unit_run(
 
 #[tauri::command]
 #[specta::specta]
-pub fn host_set_network(
+pub async fn host_set_network(
     state: State<'_, AppState>,
     name: String,
     network: String,
     gateway: String,
     domain_type: String,
 ) -> Result<Host, ApiError> {
-    Ok(state
-        .engine()?
-        .host_set_network(&name, &network, &gateway, &domain_type)?)
+    blocking(&state, move |e| {
+        Ok(e.host_set_network(&name, &network, &gateway, &domain_type)?)
+    })
+    .await
 }
 
 #[tauri::command]
 #[specta::specta]
-pub fn lb_list(state: State<'_, AppState>) -> Result<Vec<LbInstance>, ApiError> {
-    Ok(state.engine()?.lb_list()?)
+pub async fn lb_list(state: State<'_, AppState>) -> Result<Vec<LbInstance>, ApiError> {
+    blocking(&state, |e| Ok(e.lb_list()?)).await
 }
 
 #[tauri::command]
@@ -546,18 +585,22 @@ pub async fn lb_reconcile(
 
 #[tauri::command]
 #[specta::specta]
-pub fn lb_remove(state: State<'_, AppState>, name: String) -> Result<(), ApiError> {
-    Ok(state.engine()?.lb_remove(&name)?)
+pub async fn lb_remove(state: State<'_, AppState>, name: String) -> Result<(), ApiError> {
+    blocking(&state, move |e| Ok(e.lb_remove(&name)?)).await
 }
 
 #[tauri::command]
 #[specta::specta]
-pub fn operation_list(state: State<'_, AppState>, limit: u32) -> Result<Vec<Operation>, ApiError> {
-    let engine = state.engine()?;
-    engine
-        .inventory
-        .operation_list(limit)
-        .map_err(|e| ApiError::from(crate::ops::OpError::from(e)))
+pub async fn operation_list(
+    state: State<'_, AppState>,
+    limit: u32,
+) -> Result<Vec<Operation>, ApiError> {
+    blocking(&state, move |e| {
+        e.inventory
+            .operation_list(limit)
+            .map_err(|e| ApiError::from(crate::ops::OpError::from(e)))
+    })
+    .await
 }
 
 /// The log lines of an operation (read from the log files: off the async runtime).
@@ -577,8 +620,10 @@ pub async fn operation_log(state: State<'_, AppState>, id: i64) -> Result<Vec<St
 
 #[tauri::command]
 #[specta::specta]
-pub fn operation_interrupted(state: State<'_, AppState>) -> Result<Vec<Interrupted>, ApiError> {
-    Ok(state.engine()?.interrupted_operations()?)
+pub async fn operation_interrupted(
+    state: State<'_, AppState>,
+) -> Result<Vec<Interrupted>, ApiError> {
+    blocking(&state, |e| Ok(e.interrupted_operations()?)).await
 }
 
 #[tauri::command]
@@ -609,8 +654,8 @@ pub async fn operation_unwind(
 
 #[tauri::command]
 #[specta::specta]
-pub fn unit_preview(state: State<'_, AppState>, form: UnitForm) -> Result<OpPlan, ApiError> {
-    Ok(state.engine()?.unit_preview(&form)?)
+pub async fn unit_preview(state: State<'_, AppState>, form: UnitForm) -> Result<OpPlan, ApiError> {
+    blocking(&state, move |e| Ok(e.unit_preview(&form)?)).await
 }
 
 #[tauri::command]

@@ -142,4 +142,42 @@ mod tests {
             "ui/src/lib/bindings.ts is out of date; run FLOTILLA_UPDATE_BINDINGS=1 cargo test -p flotilla bindings_are_current"
         );
     }
+
+    /// Tauri runs a plain `fn` command on the window's main thread: while it waits (the
+    /// inventory, a file, libvirt, a load balancer) the window freezes. Only commands that do
+    /// no I/O at all may be plain `fn`s; every other one is `async` (or `command(async)`).
+    /// Adding a sync command fails here until it is added to the list, on purpose.
+    #[test]
+    fn sync_commands_are_only_the_pure_ones() {
+        // app_info: copies fields of the state. def_check: parses the text it is given.
+        const PURE: [&str; 2] = ["app_info", "def_check"];
+        let source = include_str!("commands.rs");
+        let mut lines = source.lines().map(str::trim);
+        let (mut commands, mut sync) = (0, Vec::new());
+        while let Some(line) = lines.next() {
+            if !line.starts_with("#[tauri::command") {
+                continue;
+            }
+            commands += 1;
+            let runs_on_pool = line.contains("async");
+            let signature = lines
+                .by_ref()
+                .find(|l| l.starts_with("pub "))
+                .expect("a function after #[tauri::command]");
+            if let Some(rest) = signature.strip_prefix("pub fn ") {
+                if !runs_on_pool {
+                    sync.push(rest.split('(').next().unwrap_or(rest));
+                }
+            } else {
+                assert!(signature.starts_with("pub async fn "), "{signature}");
+            }
+        }
+        assert_eq!(sync, PURE, "commands that run on the main thread");
+        // Every registered command is in commands.rs, so none escaped the check.
+        let registered = include_str!("mod.rs")
+            .lines()
+            .filter(|l| l.trim().starts_with("commands::"))
+            .count();
+        assert_eq!(commands, registered);
+    }
 }

@@ -360,7 +360,7 @@ impl Hypervisor {
             "arguments": { "path": program, "arg": args, "capture-output": true }
         })
         .to_string();
-        self.call_within(uri, "run a command in the guest", limit + std::time::Duration::from_secs(10), move |c| {
+        self.call_long(uri, "run a command in the guest", limit + std::time::Duration::from_secs(10), move |c| {
             let d = c.lookup_domain_by_name(&name)?;
             let started = d.qemu_agent_command(&request, 10, 0)?;
             let pid = serde_json::from_str::<serde_json::Value>(&started)
@@ -468,7 +468,7 @@ impl Hypervisor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::hypervisor::tests::test_node_uri;
     use crate::hypervisor::HvConfig;

@@ -1,9 +1,13 @@
 //! The only code that touches libvirt.
 //!
-//! One connection per host URI, owned by a dedicated worker thread: every libvirt call blocks,
-//! so callers on the async runtime send a job to the host's worker and await the answer (with a
-//! timeout, since a dead `qemu+ssh://` host can hang a call for minutes). A call that fails
-//! because the connection broke drops it; the next call reconnects.
+//! Two connections per host URI, each owned by a dedicated worker thread (a *lane*): every
+//! libvirt call blocks, so callers on the async runtime send a job to the host's worker and
+//! await the answer (with a timeout, since a dead `qemu+ssh://` host can hang a call for
+//! minutes). Short calls (define, start, stop, look-ups) have their own lane; long ones
+//! (storage streams, commands in a guest) have another, with a longer limit, so a stop is never
+//! queued behind a multi-gigabyte copy. A job whose caller gave up (timed out, or dropped the
+//! call) is never started later. A call that fails because the connection broke drops it; the
+//! next call reconnects.
 
 mod domain;
 mod facts;
@@ -15,9 +19,10 @@ pub use storage::{DiskFormat, VolumeInfo};
 use crate::model::LibvirtUri;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Once};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use virt::connect::Connect;
 use virt::error::{Error as VirtError, ErrorNumber};
 
@@ -36,11 +41,18 @@ pub enum HvError {
         #[source]
         source: VirtError,
     },
-    #[error("{uri} did not answer within {secs} s while trying to {op}")]
+    #[error("{uri} did not answer within {secs} s while trying to {op}{}", if *started {
+        " (it had begun and may still finish on the host)"
+    } else {
+        " (it was never started and will not be)"
+    })]
     Timeout {
         uri: String,
         op: &'static str,
         secs: u64,
+        /// Whether the call had reached libvirt. When false it never will: a job whose
+        /// caller gave up is dropped by the worker.
+        started: bool,
     },
     #[error("the libvirt worker for {uri} stopped unexpectedly")]
     WorkerGone { uri: String },
@@ -82,24 +94,82 @@ impl HvError {
 /// Settings of the adapter.
 #[derive(Debug, Clone)]
 pub struct HvConfig {
-    /// How long one libvirt call (including connecting) may take before the caller gives up.
+    /// How long one libvirt call (including connecting and waiting in the host's queue) may
+    /// take before the caller gives up.
     pub call_timeout: Duration,
+    /// The same for a whole storage stream (upload, download, read-back), which runs on the
+    /// host's long lane.
+    pub transfer_timeout: Duration,
 }
 
 impl Default for HvConfig {
     fn default() -> Self {
         Self {
             call_timeout: Duration::from_secs(30),
+            transfer_timeout: Duration::from_secs(6 * 3600),
         }
     }
 }
 
+/// Which of a host's two workers (and connections) runs a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Lane {
+    /// Short calls: define, start, stop, look-ups, lists.
+    Calls,
+    /// Long calls: storage streams and commands in a guest. Their own connection, so a short
+    /// call on the same host never waits behind a multi-gigabyte copy.
+    Long,
+}
+
 type Job = Box<dyn FnOnce(&mut Session) + Send>;
+
+/// A job's claim, decided once by whichever side gets there first: the worker (it starts the
+/// job) or the caller (it gave up: timed out or dropped the call).
+const QUEUED: u8 = 0;
+const STARTED: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// The caller's side of a claim: if the call is dropped (timeout, or its future dropped)
+/// before the worker took the job, the job is abandoned and never runs.
+struct GiveUpOnDrop(Arc<AtomicU8>);
+
+impl GiveUpOnDrop {
+    /// Gives up now; true when the worker had already started the job.
+    fn give_up(&self) -> bool {
+        self.0
+            .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err_and(|now| now == STARTED)
+    }
+}
+
+impl Drop for GiveUpOnDrop {
+    fn drop(&mut self) {
+        self.give_up();
+    }
+}
+
+/// The worker's side: takes the job unless its caller gave up or its deadline passed.
+fn claim_start(claim: &AtomicU8, deadline: Instant) -> bool {
+    if Instant::now() >= deadline {
+        // Too late to be useful: whoever waited is about to give up.
+        let _ = claim.compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire);
+        return false;
+    }
+    claim
+        .compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+}
+
+/// The connection both lanes of a `test://` host use. The test driver keeps a node file's
+/// state per connection, so a volume uploaded on the long lane would otherwise not exist for
+/// the short one. Real hosts keep one connection per lane.
+type SharedConn = Arc<Mutex<Option<Connect>>>;
 
 /// The state a worker thread owns: the host's URI and its connection, if open.
 struct Session {
     uri: String,
     conn: Option<Connect>,
+    shared: Option<SharedConn>,
 }
 
 impl Session {
@@ -122,10 +192,24 @@ impl Session {
                     reason: e.problem,
                 });
             }
-            let conn = Connect::open(Some(&self.uri)).map_err(|source| HvError::Connect {
-                uri: self.uri.clone(),
-                source,
-            })?;
+            let open = || {
+                Connect::open(Some(&self.uri)).map_err(|source| HvError::Connect {
+                    uri: self.uri.clone(),
+                    source,
+                })
+            };
+            let conn = match &self.shared {
+                None => open()?,
+                Some(shared) => {
+                    let mut slot = shared
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    match slot.as_ref() {
+                        Some(c) => c.clone(),
+                        None => slot.insert(open()?).clone(),
+                    }
+                }
+            };
             self.conn = Some(conn);
         }
         self.conn.as_ref().ok_or_else(|| HvError::WorkerGone {
@@ -175,13 +259,18 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(uri: &str) -> Self {
+    fn spawn(uri: &str, lane: Lane, shared: Option<SharedConn>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let mut session = Session {
             uri: uri.to_owned(),
             conn: None,
+            shared,
         };
-        let name = format!("libvirt {}", uri.chars().take(40).collect::<String>());
+        let kind = match lane {
+            Lane::Calls => "libvirt",
+            Lane::Long => "libvirt long",
+        };
+        let name = format!("{kind} {}", uri.chars().take(40).collect::<String>());
         // The thread ends when every sender is gone (the worker was forgotten).
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
             while let Ok(job) = rx.recv() {
@@ -203,10 +292,12 @@ impl Worker {
     }
 }
 
-/// The hypervisor adapter: a connection (and worker thread) per host URI.
+/// The hypervisor adapter: per host URI, a worker thread (and connection) for each lane.
 #[derive(Debug)]
 pub struct Hypervisor {
-    workers: Mutex<HashMap<String, Arc<Worker>>>,
+    workers: Mutex<HashMap<(String, Lane), Arc<Worker>>>,
+    /// `test://` hosts only: the connection their lanes share.
+    test_conns: Mutex<HashMap<String, SharedConn>>,
     config: HvConfig,
 }
 
@@ -250,34 +341,66 @@ impl Hypervisor {
         QUIET.call_once(virt::error::clear_error_callback);
         Self {
             workers: Mutex::new(HashMap::new()),
+            test_conns: Mutex::new(HashMap::new()),
             config,
         }
     }
 
-    fn worker(&self, uri: &str) -> Arc<Worker> {
+    fn worker(&self, uri: &LibvirtUri, lane: Lane) -> Arc<Worker> {
+        let shared = (uri.driver() == "test").then(|| {
+            self.test_conns
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(uri.to_string())
+                .or_default()
+                .clone()
+        });
         let mut workers = self
             .workers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         workers
-            .entry(uri.to_owned())
-            .or_insert_with(|| Arc::new(Worker::spawn(uri)))
+            .entry((uri.to_string(), lane))
+            .or_insert_with(|| Arc::new(Worker::spawn(uri.as_str(), lane, shared)))
             .clone()
     }
 
-    /// Closes the connection to `uri` (if any) and stops its worker once queued calls finish.
+    /// Closes the connections to `uri` (if any) and stops its workers once the calls still
+    /// waiting for them are done (a call whose caller gave up is not run).
     pub fn forget(&self, uri: &LibvirtUri) {
-        self.workers
+        {
+            let mut workers = self
+                .workers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for lane in [Lane::Calls, Lane::Long] {
+                workers.remove(&(uri.to_string(), lane));
+            }
+        }
+        self.test_conns
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(uri.as_str());
+    }
+
+    /// Sets a stuck worker aside (it finishes on its own); the next call on its lane gets a
+    /// fresh one. Only that worker: a fresh one another caller already got stays.
+    fn set_aside(&self, uri: &LibvirtUri, lane: Lane, stuck: &Arc<Worker>) {
+        let mut workers = self
+            .workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (uri.to_string(), lane);
+        if workers.get(&key).is_some_and(|w| Arc::ptr_eq(w, stuck)) {
+            workers.remove(&key);
+        }
     }
 
     /// How long dropping the adapter waits for workers to close their connections (a call
     /// hung on a dead host must not keep the program from ending).
     const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
-    /// Number of hosts with a worker (and possibly an open connection).
+    /// Number of workers (each with possibly an open connection): up to one per host and lane.
     pub fn worker_count(&self) -> usize {
         self.workers
             .lock()
@@ -285,18 +408,37 @@ impl Hypervisor {
             .len()
     }
 
-    /// Runs `f` with the host's connection on the host's worker thread.
+    /// Runs `f` with the host's connection on the host's worker thread for short calls.
     async fn call<R, E, F>(&self, uri: &LibvirtUri, op: &'static str, f: F) -> Result<R, HvError>
     where
         R: Send + 'static,
         E: Into<CallError>,
         F: FnOnce(&Connect) -> Result<R, E> + Send + 'static,
     {
-        self.call_within(uri, op, self.config.call_timeout, f).await
+        self.call_on(Lane::Calls, uri, op, self.config.call_timeout, f)
+            .await
     }
 
-    /// Like `call`, with its own time limit (uploads of large images take long).
-    async fn call_within<R, E, F>(
+    /// Runs a storage stream (upload, download, read-back) on the host's long lane, within
+    /// `transfer_timeout`.
+    async fn transfer<R, E, F>(
+        &self,
+        uri: &LibvirtUri,
+        op: &'static str,
+        f: F,
+    ) -> Result<R, HvError>
+    where
+        R: Send + 'static,
+        E: Into<CallError>,
+        F: FnOnce(&Connect) -> Result<R, E> + Send + 'static,
+    {
+        self.call_long(uri, op, self.config.transfer_timeout, f)
+            .await
+    }
+
+    /// Runs a long call (a storage stream, a command in a guest) on the host's long lane, its
+    /// own worker and connection, within `limit`.
+    async fn call_long<R, E, F>(
         &self,
         uri: &LibvirtUri,
         op: &'static str,
@@ -308,8 +450,47 @@ impl Hypervisor {
         E: Into<CallError>,
         F: FnOnce(&Connect) -> Result<R, E> + Send + 'static,
     {
+        self.call_on(Lane::Long, uri, op, limit, f).await
+    }
+
+    /// Sends `f` to the lane's worker and waits at most `limit` (queueing included). When the
+    /// caller gives up first — the limit passes, or the returned future is dropped — the job
+    /// is abandoned: the worker never starts it later. A job already started cannot be
+    /// stopped (libvirt is inside a call); the timeout says which of the two happened.
+    async fn call_on<R, E, F>(
+        &self,
+        lane: Lane,
+        uri: &LibvirtUri,
+        op: &'static str,
+        limit: Duration,
+        f: F,
+    ) -> Result<R, HvError>
+    where
+        R: Send + 'static,
+        E: Into<CallError>,
+        F: FnOnce(&Connect) -> Result<R, E> + Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let claim = Arc::new(AtomicU8::new(QUEUED));
+        let caller = GiveUpOnDrop(claim.clone());
+        let deadline = Instant::now() + limit;
+        let timeout = |started| HvError::Timeout {
+            uri: uri.to_string(),
+            op,
+            secs: limit.as_secs(),
+            started,
+        };
+        let late = timeout(false);
         let job: Job = Box::new(move |session: &mut Session| {
+            if !claim_start(&claim, deadline) {
+                // The caller gave up (or is about to): never act for nobody.
+                let _ = tx.send(Err(late));
+                return;
+            }
+            #[cfg(test)]
+            if lane == Lane::Long {
+                tests::hold::wait_while_held(&session.uri);
+            }
             let result = match session.conn() {
                 Err(e) => Err(e),
                 Ok(conn) => f(conn).map_err(|e| match e.into() {
@@ -330,15 +511,25 @@ impl Hypervisor {
                     },
                 }),
             };
-            // The caller may have given up (timeout); nobody to tell then.
+            // The caller may have given up meanwhile; nobody to tell then.
             let _ = tx.send(result);
         });
         let gone = || HvError::WorkerGone {
             uri: uri.to_string(),
         };
-        self.worker(uri.as_str()).tx.send(job).map_err(|_| gone())?;
-        let began = std::time::Instant::now();
-        let outcome = self.wait_for(uri, op, limit, rx).await;
+        let worker = self.worker(uri, lane);
+        worker.tx.send(job).map_err(|_| gone())?;
+        let began = Instant::now();
+        let outcome = match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(gone()),
+            Err(_) => {
+                let started = caller.give_up();
+                // The worker is stuck in libvirt; let it finish on its own and use a fresh one.
+                self.set_aside(uri, lane, &worker);
+                Err(timeout(started))
+            }
+        };
         let ms = began.elapsed().as_millis() as u64;
         match &outcome {
             Ok(_) => tracing::debug!(uri = %uri, op, ms, "libvirt call"),
@@ -348,31 +539,6 @@ impl Hypervisor {
             }
         }
         outcome
-    }
-
-    async fn wait_for<R>(
-        &self,
-        uri: &LibvirtUri,
-        op: &'static str,
-        limit: Duration,
-        rx: tokio::sync::oneshot::Receiver<Result<R, HvError>>,
-    ) -> Result<R, HvError> {
-        let gone = || HvError::WorkerGone {
-            uri: uri.to_string(),
-        };
-        match tokio::time::timeout(limit, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(gone()),
-            Err(_) => {
-                // The worker is stuck in libvirt; let it finish on its own and use a fresh one.
-                self.forget(uri);
-                Err(HvError::Timeout {
-                    uri: uri.to_string(),
-                    op,
-                    secs: limit.as_secs(),
-                })
-            }
-        }
     }
 }
 
@@ -471,6 +637,7 @@ pub(crate) mod tests {
     async fn a_call_that_hangs_times_out_and_the_next_call_gets_a_fresh_worker() {
         let hv = Hypervisor::new(HvConfig {
             call_timeout: Duration::from_millis(200),
+            ..HvConfig::default()
         });
         let uri = test_node_uri();
         let err = hv
@@ -480,11 +647,188 @@ pub(crate) mod tests {
             })
             .await
             .unwrap_err();
-        assert!(matches!(err, HvError::Timeout { .. }), "{err:?}");
+        assert!(
+            matches!(err, HvError::Timeout { started: true, .. }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("did not answer"));
         assert_eq!(hv.worker_count(), 0, "the stuck worker was set aside");
         hv.call(&uri, "read the hostname", |c| c.hostname())
             .await
             .unwrap();
+    }
+
+    /// A copy of the test node under its own URI, so a test's holds and state are its own.
+    fn own_test_node(dir: &std::path::Path) -> LibvirtUri {
+        let node = dir.join("node.xml");
+        let fixture = test_node_uri();
+        std::fs::copy(fixture.as_str().trim_start_matches("test://"), &node).unwrap();
+        LibvirtUri::parse(&format!("test://{}", node.display())).unwrap()
+    }
+
+    /// Test hook: long calls on a held URI wait, once their worker has taken them, until the
+    /// test lets go — a multi-gigabyte transfer without the gigabytes.
+    pub(crate) mod hold {
+        use std::sync::{Condvar, Mutex, PoisonError};
+        use std::time::Duration;
+
+        /// Held URIs, each with how many long calls wait on it now.
+        static HELD: Mutex<Vec<(String, usize)>> = Mutex::new(Vec::new());
+        static CHANGED: Condvar = Condvar::new();
+
+        pub(crate) fn hold(uri: &str) {
+            HELD.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((uri.to_owned(), 0));
+        }
+
+        pub(crate) fn release(uri: &str) {
+            HELD.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|(u, _)| u != uri);
+            CHANGED.notify_all();
+        }
+
+        pub(crate) fn waiting(uri: &str) -> usize {
+            HELD.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .find(|(u, _)| u == uri)
+                .map_or(0, |(_, n)| *n)
+        }
+
+        pub(crate) fn wait_while_held(uri: &str) {
+            let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(entry) = held.iter_mut().find(|(u, _)| u == uri) else {
+                return;
+            };
+            entry.1 += 1;
+            // Bounded: a test that fails before it lets go must not hang the run.
+            let _ = CHANGED
+                .wait_timeout_while(held, Duration::from_secs(60), |h| {
+                    h.iter().any(|(u, _)| u == uri)
+                })
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_caller_gave_up_is_never_run_later() {
+        use futures_util::future::poll_immediate;
+        let dir = tempfile::tempdir().unwrap();
+        let uri = own_test_node(dir.path());
+        let hv = Hypervisor::new(HvConfig {
+            call_timeout: Duration::from_millis(300),
+            ..HvConfig::default()
+        });
+        // A slow call occupies the host's worker until the test lets it go.
+        let (release, gate) = mpsc::channel::<()>();
+        let mut slow = std::pin::pin!(hv.call_on(
+            Lane::Calls,
+            &uri,
+            "hold the worker",
+            Duration::from_secs(60),
+            move |c| {
+                let _ = gate.recv_timeout(Duration::from_secs(60));
+                c.hostname()
+            }
+        ));
+        assert!(poll_immediate(&mut slow).await.is_none());
+        // Queued behind it: a define whose caller gives up after 300 ms, and one whose caller
+        // drops the call at once.
+        let (late, dropped) = (
+            DomainSpec {
+                name: "late-1".into(),
+                ..domain::tests::spec(DomainType::Test)
+            },
+            DomainSpec {
+                name: "late-2".into(),
+                ..domain::tests::spec(DomainType::Test)
+            },
+        );
+        let mut define = std::pin::pin!(hv.domain_define(&uri, &late));
+        assert!(poll_immediate(&mut define).await.is_none());
+        let mut gave_up = Box::pin(hv.domain_define(&uri, &dropped));
+        assert!(poll_immediate(&mut gave_up).await.is_none());
+        drop(gave_up);
+        // Behind both, with a long limit, on the same worker and connection: when it answers,
+        // the worker has gone past the two.
+        let mut after = std::pin::pin!(hv.call_on(
+            Lane::Calls,
+            &uri,
+            "list domains",
+            Duration::from_secs(60),
+            |c| {
+                c.list_all_domains(0)?
+                    .iter()
+                    .map(|d| d.name())
+                    .collect::<Result<Vec<_>, _>>()
+            }
+        ));
+        assert!(poll_immediate(&mut after).await.is_none());
+
+        let err = define.await.unwrap_err();
+        assert!(
+            matches!(err, HvError::Timeout { started: false, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("never started"), "{err}");
+        release.send(()).unwrap();
+        slow.await.unwrap();
+        let names = after.await.unwrap();
+        assert!(
+            !names.iter().any(|n| n.starts_with("late-")),
+            "a define whose caller had given up ran later: {names:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_short_call_is_not_queued_behind_a_transfer_to_the_same_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = own_test_node(dir.path());
+        let pool = crate::model::PoolName::parse("default").unwrap();
+        let file = dir.path().join("master.img");
+        std::fs::write(&file, vec![7u8; 1 << 20]).unwrap();
+        let hv = Arc::new(Hypervisor::new(HvConfig {
+            call_timeout: Duration::from_secs(5),
+            ..HvConfig::default()
+        }));
+        hold::hold(uri.as_str());
+        let upload = tokio::spawn({
+            let (hv, uri, pool) = (hv.clone(), uri.clone(), pool.clone());
+            async move {
+                hv.volume_upload(&uri, &pool, "master.img", file, DiskFormat::Raw, |_, _| {})
+                    .await
+            }
+        });
+        for _ in 0..1000 {
+            if hold::waiting(uri.as_str()) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(hold::waiting(uri.as_str()), 1, "the upload is in progress");
+
+        // A start on the same host while the upload goes on.
+        let spec = domain::tests::spec(DomainType::Test);
+        let started = async {
+            hv.domain_define(&uri, &spec).await?;
+            hv.domain_start(&uri, &spec.name).await?;
+            hv.domain_is_running(&uri, &spec.name).await
+        }
+        .await;
+        hold::release(uri.as_str());
+        assert_eq!(started.unwrap(), Some(true));
+        assert_eq!(hold::waiting(uri.as_str()), 0);
+
+        let uploaded = upload.await.unwrap().unwrap();
+        assert_eq!(uploaded.name, "master.img");
+        // The test driver's lanes share one connection: the short lane sees the volume.
+        assert!(hv
+            .volume_get(&uri, &pool, "master.img")
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(hv.worker_count(), 2, "one worker per lane");
     }
 }

@@ -5,7 +5,6 @@ use super::{is_gone, CallError, HvError, Hypervisor};
 use crate::model::{LibvirtUri, PoolName};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use virt::connect::Connect;
 use virt::error::Error as VirtError;
 use virt::storage_pool::StoragePool;
@@ -40,8 +39,6 @@ pub struct VolumeInfo {
     pub backing: Option<String>,
 }
 
-/// Uploads may take long; this is the limit for one whole upload.
-const UPLOAD_LIMIT: Duration = Duration::from_secs(6 * 3600);
 const CHUNK: usize = 1 << 20;
 
 fn xml_escape(s: &str) -> String {
@@ -193,7 +190,7 @@ impl Hypervisor {
         progress: impl Fn(u64, u64) + Send + 'static,
     ) -> Result<VolumeInfo, HvError> {
         let (pool, name) = (pool.to_string(), name.to_owned());
-        self.call_within(uri, "upload a volume", UPLOAD_LIMIT, move |c| {
+        self.transfer(uri, "upload a volume", move |c| {
             upload_file(c, &pool, &name, &file, format, &progress)
         })
         .await
@@ -303,7 +300,7 @@ impl Hypervisor {
     ) -> Result<String, HvError> {
         use sha2::{Digest, Sha256};
         let (pool, name) = (pool.to_string(), name.to_owned());
-        self.call_within(uri, "read a volume back", UPLOAD_LIMIT, move |c| {
+        self.transfer(uri, "read a volume back", move |c| {
             let vol = pool_of(c, &pool)?.lookup_storage_vol_by_name(&name)?;
             if is_test_driver(c) {
                 if let Some(sum) = test_content(&test_content_key(c, &pool, &name), None) {
@@ -379,7 +376,7 @@ impl Hypervisor {
     ) -> Result<u64, HvError> {
         use std::io::Write;
         let (pool, name) = (pool.to_string(), name.to_owned());
-        self.call_within(uri, "download a volume", UPLOAD_LIMIT, move |c| {
+        self.transfer(uri, "download a volume", move |c| {
             let io = |e: std::io::Error| CallError::LocalFile(dest.clone(), e);
             let vol = pool_of(c, &pool)?.lookup_storage_vol_by_name(&name)?;
             let total = vol.info()?.allocation;

@@ -170,8 +170,19 @@ impl Engine {
                 (Some(v), boot, None)
             }
             BuildFrom::Iso(path) => {
-                library::probe(path)?;
-                if !library::is_iso(path)? {
+                // qemu-img may take up to its wall-clock limit: off the async runtime.
+                let file = path.clone();
+                let is_iso = tokio::task::spawn_blocking(move || {
+                    library::probe(&file)?;
+                    library::is_iso(&file)
+                })
+                .await
+                .map_err(|e| library::LibraryError::QemuImg {
+                    what: "probe",
+                    path: path.clone(),
+                    message: e.to_string(),
+                })??;
+                if !is_iso {
                     return Err(library::LibraryError::NotAnImage {
                         path: path.clone(),
                         reason: "is not an ISO 9660 installer image".into(),
