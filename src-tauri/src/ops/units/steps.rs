@@ -250,8 +250,14 @@ impl Engine {
                 let dir = tempfile_dir()?;
                 let file = dir.join(format!("{}-seed.img", s.name));
                 let spec = self.seed_spec(ctx, s, host)?;
-                let written = write_seed_disk(&spec, &file)
-                    .map_err(|e| OpError::Invalid(ValidationError::new("seed", e.to_string())));
+                // Disk writes stay off the async runtime's threads.
+                let target = file.clone();
+                let written = tokio::task::spawn_blocking(move || write_seed_disk(&spec, &target))
+                    .await
+                    .map_err(|e| OpError::Timeout(format!("writing the seed failed: {e}")))
+                    .and_then(|r| {
+                        r.map_err(|e| OpError::Invalid(ValidationError::new("seed", e.to_string())))
+                    });
                 let result = async {
                     written?;
                     self.hypervisor.volume_delete(uri, pool, &name).await?;
@@ -519,7 +525,11 @@ impl Engine {
         file: std::path::PathBuf,
     ) -> Result<(), OpError> {
         let (uri, pool) = (&host.uri, &host.pool);
-        let want = crate::library::sha256_file(&file, &|_, _| {})?;
+        let to_hash = file.clone();
+        let want =
+            tokio::task::spawn_blocking(move || crate::library::sha256_file(&to_hash, &|_, _| {}))
+                .await
+                .map_err(|e| OpError::Timeout(format!("hashing {volume} failed: {e}")))??;
         let uploaded = self
             .hypervisor
             .volume_upload(uri, pool, volume, file, DiskFormat::Raw, |_, _| {})
