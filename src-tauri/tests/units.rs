@@ -1454,3 +1454,89 @@ async fn a_lock_left_by_a_reconcile_that_died_does_not_block_the_unit() {
     let dead = ops.iter().find(|o| o.id == op).unwrap();
     assert_eq!(dead.state, "aborted");
 }
+
+/// A builder's names must be free on its host: a domain or a volume of a builder's name that
+/// no builder record accounts for is refused before anything is made, and left alone.
+#[tokio::test]
+async fn a_builder_never_takes_over_a_domain_or_volume_of_its_name() {
+    use flotilla::hypervisor::{BootSpec, DomainSpec, DomainType};
+    use flotilla::ops::builder::{BuildFrom, BuildRequest};
+    let f = Fixture::new().await;
+    let h1 = f.e.host_show("h1").unwrap();
+    let request = || BuildRequest {
+        image: "web".into(),
+        host: "h1".into(),
+        from: BuildFrom::Version("base:1".into()),
+        cpus: 1,
+        memory_mib: 128,
+        disk_bytes: None,
+        script: vec![],
+        address: None,
+        domain_type: DomainType::Test,
+    };
+    f.e.hypervisor
+        .domain_define(
+            &h1.uri,
+            &DomainSpec {
+                name: "flotilla-builder-web".into(),
+                domain_type: DomainType::Test,
+                vcpus: 1,
+                memory_mib: 64,
+                boot: BootSpec::Disk {
+                    uefi: false,
+                    cdrom_first: false,
+                },
+                disks: vec![],
+                nics: vec![],
+                serial_log: None,
+                metadata: vec![("note".into(), "made by hand".into())],
+                vnc: false,
+                guest_agent: false,
+            },
+        )
+        .await
+        .unwrap();
+    let before = f.hosts_snapshot().await;
+    let err =
+        f.e.image_build(&request(), Arc::new(|_| {}))
+            .await
+            .unwrap_err();
+    assert!(
+        err.to_string().contains("not a builder Flotilla recorded"),
+        "{err}"
+    );
+    assert_eq!(
+        f.hosts_snapshot().await,
+        before,
+        "the hand-made domain is untouched"
+    );
+    assert!(f.e.builder_list().unwrap().is_empty());
+    f.e.hypervisor
+        .domain_undefine(&h1.uri, "flotilla-builder-web")
+        .await
+        .unwrap();
+
+    f.e.hypervisor
+        .volume_create_blank(
+            &h1.uri,
+            &h1.pool,
+            "flotilla-builder-web-disk.qcow2",
+            1 << 20,
+        )
+        .await
+        .unwrap();
+    let before = f.hosts_snapshot().await;
+    let err =
+        f.e.image_build(&request(), Arc::new(|_| {}))
+            .await
+            .unwrap_err();
+    assert!(
+        err.to_string().contains("flotilla-builder-web-disk.qcow2"),
+        "{err}"
+    );
+    assert_eq!(
+        f.hosts_snapshot().await,
+        before,
+        "the orphaned volume is kept"
+    );
+}

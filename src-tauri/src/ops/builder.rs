@@ -29,6 +29,18 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// The refusal when a builder's name is taken on its host by something no builder record
+/// accounts for.
+fn taken(host: &HostName, what: &str, name: &str) -> OpError {
+    ValidationError::new(
+        "builder",
+        format!(
+            "host {host} already has a {what} named {name} that is not a builder Flotilla recorded; it was left alone. Remove it, or build under another image name"
+        ),
+    )
+    .into()
+}
+
 #[derive(Debug, Clone)]
 pub enum BuildFrom {
     /// `NAME` or `NAME:VERSION` of a library version.
@@ -270,6 +282,34 @@ impl Engine {
             nameservers: vec![],
             runcmd: req.script.clone(),
         };
+        if self.inventory.builder_get(&image).is_ok() {
+            return Err(crate::inventory::InventoryError::Duplicate {
+                kind: "builder",
+                name: image.to_string(),
+            }
+            .into());
+        }
+        // Its names must be free on the host: a domain or volume of a builder's name that no
+        // builder record accounts for (made by hand, left by another inventory) is refused
+        // before anything is made — and so never removed by this builder's undo or abort.
+        if self
+            .hypervisor
+            .domain_flotilla_metadata(&host.uri, &domain)
+            .await?
+            .is_some()
+        {
+            return Err(taken(&host.name, "domain", &domain));
+        }
+        for v in &volumes {
+            if self
+                .hypervisor
+                .volume_find(&host.uri, &host.pool, v)
+                .await?
+                .is_some()
+            {
+                return Err(taken(&host.name, "volume", v));
+            }
+        }
         // Refuse a bad script before anything is made.
         let seed_dir = tempfile_dir()?;
         let seed_file = seed_dir.join("seed.img");
@@ -529,13 +569,34 @@ impl Engine {
         .await
     }
 
-    /// Destroys, undefines and deletes everything a builder may have made; "gone" is fine.
+    /// Destroys, undefines and deletes everything a builder may have made; "gone" is fine. The
+    /// domain only when its metadata names this builder (its names were free when it began).
     async fn remove_builder_objects(&self, b: &Builder) -> Result<(), OpError> {
         let host = self.host_show(b.host.as_str())?;
-        self.hypervisor.domain_destroy(&host.uri, &b.domain).await?;
-        self.hypervisor
-            .domain_undefine(&host.uri, &b.domain)
+        let meta = self
+            .hypervisor
+            .domain_flotilla_metadata(&host.uri, &b.domain)
             .await?;
+        let ours = meta.as_ref().is_some_and(|p| {
+            p.iter()
+                .any(|(k, v)| k == "builder-for" && v == b.image.as_str())
+        });
+        if meta.is_some() && !ours {
+            return Err(ValidationError::new(
+                "builder",
+                format!(
+                    "the domain {} on host {} is not the builder Flotilla made for {}; it was left alone",
+                    b.domain, host.name, b.image
+                ),
+            )
+            .into());
+        }
+        if ours {
+            self.hypervisor.domain_destroy(&host.uri, &b.domain).await?;
+            self.hypervisor
+                .domain_undefine(&host.uri, &b.domain)
+                .await?;
+        }
         for v in &b.volumes {
             self.hypervisor
                 .volume_delete(&host.uri, &host.pool, v)
