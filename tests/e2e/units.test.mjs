@@ -117,6 +117,13 @@ test("create a unit with the wizard, deploy it, stop, start, scale and delete it
 
   await (await byTestId(b, "nav-operations")).click();
   await byTestId(b, "journal-table");
+  // The newest operation's log lines (the scale, done by this app): its spans and steps.
+  await (await b.$$('[data-testid="op-log"]'))[0].click();
+  const lines = await byTestId(b, "op-log-lines");
+  await b.waitUntil(async () => /server\{name=shop-4 host=\S+\}:step\{name="wait-healthy"\}: .*step succeeded/.test(await lines.getText()), {
+    timeout: 10000,
+    timeoutMsg: "the scale's log lines",
+  });
   await screenshot(b, "operations-journal");
   await (await byTestId(b, "nav-units")).click();
 
