@@ -1091,7 +1091,7 @@ async fn an_unreachable_load_balancer_stops_an_operation_before_it_changes_anyth
 
 #[tokio::test]
 async fn a_domain_of_the_same_name_that_is_not_the_units_is_left_alone() {
-    use flotilla::hypervisor::{BootSpec, DomainSpec, DomainType};
+    use flotilla::hypervisor::DomainSpec;
     let f = Fixture::new().await;
     f.e.unit_create(&f.form("shop", 2)).unwrap();
     let h1 = f.e.host_show("h1").unwrap();
@@ -1105,25 +1105,13 @@ async fn a_domain_of_the_same_name_that_is_not_the_units_is_left_alone() {
         .domain_define(
             &h1.uri,
             &DomainSpec {
-                name: "shop-1".into(),
-                domain_type: DomainType::Test,
-                vcpus: 1,
-                memory_mib: 64,
-                boot: BootSpec::Disk {
-                    uefi: false,
-                    cdrom_first: false,
-                },
                 disks: vec![flotilla::hypervisor::DiskSpec {
                     path: disk.path,
                     format: flotilla::hypervisor::DiskFormat::Raw,
                     readonly: false,
                     cdrom: false,
                 }],
-                nics: vec![],
-                serial_log: None,
-                metadata: vec![("note".into(), "not flotilla's".into())],
-                vnc: false,
-                guest_agent: false,
+                ..hand_made("shop-1")
             },
         )
         .await
@@ -1459,7 +1447,7 @@ async fn a_lock_left_by_a_reconcile_that_died_does_not_block_the_unit() {
 /// no builder record accounts for is refused before anything is made, and left alone.
 #[tokio::test]
 async fn a_builder_never_takes_over_a_domain_or_volume_of_its_name() {
-    use flotilla::hypervisor::{BootSpec, DomainSpec, DomainType};
+    use flotilla::hypervisor::DomainType;
     use flotilla::ops::builder::{BuildFrom, BuildRequest};
     let f = Fixture::new().await;
     let h1 = f.e.host_show("h1").unwrap();
@@ -1475,25 +1463,7 @@ async fn a_builder_never_takes_over_a_domain_or_volume_of_its_name() {
         domain_type: DomainType::Test,
     };
     f.e.hypervisor
-        .domain_define(
-            &h1.uri,
-            &DomainSpec {
-                name: "flotilla-builder-web".into(),
-                domain_type: DomainType::Test,
-                vcpus: 1,
-                memory_mib: 64,
-                boot: BootSpec::Disk {
-                    uefi: false,
-                    cdrom_first: false,
-                },
-                disks: vec![],
-                nics: vec![],
-                serial_log: None,
-                metadata: vec![("note".into(), "made by hand".into())],
-                vnc: false,
-                guest_agent: false,
-            },
-        )
+        .domain_define(&h1.uri, &hand_made("flotilla-builder-web"))
         .await
         .unwrap();
     let before = f.hosts_snapshot().await;
@@ -1539,4 +1509,25 @@ async fn a_builder_never_takes_over_a_domain_or_volume_of_its_name() {
         before,
         "the orphaned volume is kept"
     );
+}
+
+/// A domain someone made by hand on a test-driver host (no Flotilla metadata of a unit).
+fn hand_made(name: &str) -> flotilla::hypervisor::DomainSpec {
+    use flotilla::hypervisor::{BootSpec, DomainSpec, DomainType};
+    DomainSpec {
+        name: name.into(),
+        domain_type: DomainType::Test,
+        vcpus: 1,
+        memory_mib: 64,
+        boot: BootSpec::Disk {
+            uefi: false,
+            cdrom_first: false,
+        },
+        disks: vec![],
+        nics: vec![],
+        serial_log: None,
+        metadata: vec![("note".into(), "made by hand".into())],
+        vnc: false,
+        guest_agent: false,
+    }
 }

@@ -118,6 +118,19 @@ fn test_content(key: &str, set: Option<String>) -> Option<String> {
     }
 }
 
+/// Looks a volume up; when it is not found, refreshes the pool and looks again: a file someone
+/// else put into the pool's folder (QEMU's serial log, a copy by hand) is known to libvirt only
+/// after a refresh.
+fn lookup_fresh(pool: &StoragePool, name: &str) -> Result<StorageVol, VirtError> {
+    match pool.lookup_storage_vol_by_name(name) {
+        Err(e) if is_gone(&e) => {
+            pool.refresh(0)?;
+            pool.lookup_storage_vol_by_name(name)
+        }
+        found => found,
+    }
+}
+
 fn pool_of(c: &Connect, pool: &str) -> Result<StoragePool, VirtError> {
     c.lookup_storage_pool_by_name(pool)
 }
@@ -247,15 +260,7 @@ impl Hypervisor {
     ) -> Result<bool, HvError> {
         let (pool, name) = (pool.to_string(), name.to_owned());
         self.call(uri, "delete a volume", move |c| {
-            let pool = pool_of(c, &pool)?;
-            let mut found = pool.lookup_storage_vol_by_name(&name);
-            if found.as_ref().is_err_and(is_gone) {
-                // A file someone else made in the pool's folder (QEMU's serial log) is known
-                // to libvirt only after a refresh.
-                pool.refresh(0)?;
-                found = pool.lookup_storage_vol_by_name(&name);
-            }
-            match found {
+            match lookup_fresh(&pool_of(c, &pool)?, &name) {
                 Ok(vol) => match vol.delete(0) {
                     Ok(()) => Ok(true),
                     Err(e) if is_gone(&e) => Ok(false),
@@ -330,13 +335,7 @@ impl Hypervisor {
     ) -> Result<Option<VolumeInfo>, HvError> {
         let (pool, name) = (pool.to_string(), name.to_owned());
         self.call(uri, "look up a volume", move |c| {
-            let pool = pool_of(c, &pool)?;
-            let mut found = pool.lookup_storage_vol_by_name(&name);
-            if found.as_ref().is_err_and(is_gone) {
-                pool.refresh(0)?;
-                found = pool.lookup_storage_vol_by_name(&name);
-            }
-            match found {
+            match lookup_fresh(&pool_of(c, &pool)?, &name) {
                 Ok(v) => info_of(&v).map(Some),
                 Err(e) if is_gone(&e) => Ok(None),
                 Err(e) => Err(e),
