@@ -30,6 +30,13 @@ fn upload_progress(
     })
 }
 
+/// Which way a step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dir {
+    Do,
+    Undo,
+}
+
 /// Who a domain with a server's name belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Owner {
@@ -167,12 +174,34 @@ impl Engine {
         step: Step,
         pos: (u32, u32),
     ) -> Result<(), OpError> {
+        self.server_step(ctx, s, step, Dir::Do, pos).await
+    }
+
+    /// Undoes one step (idempotent: "already gone" is done).
+    pub(super) async fn undo_step(&self, ctx: &Ctx, s: &Server, step: Step) -> Result<(), OpError> {
+        self.server_step(ctx, s, step, Dir::Undo, (0, 0)).await
+    }
+
+    /// Each step's do and undo, side by side, behind the same ownership guards: a domain is
+    /// touched only when its metadata names this unit and server (`refuse_foreign`,
+    /// `domain_owner`), a volume only when the inventory records it as this server's
+    /// (`own_or_absent`, `delete_own`). Steps after which there is no way back have no undo.
+    async fn server_step(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+        step: Step,
+        dir: Dir,
+        pos: (u32, u32),
+    ) -> Result<(), OpError> {
+        use Dir::{Do, Undo};
         let host = ctx.host(&s.host)?;
         let (uri, pool) = (&host.uri, &host.pool);
         let addr = member_address(&s.address, ctx.port)?;
         let lb = ctx.lb.as_ref();
-        match step {
-            Step::ClaimNames => {
+        match (step, dir) {
+            // Nothing is made: nothing to undo.
+            (Step::ClaimNames, Do) => {
                 if self.domain_owner(ctx, s, host).await? == Owner::Foreign {
                     return Err(foreign_domain(ctx, s, host));
                 }
@@ -181,7 +210,11 @@ impl Engine {
                 }
                 Ok(())
             }
-            Step::EnsureMaster => {
+            (Step::ClaimNames, Undo) => Ok(()),
+
+            // Shared by every unit and operation that uses them: pinned while in use, released
+            // at the end of the operation when nobody needs them (`release_host_objects`).
+            (Step::EnsureMaster, Do) => {
                 let _g = match ctx.host_locks.get(&s.host) {
                     Some(l) => Some(l.lock().await),
                     None => None,
@@ -193,14 +226,16 @@ impl Engine {
                     .await?;
                 Ok(())
             }
-            Step::EnsurePayload => {
+            (Step::EnsurePayload, Do) => {
                 let _g = match ctx.host_locks.get(&s.host) {
                     Some(l) => Some(l.lock().await),
                     None => None,
                 };
                 self.ensure_payload(ctx, host).await
             }
-            Step::CreateDisk => {
+            (Step::EnsureMaster | Step::EnsurePayload, Undo) => Ok(()),
+
+            (Step::CreateDisk, Do) => {
                 let name = disk_volume(&s.name);
                 let master = self
                     .hypervisor
@@ -241,7 +276,9 @@ impl Engine {
                     .await;
                 self.keep_record_if_made(host, &name, created).await
             }
-            Step::WriteSeed => {
+            (Step::CreateDisk, Undo) => self.delete_own(s, host, &disk_volume(&s.name)).await,
+
+            (Step::WriteSeed, Do) => {
                 let name = seed_volume(&s.name);
                 if self.own_or_absent(s, host, &name).await?.is_none() {
                     self.inventory
@@ -270,7 +307,9 @@ impl Engine {
                 let _ = std::fs::remove_dir_all(&dir);
                 result
             }
-            Step::Define => {
+            (Step::WriteSeed, Undo) => self.delete_own(s, host, &seed_volume(&s.name)).await,
+
+            (Step::Define, Do) => {
                 if self.domain_owner(ctx, s, host).await? == Owner::Foreign {
                     return Err(foreign_domain(ctx, s, host));
                 }
@@ -284,60 +323,7 @@ impl Engine {
                 self.hypervisor.domain_define(uri, &spec).await?;
                 Ok(())
             }
-            Step::LbAdd => {
-                let (d, p) = lb_of(lb)?;
-                d.member_add(p, &s.name, addr).await?;
-                self.inventory.server_set_lb_state(&s.name, "maint")?;
-                Ok(())
-            }
-            Step::Start => {
-                self.refuse_foreign(ctx, s, host).await?;
-                Ok(self.hypervisor.domain_start(uri, &s.name).await?)
-            }
-            Step::WaitHealthy => self.wait_healthy(ctx, s, host).await,
-            Step::LbReady => self.lb_set(ctx, s, MemberState::Ready).await,
-            Step::LbDrain => self.lb_set(ctx, s, MemberState::Drain).await,
-            Step::WaitDrained => self.wait_drained(ctx, s).await,
-            Step::LbMaint => self.lb_set(ctx, s, MemberState::Maint).await,
-            Step::Shutdown => {
-                self.refuse_foreign(ctx, s, host).await?;
-                self.shutdown(ctx, s, host).await
-            }
-            Step::LbRemove => {
-                let (d, p) = lb_of(lb)?;
-                d.member_remove(p, &s.name, addr).await?;
-                self.inventory.server_set_lb_state(&s.name, "none")?;
-                Ok(())
-            }
-            Step::Undefine => {
-                if self.domain_owner(ctx, s, host).await? == Owner::Unit {
-                    self.hypervisor.domain_destroy(uri, &s.name).await?;
-                    self.hypervisor.domain_undefine(uri, &s.name).await?;
-                }
-                Ok(())
-            }
-            Step::DeleteVolumes => {
-                for v in server_volumes(&s.name) {
-                    self.delete_own(s, host, &v).await?;
-                }
-                Ok(())
-            }
-            Step::Forget => Ok(self.inventory.server_delete(&s.name)?),
-        }
-    }
-
-    pub(super) async fn undo_step(&self, ctx: &Ctx, s: &Server, step: Step) -> Result<(), OpError> {
-        let host = ctx.host(&s.host)?;
-        let uri = &host.uri;
-        let addr = member_address(&s.address, ctx.port)?;
-        match step {
-            // Shared by the unit's servers on the host: released at the end of the operation
-            // when no server needs them (`release_host_objects`).
-            Step::ClaimNames | Step::EnsureMaster | Step::EnsurePayload => Ok(()),
-            // Only what the inventory says is the server's: never a stranger of the same name.
-            Step::CreateDisk => self.delete_own(s, host, &disk_volume(&s.name)).await,
-            Step::WriteSeed => self.delete_own(s, host, &seed_volume(&s.name)).await,
-            Step::Define => {
+            (Step::Define, Undo) => {
                 // Never someone else's domain of the same name (the step refused to touch it).
                 if self.domain_owner(ctx, s, host).await? == Owner::Unit {
                     self.hypervisor.domain_destroy(uri, &s.name).await?;
@@ -345,38 +331,74 @@ impl Engine {
                 }
                 self.delete_own(s, host, &serial_volume(&s.name)).await
             }
-            Step::LbAdd => {
-                let (d, p) = lb_of(ctx.lb.as_ref())?;
+
+            (Step::LbAdd, Do) | (Step::LbRemove, Undo) => {
+                let (d, p) = lb_of(lb)?;
+                d.member_add(p, &s.name, addr).await?;
+                self.inventory.server_set_lb_state(&s.name, "maint")?;
+                Ok(())
+            }
+            (Step::LbAdd, Undo) | (Step::LbRemove, Do) => {
+                let (d, p) = lb_of(lb)?;
                 d.member_remove(p, &s.name, addr).await?;
                 self.inventory.server_set_lb_state(&s.name, "none")?;
                 Ok(())
             }
-            Step::Start => {
+
+            (Step::Start, Do) => {
+                self.refuse_foreign(ctx, s, host).await?;
+                Ok(self.hypervisor.domain_start(uri, &s.name).await?)
+            }
+            (Step::Start, Undo) => {
                 self.refuse_foreign(ctx, s, host).await?;
                 self.hypervisor.domain_destroy(uri, &s.name).await?;
                 Ok(())
             }
-            Step::WaitHealthy | Step::LbReady => {
+
+            (Step::WaitHealthy, Do) => self.wait_healthy(ctx, s, host).await,
+            (Step::LbReady, Do) => self.lb_set(ctx, s, MemberState::Ready).await,
+            // Out of rotation again (the member was drained or ready for its health check).
+            (Step::WaitHealthy | Step::LbReady, Undo) => {
                 if ctx.lb.is_some() {
                     self.lb_set(ctx, s, MemberState::Maint).await?;
                 }
                 Ok(())
             }
-            Step::LbDrain | Step::LbMaint => self.lb_set(ctx, s, MemberState::Ready).await,
-            Step::WaitDrained => Ok(()),
-            Step::Shutdown => {
+
+            (Step::LbDrain, Do) => self.lb_set(ctx, s, MemberState::Drain).await,
+            (Step::LbMaint, Do) => self.lb_set(ctx, s, MemberState::Maint).await,
+            (Step::LbDrain | Step::LbMaint, Undo) => self.lb_set(ctx, s, MemberState::Ready).await,
+            (Step::WaitDrained, Do) => self.wait_drained(ctx, s).await,
+            (Step::WaitDrained, Undo) => Ok(()),
+
+            (Step::Shutdown, Do) => {
+                self.refuse_foreign(ctx, s, host).await?;
+                self.shutdown(ctx, s, host).await
+            }
+            (Step::Shutdown, Undo) => {
                 // Back in rotation (by the undo of the LB steps) only once it is healthy again.
                 self.refuse_foreign(ctx, s, host).await?;
                 self.hypervisor.domain_start(uri, &s.name).await?;
                 self.wait_healthy(ctx, s, host).await
             }
-            Step::LbRemove => {
-                let (d, p) = lb_of(ctx.lb.as_ref())?;
-                d.member_add(p, &s.name, addr).await?;
-                self.inventory.server_set_lb_state(&s.name, "maint")?;
+
+            // Past the point of no return: a failure after these is finished by running the
+            // operation again, never undone.
+            (Step::Undefine, Do) => {
+                if self.domain_owner(ctx, s, host).await? == Owner::Unit {
+                    self.hypervisor.domain_destroy(uri, &s.name).await?;
+                    self.hypervisor.domain_undefine(uri, &s.name).await?;
+                }
                 Ok(())
             }
-            Step::Undefine | Step::DeleteVolumes | Step::Forget => Ok(()),
+            (Step::DeleteVolumes, Do) => {
+                for v in server_volumes(&s.name) {
+                    self.delete_own(s, host, &v).await?;
+                }
+                Ok(())
+            }
+            (Step::Forget, Do) => Ok(self.inventory.server_delete(&s.name)?),
+            (Step::Undefine | Step::DeleteVolumes | Step::Forget, Undo) => Ok(()),
         }
     }
 
