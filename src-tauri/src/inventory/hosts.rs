@@ -278,6 +278,49 @@ impl Inventory {
     }
 }
 
+// The network columns (added by the units migration, `units::CREATE`).
+impl Inventory {
+    /// Network settings of a host: `(network CIDR, gateway, domain type override)`, each empty
+    /// when not set.
+    pub fn host_network(&self, host: &str) -> Result<(String, String, String), InventoryError> {
+        self.conn()
+            .query_row(
+                "SELECT network, gateway, domain_type FROM hosts WHERE name = ?1",
+                [host],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(query_err("read a host's network"))?
+            .ok_or_else(|| InventoryError::NotFound {
+                kind: "host",
+                name: host.to_owned(),
+            })
+    }
+
+    pub fn host_set_network(
+        &self,
+        host: &str,
+        network: &str,
+        gateway: &str,
+        domain_type: &str,
+    ) -> Result<(), InventoryError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE hosts SET network = ?2, gateway = ?3, domain_type = ?4 WHERE name = ?1",
+                params![host, network, gateway, domain_type],
+            )
+            .map_err(query_err("set a host's network"))?;
+        if n == 0 {
+            return Err(InventoryError::NotFound {
+                kind: "host",
+                name: host.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -8,11 +8,15 @@
 mod audit;
 mod builders;
 mod definitions;
+mod host_objects;
 mod host_pins;
 mod hosts;
 mod images;
 mod journal;
+mod lbs;
 mod server_volumes;
+mod servers;
+mod unit_locks;
 mod units;
 
 pub use definitions::DefinitionVersion;
@@ -21,7 +25,9 @@ pub use journal::{Operation, OperationStep, StepStatus};
 pub use audit::{Actor, AuditEntry, AuditResult};
 pub use host_pins::PinMode;
 pub use hosts::NewHost;
-pub use units::{LbInstance, NewServer, NewUnit, Server, Unit, UnitVersion};
+pub use lbs::LbInstance;
+pub use servers::{NewServer, Server};
+pub use units::{NewUnit, Unit, UnitVersion};
 
 use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
@@ -118,6 +124,20 @@ fn describe_dependents(users: &[Dependent]) -> String {
         .join(", ")
 }
 
+pub(super) fn conflict(e: rusqlite::Error, kind: &'static str, name: String) -> InventoryError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            InventoryError::Duplicate { kind, name }
+        }
+        source => InventoryError::Query {
+            what: "register a server",
+            source,
+        },
+    }
+}
+
 pub(crate) fn query_err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> InventoryError {
     move |source| InventoryError::Query { what, source }
 }
@@ -137,7 +157,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "lbs, units, unit_versions, servers, unit_locks",
         units::CREATE,
     ),
-    ("host_objects", units::HOST_OBJECTS),
+    ("host_objects", host_objects::CREATE),
     // Issue 10: what a server owns on its host; who relies on a shared object on a host.
     ("server_volumes", server_volumes::CREATE),
     ("host_pins", host_pins::CREATE),

@@ -1,9 +1,11 @@
-//! Tables `lbs`, `units`, `unit_versions`, `servers` and `unit_locks`; the hosts' network
-//! columns. Foreign keys pin what units use: a host with servers, an image or definition version
-//! of a unit version, a load balancer a unit is bound to cannot be removed.
+//! Tables `units` and `unit_versions`. Their first-wave migration (`CREATE`, applied as one)
+//! also made `lbs`, `servers` and `unit_locks` and the hosts' network columns, whose code lives
+//! in their own modules. Foreign keys pin what units use: a host with servers, an image or
+//! definition version of a unit version, a load balancer a unit is bound to cannot be removed.
 
-use super::{now_rfc3339, query_err, Inventory, InventoryError};
-use crate::model::{RolloutPolicy, ServerSize, ServerState};
+use super::servers::{NewServer, Server};
+use super::{conflict, now_rfc3339, query_err, Inventory, InventoryError};
+use crate::model::{RolloutPolicy, ServerSize};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
@@ -63,28 +65,6 @@ pub(super) const CREATE: &str = "ALTER TABLE hosts ADD COLUMN network TEXT NOT N
         unit_id      INTEGER PRIMARY KEY REFERENCES units(id) ON DELETE CASCADE,
         operation_id INTEGER NOT NULL REFERENCES operations(id)
     ) STRICT;";
-/// Migration: files Flotilla put on a host and verified there (a unit version's payload disk and
-/// kernel files): a volume of that name without a record is an interrupted upload.
-pub(super) const HOST_OBJECTS: &str = "CREATE TABLE host_objects (
-        host_id INTEGER NOT NULL REFERENCES hosts(id) ON DELETE RESTRICT,
-        volume  TEXT NOT NULL,
-        sha256  TEXT NOT NULL CHECK (length(sha256) = 64),
-        PRIMARY KEY (host_id, volume)
-    ) STRICT;";
-
-/// A registered load balancer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "desktop", derive(specta::Type))]
-pub struct LbInstance {
-    pub name: String,
-    /// `haproxy` or `caddy`.
-    pub kind: String,
-    /// `unix:/path`, `tcp:host:port` (HAProxy) or the admin URL (Caddy).
-    pub endpoint: String,
-    /// Caddy: the `@id` of the reverse_proxy handler whose upstreams Flotilla manages.
-    pub route_id: String,
-    pub added_at: String,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "desktop", derive(specta::Type))]
@@ -96,21 +76,6 @@ pub struct UnitVersion {
     pub definition_version: u32,
     pub size: ServerSize,
     pub created_at: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "desktop", derive(specta::Type))]
-pub struct Server {
-    pub name: String,
-    pub unit: String,
-    pub host: String,
-    pub address: String,
-    pub mac: String,
-    pub state: ServerState,
-    /// The unit version it was deployed with.
-    pub version: Option<u32>,
-    /// What the load balancer should hold for it: none, maint, drain or ready.
-    pub lb_state: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -138,15 +103,6 @@ impl Unit {
     }
 }
 
-/// A server to register.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewServer {
-    pub name: String,
-    pub host: String,
-    pub address: String,
-    pub mac: String,
-}
-
 /// A unit to create with its first version and servers.
 #[derive(Debug, Clone)]
 pub struct NewUnit {
@@ -161,133 +117,7 @@ pub struct NewUnit {
     pub servers: Vec<NewServer>,
 }
 
-fn conflict(e: rusqlite::Error, kind: &'static str, name: String) -> InventoryError {
-    match e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            InventoryError::Duplicate { kind, name }
-        }
-        source => InventoryError::Query {
-            what: "register a server",
-            source,
-        },
-    }
-}
-
 impl Inventory {
-    pub fn lb_insert(
-        &self,
-        name: &str,
-        kind: &str,
-        endpoint: &str,
-        route_id: &str,
-    ) -> Result<LbInstance, InventoryError> {
-        self.conn()
-            .execute(
-                "INSERT INTO lbs (name, kind, endpoint, route_id, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![name, kind, endpoint, route_id, now_rfc3339()],
-            )
-            .map_err(|e| conflict(e, "load balancer", name.to_owned()))?;
-        self.lb_get(name)
-    }
-
-    pub fn lb_list(&self) -> Result<Vec<LbInstance>, InventoryError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare("SELECT name, kind, endpoint, route_id, added_at FROM lbs ORDER BY name")
-            .map_err(query_err("list load balancers"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(LbInstance {
-                    name: r.get(0)?,
-                    kind: r.get(1)?,
-                    endpoint: r.get(2)?,
-                    route_id: r.get(3)?,
-                    added_at: r.get(4)?,
-                })
-            })
-            .map_err(query_err("list load balancers"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query_err("list load balancers"));
-        rows
-    }
-
-    pub fn lb_get(&self, name: &str) -> Result<LbInstance, InventoryError> {
-        self.lb_list()?
-            .into_iter()
-            .find(|l| l.name == name)
-            .ok_or_else(|| InventoryError::NotFound {
-                kind: "load balancer",
-                name: name.to_owned(),
-            })
-    }
-
-    /// Removes a load balancer; refused while a unit is bound to it.
-    pub fn lb_delete(&self, name: &str) -> Result<(), InventoryError> {
-        let mut conn = self.conn();
-        let tx = Self::write_tx(&mut conn, "begin load balancer removal")?;
-        let id: i64 = tx
-            .query_row("SELECT id FROM lbs WHERE name = ?1", [name], |r| r.get(0))
-            .optional()
-            .map_err(query_err("find a load balancer"))?
-            .ok_or_else(|| InventoryError::NotFound {
-                kind: "load balancer",
-                name: name.to_owned(),
-            })?;
-        let users = Self::dependents(&tx, "lbs", id)?;
-        if !users.is_empty() {
-            return Err(InventoryError::InUse {
-                kind: "load balancer",
-                name: name.to_owned(),
-                users,
-            });
-        }
-        tx.execute("DELETE FROM lbs WHERE id = ?1", [id])
-            .map_err(query_err("remove a load balancer"))?;
-        tx.commit().map_err(query_err("remove a load balancer"))
-    }
-
-    /// Network settings of a host: `(network CIDR, gateway, domain type override)`, each empty
-    /// when not set.
-    pub fn host_network(&self, host: &str) -> Result<(String, String, String), InventoryError> {
-        self.conn()
-            .query_row(
-                "SELECT network, gateway, domain_type FROM hosts WHERE name = ?1",
-                [host],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(query_err("read a host's network"))?
-            .ok_or_else(|| InventoryError::NotFound {
-                kind: "host",
-                name: host.to_owned(),
-            })
-    }
-
-    pub fn host_set_network(
-        &self,
-        host: &str,
-        network: &str,
-        gateway: &str,
-        domain_type: &str,
-    ) -> Result<(), InventoryError> {
-        let n = self
-            .conn()
-            .execute(
-                "UPDATE hosts SET network = ?2, gateway = ?3, domain_type = ?4 WHERE name = ?1",
-                params![host, network, gateway, domain_type],
-            )
-            .map_err(query_err("set a host's network"))?;
-        if n == 0 {
-            return Err(InventoryError::NotFound {
-                kind: "host",
-                name: host.to_owned(),
-            });
-        }
-        Ok(())
-    }
-
     /// Creates a unit, its version 1 and its servers, all or nothing.
     pub fn unit_insert(&self, new: &NewUnit) -> Result<(), InventoryError> {
         let mut conn = self.conn();
@@ -380,67 +210,10 @@ impl Inventory {
         Ok(())
     }
 
-    fn server_insert_in(
-        tx: &rusqlite::Connection,
-        unit_id: i64,
-        s: &NewServer,
-    ) -> Result<(), InventoryError> {
-        let host_id: i64 = tx
-            .query_row("SELECT id FROM hosts WHERE name = ?1", [&s.host], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(query_err("find a host"))?
-            .ok_or_else(|| InventoryError::NotFound {
-                kind: "host",
-                name: s.host.clone(),
-            })?;
-        // Say which value collides, not just that something did.
-        for (column, kind, value) in [
-            ("name", "server", &s.name),
-            ("address", "server address", &s.address),
-            ("mac", "server MAC", &s.mac),
-        ] {
-            let taken: Option<String> = tx
-                .query_row(
-                    &format!("SELECT name FROM servers WHERE {column} = ?1"),
-                    [value],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(query_err("check a server"))?;
-            if let Some(holder) = taken {
-                return Err(InventoryError::Duplicate {
-                    kind,
-                    name: if holder == *value {
-                        value.clone()
-                    } else {
-                        format!("{value} (server {holder})")
-                    },
-                });
-            }
-        }
-        tx.execute(
-            "INSERT INTO servers (unit_id, name, host_id, address, mac, state, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'planned', ?6)",
-            params![unit_id, s.name, host_id, s.address, s.mac, now_rfc3339()],
-        )
-        .map_err(|e| conflict(e, "server", s.name.clone()))?;
-        Ok(())
-    }
-
-    /// Registers more servers of a unit, all or nothing.
-    pub fn server_insert(&self, unit: &str, servers: &[NewServer]) -> Result<(), InventoryError> {
-        let mut conn = self.conn();
-        let tx = Self::write_tx(&mut conn, "begin server registration")?;
-        let unit_id = Self::unit_id_in(&tx, unit)?;
-        for s in servers {
-            Self::server_insert_in(&tx, unit_id, s)?;
-        }
-        tx.commit().map_err(query_err("register servers"))
-    }
-
-    fn unit_id_in(conn: &rusqlite::Connection, unit: &str) -> Result<i64, InventoryError> {
+    pub(super) fn unit_id_in(
+        conn: &rusqlite::Connection,
+        unit: &str,
+    ) -> Result<i64, InventoryError> {
         conn.query_row("SELECT id FROM units WHERE name = ?1", [unit], |r| r.get(0))
             .optional()
             .map_err(query_err("find a unit"))?
@@ -448,76 +221,6 @@ impl Inventory {
                 kind: "unit",
                 name: unit.to_owned(),
             })
-    }
-
-    pub fn server_set_state(
-        &self,
-        server: &str,
-        state: ServerState,
-        version: Option<u32>,
-    ) -> Result<(), InventoryError> {
-        self.conn()
-            .execute(
-                "UPDATE servers SET state = ?2, version = ?3 WHERE name = ?1",
-                params![server, state.as_str(), version],
-            )
-            .map_err(query_err("set a server's state"))?;
-        Ok(())
-    }
-
-    pub fn server_set_lb_state(&self, server: &str, lb_state: &str) -> Result<(), InventoryError> {
-        self.conn()
-            .execute(
-                "UPDATE servers SET lb_state = ?2 WHERE name = ?1",
-                params![server, lb_state],
-            )
-            .map_err(query_err("set a server's load-balancer state"))?;
-        Ok(())
-    }
-
-    pub fn server_delete(&self, server: &str) -> Result<(), InventoryError> {
-        self.conn()
-            .execute("DELETE FROM servers WHERE name = ?1", [server])
-            .map_err(query_err("forget a server"))?;
-        Ok(())
-    }
-
-    /// Every server in the inventory (names, addresses and MACs must be unique across it).
-    pub fn server_list(&self) -> Result<Vec<Server>, InventoryError> {
-        self.servers_where("1 = 1", params![])
-    }
-
-    fn servers_where(
-        &self,
-        filter: &str,
-        args: &[&dyn rusqlite::ToSql],
-    ) -> Result<Vec<Server>, InventoryError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT s.name, u.name, h.name, s.address, s.mac, s.state, s.version, s.lb_state
-                 FROM servers s JOIN units u ON u.id = s.unit_id JOIN hosts h ON h.id = s.host_id
-                 WHERE {filter} ORDER BY u.name, s.id"
-            ))
-            .map_err(query_err("list servers"))?;
-        let rows = stmt
-            .query_map(args, |r| {
-                let state: String = r.get(5)?;
-                Ok(Server {
-                    name: r.get(0)?,
-                    unit: r.get(1)?,
-                    host: r.get(2)?,
-                    address: r.get(3)?,
-                    mac: r.get(4)?,
-                    state: ServerState::parse(&state).unwrap_or(ServerState::Planned),
-                    version: r.get(6)?,
-                    lb_state: r.get(7)?,
-                })
-            })
-            .map_err(query_err("list servers"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query_err("list servers"));
-        rows
     }
 
     /// Every unit with its versions and servers, in three queries.
@@ -622,135 +325,6 @@ impl Inventory {
                 name: name.to_owned(),
             });
         }
-        Ok(())
-    }
-
-    /// The sha256 recorded for a verified volume on a host.
-    pub fn host_object_get(
-        &self,
-        host: &str,
-        volume: &str,
-    ) -> Result<Option<String>, InventoryError> {
-        self.conn()
-            .query_row(
-                "SELECT o.sha256 FROM host_objects o JOIN hosts h ON h.id = o.host_id
-                 WHERE h.name = ?1 AND o.volume = ?2",
-                params![host, volume],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(query_err("read a host object"))
-    }
-
-    /// Verified volumes recorded on a host, by name.
-    pub fn host_object_list(&self, host: &str) -> Result<Vec<String>, InventoryError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
-                "SELECT o.volume FROM host_objects o JOIN hosts h ON h.id = o.host_id
-                 WHERE h.name = ?1 ORDER BY o.volume",
-            )
-            .map_err(query_err("list host objects"))?;
-        let rows = stmt
-            .query_map([host], |r| r.get(0))
-            .map_err(query_err("list host objects"))?
-            .collect::<Result<Vec<String>, _>>()
-            .map_err(query_err("list host objects"));
-        rows
-    }
-
-    pub fn host_object_record(
-        &self,
-        host: &str,
-        volume: &str,
-        sha256: &str,
-    ) -> Result<(), InventoryError> {
-        self.conn()
-            .execute(
-                "INSERT OR REPLACE INTO host_objects (host_id, volume, sha256)
-                 SELECT id, ?2, ?3 FROM hosts WHERE name = ?1",
-                params![host, volume, sha256],
-            )
-            .map_err(query_err("record a host object"))?;
-        Ok(())
-    }
-
-    pub fn host_object_forget(&self, host: &str, volume: &str) -> Result<(), InventoryError> {
-        self.conn()
-            .execute(
-                "DELETE FROM host_objects WHERE volume = ?2
-                 AND host_id = (SELECT id FROM hosts WHERE name = ?1)",
-                params![host, volume],
-            )
-            .map_err(query_err("forget a host object"))?;
-        Ok(())
-    }
-
-    /// Takes the unit's lock for `operation`; returns the operation holding it when taken.
-    pub fn unit_lock(&self, unit: &str, operation: i64) -> Result<Option<i64>, InventoryError> {
-        let mut conn = self.conn();
-        let tx = Self::write_tx(&mut conn, "begin locking a unit")?;
-        let unit_id = Self::unit_id_in(&tx, unit)?;
-        let holder: Option<i64> = tx
-            .query_row(
-                "SELECT operation_id FROM unit_locks WHERE unit_id = ?1",
-                [unit_id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(query_err("read a unit lock"))?;
-        if let Some(h) = holder {
-            if h != operation && !Self::reconcile_gone(&tx, h)? {
-                return Ok(Some(h));
-            }
-        }
-        tx.execute(
-            "INSERT OR REPLACE INTO unit_locks (unit_id, operation_id) VALUES (?1, ?2)",
-            params![unit_id, operation],
-        )
-        .map_err(query_err("lock a unit"))?;
-        tx.commit().map_err(query_err("lock a unit"))?;
-        Ok(None)
-    }
-
-    /// A lock held by an `lb.reconcile` whose process is gone is stale: a reconcile has nothing
-    /// to resume or unwind (it only puts back what the inventory says), so the lock is taken
-    /// over and the reconcile marked aborted. Any other operation keeps its lock until it is
-    /// resumed or unwound.
-    fn reconcile_gone(tx: &rusqlite::Transaction<'_>, holder: i64) -> Result<bool, InventoryError> {
-        let row: Option<(String, String, u32, String)> = tx
-            .query_row(
-                "SELECT kind, state, pid, pid_start FROM operations WHERE id = ?1",
-                [holder],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()
-            .map_err(query_err("read a unit lock's operation"))?;
-        let Some((kind, state, pid, start)) = row else {
-            return Ok(false);
-        };
-        if kind != "lb.reconcile"
-            || (state == "running"
-                && super::journal::process_start(pid).as_deref() == Some(start.as_str()))
-        {
-            return Ok(false);
-        }
-        tx.execute(
-            "UPDATE operations SET state = 'aborted', error = 'interrupted', finished_at = ?2
-             WHERE id = ?1 AND state = 'running'",
-            params![holder, now_rfc3339()],
-        )
-        .map_err(query_err("abort a stale reconcile"))?;
-        Ok(true)
-    }
-
-    pub fn unit_unlock(&self, operation: i64) -> Result<(), InventoryError> {
-        self.conn()
-            .execute(
-                "DELETE FROM unit_locks WHERE operation_id = ?1",
-                [operation],
-            )
-            .map_err(query_err("unlock a unit"))?;
         Ok(())
     }
 }

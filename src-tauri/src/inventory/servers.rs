@@ -1,0 +1,164 @@
+//! Table `servers`: the virtual servers of units (name, host, address, MAC, state, the unit
+//! version each runs, the desired load-balancer state). Names, addresses and MACs are unique
+//! across the inventory. Created by the first wave's units migration (`units::CREATE`).
+
+use super::{conflict, now_rfc3339, query_err, Inventory, InventoryError};
+use crate::model::ServerState;
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct Server {
+    pub name: String,
+    pub unit: String,
+    pub host: String,
+    pub address: String,
+    pub mac: String,
+    pub state: ServerState,
+    /// The unit version it was deployed with.
+    pub version: Option<u32>,
+    /// What the load balancer should hold for it: none, maint, drain or ready.
+    pub lb_state: String,
+}
+
+/// A server to register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewServer {
+    pub name: String,
+    pub host: String,
+    pub address: String,
+    pub mac: String,
+}
+
+impl Inventory {
+    pub(super) fn server_insert_in(
+        tx: &rusqlite::Connection,
+        unit_id: i64,
+        s: &NewServer,
+    ) -> Result<(), InventoryError> {
+        let host_id: i64 = tx
+            .query_row("SELECT id FROM hosts WHERE name = ?1", [&s.host], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(query_err("find a host"))?
+            .ok_or_else(|| InventoryError::NotFound {
+                kind: "host",
+                name: s.host.clone(),
+            })?;
+        // Say which value collides, not just that something did.
+        for (column, kind, value) in [
+            ("name", "server", &s.name),
+            ("address", "server address", &s.address),
+            ("mac", "server MAC", &s.mac),
+        ] {
+            let taken: Option<String> = tx
+                .query_row(
+                    &format!("SELECT name FROM servers WHERE {column} = ?1"),
+                    [value],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(query_err("check a server"))?;
+            if let Some(holder) = taken {
+                return Err(InventoryError::Duplicate {
+                    kind,
+                    name: if holder == *value {
+                        value.clone()
+                    } else {
+                        format!("{value} (server {holder})")
+                    },
+                });
+            }
+        }
+        tx.execute(
+            "INSERT INTO servers (unit_id, name, host_id, address, mac, state, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'planned', ?6)",
+            params![unit_id, s.name, host_id, s.address, s.mac, now_rfc3339()],
+        )
+        .map_err(|e| conflict(e, "server", s.name.clone()))?;
+        Ok(())
+    }
+
+    /// Registers more servers of a unit, all or nothing.
+    pub fn server_insert(&self, unit: &str, servers: &[NewServer]) -> Result<(), InventoryError> {
+        let mut conn = self.conn();
+        let tx = Self::write_tx(&mut conn, "begin server registration")?;
+        let unit_id = Self::unit_id_in(&tx, unit)?;
+        for s in servers {
+            Self::server_insert_in(&tx, unit_id, s)?;
+        }
+        tx.commit().map_err(query_err("register servers"))
+    }
+
+    pub fn server_set_state(
+        &self,
+        server: &str,
+        state: ServerState,
+        version: Option<u32>,
+    ) -> Result<(), InventoryError> {
+        self.conn()
+            .execute(
+                "UPDATE servers SET state = ?2, version = ?3 WHERE name = ?1",
+                params![server, state.as_str(), version],
+            )
+            .map_err(query_err("set a server's state"))?;
+        Ok(())
+    }
+
+    pub fn server_set_lb_state(&self, server: &str, lb_state: &str) -> Result<(), InventoryError> {
+        self.conn()
+            .execute(
+                "UPDATE servers SET lb_state = ?2 WHERE name = ?1",
+                params![server, lb_state],
+            )
+            .map_err(query_err("set a server's load-balancer state"))?;
+        Ok(())
+    }
+
+    pub fn server_delete(&self, server: &str) -> Result<(), InventoryError> {
+        self.conn()
+            .execute("DELETE FROM servers WHERE name = ?1", [server])
+            .map_err(query_err("forget a server"))?;
+        Ok(())
+    }
+
+    /// Every server in the inventory (names, addresses and MACs must be unique across it).
+    pub fn server_list(&self) -> Result<Vec<Server>, InventoryError> {
+        self.servers_where("1 = 1", params![])
+    }
+
+    pub(super) fn servers_where(
+        &self,
+        filter: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<Server>, InventoryError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT s.name, u.name, h.name, s.address, s.mac, s.state, s.version, s.lb_state
+                 FROM servers s JOIN units u ON u.id = s.unit_id JOIN hosts h ON h.id = s.host_id
+                 WHERE {filter} ORDER BY u.name, s.id"
+            ))
+            .map_err(query_err("list servers"))?;
+        let rows = stmt
+            .query_map(args, |r| {
+                let state: String = r.get(5)?;
+                Ok(Server {
+                    name: r.get(0)?,
+                    unit: r.get(1)?,
+                    host: r.get(2)?,
+                    address: r.get(3)?,
+                    mac: r.get(4)?,
+                    state: ServerState::parse(&state).unwrap_or(ServerState::Planned),
+                    version: r.get(6)?,
+                    lb_state: r.get(7)?,
+                })
+            })
+            .map_err(query_err("list servers"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(query_err("list servers"));
+        rows
+    }
+}
