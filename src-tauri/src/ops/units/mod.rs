@@ -27,11 +27,10 @@ use crate::inventory::{
 use crate::lb::MemberState;
 use crate::model::definition::{render_template, Definition};
 use crate::model::{
-    check_server_address, quote_input, AddressRange, BootMode, Firmware, Host, HostName, ImageRef,
-    ImageVersion, Ipv4Cidr, MacAddr, NamePattern, RolloutPolicy, ServerSize, ServerState,
-    ValidationError, MAX_SERVERS,
+    quote_input, BootMode, Firmware, Host, HostName, ImageRef, ImageVersion, Ipv4Cidr, MacAddr,
+    RolloutPolicy, ServerSize, ServerState, ValidationError, MAX_SERVERS,
 };
-use crate::plan::{self, HostRoom, OpKind, Step};
+use crate::plan::{self, OpKind, Step};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -42,10 +41,6 @@ use std::sync::Arc;
 mod run;
 mod steps;
 use std::time::{Duration, Instant};
-
-/// Names Flotilla gives its own domains and volumes on hosts (`flotilla-builder-…`, master
-/// copies `flotilla-<image>-v<N>.qcow2`): no server may be named so.
-const RESERVED_PREFIX: &str = "flotilla-";
 
 /// Servers started at once on one host.
 const PER_HOST: usize = 4;
@@ -371,14 +366,6 @@ fn serial_volume(server: &str) -> String {
     format!("{server}.serial")
 }
 
-/// A MAC in the `52:54:00` range from the server's name; `attempt` moves to another on a
-/// collision.
-fn server_mac(unit: &str, server: &str, attempt: u32) -> MacAddr {
-    use sha2::{Digest, Sha256};
-    let h = Sha256::digest(format!("{unit}/{server}/{attempt}").as_bytes());
-    MacAddr::new([0x52, 0x54, 0x00, h[0], h[1], h[2]])
-}
-
 fn parse_ref(field: &'static str, value: &str) -> Result<(String, Option<u32>), OpError> {
     let v = value.trim();
     let (name, version) = match v.split_once(':') {
@@ -601,215 +588,85 @@ impl Engine {
         Ok(out)
     }
 
-    /// Names, addresses, MACs and hosts for the servers of a form; checks every one against
-    /// the inventory (unique names, addresses, MACs) and its host's network.
+    /// Names, addresses, MACs and hosts for the servers of a form (`plan::allocate`, against
+    /// every registered server and host).
     pub(super) fn servers_for(
         &self,
         unit: &str,
         form: &UnitForm,
         size: ServerSize,
     ) -> Result<(Vec<NewServer>, String, String), OpError> {
-        let hosts: HashMap<String, Host> = self
+        let hosts: Vec<plan::HostView> = self
             .host_list()?
             .into_iter()
-            .map(|h| (h.name.to_string(), h))
-            .collect();
-        let existing = self.inventory.server_list()?;
-        let mut taken_names: HashSet<String> = existing.iter().map(|s| s.name.clone()).collect();
-        let mut taken_addrs: HashSet<String> = existing.iter().map(|s| s.address.clone()).collect();
-        let mut taken_macs: HashSet<String> = existing.iter().map(|s| s.mac.clone()).collect();
-        let mut out: Vec<NewServer> = Vec::new();
-        let total = form.count as u64 + form.servers.len() as u64;
-        if total > u64::from(MAX_SERVERS) {
-            return Err(ValidationError::new(
-                "count",
-                format!("{total} servers is more than the {MAX_SERVERS} a unit may have"),
-            )
-            .into());
-        }
-        // Explicit servers first.
-        let mut unplaced: Vec<usize> = Vec::new();
-        for s in &form.servers {
-            let sname = HostName::parse(s.name.trim())
-                .map_err(|e| ValidationError::new("server name", e.problem))?;
-            let addr: Ipv4Addr = s.address.trim().parse().map_err(|_| {
-                ValidationError::new(
-                    "address",
-                    format!(
-                        "{} (server {sname}) is not an IPv4 address",
-                        quote_input(&s.address)
-                    ),
-                )
-            })?;
-            if !taken_names.insert(sname.to_string()) {
-                return Err(InventoryError::Duplicate {
-                    kind: "server",
-                    name: sname.to_string(),
-                }
-                .into());
-            }
-            if !taken_addrs.insert(addr.to_string()) {
-                return Err(InventoryError::Duplicate {
-                    kind: "server address",
-                    name: addr.to_string(),
-                }
-                .into());
-            }
-            if s.host.trim().is_empty() {
-                unplaced.push(out.len());
-            } else if !hosts.contains_key(s.host.trim()) {
-                return Err(InventoryError::NotFound {
-                    kind: "host",
-                    name: s.host.trim().to_owned(),
-                }
-                .into());
-            }
-            out.push(NewServer {
-                name: sname.to_string(),
-                host: s.host.trim().to_owned(),
-                address: addr.to_string(),
-                mac: String::new(),
-            });
-        }
-        // Then the bulk ones.
-        let (mut pattern, mut range) = (String::new(), String::new());
-        if form.count > 0 || !form.name_pattern.trim().is_empty() {
-            let p = NamePattern::parse(form.name_pattern.trim())?;
-            let r = AddressRange::parse(&form.addresses)?;
-            pattern = form.name_pattern.trim().to_owned();
-            range = r.to_string();
-            let mut n = 1u32;
-            let mut free = r.iter();
-            for _ in 0..form.count {
-                while taken_names.contains(&p.name(n)) {
-                    n += 1;
-                }
-                let addr = free
-                    .find(|a| !taken_addrs.contains(&a.to_string()))
-                    .ok_or_else(|| {
-                        ValidationError::new(
-                            "addresses",
-                            format!(
-                                "the range {r} has no free address left for {} servers",
-                                form.count
-                            ),
-                        )
-                    })?;
-                taken_names.insert(p.name(n));
-                taken_addrs.insert(addr.to_string());
-                unplaced.push(out.len());
-                out.push(NewServer {
-                    name: p.name(n),
-                    host: String::new(),
-                    address: addr.to_string(),
-                    mac: String::new(),
-                });
-            }
-        }
-        // Placement for the ones without a host.
-        if !unplaced.is_empty() {
-            let candidates: Vec<&Host> = if form.hosts.is_empty() {
-                hosts.values().filter(|h| !h.network.is_empty()).collect()
-            } else {
-                form.hosts
-                    .iter()
-                    .map(|h| {
-                        hosts.get(h.trim()).ok_or_else(|| {
-                            OpError::from(InventoryError::NotFound {
-                                kind: "host",
-                                name: h.trim().to_owned(),
-                            })
-                        })
-                    })
-                    .collect::<Result<_, _>>()?
-            };
-            if candidates.is_empty() && !hosts.is_empty() {
-                return Err(ValidationError::new(
-                    "placement",
-                    "no host has a network set, so no server can be placed; set one with: flotillactl host set HOST --network CIDR --gateway IP (or Hosts → Network)",
-                )
-                .into());
-            }
-            let rooms = self.host_rooms(&candidates, unit)?;
-            let placed = plan::place(&rooms, unplaced.len() as u32, u64::from(size.memory_mib))
-                .map_err(|e| ValidationError::new("placement", e.to_string()))?;
-            for (i, host) in unplaced.iter().zip(placed) {
-                out[*i].host = host;
-            }
-        }
-        for s in &mut out {
-            if s.name.starts_with(RESERVED_PREFIX) {
-                return Err(ValidationError::new(
-                    "server name",
-                    format!(
-                        "{} starts with {RESERVED_PREFIX:?}, which Flotilla keeps for its own domains and volumes (builders, master copies); choose another name",
-                        quote_input(&s.name)
-                    ),
-                )
-                .into());
-            }
-            let host = &hosts[&s.host];
-            if host.network.is_empty() {
-                return Err(ValidationError::new(
-                    "host",
-                    format!(
-                        "host {} has no network set, so server addresses cannot be checked; set it with: flotillactl host set {} --network CIDR --gateway IP",
-                        host.name, host.name
-                    ),
-                )
-                .into());
-            }
-            let net = Ipv4Cidr::parse(&host.network)?;
-            let gw = host.gateway.parse().ok();
-            let addr: Ipv4Addr = s.address.parse().map_err(|_| {
-                ValidationError::new("address", format!("{} is not an address", s.address))
-            })?;
-            check_server_address(addr, net, gw).map_err(|e| {
-                ValidationError::new(
-                    "address",
-                    format!("{} (server {} on host {})", e.problem, s.name, host.name),
-                )
-            })?;
-            let mut attempt = 0;
-            let mac = loop {
-                let m = server_mac(unit, &s.name, attempt).to_string();
-                if taken_macs.insert(m.clone()) {
-                    break m;
-                }
-                attempt += 1;
-            };
-            s.mac = mac;
-        }
-        Ok((out, pattern, range))
-    }
-
-    /// Free memory per host (its memory minus what registered servers were promised).
-    pub(super) fn host_rooms(&self, hosts: &[&Host], unit: &str) -> Result<Vec<HostRoom>, OpError> {
-        let units = self.inventory.unit_list()?;
-        let mut promised: HashMap<String, u64> = HashMap::new();
-        let mut of_unit: HashMap<String, u32> = HashMap::new();
-        for u in &units {
-            let mem = u.current().map_or(0, |v| u64::from(v.size.memory_mib));
-            for s in &u.servers {
-                *promised.entry(s.host.clone()).or_default() += mem;
-                if u.name == unit {
-                    *of_unit.entry(s.host.clone()).or_default() += 1;
-                }
-            }
-        }
-        Ok(hosts
-            .iter()
-            .map(|h| {
-                let total = h.facts.as_ref().map_or(0, |f| f.memory_bytes >> 20);
-                let name = h.name.to_string();
-                HostRoom {
-                    free_memory_mib: total
-                        .saturating_sub(promised.get(&name).copied().unwrap_or(0)),
-                    unit_servers: of_unit.get(&name).copied().unwrap_or(0),
-                    name,
-                }
+            .map(|h| plan::HostView {
+                memory_mib: h.facts.as_ref().map_or(0, |f| f.memory_bytes >> 20),
+                name: h.name.to_string(),
+                network: h.network,
+                gateway: h.gateway,
             })
-            .collect())
+            .collect();
+        let registered: Vec<plan::Registered> = self
+            .inventory
+            .unit_list()?
+            .into_iter()
+            .flat_map(|u| {
+                let mem = u.current().map_or(0, |v| u64::from(v.size.memory_mib));
+                u.servers.into_iter().map(move |s| plan::Registered {
+                    unit: s.unit,
+                    name: s.name,
+                    host: s.host,
+                    address: s.address,
+                    mac: s.mac,
+                    memory_mib: mem,
+                })
+            })
+            .collect();
+        let wanted: Vec<plan::Wanted> = form
+            .servers
+            .iter()
+            .map(|s| plan::Wanted {
+                name: s.name.clone(),
+                address: s.address.clone(),
+                host: s.host.clone(),
+            })
+            .collect();
+        let req = plan::AllocRequest {
+            unit,
+            servers: &wanted,
+            count: form.count,
+            name_pattern: &form.name_pattern,
+            addresses: &form.addresses,
+            hosts: &form.hosts,
+            memory_mib: u64::from(size.memory_mib),
+        };
+        let a = plan::allocate(&req, &hosts, &registered).map_err(|e| match e {
+            plan::AllocError::Invalid(v) => OpError::from(v),
+            plan::AllocError::NameTaken(name) => InventoryError::Duplicate {
+                kind: "server",
+                name,
+            }
+            .into(),
+            plan::AllocError::AddressTaken(name) => InventoryError::Duplicate {
+                kind: "server address",
+                name,
+            }
+            .into(),
+            plan::AllocError::UnknownHost(name) => {
+                InventoryError::NotFound { kind: "host", name }.into()
+            }
+        })?;
+        let servers = a
+            .servers
+            .into_iter()
+            .map(|s| NewServer {
+                name: s.name,
+                host: s.host,
+                address: s.address,
+                mac: s.mac,
+            })
+            .collect();
+        Ok((servers, a.name_pattern, a.addresses))
     }
 
     /// The dry run: which servers the action touches and the steps of each, in order.
@@ -930,29 +787,12 @@ impl Engine {
                     // Planned servers (a scale out that was interrupted) deploy too.
                     (OpKind::Deploy, chosen(&[], ServerState::Planned)?, new)
                 } else {
-                    // Remove the newest: highest number by the pattern, else the last added.
-                    let pattern = NamePattern::parse(&u.name_pattern).ok();
-                    let mut order: Vec<(u32, usize)> = u
-                        .servers
-                        .iter()
-                        .enumerate()
-                        .map(|(i, s)| {
-                            (
-                                pattern
-                                    .as_ref()
-                                    .and_then(|p| p.number_of(&s.name))
-                                    .unwrap_or(0),
-                                i,
-                            )
-                        })
-                        .collect();
-                    order.sort();
-                    let remove: Vec<Server> = order
-                        .iter()
-                        .rev()
-                        .take((have - count) as usize)
-                        .map(|(_, i)| u.servers[*i].clone())
-                        .collect();
+                    let names: Vec<&str> = u.servers.iter().map(|s| s.name.as_str()).collect();
+                    let remove: Vec<Server> =
+                        plan::scale_in(&names, &u.name_pattern, (have - count) as usize)
+                            .into_iter()
+                            .map(|i| u.servers[i].clone())
+                            .collect();
                     (OpKind::Remove, remove, vec![])
                 }
             }
