@@ -383,3 +383,88 @@ fn bad_input_gets_a_clear_error_and_its_own_exit_code() {
     assert_eq!(list[0]["servers"].as_array().unwrap().len(), 1);
     assert_eq!(ok(ctl(d, &["lb", "list", "--json"])).trim(), "[]");
 }
+
+/// `setup()` with both hosts on the lab's network.
+fn networked() -> tempfile::TempDir {
+    let dir = setup();
+    for h in ["h1", "h2"] {
+        ok(ctl(
+            dir.path(),
+            &[
+                "host",
+                "set",
+                h,
+                "--network",
+                "10.77.0.0/24",
+                "--gateway",
+                "10.77.0.1",
+            ],
+        ));
+    }
+    dir
+}
+
+#[test]
+fn a_size_given_in_part_takes_the_rest_from_the_definition() {
+    let dir = networked();
+    let d = dir.path();
+    let text = flotilla::model::definition::EXAMPLE.replacen(
+        "cpus = 1\nmemory_mib = 256",
+        "cpus = 2\nmemory_mib = 768\ndisk_gib = 4",
+        1,
+    );
+    let file = d.join("definition.toml");
+    std::fs::write(&file, text).unwrap();
+    ok(ctl(d, &["def", "set-file", "shop", file.to_str().unwrap()]));
+    let create = |name: &str, extra: &[&str]| -> serde_json::Value {
+        let pattern = format!("{name}-{{n}}");
+        let mut args = vec![
+            "unit",
+            "create",
+            name,
+            "--image",
+            "base",
+            "--definition",
+            "shop",
+            "--count",
+            "1",
+            "--name-pattern",
+            &pattern,
+            "--addresses",
+            "10.77.0.11-10.77.0.40",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let created: serde_json::Value = serde_json::from_str(&ok(ctl(d, &args))).unwrap();
+        created["unit"]["versions"][0]["size"].clone()
+    };
+    let size = |cpus: u32, memory_mib: u32, disk_gib: u32| serde_json::json!({ "cpus": cpus, "memory_mib": memory_mib, "disk_gib": disk_gib });
+    assert_eq!(create("a", &[]), size(2, 768, 4));
+    assert_eq!(create("b", &["--memory", "128"]), size(2, 128, 4));
+    assert_eq!(
+        create("c", &["--cpus", "3", "--disk", "0"]),
+        size(3, 768, 0)
+    );
+    // A definition that does not exist is named as such.
+    let o = ctl(
+        d,
+        &[
+            "unit",
+            "create",
+            "x",
+            "--image",
+            "base",
+            "--definition",
+            "nodef",
+            "--cpus",
+            "2",
+            "--count",
+            "1",
+            "--name-pattern",
+            "x-{n}",
+            "--addresses",
+            "10.77.0.50",
+        ],
+    );
+    assert_eq!(code(&o).0, Some(3), "{}", code(&o).1);
+}

@@ -529,18 +529,14 @@ async fn image(engine: &Engine, json: bool, cmd: ImageCommand) -> Result<ExitCod
             use crate::ops::builder::{BuildFrom, BuildRequest};
             let script = match script {
                 None => vec![],
-                Some(path) => std::fs::read_to_string(&path)
-                    .map_err(|e| {
+                Some(path) => crate::ops::builder::script_lines(
+                    &std::fs::read_to_string(&path).map_err(|e| {
                         ApiError::new(
                             ErrorCode::InvalidInput,
                             format!("cannot read the script {}: {e}", path.display()),
                         )
-                    })?
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(String::from)
-                    .collect(),
+                    })?,
+                ),
             };
             let from = match (from, iso) {
                 (Some(f), _) => BuildFrom::Version(f),

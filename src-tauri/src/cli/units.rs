@@ -6,7 +6,9 @@ use crate::inventory::StepStatus;
 use crate::inventory::{LbInstance, Unit};
 use crate::model::{RolloutPolicy, ServerSize};
 use crate::ops::lbs::LbTarget;
-use crate::ops::units::{OpPlan, OpReport, ServerForm, StepEvent, StepFn, UnitAction, UnitForm};
+use crate::ops::units::{
+    delete_confirmation, OpPlan, OpReport, ServerForm, StepEvent, StepFn, UnitAction, UnitForm,
+};
 use crate::ops::{Engine, OpError};
 use clap::Subcommand;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -295,11 +297,13 @@ pub(super) async fn unit(
                 health_timeout,
                 shutdown_timeout,
             } = *args;
+            // What is not given comes from the definition, as in the wizard.
             let size = if cpus.is_some() || memory.is_some() || disk.is_some() {
+                let d = engine.unit_default_size(&definition)?;
                 Some(ServerSize {
-                    cpus: cpus.unwrap_or(1),
-                    memory_mib: memory.unwrap_or(256),
-                    disk_gib: disk.unwrap_or(0),
+                    cpus: cpus.unwrap_or(d.cpus),
+                    memory_mib: memory.unwrap_or(d.memory_mib),
+                    disk_gib: disk.unwrap_or(d.disk_gib),
                 })
             } else {
                 None
@@ -455,16 +459,10 @@ pub(super) async fn unit(
         } => (name, UnitAction::Restart { servers, force }),
         UnitCommand::Scale { name, count } => (name, UnitAction::Scale { count }),
         UnitCommand::Delete { name, yes, force } => {
-            let u = engine.unit_show(&name)?;
-            let deployed = u
-                .servers
-                .iter()
-                .filter(|s| s.state != crate::model::ServerState::Planned)
-                .count();
-            if deployed > 0 && !yes {
-                return Err(bad(format!(
-                    "unit {name} has {deployed} deployed servers; deleting removes them, their disks and their load-balancer members. Run again with --yes to do it"
-                )));
+            if let Some(what) = delete_confirmation(&engine.unit_show(&name)?) {
+                if !yes {
+                    return Err(bad(format!("{what}. Run again with --yes to do it")));
+                }
             }
             (name, UnitAction::Delete { force })
         }

@@ -246,13 +246,7 @@ pub async fn image_build(
         cpus: request.cpus,
         memory_mib: u64::from(request.memory_mib),
         disk_bytes: request.disk_gib.map(|g| u64::from(g) << 30),
-        script: request
-            .script
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(String::from)
-            .collect(),
+        script: crate::ops::builder::script_lines(&request.script),
         address: None,
         domain_type: if request.virt_type == "kvm" {
             crate::hypervisor::DomainType::Kvm
@@ -468,6 +462,17 @@ pub fn unit_list(state: State<'_, AppState>) -> Result<Vec<Unit>, ApiError> {
 #[specta::specta]
 pub fn unit_create(state: State<'_, AppState>, form: UnitForm) -> Result<UnitCreated, ApiError> {
     Ok(state.engine()?.unit_create(&form)?)
+}
+
+/// The size a unit of `definition` (`DEF:VERSION`) gets unless the admin changes it: the
+/// wizard's first values.
+#[tauri::command]
+#[specta::specta]
+pub fn unit_default_size(
+    state: State<'_, AppState>,
+    definition: String,
+) -> Result<crate::model::ServerSize, ApiError> {
+    Ok(state.engine()?.unit_default_size(&definition)?)
 }
 
 #[tauri::command]

@@ -42,6 +42,11 @@ export const commands = {
 	unitList: () => typedError<Unit[], ApiError>(__TAURI_INVOKE("unit_list")),
 	unitCreate: (form: UnitForm) => typedError<UnitCreated, ApiError>(__TAURI_INVOKE("unit_create", { form })),
 	unitPreview: (form: UnitForm) => typedError<OpPlan, ApiError>(__TAURI_INVOKE("unit_preview", { form })),
+	/**
+	 *  The size a unit of `definition` (`DEF:VERSION`) gets unless the admin changes it: the
+	 *  wizard's first values.
+	 */
+	unitDefaultSize: (definition: string) => typedError<ServerSize, ApiError>(__TAURI_INVOKE("unit_default_size", { definition })),
 	unitLive: (name: string) => typedError<ServerLive[], ApiError>(__TAURI_INVOKE("unit_live", { name })),
 	unitPlan: (name: string, action: UnitAction) => typedError<OpPlan, ApiError>(__TAURI_INVOKE("unit_plan", { name, action })),
 	/**
@@ -437,6 +442,8 @@ export type OpPlan = {
 	batch_size: number,
 	servers: ServerPlan[],
 	warnings: string[],
+	/**  What the admin must confirm explicitly before it runs (deleting deployed servers). */
+	confirm: string | null,
 };
 
 /**  The end of an operation. */
@@ -577,6 +584,12 @@ export type ServerState =
 
 /**  One step of an operation on one server. `ops::units` knows how to do and undo each. */
 export type Step = 
+/**
+ *  Prove the server's names are free on its host or already its own: a domain of its name
+ *  that Flotilla did not define for it, or a volume of its names that Flotilla did not
+ *  record as its own, stops the deploy before anything is made.
+ */
+"claim-names" | 
 /**  The master version on the host (uploaded once, checksum-cached). */
 "ensure-master" | 
 /**  The unit version's payload disk (and kernel files of a direct-boot master) on the host. */
@@ -620,7 +633,9 @@ export type StepEvent = {
 	total: number,
 };
 
-export type StepStatus = "started" | "succeeded" | "failed" | "undo_started" | "undone";
+export type StepStatus = "started" | "succeeded" | "failed" | "undo_started" | "undone" | 
+/**  The undo did not work: the detail says why; what it should have removed may be left. */
+"undo_failed";
 
 /**  Optional tools found on this machine (the UI shows their buttons only when present). */
 export type Tools = {

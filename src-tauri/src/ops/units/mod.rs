@@ -161,6 +161,8 @@ pub struct OpPlan {
     pub batch_size: u32,
     pub servers: Vec<ServerPlan>,
     pub warnings: Vec<String>,
+    /// What the admin must confirm explicitly before it runs (deleting deployed servers).
+    pub confirm: Option<String>,
 }
 
 /// A step transition, as the progress bars and the GUI see it.
@@ -366,6 +368,38 @@ fn serial_volume(server: &str) -> String {
     format!("{server}.serial")
 }
 
+/// The size of a unit's servers when the admin gives none (the wizard's first values, the
+/// missing `--cpus`/`--memory`/`--disk` of `unit create`): the definition's `[resources]`,
+/// else 1 CPU, 256 MiB and the master's disk size.
+pub fn default_size(def: &Definition) -> ServerSize {
+    let r = &def.resources;
+    ServerSize {
+        cpus: r.cpus.as_ref().map_or(1, |c| *c.get_ref()),
+        memory_mib: r
+            .memory_mib
+            .as_ref()
+            .map_or(256, |m| u32::try_from(*m.get_ref()).unwrap_or(u32::MAX)),
+        disk_gib: r.disk_gib.as_ref().map_or(0, |d| *d.get_ref()),
+    }
+}
+
+/// Deleting a unit whose servers are deployed destroys them: both front doors then ask the
+/// admin to confirm explicitly (`unit delete --yes`, the dialog's warning). What is to be
+/// confirmed, or `None` when nothing exists on any host yet.
+pub fn delete_confirmation(u: &Unit) -> Option<String> {
+    let deployed = u
+        .servers
+        .iter()
+        .filter(|s| s.state != ServerState::Planned)
+        .count();
+    (deployed > 0).then(|| {
+        format!(
+            "unit {} has {deployed} deployed servers; deleting removes them, their disks and their load-balancer members",
+            u.name
+        )
+    })
+}
+
 fn parse_ref(field: &'static str, value: &str) -> Result<(String, Option<u32>), OpError> {
     let v = value.trim();
     let (name, version) = match v.split_once(':') {
@@ -407,6 +441,13 @@ impl Engine {
         outcome
     }
 
+    /// The size a unit of `definition` (`DEF` or `DEF:VERSION`) gets when none is given.
+    pub fn unit_default_size(&self, definition: &str) -> Result<ServerSize, OpError> {
+        let (n, v) = parse_ref("definition", definition)?;
+        let v = self.def_show(&n, v)?.version;
+        Ok(default_size(&self.def_parsed(&v.name, v.version)?))
+    }
+
     /// Checks a form and works out its servers (names, addresses, MACs, hosts) without
     /// writing anything.
     pub(super) fn unit_validate(&self, form: &UnitForm) -> Result<(NewUnit, Vec<String>), OpError> {
@@ -429,15 +470,7 @@ impl Engine {
             (v.name, v.version)
         };
         let def = self.def_parsed(&def_name, def_version)?;
-        let size = form.size.unwrap_or(ServerSize {
-            cpus: def.resources.cpus.as_ref().map_or(1, |c| *c.get_ref()),
-            memory_mib: def
-                .resources
-                .memory_mib
-                .as_ref()
-                .map_or(256, |m| u32::try_from(*m.get_ref()).unwrap_or(u32::MAX)),
-            disk_gib: def.resources.disk_gib.as_ref().map_or(0, |d| *d.get_ref()),
-        });
+        let size = form.size.unwrap_or_else(|| default_size(&def));
         size.validate()?;
         let policy = form.policy.unwrap_or_default();
         policy.validate()?;
@@ -518,6 +551,7 @@ impl Engine {
             unit: new.name,
             action: "deploy".into(),
             warnings,
+            confirm: None,
         })
     }
 
@@ -708,6 +742,10 @@ impl Engine {
             batch_size: plan::batch_size(kind, u.policy.max_unavailable, servers.len()) as u32,
             servers,
             warnings,
+            confirm: match action {
+                UnitAction::Delete { .. } => delete_confirmation(&u),
+                _ => None,
+            },
         })
     }
 
@@ -817,4 +855,84 @@ impl Engine {
 /// An error with libvirt's own words, as the report shows it.
 pub(super) fn describe(e: &OpError) -> String {
     crate::error::ApiError::from(e).message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::definition::{parse_definition, EXAMPLE, FILE_NAME};
+
+    #[test]
+    fn the_default_size_is_the_definitions_resources() {
+        let parse = |text: &str| parse_definition(FILE_NAME, text).unwrap();
+        let sized = EXAMPLE.replacen(
+            "cpus = 1\nmemory_mib = 256",
+            "cpus = 2\nmemory_mib = 768\ndisk_gib = 4",
+            1,
+        );
+        assert_ne!(sized, EXAMPLE, "the example's [resources] changed");
+        assert_eq!(
+            default_size(&parse(&sized)),
+            ServerSize {
+                cpus: 2,
+                memory_mib: 768,
+                disk_gib: 4
+            }
+        );
+        // Without [resources]: 1 CPU, 256 MiB, the master's disk.
+        let start = EXAMPLE.find("[resources]").unwrap();
+        let end = EXAMPLE[start..].find("\n\n").unwrap() + start;
+        let bare = format!("{}{}", &EXAMPLE[..start], &EXAMPLE[end..]);
+        assert_eq!(
+            default_size(&parse(&bare)),
+            ServerSize {
+                cpus: 1,
+                memory_mib: 256,
+                disk_gib: 0
+            }
+        );
+    }
+
+    #[test]
+    fn deleting_deployed_servers_needs_confirmation() {
+        let server = |name: &str, state: ServerState| Server {
+            name: name.into(),
+            unit: "shop".into(),
+            host: "h1".into(),
+            address: "10.77.0.11".into(),
+            mac: "52:54:00:00:00:01".into(),
+            state,
+            version: None,
+            lb_state: "none".into(),
+        };
+        let mut u = Unit {
+            name: "shop".into(),
+            lb: None,
+            lb_pool: String::new(),
+            name_pattern: String::new(),
+            addresses: String::new(),
+            policy: RolloutPolicy::default(),
+            current_version: 1,
+            versions: Vec::new(),
+            servers: vec![
+                server("shop-1", ServerState::Planned),
+                server("shop-2", ServerState::Planned),
+            ],
+            created_at: String::new(),
+        };
+        assert_eq!(
+            delete_confirmation(&u),
+            None,
+            "nothing exists on a host yet"
+        );
+        u.servers[1].state = ServerState::Stopped;
+        u.servers.push(server("shop-3", ServerState::Running));
+        let what = delete_confirmation(&u).unwrap();
+        assert!(
+            what.starts_with("unit shop has 2 deployed servers"),
+            "{what}"
+        );
+        u.servers.clear();
+        assert_eq!(delete_confirmation(&u), None);
+    }
 }
