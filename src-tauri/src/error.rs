@@ -44,6 +44,9 @@ pub enum ErrorCode {
     LbFailed,
     /// An operation failed on a server; its completed steps were undone (see the report).
     OperationFailed,
+    /// The inventory changed since the plan the admin confirmed (by its fingerprint) was
+    /// made: nothing was done. Show the plan as it is now and ask again.
+    PlanChanged,
     Internal,
 }
 
@@ -66,6 +69,7 @@ impl ErrorCode {
             Self::Busy => 12,
             Self::LbFailed => 13,
             Self::OperationFailed => 14,
+            Self::PlanChanged => 15,
         }
     }
 }

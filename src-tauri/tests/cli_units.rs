@@ -468,3 +468,122 @@ fn a_size_given_in_part_takes_the_rest_from_the_definition() {
     );
     assert_eq!(code(&o).0, Some(3), "{}", code(&o).1);
 }
+
+#[test]
+fn a_script_runs_only_the_plan_it_saw() {
+    let dir = networked();
+    let d = dir.path();
+    ok(ctl(
+        d,
+        &[
+            "unit",
+            "create",
+            "shop",
+            "--image",
+            "base",
+            "--definition",
+            "shop",
+            "--count",
+            "2",
+            "--name-pattern",
+            "shop-{n}",
+            "--addresses",
+            "10.77.0.11-10.77.0.20",
+        ],
+    ));
+    let plan = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["unit", "plan", "shop"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        serde_json::from_str(&ok(ctl(d, &all))).unwrap()
+    };
+    let shown = plan(&["deploy"]);
+    let old = shown["fingerprint"].as_str().unwrap().to_owned();
+    assert_eq!(old.len(), 16);
+    assert!(old.bytes().all(|c| c.is_ascii_hexdigit()), "{old}");
+    assert_eq!(shown["confirm"], serde_json::Value::Null);
+    let text = ok(ctl(d, &["unit", "plan", "shop", "deploy"]));
+    assert!(text.contains(&format!("Fingerprint: {old}")), "{text}");
+
+    // The hosts' network changed since: nothing runs; the new plan is shown (exit 15).
+    for h in ["h1", "h2"] {
+        ok(ctl(d, &["host", "set", h, "--gateway", "10.77.0.254"]));
+    }
+    let units_before = ok(ctl(d, &["unit", "list", "--json"]));
+    let ops_before = ok(ctl(d, &["op", "list", "--json"]));
+    let o = ctl(d, &["unit", "deploy", "shop", "--plan", &old, "--json"]);
+    let (c, err) = code(&o);
+    assert_eq!(c, Some(15), "{err}");
+    assert!(err.contains("the inventory changed since plan"), "{err}");
+    let refused: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(refused["error"]["code"], "plan_changed");
+    let new = refused["plan"]["fingerprint"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(plan(&["deploy"])["fingerprint"], new.as_str());
+    assert_eq!(refused["plan"]["servers"].as_array().unwrap().len(), 2);
+    assert_eq!(ok(ctl(d, &["unit", "list", "--json"])), units_before);
+    assert_eq!(ok(ctl(d, &["op", "list", "--json"])), ops_before);
+    // Without --json the new plan is printed, the error on stderr.
+    let o = ctl(d, &["unit", "deploy", "shop", "--plan", &old]);
+    assert_eq!(code(&o).0, Some(15));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("Fingerprint: {new}")));
+    // Not a fingerprint: bad input.
+    let o = ctl(d, &["unit", "deploy", "shop", "--plan", "latest"]);
+    let (c, err) = code(&o);
+    assert_eq!(c, Some(2), "{err}");
+    assert!(err.contains("not a plan fingerprint"), "{err}");
+    assert_eq!(ok(ctl(d, &["unit", "list", "--json"])), units_before);
+
+    let report: serde_json::Value = serde_json::from_str(&ok(ctl(
+        d,
+        &[
+            "unit",
+            "deploy",
+            "shop",
+            "--plan",
+            &new.to_uppercase(),
+            "--json",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(report["ok"], true);
+
+    // Every operation takes --plan. (Each flotillactl process has its own test-driver
+    // state, so start and restart are only refused here, before they act.)
+    let fp = |args: &[&str]| plan(args)["fingerprint"].as_str().unwrap().to_owned();
+    for op in ["start", "restart"] {
+        let o = ctl(d, &["unit", op, "shop", "--plan", "0123456789abcdef"]);
+        assert_eq!(code(&o).0, Some(15), "{op}: {}", code(&o).1);
+    }
+    let stop_one = fp(&["stop", "--server", "shop-1"]);
+    let stop_all = fp(&["stop"]);
+    ok(ctl(
+        d,
+        &[
+            "unit", "stop", "shop", "--server", "shop-1", "--force", "--plan", &stop_one,
+        ],
+    ));
+    // The plan to stop both was made while shop-1 ran.
+    let o = ctl(d, &["unit", "stop", "shop", "--plan", &stop_all]);
+    assert_eq!(code(&o).0, Some(15), "{}", code(&o).1);
+    let scale = fp(&["scale", "3"]);
+    ok(ctl(d, &["unit", "scale", "shop", "3", "--plan", &scale]));
+    let stop_all = fp(&["stop"]);
+    ok(ctl(d, &["unit", "stop", "shop", "--plan", &stop_all]));
+    let deleting = plan(&["delete"]);
+    assert!(deleting["confirm"]
+        .as_str()
+        .unwrap()
+        .contains("3 deployed servers"));
+    let delete = deleting["fingerprint"].as_str().unwrap();
+    // A plan is no confirmation of a delete.
+    assert_eq!(
+        code(&ctl(d, &["unit", "delete", "shop", "--plan", delete])).0,
+        Some(2)
+    );
+    ok(ctl(
+        d,
+        &["unit", "delete", "shop", "--yes", "--plan", delete],
+    ));
+    assert_eq!(ok(ctl(d, &["unit", "list", "--json"])).trim(), "[]");
+}

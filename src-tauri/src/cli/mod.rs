@@ -3,7 +3,8 @@
 //! Exit status: 0 success; otherwise [`ErrorCode::exit_status`] (2 bad input — also clap's
 //! usage errors —, 3 not found, 4 already exists, 5 in use, 6 unreachable, 7 host not ready,
 //! 8 inventory problem, 9 no space, 10 timeout, 11 seal failed, 12 unit busy, 13 load balancer
-//! failed, 14 operation failed (undone), 1 anything else). `host check` exits 6 or 7 when the host is not ok.
+//! failed, 14 operation failed (undone), 15 the plan changed since it was shown (`--plan`),
+//! 1 anything else). `host check` exits 6 or 7 when the host is not ok.
 
 mod output;
 mod units;

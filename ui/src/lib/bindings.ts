@@ -218,7 +218,12 @@ export type ErrorCode =
 /**  A load balancer could not be reached or refused a change. */
 "lb_failed" | 
 /**  An operation failed on a server; its completed steps were undone (see the report). */
-"operation_failed" | "internal";
+"operation_failed" | 
+/**
+ *  The inventory changed since the plan the admin confirmed (by its fingerprint) was
+ *  made: nothing was done. Show the plan as it is now and ask again.
+ */
+"plan_changed" | "internal";
 
 export type Firmware = "bios" | "uefi";
 
@@ -444,6 +449,11 @@ export type OpPlan = {
 	warnings: string[],
 	/**  What the admin must confirm explicitly before it runs (deleting deployed servers). */
 	confirm: string | null,
+	/**
+	 *  A hash of what the plan was computed from (`plan::fingerprint`). Passed back with the
+	 *  run, it makes the engine refuse when the inventory changed since the plan was shown.
+	 */
+	fingerprint: string,
 };
 
 /**  The end of an operation. */

@@ -163,6 +163,63 @@ pub struct OpPlan {
     pub warnings: Vec<String>,
     /// What the admin must confirm explicitly before it runs (deleting deployed servers).
     pub confirm: Option<String>,
+    /// A hash of what the plan was computed from (`plan::fingerprint`). Passed back with the
+    /// run, it makes the engine refuse when the inventory changed since the plan was shown.
+    pub fingerprint: String,
+}
+
+/// A unit's own part of what a plan is computed from.
+struct UnitFacts<'a> {
+    name: &'a str,
+    version: u32,
+    image: (&'a str, u32),
+    definition: (&'a str, u32),
+    size: ServerSize,
+    name_pattern: &'a str,
+    addresses: &'a str,
+    /// Load balancer and pool.
+    lb: Option<(&'a str, &'a str)>,
+    policy: RolloutPolicy,
+}
+
+impl<'a> UnitFacts<'a> {
+    fn of(u: &'a Unit) -> Self {
+        let v = u.current();
+        Self {
+            name: &u.name,
+            version: u.current_version,
+            image: v.map_or(("", 0), |v| (v.image.as_str(), v.image_version)),
+            definition: v.map_or(("", 0), |v| (v.definition.as_str(), v.definition_version)),
+            size: v.map_or(
+                ServerSize {
+                    cpus: 0,
+                    memory_mib: 0,
+                    disk_gib: 0,
+                },
+                |v| v.size,
+            ),
+            name_pattern: &u.name_pattern,
+            addresses: &u.addresses,
+            lb: u.lb.as_deref().map(|l| (l, u.lb_pool.as_str())),
+            policy: u.policy,
+        }
+    }
+}
+
+fn server_basis(
+    name: &str,
+    host: &str,
+    address: &str,
+    mac: &str,
+    state: &str,
+) -> plan::ServerBasis {
+    plan::ServerBasis {
+        name: name.to_owned(),
+        host: host.to_owned(),
+        address: address.to_owned(),
+        mac: mac.to_owned(),
+        state: state.to_owned(),
+    }
 }
 
 /// A step transition, as the progress bars and the GUI see it.
@@ -432,7 +489,138 @@ impl Engine {
 
     /// Registers a unit: its first version and its servers. Creates nothing on any host.
     pub fn unit_create(&self, form: &UnitForm) -> Result<UnitCreated, OpError> {
-        let outcome = self.unit_create_inner(form);
+        self.unit_create_planned(form, None)
+    }
+
+    /// The fingerprint of a plan for `action` on a unit with these servers (and the new ones
+    /// it would register): the unit, its load-balancer binding and its servers' hosts as the
+    /// inventory has them now.
+    fn fingerprint_of(
+        &self,
+        action: &UnitAction,
+        unit: &UnitFacts<'_>,
+        servers: Vec<plan::ServerBasis>,
+        new_servers: Vec<plan::ServerBasis>,
+    ) -> Result<String, OpError> {
+        let (action_servers, count) = match action {
+            UnitAction::Start { servers }
+            | UnitAction::Stop { servers, .. }
+            | UnitAction::Restart { servers, .. } => (servers.clone(), None),
+            UnitAction::Scale { count } => (Vec::new(), Some(*count)),
+            UnitAction::Deploy | UnitAction::Delete { .. } => (Vec::new(), None),
+        };
+        let lb = match unit.lb {
+            Some((name, pool)) => {
+                let i = self.inventory.lb_get(name)?;
+                Some(plan::LbBasis {
+                    name: i.name,
+                    kind: i.kind,
+                    endpoint: i.endpoint,
+                    route_id: i.route_id,
+                    pool: pool.to_owned(),
+                })
+            }
+            None => None,
+        };
+        let used: HashSet<&str> = servers
+            .iter()
+            .chain(&new_servers)
+            .map(|s| s.host.as_str())
+            .collect();
+        let hosts = self
+            .host_list()?
+            .into_iter()
+            .filter(|h| used.contains(h.name.as_str()))
+            .map(|h| plan::HostBasis {
+                name: h.name.to_string(),
+                uri: h.uri.to_string(),
+                pool: h.pool.as_str().to_owned(),
+                bridge: h.bridge.as_str().to_owned(),
+                network: h.network,
+                gateway: h.gateway,
+                domain_type: h.domain_type,
+            })
+            .collect();
+        Ok(plan::fingerprint(&plan::PlanBasis {
+            action: action.name().to_owned(),
+            action_servers,
+            count,
+            unit: unit.name.to_owned(),
+            version: unit.version,
+            image: unit.image.0.to_owned(),
+            image_version: unit.image.1,
+            definition: unit.definition.0.to_owned(),
+            definition_version: unit.definition.1,
+            size: unit.size,
+            name_pattern: unit.name_pattern.to_owned(),
+            addresses: unit.addresses.to_owned(),
+            lb,
+            policy: unit.policy,
+            servers,
+            new_servers,
+            hosts,
+        }))
+    }
+
+    /// `Ok` when a fresh plan (made by `make` once `expect` is known to be a fingerprint)
+    /// still has the fingerprint `expect` the admin was shown; otherwise the refusal that
+    /// carries the new plan.
+    fn plan_unchanged(
+        expect: &str,
+        make: impl FnOnce() -> Result<OpPlan, OpError>,
+    ) -> Result<(), OpError> {
+        let shown = plan::parse_fingerprint(expect)?;
+        let fresh = make()?;
+        if fresh.fingerprint == shown {
+            Ok(())
+        } else {
+            Err(OpError::PlanChanged {
+                shown,
+                plan: Box::new(fresh),
+            })
+        }
+    }
+
+    /// Runs `action` as [`Engine::unit_run`] does — only when a fresh plan still has the
+    /// fingerprint `expect` of the plan the admin confirmed, if one is given. Otherwise
+    /// nothing is done and the error carries the new plan.
+    ///
+    /// The check reads the inventory just before the operation takes the unit's lock: an
+    /// operation on the same unit that starts and ends within that instant is not noticed.
+    pub async fn unit_run_planned(
+        &self,
+        unit: &str,
+        action: UnitAction,
+        expect: Option<&str>,
+        progress: StepFn,
+    ) -> Result<OpReport, OpError> {
+        if let Some(expect) = expect {
+            let checked = Self::plan_unchanged(expect, || self.unit_plan(unit, &action));
+            if checked.is_err() {
+                self.audit(
+                    &format!("unit.{}", action.name()),
+                    &format!("unit/{}", unit.trim()),
+                    &checked,
+                );
+                checked?;
+            }
+        }
+        self.unit_run(unit, action, progress).await
+    }
+
+    /// Registers a unit as [`Engine::unit_create`] does — only when the wizard's review
+    /// (`unit_preview`) still has the fingerprint `expect`, if one is given: the servers
+    /// registered are the ones the admin saw.
+    pub fn unit_create_planned(
+        &self,
+        form: &UnitForm,
+        expect: Option<&str>,
+    ) -> Result<UnitCreated, OpError> {
+        let outcome = match expect {
+            Some(expect) => Self::plan_unchanged(expect, || self.unit_preview(form))
+                .and_then(|()| self.unit_create_inner(form)),
+            None => self.unit_create_inner(form),
+        };
         self.audit(
             "unit.create",
             &format!("unit/{}", form.name.trim()),
@@ -534,6 +722,34 @@ impl Engine {
     /// them. Writes nothing.
     pub fn unit_preview(&self, form: &UnitForm) -> Result<OpPlan, OpError> {
         let (new, warnings) = self.unit_validate(form)?;
+        // The deploy plan of the unit once created: the same fingerprint.
+        let fingerprint = self.fingerprint_of(
+            &UnitAction::Deploy,
+            &UnitFacts {
+                name: &new.name,
+                version: 1,
+                image: (&new.image.0, new.image.1),
+                definition: (&new.definition.0, new.definition.1),
+                size: new.size,
+                name_pattern: &new.name_pattern,
+                addresses: &new.addresses,
+                lb: new.lb.as_ref().map(|(l, p)| (l.as_str(), p.as_str())),
+                policy: new.policy,
+            },
+            new.servers
+                .iter()
+                .map(|s| {
+                    server_basis(
+                        &s.name,
+                        &s.host,
+                        &s.address,
+                        &s.mac,
+                        ServerState::Planned.as_str(),
+                    )
+                })
+                .collect(),
+            Vec::new(),
+        )?;
         let steps = plan::server_steps(OpKind::Deploy, new.lb.is_some());
         Ok(OpPlan {
             batch_size: new.servers.len() as u32,
@@ -552,6 +768,7 @@ impl Engine {
             action: "deploy".into(),
             warnings,
             confirm: None,
+            fingerprint,
         })
     }
 
@@ -707,6 +924,17 @@ impl Engine {
     pub fn unit_plan(&self, unit: &str, action: &UnitAction) -> Result<OpPlan, OpError> {
         let u = self.inventory.unit_get(unit.trim())?;
         let (kind, mut targets, new) = self.targets(&u, action)?;
+        let fingerprint = self.fingerprint_of(
+            action,
+            &UnitFacts::of(&u),
+            u.servers
+                .iter()
+                .map(|s| server_basis(&s.name, &s.host, &s.address, &s.mac, s.state.as_str()))
+                .collect(),
+            new.iter()
+                .map(|s| server_basis(&s.name, &s.host, &s.address, &s.mac, "new"))
+                .collect(),
+        )?;
         let lb = u.lb.is_some();
         let mut servers: Vec<ServerPlan> = targets
             .drain(..)
@@ -746,6 +974,7 @@ impl Engine {
                 UnitAction::Delete { .. } => delete_confirmation(&u),
                 _ => None,
             },
+            fingerprint,
         })
     }
 
