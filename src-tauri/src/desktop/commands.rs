@@ -458,10 +458,18 @@ pub fn unit_list(state: State<'_, AppState>) -> Result<Vec<Unit>, ApiError> {
     Ok(state.engine()?.unit_list()?)
 }
 
+/// Registers a unit; with `plan` (the fingerprint of the review the admin saw), only when
+/// the servers would still be those.
 #[tauri::command]
 #[specta::specta]
-pub fn unit_create(state: State<'_, AppState>, form: UnitForm) -> Result<UnitCreated, ApiError> {
-    Ok(state.engine()?.unit_create(&form)?)
+pub fn unit_create(
+    state: State<'_, AppState>,
+    form: UnitForm,
+    plan: Option<String>,
+) -> Result<UnitCreated, ApiError> {
+    Ok(state
+        .engine()?
+        .unit_create_planned(&form, plan.as_deref())?)
 }
 
 /// The size a unit of `definition` (`DEF:VERSION`) gets unless the admin changes it: the
@@ -486,18 +494,21 @@ pub fn unit_plan(
 }
 
 /// Runs an action to its end, sending every step transition to `on_step`. A failed operation
-/// is an error whose message is the report (what failed, what was undone).
+/// is an error whose message is the report (what failed, what was undone). With `plan` (the
+/// fingerprint of the plan the admin confirmed), nothing runs when the plan changed since:
+/// the error's code is `plan_changed`.
 #[tauri::command]
 #[specta::specta]
 pub async fn unit_run(
     state: State<'_, AppState>,
     name: String,
     action: UnitAction,
+    plan: Option<String>,
     on_step: Channel<StepEvent>,
 ) -> Result<OpReport, ApiError> {
     Ok(state
         .engine()?
-        .unit_run(&name, action, steps_to(on_step))
+        .unit_run_planned(&name, action, plan.as_deref(), steps_to(on_step))
         .await?)
 }
 

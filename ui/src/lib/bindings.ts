@@ -40,7 +40,11 @@ export const commands = {
 	defAddPackages: (name: string, paths: string[], onProgress: Channel<ImageProgress>) => typedError<DefinitionVersion, ApiError>(__TAURI_INVOKE("def_add_packages", { name, paths, onProgress })),
 	defRemovePackage: (name: string, file: string) => typedError<DefinitionVersion, ApiError>(__TAURI_INVOKE("def_remove_package", { name, file })),
 	unitList: () => typedError<Unit[], ApiError>(__TAURI_INVOKE("unit_list")),
-	unitCreate: (form: UnitForm) => typedError<UnitCreated, ApiError>(__TAURI_INVOKE("unit_create", { form })),
+	/**
+	 *  Registers a unit; with `plan` (the fingerprint of the review the admin saw), only when
+	 *  the servers would still be those.
+	 */
+	unitCreate: (form: UnitForm, plan: string | null) => typedError<UnitCreated, ApiError>(__TAURI_INVOKE("unit_create", { form, plan })),
 	unitPreview: (form: UnitForm) => typedError<OpPlan, ApiError>(__TAURI_INVOKE("unit_preview", { form })),
 	/**
 	 *  The size a unit of `definition` (`DEF:VERSION`) gets unless the admin changes it: the
@@ -51,9 +55,11 @@ export const commands = {
 	unitPlan: (name: string, action: UnitAction) => typedError<OpPlan, ApiError>(__TAURI_INVOKE("unit_plan", { name, action })),
 	/**
 	 *  Runs an action to its end, sending every step transition to `on_step`. A failed operation
-	 *  is an error whose message is the report (what failed, what was undone).
+	 *  is an error whose message is the report (what failed, what was undone). With `plan` (the
+	 *  fingerprint of the plan the admin confirmed), nothing runs when the plan changed since:
+	 *  the error's code is `plan_changed`.
 	 */
-	unitRun: (name: string, action: UnitAction, onStep: Channel<StepEvent>) => typedError<OpReport, ApiError>(__TAURI_INVOKE("unit_run", { name, action, onStep })),
+	unitRun: (name: string, action: UnitAction, plan: string | null, onStep: Channel<StepEvent>) => typedError<OpReport, ApiError>(__TAURI_INVOKE("unit_run", { name, action, plan, onStep })),
 	hostSetNetwork: (name: string, network: string, gateway: string, domainType: string) => typedError<Host, ApiError>(__TAURI_INVOKE("host_set_network", { name, network, gateway, domainType })),
 	lbList: () => typedError<LbInstance[], ApiError>(__TAURI_INVOKE("lb_list")),
 	lbAdd: (name: string, target: LbTarget) => typedError<LbInstance, ApiError>(__TAURI_INVOKE("lb_add", { name, target })),
