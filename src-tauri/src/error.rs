@@ -47,6 +47,9 @@ pub enum ErrorCode {
     /// The object changed since the edit began (another window or process saved first);
     /// nothing was saved, the message shows what changed.
     Conflict,
+    /// The inventory changed since the plan the admin confirmed (by its fingerprint) was
+    /// made: nothing was done. Show the plan as it is now and ask again.
+    PlanChanged,
     Internal,
 }
 
@@ -70,6 +73,7 @@ impl ErrorCode {
             Self::LbFailed => 13,
             Self::OperationFailed => 14,
             Self::Conflict => 15,
+            Self::PlanChanged => 16,
         }
     }
 }

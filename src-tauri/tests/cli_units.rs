@@ -384,6 +384,210 @@ fn bad_input_gets_a_clear_error_and_its_own_exit_code() {
     assert_eq!(ok(ctl(d, &["lb", "list", "--json"])).trim(), "[]");
 }
 
+/// `setup()` with both hosts on the lab's network.
+fn networked() -> tempfile::TempDir {
+    let dir = setup();
+    for h in ["h1", "h2"] {
+        ok(ctl(
+            dir.path(),
+            &[
+                "host",
+                "set",
+                h,
+                "--network",
+                "10.77.0.0/24",
+                "--gateway",
+                "10.77.0.1",
+            ],
+        ));
+    }
+    dir
+}
+
+#[test]
+fn a_size_given_in_part_takes_the_rest_from_the_definition() {
+    let dir = networked();
+    let d = dir.path();
+    let text = flotilla::model::definition::EXAMPLE.replacen(
+        "cpus = 1\nmemory_mib = 256",
+        "cpus = 2\nmemory_mib = 768\ndisk_gib = 4",
+        1,
+    );
+    let file = d.join("definition.toml");
+    std::fs::write(&file, text).unwrap();
+    ok(ctl(d, &["def", "set-file", "shop", file.to_str().unwrap()]));
+    let create = |name: &str, extra: &[&str]| -> serde_json::Value {
+        let pattern = format!("{name}-{{n}}");
+        let mut args = vec![
+            "unit",
+            "create",
+            name,
+            "--image",
+            "base",
+            "--definition",
+            "shop",
+            "--count",
+            "1",
+            "--name-pattern",
+            &pattern,
+            "--addresses",
+            "10.77.0.11-10.77.0.40",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let created: serde_json::Value = serde_json::from_str(&ok(ctl(d, &args))).unwrap();
+        created["unit"]["versions"][0]["size"].clone()
+    };
+    let size = |cpus: u32, memory_mib: u32, disk_gib: u32| serde_json::json!({ "cpus": cpus, "memory_mib": memory_mib, "disk_gib": disk_gib });
+    assert_eq!(create("a", &[]), size(2, 768, 4));
+    assert_eq!(create("b", &["--memory", "128"]), size(2, 128, 4));
+    assert_eq!(
+        create("c", &["--cpus", "3", "--disk", "0"]),
+        size(3, 768, 0)
+    );
+    // A definition that does not exist is named as such.
+    let o = ctl(
+        d,
+        &[
+            "unit",
+            "create",
+            "x",
+            "--image",
+            "base",
+            "--definition",
+            "nodef",
+            "--cpus",
+            "2",
+            "--count",
+            "1",
+            "--name-pattern",
+            "x-{n}",
+            "--addresses",
+            "10.77.0.50",
+        ],
+    );
+    assert_eq!(code(&o).0, Some(3), "{}", code(&o).1);
+}
+
+#[test]
+fn a_script_runs_only_the_plan_it_saw() {
+    let dir = networked();
+    let d = dir.path();
+    ok(ctl(
+        d,
+        &[
+            "unit",
+            "create",
+            "shop",
+            "--image",
+            "base",
+            "--definition",
+            "shop",
+            "--count",
+            "2",
+            "--name-pattern",
+            "shop-{n}",
+            "--addresses",
+            "10.77.0.11-10.77.0.20",
+        ],
+    ));
+    let plan = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["unit", "plan", "shop"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        serde_json::from_str(&ok(ctl(d, &all))).unwrap()
+    };
+    let shown = plan(&["deploy"]);
+    let old = shown["fingerprint"].as_str().unwrap().to_owned();
+    assert_eq!(old.len(), 16);
+    assert!(old.bytes().all(|c| c.is_ascii_hexdigit()), "{old}");
+    assert_eq!(shown["confirm"], serde_json::Value::Null);
+    let text = ok(ctl(d, &["unit", "plan", "shop", "deploy"]));
+    assert!(text.contains(&format!("Fingerprint: {old}")), "{text}");
+
+    // The hosts' network changed since: nothing runs; the new plan is shown (exit 16).
+    for h in ["h1", "h2"] {
+        ok(ctl(d, &["host", "set", h, "--gateway", "10.77.0.254"]));
+    }
+    let units_before = ok(ctl(d, &["unit", "list", "--json"]));
+    let ops_before = ok(ctl(d, &["op", "list", "--json"]));
+    let o = ctl(d, &["unit", "deploy", "shop", "--plan", &old, "--json"]);
+    let (c, err) = code(&o);
+    assert_eq!(c, Some(16), "{err}");
+    assert!(err.contains("the inventory changed since plan"), "{err}");
+    let refused: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(refused["error"]["code"], "plan_changed");
+    let new = refused["plan"]["fingerprint"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(plan(&["deploy"])["fingerprint"], new.as_str());
+    assert_eq!(refused["plan"]["servers"].as_array().unwrap().len(), 2);
+    assert_eq!(ok(ctl(d, &["unit", "list", "--json"])), units_before);
+    assert_eq!(ok(ctl(d, &["op", "list", "--json"])), ops_before);
+    // Without --json the new plan is printed, the error on stderr.
+    let o = ctl(d, &["unit", "deploy", "shop", "--plan", &old]);
+    assert_eq!(code(&o).0, Some(16));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("Fingerprint: {new}")));
+    // Not a fingerprint: bad input.
+    let o = ctl(d, &["unit", "deploy", "shop", "--plan", "latest"]);
+    let (c, err) = code(&o);
+    assert_eq!(c, Some(2), "{err}");
+    assert!(err.contains("not a plan fingerprint"), "{err}");
+    assert_eq!(ok(ctl(d, &["unit", "list", "--json"])), units_before);
+
+    let report: serde_json::Value = serde_json::from_str(&ok(ctl(
+        d,
+        &[
+            "unit",
+            "deploy",
+            "shop",
+            "--plan",
+            &new.to_uppercase(),
+            "--json",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(report["ok"], true);
+
+    // Every operation takes --plan. (Each flotillactl process has its own test-driver
+    // state, so start and restart are only refused here, before they act.)
+    let fp = |args: &[&str]| plan(args)["fingerprint"].as_str().unwrap().to_owned();
+    for op in ["start", "restart"] {
+        let o = ctl(d, &["unit", op, "shop", "--plan", "0123456789abcdef"]);
+        assert_eq!(code(&o).0, Some(16), "{op}: {}", code(&o).1);
+    }
+    let stop_one = fp(&["stop", "--server", "shop-1"]);
+    let stop_all = fp(&["stop"]);
+    ok(ctl(
+        d,
+        &[
+            "unit", "stop", "shop", "--server", "shop-1", "--force", "--plan", &stop_one,
+        ],
+    ));
+    // The plan to stop both was made while shop-1 ran.
+    let o = ctl(d, &["unit", "stop", "shop", "--plan", &stop_all]);
+    assert_eq!(code(&o).0, Some(16), "{}", code(&o).1);
+    let scale = fp(&["scale", "3"]);
+    ok(ctl(d, &["unit", "scale", "shop", "3", "--plan", &scale]));
+    let stop_all = fp(&["stop"]);
+    ok(ctl(d, &["unit", "stop", "shop", "--plan", &stop_all]));
+    let deleting = plan(&["delete"]);
+    assert!(deleting["confirm"]
+        .as_str()
+        .unwrap()
+        .contains("3 deployed servers"));
+    let delete = deleting["fingerprint"].as_str().unwrap();
+    // A plan is no confirmation of a delete.
+    assert_eq!(
+        code(&ctl(d, &["unit", "delete", "shop", "--plan", delete])).0,
+        Some(2)
+    );
+    ok(ctl(
+        d,
+        &["unit", "delete", "shop", "--yes", "--plan", delete],
+    ));
+    assert_eq!(ok(ctl(d, &["unit", "list", "--json"])).trim(), "[]");
+}
+
 /// The log in the data directory: a failed deploy leaves lines naming the server, the step,
 /// the host and libvirt's own words, `op log` shows them, the report says where they are; a
 /// password in a URL never reaches the log.

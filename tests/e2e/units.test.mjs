@@ -1,6 +1,7 @@
 // T3: the unit wizard end to end (master → definition → servers → load balancer → review, which
-// is the plan), then the batch buttons Stop, Start, Scale and Delete with the plan in the
-// confirmation and live progress — on two libvirt test-driver hosts prepared with flotillactl.
+// is the plan), then the batch buttons Restart, Stop, Start, Scale and Delete with the plan in
+// the confirmation (a plan that changed before it ran is shown again, not run) and live
+// progress — on two libvirt test-driver hosts prepared with flotillactl.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { copyFileSync, mkdtempSync } from "node:fs";
@@ -88,6 +89,19 @@ test("create a unit with the wizard, deploy it, stop, start, scale and delete it
   await b.waitUntil(async () => /deploy of shop finished/.test(await (await byTestId(b, "units-result")).getText()), { timeout: 10000 });
   await screenshot(b, "units-view");
 
+  // The inventory changes while a plan is shown: nothing runs, the plan as it is now is shown
+  // to be confirmed again.
+  await (await byTestId(b, "unit-restart")).click();
+  const shownFirst = await (await byTestId(b, "plan-fingerprint")).getText();
+  ok(ctl(app.dataDir, "host", "set", "h1", "--gateway", "10.77.0.254"));
+  await (await byTestId(b, "confirm-run")).click();
+  await byTestId(b, "plan-changed");
+  assert.notEqual(await (await byTestId(b, "plan-fingerprint")).getText(), shownFirst);
+  const journaled = JSON.parse(ok(ctl(app.dataDir, "op", "list", "--json")).stdout).operations.length;
+  assert.equal(journaled, 1, "only the deploy ran");
+  await (await byTestId(b, "confirm-run")).click();
+  await b.waitUntil(async () => /restart of shop finished/.test(await (await byTestId(b, "units-result")).getText()), { timeout: 10000 });
+
   // Stop one chosen server, then the rest.
   await (await b.$('[data-testid="server-row"][data-server="shop-2"] [data-testid="server-choose"]')).click();
   await (await byTestId(b, "unit-stop")).click();
@@ -101,13 +115,24 @@ test("create a unit with the wizard, deploy it, stop, start, scale and delete it
 
   await (await byTestId(b, "unit-scale")).click();
   await (await byTestId(b, "scale-count")).setValue("4");
+  // The dialog shows the plan for the count typed, and runs only that plan.
+  let shown = "";
+  await b
+    .waitUntil(
+      async () => {
+        shown = await (await byTestId(b, "unit-confirm")).getText();
+        return /shop-4 on h\d \(new, 10\.77\.0\.14\)/.test(shown);
+      },
+      { timeout: 10000 },
+    )
+    .catch(() => assert.fail(`the scale plan never showed shop-4:\n${shown}`));
   await (await byTestId(b, "confirm-run")).click();
   await waitForStates(b, ["running", "running", "running", "running"]);
 
   // The journal shows the steps of the operations.
   const journal = JSON.parse(ok(ctl(app.dataDir, "op", "list", "--json")).stdout);
   const kinds = journal.operations.map((o) => o.kind);
-  for (const k of ["deploy", "stop", "start", "scale"]) assert.ok(kinds.includes(k), `${k} in ${kinds}`);
+  for (const k of ["deploy", "restart", "stop", "start", "scale"]) assert.ok(kinds.includes(k), `${k} in ${kinds}`);
   assert.ok(journal.operations.every((o) => o.state === "succeeded"));
 
   // The Images view shows which units use a version, and will not delete it.

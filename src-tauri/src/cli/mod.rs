@@ -3,7 +3,9 @@
 //! Exit status: 0 success; otherwise [`ErrorCode::exit_status`] (2 bad input — also clap's
 //! usage errors —, 3 not found, 4 already exists, 5 in use, 6 unreachable, 7 host not ready,
 //! 8 inventory problem, 9 no space, 10 timeout, 11 seal failed, 12 unit busy, 13 load balancer
-//! failed, 14 operation failed (undone), 1 anything else). `host check` exits 6 or 7 when the host is not ok.
+//! failed, 14 operation failed (undone), 15 a definition changed since the edit began, 16 the plan
+//! changed since it was shown (`--plan`),
+//! 1 anything else). `host check` exits 6 or 7 when the host is not ok.
 
 mod output;
 mod units;
@@ -546,18 +548,14 @@ async fn image(engine: &Engine, json: bool, cmd: ImageCommand) -> Result<ExitCod
             use crate::ops::builder::{BuildFrom, BuildRequest};
             let script = match script {
                 None => vec![],
-                Some(path) => std::fs::read_to_string(&path)
-                    .map_err(|e| {
+                Some(path) => crate::ops::builder::script_lines(
+                    &std::fs::read_to_string(&path).map_err(|e| {
                         ApiError::new(
                             ErrorCode::InvalidInput,
                             format!("cannot read the script {}: {e}", path.display()),
                         )
-                    })?
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(String::from)
-                    .collect(),
+                    })?,
+                ),
             };
             let from = match (from, iso) {
                 (Some(f), _) => BuildFrom::Version(f),

@@ -6,7 +6,9 @@ use crate::inventory::StepStatus;
 use crate::inventory::{LbInstance, Unit};
 use crate::model::{RolloutPolicy, ServerSize};
 use crate::ops::lbs::LbTarget;
-use crate::ops::units::{OpPlan, OpReport, ServerForm, StepEvent, StepFn, UnitAction, UnitForm};
+use crate::ops::units::{
+    delete_confirmation, OpPlan, OpReport, ServerForm, StepEvent, StepFn, UnitAction, UnitForm,
+};
 use crate::ops::{Engine, OpError};
 use clap::Subcommand;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -32,12 +34,18 @@ pub(super) enum UnitCommand {
         action: PlanAction,
     },
     /// Create every server that is not deployed yet; a deployed unit is left as it is.
-    Deploy { name: String },
+    Deploy {
+        name: String,
+        #[command(flatten)]
+        plan: Confirmed,
+    },
     /// Start stopped servers (all, or those named): start → health check → LB ready.
     Start {
         name: String,
         #[arg(long = "server")]
         servers: Vec<String>,
+        #[command(flatten)]
+        plan: Confirmed,
     },
     /// Stop running servers: LB drain → sessions end (or drain timeout) → graceful shutdown.
     Stop {
@@ -47,6 +55,8 @@ pub(super) enum UnitCommand {
         /// Power off servers that ignore the shutdown request.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        plan: Confirmed,
     },
     /// Stop then start running servers, max-unavailable at a time.
     Restart {
@@ -55,10 +65,17 @@ pub(super) enum UnitCommand {
         servers: Vec<String>,
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        plan: Confirmed,
     },
     /// Grow or shrink the unit to COUNT servers (new ones deploy; removed ones are drained,
     /// stopped and deleted).
-    Scale { name: String, count: u32 },
+    Scale {
+        name: String,
+        count: u32,
+        #[command(flatten)]
+        plan: Confirmed,
+    },
     /// Remove everything the unit created (servers, volumes, LB members) and the unit.
     Delete {
         name: String,
@@ -67,7 +84,17 @@ pub(super) enum UnitCommand {
         yes: bool,
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        plan: Confirmed,
     },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub(super) struct Confirmed {
+    /// Run only if the plan is still the one `unit plan` showed with this fingerprint; if
+    /// the inventory changed since, nothing is done and the new plan is shown (exit 15).
+    #[arg(long = "plan", value_name = "FINGERPRINT")]
+    fingerprint: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -297,11 +324,13 @@ pub(super) async fn unit(
                 health_timeout,
                 shutdown_timeout,
             } = *args;
+            // What is not given comes from the definition, as in the wizard.
             let size = if cpus.is_some() || memory.is_some() || disk.is_some() {
+                let d = engine.unit_default_size(&definition)?;
                 Some(ServerSize {
-                    cpus: cpus.unwrap_or(1),
-                    memory_mib: memory.unwrap_or(256),
-                    disk_gib: disk.unwrap_or(0),
+                    cpus: cpus.unwrap_or(d.cpus),
+                    memory_mib: memory.unwrap_or(d.memory_mib),
+                    disk_gib: disk.unwrap_or(d.disk_gib),
                 })
             } else {
                 None
@@ -443,45 +472,44 @@ pub(super) async fn unit(
             }
             return Ok(ExitCode::SUCCESS);
         }
-        UnitCommand::Deploy { name } => (name, UnitAction::Deploy),
-        UnitCommand::Start { name, servers } => (name, UnitAction::Start { servers }),
+        UnitCommand::Deploy { name, plan } => (name, UnitAction::Deploy, plan),
+        UnitCommand::Start {
+            name,
+            servers,
+            plan,
+        } => (name, UnitAction::Start { servers }, plan),
         UnitCommand::Stop {
             name,
             servers,
             force,
-        } => (name, UnitAction::Stop { servers, force }),
+            plan,
+        } => (name, UnitAction::Stop { servers, force }, plan),
         UnitCommand::Restart {
             name,
             servers,
             force,
-        } => (name, UnitAction::Restart { servers, force }),
-        UnitCommand::Scale { name, count } => (name, UnitAction::Scale { count }),
-        UnitCommand::Delete { name, yes, force } => {
-            let u = engine.unit_show(&name)?;
-            let deployed = u
-                .servers
-                .iter()
-                .filter(|s| s.state != crate::model::ServerState::Planned)
-                .count();
-            if deployed > 0 && !yes {
-                return Err(bad(format!(
-                    "unit {name} has {deployed} deployed servers; deleting removes them, their disks and their load-balancer members. Run again with --yes to do it"
-                )));
+            plan,
+        } => (name, UnitAction::Restart { servers, force }, plan),
+        UnitCommand::Scale { name, count, plan } => (name, UnitAction::Scale { count }, plan),
+        UnitCommand::Delete {
+            name,
+            yes,
+            force,
+            plan,
+        } => {
+            if let Some(what) = delete_confirmation(&engine.unit_show(&name)?) {
+                if !yes {
+                    return Err(bad(format!("{what}. Run again with --yes to do it")));
+                }
             }
-            (name, UnitAction::Delete { force })
+            (name, UnitAction::Delete { force }, plan)
         }
     };
-    run_action(engine, json, &action.0, action.1).await
-}
-
-async fn run_action(
-    engine: &Engine,
-    json: bool,
-    unit: &str,
-    action: UnitAction,
-) -> Result<ExitCode, ApiError> {
+    let (unit, action, plan) = action;
     let bars = Bars::new(json);
-    let outcome = engine.unit_run(unit, action, bars.callback()).await;
+    let outcome = engine
+        .unit_run_planned(&unit, action, plan.fingerprint.as_deref(), bars.callback())
+        .await;
     bars.finish();
     report(json, outcome)
 }
@@ -498,6 +526,19 @@ fn report(json: bool, outcome: Result<OpReport, OpError>) -> Result<ExitCode, Ap
                 say_line(&r.to_string());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Err(OpError::PlanChanged { shown, plan }) => {
+            let e = ApiError::from(&OpError::PlanChanged {
+                shown,
+                plan: plan.clone(),
+            });
+            if json {
+                print_json(&serde_json::json!({ "error": e, "plan": plan }));
+            } else {
+                show_plan(&plan);
+            }
+            eprintln!("error: {}", e.message);
+            Ok(ExitCode::from(e.code.exit_status()))
         }
         Err(OpError::Failed(r)) => {
             let e = ApiError::from(&OpError::Failed(r.clone()));
@@ -573,6 +614,9 @@ fn show_plan(p: &OpPlan) {
     for w in &p.warnings {
         say_line(&format!("  warning: {w}"));
     }
+    if let Some(c) = &p.confirm {
+        say_line(&format!("  to confirm: {c} (--yes)"));
+    }
     for s in &p.servers {
         let steps: Vec<&str> = s.steps.iter().map(|s| s.as_str()).collect();
         say_line(&format!(
@@ -588,6 +632,10 @@ fn show_plan(p: &OpPlan) {
             steps.join(" → ")
         ));
     }
+    say_line(&format!(
+        "Fingerprint: {} (run exactly this plan with --plan {})",
+        p.fingerprint, p.fingerprint
+    ));
 }
 
 pub(super) async fn lb(engine: &Engine, json: bool, cmd: LbCommand) -> Result<ExitCode, ApiError> {

@@ -274,13 +274,7 @@ pub async fn image_build(
         cpus: request.cpus,
         memory_mib: u64::from(request.memory_mib),
         disk_bytes: request.disk_gib.map(|g| u64::from(g) << 30),
-        script: request
-            .script
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(String::from)
-            .collect(),
+        script: crate::ops::builder::script_lines(&request.script),
         address: None,
         domain_type: if request.virt_type == "kvm" {
             crate::hypervisor::DomainType::Kvm
@@ -502,13 +496,30 @@ pub async fn unit_list(state: State<'_, AppState>) -> Result<Vec<Unit>, ApiError
     blocking(&state, |e| Ok(e.unit_list()?)).await
 }
 
+/// Registers a unit; with `plan` (the fingerprint of the review the admin saw), only when
+/// the servers would still be those.
 #[tauri::command]
 #[specta::specta]
 pub async fn unit_create(
     state: State<'_, AppState>,
     form: UnitForm,
+    plan: Option<String>,
 ) -> Result<UnitCreated, ApiError> {
-    blocking(&state, move |e| Ok(e.unit_create(&form)?)).await
+    blocking(&state, move |e| {
+        Ok(e.unit_create_planned(&form, plan.as_deref())?)
+    })
+    .await
+}
+
+/// The size a unit of `definition` (`DEF:VERSION`) gets unless the admin changes it: the
+/// wizard's first values.
+#[tauri::command]
+#[specta::specta]
+pub async fn unit_default_size(
+    state: State<'_, AppState>,
+    definition: String,
+) -> Result<crate::model::ServerSize, ApiError> {
+    blocking(&state, move |e| Ok(e.unit_default_size(&definition)?)).await
 }
 
 #[tauri::command]
@@ -522,18 +533,21 @@ pub async fn unit_plan(
 }
 
 /// Runs an action to its end, sending every step transition to `on_step`. A failed operation
-/// is an error whose message is the report (what failed, what was undone).
+/// is an error whose message is the report (what failed, what was undone). With `plan` (the
+/// fingerprint of the plan the admin confirmed), nothing runs when the plan changed since:
+/// the error's code is `plan_changed`.
 #[tauri::command]
 #[specta::specta]
 pub async fn unit_run(
     state: State<'_, AppState>,
     name: String,
     action: UnitAction,
+    plan: Option<String>,
     on_step: Channel<StepEvent>,
 ) -> Result<OpReport, ApiError> {
     Ok(state
         .engine()?
-        .unit_run(&name, action, steps_to(on_step))
+        .unit_run_planned(&name, action, plan.as_deref(), steps_to(on_step))
         .await?)
 }
 

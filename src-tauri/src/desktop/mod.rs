@@ -70,6 +70,7 @@ pub fn bindings_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::unit_list,
             commands::unit_create,
             commands::unit_preview,
+            commands::unit_default_size,
             commands::unit_live,
             commands::unit_plan,
             commands::unit_run,

@@ -82,6 +82,16 @@ pub struct CaptureRequest {
 
 const DEFAULT_INSTALL_DISK: u64 = 10 << 30;
 
+/// A builder script as the admin writes it (a file for `image build --script`, the text box of
+/// the builder wizard): one command per line; blank lines and `#` comments are left out.
+pub fn script_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
 fn builder_mac(domain: &str) -> MacAddr {
     use sha2::{Digest, Sha256};
     let h = Sha256::digest(domain.as_bytes());
@@ -975,6 +985,18 @@ mod tests {
     use super::*;
     use std::path::Path;
     use std::process::Command;
+
+    #[test]
+    fn a_script_is_its_commands_one_per_line() {
+        let text =
+            "#!/bin/sh\n\n  apt-get update  \r\n\t# a comment\necho '# not a comment'\n   \n";
+        assert_eq!(
+            script_lines(text),
+            ["apt-get update", "echo '# not a comment'"]
+        );
+        assert!(script_lines("").is_empty());
+        assert!(script_lines("# only\n\n").is_empty());
+    }
 
     fn qemu_img_create(path: &Path, args: &[&str]) {
         let ok = Command::new("qemu-img")

@@ -73,6 +73,12 @@ pub enum OpError {
     Timeout(String),
     #[error("{0}")]
     Failed(Box<units::OpReport>),
+    /// The plan the admin confirmed (its fingerprint) is not what would run now.
+    #[error("the inventory changed since plan {shown} was shown, so nothing was done; the plan is now {}: review it and confirm that one", plan.fingerprint)]
+    PlanChanged {
+        shown: String,
+        plan: Box<units::OpPlan>,
+    },
     /// A test fault stood in for the process dying: the journal is left as it was.
     #[error("simulated crash")]
     Crashed,
@@ -108,6 +114,7 @@ impl From<&OpError> for ApiError {
             OpError::NoSpace { .. } => ApiError::new(ErrorCode::NoSpace, err.to_string()),
             OpError::Timeout(_) => ApiError::new(ErrorCode::Timeout, err.to_string()),
             OpError::Failed(_) => ApiError::new(ErrorCode::OperationFailed, err.to_string()),
+            OpError::PlanChanged { .. } => ApiError::new(ErrorCode::PlanChanged, err.to_string()),
             OpError::Crashed => ApiError::new(ErrorCode::Internal, err.to_string()),
             OpError::Lb(e) => {
                 use crate::lb::LbError as L;

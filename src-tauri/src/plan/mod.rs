@@ -1,7 +1,18 @@
-//! Pure decisions: which host gets a server, and which steps an operation takes per server.
-//! No I/O; `ops/` executes what is decided here.
+//! Pure decisions: which host gets a server, the names, addresses and MACs of new servers,
+//! which servers a scale in removes, which steps an operation takes per server, and the
+//! fingerprint of a plan. No I/O; `ops/` executes what is decided here.
 
 use serde::Serialize;
+
+mod alloc;
+mod fingerprint;
+pub use alloc::{
+    allocate, host_rooms, mac_candidate, scale_in, server_mac, AllocError, AllocRequest, Allocated,
+    Allocation, HostView, Registered, Wanted, RESERVED_PREFIX,
+};
+pub use fingerprint::{
+    fingerprint, parse_fingerprint, HostBasis, LbBasis, PlanBasis, ServerBasis, FINGERPRINT_LEN,
+};
 
 /// One step of an operation on one server. `ops::units` knows how to do and undo each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -44,15 +44,26 @@ export const commands = {
 	defAddPackages: (name: string, paths: string[], onProgress: Channel<ImageProgress>) => typedError<DefinitionVersion, ApiError>(__TAURI_INVOKE("def_add_packages", { name, paths, onProgress })),
 	defRemovePackage: (name: string, file: string) => typedError<DefinitionVersion, ApiError>(__TAURI_INVOKE("def_remove_package", { name, file })),
 	unitList: () => typedError<Unit[], ApiError>(__TAURI_INVOKE("unit_list")),
-	unitCreate: (form: UnitForm) => typedError<UnitCreated, ApiError>(__TAURI_INVOKE("unit_create", { form })),
+	/**
+	 *  Registers a unit; with `plan` (the fingerprint of the review the admin saw), only when
+	 *  the servers would still be those.
+	 */
+	unitCreate: (form: UnitForm, plan: string | null) => typedError<UnitCreated, ApiError>(__TAURI_INVOKE("unit_create", { form, plan })),
 	unitPreview: (form: UnitForm) => typedError<OpPlan, ApiError>(__TAURI_INVOKE("unit_preview", { form })),
+	/**
+	 *  The size a unit of `definition` (`DEF:VERSION`) gets unless the admin changes it: the
+	 *  wizard's first values.
+	 */
+	unitDefaultSize: (definition: string) => typedError<ServerSize, ApiError>(__TAURI_INVOKE("unit_default_size", { definition })),
 	unitLive: (name: string) => typedError<ServerLive[], ApiError>(__TAURI_INVOKE("unit_live", { name })),
 	unitPlan: (name: string, action: UnitAction) => typedError<OpPlan, ApiError>(__TAURI_INVOKE("unit_plan", { name, action })),
 	/**
 	 *  Runs an action to its end, sending every step transition to `on_step`. A failed operation
-	 *  is an error whose message is the report (what failed, what was undone).
+	 *  is an error whose message is the report (what failed, what was undone). With `plan` (the
+	 *  fingerprint of the plan the admin confirmed), nothing runs when the plan changed since:
+	 *  the error's code is `plan_changed`.
 	 */
-	unitRun: (name: string, action: UnitAction, onStep: Channel<StepEvent>) => typedError<OpReport, ApiError>(__TAURI_INVOKE("unit_run", { name, action, onStep })),
+	unitRun: (name: string, action: UnitAction, plan: string | null, onStep: Channel<StepEvent>) => typedError<OpReport, ApiError>(__TAURI_INVOKE("unit_run", { name, action, plan, onStep })),
 	hostSetNetwork: (name: string, network: string, gateway: string, domainType: string) => typedError<Host, ApiError>(__TAURI_INVOKE("host_set_network", { name, network, gateway, domainType })),
 	lbList: () => typedError<LbInstance[], ApiError>(__TAURI_INVOKE("lb_list")),
 	lbAdd: (name: string, target: LbTarget) => typedError<LbInstance, ApiError>(__TAURI_INVOKE("lb_add", { name, target })),
@@ -232,7 +243,12 @@ export type ErrorCode =
  *  The object changed since the edit began (another window or process saved first);
  *  nothing was saved, the message shows what changed.
  */
-"conflict" | "internal";
+"conflict" | 
+/**
+ *  The inventory changed since the plan the admin confirmed (by its fingerprint) was
+ *  made: nothing was done. Show the plan as it is now and ask again.
+ */
+"plan_changed" | "internal";
 
 export type Firmware = "bios" | "uefi";
 
@@ -456,6 +472,13 @@ export type OpPlan = {
 	batch_size: number,
 	servers: ServerPlan[],
 	warnings: string[],
+	/**  What the admin must confirm explicitly before it runs (deleting deployed servers). */
+	confirm: string | null,
+	/**
+	 *  A hash of what the plan was computed from (`plan::fingerprint`). Passed back with the
+	 *  run, it makes the engine refuse when the inventory changed since the plan was shown.
+	 */
+	fingerprint: string,
 };
 
 /**  The end of an operation. */

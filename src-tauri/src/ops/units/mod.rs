@@ -27,11 +27,10 @@ use crate::inventory::{
 use crate::lb::MemberState;
 use crate::model::definition::{render_template, Definition};
 use crate::model::{
-    check_server_address, quote_input, AddressRange, BootMode, Firmware, Host, HostName, ImageRef,
-    ImageVersion, Ipv4Cidr, MacAddr, NamePattern, RolloutPolicy, ServerSize, ServerState,
-    ValidationError, MAX_SERVERS,
+    quote_input, BootMode, Firmware, Host, HostName, ImageRef, ImageVersion, Ipv4Cidr, MacAddr,
+    RolloutPolicy, ServerSize, ServerState, ValidationError, MAX_SERVERS,
 };
-use crate::plan::{self, HostRoom, OpKind, Step};
+use crate::plan::{self, OpKind, Step};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -42,10 +41,6 @@ use std::sync::Arc;
 mod run;
 mod steps;
 use std::time::{Duration, Instant};
-
-/// Names Flotilla gives its own domains and volumes on hosts (`flotilla-builder-…`, master
-/// copies `flotilla-<image>-v<N>.qcow2`): no server may be named so.
-const RESERVED_PREFIX: &str = "flotilla-";
 
 /// Servers started at once on one host.
 const PER_HOST: usize = 4;
@@ -166,6 +161,65 @@ pub struct OpPlan {
     pub batch_size: u32,
     pub servers: Vec<ServerPlan>,
     pub warnings: Vec<String>,
+    /// What the admin must confirm explicitly before it runs (deleting deployed servers).
+    pub confirm: Option<String>,
+    /// A hash of what the plan was computed from (`plan::fingerprint`). Passed back with the
+    /// run, it makes the engine refuse when the inventory changed since the plan was shown.
+    pub fingerprint: String,
+}
+
+/// A unit's own part of what a plan is computed from.
+struct UnitFacts<'a> {
+    name: &'a str,
+    version: u32,
+    image: (&'a str, u32),
+    definition: (&'a str, u32),
+    size: ServerSize,
+    name_pattern: &'a str,
+    addresses: &'a str,
+    /// Load balancer and pool.
+    lb: Option<(&'a str, &'a str)>,
+    policy: RolloutPolicy,
+}
+
+impl<'a> UnitFacts<'a> {
+    fn of(u: &'a Unit) -> Self {
+        let v = u.current();
+        Self {
+            name: &u.name,
+            version: u.current_version,
+            image: v.map_or(("", 0), |v| (v.image.as_str(), v.image_version)),
+            definition: v.map_or(("", 0), |v| (v.definition.as_str(), v.definition_version)),
+            size: v.map_or(
+                ServerSize {
+                    cpus: 0,
+                    memory_mib: 0,
+                    disk_gib: 0,
+                },
+                |v| v.size,
+            ),
+            name_pattern: &u.name_pattern,
+            addresses: &u.addresses,
+            lb: u.lb.as_deref().map(|l| (l, u.lb_pool.as_str())),
+            policy: u.policy,
+        }
+    }
+}
+
+fn server_basis(
+    name: &str,
+    host: &str,
+    address: &str,
+    mac: &str,
+    state: &str,
+) -> plan::ServerBasis {
+    plan::ServerBasis {
+        name: name.to_owned(),
+        host: host.to_owned(),
+        address: address.to_owned(),
+        mac: mac.to_owned(),
+        state: state.to_owned(),
+    }
 }
 
 /// A step transition, as the progress bars and the GUI see it.
@@ -373,12 +427,36 @@ fn serial_volume(server: &str) -> String {
     format!("{server}.serial")
 }
 
-/// A MAC in the `52:54:00` range from the server's name; `attempt` moves to another on a
-/// collision.
-fn server_mac(unit: &str, server: &str, attempt: u32) -> MacAddr {
-    use sha2::{Digest, Sha256};
-    let h = Sha256::digest(format!("{unit}/{server}/{attempt}").as_bytes());
-    MacAddr::new([0x52, 0x54, 0x00, h[0], h[1], h[2]])
+/// The size of a unit's servers when the admin gives none (the wizard's first values, the
+/// missing `--cpus`/`--memory`/`--disk` of `unit create`): the definition's `[resources]`,
+/// else 1 CPU, 256 MiB and the master's disk size.
+pub fn default_size(def: &Definition) -> ServerSize {
+    let r = &def.resources;
+    ServerSize {
+        cpus: r.cpus.as_ref().map_or(1, |c| *c.get_ref()),
+        memory_mib: r
+            .memory_mib
+            .as_ref()
+            .map_or(256, |m| u32::try_from(*m.get_ref()).unwrap_or(u32::MAX)),
+        disk_gib: r.disk_gib.as_ref().map_or(0, |d| *d.get_ref()),
+    }
+}
+
+/// Deleting a unit whose servers are deployed destroys them: both front doors then ask the
+/// admin to confirm explicitly (`unit delete --yes`, the dialog's warning). What is to be
+/// confirmed, or `None` when nothing exists on any host yet.
+pub fn delete_confirmation(u: &Unit) -> Option<String> {
+    let deployed = u
+        .servers
+        .iter()
+        .filter(|s| s.state != ServerState::Planned)
+        .count();
+    (deployed > 0).then(|| {
+        format!(
+            "unit {} has {deployed} deployed servers; deleting removes them, their disks and their load-balancer members",
+            u.name
+        )
+    })
 }
 
 fn parse_ref(field: &'static str, value: &str) -> Result<(String, Option<u32>), OpError> {
@@ -413,13 +491,151 @@ impl Engine {
 
     /// Registers a unit: its first version and its servers. Creates nothing on any host.
     pub fn unit_create(&self, form: &UnitForm) -> Result<UnitCreated, OpError> {
-        let outcome = self.unit_create_inner(form);
+        self.unit_create_planned(form, None)
+    }
+
+    /// The fingerprint of a plan for `action` on a unit with these servers (and the new ones
+    /// it would register): the unit, its load-balancer binding and its servers' hosts as the
+    /// inventory has them now.
+    fn fingerprint_of(
+        &self,
+        action: &UnitAction,
+        unit: &UnitFacts<'_>,
+        servers: Vec<plan::ServerBasis>,
+        new_servers: Vec<plan::ServerBasis>,
+    ) -> Result<String, OpError> {
+        let (action_servers, count) = match action {
+            UnitAction::Start { servers }
+            | UnitAction::Stop { servers, .. }
+            | UnitAction::Restart { servers, .. } => (servers.clone(), None),
+            UnitAction::Scale { count } => (Vec::new(), Some(*count)),
+            UnitAction::Deploy | UnitAction::Delete { .. } => (Vec::new(), None),
+        };
+        let lb = match unit.lb {
+            Some((name, pool)) => {
+                let i = self.inventory.lb_get(name)?;
+                Some(plan::LbBasis {
+                    name: i.name,
+                    kind: i.kind,
+                    endpoint: i.endpoint,
+                    route_id: i.route_id,
+                    pool: pool.to_owned(),
+                })
+            }
+            None => None,
+        };
+        let used: HashSet<&str> = servers
+            .iter()
+            .chain(&new_servers)
+            .map(|s| s.host.as_str())
+            .collect();
+        let hosts = self
+            .host_list()?
+            .into_iter()
+            .filter(|h| used.contains(h.name.as_str()))
+            .map(|h| plan::HostBasis {
+                name: h.name.to_string(),
+                uri: h.uri.to_string(),
+                pool: h.pool.as_str().to_owned(),
+                bridge: h.bridge.as_str().to_owned(),
+                network: h.network,
+                gateway: h.gateway,
+                domain_type: h.domain_type,
+            })
+            .collect();
+        Ok(plan::fingerprint(&plan::PlanBasis {
+            action: action.name().to_owned(),
+            action_servers,
+            count,
+            unit: unit.name.to_owned(),
+            version: unit.version,
+            image: unit.image.0.to_owned(),
+            image_version: unit.image.1,
+            definition: unit.definition.0.to_owned(),
+            definition_version: unit.definition.1,
+            size: unit.size,
+            name_pattern: unit.name_pattern.to_owned(),
+            addresses: unit.addresses.to_owned(),
+            lb,
+            policy: unit.policy,
+            servers,
+            new_servers,
+            hosts,
+        }))
+    }
+
+    /// `Ok` when a fresh plan (made by `make` once `expect` is known to be a fingerprint)
+    /// still has the fingerprint `expect` the admin was shown; otherwise the refusal that
+    /// carries the new plan.
+    fn plan_unchanged(
+        expect: &str,
+        make: impl FnOnce() -> Result<OpPlan, OpError>,
+    ) -> Result<(), OpError> {
+        let shown = plan::parse_fingerprint(expect)?;
+        let fresh = make()?;
+        if fresh.fingerprint == shown {
+            Ok(())
+        } else {
+            Err(OpError::PlanChanged {
+                shown,
+                plan: Box::new(fresh),
+            })
+        }
+    }
+
+    /// Runs `action` as [`Engine::unit_run`] does — only when a fresh plan still has the
+    /// fingerprint `expect` of the plan the admin confirmed, if one is given. Otherwise
+    /// nothing is done and the error carries the new plan.
+    ///
+    /// The check reads the inventory just before the operation takes the unit's lock: an
+    /// operation on the same unit that starts and ends within that instant is not noticed.
+    pub async fn unit_run_planned(
+        &self,
+        unit: &str,
+        action: UnitAction,
+        expect: Option<&str>,
+        progress: StepFn,
+    ) -> Result<OpReport, OpError> {
+        if let Some(expect) = expect {
+            let checked = Self::plan_unchanged(expect, || self.unit_plan(unit, &action));
+            if checked.is_err() {
+                self.audit(
+                    &format!("unit.{}", action.name()),
+                    &format!("unit/{}", unit.trim()),
+                    &checked,
+                );
+                checked?;
+            }
+        }
+        self.unit_run(unit, action, progress).await
+    }
+
+    /// Registers a unit as [`Engine::unit_create`] does — only when the wizard's review
+    /// (`unit_preview`) still has the fingerprint `expect`, if one is given: the servers
+    /// registered are the ones the admin saw.
+    pub fn unit_create_planned(
+        &self,
+        form: &UnitForm,
+        expect: Option<&str>,
+    ) -> Result<UnitCreated, OpError> {
+        let outcome = match expect {
+            Some(expect) => Self::plan_unchanged(expect, || self.unit_preview(form))
+                .and_then(|()| self.unit_create_inner(form)),
+            None => self.unit_create_inner(form),
+        };
         self.audit(
             "unit.create",
             &format!("unit/{}", form.name.trim()),
             &outcome,
         );
         outcome
+    }
+
+    /// The size a unit of `definition` (`DEF` or `DEF:VERSION`) gets when none is given.
+    pub fn unit_default_size(&self, definition: &str) -> Result<ServerSize, OpError> {
+        let (n, v) = parse_ref("definition", definition)?;
+        let v = self.def_show(&n, v)?.version;
+        Ok(default_size(&self.def_parsed(&v.name, v.version)?))
     }
 
     /// Checks a form and works out its servers (names, addresses, MACs, hosts) without
@@ -444,15 +660,7 @@ impl Engine {
             (v.name, v.version)
         };
         let def = self.def_parsed(&def_name, def_version)?;
-        let size = form.size.unwrap_or(ServerSize {
-            cpus: def.resources.cpus.as_ref().map_or(1, |c| *c.get_ref()),
-            memory_mib: def
-                .resources
-                .memory_mib
-                .as_ref()
-                .map_or(256, |m| u32::try_from(*m.get_ref()).unwrap_or(u32::MAX)),
-            disk_gib: def.resources.disk_gib.as_ref().map_or(0, |d| *d.get_ref()),
-        });
+        let size = form.size.unwrap_or_else(|| default_size(&def));
         size.validate()?;
         let policy = form.policy.unwrap_or_default();
         policy.validate()?;
@@ -517,6 +725,34 @@ impl Engine {
     /// them. Writes nothing.
     pub fn unit_preview(&self, form: &UnitForm) -> Result<OpPlan, OpError> {
         let (new, warnings) = self.unit_validate(form)?;
+        // The deploy plan of the unit once created: the same fingerprint.
+        let fingerprint = self.fingerprint_of(
+            &UnitAction::Deploy,
+            &UnitFacts {
+                name: &new.name,
+                version: 1,
+                image: (&new.image.0, new.image.1),
+                definition: (&new.definition.0, new.definition.1),
+                size: new.size,
+                name_pattern: &new.name_pattern,
+                addresses: &new.addresses,
+                lb: new.lb.as_ref().map(|(l, p)| (l.as_str(), p.as_str())),
+                policy: new.policy,
+            },
+            new.servers
+                .iter()
+                .map(|s| {
+                    server_basis(
+                        &s.name,
+                        &s.host,
+                        &s.address,
+                        &s.mac,
+                        ServerState::Planned.as_str(),
+                    )
+                })
+                .collect(),
+            Vec::new(),
+        )?;
         let steps = plan::server_steps(OpKind::Deploy, new.lb.is_some());
         Ok(OpPlan {
             batch_size: new.servers.len() as u32,
@@ -534,6 +770,8 @@ impl Engine {
             unit: new.name,
             action: "deploy".into(),
             warnings,
+            confirm: None,
+            fingerprint,
         })
     }
 
@@ -604,221 +842,102 @@ impl Engine {
         Ok(out)
     }
 
-    /// Names, addresses, MACs and hosts for the servers of a form; checks every one against
-    /// the inventory (unique names, addresses, MACs) and its host's network.
+    /// Names, addresses, MACs and hosts for the servers of a form (`plan::allocate`, against
+    /// every registered server and host).
     pub(super) fn servers_for(
         &self,
         unit: &str,
         form: &UnitForm,
         size: ServerSize,
     ) -> Result<(Vec<NewServer>, String, String), OpError> {
-        let hosts: HashMap<String, Host> = self
+        let hosts: Vec<plan::HostView> = self
             .host_list()?
             .into_iter()
-            .map(|h| (h.name.to_string(), h))
-            .collect();
-        let existing = self.inventory.server_list()?;
-        let mut taken_names: HashSet<String> = existing.iter().map(|s| s.name.clone()).collect();
-        let mut taken_addrs: HashSet<String> = existing.iter().map(|s| s.address.clone()).collect();
-        let mut taken_macs: HashSet<String> = existing.iter().map(|s| s.mac.clone()).collect();
-        let mut out: Vec<NewServer> = Vec::new();
-        let total = form.count as u64 + form.servers.len() as u64;
-        if total > u64::from(MAX_SERVERS) {
-            return Err(ValidationError::new(
-                "count",
-                format!("{total} servers is more than the {MAX_SERVERS} a unit may have"),
-            )
-            .into());
-        }
-        // Explicit servers first.
-        let mut unplaced: Vec<usize> = Vec::new();
-        for s in &form.servers {
-            let sname = HostName::parse(s.name.trim())
-                .map_err(|e| ValidationError::new("server name", e.problem))?;
-            let addr: Ipv4Addr = s.address.trim().parse().map_err(|_| {
-                ValidationError::new(
-                    "address",
-                    format!(
-                        "{} (server {sname}) is not an IPv4 address",
-                        quote_input(&s.address)
-                    ),
-                )
-            })?;
-            if !taken_names.insert(sname.to_string()) {
-                return Err(InventoryError::Duplicate {
-                    kind: "server",
-                    name: sname.to_string(),
-                }
-                .into());
-            }
-            if !taken_addrs.insert(addr.to_string()) {
-                return Err(InventoryError::Duplicate {
-                    kind: "server address",
-                    name: addr.to_string(),
-                }
-                .into());
-            }
-            if s.host.trim().is_empty() {
-                unplaced.push(out.len());
-            } else if !hosts.contains_key(s.host.trim()) {
-                return Err(InventoryError::NotFound {
-                    kind: "host",
-                    name: s.host.trim().to_owned(),
-                }
-                .into());
-            }
-            out.push(NewServer {
-                name: sname.to_string(),
-                host: s.host.trim().to_owned(),
-                address: addr.to_string(),
-                mac: String::new(),
-            });
-        }
-        // Then the bulk ones.
-        let (mut pattern, mut range) = (String::new(), String::new());
-        if form.count > 0 || !form.name_pattern.trim().is_empty() {
-            let p = NamePattern::parse(form.name_pattern.trim())?;
-            let r = AddressRange::parse(&form.addresses)?;
-            pattern = form.name_pattern.trim().to_owned();
-            range = r.to_string();
-            let mut n = 1u32;
-            let mut free = r.iter();
-            for _ in 0..form.count {
-                while taken_names.contains(&p.name(n)) {
-                    n += 1;
-                }
-                let addr = free
-                    .find(|a| !taken_addrs.contains(&a.to_string()))
-                    .ok_or_else(|| {
-                        ValidationError::new(
-                            "addresses",
-                            format!(
-                                "the range {r} has no free address left for {} servers",
-                                form.count
-                            ),
-                        )
-                    })?;
-                taken_names.insert(p.name(n));
-                taken_addrs.insert(addr.to_string());
-                unplaced.push(out.len());
-                out.push(NewServer {
-                    name: p.name(n),
-                    host: String::new(),
-                    address: addr.to_string(),
-                    mac: String::new(),
-                });
-            }
-        }
-        // Placement for the ones without a host.
-        if !unplaced.is_empty() {
-            let candidates: Vec<&Host> = if form.hosts.is_empty() {
-                hosts.values().filter(|h| !h.network.is_empty()).collect()
-            } else {
-                form.hosts
-                    .iter()
-                    .map(|h| {
-                        hosts.get(h.trim()).ok_or_else(|| {
-                            OpError::from(InventoryError::NotFound {
-                                kind: "host",
-                                name: h.trim().to_owned(),
-                            })
-                        })
-                    })
-                    .collect::<Result<_, _>>()?
-            };
-            if candidates.is_empty() && !hosts.is_empty() {
-                return Err(ValidationError::new(
-                    "placement",
-                    "no host has a network set, so no server can be placed; set one with: flotillactl host set HOST --network CIDR --gateway IP (or Hosts → Network)",
-                )
-                .into());
-            }
-            let rooms = self.host_rooms(&candidates, unit)?;
-            let placed = plan::place(&rooms, unplaced.len() as u32, u64::from(size.memory_mib))
-                .map_err(|e| ValidationError::new("placement", e.to_string()))?;
-            for (i, host) in unplaced.iter().zip(placed) {
-                out[*i].host = host;
-            }
-        }
-        for s in &mut out {
-            if s.name.starts_with(RESERVED_PREFIX) {
-                return Err(ValidationError::new(
-                    "server name",
-                    format!(
-                        "{} starts with {RESERVED_PREFIX:?}, which Flotilla keeps for its own domains and volumes (builders, master copies); choose another name",
-                        quote_input(&s.name)
-                    ),
-                )
-                .into());
-            }
-            let host = &hosts[&s.host];
-            if host.network.is_empty() {
-                return Err(ValidationError::new(
-                    "host",
-                    format!(
-                        "host {} has no network set, so server addresses cannot be checked; set it with: flotillactl host set {} --network CIDR --gateway IP",
-                        host.name, host.name
-                    ),
-                )
-                .into());
-            }
-            let net = Ipv4Cidr::parse(&host.network)?;
-            let gw = host.gateway.parse().ok();
-            let addr: Ipv4Addr = s.address.parse().map_err(|_| {
-                ValidationError::new("address", format!("{} is not an address", s.address))
-            })?;
-            check_server_address(addr, net, gw).map_err(|e| {
-                ValidationError::new(
-                    "address",
-                    format!("{} (server {} on host {})", e.problem, s.name, host.name),
-                )
-            })?;
-            let mut attempt = 0;
-            let mac = loop {
-                let m = server_mac(unit, &s.name, attempt).to_string();
-                if taken_macs.insert(m.clone()) {
-                    break m;
-                }
-                attempt += 1;
-            };
-            s.mac = mac;
-        }
-        Ok((out, pattern, range))
-    }
-
-    /// Free memory per host (its memory minus what registered servers were promised).
-    pub(super) fn host_rooms(&self, hosts: &[&Host], unit: &str) -> Result<Vec<HostRoom>, OpError> {
-        let units = self.inventory.unit_list()?;
-        let mut promised: HashMap<String, u64> = HashMap::new();
-        let mut of_unit: HashMap<String, u32> = HashMap::new();
-        for u in &units {
-            let mem = u.current().map_or(0, |v| u64::from(v.size.memory_mib));
-            for s in &u.servers {
-                *promised.entry(s.host.clone()).or_default() += mem;
-                if u.name == unit {
-                    *of_unit.entry(s.host.clone()).or_default() += 1;
-                }
-            }
-        }
-        Ok(hosts
-            .iter()
-            .map(|h| {
-                let total = h.facts.as_ref().map_or(0, |f| f.memory_bytes >> 20);
-                let name = h.name.to_string();
-                HostRoom {
-                    free_memory_mib: total
-                        .saturating_sub(promised.get(&name).copied().unwrap_or(0)),
-                    unit_servers: of_unit.get(&name).copied().unwrap_or(0),
-                    name,
-                }
+            .map(|h| plan::HostView {
+                memory_mib: h.facts.as_ref().map_or(0, |f| f.memory_bytes >> 20),
+                name: h.name.to_string(),
+                network: h.network,
+                gateway: h.gateway,
             })
-            .collect())
+            .collect();
+        let registered: Vec<plan::Registered> = self
+            .inventory
+            .unit_list()?
+            .into_iter()
+            .flat_map(|u| {
+                let mem = u.current().map_or(0, |v| u64::from(v.size.memory_mib));
+                u.servers.into_iter().map(move |s| plan::Registered {
+                    unit: s.unit,
+                    name: s.name,
+                    host: s.host,
+                    address: s.address,
+                    mac: s.mac,
+                    memory_mib: mem,
+                })
+            })
+            .collect();
+        let wanted: Vec<plan::Wanted> = form
+            .servers
+            .iter()
+            .map(|s| plan::Wanted {
+                name: s.name.clone(),
+                address: s.address.clone(),
+                host: s.host.clone(),
+            })
+            .collect();
+        let req = plan::AllocRequest {
+            unit,
+            servers: &wanted,
+            count: form.count,
+            name_pattern: &form.name_pattern,
+            addresses: &form.addresses,
+            hosts: &form.hosts,
+            memory_mib: u64::from(size.memory_mib),
+        };
+        let a = plan::allocate(&req, &hosts, &registered).map_err(|e| match e {
+            plan::AllocError::Invalid(v) => OpError::from(v),
+            plan::AllocError::NameTaken(name) => InventoryError::Duplicate {
+                kind: "server",
+                name,
+            }
+            .into(),
+            plan::AllocError::AddressTaken(name) => InventoryError::Duplicate {
+                kind: "server address",
+                name,
+            }
+            .into(),
+            plan::AllocError::UnknownHost(name) => {
+                InventoryError::NotFound { kind: "host", name }.into()
+            }
+        })?;
+        let servers = a
+            .servers
+            .into_iter()
+            .map(|s| NewServer {
+                name: s.name,
+                host: s.host,
+                address: s.address,
+                mac: s.mac,
+            })
+            .collect();
+        Ok((servers, a.name_pattern, a.addresses))
     }
 
     /// The dry run: which servers the action touches and the steps of each, in order.
     pub fn unit_plan(&self, unit: &str, action: &UnitAction) -> Result<OpPlan, OpError> {
         let u = self.inventory.unit_get(unit.trim())?;
         let (kind, mut targets, new) = self.targets(&u, action)?;
+        let fingerprint = self.fingerprint_of(
+            action,
+            &UnitFacts::of(&u),
+            u.servers
+                .iter()
+                .map(|s| server_basis(&s.name, &s.host, &s.address, &s.mac, s.state.as_str()))
+                .collect(),
+            new.iter()
+                .map(|s| server_basis(&s.name, &s.host, &s.address, &s.mac, "new"))
+                .collect(),
+        )?;
         let lb = u.lb.is_some();
         let mut servers: Vec<ServerPlan> = targets
             .drain(..)
@@ -854,6 +973,11 @@ impl Engine {
             batch_size: plan::batch_size(kind, u.policy.max_unavailable, servers.len()) as u32,
             servers,
             warnings,
+            confirm: match action {
+                UnitAction::Delete { .. } => delete_confirmation(&u),
+                _ => None,
+            },
+            fingerprint,
         })
     }
 
@@ -933,29 +1057,12 @@ impl Engine {
                     // Planned servers (a scale out that was interrupted) deploy too.
                     (OpKind::Deploy, chosen(&[], ServerState::Planned)?, new)
                 } else {
-                    // Remove the newest: highest number by the pattern, else the last added.
-                    let pattern = NamePattern::parse(&u.name_pattern).ok();
-                    let mut order: Vec<(u32, usize)> = u
-                        .servers
-                        .iter()
-                        .enumerate()
-                        .map(|(i, s)| {
-                            (
-                                pattern
-                                    .as_ref()
-                                    .and_then(|p| p.number_of(&s.name))
-                                    .unwrap_or(0),
-                                i,
-                            )
-                        })
-                        .collect();
-                    order.sort();
-                    let remove: Vec<Server> = order
-                        .iter()
-                        .rev()
-                        .take((have - count) as usize)
-                        .map(|(_, i)| u.servers[*i].clone())
-                        .collect();
+                    let names: Vec<&str> = u.servers.iter().map(|s| s.name.as_str()).collect();
+                    let remove: Vec<Server> =
+                        plan::scale_in(&names, &u.name_pattern, (have - count) as usize)
+                            .into_iter()
+                            .map(|i| u.servers[i].clone())
+                            .collect();
                     (OpKind::Remove, remove, vec![])
                 }
             }
@@ -980,4 +1087,84 @@ impl Engine {
 /// An error with libvirt's own words, as the report shows it.
 pub(super) fn describe(e: &OpError) -> String {
     crate::error::ApiError::from(e).message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::definition::{parse_definition, EXAMPLE, FILE_NAME};
+
+    #[test]
+    fn the_default_size_is_the_definitions_resources() {
+        let parse = |text: &str| parse_definition(FILE_NAME, text).unwrap();
+        let sized = EXAMPLE.replacen(
+            "cpus = 1\nmemory_mib = 256",
+            "cpus = 2\nmemory_mib = 768\ndisk_gib = 4",
+            1,
+        );
+        assert_ne!(sized, EXAMPLE, "the example's [resources] changed");
+        assert_eq!(
+            default_size(&parse(&sized)),
+            ServerSize {
+                cpus: 2,
+                memory_mib: 768,
+                disk_gib: 4
+            }
+        );
+        // Without [resources]: 1 CPU, 256 MiB, the master's disk.
+        let start = EXAMPLE.find("[resources]").unwrap();
+        let end = EXAMPLE[start..].find("\n\n").unwrap() + start;
+        let bare = format!("{}{}", &EXAMPLE[..start], &EXAMPLE[end..]);
+        assert_eq!(
+            default_size(&parse(&bare)),
+            ServerSize {
+                cpus: 1,
+                memory_mib: 256,
+                disk_gib: 0
+            }
+        );
+    }
+
+    #[test]
+    fn deleting_deployed_servers_needs_confirmation() {
+        let server = |name: &str, state: ServerState| Server {
+            name: name.into(),
+            unit: "shop".into(),
+            host: "h1".into(),
+            address: "10.77.0.11".into(),
+            mac: "52:54:00:00:00:01".into(),
+            state,
+            version: None,
+            lb_state: "none".into(),
+        };
+        let mut u = Unit {
+            name: "shop".into(),
+            lb: None,
+            lb_pool: String::new(),
+            name_pattern: String::new(),
+            addresses: String::new(),
+            policy: RolloutPolicy::default(),
+            current_version: 1,
+            versions: Vec::new(),
+            servers: vec![
+                server("shop-1", ServerState::Planned),
+                server("shop-2", ServerState::Planned),
+            ],
+            created_at: String::new(),
+        };
+        assert_eq!(
+            delete_confirmation(&u),
+            None,
+            "nothing exists on a host yet"
+        );
+        u.servers[1].state = ServerState::Stopped;
+        u.servers.push(server("shop-3", ServerState::Running));
+        let what = delete_confirmation(&u).unwrap();
+        assert!(
+            what.starts_with("unit shop has 2 deployed servers"),
+            "{what}"
+        );
+        u.servers.clear();
+        assert_eq!(delete_confirmation(&u), None);
+    }
 }
