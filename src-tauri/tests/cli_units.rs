@@ -522,7 +522,21 @@ fn a_script_runs_only_the_plan_it_saw() {
     assert_eq!(plan(&["deploy"])["fingerprint"], new.as_str());
     assert_eq!(refused["plan"]["servers"].as_array().unwrap().len(), 2);
     assert_eq!(ok(ctl(d, &["unit", "list", "--json"])), units_before);
-    assert_eq!(ok(ctl(d, &["op", "list", "--json"])), ops_before);
+    // The journal keeps the refusal, with no step run.
+    let ops: serde_json::Value =
+        serde_json::from_str(&ok(ctl(d, &["op", "list", "--json"]))).unwrap();
+    let before: serde_json::Value = serde_json::from_str(&ops_before).unwrap();
+    let all = ops["operations"].as_array().unwrap();
+    assert_eq!(
+        all.len(),
+        before["operations"].as_array().unwrap().len() + 1
+    );
+    assert_eq!(all[0]["state"], "aborted");
+    assert!(all[0]["steps"].as_array().unwrap().is_empty());
+    assert!(all[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("nothing was done"));
     // Without --json the new plan is printed, the error on stderr.
     let o = ctl(d, &["unit", "deploy", "shop", "--plan", &old]);
     assert_eq!(code(&o).0, Some(16));

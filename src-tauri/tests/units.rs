@@ -1564,7 +1564,17 @@ fn refused_with_new_plan(f: &Fixture, r: Result<impl std::fmt::Debug, OpError>) 
 #[tokio::test]
 async fn what_the_admin_confirmed_is_what_runs() {
     let f = Fixture::new().await;
-    let ops = |f: &Fixture| f.e.inventory.operation_list(1000).unwrap().len();
+    // Operations that did something: a refusal is journaled as aborted, with no step run.
+    let ops = |f: &Fixture| {
+        let all = f.e.inventory.operation_list(1000).unwrap();
+        for o in all.iter().filter(|o| o.state == "aborted") {
+            assert!(
+                o.steps.is_empty() && o.error.contains("nothing was done"),
+                "{o:?}"
+            );
+        }
+        all.iter().filter(|o| o.state != "aborted").count()
+    };
     let planned = |f: &Fixture, unit: &str, a: &UnitAction| f.e.unit_plan(unit, a).unwrap();
 
     // The wizard's review has the fingerprint of the created unit's deploy plan.

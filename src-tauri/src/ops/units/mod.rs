@@ -137,6 +137,10 @@ struct OpArgs {
     /// What it does to each of them (known once it began).
     #[serde(default)]
     kind: Option<OpKind>,
+    /// The fingerprint of the plan the admin confirmed: checked once the unit is locked.
+    /// Not stored: a resumed operation goes on from where it was, whatever the plan is now.
+    #[serde(skip)]
+    expect: Option<String>,
 }
 
 /// One server's part of a plan.
@@ -567,7 +571,7 @@ impl Engine {
     /// `Ok` when a fresh plan (made by `make` once `expect` is known to be a fingerprint)
     /// still has the fingerprint `expect` the admin was shown; otherwise the refusal that
     /// carries the new plan.
-    fn plan_unchanged(
+    pub(super) fn plan_unchanged(
         expect: &str,
         make: impl FnOnce() -> Result<OpPlan, OpError>,
     ) -> Result<(), OpError> {
@@ -587,8 +591,8 @@ impl Engine {
     /// fingerprint `expect` of the plan the admin confirmed, if one is given. Otherwise
     /// nothing is done and the error carries the new plan.
     ///
-    /// The check reads the inventory just before the operation takes the unit's lock: an
-    /// operation on the same unit that starts and ends within that instant is not noticed.
+    /// The check is made once the operation holds the unit's lock, so nothing can change the
+    /// unit between the check and the first step.
     pub async fn unit_run_planned(
         &self,
         unit: &str,
@@ -597,17 +601,18 @@ impl Engine {
         progress: StepFn,
     ) -> Result<OpReport, OpError> {
         if let Some(expect) = expect {
-            let checked = Self::plan_unchanged(expect, || self.unit_plan(unit, &action));
-            if checked.is_err() {
+            if let Err(e) = plan::parse_fingerprint(expect) {
+                let refused: Result<(), OpError> = Err(e.into());
                 self.audit(
                     &format!("unit.{}", action.name()),
                     &format!("unit/{}", unit.trim()),
-                    &checked,
+                    &refused,
                 );
-                checked?;
+                refused?;
             }
         }
-        self.unit_run(unit, action, progress).await
+        self.unit_run_with(unit, action, expect.map(str::to_owned), progress)
+            .await
     }
 
     /// Registers a unit as [`Engine::unit_create`] does — only when the wizard's review

@@ -60,12 +60,25 @@ impl Engine {
         action: UnitAction,
         progress: StepFn,
     ) -> Result<OpReport, OpError> {
+        self.unit_run_with(unit, action, None, progress).await
+    }
+
+    /// `unit_run`, refused (nothing done) when `expect` is given and the plan's fingerprint
+    /// is not that any more once the unit is locked.
+    pub(super) async fn unit_run_with(
+        &self,
+        unit: &str,
+        action: UnitAction,
+        expect: Option<String>,
+        progress: StepFn,
+    ) -> Result<OpReport, OpError> {
         let args = OpArgs {
             unit: unit.trim().to_owned(),
             action,
             registered: Vec::new(),
             before: Vec::new(),
             kind: None,
+            expect,
         };
         let outcome = self.run_op(args, progress, None).await;
         self.audit(
@@ -236,6 +249,17 @@ impl Engine {
             self.inventory
                 .operation_finish(op, "aborted", &err.to_string())?;
             return Err(err);
+        }
+        if let Some(expect) = args.expect.take() {
+            // Under the lock: what was confirmed is what runs, or nothing does.
+            if let Err(e) =
+                Self::plan_unchanged(&expect, || self.unit_plan(&args.unit, &args.action))
+            {
+                self.inventory
+                    .operation_finish(op, "aborted", &e.to_string())?;
+                self.inventory.unit_unlock(op)?;
+                return Err(e);
+            }
         }
         let span = tracing::info_span!("op", id = op, unit = %u.name, action = args.action.name());
         tracing::info!(parent: &span, resumes = ?resumes, "operation begins");
