@@ -63,12 +63,21 @@ impl Caddy {
     }
 
     async fn upstreams(&self) -> Vec<String> {
-        let v: serde_json::Value = reqwest::get(format!("{}/id/flotilla/upstreams", self.admin()))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        // Caddy resets connections while it applies a change: the test's own read retries.
+        let url = format!("{}/id/flotilla/upstreams", self.admin());
+        let mut v = serde_json::Value::Null;
+        for attempt in 0..20 {
+            match reqwest::get(&url).await {
+                Ok(r) => {
+                    v = r.json().await.unwrap();
+                    break;
+                }
+                Err(_) if attempt < 19 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{url}: {e}"),
+            }
+        }
         let mut out: Vec<String> = v
             .as_array()
             .map(|a| {
