@@ -4,10 +4,10 @@
 //! The level comes from `FLOTILLA_LOG` (tracing's filter syntax, e.g. `debug` or
 //! `flotilla::hypervisor=trace`), else `info` (`flotillactl --verbose`: `debug`).
 //!
-//! Every line passes through [`redact`] on its way to the file: a password in a URL
+//! Every line passes through [`crate::model::redact`] on its way to the file: a password in a URL
 //! (`scheme://user:password@host`) never reaches the log, whatever code logged it.
 
-use std::borrow::Cow;
+use crate::model::redact;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tracing_subscriber::fmt::MakeWriter;
@@ -101,49 +101,6 @@ pub fn operation_lines(data_dir: &Path, op: i64, max: usize) -> Vec<String> {
     out
 }
 
-/// `text` with the password of every `scheme://user:password@` replaced by `***`.
-pub fn redact(text: &str) -> Cow<'_, str> {
-    if !text.contains("://") {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    let mut changed = false;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        // The authority ends at the first '/', '?', '#', white space or quote.
-        let end = tail
-            .find(|c: char| {
-                matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>') || c.is_whitespace()
-            })
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) => {
-                let userinfo = &authority[..at];
-                match userinfo.find(':') {
-                    Some(colon) => {
-                        out.push_str(&userinfo[..colon]);
-                        out.push_str(":***");
-                        out.push_str(&authority[at..]);
-                        changed = true;
-                    }
-                    None => out.push_str(authority),
-                }
-            }
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    if changed {
-        Cow::Owned(out)
-    } else {
-        Cow::Borrowed(text)
-    }
-}
-
 /// A log writer that redacts every line before it reaches the file.
 struct Redacting<M>(M);
 
@@ -175,30 +132,6 @@ impl<W: Write> Write for RedactingWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_in_urls_are_redacted_and_nothing_else_changes() {
-        for (text, want) in [
-            (
-                "PATCH http://admin:s3cret@10.0.0.1:2019/id/x failed",
-                "PATCH http://admin:***@10.0.0.1:2019/id/x failed",
-            ),
-            (
-                "uri=qemu+ssh://root:p@ss:w0rd@h1/system?keyfile=/k",
-                "uri=qemu+ssh://root:***@h1/system?keyfile=/k",
-            ),
-            ("qemu+ssh://admin@h1/system", "qemu+ssh://admin@h1/system"),
-            ("no url here: a:b@c", "no url here: a:b@c"),
-            (
-                "two: http://a:b@x and \"https://c:d@y\"",
-                "two: http://a:***@x and \"https://c:***@y\"",
-            ),
-            ("ends with http://u:p@", "ends with http://u:***@"),
-            ("http://", "http://"),
-        ] {
-            assert_eq!(redact(text), want, "{text}");
-        }
-    }
 
     #[test]
     fn the_lines_of_one_operation_are_found_across_files() {

@@ -1735,3 +1735,72 @@ fn refused_with_new_plan_preview(r: Result<impl std::fmt::Debug, OpError>) -> St
         e => panic!("not refused: {e}"),
     }
 }
+
+/// A master copy or payload of the names Flotilla uses that this inventory did not put on the
+/// host (another inventory's copy of a same-named image, a file by hand) is neither deleted
+/// nor replaced: the deploy stops and says so, and the volume stays.
+#[tokio::test]
+async fn a_shared_volume_this_inventory_did_not_upload_is_left_alone() {
+    let f = Fixture::new().await;
+    let mut form = f.form("shop", 1);
+    form.hosts = vec!["h1".into()];
+    f.e.unit_create(&form).unwrap();
+    let h1 = f.e.host_show("h1").unwrap();
+    for name in ["flotilla-base-v1.qcow2", "shop-u1-payload.img"] {
+        f.e.hypervisor
+            .volume_create_blank(&h1.uri, &h1.pool, name, 1 << 20)
+            .await
+            .unwrap();
+        let before = f.hosts_snapshot().await;
+        let err =
+            f.e.unit_run("shop", UnitAction::Deploy, quiet())
+                .await
+                .unwrap_err();
+        assert!(
+            err.to_string().contains(&format!(
+                "already has a volume {name} that this inventory did not put there"
+            )),
+            "{err}"
+        );
+        assert_eq!(
+            f.hosts_snapshot().await,
+            before,
+            "{name} is kept, nothing made"
+        );
+        f.e.hypervisor
+            .volume_delete(&h1.uri, &h1.pool, name)
+            .await
+            .unwrap();
+    }
+    f.run("shop", UnitAction::Deploy).await.unwrap();
+}
+
+/// A resume or unwind that fails before it ends the operation it took over gives it back: it
+/// is offered again (not held by a process that gave up on it).
+#[tokio::test]
+async fn a_failed_unwind_gives_the_operation_back() {
+    let f = Fixture::new().await;
+    f.e.unit_create(&f.form("app", 2)).unwrap();
+    let before = f.snapshot().await;
+    f.e.inject_fault(Some(Fault {
+        crash: true,
+        server: "app-2".into(),
+        step: Some(Step::Define),
+    }));
+    let _ = f.e.unit_run("app", UnitAction::Deploy, quiet()).await;
+    f.e.inject_fault(None);
+    let id = f.e.interrupted_operations().unwrap()[0].operation;
+    let db = rusqlite::Connection::open(f.dir.path().join("inventory.sqlite3")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER broken BEFORE UPDATE OF state ON operations WHEN NEW.state = 'aborted'
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    )
+    .unwrap();
+    assert!(f.e.operation_unwind(id, quiet()).await.is_err());
+    let again = f.e.interrupted_operations().unwrap();
+    assert_eq!(again.len(), 1, "offered again");
+    assert_eq!(again[0].operation, id);
+    db.execute_batch("DROP TRIGGER broken").unwrap();
+    f.e.operation_unwind(id, quiet()).await.unwrap();
+    assert_eq!(f.snapshot().await, before);
+}

@@ -67,6 +67,31 @@ async fn a_version_is_copied_to_a_host_once_and_verified() {
         )
         .await
         .unwrap();
+    // Without a record that this inventory began that upload, the volume is someone else's
+    // (another inventory's copy of a same-named image, a file by hand): refused, kept.
+    let stale_sum = e
+        .hypervisor
+        .volume_sha256(&uri, &pool, &v.volume_name())
+        .await
+        .unwrap();
+    let err = e.image_ensure("tiny", "lab-h2", quiet()).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("that this inventory did not put there"),
+        "{err}"
+    );
+    assert_eq!(
+        e.hypervisor
+            .volume_sha256(&uri, &pool, &v.volume_name())
+            .await
+            .unwrap(),
+        stale_sum,
+        "the foreign volume is untouched"
+    );
+    // With it (an earlier run of this inventory was killed mid-upload), it is replaced.
+    e.inventory
+        .host_upload_begin("lab-h2", &v.volume_name())
+        .unwrap();
 
     let phases = Arc::new(Mutex::new(Vec::<String>::new()));
     let seen = phases.clone();

@@ -64,30 +64,40 @@ impl Inventory {
     ) -> Result<Option<i64>, InventoryError> {
         let mut conn = self.conn();
         let tx = Self::write_tx(&mut conn, "pin an object on a host")?;
-        let others: Vec<(i64, String, String, u32, String)> = {
+        type Row = (i64, String, String, u32, String, bool);
+        let others: Vec<Row> = {
             let mut stmt = tx
                 .prepare(
-                    "SELECT p.operation_id, p.mode, o.state, o.pid, o.pid_start
+                    "SELECT p.operation_id, p.mode, o.state, o.pid, o.pid_start, o.args_json != ''
                      FROM host_pins p JOIN operations o ON o.id = p.operation_id
                      WHERE p.host = ?1 AND p.volume = ?2 AND p.operation_id != ?3",
                 )
                 .map_err(query_err("read pins"))?;
             let rows = stmt
                 .query_map(params![host, volume, op], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
                 })
                 .map_err(query_err("read pins"))?
                 .collect::<Result<_, _>>()
                 .map_err(query_err("read pins"))?;
             rows
         };
-        for (holder, other, state, pid, start) in others {
+        for (holder, other, state, pid, start, resumable) in others {
             if state != "running" || !mode.blocked_by(&other) {
                 continue;
             }
-            // A writer or deleter that died holds nothing; a user that died still does (its
-            // half-built servers rely on the object until the operation is resumed or unwound).
-            if other != "use" && !process_alive(pid, &start) {
+            // A writer or deleter that died holds nothing, nor does a user that cannot be
+            // resumed (`image ensure`); a unit operation that died still does (its half-built
+            // servers rely on the object until it is resumed or unwound).
+            let holds_when_dead = other == "use" && resumable;
+            if !holds_when_dead && !process_alive(pid, &start) {
                 continue;
             }
             return Ok(Some(holder));
@@ -174,6 +184,10 @@ mod tests {
     #[test]
     fn a_dead_writer_holds_nothing_but_a_dead_user_still_does() {
         let inv = Inventory::open_in_memory().unwrap();
+        // An `image ensure` that died (nothing to resume) holds nothing either.
+        let ensure = inv.operation_begin("image.ensure", "image/base:1").unwrap();
+        inv.host_pin("h1", "q", ensure, PinMode::Use).unwrap();
+        inv.operation_orphan(ensure).unwrap();
         let dead = inv.operation_begin_with("deploy", "unit/a", "{}").unwrap();
         inv.host_pin("h1", "p", dead, PinMode::Write).unwrap();
         inv.host_pin("h1", "q", dead, PinMode::Use).unwrap();

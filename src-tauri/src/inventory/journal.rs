@@ -328,6 +328,19 @@ impl Inventory {
         Ok(changed == 1)
     }
 
+    /// Gives back an operation this process took over but did not end: it is interrupted
+    /// again (its process is no longer alive as far as anyone can tell).
+    pub fn operation_release_claim(&self, id: i64) -> Result<(), InventoryError> {
+        let me = std::process::id();
+        self.conn()
+            .execute(
+                "UPDATE operations SET pid = 0, pid_start = '' WHERE id = ?1 AND state = 'running' AND pid = ?2",
+                params![id, me],
+            )
+            .map_err(query_err("give an operation back"))?;
+        Ok(())
+    }
+
     /// The stored arguments of an operation (empty for kinds that are not resumed).
     pub fn operation_args(&self, id: i64) -> Result<String, InventoryError> {
         self.conn()
@@ -356,5 +369,51 @@ impl Inventory {
             .collect::<Result<Vec<_>, _>>()
             .map_err(query_err("read an operation's steps"));
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many connections (as many processes would have) try to take one interrupted operation
+    /// over at the same moment: exactly one gets it, every time.
+    #[test]
+    fn exactly_one_of_many_connections_takes_an_interrupted_operation_over() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let first = Inventory::open_in(dir.path()).unwrap();
+            let op = first
+                .operation_begin_with("deploy", "unit/shop", "{}")
+                .unwrap();
+            first.operation_orphan(op).unwrap();
+            let n = 6;
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+            let threads: Vec<_> = (0..n)
+                .map(|_| {
+                    let inv = Inventory::open_in(dir.path()).unwrap();
+                    let barrier = barrier.clone();
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        inv.operation_claim(op).unwrap()
+                    })
+                })
+                .collect();
+            let won = threads
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .filter(|w| *w)
+                .count();
+            assert_eq!(won, 1);
+            assert!(
+                !first.operation_claim(op).unwrap(),
+                "taken: not interrupted any more"
+            );
+            first.operation_release_claim(op).unwrap();
+            assert!(
+                first.operation_claim(op).unwrap(),
+                "given back: interrupted again"
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@ mod builders;
 mod definitions;
 mod host_objects;
 mod host_pins;
+mod host_uploads;
 mod hosts;
 mod images;
 mod journal;
@@ -162,6 +163,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("server_volumes", server_volumes::CREATE),
     ("host_pins", host_pins::CREATE),
     ("operation_steps: undo_failed", journal::UNDO_FAILED),
+    ("host_uploads", host_uploads::CREATE),
 ];
 
 fn migrations() -> Migrations<'static> {

@@ -32,10 +32,11 @@ impl Inventory {
         Ok(None)
     }
 
-    /// A lock held by an `lb.reconcile` whose process is gone is stale: a reconcile has nothing
-    /// to resume or unwind (it only puts back what the inventory says), so the lock is taken
-    /// over and the reconcile marked aborted. Any other operation keeps its lock until it is
-    /// resumed or unwound.
+    /// Whether a lock is stale and may be taken over: its operation ended (it died between
+    /// its end and its unlock, or the unlock failed) or no longer exists; or it is an
+    /// `lb.reconcile` whose process is gone — a reconcile has nothing to resume or unwind (it
+    /// only puts back what the inventory says), so it is marked aborted. Any other operation
+    /// that is still `running` keeps its lock until it is resumed or unwound.
     fn reconcile_gone(tx: &rusqlite::Transaction<'_>, holder: i64) -> Result<bool, InventoryError> {
         let row: Option<(String, String, u32, String)> = tx
             .query_row(
@@ -46,8 +47,11 @@ impl Inventory {
             .optional()
             .map_err(query_err("read a unit lock's operation"))?;
         let Some((kind, state, pid, start)) = row else {
-            return Ok(false);
+            return Ok(true);
         };
+        if state != "running" {
+            return Ok(true);
+        }
         if kind != "lb.reconcile"
             || (state == "running"
                 && super::journal::process_start(pid).as_deref() == Some(start.as_str()))
@@ -63,6 +67,18 @@ impl Inventory {
         Ok(true)
     }
 
+    /// Hands the lock of operation `from` to `to` (a resume takes over what it resumes),
+    /// with no moment in between where another operation could take it.
+    pub fn unit_lock_handover(&self, from: i64, to: i64) -> Result<(), InventoryError> {
+        self.conn()
+            .execute(
+                "UPDATE unit_locks SET operation_id = ?2 WHERE operation_id = ?1",
+                params![from, to],
+            )
+            .map_err(query_err("hand a unit lock over"))?;
+        Ok(())
+    }
+
     pub fn unit_unlock(&self, operation: i64) -> Result<(), InventoryError> {
         self.conn()
             .execute(
@@ -71,5 +87,39 @@ impl Inventory {
             )
             .map_err(query_err("unlock a unit"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::inventory::Inventory;
+
+    /// A lock whose operation ended (it died between its end and its unlock, or the unlock
+    /// failed) does not keep the unit busy; one whose operation still runs does.
+    #[test]
+    fn a_lock_of_an_operation_that_ended_is_taken_over() {
+        let inv = Inventory::open_in_memory().unwrap();
+        inv.execute_batch_for_test(
+            "INSERT INTO units (id, name, policy_json, current_version, created_at)
+             VALUES (1, 'shop', '{}', 1, '')",
+        );
+        let a = inv.operation_begin_with("stop", "unit/shop", "{}").unwrap();
+        let b = inv
+            .operation_begin_with("start", "unit/shop", "{}")
+            .unwrap();
+        assert_eq!(inv.unit_lock("shop", a).unwrap(), None);
+        assert_eq!(inv.unit_lock("shop", b).unwrap(), Some(a), "a runs: busy");
+        inv.operation_finish(a, "succeeded", "").unwrap();
+        assert_eq!(
+            inv.unit_lock("shop", b).unwrap(),
+            None,
+            "a ended: b takes it"
+        );
+        let c = inv.operation_begin_with("stop", "unit/shop", "{}").unwrap();
+        assert_eq!(inv.unit_lock("shop", c).unwrap(), Some(b));
+        // A resume hands its lock over with no gap.
+        inv.unit_lock_handover(b, c).unwrap();
+        assert_eq!(inv.unit_lock("shop", c).unwrap(), None);
+        assert_eq!(inv.unit_lock("shop", b).unwrap(), Some(c));
     }
 }

@@ -8,6 +8,7 @@ mod host;
 mod image;
 mod name;
 mod net;
+mod redact;
 mod unit;
 mod uri;
 
@@ -18,6 +19,7 @@ pub use image::{
 };
 pub use name::{BridgeName, HostName, PoolName};
 pub use net::{Ipv4Cidr, MacAddr};
+pub use redact::redact;
 pub use unit::{
     check_server_address, AddressRange, NamePattern, RolloutPolicy, ServerSize, ServerState,
     MAX_SERVERS,

@@ -366,12 +366,17 @@ impl Engine {
             self.inventory
                 .image_copy_forget(&v.image, v.version, &host.name)?;
         }
+        let h = host.name.as_str();
         if existing.is_some() {
-            // An upload that never got verified (interrupted): it is not a copy.
+            if !self.inventory.host_upload_pending(h, &volume)? {
+                return Err(not_ours(h, &volume));
+            }
+            // This inventory's upload that never got verified (interrupted): not a copy.
             self.hypervisor
                 .volume_delete(&host.uri, &host.pool, &volume)
                 .await?;
         }
+        self.inventory.host_upload_begin(h, &volume)?;
         let file = self.library.join(&v.file);
         let total = std::fs::metadata(&file)
             .map_err(|source| library::LibraryError::Unreadable {
@@ -400,6 +405,7 @@ impl Engine {
             self.hypervisor
                 .volume_delete(&host.uri, &host.pool, &volume)
                 .await?;
+            self.inventory.host_upload_end(h, &volume)?;
             return Err(OpError::CopyMismatch {
                 what: format!("{}:v{}", v.image, v.version),
                 host: host.name.to_string(),
@@ -410,6 +416,7 @@ impl Engine {
         phase(&progress, "verifying", total, total);
         self.inventory
             .image_copy_record(&v.image, v.version, &host.name, &volume, &info.path)?;
+        self.inventory.host_upload_end(h, &volume)?;
         Ok(done(info.path, total))
     }
 
@@ -503,6 +510,18 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The refusal when a host has a volume of a shared object's name that this inventory did
+/// not put there (another Flotilla inventory's copy, a file made by hand).
+pub(super) fn not_ours(host: &str, volume: &str) -> OpError {
+    crate::model::ValidationError::new(
+        "host",
+        format!(
+            "host {host} already has a volume {volume} that this inventory did not put there (another Flotilla inventory's copy, or a file made by hand); it was left alone. Remove or rename it, or use another storage pool"
+        ),
+    )
+    .into()
 }
 
 fn remove_library_file(path: &Path) {

@@ -96,6 +96,7 @@ impl Engine {
     pub async fn operation_resume(&self, id: i64, progress: StepFn) -> Result<OpReport, OpError> {
         let args = self.interrupted_args(id)?;
         let outcome = self.run_op(args, progress, Some(id)).await;
+        self.release_claim(id, &outcome);
         self.audit("operation.resume", &format!("operation/{id}"), &outcome);
         outcome
     }
@@ -116,6 +117,16 @@ impl Engine {
         Self::parse_args(id, &json)
     }
 
+    /// After a resume or unwind that failed before it ended the operation it took over, that
+    /// operation is interrupted again (offered for resume or unwind), not held by this process.
+    fn release_claim<T>(&self, id: i64, outcome: &Result<T, OpError>) {
+        if outcome.is_err() {
+            if let Err(e) = self.inventory.operation_release_claim(id) {
+                tracing::warn!(id, error = %e, "could not give an operation back");
+            }
+        }
+    }
+
     fn parse_args(id: i64, json: &str) -> Result<OpArgs, OpError> {
         serde_json::from_str(json).map_err(|e| {
             InventoryError::Corrupt {
@@ -133,6 +144,7 @@ impl Engine {
             .unwind_inner(id, progress)
             .instrument(span.clone())
             .await;
+        self.release_claim(id, &outcome);
         if let Err(e) = &outcome {
             tracing::warn!(parent: &span, error = %e, "unwind failed");
         }
@@ -220,8 +232,8 @@ impl Engine {
             .inventory
             .operation_begin_with(args.action.name(), &target, &json)?;
         if let Some(old) = resumes {
-            // The resumed operation hands its lock over.
-            self.inventory.unit_unlock(old)?;
+            // The resumed operation hands its lock over, with no gap another could use.
+            self.inventory.unit_lock_handover(old, op)?;
             self.inventory.operation_finish(
                 old,
                 "aborted",
@@ -327,6 +339,13 @@ impl Engine {
             return Ok(false);
         };
         let journal = self.inventory.operation_steps(id)?;
+        // Anything failed or undone: not a finished operation (resume or unwind it).
+        if journal
+            .iter()
+            .any(|(_, status)| status != "started" && status != "succeeded")
+        {
+            return Ok(false);
+        }
         let finished = |server: &str| {
             let name = format!("{server}: {}", last.as_str());
             journal
@@ -338,6 +357,24 @@ impl Engine {
         }
         if !self.inventory.operation_claim(id)? {
             return Ok(false);
+        }
+        // The end state a server gets after its last step (the process may have died just
+        // before writing it).
+        let end = match kind {
+            OpKind::Deploy => Some((ServerState::Running, Some(u.current_version))),
+            OpKind::Start | OpKind::Restart => Some((ServerState::Running, None)),
+            OpKind::Stop => Some((ServerState::Stopped, None)),
+            OpKind::Remove => None,
+        };
+        if let Some((state, version)) = end {
+            for s in u
+                .servers
+                .iter()
+                .filter(|s| args.before.iter().any(|b| b.0 == s.name))
+            {
+                self.inventory
+                    .server_set_state(&s.name, state, version.or(s.version))?;
+            }
         }
         if let UnitAction::Delete { .. } = args.action {
             self.inventory.unit_delete(&u.name)?;

@@ -527,6 +527,13 @@ impl Engine {
         match (present, recorded) {
             (true, Some(_)) => Ok(true),
             (true, None) => {
+                // Only this inventory's own interrupted upload is replaced.
+                if !self
+                    .inventory
+                    .host_upload_pending(host.name.as_str(), volume)?
+                {
+                    return Err(crate::ops::images::not_ours(host.name.as_str(), volume));
+                }
                 self.hypervisor.volume_delete(uri, pool, volume).await?;
                 Ok(false)
             }
@@ -552,6 +559,8 @@ impl Engine {
             tokio::task::spawn_blocking(move || crate::library::sha256_file(&to_hash, &|_, _| {}))
                 .await
                 .map_err(|e| OpError::Timeout(format!("hashing {volume} failed: {e}")))??;
+        let h = host.name.as_str();
+        self.inventory.host_upload_begin(h, volume)?;
         let uploaded = self
             .hypervisor
             .volume_upload(uri, pool, volume, file, DiskFormat::Raw, |_, _| {})
@@ -562,13 +571,20 @@ impl Engine {
         };
         match found {
             Ok(sum) if sum == want => {
-                self.inventory
-                    .host_object_record(host.name.as_str(), volume, &sum)?;
+                self.inventory.host_object_record(h, volume, &sum)?;
+                self.inventory.host_upload_end(h, volume)?;
                 Ok(())
             }
             outcome => {
                 // A half or damaged upload must not look like a finished one next time.
-                let _ = self.hypervisor.volume_delete(uri, pool, volume).await;
+                if self
+                    .hypervisor
+                    .volume_delete(uri, pool, volume)
+                    .await
+                    .is_ok()
+                {
+                    let _ = self.inventory.host_upload_end(h, volume);
+                }
                 Err(match outcome {
                     Err(e) => e.into(),
                     Ok(found) => OpError::CopyMismatch {
@@ -586,54 +602,89 @@ impl Engine {
     /// the unit remains, and master copies no deployed server and no builder needs — unless
     /// another running operation (in any process) pinned them: then they stay.
     pub(super) async fn release_host_objects(&self, ctx: &Ctx) {
-        let Ok(units) = self.inventory.unit_list() else {
-            return;
-        };
-        let builders = self.inventory.builder_list().unwrap_or_default();
         for (hname, host) in &ctx.hosts {
             if !ctx.host_slots.contains_key(hname) {
                 continue;
             }
-            let deployed = |u: &Unit| {
-                u.servers
-                    .iter()
-                    .any(|s| s.host == *hname && s.state != ServerState::Planned)
-            };
-            let this = units.iter().find(|u| u.name == ctx.unit.name);
-            if !this.is_some_and(deployed) {
-                for v in &ctx.unit.versions {
-                    for suffix in ["payload.img", "vmlinuz", "initrd"] {
-                        let name = format!("{}-u{}-{suffix}", ctx.unit.name, v.version);
-                        self.release_one(ctx.op, host, &name, |inv| {
-                            inv.host_object_forget(hname, &name)
-                        })
-                        .await;
-                    }
+            for v in &ctx.unit.versions {
+                for suffix in ["payload.img", "vmlinuz", "initrd"] {
+                    let name = format!("{}-u{}-{suffix}", ctx.unit.name, v.version);
+                    let recorded = |e: &Engine| {
+                        e.inventory
+                            .host_object_get(hname, &name)
+                            .is_ok_and(|r| r.is_some())
+                    };
+                    self.release_one(
+                        ctx.op,
+                        host,
+                        &name,
+                        |e| recorded(e) && !e.unit_deployed_on(&ctx.unit.name, hname),
+                        |inv| inv.host_object_forget(hname, &name),
+                    )
+                    .await;
                 }
             }
-            let image_in_use = units.iter().any(|u| {
-                deployed(u)
-                    && u.versions.iter().any(|v| {
-                        v.image == ctx.image.image.as_str() && v.image_version == ctx.image.version
-                    })
-            });
-            let builder_here = builders.iter().any(|b| b.host == host.name);
-            if !image_in_use && !builder_here {
-                let (image, version) = (&ctx.image.image, ctx.image.version);
-                self.release_one(ctx.op, host, &ctx.image.volume_name(), |inv| {
-                    inv.image_copy_forget(image, version, &host.name)
-                })
-                .await;
-            }
+            let (image, version) = (&ctx.image.image, ctx.image.version);
+            self.release_one(
+                ctx.op,
+                host,
+                &ctx.image.volume_name(),
+                |e| {
+                    let recorded = e
+                        .inventory
+                        .image_version_get(image, version)
+                        .is_ok_and(|v| v.copies.iter().any(|c| c.host == host.name));
+                    let builder_here = e
+                        .inventory
+                        .builder_list()
+                        .map_or(true, |b| b.iter().any(|b| b.host == host.name));
+                    recorded
+                        && !builder_here
+                        && !e.image_deployed_on(image.as_str(), version, hname)
+                },
+                |inv| inv.image_copy_forget(image, version, &host.name),
+            )
+            .await;
         }
     }
 
-    /// Deletes one shared object and its record, when no other live operation pins it.
+    /// Whether a server of `unit` on `host` is deployed (anything but planned).
+    fn unit_deployed_on(&self, unit: &str, host: &str) -> bool {
+        // When the inventory cannot be read, the object is taken to be needed.
+        self.inventory.unit_get(unit).map_or_else(
+            |e| !matches!(e, InventoryError::NotFound { .. }),
+            |u| {
+                u.servers
+                    .iter()
+                    .any(|s| s.host == host && s.state != ServerState::Planned)
+            },
+        )
+    }
+
+    /// Whether any unit with a deployed server on `host` has a version on this master.
+    fn image_deployed_on(&self, image: &str, version: u32, host: &str) -> bool {
+        let Ok(units) = self.inventory.unit_list() else {
+            return true;
+        };
+        units.iter().any(|u| {
+            u.servers
+                .iter()
+                .any(|s| s.host == host && s.state != ServerState::Planned)
+                && u.versions
+                    .iter()
+                    .any(|v| v.image == image && v.image_version == version)
+        })
+    }
+
+    /// Deletes one shared object and its record — only one this inventory recorded, and only
+    /// when no other live operation pins it and, decided again once the delete pin is held,
+    /// nothing needs it (`unneeded`).
     async fn release_one(
         &self,
         op: i64,
         host: &Host,
         volume: &str,
+        unneeded: impl FnOnce(&Engine) -> bool,
         forget: impl FnOnce(&crate::inventory::Inventory) -> Result<(), InventoryError>,
     ) {
         let h = host.name.as_str();
@@ -643,11 +694,12 @@ impl Engine {
         ) {
             return;
         }
-        if self
-            .hypervisor
-            .volume_delete(&host.uri, &host.pool, volume)
-            .await
-            .is_ok()
+        if unneeded(self)
+            && self
+                .hypervisor
+                .volume_delete(&host.uri, &host.pool, volume)
+                .await
+                .is_ok()
         {
             let _ = forget(&self.inventory);
         }
