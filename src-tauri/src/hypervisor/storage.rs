@@ -120,14 +120,30 @@ fn test_content(key: &str, set: Option<String>) -> Option<String> {
 
 /// Looks a volume up; when it is not found, refreshes the pool and looks again: a file someone
 /// else put into the pool's folder (QEMU's serial log, a copy by hand) is known to libvirt only
-/// after a refresh.
+/// after a refresh. libvirt refuses a refresh while an upload to the pool runs ("asynchronous
+/// jobs running"): it is tried again briefly, then the answer is what libvirt knows.
 fn lookup_fresh(pool: &StoragePool, name: &str) -> Result<StorageVol, VirtError> {
     match pool.lookup_storage_vol_by_name(name) {
         Err(e) if is_gone(&e) => {
-            pool.refresh(0)?;
+            refresh(pool);
             pool.lookup_storage_vol_by_name(name)
         }
         found => found,
+    }
+}
+
+/// Refreshes a pool's view of its folder. libvirt refuses while an upload or download to the
+/// pool runs on another connection ("asynchronous jobs running"): tried again for up to two
+/// seconds, then what libvirt knows is used as it is.
+fn refresh(pool: &StoragePool) {
+    for attempt in 0..10 {
+        match pool.refresh(0) {
+            Ok(()) => return,
+            Err(e) if attempt == 9 => {
+                tracing::warn!(error = %e.message(), "storage pool not refreshed");
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
     }
 }
 
@@ -180,7 +196,7 @@ fn upload_file(
             progress(sent_total, len);
         }
         stream.finish()?;
-        pool.refresh(0)?;
+        refresh(&pool);
         Ok(info_of(&pool.lookup_storage_vol_by_name(name)?)?)
     })();
     if result.is_err() {
@@ -282,7 +298,7 @@ impl Hypervisor {
         let pool = pool.to_string();
         self.call(uri, "list volumes", move |c| {
             let pool = pool_of(c, &pool)?;
-            pool.refresh(0)?;
+            refresh(&pool);
             let mut out = pool
                 .list_all_volumes(0)?
                 .iter()
@@ -451,7 +467,7 @@ impl Hypervisor {
         let (pool, name) = (pool.to_string(), name.to_owned());
         self.call(uri, "read the end of a volume", move |c| {
             let pool = pool_of(c, &pool)?;
-            pool.refresh(0)?;
+            refresh(&pool);
             let vol = match pool.lookup_storage_vol_by_name(&name) {
                 Ok(v) => v,
                 Err(e) if is_gone(&e) => return Ok(Vec::new()),
