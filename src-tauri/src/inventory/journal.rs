@@ -328,6 +328,43 @@ impl Inventory {
         Ok(changed == 1)
     }
 
+    /// Closes operations that cannot be resumed (no arguments: `image ensure`, a builder step)
+    /// whose process is gone: they show as aborted, not as running forever, and hold no pin.
+    pub fn operation_close_dead(&self) -> Result<Vec<i64>, InventoryError> {
+        let mut conn = self.conn();
+        let tx = Self::write_tx(&mut conn, "close dead operations")?;
+        let rows: Vec<(i64, u32, String)> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id, pid, pid_start FROM operations
+                     WHERE state = 'running' AND args_json = '' AND kind != 'lb.reconcile'",
+                )
+                .map_err(query_err("find dead operations"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(query_err("find dead operations"))?
+                .collect::<Result<_, _>>()
+                .map_err(query_err("find dead operations"))?;
+            rows
+        };
+        let mut closed = Vec::new();
+        for (id, pid, start) in rows {
+            if process_alive(pid, &start) {
+                continue;
+            }
+            tx.execute(
+                "UPDATE operations SET state = 'aborted', error = 'its process ended before it did', finished_at = ?2 WHERE id = ?1",
+                params![id, now_rfc3339()],
+            )
+            .map_err(query_err("close a dead operation"))?;
+            tx.execute("DELETE FROM host_pins WHERE operation_id = ?1", [id])
+                .map_err(query_err("close a dead operation"))?;
+            closed.push(id);
+        }
+        tx.commit().map_err(query_err("close dead operations"))?;
+        Ok(closed)
+    }
+
     /// Gives back an operation this process took over but did not end: it is interrupted
     /// again (its process is no longer alive as far as anyone can tell).
     pub fn operation_release_claim(&self, id: i64) -> Result<(), InventoryError> {
@@ -378,6 +415,32 @@ mod tests {
 
     /// Many connections (as many processes would have) try to take one interrupted operation
     /// over at the same moment: exactly one gets it, every time.
+    #[test]
+    fn dead_operations_that_cannot_be_resumed_are_closed() {
+        let inv = Inventory::open_in_memory().unwrap();
+        let ensure = inv.operation_begin("image.ensure", "image/base:1").unwrap();
+        let deploy = inv.operation_begin_with("deploy", "unit/a", "{}").unwrap();
+        let alive = inv.operation_begin("image.ensure", "image/base:2").unwrap();
+        inv.operation_orphan(ensure).unwrap();
+        inv.operation_orphan(deploy).unwrap();
+        assert_eq!(inv.operation_close_dead().unwrap(), [ensure]);
+        let states: Vec<(i64, String)> = inv
+            .operation_list(10)
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.id, o.state))
+            .collect();
+        assert!(states.contains(&(ensure, "aborted".into())));
+        assert!(
+            states.contains(&(deploy, "running".into())),
+            "resumable: left to the admin"
+        );
+        assert!(
+            states.contains(&(alive, "running".into())),
+            "its process runs"
+        );
+    }
+
     #[test]
     fn exactly_one_of_many_connections_takes_an_interrupted_operation_over() {
         for _ in 0..20 {

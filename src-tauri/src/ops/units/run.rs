@@ -36,6 +36,8 @@ impl Engine {
     /// Operations whose process died before they ended (those that had done all their work
     /// are closed on the way: there is nothing to resume or unwind).
     pub fn interrupted_operations(&self) -> Result<Vec<Interrupted>, OpError> {
+        // Those that cannot be resumed (an image ensure that died) are closed, not listed.
+        self.inventory.operation_close_dead()?;
         let mut out = Vec::new();
         for (id, kind, target, _) in self.inventory.operation_interrupted()? {
             if self.finish_completed(id)? {
