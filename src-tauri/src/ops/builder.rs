@@ -365,8 +365,12 @@ impl Engine {
             self.inventory
                 .operation_step(op, "undo", StepStatus::UndoStarted, &e.to_string())?;
             if let Err(undo) = self.remove_builder_objects(&builder).await {
-                self.inventory
-                    .operation_step(op, "undo", StepStatus::Failed, &undo.to_string())?;
+                self.inventory.operation_step(
+                    op,
+                    "undo",
+                    StepStatus::UndoFailed,
+                    &undo.to_string(),
+                )?;
             } else {
                 self.inventory
                     .operation_step(op, "undo", StepStatus::Undone, "")?;
