@@ -66,18 +66,23 @@ impl Engine {
 
     /// A volume of one of the server's names on its host: `None` when there is none, the
     /// volume when the inventory records it as this server's; refused (and left alone) when
-    /// it is anyone else's.
+    /// it is anyone else's. `fresh`: also see files libvirt has not noticed yet (a pool
+    /// refresh on a miss) — what `claim-names` does once per server; the volume steps after
+    /// it look up what libvirt knows, without a refresh each.
     pub(super) async fn own_or_absent(
         &self,
         s: &Server,
         host: &Host,
         volume: &str,
+        fresh: bool,
     ) -> Result<Option<crate::hypervisor::VolumeInfo>, OpError> {
-        let Some(found) = self
-            .hypervisor
-            .volume_find(&host.uri, &host.pool, volume)
-            .await?
-        else {
+        let (uri, pool) = (&host.uri, &host.pool);
+        let found = if fresh {
+            self.hypervisor.volume_find(uri, pool, volume).await?
+        } else {
+            self.hypervisor.volume_get(uri, pool, volume).await?
+        };
+        let Some(found) = found else {
             return Ok(None);
         };
         match self
@@ -206,7 +211,7 @@ impl Engine {
                     return Err(foreign_domain(ctx, s, host));
                 }
                 for volume in server_volumes(&s.name) {
-                    self.own_or_absent(s, host, &volume).await?;
+                    self.own_or_absent(s, host, &volume, true).await?;
                 }
                 Ok(())
             }
@@ -242,7 +247,7 @@ impl Engine {
                     .volume_get(uri, pool, &ctx.image.volume_name())
                     .await?
                     .map(|v| v.path);
-                if let Some(disk) = self.own_or_absent(s, host, &name).await? {
+                if let Some(disk) = self.own_or_absent(s, host, &name, false).await? {
                     // Its own disk from an earlier attempt: used only when it is an overlay of
                     // this master's copy, never booted otherwise.
                     if disk.backing.is_none() || disk.backing != master {
@@ -280,7 +285,7 @@ impl Engine {
 
             (Step::WriteSeed, Do) => {
                 let name = seed_volume(&s.name);
-                if self.own_or_absent(s, host, &name).await?.is_none() {
+                if self.own_or_absent(s, host, &name, false).await?.is_none() {
                     self.inventory
                         .server_volume_record(&s.name, host.name.as_str(), &name)?;
                 }
@@ -315,7 +320,7 @@ impl Engine {
                 }
                 // QEMU writes the serial log into the pool: it is the server's from now on.
                 let serial = serial_volume(&s.name);
-                if self.own_or_absent(s, host, &serial).await?.is_none() {
+                if self.own_or_absent(s, host, &serial, false).await?.is_none() {
                     self.inventory
                         .server_volume_record(&s.name, host.name.as_str(), &serial)?;
                 }
@@ -684,10 +689,14 @@ impl Engine {
         op: i64,
         host: &Host,
         volume: &str,
-        unneeded: impl FnOnce(&Engine) -> bool,
+        unneeded: impl Fn(&Engine) -> bool,
         forget: impl FnOnce(&crate::inventory::Inventory) -> Result<(), InventoryError>,
     ) {
         let h = host.name.as_str();
+        // Most objects are still needed (or were never here): no pin for those.
+        if !unneeded(self) {
+            return;
+        }
         if !matches!(
             self.inventory.host_pin(h, volume, op, PinMode::Delete),
             Ok(None)
