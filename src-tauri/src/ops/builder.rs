@@ -2,30 +2,31 @@
 //!
 //! build:   record the builder (every name chosen up front) → ensure the base version on the
 //!          host → boot files → installer ISO → disk (overlay of the base, or blank) → seed →
-//!          define → start. A failure removes whatever was made and forgets the builder.
+//!          define → start. A failure undoes each step that began, newest first (the base
+//!          copy is shared and stays), and forgets the builder once nothing of it is left.
 //! capture: ACPI shutdown, with a timeout (forced power-off only when asked) → download the
 //!          disk → flatten it onto the library's copy of the base → sha256 → read-only → record
 //!          the version → remove the builder's domain and volumes. After a crash, running
 //!          capture again resumes; a version recorded before the crash is not recorded twice.
 //! abort:   remove the builder's domain and volumes ("already gone" is fine) and forget it.
 //!
-//! Every step is journaled (operations / operation_steps).
+//! Every step runs on the executor (`ops/exec.rs`): journaled before it acts, undo journaled.
 //! Sealing, when asked: `cloud-init clean --logs` runs in the guest through the QEMU guest
 //! agent before the shutdown; `virt-sysprep` runs on the captured file before it is made
 //! read-only. A seal that cannot be done fails the capture (nothing recorded, builder kept);
 //! the version lists exactly the seals that were done.
 
+use super::exec::{describe, Dir, Journal, Sequence};
 use super::images::{ImageProgress, ProgressFn};
 use super::{Engine, OpError};
 use crate::guest::{write_seed_disk, NicConfig, SeedSpec};
 use crate::hypervisor::{BootSpec, DiskFormat, DiskSpec, DomainSpec, DomainType, NicSpec};
-use crate::inventory::StepStatus;
 use crate::library;
+use crate::model::Host;
 use crate::model::{
     BootMode, Builder, Firmware, HostName, ImageName, ImageVersion, Ipv4Cidr, MacAddr,
     NewImageVersion, ValidationError,
 };
-use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -98,34 +99,214 @@ fn builder_mac(domain: &str) -> MacAddr {
     MacAddr::new([0x52, 0x54, 0x00, h[0], h[1], h[2]])
 }
 
-impl Engine {
-    /// Runs one journaled step: `started`, then `succeeded` or `failed` with the error.
-    async fn step<T, F>(&self, op: i64, name: &str, fut: F) -> Result<T, OpError>
-    where
-        F: Future<Output = Result<T, OpError>>,
-    {
-        self.inventory
-            .operation_step(op, name, StepStatus::Started, "")?;
-        let out = fut.await;
-        match &out {
-            Ok(_) => self
-                .inventory
-                .operation_step(op, name, StepStatus::Succeeded, "")?,
-            Err(e) => {
-                self.inventory
-                    .operation_step(op, name, StepStatus::Failed, &e.to_string())?
-            }
+/// One step of making a builder. Its do and undo sit side by side in
+/// [`Engine::builder_step`]; the builder's names were all free on the host before the first
+/// step, so what a step's undo removes is what that step made.
+#[derive(Clone)]
+enum BuildStep {
+    /// The base version on the host: a shared copy, pinned by this operation and never
+    /// removed by its undo (other units and builders may rely on it).
+    EnsureBase(String),
+    /// A file of this machine uploaded into one of the builder's volumes.
+    Upload {
+        volume: String,
+        file: PathBuf,
+        progress: bool,
+    },
+    /// The builder's disk: an overlay of the base copy, or blank.
+    CreateDisk {
+        base: Option<String>,
+    },
+    Define(Box<DomainSpec>),
+    Start,
+}
+
+impl BuildStep {
+    fn name(&self) -> String {
+        match self {
+            Self::EnsureBase(_) => "ensure the base on the host".into(),
+            Self::Upload { volume, .. } => format!("upload {volume}"),
+            Self::CreateDisk { .. } => "create the disk".into(),
+            Self::Define(_) => "define the builder".into(),
+            Self::Start => "start the builder".into(),
         }
-        out
+    }
+}
+
+impl Engine {
+    /// The journal of a builder or image operation.
+    pub(super) fn journal(&self, op: i64) -> Journal<'_> {
+        Journal {
+            inventory: &self.inventory,
+            op,
+            repeat: false,
+        }
     }
 
-    fn finish_op<T>(&self, op: i64, outcome: &Result<T, OpError>) {
+    pub(super) fn finish_op<T>(&self, op: i64, outcome: &Result<T, OpError>) {
         let (state, error) = match outcome {
             Ok(_) => ("succeeded", String::new()),
             Err(e) => ("failed", e.to_string()),
         };
         if let Err(e) = self.inventory.operation_finish(op, state, &error) {
-            eprintln!("flotilla: could not journal the end of operation {op}: {e}");
+            tracing::error!(op, error = %e, "could not journal the end of an operation");
+        }
+    }
+
+    /// Whether the builder's domain exists and is this builder's (its metadata names it);
+    /// a domain of that name that is not is an error, and is left alone.
+    async fn builder_domain_ours(&self, host: &Host, b: &Builder) -> Result<bool, OpError> {
+        let meta = self
+            .hypervisor
+            .domain_flotilla_metadata(&host.uri, &b.domain)
+            .await?;
+        match meta {
+            None => Ok(false),
+            Some(p)
+                if p
+                    .iter()
+                    .any(|(k, v)| k == "builder-for" && v == b.image.as_str()) =>
+            {
+                Ok(true)
+            }
+            Some(_) => Err(ValidationError::new(
+                "builder",
+                format!(
+                    "the domain {} on host {} is not the builder Flotilla made for {}; it was left alone",
+                    b.domain, host.name, b.image
+                ),
+            )
+            .into()),
+        }
+    }
+
+    /// Deletes one of the builder's recorded volumes ("gone" is fine).
+    async fn builder_volume_delete(
+        &self,
+        host: &Host,
+        b: &Builder,
+        v: &str,
+    ) -> Result<(), OpError> {
+        if !b.volumes.iter().any(|own| own == v) {
+            return Err(taken(&host.name, "volume", v));
+        }
+        self.hypervisor
+            .volume_delete(&host.uri, &host.pool, v)
+            .await?;
+        Ok(())
+    }
+
+    /// One builder step, either way; returns the path of what it made (volumes), if any.
+    async fn builder_step(
+        &self,
+        op: i64,
+        host: &Host,
+        b: &Builder,
+        step: &BuildStep,
+        dir: Dir,
+        progress: &ProgressFn,
+    ) -> Result<String, OpError> {
+        let (uri, pool, d) = (&host.uri, &host.pool, &b.domain);
+        let none = Ok(String::new());
+        match (step, dir) {
+            (BuildStep::EnsureBase(r), Dir::Do) => Ok(self
+                .image_ensure_inner(r, host.name.as_str(), op, progress.clone())
+                .await?
+                .volume),
+            (BuildStep::EnsureBase(_), Dir::Undo) => none,
+            (
+                BuildStep::Upload {
+                    volume,
+                    file,
+                    progress: shown,
+                },
+                Dir::Do,
+            ) => {
+                let p = progress.clone();
+                let shown = *shown;
+                let info = self
+                    .hypervisor
+                    .volume_upload(
+                        uri,
+                        pool,
+                        volume,
+                        file.clone(),
+                        DiskFormat::Raw,
+                        move |done, total| {
+                            if shown {
+                                p(ImageProgress {
+                                    phase: "uploading".into(),
+                                    done,
+                                    total,
+                                })
+                            }
+                        },
+                    )
+                    .await?;
+                Ok(info.path)
+            }
+            (BuildStep::Upload { volume, .. }, Dir::Undo) => {
+                self.builder_volume_delete(host, b, volume).await?;
+                none
+            }
+            (BuildStep::CreateDisk { base }, Dir::Do) => {
+                let name = format!("{d}-disk.qcow2");
+                let info = match base {
+                    Some(bv) => {
+                        self.hypervisor
+                            .volume_create_overlay_sized(
+                                uri,
+                                pool,
+                                &name,
+                                bv,
+                                DiskFormat::Qcow2,
+                                b.disk_bytes,
+                            )
+                            .await?
+                    }
+                    None => {
+                        self.hypervisor
+                            .volume_create_blank(uri, pool, &name, b.disk_bytes)
+                            .await?
+                    }
+                };
+                Ok(info.path)
+            }
+            (BuildStep::CreateDisk { .. }, Dir::Undo) => {
+                self.builder_volume_delete(host, b, &format!("{d}-disk.qcow2"))
+                    .await?;
+                none
+            }
+            (BuildStep::Define(spec), Dir::Do) => {
+                // Defined only under a free name (checked before the first step) or over
+                // this builder's own definition (a step run again).
+                self.builder_domain_ours(host, b).await?;
+                self.hypervisor.domain_define(uri, spec).await?;
+                none
+            }
+            (BuildStep::Define(_), Dir::Undo) => {
+                if self.builder_domain_ours(host, b).await? {
+                    self.hypervisor.domain_undefine(uri, d).await?;
+                }
+                none
+            }
+            (BuildStep::Start, Dir::Do) => {
+                if !self.builder_domain_ours(host, b).await? {
+                    return Err(ValidationError::new(
+                        "builder",
+                        format!("the builder {d} is not defined on host {}", host.name),
+                    )
+                    .into());
+                }
+                self.hypervisor.domain_start(uri, d).await?;
+                none
+            }
+            (BuildStep::Start, Dir::Undo) => {
+                if self.builder_domain_ours(host, b).await? {
+                    self.hypervisor.domain_destroy(uri, d).await?;
+                }
+                none
+            }
         }
     }
 
@@ -348,68 +529,88 @@ impl Engine {
         let op = self
             .inventory
             .operation_begin("image.build", &format!("image/{image}"))?;
+        let mut seq = Sequence::new(self.journal(op));
         let made = self
             .build_steps(
-                op,
+                &mut seq,
                 &builder,
                 base.as_ref(),
                 iso.as_ref(),
                 seed_file,
                 req.domain_type,
-                progress,
+                &progress,
             )
             .await;
         let _ = std::fs::remove_dir_all(&seed_dir);
-        if let Err(e) = &made {
-            // Undo: remove whatever exists of it, then forget it.
-            self.inventory
-                .operation_step(op, "undo", StepStatus::UndoStarted, &e.to_string())?;
-            if let Err(undo) = self.remove_builder_objects(&builder).await {
-                self.inventory.operation_step(
-                    op,
-                    "undo",
-                    StepStatus::UndoFailed,
-                    &undo.to_string(),
-                )?;
-            } else {
-                self.inventory
-                    .operation_step(op, "undo", StepStatus::Undone, "")?;
-                self.inventory.builder_delete(&image)?;
+        let made = match made {
+            Ok(()) => self
+                .inventory
+                .builder_set_state(&image, "running")
+                .map_err(OpError::from),
+            Err(e) => {
+                // Undo what the steps made, newest first; the builder is forgotten only when
+                // nothing of it is left (else `image builder-abort` finishes the job).
+                let host = &self.host_show(builder.host.as_str())?;
+                let (b, progress) = (&builder, &progress);
+                let failed = seq
+                    .unwind(|st| async move {
+                        self.builder_step(op, host, b, &st, Dir::Undo, progress)
+                            .await
+                            .map(drop)
+                    })
+                    .await;
+                if failed.is_empty() {
+                    self.inventory.builder_delete(&image)?;
+                    Err(e)
+                } else {
+                    let list: Vec<String> =
+                        failed.iter().map(|(s, m)| format!("{s}: {m}")).collect();
+                    Err(OpError::Timeout(format!(
+                        "{}; and its undo failed, so builder {image} is kept for `flotillactl image builder-abort {image}`: {}",
+                        describe(&e),
+                        list.join("; ")
+                    )))
+                }
             }
-        } else {
-            self.inventory.builder_set_state(&image, "running")?;
-        }
+        };
         self.finish_op(op, &made);
         made?;
         Ok(self.inventory.builder_get(&image)?)
     }
 
+    /// The steps of a build, each run on the executor with its undo.
     #[allow(clippy::too_many_arguments)]
     async fn build_steps(
         &self,
-        op: i64,
+        seq: &mut Sequence<'_, BuildStep>,
         b: &Builder,
         base: Option<&ImageVersion>,
         iso: Option<&PathBuf>,
         seed_file: PathBuf,
         domain_type: DomainType,
-        progress: ProgressFn,
+        progress: &ProgressFn,
     ) -> Result<(), OpError> {
         let host = self.host_show(b.host.as_str())?;
-        let (uri, pool) = (&host.uri, &host.pool);
         let d = &b.domain;
-        let mut base_volume = None;
-        if let Some(v) = base {
-            let r = format!("{}:{}", v.image, v.version);
-            let ensured = self
-                .step(
-                    op,
-                    "ensure the base on the host",
-                    self.image_ensure(&r, host.name.as_str(), progress.clone()),
-                )
-                .await?;
-            base_volume = Some(ensured.volume);
+        let op = seq.journal.op;
+        // Runs one step (do) on the executor; its undo is the same step run the other way.
+        macro_rules! run {
+            ($step:expr) => {{
+                let st = $step;
+                let name = st.name();
+                seq.step(&name, Some(st.clone()), || {
+                    self.builder_step(op, &host, b, &st, Dir::Do, progress)
+                })
+                .await
+            }};
         }
+        let base_volume = match base {
+            Some(v) => Some(run!(BuildStep::EnsureBase(format!(
+                "{}:{}",
+                v.image, v.version
+            )))?),
+            None => None,
+        };
         let mut boot = BootSpec::Disk {
             uefi: matches!(
                 b.boot,
@@ -425,128 +626,48 @@ impl Engine {
             cmdline,
         } = &b.boot
         {
-            let kernel = self
-                .step(op, "upload the kernel", async {
-                    Ok(self
-                        .hypervisor
-                        .volume_upload(
-                            uri,
-                            pool,
-                            &format!("{d}-vmlinuz"),
-                            self.library.join(kernel_file),
-                            DiskFormat::Raw,
-                            |_, _| {},
-                        )
-                        .await?)
-                })
-                .await?;
+            let kernel = run!(BuildStep::Upload {
+                volume: format!("{d}-vmlinuz"),
+                file: self.library.join(kernel_file),
+                progress: false,
+            })?;
             let initrd = match initrd_file {
-                Some(f) => Some(
-                    self.step(op, "upload the initrd", async {
-                        Ok(self
-                            .hypervisor
-                            .volume_upload(
-                                uri,
-                                pool,
-                                &format!("{d}-initrd"),
-                                self.library.join(f),
-                                DiskFormat::Raw,
-                                |_, _| {},
-                            )
-                            .await?)
-                    })
-                    .await?
-                    .path,
-                ),
+                Some(f) => Some(run!(BuildStep::Upload {
+                    volume: format!("{d}-initrd"),
+                    file: self.library.join(f),
+                    progress: false,
+                })?),
                 None => None,
             };
             boot = BootSpec::Kernel {
-                kernel: kernel.path,
+                kernel,
                 initrd,
                 cmdline: cmdline.clone(),
             };
         }
-        let mut disks = Vec::new();
-        let disk = self
-            .step(op, "create the disk", async {
-                Ok(match &base_volume {
-                    Some(bv) => {
-                        self.hypervisor
-                            .volume_create_overlay_sized(
-                                uri,
-                                pool,
-                                &format!("{d}-disk.qcow2"),
-                                bv,
-                                DiskFormat::Qcow2,
-                                b.disk_bytes,
-                            )
-                            .await?
-                    }
-                    None => {
-                        self.hypervisor
-                            .volume_create_blank(
-                                uri,
-                                pool,
-                                &format!("{d}-disk.qcow2"),
-                                b.disk_bytes,
-                            )
-                            .await?
-                    }
-                })
-            })
-            .await?;
-        disks.push(DiskSpec {
-            path: disk.path,
+        let mut disks = vec![DiskSpec {
+            path: run!(BuildStep::CreateDisk { base: base_volume })?,
             format: DiskFormat::Qcow2,
             readonly: false,
             cdrom: false,
-        });
-        let seed = self
-            .step(op, "upload the seed", async {
-                Ok(self
-                    .hypervisor
-                    .volume_upload(
-                        uri,
-                        pool,
-                        &format!("{d}-seed.img"),
-                        seed_file,
-                        DiskFormat::Raw,
-                        |_, _| {},
-                    )
-                    .await?)
-            })
-            .await?;
+        }];
         disks.push(DiskSpec {
-            path: seed.path,
+            path: run!(BuildStep::Upload {
+                volume: format!("{d}-seed.img"),
+                file: seed_file,
+                progress: false,
+            })?,
             format: DiskFormat::Raw,
             readonly: true,
             cdrom: false,
         });
         if let Some(iso) = iso {
-            let progress = progress.clone();
-            let vol = self
-                .step(op, "upload the installer", async {
-                    Ok(self
-                        .hypervisor
-                        .volume_upload(
-                            uri,
-                            pool,
-                            &format!("{d}-installer.iso"),
-                            iso.clone(),
-                            DiskFormat::Raw,
-                            move |done, total| {
-                                progress(ImageProgress {
-                                    phase: "uploading".into(),
-                                    done,
-                                    total,
-                                })
-                            },
-                        )
-                        .await?)
-                })
-                .await?;
             disks.push(DiskSpec {
-                path: vol.path,
+                path: run!(BuildStep::Upload {
+                    volume: format!("{d}-installer.iso"),
+                    file: iso.clone(),
+                    progress: true,
+                })?,
                 format: DiskFormat::Raw,
                 readonly: true,
                 cdrom: true,
@@ -573,48 +694,23 @@ impl Engine {
             vnc: true,
             guest_agent: true,
         };
-        self.step(op, "define the builder", async {
-            Ok(self.hypervisor.domain_define(uri, &spec).await?)
-        })
-        .await?;
-        self.step(op, "start the builder", async {
-            Ok(self.hypervisor.domain_start(uri, d).await?)
-        })
-        .await
+        run!(BuildStep::Define(Box::new(spec)))?;
+        run!(BuildStep::Start)?;
+        Ok(())
     }
 
     /// Destroys, undefines and deletes everything a builder may have made; "gone" is fine. The
     /// domain only when its metadata names this builder (its names were free when it began).
     async fn remove_builder_objects(&self, b: &Builder) -> Result<(), OpError> {
         let host = self.host_show(b.host.as_str())?;
-        let meta = self
-            .hypervisor
-            .domain_flotilla_metadata(&host.uri, &b.domain)
-            .await?;
-        let ours = meta.as_ref().is_some_and(|p| {
-            p.iter()
-                .any(|(k, v)| k == "builder-for" && v == b.image.as_str())
-        });
-        if meta.is_some() && !ours {
-            return Err(ValidationError::new(
-                "builder",
-                format!(
-                    "the domain {} on host {} is not the builder Flotilla made for {}; it was left alone",
-                    b.domain, host.name, b.image
-                ),
-            )
-            .into());
-        }
-        if ours {
+        if self.builder_domain_ours(&host, b).await? {
             self.hypervisor.domain_destroy(&host.uri, &b.domain).await?;
             self.hypervisor
                 .domain_undefine(&host.uri, &b.domain)
                 .await?;
         }
         for v in &b.volumes {
-            self.hypervisor
-                .volume_delete(&host.uri, &host.pool, v)
-                .await?;
+            self.builder_volume_delete(&host, b, v).await?;
         }
         Ok(())
     }
@@ -625,12 +721,19 @@ impl Engine {
             let op = self
                 .inventory
                 .operation_begin("image.builder-abort", &format!("image/{}", b.image))?;
-            let done = self
-                .step(op, "remove the builder", self.remove_builder_objects(&b))
+            let mut seq: Sequence<()> = Sequence::new(self.journal(op));
+            let done = seq
+                .step("remove the builder", None, || {
+                    self.remove_builder_objects(&b)
+                })
                 .await;
-            if done.is_ok() {
-                self.inventory.builder_delete(&b.image)?;
-            }
+            let done = match done {
+                Ok(()) => self
+                    .inventory
+                    .builder_delete(&b.image)
+                    .map_err(OpError::from),
+                e => e,
+            };
             self.finish_op(op, &done);
             done
         }
@@ -661,7 +764,8 @@ impl Engine {
         let op = self
             .inventory
             .operation_begin("image.capture", &format!("image/{}", b.image))?;
-        let outcome = self.capture_steps(op, &b, req, progress).await;
+        let mut seq: Sequence<()> = Sequence::new(self.journal(op));
+        let outcome = self.capture_steps(&mut seq, &b, req, progress).await;
         if outcome.is_err() && b.captured_version.is_none() {
             // Not captured: the builder stays usable (it may have been powered off).
             self.inventory.builder_set_state(&b.image, "running")?;
@@ -670,9 +774,11 @@ impl Engine {
         outcome
     }
 
+    /// The steps of a capture. None has an undo: a capture that fails keeps the builder
+    /// (powered off, perhaps) and records nothing; run it again, or abort the builder.
     async fn capture_steps(
         &self,
-        op: i64,
+        seq: &mut Sequence<'_, ()>,
         b: &Builder,
         req: &CaptureRequest,
         progress: ProgressFn,
@@ -691,7 +797,7 @@ impl Engine {
                 self.inventory.builder_set_state(&b.image, "capturing")?;
                 let mut seal = Vec::new();
                 if req.seal_cloud_init {
-                    self.step(op, "seal: cloud-init clean in the guest", async {
+                    seq.step("seal: cloud-init clean in the guest", None, || async {
                         let ran = self
                             .hypervisor
                             .domain_guest_exec(uri, &b.domain, "cloud-init", &["clean", "--logs"], Duration::from_secs(120))
@@ -718,7 +824,7 @@ impl Engine {
                         "cloud-init clean --logs (in the guest, before shutdown)".to_string(),
                     );
                 }
-                self.step(op, "shut the builder down", async {
+                seq.step("shut the builder down", None, || async {
                     if self.hypervisor.domain_is_running(uri, &b.domain).await? != Some(true) {
                         return Ok(());
                     }
@@ -757,7 +863,8 @@ impl Engine {
                 library::ensure_space(&dir, allocated.saturating_mul(2))?;
                 let overlay = dir.join(format!(".capture.{}.overlay.partial", std::process::id()));
                 let p = progress.clone();
-                self.step(op, "download the disk", async {
+                seq.step("download the disk", None, || async {
+                    let p = p.clone();
                     Ok(self
                         .hypervisor
                         .volume_download(
@@ -781,29 +888,33 @@ impl Engine {
                     Some(r) => Some(self.image_show(r)?),
                     None => None,
                 };
-                let library_root = self.library.clone();
                 let sysprep = req.seal_sysprep;
-                let (b2, base2, overlay2, progress2) =
-                    (b.clone(), base.clone(), overlay.clone(), progress.clone());
-                let new = self
-                    .step(op, "flatten into a new version", async move {
-                        tokio::task::spawn_blocking(move || {
-                            flatten(
-                                &library_root,
-                                &b2,
-                                base2.as_ref(),
-                                &overlay2,
-                                number,
-                                sysprep,
-                                &progress2,
-                            )
-                        })
-                        .await
-                        .map_err(|e| library::LibraryError::QemuImg {
-                            what: "capture",
-                            path: PathBuf::new(),
-                            message: e.to_string(),
-                        })?
+                let new = seq
+                    .step("flatten into a new version", None, || {
+                        let library_root = self.library.clone();
+                        let (b2, base2, overlay2, progress2) =
+                            (b.clone(), base.clone(), overlay.clone(), progress.clone());
+                        async move {
+                            tokio::task::spawn_blocking(move || {
+                                flatten(
+                                    &library_root,
+                                    &b2,
+                                    base2.as_ref(),
+                                    &overlay2,
+                                    number,
+                                    sysprep,
+                                    &progress2,
+                                )
+                            })
+                            .await
+                            .map_err(|e| {
+                                library::LibraryError::QemuImg {
+                                    what: "capture",
+                                    path: PathBuf::new(),
+                                    message: e.to_string(),
+                                }
+                            })?
+                        }
                     })
                     .await;
                 let _ = std::fs::remove_file(&overlay);
@@ -816,8 +927,10 @@ impl Engine {
                 v
             }
         };
-        self.step(op, "remove the builder", self.remove_builder_objects(b))
-            .await?;
+        seq.step("remove the builder", None, || {
+            self.remove_builder_objects(b)
+        })
+        .await?;
         self.inventory.builder_delete(&b.image)?;
         Ok(version)
     }

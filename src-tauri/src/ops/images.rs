@@ -11,6 +11,7 @@
 //! still exists. Otherwise: remove a leftover volume of an interrupted upload → upload through a
 //! libvirt storage stream → read it back and compare sha256 → record the copy.
 
+use super::exec::{Dir, Sequence};
 use super::{Engine, OpError};
 use crate::inventory::{InventoryError, PinMode};
 use crate::library;
@@ -270,13 +271,7 @@ impl Engine {
         let target = format!("image/{reference} on host/{host}");
         let op = self.inventory.operation_begin("image.ensure", &target)?;
         let outcome = self.image_ensure_inner(reference, host, op, progress).await;
-        let (state, error) = match &outcome {
-            Ok(_) => ("succeeded", String::new()),
-            Err(e) => ("failed", e.to_string()),
-        };
-        if let Err(e) = self.inventory.operation_finish(op, state, &error) {
-            eprintln!("flotilla: could not journal the end of operation {op}: {e}");
-        }
+        self.finish_op(op, &outcome);
         self.audit(
             "image.ensure",
             &format!("image/{reference} on host/{host}"),
@@ -304,7 +299,7 @@ impl Engine {
             .await?;
         // Read again under the pin: another operation may have just recorded the copy.
         let v = self.image_show(reference)?;
-        let outcome = self.image_ensure_pinned(&v, &host, progress).await;
+        let outcome = self.image_ensure_pinned(&v, &host, op, progress).await;
         self.inventory
             .host_unpin(host.name.as_str(), &volume, op, PinMode::Write)?;
         outcome
@@ -343,6 +338,7 @@ impl Engine {
         &self,
         v: &ImageVersion,
         host: &Host,
+        op: i64,
         progress: ProgressFn,
     ) -> Result<EnsureOutcome, OpError> {
         let volume = v.volume_name();
@@ -372,52 +368,104 @@ impl Engine {
                 return Err(not_ours(h, &volume));
             }
             // This inventory's upload that never got verified (interrupted): not a copy.
-            self.hypervisor
-                .volume_delete(&host.uri, &host.pool, &volume)
-                .await?;
+            self.copy_step(v, host, Dir::Undo, &progress).await?;
         }
-        self.inventory.host_upload_begin(h, &volume)?;
-        let file = self.library.join(&v.file);
-        let total = std::fs::metadata(&file)
-            .map_err(|source| library::LibraryError::Unreadable {
-                path: file.clone(),
-                source,
-            })?
-            .len();
-        let upload_progress = progress.clone();
-        let info = self
-            .hypervisor
-            .volume_upload(
-                &host.uri,
-                &host.pool,
-                &volume,
-                file,
-                crate::hypervisor::DiskFormat::Qcow2,
-                move |d, t| phase(&upload_progress, "uploading", d, t),
-            )
-            .await?;
-        phase(&progress, "verifying", 0, total);
-        let found = self
-            .hypervisor
-            .volume_sha256(&host.uri, &host.pool, &volume)
-            .await?;
-        if found != v.sha256 {
-            self.hypervisor
-                .volume_delete(&host.uri, &host.pool, &volume)
+        let what = format!("{}:v{} on {h}", v.image, v.version);
+        let mut seq: Sequence<()> = Sequence::new(self.journal(op));
+        let copied = async {
+            let path = seq
+                .step(&format!("upload {what}"), Some(()), || {
+                    self.copy_step(v, host, Dir::Do, &progress)
+                })
                 .await?;
-            self.inventory.host_upload_end(h, &volume)?;
-            return Err(OpError::CopyMismatch {
-                what: format!("{}:v{}", v.image, v.version),
-                host: host.name.to_string(),
-                found,
-                expected: v.sha256.clone(),
-            });
+            seq.step(&format!("verify {what}"), None, || async {
+                let found = self
+                    .hypervisor
+                    .volume_sha256(&host.uri, &host.pool, &volume)
+                    .await?;
+                if found != v.sha256 {
+                    return Err(OpError::CopyMismatch {
+                        what: format!("{}:v{}", v.image, v.version),
+                        host: host.name.to_string(),
+                        found,
+                        expected: v.sha256.clone(),
+                    });
+                }
+                Ok(())
+            })
+            .await?;
+            Ok::<_, OpError>(path)
         }
+        .await;
+        let path = match copied {
+            Ok(p) => p,
+            Err(e) => {
+                // The failed undo is journaled; the upload record stays, so the next ensure
+                // removes what is left.
+                let progress = &progress;
+                seq.unwind(|()| async move {
+                    self.copy_step(v, host, Dir::Undo, progress).await.map(drop)
+                })
+                .await;
+                return Err(e);
+            }
+        };
+        let total = self.library_size(v)?;
         phase(&progress, "verifying", total, total);
         self.inventory
-            .image_copy_record(&v.image, v.version, &host.name, &volume, &info.path)?;
+            .image_copy_record(&v.image, v.version, &host.name, &volume, &path)?;
         self.inventory.host_upload_end(h, &volume)?;
-        Ok(done(info.path, total))
+        Ok(done(path, total))
+    }
+
+    /// The size of a version's library file.
+    fn library_size(&self, v: &ImageVersion) -> Result<u64, OpError> {
+        let file = self.library.join(&v.file);
+        Ok(std::fs::metadata(&file)
+            .map_err(|source| library::LibraryError::Unreadable { path: file, source })?
+            .len())
+    }
+
+    /// Uploading a version's copy to a host, either way. The upload is recorded before it
+    /// begins; its undo deletes the volume only while that record says the upload is this
+    /// inventory's and unverified (never a verified copy, never someone else's volume).
+    async fn copy_step(
+        &self,
+        v: &ImageVersion,
+        host: &Host,
+        dir: Dir,
+        progress: &ProgressFn,
+    ) -> Result<String, OpError> {
+        let (h, volume) = (host.name.as_str(), v.volume_name());
+        match dir {
+            Dir::Do => {
+                self.inventory.host_upload_begin(h, &volume)?;
+                let total = self.library_size(v)?;
+                let p = progress.clone();
+                let info = self
+                    .hypervisor
+                    .volume_upload(
+                        &host.uri,
+                        &host.pool,
+                        &volume,
+                        self.library.join(&v.file),
+                        crate::hypervisor::DiskFormat::Qcow2,
+                        move |d, t| phase(&p, "uploading", d, t),
+                    )
+                    .await?;
+                phase(progress, "verifying", 0, total);
+                Ok(info.path)
+            }
+            Dir::Undo => {
+                if self.inventory.host_upload_pending(h, &volume)? {
+                    self.hypervisor
+                        .volume_delete(&host.uri, &host.pool, &volume)
+                        .await?;
+                    self.inventory.host_upload_end(h, &volume)?;
+                }
+                Ok(String::new())
+            }
+        }
     }
 
     /// Deletes a version: refused while a later version or a unit uses it; removes its copies

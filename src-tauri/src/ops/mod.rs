@@ -5,6 +5,7 @@
 
 pub mod builder;
 pub mod definitions;
+pub(crate) mod exec;
 pub mod hosts;
 pub mod images;
 pub mod lbs;

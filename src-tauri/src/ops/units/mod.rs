@@ -1090,9 +1090,7 @@ impl Engine {
 }
 
 /// An error with libvirt's own words, as the report shows it.
-pub(super) fn describe(e: &OpError) -> String {
-    crate::error::ApiError::from(e).message
-}
+pub(super) use super::exec::describe;
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,7 @@
 //! and resume or unwind after a crash.
 
 use super::*;
+use crate::ops::exec::{Journal, Ran, UndoError};
 use tracing::Instrument;
 
 impl Engine {
@@ -635,102 +636,36 @@ impl Engine {
                 return o;
             }
             let name = format!("{}: {}", s.name, step.as_str());
-            // The journal knows of a step before it acts: without that record a crash would
-            // leave something no resume or unwind knows about, so the operation stops.
-            if let Err(e) = self.journal(
-                ctx,
-                &name,
-                s,
-                step,
-                StepStatus::Started,
-                "",
-                o.done.len() as u32,
-                total,
-            ) {
-                ctx.abort.store(true, Ordering::SeqCst);
-                o.failed = Some((
-                    step,
-                    format!("could not write the journal: {}", describe(&e)),
-                ));
-                return o;
-            }
             let pos = (o.done.len() as u32, total);
             let span = tracing::info_span!("step", name = step.as_str());
-            let began = Instant::now();
-            tracing::info!(parent: &span, "step begins");
-            let mut result = self
-                .do_step(ctx, s, step, pos)
-                .instrument(span.clone())
+            let ran = self
+                .unit_journal(ctx)
+                .run_with_fault(
+                    &name,
+                    &self.step_note(ctx, s, step, total, o.done.len() as u32),
+                    || self.do_step(ctx, s, step, pos),
+                    || self.fault_at(&s.name, step),
+                )
+                .instrument(span)
                 .await;
-            if result.is_ok() && self.repeat.load(Ordering::SeqCst) {
-                result = self
-                    .do_step(ctx, s, step, pos)
-                    .instrument(span.clone())
-                    .await;
-            }
-            let ms = began.elapsed().as_millis() as u64;
-            match &result {
-                Ok(()) => tracing::info!(parent: &span, ms, "step succeeded"),
-                Err(e) => tracing::warn!(parent: &span, ms, error = %describe(e), "step failed"),
-            }
-            if result.is_ok() {
-                match self.fault_at(&s.name, step) {
-                    Some(true) => {
-                        ctx.abort.store(true, Ordering::SeqCst);
-                        o.failed = Some((step, CRASH.into()));
-                        return o;
-                    }
-                    Some(false) => {
-                        result = Err(OpError::Timeout(format!(
-                            "injected failure after {} on {}",
-                            step.as_str(),
-                            s.name
-                        )))
-                    }
-                    None => {}
-                }
-            }
-            match result {
-                Ok(()) => {
+            let failed = match ran {
+                Ran::Done(()) => {
                     o.done.push(step);
-                    if let Err(e) = self.journal(
-                        ctx,
-                        &name,
-                        s,
-                        step,
-                        StepStatus::Succeeded,
-                        "",
-                        o.done.len() as u32,
-                        total,
-                    ) {
-                        // It happened (and is undone with the rest), but the journal cannot
-                        // follow any more: stop here.
-                        ctx.abort.store(true, Ordering::SeqCst);
-                        o.failed = Some((
-                            step,
-                            format!("could not write the journal: {}", describe(&e)),
-                        ));
-                        return o;
-                    }
+                    continue;
                 }
-                Err(e) => {
-                    let msg = describe(&e);
-                    // Best effort: the step is undone whether or not this record is written.
-                    let _ = self.journal(
-                        ctx,
-                        &name,
-                        s,
-                        step,
-                        StepStatus::Failed,
-                        &msg,
-                        o.done.len() as u32,
-                        total,
-                    );
-                    ctx.abort.store(true, Ordering::SeqCst);
-                    o.failed = Some((step, msg));
-                    return o;
+                Ran::Failed(e) => describe(&e),
+                Ran::NotStarted(e) => format!("could not write the journal: {}", describe(&e)),
+                // It happened (and is undone with the rest), but the journal cannot follow
+                // any more: stop here.
+                Ran::Unrecorded(e) => {
+                    o.done.push(step);
+                    format!("could not write the journal: {}", describe(&e))
                 }
-            }
+                Ran::Crashed => CRASH.into(),
+            };
+            ctx.abort.store(true, Ordering::SeqCst);
+            o.failed = Some((step, failed));
+            return o;
         }
         if !last_phase {
             return o;
@@ -748,30 +683,40 @@ impl Engine {
         o
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn journal(
+    /// The journal of the operation `ctx` runs.
+    fn unit_journal<'a>(&'a self, ctx: &Ctx) -> Journal<'a> {
+        Journal {
+            inventory: &self.inventory,
+            op: ctx.op,
+            repeat: self.repeat.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Progress events for one server's step, as its journal rows are written.
+    fn step_note<'a>(
         &self,
-        ctx: &Ctx,
-        name: &str,
+        ctx: &'a Ctx,
         s: &Server,
         step: Step,
-        status: StepStatus,
-        detail: &str,
-        done: u32,
         total: u32,
-    ) -> Result<(), OpError> {
-        self.inventory
-            .operation_step(ctx.op, name, status, detail)?;
-        (ctx.progress)(StepEvent {
-            operation: ctx.op,
-            server: s.name.clone(),
-            step,
-            status,
-            detail: detail.to_owned(),
-            done,
-            total,
-        });
-        Ok(())
+        done: u32,
+    ) -> impl Fn(StepStatus, &str) + Send + Sync + 'a {
+        let server = s.name.clone();
+        move |status, detail| {
+            let done = match status {
+                StepStatus::Succeeded => done + 1,
+                _ => done,
+            };
+            (ctx.progress)(StepEvent {
+                operation: ctx.op,
+                server: server.clone(),
+                step,
+                status,
+                detail: detail.to_owned(),
+                done,
+                total,
+            })
+        }
     }
 
     /// Undoes `steps` of one server, newest first. A failed undo is journaled and reported
@@ -785,40 +730,25 @@ impl Engine {
         o: &mut ServerOutcome,
     ) {
         let total = steps.len() as u32;
+        let journal = self.unit_journal(ctx);
         for (i, &step) in steps.iter().enumerate().rev() {
             let name = format!("{}: {}", s.name, step.as_str());
-            let at = i as u32;
-            if let Err(e) =
-                self.journal(ctx, &name, s, step, StepStatus::UndoStarted, "", at, total)
-            {
-                let older: Vec<Step> = steps[..=i].to_vec();
-                for st in older.into_iter().rev() {
-                    o.undo_failed
-                        .push((st, format!("not undone: {}", describe(&e))));
-                }
-                return;
-            }
+            let note = self.step_note(ctx, s, step, total, i as u32);
             let span =
                 tracing::info_span!("undo", server = %s.name, host = %s.host, step = step.as_str());
-            let mut result = self.undo_step(ctx, s, step).instrument(span.clone()).await;
-            if result.is_ok() && self.repeat.load(Ordering::SeqCst) {
-                result = self.undo_step(ctx, s, step).instrument(span.clone()).await;
-            }
-            match &result {
-                Ok(()) => tracing::info!(parent: &span, "undone"),
-                Err(e) => tracing::warn!(parent: &span, error = %describe(e), "undo failed"),
-            }
-            match result {
-                Ok(()) => {
-                    o.undone.push(step);
-                    let _ = self.journal(ctx, &name, s, step, StepStatus::Undone, "", at, total);
+            let undone = journal
+                .undo(&name, &note, || self.undo_step(ctx, s, step))
+                .instrument(span)
+                .await;
+            match undone {
+                Ok(()) => o.undone.push(step),
+                Err(UndoError::NotStarted(msg)) => {
+                    for st in steps[..=i].iter().rev() {
+                        o.undo_failed.push((*st, msg.clone()));
+                    }
+                    return;
                 }
-                Err(e) => {
-                    let msg = describe(&e);
-                    let _ =
-                        self.journal(ctx, &name, s, step, StepStatus::UndoFailed, &msg, at, total);
-                    o.undo_failed.push((step, msg));
-                }
+                Err(UndoError::Failed(msg)) => o.undo_failed.push((step, msg)),
             }
         }
     }

@@ -30,12 +30,7 @@ fn upload_progress(
     })
 }
 
-/// Which way a step runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Dir {
-    Do,
-    Undo,
-}
+pub(super) use crate::ops::exec::Dir;
 
 /// Who a domain with a server's name belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
