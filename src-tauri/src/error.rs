@@ -50,6 +50,9 @@ pub enum ErrorCode {
     /// The inventory changed since the plan the admin confirmed (by its fingerprint) was
     /// made: nothing was done. Show the plan as it is now and ask again.
     PlanChanged,
+    /// A rollout failed on a server and was rolled back: every server that changed runs its
+    /// previous version again (the report says which server failed and why).
+    RolledBack,
     Internal,
 }
 
@@ -74,6 +77,7 @@ impl ErrorCode {
             Self::OperationFailed => 14,
             Self::Conflict => 15,
             Self::PlanChanged => 16,
+            Self::RolledBack => 17,
         }
     }
 }

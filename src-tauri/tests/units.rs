@@ -7,7 +7,7 @@ use flotilla::hypervisor::HvConfig;
 use flotilla::inventory::{Actor, Inventory};
 use flotilla::ops::hosts::HostInput;
 use flotilla::ops::images::{BootInput, ImportRequest};
-use flotilla::ops::units::{Fault, StepFn, UnitAction, UnitForm};
+use flotilla::ops::units::{Fault, StepFn, UnitAction, UnitForm, UnitUpdate};
 use flotilla::ops::{Engine, OpError};
 use flotilla::plan::{server_steps, OpKind, Step};
 use std::path::{Path, PathBuf};
@@ -153,7 +153,19 @@ impl Fixture {
                     .domain_is_running(&h.uri, &d)
                     .await
                     .unwrap();
-                out.push_str(&format!("{} domain {d} running={running:?}\n", h.name));
+                // The unit version its definition names (a rollout's swap and its undo).
+                let version = self
+                    .e
+                    .hypervisor
+                    .domain_flotilla_metadata(&h.uri, &d)
+                    .await
+                    .unwrap()
+                    .and_then(|m| m.into_iter().find(|(k, _)| k == "unit-version"))
+                    .map(|(_, v)| v);
+                out.push_str(&format!(
+                    "{} domain {d} running={running:?} version={version:?}\n",
+                    h.name
+                ));
             }
             let mut vols: Vec<String> = self
                 .e
@@ -178,6 +190,44 @@ impl Fixture {
             }
         }
         out
+    }
+
+    /// Imports another version of the master `base` (an empty 64 MiB qcow2).
+    async fn import_base(&self, version: u32) {
+        let disk = self.dir.path().join(format!("master-{version}.qcow2"));
+        let ok = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg("64M")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let v = self
+            .e
+            .image_import(
+                &ImportRequest {
+                    image: "base".into(),
+                    file: disk,
+                    notes: format!("version {version}"),
+                    boot: BootInput::Disk(flotilla::model::Firmware::Bios),
+                },
+                Arc::new(|_| {}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(v.version, version);
+    }
+
+    /// The next version of definition `shop` (another environment value).
+    fn new_definition_version(&self) -> u32 {
+        let now = self.e.def_show("shop", None).unwrap();
+        let text = format!("{}\n# edited\n", now.text);
+        let text = text.replacen("[env]", "[env]\nRELEASE = \"next\"", 1);
+        self.e
+            .def_set_text("shop", &text, Some(now.version.version))
+            .unwrap()
+            .version
     }
 
     async fn run(&self, unit: &str, action: UnitAction) -> Result<(), OpError> {
@@ -358,6 +408,20 @@ async fn prepared(f: &Fixture, action: &UnitAction) {
     if !matches!(action, UnitAction::Deploy) {
         f.run("app", UnitAction::Deploy).await.unwrap();
     }
+    if matches!(action, UnitAction::Rollout { .. }) {
+        // A new master and a new definition: servers are replaced (new disks).
+        f.import_base(2).await;
+        f.new_definition_version();
+        f.e.unit_update(
+            "app",
+            &UnitUpdate {
+                image: Some("base:2".into()),
+                definition: Some("shop:2".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
     if matches!(action, UnitAction::Start { .. }) {
         f.run(
             "app",
@@ -392,6 +456,7 @@ fn actions() -> Vec<(UnitAction, OpKind)> {
         (UnitAction::Scale { count: 3 }, OpKind::Deploy),
         (UnitAction::Scale { count: 1 }, OpKind::Remove),
         (UnitAction::Delete { force: false }, OpKind::Remove),
+        (UnitAction::Rollout { back: false }, OpKind::Rollout),
     ]
 }
 
@@ -1956,4 +2021,300 @@ async fn a_copy_that_fails_verification_is_undone_by_the_journal() {
     );
     assert!(!f.hosts_snapshot().await.contains(&v.volume_name()));
     assert!(f.e.image_show("base:1").unwrap().copies.is_empty());
+}
+
+/// Each server's unit version, as the inventory records it.
+fn versions(e: &Engine, unit: &str) -> Vec<String> {
+    e.unit_show(unit)
+        .unwrap()
+        .servers
+        .iter()
+        .map(|s| format!("{}=v{}", s.name, s.version.unwrap_or(0)))
+        .collect()
+}
+
+/// `unit update` records a pending version and changes nothing on the hosts; a rollout of a
+/// definition-only change keeps each server's disk (new seed and payload); one of a new master
+/// gives each a new disk and deletes the old one only when every server passed.
+#[tokio::test]
+async fn a_rollout_moves_every_server_to_the_pending_version() {
+    let f = Fixture::new().await;
+    f.e.unit_create(&f.form("app", 2)).unwrap();
+    f.run("app", UnitAction::Deploy).await.unwrap();
+    let deployed = f.snapshot().await;
+
+    f.new_definition_version();
+    let v2 =
+        f.e.unit_update(
+            "app",
+            &UnitUpdate {
+                definition: Some("shop".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((v2.version, v2.definition_version), (2, 2));
+    assert_eq!(
+        f.snapshot().await,
+        deployed,
+        "an update changes nothing on the hosts"
+    );
+    let u = f.e.unit_show("app").unwrap();
+    assert_eq!((u.current_version, u.pending().unwrap().version), (1, 2));
+
+    let plan =
+        f.e.unit_plan("app", &UnitAction::Rollout { back: false })
+            .unwrap();
+    assert_eq!(plan.batch_size, 1);
+    assert_eq!(plan.servers.len(), 2);
+    assert!(
+        plan.servers[0].note.starts_with("in place"),
+        "{:?}",
+        plan.servers[0]
+    );
+    f.run("app", UnitAction::Rollout { back: false })
+        .await
+        .unwrap();
+    assert_eq!(versions(&f.e, "app"), ["app-1=v2", "app-2=v2"]);
+    assert_eq!(f.e.unit_show("app").unwrap().current_version, 2);
+    let after = f.hosts_snapshot().await;
+    for s in ["app-1", "app-2"] {
+        assert!(after.contains(&format!("volume {s}-disk.qcow2")), "{after}");
+        assert!(
+            after.contains(&format!("volume {s}-seed-u2.img")),
+            "{after}"
+        );
+        assert!(
+            !after.contains(&format!("volume {s}-seed.img")),
+            "the old seed went: {after}"
+        );
+        assert!(
+            after.contains(&format!(
+                "domain {s} running=Some(true) version=Some(\"2\")"
+            )),
+            "{after}"
+        );
+    }
+    assert!(
+        !after.contains("app-u1-payload"),
+        "the old payload went: {after}"
+    );
+
+    // A new master: replaced.
+    f.import_base(2).await;
+    f.e.unit_update(
+        "app",
+        &UnitUpdate {
+            image: Some("base".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let plan =
+        f.e.unit_plan("app", &UnitAction::Rollout { back: false })
+            .unwrap();
+    assert!(
+        plan.servers[0].note.starts_with("replace"),
+        "{:?}",
+        plan.servers[0]
+    );
+    f.run("app", UnitAction::Rollout { back: false })
+        .await
+        .unwrap();
+    assert_eq!(versions(&f.e, "app"), ["app-1=v3", "app-2=v3"]);
+    let after = f.hosts_snapshot().await;
+    for s in ["app-1", "app-2"] {
+        assert!(
+            after.contains(&format!("volume {s}-disk-u3.qcow2")),
+            "{after}"
+        );
+        assert!(
+            !after.contains(&format!("volume {s}-disk.qcow2")),
+            "old disk gone: {after}"
+        );
+    }
+    assert!(
+        !after.contains("copy base:1"),
+        "the old master's copies went: {after}"
+    );
+
+    // History: what changed, newest first.
+    let history = f.e.unit_history("app").unwrap();
+    assert_eq!(history[0].status, "current");
+    assert!(
+        history[0].changes[0].starts_with("master base:v1 → base:v2"),
+        "{:?}",
+        history[0]
+    );
+    assert!(
+        history[1]
+            .changes
+            .iter()
+            .any(|c| c.contains("definition shop:v1 → shop:v2")),
+        "{:?}",
+        history[1]
+    );
+
+    // Back to the version before: recorded again as v4, rolled out.
+    f.e.unit_rollback("app", None, quiet()).await.unwrap();
+    assert_eq!(versions(&f.e, "app"), ["app-1=v4", "app-2=v4"]);
+    let v4 = f.e.unit_show("app").unwrap();
+    let v4 = v4.current().unwrap();
+    assert_eq!((v4.image_version, v4.definition_version), (1, 2));
+    // The unit stays usable: stop, start, delete leave nothing behind.
+    f.run("app", UnitAction::Delete { force: true })
+        .await
+        .unwrap();
+    let empty = f.hosts_snapshot().await;
+    assert!(!empty.contains("volume app-"), "{empty}");
+}
+
+/// A rollout that dies in the middle is offered for resume and unwind: unwind puts every
+/// server back on its version; resume finishes it without updating a server twice.
+#[tokio::test]
+async fn a_crashed_rollout_resumes_or_unwinds() {
+    for resume in [false, true] {
+        let f = Fixture::new().await;
+        f.e.unit_create(&f.form("app", 2)).unwrap();
+        f.run("app", UnitAction::Deploy).await.unwrap();
+        f.import_base(2).await;
+        f.e.unit_update(
+            "app",
+            &UnitUpdate {
+                image: Some("base:2".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let before = f.snapshot().await;
+        f.e.inject_fault(Some(Fault {
+            crash: true,
+            server: "app-2".into(),
+            step: Some(Step::Swap),
+        }));
+        let err =
+            f.e.unit_run("app", UnitAction::Rollout { back: false }, quiet())
+                .await
+                .unwrap_err();
+        assert!(matches!(err, OpError::Crashed), "{err}");
+        f.e.inject_fault(None);
+        let interrupted = f.e.interrupted_operations().unwrap();
+        assert_eq!(interrupted.len(), 1);
+        let id = interrupted[0].operation;
+        if resume {
+            f.e.operation_resume(id, quiet()).await.unwrap();
+            assert_eq!(versions(&f.e, "app"), ["app-1=v2", "app-2=v2"]);
+            let after = f.hosts_snapshot().await;
+            assert!(!after.contains("volume app-1-disk.qcow2"), "{after}");
+            assert!(!after.contains("volume app-2-disk.qcow2"), "{after}");
+            // app-1 was done before the crash: the resume did not take it out again.
+            let ops = f.e.inventory.operation_list(10).unwrap();
+            let resumed = ops
+                .iter()
+                .find(|o| o.id > id && o.kind == "rollout")
+                .unwrap();
+            assert_eq!(resumed.state, "succeeded");
+            let journal = f.e.inventory.operation_steps(resumed.id).unwrap();
+            assert!(
+                journal.iter().any(|(s, _)| s == "app-2: swap-version"),
+                "{journal:?}"
+            );
+            assert!(
+                !journal.iter().any(|(s, _)| s.starts_with("app-1: ")),
+                "{journal:?}"
+            );
+        } else {
+            f.e.operation_unwind(id, quiet()).await.unwrap();
+            assert_eq!(f.snapshot().await, before, "unwound to where it began");
+        }
+    }
+}
+
+/// Budgets and bad updates are refused before anything happens, and say why.
+#[tokio::test]
+async fn rollouts_and_updates_that_must_not_start_are_refused() {
+    let f = Fixture::new().await;
+    f.e.unit_create(&f.form("solo", 1)).unwrap();
+    f.run("solo", UnitAction::Deploy).await.unwrap();
+    f.new_definition_version();
+    f.e.unit_update(
+        "solo",
+        &UnitUpdate {
+            definition: Some("shop".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let before = f.snapshot().await;
+    let err =
+        f.e.unit_run("solo", UnitAction::Rollout { back: false }, quiet())
+            .await
+            .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("fewer than the unit's minimum of 1"),
+        "{err}"
+    );
+    assert_eq!(f.snapshot().await, before);
+    let plan =
+        f.e.unit_plan("solo", &UnitAction::Rollout { back: false })
+            .unwrap();
+    assert!(
+        plan.warnings[0].starts_with("this will not start"),
+        "{:?}",
+        plan.warnings
+    );
+
+    for (form, says) in [
+        (UnitUpdate::default(), "nothing to update"),
+        (
+            UnitUpdate {
+                image: Some("nosuch".into()),
+                ..Default::default()
+            },
+            "nosuch",
+        ),
+        (
+            UnitUpdate {
+                image: Some("base:x".into()),
+                ..Default::default()
+            },
+            "NAME or NAME:VERSION",
+        ),
+        (
+            UnitUpdate {
+                cpus: Some(0),
+                ..Default::default()
+            },
+            "cpus",
+        ),
+        (
+            UnitUpdate {
+                definition: Some("shop:1".into()),
+                memory_mib: Some(u32::MAX),
+                ..Default::default()
+            },
+            "memory",
+        ),
+    ] {
+        let v = f.e.unit_show("solo").unwrap().versions.len();
+        let err = f.e.unit_update("solo", &form).unwrap_err();
+        assert!(err.to_string().contains(says), "{form:?}: {err}");
+        assert_eq!(f.e.unit_show("solo").unwrap().versions.len(), v, "{form:?}");
+    }
+    // A definition on another port cannot be rolled out (the LB members keep their port).
+    let now = f.e.def_show("shop", None).unwrap();
+    let moved = now.text.replacen("port = 8080", "port = 9090", 1);
+    f.e.def_set_text("shop", &moved, Some(now.version.version))
+        .unwrap();
+    let err =
+        f.e.unit_update(
+            "solo",
+            &UnitUpdate {
+                definition: Some("shop".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("port cannot change"), "{err}");
 }

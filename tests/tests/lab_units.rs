@@ -143,6 +143,7 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
                 drain_timeout_s: 5,
                 health_timeout_s: 120,
                 shutdown_timeout_s: 30,
+                ..Default::default()
             }),
             ..web_form(4, "10.77.0.21-10.77.0.40", &pool)
         })

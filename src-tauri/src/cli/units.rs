@@ -8,6 +8,7 @@ use crate::model::{RolloutPolicy, ServerSize};
 use crate::ops::lbs::LbTarget;
 use crate::ops::units::{
     delete_confirmation, OpPlan, OpReport, ServerForm, StepEvent, StepFn, UnitAction, UnitForm,
+    UnitUpdate,
 };
 use crate::ops::{Engine, OpError};
 use clap::Subcommand;
@@ -76,6 +77,42 @@ pub(super) enum UnitCommand {
         #[command(flatten)]
         plan: Confirmed,
     },
+    /// Record the unit's next version (master, definition, size) as pending; the unit keeps
+    /// serving on its current version until `unit rollout`. Changes nothing on the hosts.
+    Update {
+        name: String,
+        /// Master version: IMAGE:VERSION (or IMAGE for its newest).
+        #[arg(long)]
+        image: Option<String>,
+        /// Definition version: DEF:VERSION (or DEF for its newest).
+        #[arg(long)]
+        definition: Option<String>,
+        #[arg(long)]
+        cpus: Option<u32>,
+        /// Memory per server in MiB.
+        #[arg(long)]
+        memory: Option<u32>,
+        /// Disk per server in GiB (0: the master's size).
+        #[arg(long)]
+        disk: Option<u32>,
+    },
+    /// Move the running servers to the pending version, max-unavailable at a time: prestage,
+    /// drain, stop, swap (new disk, or in place), start, health gate, back in rotation. A
+    /// server that fails its gate rolls every changed server back (exit 17).
+    Rollout {
+        name: String,
+        #[command(flatten)]
+        plan: Confirmed,
+    },
+    /// Roll back: a rollout in progress goes back to the current version; otherwise the
+    /// version before the current one (or --to) is recorded again and rolled out.
+    Rollback {
+        name: String,
+        #[arg(long)]
+        to: Option<u32>,
+    },
+    /// The unit's versions, newest first, with what changed in each.
+    History { name: String },
     /// Remove everything the unit created (servers, volumes, LB members) and the unit.
     Delete {
         name: String,
@@ -147,6 +184,13 @@ pub(super) struct CreateArgs {
     /// Seconds a server has to shut down after the ACPI request.
     #[arg(long, default_value_t = 60)]
     shutdown_timeout: u32,
+    /// Servers that stay in service during a rollout or restart (default: all but one, at
+    /// least one).
+    #[arg(long)]
+    min_in_service: Option<u32>,
+    /// Seconds an updated server must stay healthy before it is back in rotation.
+    #[arg(long, default_value_t = 10)]
+    min_healthy_time: u32,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -168,6 +212,10 @@ pub(super) enum PlanAction {
         count: u32,
     },
     Delete,
+    /// Moving the running servers to the pending version.
+    Rollout,
+    /// Back to the current version (a rollout in progress).
+    Rollback,
 }
 
 #[derive(Debug, Subcommand)]
@@ -323,6 +371,8 @@ pub(super) async fn unit(
                 drain_timeout,
                 health_timeout,
                 shutdown_timeout,
+                min_in_service,
+                min_healthy_time,
             } = *args;
             // What is not given comes from the definition, as in the wizard.
             let size = if cpus.is_some() || memory.is_some() || disk.is_some() {
@@ -355,6 +405,8 @@ pub(super) async fn unit(
                     drain_timeout_s: drain_timeout,
                     health_timeout_s: health_timeout,
                     shutdown_timeout_s: shutdown_timeout,
+                    min_in_service,
+                    min_healthy_s: min_healthy_time,
                 }),
             };
             let created = engine.unit_create(&form)?;
@@ -463,6 +515,8 @@ pub(super) async fn unit(
                 },
                 PlanAction::Scale { count } => UnitAction::Scale { count },
                 PlanAction::Delete => UnitAction::Delete { force: false },
+                PlanAction::Rollout => UnitAction::Rollout { back: false },
+                PlanAction::Rollback => UnitAction::Rollout { back: true },
             };
             let plan = engine.unit_plan(&name, &action)?;
             if json {
@@ -491,6 +545,64 @@ pub(super) async fn unit(
             plan,
         } => (name, UnitAction::Restart { servers, force }, plan),
         UnitCommand::Scale { name, count, plan } => (name, UnitAction::Scale { count }, plan),
+        UnitCommand::Rollout { name, plan } => (name, UnitAction::Rollout { back: false }, plan),
+        UnitCommand::Update {
+            name,
+            image,
+            definition,
+            cpus,
+            memory,
+            disk,
+        } => {
+            let v = engine.unit_update(
+                &name,
+                &UnitUpdate {
+                    image,
+                    definition,
+                    cpus,
+                    memory_mib: memory,
+                    disk_gib: disk,
+                },
+            )?;
+            if json {
+                print_json(&v);
+            } else {
+                say_line(&format!(
+                    "Unit {name} v{} is pending: master {}:v{}, definition {}:v{}, {} CPUs, {} MiB. Nothing changed on the hosts. See the plan with: flotillactl unit plan {name} rollout",
+                    v.version,
+                    v.image,
+                    v.image_version,
+                    v.definition,
+                    v.definition_version,
+                    v.size.cpus,
+                    v.size.memory_mib
+                ));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        UnitCommand::History { name } => {
+            let h = engine.unit_history(&name)?;
+            if json {
+                print_json(&h);
+            } else {
+                for e in &h {
+                    say_line(&format!(
+                        "v{} ({}, {} servers, {})",
+                        e.version.version, e.status, e.servers, e.version.created_at
+                    ));
+                    for c in &e.changes {
+                        say_line(&format!("  {c}"));
+                    }
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        UnitCommand::Rollback { name, to } => {
+            let bars = Bars::new(json);
+            let outcome = engine.unit_rollback(&name, to, bars.callback()).await;
+            bars.finish();
+            return report(json, outcome);
+        }
         UnitCommand::Delete {
             name,
             yes,
@@ -571,6 +683,22 @@ fn show(u: &Unit) {
             }
         ));
     }
+    if let Some(p) = u.pending() {
+        say_line(&format!(
+            "  pending v{}: master {}:v{}, definition {}:v{} (roll it out: flotillactl unit rollout {})",
+            p.version, p.image, p.image_version, p.definition, p.definition_version, u.name
+        ));
+    }
+    let on: std::collections::BTreeSet<u32> = u.servers.iter().filter_map(|s| s.version).collect();
+    if on.len() > 1 {
+        say_line(&format!(
+            "  mixed: servers run {}",
+            on.iter()
+                .map(|v| format!("v{v}"))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ));
+    }
     say_line(&format!(
         "  load balancer: {}",
         u.lb.as_ref().map_or_else(
@@ -579,8 +707,13 @@ fn show(u: &Unit) {
         )
     ));
     say_line(&format!(
-        "  policy: max unavailable {}, drain timeout {} s, health timeout {} s, shutdown timeout {} s",
-        u.policy.max_unavailable, u.policy.drain_timeout_s, u.policy.health_timeout_s, u.policy.shutdown_timeout_s
+        "  policy: max unavailable {}, min in service {}, drain timeout {} s, health timeout {} s, min healthy time {} s, shutdown timeout {} s",
+        u.policy.max_unavailable,
+        u.policy.min_in_service_of(u.servers.len() as u32),
+        u.policy.drain_timeout_s,
+        u.policy.health_timeout_s,
+        u.policy.min_healthy_s,
+        u.policy.shutdown_timeout_s
     ));
     let rows: Vec<Vec<String>> = u
         .servers

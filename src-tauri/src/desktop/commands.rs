@@ -532,6 +532,27 @@ pub async fn unit_plan(
     blocking(&state, move |e| Ok(e.unit_plan(&name, &action)?)).await
 }
 
+/// Records the unit's next version as pending (the Update wizard); the unit keeps serving.
+#[tauri::command]
+#[specta::specta]
+pub async fn unit_update(
+    state: State<'_, AppState>,
+    name: String,
+    form: crate::ops::units::UnitUpdate,
+) -> Result<crate::inventory::UnitVersion, ApiError> {
+    blocking(&state, move |e| Ok(e.unit_update(&name, &form)?)).await
+}
+
+/// The unit's versions, newest first, with what changed in each.
+#[tauri::command]
+#[specta::specta]
+pub async fn unit_history(
+    state: State<'_, AppState>,
+    name: String,
+) -> Result<Vec<crate::ops::units::UnitVersionEntry>, ApiError> {
+    blocking(&state, move |e| Ok(e.unit_history(&name)?)).await
+}
+
 /// Runs an action to its end, sending every step transition to `on_step`. A failed operation
 /// is an error whose message is the report (what failed, what was undone). With `plan` (the
 /// fingerprint of the plan the admin confirmed), nothing runs when the plan changed since:

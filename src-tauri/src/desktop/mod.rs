@@ -74,6 +74,8 @@ pub fn bindings_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::unit_live,
             commands::unit_plan,
             commands::unit_run,
+            commands::unit_update,
+            commands::unit_history,
             commands::host_set_network,
             commands::lb_list,
             commands::lb_add,

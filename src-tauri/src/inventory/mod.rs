@@ -28,7 +28,7 @@ pub use host_pins::PinMode;
 pub use hosts::NewHost;
 pub use lbs::LbInstance;
 pub use servers::{NewServer, Server};
-pub use units::{NewUnit, Unit, UnitVersion};
+pub use units::{NewUnit, NewUnitVersion, Unit, UnitVersion};
 
 use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
@@ -88,6 +88,8 @@ pub enum InventoryError {
         name: String,
         users: Vec<Dependent>,
     },
+    #[error("a rollout of unit {unit} has put v{version} on some of its servers: finish it (flotillactl unit rollout {unit}) or roll it back (flotillactl unit rollback {unit}) before recording another version")]
+    RolloutInProgress { unit: String, version: u32 },
     #[error("inventory query failed while trying to {what}")]
     Query {
         what: &'static str,
@@ -164,6 +166,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("host_pins", host_pins::CREATE),
     ("operation_steps: undo_failed", journal::UNDO_FAILED),
     ("host_uploads", host_uploads::CREATE),
+    // Issue 11: rolling updates give a server new disk and seed volumes.
+    ("servers: disk and seed volumes", servers::VOLUMES),
 ];
 
 fn migrations() -> Migrations<'static> {

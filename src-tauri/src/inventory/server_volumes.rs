@@ -88,6 +88,23 @@ impl Inventory {
         tx.commit().map_err(query_err("record a server's volume"))
     }
 
+    /// The volumes Flotilla recorded as `server`'s, by name.
+    pub fn server_volumes_of(&self, server: &str) -> Result<Vec<String>, InventoryError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT v.volume FROM server_volumes v JOIN servers s ON s.id = v.server_id
+                 WHERE s.name = ?1 ORDER BY v.volume",
+            )
+            .map_err(query_err("list a server's volumes"))?;
+        let rows = stmt
+            .query_map([server], |r| r.get(0))
+            .map_err(query_err("list a server's volumes"))?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(query_err("list a server's volumes"));
+        rows
+    }
+
     /// Forgets that a volume is a server's (after deleting it).
     pub fn server_volume_forget(&self, host: &str, volume: &str) -> Result<(), InventoryError> {
         self.conn()

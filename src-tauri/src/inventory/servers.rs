@@ -20,7 +20,34 @@ pub struct Server {
     pub version: Option<u32>,
     /// What the load balancer should hold for it: none, maint, drain or ready.
     pub lb_state: String,
+    /// The volume it boots from; empty: `<name>-disk.qcow2` (a rollout that changed the master
+    /// or the size gave it a new one).
+    pub disk: String,
+    /// Its NoCloud seed volume; empty: `<name>-seed.img`.
+    pub seed: String,
 }
+
+impl Server {
+    pub fn disk_volume(&self) -> String {
+        if self.disk.is_empty() {
+            format!("{}-disk.qcow2", self.name)
+        } else {
+            self.disk.clone()
+        }
+    }
+
+    pub fn seed_volume(&self) -> String {
+        if self.seed.is_empty() {
+            format!("{}-seed.img", self.name)
+        } else {
+            self.seed.clone()
+        }
+    }
+}
+
+/// Migration: the disk and seed volumes a server uses (rolling updates give it new ones).
+pub(super) const VOLUMES: &str = "ALTER TABLE servers ADD COLUMN disk TEXT NOT NULL DEFAULT '';
+    ALTER TABLE servers ADD COLUMN seed TEXT NOT NULL DEFAULT '';";
 
 /// A server to register.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +134,22 @@ impl Inventory {
         Ok(())
     }
 
+    /// Records the disk and seed volumes a server uses (names, as on its host).
+    pub fn server_set_volumes(
+        &self,
+        server: &str,
+        disk: &str,
+        seed: &str,
+    ) -> Result<(), InventoryError> {
+        self.conn()
+            .execute(
+                "UPDATE servers SET disk = ?2, seed = ?3 WHERE name = ?1",
+                params![server, disk, seed],
+            )
+            .map_err(query_err("set a server's volumes"))?;
+        Ok(())
+    }
+
     pub fn server_set_lb_state(&self, server: &str, lb_state: &str) -> Result<(), InventoryError> {
         self.conn()
             .execute(
@@ -137,7 +180,8 @@ impl Inventory {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(&format!(
-                "SELECT s.name, u.name, h.name, s.address, s.mac, s.state, s.version, s.lb_state
+                "SELECT s.name, u.name, h.name, s.address, s.mac, s.state, s.version, s.lb_state,
+                        s.disk, s.seed
                  FROM servers s JOIN units u ON u.id = s.unit_id JOIN hosts h ON h.id = s.host_id
                  WHERE {filter} ORDER BY u.name, s.id"
             ))
@@ -154,6 +198,8 @@ impl Inventory {
                     state: ServerState::parse(&state).unwrap_or(ServerState::Planned),
                     version: r.get(6)?,
                     lb_state: r.get(7)?,
+                    disk: r.get(8)?,
+                    seed: r.get(9)?,
                 })
             })
             .map_err(query_err("list servers"))?

@@ -101,6 +101,27 @@ impl Unit {
             .iter()
             .find(|v| v.version == self.current_version)
     }
+
+    /// The version recorded by `unit update` that not every server runs yet (the newest one
+    /// after the current), if any.
+    pub fn pending(&self) -> Option<&UnitVersion> {
+        self.versions
+            .iter()
+            .filter(|v| v.version > self.current_version)
+            .max_by_key(|v| v.version)
+    }
+
+    pub fn version(&self, version: u32) -> Option<&UnitVersion> {
+        self.versions.iter().find(|v| v.version == version)
+    }
+}
+
+/// The content of a new unit version.
+#[derive(Debug, Clone)]
+pub struct NewUnitVersion {
+    pub image: (String, u32),
+    pub definition: (String, u32),
+    pub size: ServerSize,
 }
 
 /// A unit to create with its first version and servers.
@@ -153,7 +174,12 @@ impl Inventory {
         )
         .map_err(|e| conflict(e, "unit", new.name.clone()))?;
         let unit_id = tx.last_insert_rowid();
-        Self::unit_version_insert_in(&tx, unit_id, 1, new)?;
+        let first = NewUnitVersion {
+            image: new.image.clone(),
+            definition: new.definition.clone(),
+            size: new.size,
+        };
+        Self::unit_version_insert_in(&tx, unit_id, 1, &first)?;
         for s in &new.servers {
             Self::server_insert_in(&tx, unit_id, s)?;
         }
@@ -164,7 +190,7 @@ impl Inventory {
         tx: &rusqlite::Transaction<'_>,
         unit_id: i64,
         version: u32,
-        new: &NewUnit,
+        new: &NewUnitVersion,
     ) -> Result<(), InventoryError> {
         let image_id: i64 = tx
             .query_row(
@@ -207,6 +233,84 @@ impl Inventory {
             ],
         )
         .map_err(query_err("record a unit version"))?;
+        Ok(())
+    }
+
+    /// Records the next version of a unit as pending (the unit keeps running its current
+    /// one). A pending version no server runs yet is replaced; one a rollout has begun to put
+    /// on servers is refused until that rollout finishes or is rolled back.
+    pub fn unit_version_add(
+        &self,
+        unit: &str,
+        new: &NewUnitVersion,
+    ) -> Result<u32, InventoryError> {
+        let mut conn = self.conn();
+        let tx = Self::write_tx(&mut conn, "begin a unit update")?;
+        let (unit_id, current): (i64, u32) = tx
+            .query_row(
+                "SELECT id, current_version FROM units WHERE name = ?1",
+                [unit],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(query_err("find a unit"))?
+            .ok_or_else(|| InventoryError::NotFound {
+                kind: "unit",
+                name: unit.to_owned(),
+            })?;
+        let in_use: Option<u32> = tx
+            .query_row(
+                "SELECT MAX(version) FROM servers WHERE unit_id = ?1 AND version > ?2",
+                params![unit_id, current],
+                |r| r.get(0),
+            )
+            .map_err(query_err("find a rollout in progress"))?;
+        if let Some(v) = in_use {
+            return Err(InventoryError::RolloutInProgress {
+                unit: unit.to_owned(),
+                version: v,
+            });
+        }
+        tx.execute(
+            "DELETE FROM unit_versions WHERE unit_id = ?1 AND version > ?2",
+            params![unit_id, current],
+        )
+        .map_err(query_err("replace a pending unit version"))?;
+        let next: u32 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM unit_versions WHERE unit_id = ?1",
+                [unit_id],
+                |r| r.get(0),
+            )
+            .map_err(query_err("number a unit version"))?;
+        Self::unit_version_insert_in(&tx, unit_id, next, new)?;
+        tx.commit().map_err(query_err("record a unit version"))?;
+        Ok(next)
+    }
+
+    /// Forgets the versions after the current one that no server runs (after a rollback).
+    pub fn unit_versions_drop_pending(&self, unit: &str) -> Result<(), InventoryError> {
+        self.conn()
+            .execute(
+                "DELETE FROM unit_versions
+                 WHERE unit_id = (SELECT id FROM units WHERE name = ?1)
+                   AND version > (SELECT current_version FROM units WHERE name = ?1)
+                   AND version NOT IN (SELECT version FROM servers
+                        WHERE unit_id = (SELECT id FROM units WHERE name = ?1) AND version IS NOT NULL)",
+                [unit],
+            )
+            .map_err(query_err("forget a rolled-back unit version"))?;
+        Ok(())
+    }
+
+    /// Makes `version` the unit's current version (every server runs it).
+    pub fn unit_set_current(&self, unit: &str, version: u32) -> Result<(), InventoryError> {
+        self.conn()
+            .execute(
+                "UPDATE units SET current_version = ?2 WHERE name = ?1",
+                params![unit, version],
+            )
+            .map_err(query_err("set a unit's version"))?;
         Ok(())
     }
 

@@ -43,9 +43,11 @@ impl ServerSize {
     }
 }
 
-/// How batch operations treat a unit: stop and restart go in batches of `max_unavailable`.
+/// How batch operations treat a unit: rollouts, restarts and stops of chosen servers go in
+/// batches of `max_unavailable`, never below `min_in_service`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "desktop", derive(specta::Type))]
+#[serde(default)]
 pub struct RolloutPolicy {
     pub max_unavailable: u32,
     /// Seconds to wait for a draining server's sessions to end.
@@ -54,6 +56,12 @@ pub struct RolloutPolicy {
     pub health_timeout_s: u32,
     /// Seconds a server has to shut down after the ACPI request.
     pub shutdown_timeout_s: u32,
+    /// Servers that must stay in service during a rollout or restart; none: all but one (at
+    /// least one).
+    pub min_in_service: Option<u32>,
+    /// Seconds an updated server must stay healthy, without a dip, before it is back in
+    /// rotation (a dip starts the count again).
+    pub min_healthy_s: u32,
 }
 
 impl Default for RolloutPolicy {
@@ -63,17 +71,32 @@ impl Default for RolloutPolicy {
             drain_timeout_s: 30,
             health_timeout_s: 300,
             shutdown_timeout_s: 60,
+            min_in_service: None,
+            min_healthy_s: 10,
         }
     }
 }
 
 impl RolloutPolicy {
+    /// The servers that stay in service for a unit of `count` servers.
+    pub fn min_in_service_of(&self, count: u32) -> u32 {
+        self.min_in_service
+            .unwrap_or_else(|| count.saturating_sub(1).max(1))
+    }
+
     pub fn validate(&self) -> Result<(), ValidationError> {
-        let checks: [(&'static str, u32, u32, u32); 4] = [
+        let checks: [(&'static str, u32, u32, u32); 6] = [
             ("max-unavailable", self.max_unavailable, 1, MAX_SERVERS),
             ("drain-timeout", self.drain_timeout_s, 0, 86_400),
             ("health-timeout", self.health_timeout_s, 1, 86_400),
             ("shutdown-timeout", self.shutdown_timeout_s, 1, 86_400),
+            (
+                "min-in-service",
+                self.min_in_service.unwrap_or(0),
+                0,
+                MAX_SERVERS,
+            ),
+            ("min-healthy-time", self.min_healthy_s, 0, 3_600),
         ];
         for (field, value, min, max) in checks {
             if !(min..=max).contains(&value) {

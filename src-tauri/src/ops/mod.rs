@@ -114,6 +114,11 @@ impl From<&OpError> for ApiError {
             OpError::Stale { .. } => ApiError::new(ErrorCode::Conflict, err.to_string()),
             OpError::NoSpace { .. } => ApiError::new(ErrorCode::NoSpace, err.to_string()),
             OpError::Timeout(_) => ApiError::new(ErrorCode::Timeout, err.to_string()),
+            OpError::Failed(r)
+                if r.action == "rollout" && r.servers.iter().all(|s| s.undo_failed.is_empty()) =>
+            {
+                ApiError::new(ErrorCode::RolledBack, err.to_string())
+            }
             OpError::Failed(_) => ApiError::new(ErrorCode::OperationFailed, err.to_string()),
             OpError::PlanChanged { .. } => ApiError::new(ErrorCode::PlanChanged, err.to_string()),
             OpError::Crashed => ApiError::new(ErrorCode::Internal, err.to_string()),
@@ -149,6 +154,7 @@ impl From<&OpError> for ApiError {
                     }
                     InventoryError::InUse { .. } => ErrorCode::InUse,
                     InventoryError::Stale { .. } => ErrorCode::Conflict,
+                    InventoryError::RolloutInProgress { .. } => ErrorCode::Busy,
                     _ => ErrorCode::Inventory,
                 };
                 let mut message = e.to_string();

@@ -55,6 +55,12 @@ pub enum Step {
     DeleteVolumes,
     /// Forget the server in the inventory.
     Forget,
+    /// Rollout: the server moves to the new unit version while it is shut down — a new
+    /// linked clone of the new master (master or disk size changed; the old disk is kept until
+    /// the rollout is done) or the same disk (definition only), a new seed with a new
+    /// instance-id and the new payload, the domain redefined with the same name, MAC and
+    /// address. Undo: the old disk, seed and payload again.
+    Swap,
 }
 
 impl Step {
@@ -78,6 +84,7 @@ impl Step {
             Self::Undefine => "undefine",
             Self::DeleteVolumes => "delete-volumes",
             Self::Forget => "forget",
+            Self::Swap => "swap-version",
         }
     }
 
@@ -104,7 +111,7 @@ impl Step {
     }
 }
 
-pub const ALL_STEPS: [Step; 18] = [
+pub const ALL_STEPS: [Step; 19] = [
     Step::ClaimNames,
     Step::EnsureMaster,
     Step::EnsurePayload,
@@ -123,6 +130,7 @@ pub const ALL_STEPS: [Step; 18] = [
     Step::Undefine,
     Step::DeleteVolumes,
     Step::Forget,
+    Step::Swap,
 ];
 
 /// What an operation does to each server it touches.
@@ -136,6 +144,8 @@ pub enum OpKind {
     Restart,
     /// Tear down servers that leave the unit (scale in, delete).
     Remove,
+    /// Move running servers to another unit version, `max_unavailable` at a time.
+    Rollout,
 }
 
 impl OpKind {
@@ -146,6 +156,7 @@ impl OpKind {
             Self::Stop => "stop",
             Self::Restart => "restart",
             Self::Remove => "remove",
+            Self::Rollout => "rollout",
         }
     }
 }
@@ -177,6 +188,20 @@ pub fn server_steps(kind: OpKind, lb: bool) -> Vec<Step> {
             WaitHealthy,
             LbReady,
         ],
+        // Prestage first (the new master and payload on the host), so the time out of
+        // service is only drain → stop → swap → start → healthy.
+        OpKind::Rollout => &[
+            EnsureMaster,
+            EnsurePayload,
+            LbDrain,
+            WaitDrained,
+            LbMaint,
+            Shutdown,
+            Swap,
+            Start,
+            WaitHealthy,
+            LbReady,
+        ],
         OpKind::Remove => &[
             LbDrain,
             WaitDrained,
@@ -191,13 +216,29 @@ pub fn server_steps(kind: OpKind, lb: bool) -> Vec<Step> {
     all.iter().copied().filter(|s| lb || !s.uses_lb()).collect()
 }
 
-/// Stop and restart take servers out of service: at most `max_unavailable` at a time. Deploy
-/// and start only add capacity and run all servers at once (bounded per host by the engine).
-pub fn batch_size(kind: OpKind, max_unavailable: u32, servers: usize) -> usize {
+/// Restarts, rollouts and stops of chosen servers take servers out of service: at most
+/// `max_unavailable` at a time. Deploy and start only add capacity, and a stop of the whole
+/// unit (`whole_unit`) takes it all out anyway: those run all servers at once (bounded per
+/// host by the engine).
+pub fn batch_size(kind: OpKind, max_unavailable: u32, servers: usize, whole_unit: bool) -> usize {
     match kind {
-        OpKind::Stop | OpKind::Restart => (max_unavailable.max(1) as usize).min(servers.max(1)),
+        OpKind::Stop if whole_unit => servers.max(1),
+        OpKind::Stop | OpKind::Restart | OpKind::Rollout => {
+            (max_unavailable.max(1) as usize).min(servers.max(1))
+        }
         _ => servers.max(1),
     }
+}
+
+/// Why a restart or rollout of `targets` servers, `batch` at a time, must not start: it would
+/// leave fewer than `min_in_service` of the unit's `in_service` servers in service.
+pub fn below_min_in_service(in_service: u32, batch: u32, min_in_service: u32) -> Option<String> {
+    let left = in_service.saturating_sub(batch);
+    (left < min_in_service).then(|| {
+        format!(
+            "taking {batch} of the {in_service} servers in service out at a time leaves {left}, fewer than the unit's minimum of {min_in_service} in service; lower max-unavailable, scale out first, or set a lower --min-in-service"
+        )
+    })
 }
 
 /// A host as placement sees it.
@@ -346,9 +387,15 @@ mod tests {
 
     #[test]
     fn batches_and_warnings() {
-        assert_eq!(batch_size(OpKind::Stop, 2, 5), 2);
-        assert_eq!(batch_size(OpKind::Restart, 9, 5), 5);
-        assert_eq!(batch_size(OpKind::Deploy, 1, 5), 5);
+        assert_eq!(batch_size(OpKind::Stop, 2, 5, false), 2);
+        assert_eq!(
+            batch_size(OpKind::Stop, 2, 5, true),
+            5,
+            "a whole-unit stop: all at once"
+        );
+        assert_eq!(batch_size(OpKind::Restart, 9, 5, false), 5);
+        assert_eq!(batch_size(OpKind::Rollout, 1, 4, false), 1);
+        assert_eq!(batch_size(OpKind::Deploy, 1, 5, false), 5);
         assert!(single_host_warning(&["h1", "h1"]).is_some());
         assert!(single_host_warning(&["h1", "h2"]).is_none());
         assert!(single_host_warning(&["h1"]).is_none());

@@ -64,6 +64,10 @@ export const commands = {
 	 *  the error's code is `plan_changed`.
 	 */
 	unitRun: (name: string, action: UnitAction, plan: string | null, onStep: Channel<StepEvent>) => typedError<OpReport, ApiError>(__TAURI_INVOKE("unit_run", { name, action, plan, onStep })),
+	/**  Records the unit's next version as pending (the Update wizard); the unit keeps serving. */
+	unitUpdate: (name: string, form: UnitUpdate) => typedError<UnitVersion, ApiError>(__TAURI_INVOKE("unit_update", { name, form })),
+	/**  The unit's versions, newest first, with what changed in each. */
+	unitHistory: (name: string) => typedError<UnitVersionEntry[], ApiError>(__TAURI_INVOKE("unit_history", { name })),
 	hostSetNetwork: (name: string, network: string, gateway: string, domainType: string) => typedError<Host, ApiError>(__TAURI_INVOKE("host_set_network", { name, network, gateway, domainType })),
 	lbList: () => typedError<LbInstance[], ApiError>(__TAURI_INVOKE("lb_list")),
 	lbAdd: (name: string, target: LbTarget) => typedError<LbInstance, ApiError>(__TAURI_INVOKE("lb_add", { name, target })),
@@ -539,15 +543,28 @@ export type ReconcileReport = {
 	busy: BusyUnit[],
 };
 
-/**  How batch operations treat a unit: stop and restart go in batches of `max_unavailable`. */
+/**
+ *  How batch operations treat a unit: rollouts, restarts and stops of chosen servers go in
+ *  batches of `max_unavailable`, never below `min_in_service`.
+ */
 export type RolloutPolicy = {
-	max_unavailable: number,
+	max_unavailable?: number,
 	/**  Seconds to wait for a draining server's sessions to end. */
-	drain_timeout_s: number,
+	drain_timeout_s?: number,
 	/**  Seconds a started server has to pass its health check. */
-	health_timeout_s: number,
+	health_timeout_s?: number,
 	/**  Seconds a server has to shut down after the ACPI request. */
-	shutdown_timeout_s: number,
+	shutdown_timeout_s?: number,
+	/**
+	 *  Servers that must stay in service during a rollout or restart; none: all but one (at
+	 *  least one).
+	 */
+	min_in_service?: number | null,
+	/**
+	 *  Seconds an updated server must stay healthy, without a dip, before it is back in
+	 *  rotation (a dip starts the count again).
+	 */
+	min_healthy_s?: number,
 };
 
 export type Server = {
@@ -561,6 +578,13 @@ export type Server = {
 	version: number | null,
 	/**  What the load balancer should hold for it: none, maint, drain or ready. */
 	lb_state: string,
+	/**
+	 *  The volume it boots from; empty: `<name>-disk.qcow2` (a rollout that changed the master
+	 *  or the size gave it a new one).
+	 */
+	disk: string,
+	/**  Its NoCloud seed volume; empty: `<name>-seed.img`. */
+	seed: string,
 };
 
 /**  A server named in the unit wizard or on the command line. */
@@ -658,7 +682,15 @@ export type Step =
 /**  Delete the server's disk, seed and serial log. */
 "delete-volumes" | 
 /**  Forget the server in the inventory. */
-"forget";
+"forget" | 
+/**
+ *  Rollout: the server moves to the new unit version while it is shut down — a new
+ *  linked clone of the new master (master or disk size changed; the old disk is kept until
+ *  the rollout is done) or the same disk (definition only), a new seed with a new
+ *  instance-id and the new payload, the domain redefined with the same name, MAC and
+ *  address. Undo: the old disk, seed and payload again.
+ */
+"swap";
 
 /**  A step transition, as the progress bars and the GUI see it. */
 export type StepEvent = {
@@ -698,7 +730,12 @@ export type Unit = {
 };
 
 /**  An operation the admin asks for. */
-export type UnitAction = { action: "deploy" } | { action: "start"; servers: string[] } | { action: "stop"; servers: string[]; force: boolean } | { action: "restart"; servers: string[]; force: boolean } | { action: "scale"; count: number } | { action: "delete"; force: boolean };
+export type UnitAction = { action: "deploy" } | { action: "start"; servers: string[] } | { action: "stop"; servers: string[]; force: boolean } | { action: "restart"; servers: string[]; force: boolean } | { action: "scale"; count: number } | { action: "delete"; force: boolean } | 
+/**
+ *  Move the running servers to the pending unit version (`unit update`), or with `back`
+ *  to the current one (the last on which every server passed its gate).
+ */
+{ action: "rollout"; back: boolean };
 
 /**  What the wizard's review page and `unit create` show after creating. */
 export type UnitCreated = {
@@ -734,6 +771,17 @@ export type UnitForm = {
 	policy: RolloutPolicy | null,
 };
 
+/**  What `unit update` changes; what is not given stays as in the unit's newest version. */
+export type UnitUpdate = {
+	/**  `IMAGE` (its newest version) or `IMAGE:VERSION`. */
+	image: string | null,
+	/**  `DEF` (its newest version) or `DEF:VERSION`. */
+	definition: string | null,
+	cpus: number | null,
+	memory_mib: number | null,
+	disk_gib: number | null,
+};
+
 export type UnitVersion = {
 	version: number,
 	image: string,
@@ -742,6 +790,20 @@ export type UnitVersion = {
 	definition_version: number,
 	size: ServerSize,
 	created_at: string,
+};
+
+/**  One unit version and what changed against the version before it. */
+export type UnitVersionEntry = {
+	version: UnitVersion,
+	/**  current, pending, or past. */
+	status: string,
+	/**  Servers running it now. */
+	servers: number,
+	/**
+	 *  One line per change: the master (with the new version's notes and lineage), the
+	 *  definition (its diff, line by line), the size.
+	 */
+	changes: string[],
 };
 
 /* Tauri Specta runtime */

@@ -40,7 +40,10 @@ use std::sync::Arc;
 
 mod run;
 mod steps;
+mod update;
+
 use std::time::{Duration, Instant};
+pub use update::{UnitUpdate, UnitVersionEntry};
 
 /// Servers started at once on one host.
 const PER_HOST: usize = 4;
@@ -95,11 +98,28 @@ pub struct UnitCreated {
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum UnitAction {
     Deploy,
-    Start { servers: Vec<String> },
-    Stop { servers: Vec<String>, force: bool },
-    Restart { servers: Vec<String>, force: bool },
-    Scale { count: u32 },
-    Delete { force: bool },
+    Start {
+        servers: Vec<String>,
+    },
+    Stop {
+        servers: Vec<String>,
+        force: bool,
+    },
+    Restart {
+        servers: Vec<String>,
+        force: bool,
+    },
+    Scale {
+        count: u32,
+    },
+    Delete {
+        force: bool,
+    },
+    /// Move the running servers to the pending unit version (`unit update`), or with `back`
+    /// to the current one (the last on which every server passed its gate).
+    Rollout {
+        back: bool,
+    },
 }
 
 impl UnitAction {
@@ -111,7 +131,14 @@ impl UnitAction {
             Self::Restart { .. } => "restart",
             Self::Scale { .. } => "scale",
             Self::Delete { .. } => "delete",
+            Self::Rollout { back: false } => "rollout",
+            Self::Rollout { back: true } => "rollback",
         }
+    }
+
+    /// A stop of every server of the unit (the seed's batch stop), not of chosen ones.
+    fn whole_unit(&self) -> bool {
+        matches!(self, Self::Stop { servers, .. } if servers.is_empty())
     }
     fn force(&self) -> bool {
         matches!(
@@ -137,10 +164,46 @@ struct OpArgs {
     /// What it does to each of them (known once it began).
     #[serde(default)]
     kind: Option<OpKind>,
+    /// The unit version it puts on servers (rollouts; others use the current one).
+    #[serde(default)]
+    target: Option<u32>,
+    /// The disk and seed volumes of the servers it touches before it began (rollouts).
+    #[serde(default)]
+    volumes_before: Vec<(String, String, String)>,
     /// The fingerprint of the plan the admin confirmed: checked once the unit is locked.
     /// Not stored: a resumed operation goes on from where it was, whatever the plan is now.
     #[serde(skip)]
     expect: Option<String>,
+}
+
+impl OpArgs {
+    /// A server as it was before this operation began (state, version, disk and seed): what
+    /// an unwind puts back.
+    fn as_before(&self, s: &Server) -> Server {
+        let mut s = s.clone();
+        if let Some((_, state, version)) = self.before.iter().find(|b| b.0 == s.name) {
+            s.state = *state;
+            s.version = *version;
+        }
+        if let Some((_, disk, seed)) = self.volumes_before.iter().find(|b| b.0 == s.name) {
+            s.disk = disk.clone();
+            s.seed = seed.clone();
+        }
+        s
+    }
+
+    fn of(unit: &str, action: UnitAction) -> Self {
+        Self {
+            unit: unit.to_owned(),
+            action,
+            registered: Vec::new(),
+            before: Vec::new(),
+            kind: None,
+            target: None,
+            volumes_before: Vec::new(),
+            expect: None,
+        }
+    }
 }
 
 /// One server's part of a plan.
@@ -187,11 +250,12 @@ struct UnitFacts<'a> {
 }
 
 impl<'a> UnitFacts<'a> {
+    /// The unit as a plan sees it: with its pending version when `unit update` recorded one.
     fn of(u: &'a Unit) -> Self {
-        let v = u.current();
+        let v = u.pending().or(u.current());
         Self {
             name: &u.name,
-            version: u.current_version,
+            version: v.map_or(u.current_version, |v| v.version),
             image: v.map_or(("", 0), |v| (v.image.as_str(), v.image_version)),
             definition: v.map_or(("", 0), |v| (v.definition.as_str(), v.definition_version)),
             size: v.map_or(
@@ -391,8 +455,16 @@ pub struct Interrupted {
 struct Ctx {
     op: i64,
     unit: Unit,
+    /// The unit version the operation puts on servers (the current one, or a rollout's).
     uv: UnitVersion,
     image: ImageVersion,
+    /// The unit's other versions with their masters: what servers ran before a rollout (its
+    /// undo puts them back).
+    prior: HashMap<u32, (UnitVersion, ImageVersion)>,
+    /// Seconds a server must stay healthy before it is back in rotation (rollouts).
+    gate_s: u32,
+    /// The batch of a whole-unit stop is the whole unit.
+    whole_unit: bool,
     def: Definition,
     hosts: HashMap<String, Host>,
     lb: Option<(LbDriver, String)>,
@@ -417,8 +489,81 @@ impl Ctx {
         })
     }
     fn payload_volume(&self) -> String {
-        format!("{}-u{}-payload.img", self.unit.name, self.uv.version)
+        payload_volume(&self.unit.name, self.uv.version)
     }
+
+    /// A unit version and its master: the target or a prior one.
+    fn release(&self, version: u32) -> Result<(&UnitVersion, &ImageVersion), OpError> {
+        if version == self.uv.version {
+            return Ok((&self.uv, &self.image));
+        }
+        self.prior
+            .get(&version)
+            .map(|(uv, image)| (uv, image))
+            .ok_or_else(|| {
+                InventoryError::NotFound {
+                    kind: "unit version",
+                    name: format!("{}:v{version}", self.unit.name),
+                }
+                .into()
+            })
+    }
+}
+
+/// Why an operation must not start because it would take too many servers out of service at
+/// once: restarts and rollouts (a batch at a time) and stops of chosen servers (for good).
+/// A stop of the whole unit is the admin's explicit choice and is not limited.
+fn budget_refusal(
+    u: &Unit,
+    kind: OpKind,
+    targets: &[Server],
+    action: &UnitAction,
+) -> Option<String> {
+    if targets.is_empty() {
+        return None;
+    }
+    let out = match kind {
+        OpKind::Restart | OpKind::Rollout => {
+            plan::batch_size(kind, u.policy.max_unavailable, targets.len(), false)
+        }
+        OpKind::Stop if !action.whole_unit() => targets.len(),
+        _ => return None,
+    } as u32;
+    let in_service = u
+        .servers
+        .iter()
+        .filter(|s| s.state == ServerState::Running && (u.lb.is_none() || s.lb_state == "ready"))
+        .count() as u32;
+    let min = u.policy.min_in_service_of(u.servers.len() as u32);
+    plan::below_min_in_service(in_service, out, min)
+}
+
+/// The unit version a rollout puts on servers: the pending one (or the current one, when
+/// nothing is pending: servers a failed rollout left behind); a rollback, the current one —
+/// the last on which every server passed its gate.
+fn rollout_target(u: &Unit, back: bool) -> Result<u32, OpError> {
+    if back {
+        if !u
+            .servers
+            .iter()
+            .any(|s| s.version.is_some_and(|v| v != u.current_version))
+        {
+            return Err(ValidationError::new(
+                "unit",
+                format!(
+                    "every server of unit {} runs its current version v{}: nothing to roll back; to go back to an earlier version: flotillactl unit rollback {} --to VERSION",
+                    u.name, u.current_version, u.name
+                ),
+            )
+            .into());
+        }
+        return Ok(u.current_version);
+    }
+    Ok(u.pending().map_or(u.current_version, |v| v.version))
+}
+
+fn payload_volume(unit: &str, version: u32) -> String {
+    format!("{unit}-u{version}-payload.img")
 }
 
 fn disk_volume(server: &str) -> String {
@@ -513,7 +658,9 @@ impl Engine {
             | UnitAction::Stop { servers, .. }
             | UnitAction::Restart { servers, .. } => (servers.clone(), None),
             UnitAction::Scale { count } => (Vec::new(), Some(*count)),
-            UnitAction::Deploy | UnitAction::Delete { .. } => (Vec::new(), None),
+            UnitAction::Deploy | UnitAction::Delete { .. } | UnitAction::Rollout { .. } => {
+                (Vec::new(), None)
+            }
         };
         let lb = match unit.lb {
             Some((name, pool)) => {
@@ -752,7 +899,7 @@ impl Engine {
                         &s.host,
                         &s.address,
                         &s.mac,
-                        ServerState::Planned.as_str(),
+                        &format!("{}@0", ServerState::Planned.as_str()),
                     )
                 })
                 .collect(),
@@ -937,21 +1084,32 @@ impl Engine {
             &UnitFacts::of(&u),
             u.servers
                 .iter()
-                .map(|s| server_basis(&s.name, &s.host, &s.address, &s.mac, s.state.as_str()))
+                .map(|s| {
+                    let state = format!("{}@{}", s.state.as_str(), s.version.unwrap_or(0));
+                    server_basis(&s.name, &s.host, &s.address, &s.mac, &state)
+                })
                 .collect(),
             new.iter()
                 .map(|s| server_basis(&s.name, &s.host, &s.address, &s.mac, "new"))
                 .collect(),
         )?;
         let lb = u.lb.is_some();
+        let target = match action {
+            UnitAction::Rollout { back } => Some(rollout_target(&u, *back)?),
+            _ => None,
+        };
+        let mut warnings = Vec::new();
+        if let Some(why) = budget_refusal(&u, kind, &targets, action) {
+            warnings.push(format!("this will not start: {why}"));
+        }
         let mut servers: Vec<ServerPlan> = targets
             .drain(..)
             .map(|s| ServerPlan {
                 steps: plan::server_steps(kind, lb),
+                note: target.map_or_else(String::new, |t| update::rollout_note(&u, &s, t)),
                 server: s.name,
                 host: s.host,
                 address: s.address,
-                note: String::new(),
             })
             .collect();
         for s in new {
@@ -963,8 +1121,7 @@ impl Engine {
                 note: "new".into(),
             });
         }
-        let mut warnings = Vec::new();
-        if matches!(action, UnitAction::Deploy) && servers.is_empty() {
+        if matches!(action, UnitAction::Deploy | UnitAction::Rollout { .. }) && servers.is_empty() {
             warnings.push("every server is deployed already: nothing to do".into());
         }
         if let Some(lb) = &u.lb {
@@ -975,7 +1132,12 @@ impl Engine {
         Ok(OpPlan {
             unit: u.name.clone(),
             action: action.name().into(),
-            batch_size: plan::batch_size(kind, u.policy.max_unavailable, servers.len()) as u32,
+            batch_size: plan::batch_size(
+                kind,
+                u.policy.max_unavailable,
+                servers.len(),
+                action.whole_unit(),
+            ) as u32,
             servers,
             warnings,
             confirm: match action {
@@ -1026,6 +1188,30 @@ impl Engine {
                 vec![],
             ),
             UnitAction::Delete { .. } => (OpKind::Remove, u.servers.clone(), vec![]),
+            UnitAction::Rollout { back } => {
+                let target = rollout_target(u, *back)?;
+                if let Some(s) = u.servers.iter().find(|s| s.state == ServerState::Stopped) {
+                    return Err(ValidationError::new(
+                        "unit",
+                        format!(
+                            "server {} of unit {} is stopped; start it first (flotillactl unit start {} {}) so that the rollout can check its health",
+                            s.name, u.name, u.name, s.name
+                        ),
+                    )
+                    .into());
+                }
+                let lb = u.lb.is_some();
+                // Servers on another version, and any of the target version a crashed
+                // rollout left out of rotation.
+                let targets = u
+                    .servers
+                    .iter()
+                    .filter(|s| s.state == ServerState::Running)
+                    .filter(|s| s.version != Some(target) || (lb && s.lb_state != "ready"))
+                    .cloned()
+                    .collect();
+                (OpKind::Rollout, targets, vec![])
+            }
             UnitAction::Scale { count } => {
                 if *count > MAX_SERVERS {
                     return Err(ValidationError::new(
@@ -1083,8 +1269,20 @@ impl Engine {
                 name: server.to_owned(),
             }
         })?;
-        let ctx = self.context(0, &u, false, Arc::new(|_| {})).await?;
-        let spec = self.domain_spec(&ctx, s, ctx.host(&s.host)?).await?;
+        let args = OpArgs::of(&u.name, UnitAction::Deploy);
+        let ctx = self.context(0, &u, &args, Arc::new(|_| {})).await?;
+        let (uv, image) = ctx.release(s.version.unwrap_or(ctx.uv.version))?;
+        let spec = self
+            .domain_spec(
+                &ctx,
+                s,
+                ctx.host(&s.host)?,
+                uv,
+                image,
+                &s.disk_volume(),
+                &s.seed_volume(),
+            )
+            .await?;
         Ok(crate::hypervisor::domain_xml(&spec))
     }
 }
@@ -1139,6 +1337,8 @@ mod tests {
             state,
             version: None,
             lb_state: "none".into(),
+            disk: String::new(),
+            seed: String::new(),
         };
         let mut u = Unit {
             name: "shop".into(),

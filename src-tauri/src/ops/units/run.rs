@@ -81,6 +81,8 @@ impl Engine {
             registered: Vec::new(),
             before: Vec::new(),
             kind: None,
+            target: None,
+            volumes_before: Vec::new(),
             expect,
         };
         let outcome = self.run_op(args, progress, None).await;
@@ -162,7 +164,7 @@ impl Engine {
     ) -> Result<OpReport, OpError> {
         let args = self.interrupted_args(id)?;
         let u = self.inventory.unit_get(&args.unit)?;
-        let ctx = self.context(id, &u, false, progress).await?;
+        let ctx = self.context(id, &u, &args, progress).await?;
         // The journal: per server, the steps started (in order), minus those already undone.
         let mut per_server: BTreeMap<String, Vec<Step>> = BTreeMap::new();
         for (name, status) in self.inventory.operation_steps(id)? {
@@ -184,6 +186,7 @@ impl Engine {
             let Some(s) = u.servers.iter().find(|s| s.name == server) else {
                 continue;
             };
+            let s = &args.as_before(s);
             let mut o = ServerOutcome {
                 server: s.name.clone(),
                 host: s.host.clone(),
@@ -309,6 +312,21 @@ impl Engine {
         result
     }
 
+    /// The end of a rollout: the unit's current version is the one every server runs now (a
+    /// rollback forgets the version it rolled back from).
+    pub(super) fn rollout_done(&self, unit: &str, args: &OpArgs) -> Result<(), OpError> {
+        let Some(target) = args.target else {
+            return Ok(());
+        };
+        match args.action {
+            UnitAction::Rollout { back: true } => {
+                self.inventory.unit_versions_drop_pending(unit)?
+            }
+            _ => self.inventory.unit_set_current(unit, target)?,
+        }
+        Ok(())
+    }
+
     /// An operation whose process died after its last step but before it unlocked the unit
     /// did all its work: it is closed as succeeded (and a delete's unit record removed), so
     /// the unit is free again without a resume or unwind. `false` when `id` is not such an
@@ -367,6 +385,7 @@ impl Engine {
             OpKind::Deploy => Some((ServerState::Running, Some(u.current_version))),
             OpKind::Start | OpKind::Restart => Some((ServerState::Running, None)),
             OpKind::Stop => Some((ServerState::Stopped, None)),
+            OpKind::Rollout => Some((ServerState::Running, args.target)),
             OpKind::Remove => None,
         };
         if let Some((state, version)) = end {
@@ -381,6 +400,9 @@ impl Engine {
         }
         if let UnitAction::Delete { .. } = args.action {
             self.inventory.unit_delete(&u.name)?;
+        }
+        if kind == OpKind::Rollout {
+            self.rollout_done(&u.name, &args)?;
         }
         self.inventory.operation_finish(id, "succeeded", CLOSED)?;
         self.inventory.unit_unlock(id)?;
@@ -421,14 +443,27 @@ impl Engine {
             }
             a => self.targets(&u, a)?,
         };
+        if let Some(why) = budget_refusal(&u, kind, &targets, &args.action) {
+            for name in &args.registered {
+                self.inventory.server_delete(name)?;
+            }
+            return Err(ValidationError::new("min-in-service", why).into());
+        }
         args.before = targets
             .iter()
             .map(|s| (s.name.clone(), s.state, s.version))
             .collect();
+        if let UnitAction::Rollout { back } = args.action {
+            args.target = Some(rollout_target(&u, back)?);
+            args.volumes_before = targets
+                .iter()
+                .map(|s| (s.name.clone(), s.disk.clone(), s.seed.clone()))
+                .collect();
+        }
         args.kind = Some(kind);
         let json = serde_json::to_string(&args).unwrap_or_default();
         let ctx = match self.inventory.operation_set_args(op, &json) {
-            Ok(()) => self.context(op, &u, args.action.force(), progress).await,
+            Ok(()) => self.context(op, &u, args, progress).await,
             Err(e) => Err(e.into()),
         };
         let ctx = match ctx {
@@ -469,7 +504,11 @@ impl Engine {
                 self.inventory.server_delete(name)?;
             }
         }
-        if kind == OpKind::Remove || failed {
+        if kind == OpKind::Rollout && !failed {
+            self.rollout_done(&u.name, args)?;
+            warnings.extend(self.drop_prior_volumes(&ctx).await);
+        }
+        if kind == OpKind::Remove || kind == OpKind::Rollout || failed {
             self.release_host_objects(&ctx).await;
         }
         if let UnitAction::Delete { .. } = args.action {
@@ -498,20 +537,27 @@ impl Engine {
         &self,
         op: i64,
         u: &Unit,
-        force: bool,
+        args: &OpArgs,
         progress: StepFn,
     ) -> Result<Ctx, OpError> {
+        let version = args.target.unwrap_or(u.current_version);
         let uv = u
-            .current()
+            .version(version)
             .cloned()
             .ok_or_else(|| InventoryError::NotFound {
                 kind: "unit version",
-                name: format!("{}:v{}", u.name, u.current_version),
+                name: format!("{}:v{version}", u.name),
             })?;
-        let image = self.inventory.image_version_get(
-            &crate::model::ImageName::parse(&uv.image)?,
-            uv.image_version,
-        )?;
+        let master = |v: &UnitVersion| -> Result<ImageVersion, OpError> {
+            Ok(self
+                .inventory
+                .image_version_get(&crate::model::ImageName::parse(&v.image)?, v.image_version)?)
+        };
+        let image = master(&uv)?;
+        let mut prior = HashMap::new();
+        for v in u.versions.iter().filter(|v| v.version != version) {
+            prior.insert(v.version, (v.clone(), master(v)?));
+        }
         let def = self.def_parsed(&uv.definition, uv.definition_version)?;
         let hosts: HashMap<String, Host> = self
             .host_list()?
@@ -533,11 +579,18 @@ impl Engine {
             None => None,
         };
         let used: HashSet<&String> = u.servers.iter().map(|s| &s.host).collect();
+        let force = args.action.force();
         Ok(Ctx {
             op,
             port: *def.server.port.get_ref(),
             uv,
             image,
+            prior,
+            gate_s: match args.kind {
+                Some(OpKind::Rollout) => u.policy.min_healthy_s,
+                _ => 0,
+            },
+            whole_unit: args.action.whole_unit(),
             def,
             lb,
             force,
@@ -576,7 +629,12 @@ impl Engine {
         } else {
             vec![&all[..]]
         };
-        let batch = plan::batch_size(kind, ctx.policy.max_unavailable, servers.len());
+        let batch = plan::batch_size(
+            kind,
+            ctx.policy.max_unavailable,
+            servers.len(),
+            ctx.whole_unit,
+        );
         let mut outcomes: Vec<ServerOutcome> = servers
             .iter()
             .map(|s| ServerOutcome {
@@ -674,6 +732,7 @@ impl Engine {
             OpKind::Deploy => (ServerState::Running, Some(ctx.uv.version)),
             OpKind::Start | OpKind::Restart => (ServerState::Running, s.version),
             OpKind::Stop => (ServerState::Stopped, s.version),
+            OpKind::Rollout => (ServerState::Running, Some(ctx.uv.version)),
             OpKind::Remove => return o,
         };
         if let Err(e) = self.inventory.server_set_state(&s.name, state, version) {

@@ -196,7 +196,7 @@ impl Engine {
     ) -> Result<(), OpError> {
         use Dir::{Do, Undo};
         let host = ctx.host(&s.host)?;
-        let (uri, pool) = (&host.uri, &host.pool);
+        let uri = &host.uri;
         let addr = member_address(&s.address, ctx.port)?;
         let lb = ctx.lb.as_ref();
         match (step, dir) {
@@ -236,78 +236,13 @@ impl Engine {
             (Step::EnsureMaster | Step::EnsurePayload, Undo) => Ok(()),
 
             (Step::CreateDisk, Do) => {
-                let name = disk_volume(&s.name);
-                let master = self
-                    .hypervisor
-                    .volume_get(uri, pool, &ctx.image.volume_name())
-                    .await?
-                    .map(|v| v.path);
-                if let Some(disk) = self.own_or_absent(s, host, &name, false).await? {
-                    // Its own disk from an earlier attempt: used only when it is an overlay of
-                    // this master's copy, never booted otherwise.
-                    if disk.backing.is_none() || disk.backing != master {
-                        return Err(ValidationError::new(
-                            "server",
-                            format!(
-                                "the disk {name} of server {} on host {} is not an overlay of master {}:v{} (its backing file is {}); it was left alone",
-                                s.name,
-                                host.name,
-                                ctx.image.image,
-                                ctx.image.version,
-                                disk.backing.as_deref().unwrap_or("none")
-                            ),
-                        )
-                        .into());
-                    }
-                    return Ok(());
-                }
-                self.inventory
-                    .server_volume_record(&s.name, host.name.as_str(), &name)?;
-                let created = self
-                    .hypervisor
-                    .volume_create_overlay_sized(
-                        uri,
-                        pool,
-                        &name,
-                        &ctx.image.volume_name(),
-                        DiskFormat::Qcow2,
-                        u64::from(ctx.uv.size.disk_gib) << 30,
-                    )
-                    .await;
-                self.keep_record_if_made(host, &name, created).await
-            }
-            (Step::CreateDisk, Undo) => self.delete_own(s, host, &disk_volume(&s.name)).await,
-
-            (Step::WriteSeed, Do) => {
-                let name = seed_volume(&s.name);
-                if self.own_or_absent(s, host, &name, false).await?.is_none() {
-                    self.inventory
-                        .server_volume_record(&s.name, host.name.as_str(), &name)?;
-                }
-                let dir = tempfile_dir()?;
-                let file = dir.join(format!("{}-seed.img", s.name));
-                let spec = self.seed_spec(ctx, s, host)?;
-                // Disk writes stay off the async runtime's threads.
-                let target = file.clone();
-                let written = tokio::task::spawn_blocking(move || write_seed_disk(&spec, &target))
+                self.create_disk(s, host, &s.disk_volume(), &ctx.image, ctx.uv.size.disk_gib)
                     .await
-                    .map_err(|e| OpError::Timeout(format!("writing the seed failed: {e}")))
-                    .and_then(|r| {
-                        r.map_err(|e| OpError::Invalid(ValidationError::new("seed", e.to_string())))
-                    });
-                let result = async {
-                    written?;
-                    self.hypervisor.volume_delete(uri, pool, &name).await?;
-                    self.hypervisor
-                        .volume_upload(uri, pool, &name, file.clone(), DiskFormat::Raw, |_, _| {})
-                        .await?;
-                    Ok(())
-                }
-                .await;
-                let _ = std::fs::remove_dir_all(&dir);
-                result
             }
-            (Step::WriteSeed, Undo) => self.delete_own(s, host, &seed_volume(&s.name)).await,
+            (Step::CreateDisk, Undo) => self.delete_own(s, host, &s.disk_volume()).await,
+
+            (Step::WriteSeed, Do) => self.write_seed(ctx, s, host, &s.seed_volume()).await,
+            (Step::WriteSeed, Undo) => self.delete_own(s, host, &s.seed_volume()).await,
 
             (Step::Define, Do) => {
                 if self.domain_owner(ctx, s, host).await? == Owner::Foreign {
@@ -319,7 +254,17 @@ impl Engine {
                     self.inventory
                         .server_volume_record(&s.name, host.name.as_str(), &serial)?;
                 }
-                let spec = self.domain_spec(ctx, s, host).await?;
+                let spec = self
+                    .domain_spec(
+                        ctx,
+                        s,
+                        host,
+                        &ctx.uv,
+                        &ctx.image,
+                        &s.disk_volume(),
+                        &s.seed_volume(),
+                    )
+                    .await?;
                 self.hypervisor.domain_define(uri, &spec).await?;
                 Ok(())
             }
@@ -330,6 +275,50 @@ impl Engine {
                     self.hypervisor.domain_undefine(uri, &s.name).await?;
                 }
                 self.delete_own(s, host, &serial_volume(&s.name)).await
+            }
+
+            // `s` is the server as it was before the operation: its version, disk and seed.
+            (Step::Swap, Do) => {
+                self.refuse_foreign(ctx, s, host).await?;
+                let (disk, seed) = swapped_volumes(ctx, s)?;
+                if disk != s.disk_volume() {
+                    self.create_disk(s, host, &disk, &ctx.image, ctx.uv.size.disk_gib)
+                        .await?;
+                }
+                self.write_seed(ctx, s, host, &seed).await?;
+                let spec = self
+                    .domain_spec(ctx, s, host, &ctx.uv, &ctx.image, &disk, &seed)
+                    .await?;
+                self.hypervisor.domain_define(uri, &spec).await?;
+                self.inventory.server_set_volumes(&s.name, &disk, &seed)?;
+                Ok(())
+            }
+            (Step::Swap, Undo) => {
+                self.refuse_foreign(ctx, s, host).await?;
+                let (old_uv, old_image) = ctx.release(s.version.unwrap_or(ctx.uv.version))?;
+                let spec = self
+                    .domain_spec(
+                        ctx,
+                        s,
+                        host,
+                        old_uv,
+                        old_image,
+                        &s.disk_volume(),
+                        &s.seed_volume(),
+                    )
+                    .await?;
+                self.hypervisor.domain_define(uri, &spec).await?;
+                self.inventory
+                    .server_set_volumes(&s.name, &s.disk, &s.seed)?;
+                // What the do made: the new seed, and the new disk when it made one.
+                let (disk, seed) = swapped_volumes(ctx, s)?;
+                if seed != s.seed_volume() {
+                    self.delete_own(s, host, &seed).await?;
+                }
+                if disk != s.disk_volume() {
+                    self.delete_own(s, host, &disk).await?;
+                }
+                Ok(())
             }
 
             (Step::LbAdd, Do) | (Step::LbRemove, Undo) => {
@@ -357,12 +346,19 @@ impl Engine {
 
             (Step::WaitHealthy, Do) => self.wait_healthy(ctx, s, host).await,
             (Step::LbReady, Do) => self.lb_set(ctx, s, MemberState::Ready).await,
-            // Out of rotation again (the member was drained or ready for its health check).
-            (Step::WaitHealthy | Step::LbReady, Undo) => {
+            // Out of rotation again (the member was drained for its health check).
+            (Step::WaitHealthy, Undo) => {
                 if ctx.lb.is_some() {
                     self.lb_set(ctx, s, MemberState::Maint).await?;
                 }
                 Ok(())
+            }
+            // In rotation: drained first, so that the requests it serves end (a rollback
+            // fails no request either).
+            (Step::LbReady, Undo) => {
+                self.lb_set(ctx, s, MemberState::Drain).await?;
+                self.wait_drained(ctx, s).await?;
+                self.lb_set(ctx, s, MemberState::Maint).await
             }
 
             (Step::LbDrain, Do) => self.lb_set(ctx, s, MemberState::Drain).await,
@@ -392,7 +388,13 @@ impl Engine {
                 Ok(())
             }
             (Step::DeleteVolumes, Do) => {
+                let mut volumes = self.inventory.server_volumes_of(&s.name)?;
                 for v in server_volumes(&s.name) {
+                    if !volumes.contains(&v) {
+                        volumes.push(v);
+                    }
+                }
+                for v in volumes {
                     self.delete_own(s, host, &v).await?;
                 }
                 Ok(())
@@ -400,6 +402,128 @@ impl Engine {
             (Step::Forget, Do) => Ok(self.inventory.server_delete(&s.name)?),
             (Step::Undefine | Step::DeleteVolumes | Step::Forget, Undo) => Ok(()),
         }
+    }
+
+    /// The server's disk `name`: a new overlay of `image`'s copy on the host, sized
+    /// `disk_gib` (0: the master's). Its own disk from an earlier attempt is used only when it
+    /// is an overlay of that copy, never booted otherwise.
+    pub(super) async fn create_disk(
+        &self,
+        s: &Server,
+        host: &Host,
+        name: &str,
+        image: &ImageVersion,
+        disk_gib: u32,
+    ) -> Result<(), OpError> {
+        let (uri, pool) = (&host.uri, &host.pool);
+        let master = self
+            .hypervisor
+            .volume_get(uri, pool, &image.volume_name())
+            .await?
+            .map(|v| v.path);
+        if let Some(disk) = self.own_or_absent(s, host, name, false).await? {
+            if disk.backing.is_none() || disk.backing != master {
+                return Err(ValidationError::new(
+                    "server",
+                    format!(
+                        "the disk {name} of server {} on host {} is not an overlay of master {}:v{} (its backing file is {}); it was left alone",
+                        s.name,
+                        host.name,
+                        image.image,
+                        image.version,
+                        disk.backing.as_deref().unwrap_or("none")
+                    ),
+                )
+                .into());
+            }
+            return Ok(());
+        }
+        self.inventory
+            .server_volume_record(&s.name, host.name.as_str(), name)?;
+        let created = self
+            .hypervisor
+            .volume_create_overlay_sized(
+                uri,
+                pool,
+                name,
+                &image.volume_name(),
+                DiskFormat::Qcow2,
+                u64::from(disk_gib) << 30,
+            )
+            .await;
+        self.keep_record_if_made(host, name, created).await
+    }
+
+    /// The server's seed `name` for the operation's unit version (written again when it is
+    /// the server's own already).
+    pub(super) async fn write_seed(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+        host: &Host,
+        name: &str,
+    ) -> Result<(), OpError> {
+        let (uri, pool) = (&host.uri, &host.pool);
+        if self.own_or_absent(s, host, name, false).await?.is_none() {
+            self.inventory
+                .server_volume_record(&s.name, host.name.as_str(), name)?;
+        }
+        let dir = tempfile_dir()?;
+        let file = dir.join(format!("{}-seed.img", s.name));
+        let spec = self.seed_spec(ctx, s, host)?;
+        // Disk writes stay off the async runtime's threads.
+        let target = file.clone();
+        let written = tokio::task::spawn_blocking(move || write_seed_disk(&spec, &target))
+            .await
+            .map_err(|e| OpError::Timeout(format!("writing the seed failed: {e}")))
+            .and_then(|r| {
+                r.map_err(|e| OpError::Invalid(ValidationError::new("seed", e.to_string())))
+            });
+        let result = async {
+            written?;
+            self.hypervisor.volume_delete(uri, pool, name).await?;
+            self.hypervisor
+                .volume_upload(uri, pool, name, file.clone(), DiskFormat::Raw, |_, _| {})
+                .await?;
+            Ok(())
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    /// After a rollout: deletes the volumes of the unit's servers that no server uses any
+    /// more (a disk of the master it left, seeds of earlier versions). Only volumes recorded
+    /// as that server's; a failure is a warning (the next rollout tries again).
+    pub(super) async fn drop_prior_volumes(&self, ctx: &Ctx) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let Ok(u) = self.inventory.unit_get(&ctx.unit.name) else {
+            return warnings;
+        };
+        for s in &u.servers {
+            let Ok(host) = ctx.host(&s.host) else {
+                continue;
+            };
+            let used = [s.disk_volume(), s.seed_volume(), serial_volume(&s.name)];
+            let owned = match self.inventory.server_volumes_of(&s.name) {
+                Ok(v) => v,
+                Err(e) => {
+                    warnings.push(e.to_string());
+                    continue;
+                }
+            };
+            for v in owned.iter().filter(|v| !used.contains(v)) {
+                if let Err(e) = self.delete_own(s, host, v).await {
+                    warnings.push(format!(
+                        "{v} of server {} on host {} was kept: {}",
+                        s.name,
+                        host.name,
+                        describe(&e)
+                    ));
+                }
+            }
+        }
+        warnings
     }
 
     pub(super) async fn lb_set(
@@ -618,61 +742,81 @@ impl Engine {
                         ctx.op,
                         host,
                         &name,
-                        |e| recorded(e) && !e.unit_deployed_on(&ctx.unit.name, hname),
+                        |e| {
+                            recorded(e)
+                                && !e.unit_version_deployed_on(&ctx.unit.name, v.version, hname)
+                        },
                         |inv| inv.host_object_forget(hname, &name),
                     )
                     .await;
                 }
             }
-            let (image, version) = (&ctx.image.image, ctx.image.version);
-            self.release_one(
-                ctx.op,
-                host,
-                &ctx.image.volume_name(),
-                |e| {
-                    let recorded = e
-                        .inventory
-                        .image_version_get(image, version)
-                        .is_ok_and(|v| v.copies.iter().any(|c| c.host == host.name));
-                    let builder_here = e
-                        .inventory
-                        .builder_list()
-                        .map_or(true, |b| b.iter().any(|b| b.host == host.name));
-                    recorded
-                        && !builder_here
-                        && !e.image_deployed_on(image.as_str(), version, hname)
-                },
-                |inv| inv.image_copy_forget(image, version, &host.name),
-            )
-            .await;
+            // The masters of the unit's versions (a rollout's new one and the ones it left).
+            let mut masters = vec![(&ctx.image.image, ctx.image.version, ctx.image.volume_name())];
+            for (_, img) in ctx.prior.values() {
+                if !masters
+                    .iter()
+                    .any(|m| *m.0 == img.image && m.1 == img.version)
+                {
+                    masters.push((&img.image, img.version, img.volume_name()));
+                }
+            }
+            for (image, version, volume) in masters {
+                self.release_one(
+                    ctx.op,
+                    host,
+                    &volume,
+                    |e| {
+                        let recorded = e
+                            .inventory
+                            .image_version_get(image, version)
+                            .is_ok_and(|v| v.copies.iter().any(|c| c.host == host.name));
+                        let builder_here = e
+                            .inventory
+                            .builder_list()
+                            .map_or(true, |b| b.iter().any(|b| b.host == host.name));
+                        recorded
+                            && !builder_here
+                            && !e.image_deployed_on(image.as_str(), version, hname)
+                    },
+                    |inv| inv.image_copy_forget(image, version, &host.name),
+                )
+                .await;
+            }
         }
     }
 
-    /// Whether a server of `unit` on `host` is deployed (anything but planned).
-    fn unit_deployed_on(&self, unit: &str, host: &str) -> bool {
+    /// Whether a deployed server of `unit` on `host` runs its version `version` (or, during a
+    /// rollout, boots from it: its record still names it).
+    fn unit_version_deployed_on(&self, unit: &str, version: u32, host: &str) -> bool {
         // When the inventory cannot be read, the object is taken to be needed.
         self.inventory.unit_get(unit).map_or_else(
             |e| !matches!(e, InventoryError::NotFound { .. }),
             |u| {
-                u.servers
-                    .iter()
-                    .any(|s| s.host == host && s.state != ServerState::Planned)
+                u.servers.iter().any(|s| {
+                    s.host == host
+                        && s.state != ServerState::Planned
+                        && s.version.is_none_or(|v| v == version)
+                })
             },
         )
     }
 
-    /// Whether any unit with a deployed server on `host` has a version on this master.
+    /// Whether a deployed server on `host` runs a unit version on this master.
     fn image_deployed_on(&self, image: &str, version: u32, host: &str) -> bool {
         let Ok(units) = self.inventory.unit_list() else {
             return true;
         };
         units.iter().any(|u| {
-            u.servers
-                .iter()
-                .any(|s| s.host == host && s.state != ServerState::Planned)
-                && u.versions
-                    .iter()
-                    .any(|v| v.image == image && v.image_version == version)
+            u.servers.iter().any(|s| {
+                s.host == host
+                    && s.state != ServerState::Planned
+                    && u.versions.iter().any(|v| {
+                        v.image == image
+                            && v.image_version == version
+                            && s.version.is_none_or(|sv| sv == v.version)
+                    })
+            })
         })
     }
 
@@ -778,11 +922,16 @@ impl Engine {
         Ok(out)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn domain_spec(
         &self,
         ctx: &Ctx,
         s: &Server,
         host: &Host,
+        uv: &UnitVersion,
+        image: &ImageVersion,
+        disk_volume: &str,
+        seed_volume: &str,
     ) -> Result<DomainSpec, OpError> {
         let (uri, pool) = (&host.uri, &host.pool);
         let path_of = |name: String| async move {
@@ -797,7 +946,7 @@ impl Engine {
                     })
                 })
         };
-        let boot = match &ctx.image.boot {
+        let boot = match &image.boot {
             BootMode::Disk { firmware } => BootSpec::Disk {
                 uefi: *firmware == Firmware::Uefi,
                 cdrom_first: false,
@@ -807,11 +956,11 @@ impl Engine {
                 cmdline,
                 ..
             } => BootSpec::Kernel {
-                kernel: path_of(format!("{}-u{}-vmlinuz", ctx.unit.name, ctx.uv.version)).await?,
+                kernel: path_of(format!("{}-u{}-vmlinuz", ctx.unit.name, uv.version)).await?,
                 initrd: match initrd_file {
-                    Some(_) => Some(
-                        path_of(format!("{}-u{}-initrd", ctx.unit.name, ctx.uv.version)).await?,
-                    ),
+                    Some(_) => {
+                        Some(path_of(format!("{}-u{}-initrd", ctx.unit.name, uv.version)).await?)
+                    }
                     None => None,
                 },
                 cmdline: cmdline.clone(),
@@ -838,17 +987,25 @@ impl Engine {
         Ok(DomainSpec {
             name: s.name.clone(),
             domain_type,
-            vcpus: ctx.uv.size.cpus,
-            memory_mib: u64::from(ctx.uv.size.memory_mib),
+            vcpus: uv.size.cpus,
+            memory_mib: u64::from(uv.size.memory_mib),
             boot,
             disks: vec![
                 disk(
-                    path_of(disk_volume(&s.name)).await?,
+                    path_of(disk_volume.to_owned()).await?,
                     DiskFormat::Qcow2,
                     false,
                 ),
-                disk(path_of(seed_volume(&s.name)).await?, DiskFormat::Raw, true),
-                disk(path_of(ctx.payload_volume()).await?, DiskFormat::Raw, true),
+                disk(
+                    path_of(seed_volume.to_owned()).await?,
+                    DiskFormat::Raw,
+                    true,
+                ),
+                disk(
+                    path_of(payload_volume(&ctx.unit.name, uv.version)).await?,
+                    DiskFormat::Raw,
+                    true,
+                ),
             ],
             nics: vec![NicSpec {
                 mac: MacAddr::parse(&s.mac)?,
@@ -861,7 +1018,7 @@ impl Engine {
             )),
             metadata: vec![
                 ("unit".into(), ctx.unit.name.clone()),
-                ("unit-version".into(), ctx.uv.version.to_string()),
+                ("unit-version".into(), uv.version.to_string()),
                 ("server".into(), s.name.clone()),
             ],
             vnc: false,
@@ -896,16 +1053,33 @@ impl Engine {
         let interval = Duration::from_millis(500);
         let addr = member_address(&s.address, ctx.port)?;
         let mut last = String::from("no answer yet");
+        // The gate: healthy without a dip for `gate_s` (a dip starts the count again).
+        let gate = Duration::from_secs(u64::from(ctx.gate_s));
+        let mut since: Option<Instant> = None;
+        let mut passed = |healthy: bool| -> bool {
+            if !healthy {
+                since = None;
+                return false;
+            }
+            since.get_or_insert_with(Instant::now).elapsed() >= gate
+        };
         if let Some((d, p)) = ctx.lb.as_ref().filter(|(d, _)| d.reports_health()) {
             d.member_set(p, &s.name, addr, MemberState::Drain).await?;
             d.member_mark_down(p, &s.name).await?;
             self.inventory.server_set_lb_state(&s.name, "drain")?;
             while Instant::now() < deadline {
                 if let Some(m) = d.members(p).await?.into_iter().find(|m| m.name == s.name) {
-                    if m.healthy {
+                    if passed(m.healthy) {
                         return Ok(());
                     }
-                    last = format!("the load balancer reports {}", m.status);
+                    if !m.healthy {
+                        last = format!("the load balancer reports {}", m.status);
+                    } else if !gate.is_zero() {
+                        last = format!(
+                            "healthy, but not yet for the {} s it must stay so",
+                            gate.as_secs()
+                        );
+                    }
                 }
                 tokio::time::sleep(interval).await;
             }
@@ -918,10 +1092,19 @@ impl Engine {
                 .map_err(|e| OpError::Timeout(e.to_string()))?;
             let url = format!("http://{addr}{path}");
             while Instant::now() < deadline {
-                match client.get(&url).send().await {
-                    Ok(r) if r.status().as_u16() == expect => return Ok(()),
-                    Ok(r) => last = format!("GET {url} answered {}", r.status()),
-                    Err(e) => last = format!("GET {url} failed: {e}"),
+                let healthy = match client.get(&url).send().await {
+                    Ok(r) if r.status().as_u16() == expect => true,
+                    Ok(r) => {
+                        last = format!("GET {url} answered {}", r.status());
+                        false
+                    }
+                    Err(e) => {
+                        last = format!("GET {url} failed: {e}");
+                        false
+                    }
+                };
+                if passed(healthy) {
+                    return Ok(());
                 }
                 tokio::time::sleep(interval).await;
             }
@@ -1002,6 +1185,22 @@ fn foreign_domain(ctx: &Ctx, s: &Server, host: &Host) -> OpError {
 }
 
 /// The volumes a server owns on its host, by name: disk overlay, seed, serial log.
+/// The disk and seed a server has after a rollout's swap to the operation's unit version: a
+/// new disk when the master or the disk size changed (else its disk), always a new seed (a
+/// new instance-id, so cloud-init installs the new payload).
+fn swapped_volumes(ctx: &Ctx, s: &Server) -> Result<(String, String), OpError> {
+    let (old_uv, old_image) = ctx.release(s.version.unwrap_or(ctx.uv.version))?;
+    let replace = old_image.image != ctx.image.image
+        || old_image.version != ctx.image.version
+        || old_uv.size.disk_gib != ctx.uv.size.disk_gib;
+    let disk = if replace {
+        format!("{}-disk-u{}.qcow2", s.name, ctx.uv.version)
+    } else {
+        s.disk_volume()
+    };
+    Ok((disk, format!("{}-seed-u{}.img", s.name, ctx.uv.version)))
+}
+
 fn server_volumes(server: &str) -> [String; 3] {
     [
         disk_volume(server),
