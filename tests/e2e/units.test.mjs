@@ -4,7 +4,7 @@
 // progress — on two libvirt test-driver hosts prepared with flotillactl.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdtempSync } from "node:fs";
+import { copyFileSync, mkdtempSync, writeFileSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import os from "node:os";
 import path from "node:path";
@@ -153,6 +153,40 @@ test("create a unit with the wizard, deploy it, stop, start, scale and delete it
   });
   await screenshot(b, "operations-journal");
   await (await byTestId(b, "nav-units")).click();
+
+  // Update: a new definition version is recorded as pending (nothing changes on the hosts),
+  // then the rollout plan (in place, one server at a time) runs with live progress.
+  const def = JSON.parse(ok(ctl(app.dataDir, "def", "show", "shop", "--json")).stdout);
+  const file = path.join(app.dataDir, "shop-2.toml");
+  writeFileSync(file, def.text.replace("[env]", '[env]\nRELEASE = "2"'));
+  ok(ctl(app.dataDir, "def", "set-file", "shop", file, "--base", "1"));
+  await (await byTestId(b, "unit-update")).click();
+  await byTestId(b, "update-wizard");
+  await (await byTestId(b, "update-definition")).selectByAttribute("value", "shop:2");
+  await b.waitUntil(async () => /RELEASE/.test(await (await byTestId(b, "update-diff")).getText()), {
+    timeout: 10000,
+    timeoutMsg: "the definition's diff in the Update wizard",
+  });
+  await screenshot(b, "unit-update-wizard");
+  await (await byTestId(b, "update-record")).click();
+  await byTestId(b, "unit-confirm");
+  await b.waitUntil(async () => /in place: v1 → v2/.test(await (await byTestId(b, "confirm-plan")).getText()), {
+    timeout: 10000,
+    timeoutMsg: "the rollout plan",
+  });
+  assert.match(await (await byTestId(b, "unit-pending")).getText(), /pending v2/);
+  const pending = JSON.parse(ok(ctl(app.dataDir, "unit", "show", "shop", "--json")).stdout);
+  assert.deepEqual(pending.servers.map((s) => s.version), [1, 1, 1, 1], "still serving on v1");
+  await screenshot(b, "unit-rollout-plan");
+  await (await byTestId(b, "confirm-run")).click();
+  await b.waitUntil(async () => /rollout of shop finished/.test(await (await byTestId(b, "units-result")).getText()), {
+    timeout: 60000,
+    timeoutMsg: "the rollout never finished",
+  });
+  const shownVersions = [];
+  for (const v of await b.$$('[data-testid="server-version"]')) shownVersions.push(await v.getText());
+  assert.deepEqual(shownVersions, ["v2", "v2", "v2", "v2"]);
+  await screenshot(b, "unit-rolled-out");
 
   await confirmAction(b, "unit-delete");
   await byTestId(b, "units-empty");

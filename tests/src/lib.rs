@@ -349,3 +349,114 @@ impl Lab {
         }
     }
 }
+
+/// Steady HTTP load on a URL from inside the lab's network (`wrk`, which never retries), in
+/// back-to-back rounds of a few seconds until stopped: every request counted, every failed
+/// one (non-2xx/3xx answers and socket errors) too.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    worker: Option<std::thread::JoinHandle<LoadResult>>,
+}
+
+/// What a load saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LoadResult {
+    pub requests: u64,
+    /// Answers that were not 2xx or 3xx.
+    pub bad_status: u64,
+    /// Connect, read, write errors and timeouts.
+    pub socket_errors: u64,
+}
+
+impl LoadResult {
+    pub fn failed(&self) -> u64 {
+        self.bad_status + self.socket_errors
+    }
+
+    /// Adds one round of wrk's report.
+    fn add(&mut self, report: &str) {
+        let number = |s: &str| s.trim().trim_end_matches(',').parse::<u64>().unwrap_or(0);
+        for line in report.lines().map(str::trim) {
+            if let Some((n, _)) = line.split_once(" requests in ") {
+                self.requests += number(n);
+            } else if let Some(rest) = line.strip_prefix("Socket errors:") {
+                // connect 0, read 0, write 0, timeout 0
+                self.socket_errors += rest
+                    .split(',')
+                    .filter_map(|p| p.split_whitespace().nth(1))
+                    .map(number)
+                    .sum::<u64>();
+            } else if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
+                self.bad_status += number(n);
+            }
+        }
+    }
+}
+
+impl Lab {
+    /// Starts a steady load on `url` (2 connections).
+    pub fn load(&self, url: &str) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, netns, url) = (
+            stop.clone(),
+            self.get("FLOTILLA_LAB_NETNS").to_owned(),
+            url.to_owned(),
+        );
+        let worker = std::thread::spawn(move || {
+            let mut seen = LoadResult::default();
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                let out = Command::new("ip")
+                    .args(["netns", "exec", &netns])
+                    .args(["wrk", "-t1", "-c2", "-d3s", "--timeout", "5s", &url])
+                    .output()
+                    .expect("run wrk in the lab's namespace");
+                assert!(
+                    out.status.success(),
+                    "wrk failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                seen.add(&String::from_utf8_lossy(&out.stdout));
+            }
+            seen
+        });
+        Load {
+            stop,
+            worker: Some(worker),
+        }
+    }
+}
+
+impl Load {
+    /// Ends the load after its current round and says what it saw.
+    pub fn stop(mut self) -> LoadResult {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.worker
+            .take()
+            .expect("stopped once")
+            .join()
+            .expect("the load thread")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LoadResult;
+
+    #[test]
+    fn a_wrk_report_is_counted() {
+        let mut r = LoadResult::default();
+        r.add(
+            "Running 3s test @ http://10.77.0.1/\n  1 threads and 2 connections\n  5120 requests in 3.00s, 600.00KB read\n  Socket errors: connect 1, read 2, write 0, timeout 3\n  Non-2xx or 3xx responses: 7\nRequests/sec: 1706.00\n",
+        );
+        r.add("  10 requests in 3.00s, 1KB read\n");
+        assert_eq!(
+            r,
+            LoadResult {
+                requests: 5130,
+                bad_status: 7,
+                socket_errors: 6
+            }
+        );
+        assert_eq!(r.failed(), 13);
+    }
+}

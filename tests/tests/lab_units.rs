@@ -10,7 +10,7 @@ use flotilla::lb::haproxy::{Endpoint, HaproxyRuntime};
 use flotilla::lb::LoadBalancer;
 use flotilla::model::RolloutPolicy;
 use flotilla::ops::images::{BootInput, ImportRequest};
-use flotilla::ops::units::{UnitAction, UnitForm};
+use flotilla::ops::units::{UnitAction, UnitForm, UnitUpdate};
 use flotilla::ops::Engine;
 use flotilla_tests::Lab;
 use std::collections::BTreeSet;
@@ -143,7 +143,8 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
                 drain_timeout_s: 5,
                 health_timeout_s: 120,
                 shutdown_timeout_s: 30,
-                ..Default::default()
+                min_in_service: Some(2),
+                min_healthy_s: 3,
             }),
             ..web_form(4, "10.77.0.21-10.77.0.40", &pool)
         })
@@ -225,6 +226,92 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
     }
     run(&e, UnitAction::Start { servers: vec![] }).await;
     assert_eq!(hostnames_behind_lb(&lab, 4, 80).len(), 4);
+
+    // Rolling updates under steady load from the lab's LAN: not one request fails.
+    let front = format!("http://{}/", lab.get("FLOTILLA_LAB_GATEWAY"));
+    // A new definition (in place: same disks, new payload, the hooks run again) …
+    let next = DEFINITION.replace(
+        "echo ok > /srv/www/health\"",
+        "echo ok > /srv/www/health && echo next > /srv/www/release.txt\"",
+    );
+    assert_ne!(next, DEFINITION);
+    e.def_set_text("web", &next, None).unwrap();
+    e.unit_update(
+        "web",
+        &UnitUpdate {
+            definition: Some("web".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let load = lab.load(&front);
+    run(&e, UnitAction::Rollout { back: false }).await;
+    let seen = load.stop();
+    assert!(seen.requests > 100, "{seen:?}");
+    assert_eq!(
+        seen.failed(),
+        0,
+        "no failed request during the rollout: {seen:?}"
+    );
+    for s in e.unit_show("web").unwrap().servers {
+        assert_eq!(s.version, Some(2), "{s:?}");
+        let at = |path: &str| {
+            lab.http_get(&format!("http://{}:8080/{path}", s.address))
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            at("conf.txt").trim(),
+            format!("{} {} web v2", s.name, s.address)
+        );
+        assert_eq!(at("release.txt").trim(), "next", "{}", s.name);
+    }
+    // … and a new master (replaced: a new disk each, the old ones deleted at the end).
+    let guest = lab.guest();
+    e.image_import(
+        &ImportRequest {
+            image: "tiny".into(),
+            file: guest.join("master.qcow2"),
+            notes: "the same guest again".into(),
+            boot: BootInput::Kernel {
+                kernel: guest.join("vmlinuz"),
+                initrd: Some(guest.join("initrd.img")),
+                cmdline: "console=ttyS0 root=LABEL=root".into(),
+            },
+        },
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
+    e.unit_update(
+        "web",
+        &UnitUpdate {
+            image: Some("tiny:2".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let load = lab.load(&front);
+    run(&e, UnitAction::Rollout { back: false }).await;
+    let seen = load.stop();
+    assert!(seen.requests > 100, "{seen:?}");
+    assert_eq!(
+        seen.failed(),
+        0,
+        "no failed request during the rollout: {seen:?}"
+    );
+    let held = world(&lab, &e, &pool).await;
+    for s in e.unit_show("web").unwrap().servers {
+        assert_eq!(s.version, Some(3), "{s:?}");
+        assert!(
+            held.contains(&format!("{}-disk-u3.qcow2", s.name)),
+            "{held}"
+        );
+        assert!(!held.contains(&format!("{}-disk.qcow2", s.name)), "{held}");
+        let conf = lab
+            .http_get(&format!("http://{}:8080/conf.txt", s.address))
+            .unwrap_or_default();
+        assert_eq!(conf.trim(), format!("{} {} web v3", s.name, s.address));
+    }
 
     run(&e, UnitAction::Scale { count: 6 }).await;
     assert_eq!(
