@@ -223,7 +223,8 @@ impl Fixture {
     fn new_definition_version(&self) -> u32 {
         let now = self.e.def_show("shop", None).unwrap();
         let text = format!("{}\n# edited\n", now.text);
-        let text = text.replacen("[env]", "[env]\nRELEASE = \"next\"", 1);
+        let key = format!("RELEASE_{}", now.version.version + 1);
+        let text = text.replacen("[env]", &format!("[env]\n{key} = \"next\""), 1);
         self.e
             .def_set_text("shop", &text, Some(now.version.version))
             .unwrap()
@@ -456,7 +457,14 @@ fn actions() -> Vec<(UnitAction, OpKind)> {
         (UnitAction::Scale { count: 3 }, OpKind::Deploy),
         (UnitAction::Scale { count: 1 }, OpKind::Remove),
         (UnitAction::Delete { force: false }, OpKind::Remove),
-        (UnitAction::Rollout { back: false }, OpKind::Rollout),
+        (
+            UnitAction::Rollout {
+                back: false,
+                canary: None,
+                policy: None,
+            },
+            OpKind::Rollout,
+        ),
     ]
 }
 
@@ -2063,8 +2071,15 @@ async fn a_rollout_moves_every_server_to_the_pending_version() {
     assert_eq!((u.current_version, u.pending().unwrap().version), (1, 2));
 
     let plan =
-        f.e.unit_plan("app", &UnitAction::Rollout { back: false })
-            .unwrap();
+        f.e.unit_plan(
+            "app",
+            &UnitAction::Rollout {
+                back: false,
+                canary: None,
+                policy: None,
+            },
+        )
+        .unwrap();
     assert_eq!(plan.batch_size, 1);
     assert_eq!(plan.servers.len(), 2);
     assert!(
@@ -2072,9 +2087,16 @@ async fn a_rollout_moves_every_server_to_the_pending_version() {
         "{:?}",
         plan.servers[0]
     );
-    f.run("app", UnitAction::Rollout { back: false })
-        .await
-        .unwrap();
+    f.run(
+        "app",
+        UnitAction::Rollout {
+            back: false,
+            canary: None,
+            policy: None,
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(versions(&f.e, "app"), ["app-1=v2", "app-2=v2"]);
     assert_eq!(f.e.unit_show("app").unwrap().current_version, 2);
     let after = f.hosts_snapshot().await;
@@ -2111,16 +2133,30 @@ async fn a_rollout_moves_every_server_to_the_pending_version() {
     )
     .unwrap();
     let plan =
-        f.e.unit_plan("app", &UnitAction::Rollout { back: false })
-            .unwrap();
+        f.e.unit_plan(
+            "app",
+            &UnitAction::Rollout {
+                back: false,
+                canary: None,
+                policy: None,
+            },
+        )
+        .unwrap();
     assert!(
         plan.servers[0].note.starts_with("replace"),
         "{:?}",
         plan.servers[0]
     );
-    f.run("app", UnitAction::Rollout { back: false })
-        .await
-        .unwrap();
+    f.run(
+        "app",
+        UnitAction::Rollout {
+            back: false,
+            canary: None,
+            policy: None,
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(versions(&f.e, "app"), ["app-1=v3", "app-2=v3"]);
     let after = f.hosts_snapshot().await;
     for s in ["app-1", "app-2"] {
@@ -2193,9 +2229,17 @@ async fn a_crashed_rollout_resumes_or_unwinds() {
             step: Some(Step::Swap),
         }));
         let err =
-            f.e.unit_run("app", UnitAction::Rollout { back: false }, quiet())
-                .await
-                .unwrap_err();
+            f.e.unit_run(
+                "app",
+                UnitAction::Rollout {
+                    back: false,
+                    canary: None,
+                    policy: None,
+                },
+                quiet(),
+            )
+            .await
+            .unwrap_err();
         assert!(matches!(err, OpError::Crashed), "{err}");
         f.e.inject_fault(None);
         let interrupted = f.e.interrupted_operations().unwrap();
@@ -2247,9 +2291,17 @@ async fn rollouts_and_updates_that_must_not_start_are_refused() {
     .unwrap();
     let before = f.snapshot().await;
     let err =
-        f.e.unit_run("solo", UnitAction::Rollout { back: false }, quiet())
-            .await
-            .unwrap_err();
+        f.e.unit_run(
+            "solo",
+            UnitAction::Rollout {
+                back: false,
+                canary: None,
+                policy: None,
+            },
+            quiet(),
+        )
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("fewer than the unit's minimum of 1"),
@@ -2257,8 +2309,15 @@ async fn rollouts_and_updates_that_must_not_start_are_refused() {
     );
     assert_eq!(f.snapshot().await, before);
     let plan =
-        f.e.unit_plan("solo", &UnitAction::Rollout { back: false })
-            .unwrap();
+        f.e.unit_plan(
+            "solo",
+            &UnitAction::Rollout {
+                back: false,
+                canary: None,
+                policy: None,
+            },
+        )
+        .unwrap();
     assert!(
         plan.warnings[0].starts_with("this will not start"),
         "{:?}",
@@ -2317,4 +2376,192 @@ async fn rollouts_and_updates_that_must_not_start_are_refused() {
         )
         .unwrap_err();
     assert!(err.to_string().contains("port cannot change"), "{err}");
+}
+
+/// A canary updates that many servers and pauses (old disks kept); promote goes on; a pause
+/// asked from another process stops a rollout at the next safe point; a rollback of a paused
+/// unit puts the changed servers back and forgets the version.
+#[tokio::test]
+async fn canary_pause_promote_and_rollback() {
+    let f = Fixture::new().await;
+    f.e.unit_create(&f.form("app", 3)).unwrap();
+    f.run("app", UnitAction::Deploy).await.unwrap();
+    f.new_definition_version();
+    let update = UnitUpdate {
+        definition: Some("shop".into()),
+        ..Default::default()
+    };
+    f.e.unit_update("app", &update).unwrap();
+    let canary = UnitAction::Rollout {
+        back: false,
+        canary: Some(1),
+        policy: None,
+    };
+    assert_eq!(f.e.unit_plan("app", &canary).unwrap().servers.len(), 1);
+    let r = f.e.unit_run("app", canary, quiet()).await.unwrap();
+    assert!(r.paused && r.ok, "{r}");
+    assert!(
+        r.warnings[0].starts_with("paused: 1 of 3"),
+        "{:?}",
+        r.warnings
+    );
+    assert_eq!(versions(&f.e, "app"), ["app-1=v2", "app-2=v1", "app-3=v1"]);
+    let u = f.e.unit_show("app").unwrap();
+    assert_eq!(
+        (u.current_version, u.pending().map(|p| p.version)),
+        (1, Some(2))
+    );
+    let held = f.hosts_snapshot().await;
+    assert!(
+        held.contains("volume app-1-seed.img"),
+        "kept for a rollback: {held}"
+    );
+    // Promote: the rest.
+    f.run(
+        "app",
+        UnitAction::Rollout {
+            back: false,
+            canary: None,
+            policy: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(versions(&f.e, "app"), ["app-1=v2", "app-2=v2", "app-3=v2"]);
+    assert_eq!(f.e.unit_show("app").unwrap().current_version, 2);
+    assert!(!f.hosts_snapshot().await.contains("volume app-1-seed.img"));
+
+    // No rollout runs: nothing to pause.
+    let err = f.e.unit_pause("app").unwrap_err();
+    assert!(err.to_string().contains("running rollout of unit"), "{err}");
+
+    // A pause asked by another process while the first server is updated.
+    f.new_definition_version();
+    f.e.unit_update("app", &update).unwrap();
+    let other = Inventory::open_in(f.dir.path()).unwrap();
+    let asked = std::sync::atomic::AtomicBool::new(false);
+    let progress: StepFn = Arc::new(move |ev| {
+        if ev.step == Step::Swap && !asked.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            other.unit_request_pause("app").unwrap();
+        }
+    });
+    let r =
+        f.e.unit_run(
+            "app",
+            UnitAction::Rollout {
+                back: false,
+                canary: None,
+                policy: None,
+            },
+            progress,
+        )
+        .await
+        .unwrap();
+    assert!(r.paused, "{r}");
+    assert_eq!(versions(&f.e, "app"), ["app-1=v3", "app-2=v2", "app-3=v2"]);
+
+    // Rolled back: only app-1 changes, and v3 is forgotten.
+    let r = f.e.unit_rollback("app", None, quiet()).await.unwrap();
+    assert_eq!(r.servers.len(), 1, "{r}");
+    assert_eq!(versions(&f.e, "app"), ["app-1=v2", "app-2=v2", "app-3=v2"]);
+    let u = f.e.unit_show("app").unwrap();
+    assert_eq!((u.current_version, u.pending()), (2, None));
+}
+
+/// A rollout's own policy: its batch size, no auto-rollback (the failing server alone is
+/// undone, the unit stays mixed), and a deadline checked between batches (past it, the
+/// rollout stops and rolls back).
+#[tokio::test]
+async fn a_rollout_runs_under_its_own_policy() {
+    use flotilla::error::{ApiError, ErrorCode};
+    use flotilla::model::RolloutPolicy;
+    let f = Fixture::new().await;
+    f.e.unit_create(&f.form("app", 3)).unwrap();
+    f.run("app", UnitAction::Deploy).await.unwrap();
+    f.new_definition_version();
+    let update = UnitUpdate {
+        definition: Some("shop".into()),
+        ..Default::default()
+    };
+    f.e.unit_update("app", &update).unwrap();
+    let with = |policy: RolloutPolicy| UnitAction::Rollout {
+        back: false,
+        canary: None,
+        policy: Some(policy),
+    };
+    let base = RolloutPolicy {
+        drain_timeout_s: 0,
+        min_in_service: Some(1),
+        ..Default::default()
+    };
+    let two = with(RolloutPolicy {
+        max_unavailable: 2,
+        ..base
+    });
+    assert_eq!(f.e.unit_plan("app", &two).unwrap().batch_size, 2);
+    let too_many = with(RolloutPolicy {
+        max_unavailable: 3,
+        min_in_service: Some(1),
+        ..base
+    });
+    let err = f.e.unit_run("app", too_many, quiet()).await.unwrap_err();
+    assert!(err.to_string().contains("leaves 0"), "{err}");
+
+    // Auto-rollback on (the default): a failure on app-2 puts app-1 back too.
+    f.e.inject_fault(Some(Fault {
+        crash: false,
+        server: "app-2".into(),
+        step: Some(Step::WaitHealthy),
+    }));
+    let err = f.e.unit_run("app", with(base), quiet()).await.unwrap_err();
+    assert_eq!(ApiError::from(&err).code, ErrorCode::RolledBack, "{err}");
+    assert_eq!(ApiError::from(&err).code.exit_status(), 17);
+    assert_eq!(versions(&f.e, "app"), ["app-1=v1", "app-2=v1", "app-3=v1"]);
+    // Off: app-2 alone is undone; app-1 keeps v2 and the unit is mixed.
+    let err =
+        f.e.unit_run(
+            "app",
+            with(RolloutPolicy {
+                auto_rollback: false,
+                ..base
+            }),
+            quiet(),
+        )
+        .await
+        .unwrap_err();
+    f.e.inject_fault(None);
+    assert_eq!(
+        ApiError::from(&err).code,
+        ErrorCode::OperationFailed,
+        "{err}"
+    );
+    assert_eq!(versions(&f.e, "app"), ["app-1=v2", "app-2=v1", "app-3=v1"]);
+    f.e.unit_rollback("app", None, quiet()).await.unwrap();
+    assert_eq!(versions(&f.e, "app"), ["app-1=v1", "app-2=v1", "app-3=v1"]);
+
+    // A deadline of 1 s, and a first server that takes longer: stopped and rolled back.
+    f.e.unit_update("app", &update).unwrap();
+    let slow: StepFn = Arc::new(|ev| {
+        if ev.server == "app-1"
+            && ev.step == Step::Swap
+            && ev.status == flotilla::inventory::StepStatus::Started
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+    });
+    let before = f.snapshot().await;
+    let err =
+        f.e.unit_run(
+            "app",
+            with(RolloutPolicy {
+                rollout_deadline_s: 1,
+                ..base
+            }),
+            slow,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("deadline of 1 s passed"), "{err}");
+    assert_eq!(ApiError::from(&err).code, ErrorCode::RolledBack);
+    assert_eq!(f.snapshot().await, before);
 }

@@ -178,6 +178,25 @@ test("create a unit with the wizard, deploy it, stop, start, scale and delete it
   const pending = JSON.parse(ok(ctl(app.dataDir, "unit", "show", "shop", "--json")).stdout);
   assert.deepEqual(pending.servers.map((s) => s.version), [1, 1, 1, 1], "still serving on v1");
   await screenshot(b, "unit-rollout-plan");
+  // A canary of 2: the plan shown is made again for it, the rollout pauses after them.
+  await (await byTestId(b, "rollout-canary")).setValue("2");
+  await b.waitUntil(async () => (await b.$$('[data-testid="confirm-plan"] li')).length === 2, {
+    timeout: 10000,
+    timeoutMsg: "the canary's plan",
+  });
+  await (await byTestId(b, "confirm-run")).click();
+  await b.waitUntil(async () => /rollout of shop paused/.test(await (await byTestId(b, "units-result")).getText()), {
+    timeout: 60000,
+    timeoutMsg: "the canary never paused",
+  });
+  assert.match(await (await byTestId(b, "unit-mixed")).getText(), /v2 and v1|v1 and v2/);
+  await screenshot(b, "unit-canary-paused");
+  // Resume: the two servers left.
+  await (await byTestId(b, "unit-rollout")).click();
+  await b.waitUntil(async () => (await b.$$('[data-testid="confirm-plan"] li')).length === 2, {
+    timeout: 10000,
+    timeoutMsg: "the plan for the servers left",
+  });
   await (await byTestId(b, "confirm-run")).click();
   await b.waitUntil(async () => /rollout of shop finished/.test(await (await byTestId(b, "units-result")).getText()), {
     timeout: 60000,

@@ -245,7 +245,15 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
     )
     .unwrap();
     let load = lab.load(&front);
-    run(&e, UnitAction::Rollout { back: false }).await;
+    run(
+        &e,
+        UnitAction::Rollout {
+            back: false,
+            canary: None,
+            policy: None,
+        },
+    )
+    .await;
     let seen = load.stop();
     assert!(seen.requests > 100, "{seen:?}");
     assert_eq!(
@@ -291,7 +299,15 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
     )
     .unwrap();
     let load = lab.load(&front);
-    run(&e, UnitAction::Rollout { back: false }).await;
+    run(
+        &e,
+        UnitAction::Rollout {
+            back: false,
+            canary: None,
+            policy: None,
+        },
+    )
+    .await;
     let seen = load.stop();
     assert!(seen.requests > 100, "{seen:?}");
     assert_eq!(

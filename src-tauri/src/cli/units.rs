@@ -101,9 +101,25 @@ pub(super) enum UnitCommand {
     /// server that fails its gate rolls every changed server back (exit 17).
     Rollout {
         name: String,
+        /// Update only this many servers, then pause (exit 18) until `unit promote`.
+        #[arg(long)]
+        canary: Option<u32>,
         #[command(flatten)]
         plan: Confirmed,
     },
+    /// Go on with a paused rollout (after a canary or a pause): the servers not yet updated.
+    #[command(alias = "resume")]
+    Promote {
+        name: String,
+        /// Only this many more servers, then pause again.
+        #[arg(long)]
+        canary: Option<u32>,
+        #[command(flatten)]
+        plan: Confirmed,
+    },
+    /// Ask the unit's running rollout (from any window or terminal) to pause at its next
+    /// safe point, between batches.
+    Pause { name: String },
     /// Roll back: a rollout in progress goes back to the current version; otherwise the
     /// version before the current one (or --to) is recorded again and rolled out.
     Rollback {
@@ -191,6 +207,13 @@ pub(super) struct CreateArgs {
     /// Seconds an updated server must stay healthy before it is back in rotation.
     #[arg(long, default_value_t = 10)]
     min_healthy_time: u32,
+    /// Seconds a rollout may take (checked between batches); 0: no deadline.
+    #[arg(long, default_value_t = 0)]
+    rollout_deadline: u32,
+    /// When a server fails its gate, undo only that server and leave the unit mixed (by
+    /// default every server that changed goes back).
+    #[arg(long)]
+    no_auto_rollback: bool,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -373,6 +396,8 @@ pub(super) async fn unit(
                 shutdown_timeout,
                 min_in_service,
                 min_healthy_time,
+                rollout_deadline,
+                no_auto_rollback,
             } = *args;
             // What is not given comes from the definition, as in the wizard.
             let size = if cpus.is_some() || memory.is_some() || disk.is_some() {
@@ -407,6 +432,8 @@ pub(super) async fn unit(
                     shutdown_timeout_s: shutdown_timeout,
                     min_in_service,
                     min_healthy_s: min_healthy_time,
+                    rollout_deadline_s: rollout_deadline,
+                    auto_rollback: !no_auto_rollback,
                 }),
             };
             let created = engine.unit_create(&form)?;
@@ -515,8 +542,16 @@ pub(super) async fn unit(
                 },
                 PlanAction::Scale { count } => UnitAction::Scale { count },
                 PlanAction::Delete => UnitAction::Delete { force: false },
-                PlanAction::Rollout => UnitAction::Rollout { back: false },
-                PlanAction::Rollback => UnitAction::Rollout { back: true },
+                PlanAction::Rollout => UnitAction::Rollout {
+                    back: false,
+                    canary: None,
+                    policy: None,
+                },
+                PlanAction::Rollback => UnitAction::Rollout {
+                    back: true,
+                    canary: None,
+                    policy: None,
+                },
             };
             let plan = engine.unit_plan(&name, &action)?;
             if json {
@@ -545,7 +580,27 @@ pub(super) async fn unit(
             plan,
         } => (name, UnitAction::Restart { servers, force }, plan),
         UnitCommand::Scale { name, count, plan } => (name, UnitAction::Scale { count }, plan),
-        UnitCommand::Rollout { name, plan } => (name, UnitAction::Rollout { back: false }, plan),
+        UnitCommand::Rollout { name, canary, plan }
+        | UnitCommand::Promote { name, canary, plan } => (
+            name,
+            UnitAction::Rollout {
+                back: false,
+                canary,
+                policy: None,
+            },
+            plan,
+        ),
+        UnitCommand::Pause { name } => {
+            let op = engine.unit_pause(&name)?;
+            if json {
+                print_json(&serde_json::json!({ "operation": op, "pause": "asked" }));
+            } else {
+                say_line(&format!(
+                    "Asked rollout #{op} of unit {name} to pause after the servers it is updating now."
+                ));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         UnitCommand::Update {
             name,
             image,
@@ -626,6 +681,9 @@ pub(super) async fn unit(
     report(json, outcome)
 }
 
+/// Exit status of a rollout that stopped at a safe point (a canary, or a pause asked for).
+pub(super) const EXIT_PAUSED: u8 = 18;
+
 fn report(json: bool, outcome: Result<OpReport, OpError>) -> Result<ExitCode, ApiError> {
     match outcome {
         Ok(r) => {
@@ -637,7 +695,11 @@ fn report(json: bool, outcome: Result<OpReport, OpError>) -> Result<ExitCode, Ap
                 }
                 say_line(&r.to_string());
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(if r.paused {
+                ExitCode::from(EXIT_PAUSED)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Err(OpError::PlanChanged { shown, plan }) => {
             let e = ApiError::from(&OpError::PlanChanged {

@@ -543,6 +543,13 @@ pub async fn unit_update(
     blocking(&state, move |e| Ok(e.unit_update(&name, &form)?)).await
 }
 
+/// Asks the unit's running rollout to pause at its next safe point (between batches).
+#[tauri::command]
+#[specta::specta]
+pub async fn unit_pause(state: State<'_, AppState>, name: String) -> Result<i64, ApiError> {
+    blocking(&state, move |e| Ok(e.unit_pause(&name)?)).await
+}
+
 /// The unit's versions, newest first, with what changed in each.
 #[tauri::command]
 #[specta::specta]

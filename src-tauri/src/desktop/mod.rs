@@ -76,6 +76,7 @@ pub fn bindings_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::unit_run,
             commands::unit_update,
             commands::unit_history,
+            commands::unit_pause,
             commands::host_set_network,
             commands::lb_list,
             commands::lb_add,

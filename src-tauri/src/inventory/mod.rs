@@ -168,6 +168,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("host_uploads", host_uploads::CREATE),
     // Issue 11: rolling updates give a server new disk and seed volumes.
     ("servers: disk and seed volumes", servers::VOLUMES),
+    ("units: pause requests", unit_locks::PAUSE),
 ];
 
 fn migrations() -> Migrations<'static> {

@@ -123,3 +123,64 @@ mod tests {
         assert_eq!(inv.unit_lock("shop", b).unwrap(), Some(c));
     }
 }
+
+/// Migration: a pause asked for a unit's running rollout (by any process), honoured at the
+/// next safe point between batches.
+pub(super) const PAUSE: &str =
+    "ALTER TABLE units ADD COLUMN pause_requested INTEGER NOT NULL DEFAULT 0;";
+
+impl Inventory {
+    /// Asks the rollout that holds `unit` to pause at its next safe point. Refused when no
+    /// rollout holds the unit.
+    pub fn unit_request_pause(&self, unit: &str) -> Result<i64, InventoryError> {
+        let mut conn = self.conn();
+        let tx = Self::write_tx(&mut conn, "ask for a pause")?;
+        let unit_id = Self::unit_id_in(&tx, unit)?;
+        let holder: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT o.id, o.kind FROM unit_locks l JOIN operations o ON o.id = l.operation_id
+                 WHERE l.unit_id = ?1 AND o.state = 'running'",
+                [unit_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(query_err("find the unit's operation"))?;
+        let Some((op, _)) = holder.filter(|(_, kind)| kind == "rollout" || kind == "rollback")
+        else {
+            return Err(InventoryError::NotFound {
+                kind: "running rollout of unit",
+                name: unit.to_owned(),
+            });
+        };
+        tx.execute(
+            "UPDATE units SET pause_requested = 1 WHERE id = ?1",
+            [unit_id],
+        )
+        .map_err(query_err("ask for a pause"))?;
+        tx.commit().map_err(query_err("ask for a pause"))?;
+        Ok(op)
+    }
+
+    /// Whether a pause was asked for the unit's rollout.
+    pub fn unit_pause_requested(&self, unit: &str) -> Result<bool, InventoryError> {
+        self.conn()
+            .query_row(
+                "SELECT pause_requested FROM units WHERE name = ?1",
+                [unit],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|v| v != 0)
+            .map_err(query_err("read a pause request"))
+    }
+
+    /// Forgets a pause request (a rollout begins, or paused).
+    pub fn unit_clear_pause(&self, unit: &str) -> Result<(), InventoryError> {
+        self.conn()
+            .execute(
+                "UPDATE units SET pause_requested = 0 WHERE name = ?1",
+                [unit],
+            )
+            .map_err(query_err("clear a pause request"))?;
+        Ok(())
+    }
+}

@@ -62,6 +62,13 @@ pub struct RolloutPolicy {
     /// Seconds an updated server must stay healthy, without a dip, before it is back in
     /// rotation (a dip starts the count again).
     pub min_healthy_s: u32,
+    /// Seconds a rollout may take; checked between batches: past it the rollout stops (and
+    /// rolls back when `auto_rollback`). 0: no deadline.
+    pub rollout_deadline_s: u32,
+    /// When a server fails its gate during a rollout, every server that changed goes back to
+    /// the last version on which all passed. Off: only the failing server is undone and the
+    /// unit stays mixed for the admin to decide.
+    pub auto_rollback: bool,
 }
 
 impl Default for RolloutPolicy {
@@ -73,6 +80,8 @@ impl Default for RolloutPolicy {
             shutdown_timeout_s: 60,
             min_in_service: None,
             min_healthy_s: 10,
+            rollout_deadline_s: 0,
+            auto_rollback: true,
         }
     }
 }
@@ -85,7 +94,7 @@ impl RolloutPolicy {
     }
 
     pub fn validate(&self) -> Result<(), ValidationError> {
-        let checks: [(&'static str, u32, u32, u32); 6] = [
+        let checks: [(&'static str, u32, u32, u32); 7] = [
             ("max-unavailable", self.max_unavailable, 1, MAX_SERVERS),
             ("drain-timeout", self.drain_timeout_s, 0, 86_400),
             ("health-timeout", self.health_timeout_s, 1, 86_400),
@@ -97,6 +106,7 @@ impl RolloutPolicy {
                 MAX_SERVERS,
             ),
             ("min-healthy-time", self.min_healthy_s, 0, 3_600),
+            ("rollout-deadline", self.rollout_deadline_s, 0, 7 * 86_400),
         ];
         for (field, value, min, max) in checks {
             if !(min..=max).contains(&value) {

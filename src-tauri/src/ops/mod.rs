@@ -114,9 +114,7 @@ impl From<&OpError> for ApiError {
             OpError::Stale { .. } => ApiError::new(ErrorCode::Conflict, err.to_string()),
             OpError::NoSpace { .. } => ApiError::new(ErrorCode::NoSpace, err.to_string()),
             OpError::Timeout(_) => ApiError::new(ErrorCode::Timeout, err.to_string()),
-            OpError::Failed(r)
-                if r.action == "rollout" && r.servers.iter().all(|s| s.undo_failed.is_empty()) =>
-            {
+            OpError::Failed(r) if r.rolled_back => {
                 ApiError::new(ErrorCode::RolledBack, err.to_string())
             }
             OpError::Failed(_) => ApiError::new(ErrorCode::OperationFailed, err.to_string()),

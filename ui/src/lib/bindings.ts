@@ -68,6 +68,8 @@ export const commands = {
 	unitUpdate: (name: string, form: UnitUpdate) => typedError<UnitVersion, ApiError>(__TAURI_INVOKE("unit_update", { name, form })),
 	/**  The unit's versions, newest first, with what changed in each. */
 	unitHistory: (name: string) => typedError<UnitVersionEntry[], ApiError>(__TAURI_INVOKE("unit_history", { name })),
+	/**  Asks the unit's running rollout to pause at its next safe point (between batches). */
+	unitPause: (name: string) => typedError<number, ApiError>(__TAURI_INVOKE("unit_pause", { name })),
 	hostSetNetwork: (name: string, network: string, gateway: string, domainType: string) => typedError<Host, ApiError>(__TAURI_INVOKE("host_set_network", { name, network, gateway, domainType })),
 	lbList: () => typedError<LbInstance[], ApiError>(__TAURI_INVOKE("lb_list")),
 	lbAdd: (name: string, target: LbTarget) => typedError<LbInstance, ApiError>(__TAURI_INVOKE("lb_add", { name, target })),
@@ -252,7 +254,12 @@ export type ErrorCode =
  *  The inventory changed since the plan the admin confirmed (by its fingerprint) was
  *  made: nothing was done. Show the plan as it is now and ask again.
  */
-"plan_changed" | "internal";
+"plan_changed" | 
+/**
+ *  A rollout failed on a server and was rolled back: every server that changed runs its
+ *  previous version again (the report says which server failed and why).
+ */
+"rolled_back" | "internal";
 
 export type Firmware = "bios" | "uefi";
 
@@ -491,6 +498,13 @@ export type OpReport = {
 	unit: string,
 	action: string,
 	ok: boolean,
+	/**
+	 *  A rollout that stopped at a safe point (a canary, or a pause asked for): the unit is
+	 *  mixed until `unit promote` or `unit rollback`.
+	 */
+	paused: boolean,
+	/**  A rollout that failed and put every server that changed back on its version. */
+	rolled_back: boolean,
 	servers: ServerOutcome[],
 	warnings: string[],
 	/**  Where the full log of the operation is. */
@@ -565,6 +579,17 @@ export type RolloutPolicy = {
 	 *  rotation (a dip starts the count again).
 	 */
 	min_healthy_s?: number,
+	/**
+	 *  Seconds a rollout may take; checked between batches: past it the rollout stops (and
+	 *  rolls back when `auto_rollback`). 0: no deadline.
+	 */
+	rollout_deadline_s?: number,
+	/**
+	 *  When a server fails its gate during a rollout, every server that changed goes back to
+	 *  the last version on which all passed. Off: only the failing server is undone and the
+	 *  unit stays mixed for the admin to decide.
+	 */
+	auto_rollback?: boolean,
 };
 
 export type Server = {
@@ -733,9 +758,12 @@ export type Unit = {
 export type UnitAction = { action: "deploy" } | { action: "start"; servers: string[] } | { action: "stop"; servers: string[]; force: boolean } | { action: "restart"; servers: string[]; force: boolean } | { action: "scale"; count: number } | { action: "delete"; force: boolean } | 
 /**
  *  Move the running servers to the pending unit version (`unit update`), or with `back`
- *  to the current one (the last on which every server passed its gate).
+ *  to the current one (the last on which every server passed its gate). With `canary`,
+ *  only that many more servers, then the rollout pauses (`unit promote` goes on).
  */
-{ action: "rollout"; back: boolean };
+{ action: "rollout"; back: boolean; canary?: number | null; 
+/**  This rollout's policy, in place of the unit's. */
+policy?: RolloutPolicy | null };
 
 /**  What the wizard's review page and `unit create` show after creating. */
 export type UnitCreated = {

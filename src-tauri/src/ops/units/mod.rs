@@ -116,9 +116,15 @@ pub enum UnitAction {
         force: bool,
     },
     /// Move the running servers to the pending unit version (`unit update`), or with `back`
-    /// to the current one (the last on which every server passed its gate).
+    /// to the current one (the last on which every server passed its gate). With `canary`,
+    /// only that many more servers, then the rollout pauses (`unit promote` goes on).
     Rollout {
         back: bool,
+        #[serde(default)]
+        canary: Option<u32>,
+        /// This rollout's policy, in place of the unit's.
+        #[serde(default)]
+        policy: Option<RolloutPolicy>,
     },
 }
 
@@ -131,8 +137,18 @@ impl UnitAction {
             Self::Restart { .. } => "restart",
             Self::Scale { .. } => "scale",
             Self::Delete { .. } => "delete",
-            Self::Rollout { back: false } => "rollout",
-            Self::Rollout { back: true } => "rollback",
+            Self::Rollout { back: false, .. } => "rollout",
+            Self::Rollout { back: true, .. } => "rollback",
+        }
+    }
+
+    /// The policy this action runs under: a rollout's own, else the unit's.
+    fn policy_for(&self, u: &Unit) -> RolloutPolicy {
+        match self {
+            Self::Rollout {
+                policy: Some(p), ..
+            } => *p,
+            _ => u.policy,
         }
     }
 
@@ -328,6 +344,11 @@ pub struct OpReport {
     pub unit: String,
     pub action: String,
     pub ok: bool,
+    /// A rollout that stopped at a safe point (a canary, or a pause asked for): the unit is
+    /// mixed until `unit promote` or `unit rollback`.
+    pub paused: bool,
+    /// A rollout that failed and put every server that changed back on its version.
+    pub rolled_back: bool,
     pub servers: Vec<ServerOutcome>,
     pub warnings: Vec<String>,
     /// Where the full log of the operation is.
@@ -336,6 +357,13 @@ pub struct OpReport {
 
 impl std::fmt::Display for OpReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.ok && self.paused {
+            return write!(
+                f,
+                "{} of unit {} paused (operation #{})",
+                self.action, self.unit, self.operation
+            );
+        }
         if self.ok {
             return write!(
                 f,
@@ -348,6 +376,9 @@ impl std::fmt::Display for OpReport {
             "{} of unit {} failed (operation #{})",
             self.action, self.unit, self.operation
         )?;
+        for w in &self.warnings {
+            write!(f, "\n  {w}")?;
+        }
         for s in &self.servers {
             if let Some((step, e)) = &s.failed {
                 write!(
@@ -465,6 +496,10 @@ struct Ctx {
     gate_s: u32,
     /// The batch of a whole-unit stop is the whole unit.
     whole_unit: bool,
+    /// When the operation began (a rollout's deadline counts from here).
+    began: Instant,
+    /// A rollout stopped because its deadline passed.
+    deadline_passed: AtomicBool,
     def: Definition,
     hosts: HashMap<String, Host>,
     lb: Option<(LbDriver, String)>,
@@ -522,9 +557,10 @@ fn budget_refusal(
     if targets.is_empty() {
         return None;
     }
+    let policy = action.policy_for(u);
     let out = match kind {
         OpKind::Restart | OpKind::Rollout => {
-            plan::batch_size(kind, u.policy.max_unavailable, targets.len(), false)
+            plan::batch_size(kind, policy.max_unavailable, targets.len(), false)
         }
         OpKind::Stop if !action.whole_unit() => targets.len(),
         _ => return None,
@@ -534,7 +570,7 @@ fn budget_refusal(
         .iter()
         .filter(|s| s.state == ServerState::Running && (u.lb.is_none() || s.lb_state == "ready"))
         .count() as u32;
-    let min = u.policy.min_in_service_of(u.servers.len() as u32);
+    let min = policy.min_in_service_of(u.servers.len() as u32);
     plan::below_min_in_service(in_service, out, min)
 }
 
@@ -653,14 +689,18 @@ impl Engine {
         servers: Vec<plan::ServerBasis>,
         new_servers: Vec<plan::ServerBasis>,
     ) -> Result<String, OpError> {
+        let action_policy = match action {
+            UnitAction::Rollout { policy, .. } => *policy,
+            _ => None,
+        };
         let (action_servers, count) = match action {
             UnitAction::Start { servers }
             | UnitAction::Stop { servers, .. }
             | UnitAction::Restart { servers, .. } => (servers.clone(), None),
             UnitAction::Scale { count } => (Vec::new(), Some(*count)),
-            UnitAction::Deploy | UnitAction::Delete { .. } | UnitAction::Rollout { .. } => {
-                (Vec::new(), None)
-            }
+            // A canary changes which servers run; a rollout's own policy, how.
+            UnitAction::Rollout { canary, .. } => (Vec::new(), *canary),
+            UnitAction::Deploy | UnitAction::Delete { .. } => (Vec::new(), None),
         };
         let lb = match unit.lb {
             Some((name, pool)) => {
@@ -708,7 +748,7 @@ impl Engine {
             name_pattern: unit.name_pattern.to_owned(),
             addresses: unit.addresses.to_owned(),
             lb,
-            policy: unit.policy,
+            policy: action_policy.unwrap_or(unit.policy),
             servers,
             new_servers,
             hosts,
@@ -1095,7 +1135,7 @@ impl Engine {
         )?;
         let lb = u.lb.is_some();
         let target = match action {
-            UnitAction::Rollout { back } => Some(rollout_target(&u, *back)?),
+            UnitAction::Rollout { back, .. } => Some(rollout_target(&u, *back)?),
             _ => None,
         };
         let mut warnings = Vec::new();
@@ -1134,7 +1174,7 @@ impl Engine {
             action: action.name().into(),
             batch_size: plan::batch_size(
                 kind,
-                u.policy.max_unavailable,
+                action.policy_for(&u).max_unavailable,
                 servers.len(),
                 action.whole_unit(),
             ) as u32,
@@ -1188,7 +1228,7 @@ impl Engine {
                 vec![],
             ),
             UnitAction::Delete { .. } => (OpKind::Remove, u.servers.clone(), vec![]),
-            UnitAction::Rollout { back } => {
+            UnitAction::Rollout { back, .. } => {
                 let target = rollout_target(u, *back)?;
                 if let Some(s) = u.servers.iter().find(|s| s.state == ServerState::Stopped) {
                     return Err(ValidationError::new(
@@ -1203,13 +1243,22 @@ impl Engine {
                 let lb = u.lb.is_some();
                 // Servers on another version, and any of the target version a crashed
                 // rollout left out of rotation.
-                let targets = u
+                let mut targets: Vec<Server> = u
                     .servers
                     .iter()
                     .filter(|s| s.state == ServerState::Running)
                     .filter(|s| s.version != Some(target) || (lb && s.lb_state != "ready"))
                     .cloned()
                     .collect();
+                if let UnitAction::Rollout {
+                    canary: Some(n), ..
+                } = action
+                {
+                    if *n == 0 {
+                        return Err(ValidationError::new("canary", "at least 1 server").into());
+                    }
+                    targets.truncate(*n as usize);
+                }
                 (OpKind::Rollout, targets, vec![])
             }
             UnitAction::Scale { count } => {

@@ -218,6 +218,8 @@ impl Engine {
             unit: u.name,
             action: format!("unwind of {}", args.action.name()),
             ok: outcomes.iter().all(|o| o.undo_failed.is_empty()),
+            paused: false,
+            rolled_back: false,
             servers: outcomes,
             warnings: Vec::new(),
             log: self.log_hint(id),
@@ -319,7 +321,7 @@ impl Engine {
             return Ok(());
         };
         match args.action {
-            UnitAction::Rollout { back: true } => {
+            UnitAction::Rollout { back: true, .. } => {
                 self.inventory.unit_versions_drop_pending(unit)?
             }
             _ => self.inventory.unit_set_current(unit, target)?,
@@ -453,7 +455,9 @@ impl Engine {
             .iter()
             .map(|s| (s.name.clone(), s.state, s.version))
             .collect();
-        if let UnitAction::Rollout { back } = args.action {
+        if let UnitAction::Rollout { back, .. } = args.action {
+            // A pause asked for an earlier rollout does not stop this one.
+            self.inventory.unit_clear_pause(&u.name)?;
             args.target = Some(rollout_target(&u, back)?);
             args.volumes_before = targets
                 .iter()
@@ -483,11 +487,29 @@ impl Engine {
         {
             return Err(OpError::Crashed);
         }
-        let failed = outcomes.iter().any(|o| o.failed.is_some());
+        let late = ctx.deadline_passed.load(Ordering::SeqCst);
+        if late {
+            warnings.push(format!(
+                "the rollout's deadline of {} s passed before every server was updated: it stopped there{}",
+                ctx.policy.rollout_deadline_s,
+                if ctx.policy.auto_rollback {
+                    " and rolled back"
+                } else {
+                    ""
+                }
+            ));
+        }
+        let failed = late || outcomes.iter().any(|o| o.failed.is_some());
+        // Without auto-rollback a rollout undoes only the server that failed: the others
+        // keep the version that passed its gate, and the unit stays mixed.
+        let only_failing = kind == OpKind::Rollout && !ctx.policy.auto_rollback;
         if failed {
             // Undo every server's completed steps, newest server first.
             for (o, s) in outcomes.iter_mut().zip(&targets).rev() {
                 if o.done.iter().any(|d| d.irreversible()) {
+                    continue;
+                }
+                if only_failing && o.failed.is_none() {
                     continue;
                 }
                 let mut steps = o.done.clone();
@@ -504,11 +526,33 @@ impl Engine {
                 self.inventory.server_delete(name)?;
             }
         }
+        let mut paused = false;
         if kind == OpKind::Rollout && !failed {
-            self.rollout_done(&u.name, args)?;
-            warnings.extend(self.drop_prior_volumes(&ctx).await);
+            // Done when every running server runs the target; else paused (a canary, or a
+            // pause asked for): the unit stays mixed, old disks stay (a rollback restarts).
+            let now = self.inventory.unit_get(&u.name)?;
+            let running: Vec<&Server> = now
+                .servers
+                .iter()
+                .filter(|s| s.state == ServerState::Running)
+                .collect();
+            let on = running.iter().filter(|s| s.version == args.target).count();
+            if on == running.len() {
+                self.rollout_done(&u.name, args)?;
+                warnings.extend(self.drop_prior_volumes(&ctx).await);
+            } else {
+                paused = true;
+                warnings.push(format!(
+                    "paused: {on} of {} servers run v{}; go on with `flotillactl unit promote {}`, or go back with `flotillactl unit rollback {}`",
+                    running.len(),
+                    args.target.unwrap_or(0),
+                    u.name,
+                    u.name
+                ));
+            }
+            self.inventory.unit_clear_pause(&u.name)?;
         }
-        if kind == OpKind::Remove || kind == OpKind::Rollout || failed {
+        if kind == OpKind::Remove || (kind == OpKind::Rollout && !paused) || failed {
             self.release_host_objects(&ctx).await;
         }
         if let UnitAction::Delete { .. } = args.action {
@@ -521,6 +565,11 @@ impl Engine {
             unit: u.name.clone(),
             action: args.action.name().into(),
             ok: !failed,
+            paused,
+            rolled_back: failed
+                && kind == OpKind::Rollout
+                && !only_failing
+                && outcomes.iter().all(|o| o.undo_failed.is_empty()),
             servers: outcomes,
             warnings,
             log: self.log_hint(op),
@@ -587,14 +636,16 @@ impl Engine {
             image,
             prior,
             gate_s: match args.kind {
-                Some(OpKind::Rollout) => u.policy.min_healthy_s,
+                Some(OpKind::Rollout) => args.action.policy_for(u).min_healthy_s,
                 _ => 0,
             },
             whole_unit: args.action.whole_unit(),
+            began: Instant::now(),
+            deadline_passed: AtomicBool::new(false),
             def,
             lb,
             force,
-            policy: u.policy,
+            policy: args.action.policy_for(u),
             progress,
             abort: AtomicBool::new(false),
             host_locks: used
@@ -646,8 +697,34 @@ impl Engine {
         let total = all.len() as u32;
         for (p, phase) in phases.iter().enumerate() {
             let last = p + 1 == phases.len();
-            for chunk in (0..servers.len()).collect::<Vec<_>>().chunks(batch) {
+            for (n, chunk) in (0..servers.len())
+                .collect::<Vec<_>>()
+                .chunks(batch)
+                .enumerate()
+            {
                 if ctx.abort.load(Ordering::SeqCst) {
+                    break;
+                }
+                // A safe point: between batches, every server in or out of rotation as it
+                // should be. A pause asked for (any process) ends the rollout here.
+                if kind == OpKind::Rollout
+                    && n > 0
+                    && self
+                        .inventory
+                        .unit_pause_requested(&ctx.unit.name)
+                        .unwrap_or(false)
+                {
+                    tracing::info!("paused at a safe point, as asked");
+                    break;
+                }
+                let deadline = u64::from(ctx.policy.rollout_deadline_s);
+                if kind == OpKind::Rollout
+                    && deadline > 0
+                    && ctx.began.elapsed().as_secs() >= deadline
+                {
+                    tracing::warn!(deadline, "the rollout's deadline passed");
+                    ctx.deadline_passed.store(true, Ordering::SeqCst);
+                    ctx.abort.store(true, Ordering::SeqCst);
                     break;
                 }
                 let mut running: FuturesUnordered<_> = chunk

@@ -140,7 +140,15 @@ impl Engine {
             .any(|s| s.version.is_some_and(|v| v != u.current_version));
         if mixed && to.is_none_or(|t| t == u.current_version) {
             return self
-                .unit_run(&u.name, UnitAction::Rollout { back: true }, progress)
+                .unit_run(
+                    &u.name,
+                    UnitAction::Rollout {
+                        back: true,
+                        canary: None,
+                        policy: None,
+                    },
+                    progress,
+                )
                 .await;
         }
         if mixed {
@@ -179,8 +187,27 @@ impl Engine {
                 disk_gib: Some(old.size.disk_gib),
             },
         )?;
-        self.unit_run(&u.name, UnitAction::Rollout { back: false }, progress)
-            .await
+        self.unit_run(
+            &u.name,
+            UnitAction::Rollout {
+                back: false,
+                canary: None,
+                policy: None,
+            },
+            progress,
+        )
+        .await
+    }
+
+    /// Asks the unit's running rollout (in any process) to pause at its next safe point,
+    /// between batches; it ends as paused (`unit promote` goes on). Returns its operation.
+    pub fn unit_pause(&self, unit: &str) -> Result<i64, OpError> {
+        let outcome = self
+            .inventory
+            .unit_request_pause(unit.trim())
+            .map_err(OpError::from);
+        self.audit("unit.pause", &format!("unit/{}", unit.trim()), &outcome);
+        outcome
     }
 
     /// The unit's versions, newest first, each with what changed against the one before.
