@@ -353,6 +353,7 @@ impl Lab {
 /// Steady HTTP load on a URL from inside the lab's network (`wrk`, which never retries), in
 /// back-to-back rounds of a few seconds until stopped: every request counted, every failed
 /// one (non-2xx/3xx answers and socket errors) too.
+#[derive(Debug)]
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     worker: Option<std::thread::JoinHandle<LoadResult>>,

@@ -145,6 +145,7 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
                 shutdown_timeout_s: 30,
                 min_in_service: Some(2),
                 min_healthy_s: 3,
+                ..Default::default()
             }),
             ..web_form(4, "10.77.0.21-10.77.0.40", &pool)
         })
@@ -245,6 +246,7 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
     )
     .unwrap();
     let load = lab.load(&front);
+    let began = std::time::Instant::now();
     run(
         &e,
         UnitAction::Rollout {
@@ -255,6 +257,7 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
     )
     .await;
     let seen = load.stop();
+    eprintln!("rollout: {} s, {seen:?}", began.elapsed().as_secs());
     assert!(seen.requests > 100, "{seen:?}");
     assert_eq!(
         seen.failed(),
@@ -299,6 +302,7 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
     )
     .unwrap();
     let load = lab.load(&front);
+    let began = std::time::Instant::now();
     run(
         &e,
         UnitAction::Rollout {
@@ -309,6 +313,7 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
     )
     .await;
     let seen = load.stop();
+    eprintln!("rollout: {} s, {seen:?}", began.elapsed().as_secs());
     assert!(seen.requests > 100, "{seen:?}");
     assert_eq!(
         seen.failed(),
@@ -323,6 +328,67 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
             "{held}"
         );
         assert!(!held.contains(&format!("{}-disk.qcow2", s.name)), "{held}");
+        let conf = lab
+            .http_get(&format!("http://{}:8080/conf.txt", s.address))
+            .unwrap_or_default();
+        assert_eq!(conf.trim(), format!("{} {} web v3", s.name, s.address));
+    }
+    // … and a definition whose start hook never serves: the first batch fails its gate,
+    // every server that changed goes back (auto-rollback), still without a failed request.
+    let broken = next.replace(
+        "start = \"busybox httpd -p 8080 -h /srv/www\"",
+        "start = \"true\"",
+    );
+    assert_ne!(broken, next);
+    e.def_set_text("web", &broken, None).unwrap();
+    e.unit_update(
+        "web",
+        &UnitUpdate {
+            definition: Some("web".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let load = lab.load(&front);
+    let began = std::time::Instant::now();
+    let err = e
+        .unit_run(
+            "web",
+            UnitAction::Rollout {
+                back: false,
+                canary: None,
+                policy: Some(RolloutPolicy {
+                    max_unavailable: 2,
+                    drain_timeout_s: 5,
+                    health_timeout_s: 20,
+                    shutdown_timeout_s: 30,
+                    min_in_service: Some(2),
+                    min_healthy_s: 3,
+                    ..Default::default()
+                }),
+            },
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap_err();
+    let seen = load.stop();
+    eprintln!(
+        "rollback of a broken definition: {} s, {seen:?}",
+        began.elapsed().as_secs()
+    );
+    assert_eq!(
+        flotilla::error::ApiError::from(&err).code,
+        flotilla::error::ErrorCode::RolledBack,
+        "{err}"
+    );
+    assert!(err.to_string().contains("wait-healthy"), "{err}");
+    assert_eq!(
+        seen.failed(),
+        0,
+        "no failed request during the rollback: {seen:?}"
+    );
+    for s in e.unit_show("web").unwrap().servers {
+        assert_eq!(s.version, Some(3), "{s:?}");
         let conf = lab
             .http_get(&format!("http://{}:8080/conf.txt", s.address))
             .unwrap_or_default();

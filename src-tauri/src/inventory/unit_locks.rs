@@ -90,40 +90,6 @@ impl Inventory {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use crate::inventory::Inventory;
-
-    /// A lock whose operation ended (it died between its end and its unlock, or the unlock
-    /// failed) does not keep the unit busy; one whose operation still runs does.
-    #[test]
-    fn a_lock_of_an_operation_that_ended_is_taken_over() {
-        let inv = Inventory::open_in_memory().unwrap();
-        inv.execute_batch_for_test(
-            "INSERT INTO units (id, name, policy_json, current_version, created_at)
-             VALUES (1, 'shop', '{}', 1, '')",
-        );
-        let a = inv.operation_begin_with("stop", "unit/shop", "{}").unwrap();
-        let b = inv
-            .operation_begin_with("start", "unit/shop", "{}")
-            .unwrap();
-        assert_eq!(inv.unit_lock("shop", a).unwrap(), None);
-        assert_eq!(inv.unit_lock("shop", b).unwrap(), Some(a), "a runs: busy");
-        inv.operation_finish(a, "succeeded", "").unwrap();
-        assert_eq!(
-            inv.unit_lock("shop", b).unwrap(),
-            None,
-            "a ended: b takes it"
-        );
-        let c = inv.operation_begin_with("stop", "unit/shop", "{}").unwrap();
-        assert_eq!(inv.unit_lock("shop", c).unwrap(), Some(b));
-        // A resume hands its lock over with no gap.
-        inv.unit_lock_handover(b, c).unwrap();
-        assert_eq!(inv.unit_lock("shop", c).unwrap(), None);
-        assert_eq!(inv.unit_lock("shop", b).unwrap(), Some(c));
-    }
-}
-
 /// Migration: a pause asked for a unit's running rollout (by any process), honoured at the
 /// next safe point between batches.
 pub(super) const PAUSE: &str =
@@ -182,5 +148,39 @@ impl Inventory {
             )
             .map_err(query_err("clear a pause request"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::inventory::Inventory;
+
+    /// A lock whose operation ended (it died between its end and its unlock, or the unlock
+    /// failed) does not keep the unit busy; one whose operation still runs does.
+    #[test]
+    fn a_lock_of_an_operation_that_ended_is_taken_over() {
+        let inv = Inventory::open_in_memory().unwrap();
+        inv.execute_batch_for_test(
+            "INSERT INTO units (id, name, policy_json, current_version, created_at)
+             VALUES (1, 'shop', '{}', 1, '')",
+        );
+        let a = inv.operation_begin_with("stop", "unit/shop", "{}").unwrap();
+        let b = inv
+            .operation_begin_with("start", "unit/shop", "{}")
+            .unwrap();
+        assert_eq!(inv.unit_lock("shop", a).unwrap(), None);
+        assert_eq!(inv.unit_lock("shop", b).unwrap(), Some(a), "a runs: busy");
+        inv.operation_finish(a, "succeeded", "").unwrap();
+        assert_eq!(
+            inv.unit_lock("shop", b).unwrap(),
+            None,
+            "a ended: b takes it"
+        );
+        let c = inv.operation_begin_with("stop", "unit/shop", "{}").unwrap();
+        assert_eq!(inv.unit_lock("shop", c).unwrap(), Some(b));
+        // A resume hands its lock over with no gap.
+        inv.unit_lock_handover(b, c).unwrap();
+        assert_eq!(inv.unit_lock("shop", c).unwrap(), None);
+        assert_eq!(inv.unit_lock("shop", b).unwrap(), Some(c));
     }
 }
