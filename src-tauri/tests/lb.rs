@@ -449,15 +449,26 @@ impl Haproxy {
 }
 
 async fn haproxy() -> Haproxy {
+    haproxy_with_front(None).await
+}
+
+/// A real HAProxy; with `front`, also a frontend on that loopback port sending to `be_t`.
+async fn haproxy_with_front(front: Option<u16>) -> Haproxy {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let cfg = dir.path().join("haproxy.cfg");
+    // A request no server can take waits in the queue briefly, then gets HAProxy's 503.
+    let frontend = front.map_or_else(String::new, |f| {
+        format!(
+            "frontend fe_t\n  bind 127.0.0.1:{f}\n  timeout queue 200ms\n  default_backend be_t\n"
+        )
+    });
     std::fs::write(
         &cfg,
         format!(
             "global\n  stats socket ipv4@127.0.0.1:{port} level admin\n\
              defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
-             backend be_t\n  balance roundrobin\n"
+             {frontend}backend be_t\n  balance roundrobin\n"
         ),
     )
     .unwrap();
@@ -500,7 +511,7 @@ async fn admin_state(h: &Haproxy, name: &str) -> Option<flotilla::lb::MemberStat
 async fn haproxy_commands_survive_refused_and_dropped_connections() {
     use flotilla::lb::{LoadBalancer, MemberState};
     let h = haproxy().await;
-    let addr: std::net::SocketAddrV4 = "10.0.0.1:80".parse().unwrap();
+    let addr: std::net::SocketAddrV4 = "127.0.0.2:9".parse().unwrap();
 
     // Nothing listens yet (HAProxy re-creating its socket): refused, then it answers. Even
     // `add server`, which is never sent twice, is retried: it was never sent.
@@ -557,7 +568,7 @@ async fn a_haproxy_that_keeps_failing_is_reported_after_a_few_quick_attempts() {
     // A command that must not run twice is not sent again once it may have arrived.
     let before = front.accepted.load(Ordering::SeqCst);
     let err = lb
-        .command("add server be_t/w9 10.0.0.9:80")
+        .command("add server be_t/w9 127.0.0.9:9")
         .await
         .unwrap_err();
     assert!(matches!(err, LbError::Connect { .. }), "{err:?}");
@@ -580,7 +591,7 @@ async fn caddy_requests_survive_dropped_and_refused_connections() {
     use flotilla::lb::MemberState;
     let front_port = free_port();
     let c = caddy(front_port).await;
-    let addr: std::net::SocketAddrV4 = "10.0.0.1:80".parse().unwrap();
+    let addr: std::net::SocketAddrV4 = "127.0.0.2:9".parse().unwrap();
     // Every second connection cut: the read (GET) and then the change (PATCH) of each
     // member_set are each cut once.
     let front = front_on(
@@ -593,7 +604,7 @@ async fn caddy_requests_survive_dropped_and_refused_connections() {
     lb.member_set_at("flotilla", addr, MemberState::Ready)
         .await
         .unwrap();
-    assert_eq!(c.upstreams().await, ["10.0.0.1:80"]);
+    assert_eq!(c.upstreams().await, ["127.0.0.2:9"]);
     lb.member_set_at("flotilla", addr, MemberState::Maint)
         .await
         .unwrap();
@@ -612,7 +623,7 @@ async fn caddy_requests_survive_dropped_and_refused_connections() {
     lb.member_set_at("flotilla", addr, MemberState::Ready)
         .await
         .unwrap();
-    assert_eq!(c.upstreams().await, ["10.0.0.1:80"]);
+    assert_eq!(c.upstreams().await, ["127.0.0.2:9"]);
     drop(late.await.unwrap());
 }
 
@@ -633,7 +644,7 @@ async fn a_caddy_that_keeps_failing_is_reported_after_a_few_quick_attempts() {
         std::time::Duration::from_secs(5),
         lb.member_set_at(
             "flotilla",
-            "10.0.0.1:80".parse().unwrap(),
+            "127.0.0.2:9".parse().unwrap(),
             MemberState::Ready,
         ),
     )
@@ -697,4 +708,200 @@ async fn a_deploy_rides_out_a_flaky_load_balancer() {
     ok(ctl(d, &["unit", "stop", "shop"]));
     assert!(c.upstreams().await.is_empty());
     assert!(front.accepted.load(Ordering::SeqCst) >= 8);
+}
+
+/// A rollout behind a real HAProxy reads the pool's counters around each batch and reports
+/// them; past `max_failed_requests` it stops and rolls back. The failed requests are real
+/// HTTP 500s that HAProxy passes on from the servers' (loopback) addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_counts_the_pools_requests_and_rolls_back_past_its_limit() {
+    use flotilla::error::{ApiError, ErrorCode};
+    use flotilla::model::RolloutPolicy;
+    use flotilla::ops::units::{UnitAction, UnitForm, UnitUpdate};
+    let front = free_port();
+    let h = haproxy_with_front(Some(front)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = flotilla::ops::Engine::with(
+        flotilla::inventory::Inventory::open_in(dir.path()).unwrap(),
+        flotilla::hypervisor::HvConfig::default(),
+        flotilla::inventory::Actor::new("test"),
+        dir.path().join("library"),
+    );
+    let node = dir.path().join("h1.xml");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/test-node.xml"),
+        &node,
+    )
+    .unwrap();
+    e.host_add(&flotilla::ops::hosts::HostInput {
+        name: "h1".into(),
+        uri: format!("test://{}", node.display()),
+        pool: None,
+        bridge: Some("br0".into()),
+    })
+    .await
+    .unwrap();
+    // Loopback addresses: HAProxy's checks and the requests it forwards stay on this machine.
+    e.host_set_network("h1", "127.77.0.0/24", "127.77.0.1", "")
+        .unwrap();
+    let disk = dir.path().join("m.qcow2");
+    assert!(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("32M")
+        .status()
+        .unwrap()
+        .success());
+    e.image_import(
+        &flotilla::ops::images::ImportRequest {
+            image: "base".into(),
+            file: disk,
+            notes: String::new(),
+            boot: flotilla::ops::images::BootInput::Disk(flotilla::model::Firmware::Bios),
+        },
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
+    e.def_create("shop").unwrap();
+    e.lb_add(
+        "hx",
+        &flotilla::ops::lbs::LbTarget::HaproxyAddr { addr: h.addr() },
+    )
+    .await
+    .unwrap();
+    e.unit_create(&UnitForm {
+        name: "app".into(),
+        image: "base:1".into(),
+        definition: "shop:1".into(),
+        count: 2,
+        name_pattern: "app-{n}".into(),
+        addresses: "127.77.0.11-127.77.0.20".into(),
+        lb: Some("hx".into()),
+        lb_pool: Some("be_t".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    e.unit_run("app", UnitAction::Deploy, Arc::new(|_| {}))
+        .await
+        .unwrap();
+    let now = e.def_show("shop", None).unwrap();
+    e.def_set_text(
+        "shop",
+        &now.text.replacen("[env]", "[env]\nRELEASE = \"2\"", 1),
+        Some(1),
+    )
+    .unwrap();
+    e.unit_update(
+        "app",
+        &UnitUpdate {
+            definition: Some("shop".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // The servers' addresses answer every request with 500 (an application that fails): what
+    // HAProxy counts as failed requests.
+    for ip in ["127.77.0.11", "127.77.0.12"] {
+        let listener = tokio::net::TcpListener::bind((ip, 8080)).await.unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    let _ = conn
+                        .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+    }
+    // Steady requests to the frontend while the rollout runs, four at a time.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(3))
+                    .build()
+                    .unwrap();
+                let mut sent = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let _ = client
+                        .get(format!("http://127.0.0.1:{front}/"))
+                        .send()
+                        .await;
+                    sent += 1;
+                }
+                sent
+            })
+        })
+        .collect();
+    let policy = RolloutPolicy {
+        drain_timeout_s: 0,
+        min_in_service: Some(1),
+        min_healthy_s: 0,
+        max_failed_requests: Some(0),
+        ..Default::default()
+    };
+    let rollout = |policy| UnitAction::Rollout {
+        back: false,
+        canary: None,
+        policy: Some(policy),
+    };
+    // Slow enough per server for requests to arrive during each batch.
+    let slow: flotilla::ops::units::StepFn = Arc::new(|ev| {
+        if ev.step == flotilla::plan::Step::Swap
+            && ev.status == flotilla::inventory::StepStatus::Started
+        {
+            std::thread::sleep(std::time::Duration::from_millis(700));
+        }
+    });
+    let err = e
+        .unit_run("app", rollout(policy), slow.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(ApiError::from(&err).code, ErrorCode::RolledBack, "{err}");
+    let flotilla::ops::OpError::Failed(report) = &err else {
+        unreachable!()
+    };
+    assert!(
+        err.to_string().contains("more than 0 failed requests"),
+        "{err}"
+    );
+    assert_eq!(report.batches.len(), 1, "it stopped after the first batch");
+    let counted = report.batches[0].counters.expect("HAProxy keeps counters");
+    assert!(counted.requests > 0 && counted.failed() > 0, "{counted:?}");
+    let versions: Vec<Option<u32>> = e
+        .unit_show("app")
+        .unwrap()
+        .servers
+        .iter()
+        .map(|s| s.version)
+        .collect();
+    assert_eq!(versions, [Some(1), Some(1)], "rolled back");
+
+    // Without a limit it goes on, and counts each batch.
+    let r = e
+        .unit_run(
+            "app",
+            rollout(RolloutPolicy {
+                max_failed_requests: None,
+                ..policy
+            }),
+            slow,
+        )
+        .await
+        .unwrap();
+    stop.store(true, Ordering::SeqCst);
+    for l in load {
+        assert!(l.await.unwrap() > 0);
+    }
+    assert_eq!(r.batches.len(), 2, "{r}");
+    assert!(r
+        .batches
+        .iter()
+        .all(|b| b.counters.is_some_and(|c| c.requests > 0)));
+    assert!(r.to_string().contains("batch 2 (app-2): "), "{r}");
 }

@@ -247,16 +247,25 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
     .unwrap();
     let load = lab.load(&front);
     let began = std::time::Instant::now();
-    run(
-        &e,
-        UnitAction::Rollout {
-            back: false,
-            canary: None,
-            policy: None,
-        },
-    )
-    .await;
+    let r = e
+        .unit_run(
+            "web",
+            UnitAction::Rollout {
+                back: false,
+                canary: None,
+                policy: None,
+            },
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("rollout: {err}"));
     let seen = load.stop();
+    // HAProxy's own counters agree: every batch counted, none failed.
+    assert_eq!(r.batches.len(), 2, "{r}");
+    for b in &r.batches {
+        let c = b.counters.expect("HAProxy keeps counters");
+        assert!(c.requests > 0 && c.failed() == 0, "{r}");
+    }
     eprintln!("rollout: {} s, {seen:?}", began.elapsed().as_secs());
     assert!(seen.requests > 100, "{seen:?}");
     assert_eq!(
@@ -303,16 +312,25 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
     .unwrap();
     let load = lab.load(&front);
     let began = std::time::Instant::now();
-    run(
-        &e,
-        UnitAction::Rollout {
-            back: false,
-            canary: None,
-            policy: None,
-        },
-    )
-    .await;
+    let r = e
+        .unit_run(
+            "web",
+            UnitAction::Rollout {
+                back: false,
+                canary: None,
+                policy: None,
+            },
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("rollout: {err}"));
     let seen = load.stop();
+    // HAProxy's own counters agree: every batch counted, none failed.
+    assert_eq!(r.batches.len(), 2, "{r}");
+    for b in &r.batches {
+        let c = b.counters.expect("HAProxy keeps counters");
+        assert!(c.requests > 0 && c.failed() == 0, "{r}");
+    }
     eprintln!("rollout: {} s, {seen:?}", began.elapsed().as_secs());
     assert!(seen.requests > 100, "{seen:?}");
     assert_eq!(

@@ -105,6 +105,8 @@ pub(super) enum UnitCommand {
         #[arg(long)]
         canary: Option<u32>,
         #[command(flatten)]
+        policy: RolloutFlags,
+        #[command(flatten)]
         plan: Confirmed,
     },
     /// Go on with a paused rollout (after a canary or a pause): the servers not yet updated.
@@ -114,6 +116,8 @@ pub(super) enum UnitCommand {
         /// Only this many more servers, then pause again.
         #[arg(long)]
         canary: Option<u32>,
+        #[command(flatten)]
+        policy: RolloutFlags,
         #[command(flatten)]
         plan: Confirmed,
     },
@@ -214,6 +218,60 @@ pub(super) struct CreateArgs {
     /// default every server that changed goes back).
     #[arg(long)]
     no_auto_rollback: bool,
+    /// Roll back once HAProxy counted more failed requests (5xx, broken responses) during a
+    /// rollout.
+    #[arg(long)]
+    max_failed_requests: Option<u64>,
+}
+
+/// A rollout's own policy: what is given replaces the unit's for this rollout.
+#[derive(Debug, Clone, clap::Args)]
+pub(super) struct RolloutFlags {
+    #[arg(long)]
+    max_unavailable: Option<u32>,
+    #[arg(long)]
+    min_in_service: Option<u32>,
+    /// Seconds an updated server must stay healthy before it is back in rotation.
+    #[arg(long)]
+    min_healthy_time: Option<u32>,
+    #[arg(long)]
+    drain_timeout: Option<u32>,
+    #[arg(long)]
+    health_timeout: Option<u32>,
+    /// Seconds the rollout may take (checked between batches).
+    #[arg(long)]
+    deadline: Option<u32>,
+    /// Undo only a server that fails its gate; the others keep the new version.
+    #[arg(long)]
+    no_auto_rollback: bool,
+    /// Roll back once HAProxy counted more failed requests (5xx, broken responses).
+    #[arg(long)]
+    max_failed_requests: Option<u64>,
+}
+
+impl RolloutFlags {
+    /// The unit's policy with these flags over it; `None` when no flag is given.
+    fn over(&self, unit: &RolloutPolicy) -> Option<RolloutPolicy> {
+        let given = self.max_unavailable.is_some()
+            || self.min_in_service.is_some()
+            || self.min_healthy_time.is_some()
+            || self.drain_timeout.is_some()
+            || self.health_timeout.is_some()
+            || self.deadline.is_some()
+            || self.no_auto_rollback
+            || self.max_failed_requests.is_some();
+        given.then(|| RolloutPolicy {
+            max_unavailable: self.max_unavailable.unwrap_or(unit.max_unavailable),
+            min_in_service: self.min_in_service.or(unit.min_in_service),
+            min_healthy_s: self.min_healthy_time.unwrap_or(unit.min_healthy_s),
+            drain_timeout_s: self.drain_timeout.unwrap_or(unit.drain_timeout_s),
+            health_timeout_s: self.health_timeout.unwrap_or(unit.health_timeout_s),
+            rollout_deadline_s: self.deadline.unwrap_or(unit.rollout_deadline_s),
+            auto_rollback: unit.auto_rollback && !self.no_auto_rollback,
+            max_failed_requests: self.max_failed_requests.or(unit.max_failed_requests),
+            ..*unit
+        })
+    }
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -236,7 +294,12 @@ pub(super) enum PlanAction {
     },
     Delete,
     /// Moving the running servers to the pending version.
-    Rollout,
+    Rollout {
+        #[arg(long)]
+        canary: Option<u32>,
+        #[command(flatten)]
+        policy: RolloutFlags,
+    },
     /// Back to the current version (a rollout in progress).
     Rollback,
 }
@@ -398,6 +461,7 @@ pub(super) async fn unit(
                 min_healthy_time,
                 rollout_deadline,
                 no_auto_rollback,
+                max_failed_requests,
             } = *args;
             // What is not given comes from the definition, as in the wizard.
             let size = if cpus.is_some() || memory.is_some() || disk.is_some() {
@@ -434,6 +498,7 @@ pub(super) async fn unit(
                     min_healthy_s: min_healthy_time,
                     rollout_deadline_s: rollout_deadline,
                     auto_rollback: !no_auto_rollback,
+                    max_failed_requests,
                 }),
             };
             let created = engine.unit_create(&form)?;
@@ -542,10 +607,10 @@ pub(super) async fn unit(
                 },
                 PlanAction::Scale { count } => UnitAction::Scale { count },
                 PlanAction::Delete => UnitAction::Delete { force: false },
-                PlanAction::Rollout => UnitAction::Rollout {
+                PlanAction::Rollout { canary, policy } => UnitAction::Rollout {
                     back: false,
-                    canary: None,
-                    policy: None,
+                    canary,
+                    policy: policy.over(&engine.unit_show(&name)?.policy),
                 },
                 PlanAction::Rollback => UnitAction::Rollout {
                     back: true,
@@ -580,16 +645,29 @@ pub(super) async fn unit(
             plan,
         } => (name, UnitAction::Restart { servers, force }, plan),
         UnitCommand::Scale { name, count, plan } => (name, UnitAction::Scale { count }, plan),
-        UnitCommand::Rollout { name, canary, plan }
-        | UnitCommand::Promote { name, canary, plan } => (
+        UnitCommand::Rollout {
             name,
-            UnitAction::Rollout {
-                back: false,
-                canary,
-                policy: None,
-            },
+            canary,
+            policy,
             plan,
-        ),
+        }
+        | UnitCommand::Promote {
+            name,
+            canary,
+            policy,
+            plan,
+        } => {
+            let policy = policy.over(&engine.unit_show(&name)?.policy);
+            (
+                name,
+                UnitAction::Rollout {
+                    back: false,
+                    canary,
+                    policy,
+                },
+                plan,
+            )
+        }
         UnitCommand::Pause { name } => {
             let op = engine.unit_pause(&name)?;
             if json {
@@ -898,6 +976,7 @@ pub(super) async fn lb(engine: &Engine, json: bool, cmd: LbCommand) -> Result<Ex
                 if !c.has_drain {
                     say_line("  Caddy has no drain state: Flotilla removes a member and waits the drain timeout as a grace period.");
                 }
+                say_line(&format!("  health checks: {}", c.checks));
                 for (pool, exists) in &c.pools {
                     say_line(&format!(
                         "  pool {pool}: {}",

@@ -169,6 +169,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     // Issue 11: rolling updates give a server new disk and seed volumes.
     ("servers: disk and seed volumes", servers::VOLUMES),
     ("units: pause requests", unit_locks::PAUSE),
+    ("units: the load balancer's check layer", units::LB_CHECKS),
 ];
 
 fn migrations() -> Migrations<'static> {

@@ -303,6 +303,29 @@ impl Inventory {
         Ok(())
     }
 
+    /// Records the layer the load balancer's health check of the unit's servers was last
+    /// seen to run at (`http`, `tcp`, `tls`).
+    pub fn unit_set_lb_checks(&self, unit: &str, layer: &str) -> Result<(), InventoryError> {
+        self.conn()
+            .execute(
+                "UPDATE units SET lb_checks = ?2 WHERE name = ?1",
+                params![unit, layer],
+            )
+            .map_err(query_err("record the load balancer's check"))?;
+        Ok(())
+    }
+
+    /// The layer last recorded by `unit_set_lb_checks`; empty when not seen yet.
+    pub fn unit_lb_checks(&self, unit: &str) -> Result<String, InventoryError> {
+        self.conn()
+            .query_row("SELECT lb_checks FROM units WHERE name = ?1", [unit], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(query_err("read the load balancer's check"))
+    }
+
     /// Makes `version` the unit's current version (every server runs it).
     pub fn unit_set_current(&self, unit: &str, version: u32) -> Result<(), InventoryError> {
         self.conn()
@@ -432,3 +455,8 @@ impl Inventory {
         Ok(())
     }
 }
+
+/// Migration: the layer the load balancer's health check of the unit's servers was last seen
+/// to run at (a TCP check proves nothing about readiness: the rollout plan warns).
+pub(super) const LB_CHECKS: &str =
+    "ALTER TABLE units ADD COLUMN lb_checks TEXT NOT NULL DEFAULT '';";

@@ -278,6 +278,7 @@ impl CaddyAdmin {
                     sessions: num("num_requests"),
                     queued: 0,
                     healthy: num("fails") == 0,
+                    check: String::new(),
                 }
             })
             .collect())

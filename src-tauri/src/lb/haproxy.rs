@@ -1,7 +1,7 @@
 //! HAProxy's runtime API (the `stats socket … level admin`), over a unix socket or TCP. One
 //! command per connection; HAProxy answers with text and closes.
 
-use super::{check_name, Attempt, LbError, LoadBalancer, MemberState, MemberStats};
+use super::{check_name, Attempt, LbError, LoadBalancer, MemberState, MemberStats, PoolCounters};
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -237,7 +237,48 @@ fn parse_stat(csv: &str) -> Vec<StatRow> {
         .collect()
 }
 
+/// The backend row of `pool` in `show stat` CSV, as counters (columns found by name).
+fn parse_backend_counters(csv: &str, pool: &str) -> Option<PoolCounters> {
+    let mut lines = csv.lines();
+    let header = lines.next()?.strip_prefix("# ")?;
+    let cols: Vec<&str> = header.split(',').collect();
+    let idx = |name: &str| cols.iter().position(|c| *c == name);
+    let (px, sv) = (idx("pxname")?, idx("svname")?);
+    lines.find_map(|l| {
+        let f: Vec<&str> = l.split(',').collect();
+        if f.get(px) != Some(&pool) || f.get(sv) != Some(&"BACKEND") {
+            return None;
+        }
+        let n = |name: &str| -> u64 {
+            idx(name)
+                .and_then(|i| f.get(i))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let requests = match n("req_tot") {
+            0 => n("stot"),
+            r => r,
+        };
+        Some(PoolCounters {
+            requests,
+            http_5xx: n("hrsp_5xx"),
+            response_errors: n("eresp"),
+            connection_errors: n("econ"),
+            retried: n("wretr") + n("wredis"),
+        })
+    })
+}
+
 impl HaproxyRuntime {
+    /// The backend's traffic counters.
+    pub async fn pool_counters(&self, pool: &str) -> Result<PoolCounters, LbError> {
+        check_name("pool", pool)?;
+        let stat = self.command("show stat").await?;
+        parse_backend_counters(&stat, pool).ok_or_else(|| LbError::NoPool {
+            pool: pool.to_owned(),
+        })
+    }
+
     /// Forgets the member's last health-check result: it counts as down until its checks
     /// pass `rise` times again. A restarted server must not inherit the "up" it had before.
     pub async fn member_mark_down(&self, pool: &str, name: &str) -> Result<(), LbError> {
@@ -274,6 +315,7 @@ impl LoadBalancer for HaproxyRuntime {
                 healthy: (r.status == "UP" || r.status == "DRAIN")
                     && r.check.starts_with('L')
                     && r.check.ends_with("OK"),
+                check: r.check,
                 name: r.name,
                 address: r.address,
                 status: r.status,
@@ -360,6 +402,7 @@ impl LoadBalancer for HaproxyRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lb::check_layer;
 
     #[test]
     fn names_that_could_inject_commands_are_refused() {
@@ -376,6 +419,38 @@ mod tests {
         for ok in ["be_lab", "web-1", "shop.v3"] {
             assert!(check_name("member", ok).is_ok());
         }
+    }
+
+    #[test]
+    fn a_backend_row_gives_the_pools_counters() {
+        let csv =
+            "# pxname,svname,qcur,scur,stot,econ,eresp,wretr,wredis,status,hrsp_5xx,req_tot\n\
+                   be_app,web-1,0,1,50,0,0,0,0,UP,0,,\n\
+                   be_app,BACKEND,0,1,120,3,1,2,1,UP,4,100\n\
+                   be_other,BACKEND,0,0,9,0,0,0,0,UP,0,9\n";
+        let c = parse_backend_counters(csv, "be_app").unwrap();
+        assert_eq!(
+            c,
+            PoolCounters {
+                requests: 100,
+                http_5xx: 4,
+                response_errors: 1,
+                connection_errors: 3,
+                retried: 3
+            }
+        );
+        assert_eq!(c.failed(), 5);
+        let later = PoolCounters {
+            requests: 150,
+            http_5xx: 4,
+            ..c
+        };
+        assert_eq!(later.since(&c).requests, 50);
+        assert_eq!(later.since(&c).failed(), 0);
+        assert!(parse_backend_counters(csv, "be_none").is_none());
+        assert_eq!(check_layer("L7OK"), Some("http"));
+        assert_eq!(check_layer("L4OK"), Some("tcp"));
+        assert_eq!(check_layer(""), None);
     }
 
     #[test]

@@ -141,6 +141,58 @@ pub struct MemberStats {
     pub queued: u64,
     /// Up and its last health check passed.
     pub healthy: bool,
+    /// Its last health check's result as the load balancer words it (`L7OK`, `L4CON`, …);
+    /// empty when it has none (Caddy, no checks).
+    pub check: String,
+}
+
+/// A pool's traffic counters as the load balancer keeps them (HAProxy's backend row of
+/// `show stat`), read before and after each batch of a rollout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct PoolCounters {
+    /// Requests the pool answered (`req_tot`, else sessions `stot`).
+    pub requests: u64,
+    /// Answers with a 5xx status (`hrsp_5xx`), including HAProxy's own 503s.
+    pub http_5xx: u64,
+    /// Responses that broke off (`eresp`).
+    pub response_errors: u64,
+    /// Failed connections to members (`econ`): the client sees them only when retries ran out.
+    pub connection_errors: u64,
+    /// Retries and redispatches to another member (`wretr` + `wredis`).
+    pub retried: u64,
+}
+
+impl PoolCounters {
+    /// What happened between `before` and `self` (counters only grow; a reset reads as 0).
+    pub fn since(&self, before: &PoolCounters) -> PoolCounters {
+        PoolCounters {
+            requests: self.requests.saturating_sub(before.requests),
+            http_5xx: self.http_5xx.saturating_sub(before.http_5xx),
+            response_errors: self.response_errors.saturating_sub(before.response_errors),
+            connection_errors: self
+                .connection_errors
+                .saturating_sub(before.connection_errors),
+            retried: self.retried.saturating_sub(before.retried),
+        }
+    }
+
+    /// Requests a client saw fail: 5xx answers and broken responses.
+    pub fn failed(&self) -> u64 {
+        self.http_5xx + self.response_errors
+    }
+}
+
+/// The layer a member's last health check ran at, from HAProxy's `check_status`: `L7…` is
+/// HTTP (readiness proven by the application), `L4…` TCP (only that the port is open), `L6…`
+/// TLS.
+pub fn check_layer(check_status: &str) -> Option<&'static str> {
+    match check_status.get(..2) {
+        Some("L7") => Some("http"),
+        Some("L6") => Some("tls"),
+        Some("L4") => Some("tcp"),
+        _ => None,
+    }
 }
 
 /// Names sent to a line-based API: nothing that could end or extend a command.

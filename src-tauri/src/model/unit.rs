@@ -69,6 +69,9 @@ pub struct RolloutPolicy {
     /// the last version on which all passed. Off: only the failing server is undone and the
     /// unit stays mixed for the admin to decide.
     pub auto_rollback: bool,
+    /// A rollout stops and rolls back once the load balancer counted more failed requests
+    /// (5xx answers, broken responses) during it than this. None: no limit.
+    pub max_failed_requests: Option<u64>,
 }
 
 impl Default for RolloutPolicy {
@@ -82,6 +85,7 @@ impl Default for RolloutPolicy {
             min_healthy_s: 10,
             rollout_deadline_s: 0,
             auto_rollback: true,
+            max_failed_requests: None,
         }
     }
 }

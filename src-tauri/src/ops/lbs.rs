@@ -6,7 +6,9 @@ use super::{Engine, OpError};
 use crate::inventory::LbInstance;
 use crate::lb::caddy::CaddyAdmin;
 use crate::lb::haproxy::{CheckSettings, Endpoint, HaproxyRuntime};
-use crate::lb::{check_name, redact_credentials, LbError, LoadBalancer, MemberState, MemberStats};
+use crate::lb::{
+    check_name, redact_credentials, LbError, LoadBalancer, MemberState, MemberStats, PoolCounters,
+};
 use crate::model::{quote_input, HostName, ValidationError};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddrV4;
@@ -74,6 +76,14 @@ impl LbDriver {
         match self {
             Self::Haproxy(h) => h.member_mark_down(pool, name).await,
             Self::Caddy(_) => Ok(()),
+        }
+    }
+
+    /// The pool's traffic counters; Caddy keeps none (`None`).
+    pub async fn pool_counters(&self, pool: &str) -> Result<Option<PoolCounters>, LbError> {
+        match self {
+            Self::Haproxy(h) => h.pool_counters(pool).await.map(Some),
+            Self::Caddy(_) => Ok(None),
         }
     }
 
@@ -152,6 +162,9 @@ pub struct LbCheck {
     pub members: Vec<MemberStats>,
     /// Caddy has no drain state; the UI says so.
     pub has_drain: bool,
+    /// How the load balancer checks the members' health, in words: over HTTP (readiness
+    /// proven by the application), over TCP only, or not seen (no member with a check).
+    pub checks: String,
 }
 
 /// What a reconcile changed.
@@ -297,11 +310,25 @@ impl Engine {
             }
             pools.push((pool, exists));
         }
+        let mut layers: Vec<&str> = members
+            .iter()
+            .filter_map(|m| crate::lb::check_layer(&m.check))
+            .collect();
+        layers.sort_unstable();
+        layers.dedup();
+        let checks = match layers.as_slice() {
+            [] if driver.reports_health() => "not seen: no member has been checked yet".to_owned(),
+            [] => "the load balancer reports no health checks (Flotilla checks the servers itself)".to_owned(),
+            ["http"] => "over HTTP: a member is ready when the application answers".to_owned(),
+            l if l.contains(&"http") => format!("mixed ({}): some members are checked over TCP only", l.join(", ")),
+            l => format!("over {} only: a member counts as ready once its port is open, before the application answers; set `option httpchk GET <health path>` on the backend (docs/haproxy.md)", l.join(", ").to_uppercase()),
+        };
         Ok(LbCheck {
             lb: shown(lb),
             pools,
             members,
             has_drain: driver.has_drain(),
+            checks,
         })
     }
 

@@ -110,6 +110,15 @@ export type AuditEntry = {
 
 export type AuditResult = "ok" | "error";
 
+/**
+ *  One batch of a rollout: its servers, and what the load balancer counted for the unit's
+ *  pool while they were out of service (none for Caddy, which keeps no counters).
+ */
+export type BatchReport = {
+	servers: string[],
+	counters: PoolCounters | null,
+};
+
 /**  How a version boots. */
 export type BootMode = 
 /**  Firmware boots the disk, as stock cloud images do. */
@@ -424,6 +433,11 @@ export type LbCheck = {
 	members: MemberStats[],
 	/**  Caddy has no drain state; the UI says so. */
 	has_drain: boolean,
+	/**
+	 *  How the load balancer checks the members' health, in words: over HTTP (readiness
+	 *  proven by the application), over TCP only, or not seen (no member with a check).
+	 */
+	checks: string,
 };
 
 /**  A registered load balancer. */
@@ -473,6 +487,11 @@ export type MemberStats = {
 	queued: number,
 	/**  Up and its last health check passed. */
 	healthy: boolean,
+	/**
+	 *  Its last health check's result as the load balancer words it (`L7OK`, `L4CON`, …);
+	 *  empty when it has none (Caddy, no checks).
+	 */
+	check: string,
 };
 
 /**  The dry run of an operation: the ordered steps per server. */
@@ -505,6 +524,11 @@ export type OpReport = {
 	paused: boolean,
 	/**  A rollout that failed and put every server that changed back on its version. */
 	rolled_back: boolean,
+	/**
+	 *  A rollout's batches, with the load balancer's counts of requests served, retried and
+	 *  failed during each.
+	 */
+	batches: BatchReport[],
 	servers: ServerOutcome[],
 	warnings: string[],
 	/**  Where the full log of the operation is. */
@@ -533,6 +557,23 @@ export type PackageView = {
 	file: string,
 	sha256: string,
 	size: number,
+};
+
+/**
+ *  A pool's traffic counters as the load balancer keeps them (HAProxy's backend row of
+ *  `show stat`), read before and after each batch of a rollout.
+ */
+export type PoolCounters = {
+	/**  Requests the pool answered (`req_tot`, else sessions `stot`). */
+	requests: number,
+	/**  Answers with a 5xx status (`hrsp_5xx`), including HAProxy's own 503s. */
+	http_5xx: number,
+	/**  Responses that broke off (`eresp`). */
+	response_errors: number,
+	/**  Failed connections to members (`econ`): the client sees them only when retries ran out. */
+	connection_errors: number,
+	/**  Retries and redispatches to another member (`wretr` + `wredis`). */
+	retried: number,
 };
 
 export type PoolFacts = {
@@ -590,6 +631,11 @@ export type RolloutPolicy = {
 	 *  unit stays mixed for the admin to decide.
 	 */
 	auto_rollback?: boolean,
+	/**
+	 *  A rollout stops and rolls back once the load balancer counted more failed requests
+	 *  (5xx answers, broken responses) during it than this. None: no limit.
+	 */
+	max_failed_requests?: number | null,
 };
 
 export type Server = {

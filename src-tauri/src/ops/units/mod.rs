@@ -166,6 +166,15 @@ impl UnitAction {
     }
 }
 
+/// One batch of a rollout: its servers, and what the load balancer counted for the unit's
+/// pool while they were out of service (none for Caddy, which keeps no counters).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct BatchReport {
+    pub servers: Vec<String>,
+    pub counters: Option<crate::lb::PoolCounters>,
+}
+
 /// The stored arguments of an operation: enough to resume it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct OpArgs {
@@ -349,27 +358,48 @@ pub struct OpReport {
     pub paused: bool,
     /// A rollout that failed and put every server that changed back on its version.
     pub rolled_back: bool,
+    /// A rollout's batches, with the load balancer's counts of requests served, retried and
+    /// failed during each.
+    pub batches: Vec<BatchReport>,
     pub servers: Vec<ServerOutcome>,
     pub warnings: Vec<String>,
     /// Where the full log of the operation is.
     pub log: String,
 }
 
+impl OpReport {
+    /// A rollout's batches with what the load balancer counted during each.
+    fn write_batches(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, b) in self.batches.iter().enumerate() {
+            write!(f, "\n  batch {} ({}): ", i + 1, b.servers.join(", "))?;
+            match &b.counters {
+                Some(c) => write!(
+                    f,
+                    "{} requests, {} failed (5xx or broken), {} retried on another server, {} connection errors",
+                    c.requests,
+                    c.failed(),
+                    c.retried,
+                    c.connection_errors
+                )?,
+                None => write!(f, "no counters from the load balancer")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Display for OpReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.ok && self.paused {
-            return write!(
-                f,
-                "{} of unit {} paused (operation #{})",
-                self.action, self.unit, self.operation
-            );
-        }
         if self.ok {
-            return write!(
+            write!(
                 f,
-                "{} of unit {} finished (operation #{})",
-                self.action, self.unit, self.operation
-            );
+                "{} of unit {} {} (operation #{})",
+                self.action,
+                self.unit,
+                if self.paused { "paused" } else { "finished" },
+                self.operation
+            )?;
+            return self.write_batches(f);
         }
         write!(
             f,
@@ -379,6 +409,7 @@ impl std::fmt::Display for OpReport {
         for w in &self.warnings {
             write!(f, "\n  {w}")?;
         }
+        self.write_batches(f)?;
         for s in &self.servers {
             if let Some((step, e)) = &s.failed {
                 write!(
@@ -500,6 +531,10 @@ struct Ctx {
     began: Instant,
     /// A rollout stopped because its deadline passed.
     deadline_passed: AtomicBool,
+    /// A rollout stopped because the load balancer counted more failed requests than allowed.
+    too_many_failed: AtomicBool,
+    /// A rollout's batches with the pool's counters during each.
+    batches: std::sync::Mutex<Vec<BatchReport>>,
     def: Definition,
     hosts: HashMap<String, Host>,
     lb: Option<(LbDriver, String)>,
@@ -1163,6 +1198,14 @@ impl Engine {
         }
         if matches!(action, UnitAction::Deploy | UnitAction::Rollout { .. }) && servers.is_empty() {
             warnings.push("every server is deployed already: nothing to do".into());
+        }
+        if let (Some(_), OpKind::Rollout | OpKind::Restart) = (&u.lb, kind) {
+            match self.inventory.unit_lb_checks(&u.name)?.as_str() {
+                "tcp" | "tls" => warnings.push(
+                    "the load balancer checks these servers over TCP only: a server counts as ready once its port is open, before the application answers; set `option httpchk GET <health path>` on the backend (docs/haproxy.md)".into(),
+                ),
+                _ => {}
+            }
         }
         if let Some(lb) = &u.lb {
             if self.lb_show(lb)?.kind == "caddy" {

@@ -220,6 +220,7 @@ impl Engine {
             ok: outcomes.iter().all(|o| o.undo_failed.is_empty()),
             paused: false,
             rolled_back: false,
+            batches: Vec::new(),
             servers: outcomes,
             warnings: Vec::new(),
             log: self.log_hint(id),
@@ -499,7 +500,19 @@ impl Engine {
                 }
             ));
         }
-        let failed = late || outcomes.iter().any(|o| o.failed.is_some());
+        let counted = ctx.too_many_failed.load(Ordering::SeqCst);
+        if counted {
+            warnings.push(format!(
+                "the load balancer counted more than {} failed requests during the rollout: it stopped there{}",
+                ctx.policy.max_failed_requests.unwrap_or(0),
+                if ctx.policy.auto_rollback {
+                    " and rolled back"
+                } else {
+                    ""
+                }
+            ));
+        }
+        let failed = late || counted || outcomes.iter().any(|o| o.failed.is_some());
         // Without auto-rollback a rollout undoes only the server that failed: the others
         // keep the version that passed its gate, and the unit stays mixed.
         let only_failing = kind == OpKind::Rollout && !ctx.policy.auto_rollback;
@@ -570,6 +583,7 @@ impl Engine {
                 && kind == OpKind::Rollout
                 && !only_failing
                 && outcomes.iter().all(|o| o.undo_failed.is_empty()),
+            batches: std::mem::take(&mut *ctx.batches.lock().unwrap_or_else(|e| e.into_inner())),
             servers: outcomes,
             warnings,
             log: self.log_hint(op),
@@ -642,6 +656,8 @@ impl Engine {
             whole_unit: args.action.whole_unit(),
             began: Instant::now(),
             deadline_passed: AtomicBool::new(false),
+            too_many_failed: AtomicBool::new(false),
+            batches: std::sync::Mutex::new(Vec::new()),
             def,
             lb,
             force,
@@ -727,6 +743,11 @@ impl Engine {
                     ctx.abort.store(true, Ordering::SeqCst);
                     break;
                 }
+                let counted_from = if kind == OpKind::Rollout {
+                    self.pool_counters(ctx).await
+                } else {
+                    None
+                };
                 let mut running: FuturesUnordered<_> = chunk
                     .iter()
                     .map(|&i| {
@@ -745,6 +766,14 @@ impl Engine {
                     .collect();
                 while let Some((i, o)) = running.next().await {
                     outcomes[i] = o;
+                }
+                if kind == OpKind::Rollout {
+                    self.count_batch(
+                        ctx,
+                        chunk.iter().map(|&i| servers[i].name.clone()).collect(),
+                        counted_from,
+                    )
+                    .await;
                 }
             }
         }
@@ -817,6 +846,55 @@ impl Engine {
             ctx.abort.store(true, Ordering::SeqCst);
         }
         o
+    }
+
+    /// The unit's pool counters now (rollouts behind HAProxy); `None` without a load balancer
+    /// that keeps them, or when it does not answer (the rollout goes on; the report says so).
+    async fn pool_counters(&self, ctx: &Ctx) -> Option<crate::lb::PoolCounters> {
+        let (d, pool) = ctx.lb.as_ref()?;
+        match d.pool_counters(pool).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the pool's counters");
+                None
+            }
+        }
+    }
+
+    /// Records what the load balancer counted during a batch, and stops the rollout when the
+    /// failed requests so far pass the policy's limit.
+    async fn count_batch(
+        &self,
+        ctx: &Ctx,
+        servers: Vec<String>,
+        from: Option<crate::lb::PoolCounters>,
+    ) {
+        let counters = match (from, self.pool_counters(ctx).await) {
+            (Some(a), Some(b)) => Some(b.since(&a)),
+            _ => None,
+        };
+        if let Some(c) = &counters {
+            tracing::info!(
+                requests = c.requests,
+                failed = c.failed(),
+                retried = c.retried,
+                "batch counted"
+            );
+        }
+        let mut batches = ctx.batches.lock().unwrap_or_else(|e| e.into_inner());
+        batches.push(BatchReport { servers, counters });
+        let failed: u64 = batches
+            .iter()
+            .filter_map(|b| b.counters.map(|c| c.failed()))
+            .sum();
+        if ctx
+            .policy
+            .max_failed_requests
+            .is_some_and(|max| failed > max)
+        {
+            ctx.too_many_failed.store(true, Ordering::SeqCst);
+            ctx.abort.store(true, Ordering::SeqCst);
+        }
     }
 
     /// The journal of the operation `ctx` runs.

@@ -1069,6 +1069,12 @@ impl Engine {
             self.inventory.server_set_lb_state(&s.name, "drain")?;
             while Instant::now() < deadline {
                 if let Some(m) = d.members(p).await?.into_iter().find(|m| m.name == s.name) {
+                    if m.healthy {
+                        if let Some(layer) = crate::lb::check_layer(&m.check) {
+                            // Best effort: what the rollout plan warns about.
+                            let _ = self.inventory.unit_set_lb_checks(&ctx.unit.name, layer);
+                        }
+                    }
                     if passed(m.healthy) {
                         return Ok(());
                     }
