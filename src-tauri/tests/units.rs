@@ -2087,6 +2087,13 @@ async fn a_rollout_moves_every_server_to_the_pending_version() {
         "{:?}",
         plan.servers[0]
     );
+    assert_eq!(plan.in_service_during, Some(1), "one of two out at a time");
+    assert_eq!(plan.estimate_s, None);
+    assert!(
+        plan.estimate_from.contains("no earlier rollout"),
+        "{}",
+        plan.estimate_from
+    );
     f.run(
         "app",
         UnitAction::Rollout {
@@ -2146,6 +2153,13 @@ async fn a_rollout_moves_every_server_to_the_pending_version() {
         plan.servers[0].note.starts_with("replace"),
         "{:?}",
         plan.servers[0]
+    );
+    // Estimated from the first rollout's journal (the test driver takes no time).
+    assert_eq!(plan.estimate_s, Some(0), "{}", plan.estimate_from);
+    assert!(
+        plan.estimate_from.contains("last 1 rollout"),
+        "{}",
+        plan.estimate_from
     );
     f.run(
         "app",

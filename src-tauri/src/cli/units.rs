@@ -884,6 +884,13 @@ fn show_plan(p: &OpPlan) {
         p.servers.len(),
         p.batch_size
     ));
+    if let Some(n) = p.in_service_during {
+        say_line(&format!("  in service while a batch is out: {n}"));
+    }
+    match p.estimate_s {
+        Some(secs) => say_line(&format!("  about {secs} s ({})", p.estimate_from)),
+        None => say_line(&format!("  time: {}", p.estimate_from)),
+    }
     for w in &p.warnings {
         say_line(&format!("  warning: {w}"));
     }

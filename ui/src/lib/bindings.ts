@@ -509,6 +509,12 @@ export type OpPlan = {
 	 *  run, it makes the engine refuse when the inventory changed since the plan was shown.
 	 */
 	fingerprint: string,
+	/**  Servers that stay in service while a batch is out (restarts, rollouts, stops). */
+	in_service_during: number | null,
+	/**  About how long it takes, from this unit's earlier operations of the same kind. */
+	estimate_s: number | null,
+	/**  What the estimate is based on, or why there is none. */
+	estimate_from: string,
 };
 
 /**  The end of an operation. */

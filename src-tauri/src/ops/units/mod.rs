@@ -258,6 +258,12 @@ pub struct OpPlan {
     /// A hash of what the plan was computed from (`plan::fingerprint`). Passed back with the
     /// run, it makes the engine refuse when the inventory changed since the plan was shown.
     pub fingerprint: String,
+    /// Servers that stay in service while a batch is out (restarts, rollouts, stops).
+    pub in_service_during: Option<u32>,
+    /// About how long it takes, from this unit's earlier operations of the same kind.
+    pub estimate_s: Option<u32>,
+    /// What the estimate is based on, or why there is none.
+    pub estimate_from: String,
 }
 
 /// A unit's own part of what a plan is computed from.
@@ -998,6 +1004,9 @@ impl Engine {
             action: "deploy".into(),
             warnings,
             confirm: None,
+            in_service_during: None,
+            estimate_s: None,
+            estimate_from: "a new unit: no earlier operation to estimate from".into(),
             fingerprint,
         })
     }
@@ -1212,15 +1221,46 @@ impl Engine {
                 warnings.push("Caddy has no drain state: servers leave rotation at once and get the drain timeout as a grace period".into());
             }
         }
+        let batch_size = plan::batch_size(
+            kind,
+            action.policy_for(&u).max_unavailable,
+            servers.len(),
+            action.whole_unit(),
+        ) as u32;
+        let in_service = u
+            .servers
+            .iter()
+            .filter(|s| {
+                s.state == ServerState::Running && (u.lb.is_none() || s.lb_state == "ready")
+            })
+            .count() as u32;
+        let in_service_during = match kind {
+            OpKind::Restart | OpKind::Rollout | OpKind::Stop | OpKind::Remove => {
+                Some(in_service.saturating_sub(batch_size.min(servers.len() as u32)))
+            }
+            OpKind::Deploy | OpKind::Start => None,
+        };
+        let batches = (servers.len() as u32).div_ceil(batch_size.max(1));
+        let (estimate_s, estimate_from) = match self.per_server_time(&u.name, action.name())? {
+            Some((secs, ops)) if batches > 0 => (
+                Some((secs * f64::from(batches)).round() as u32),
+                format!(
+                    "{batches} batches × {secs:.0} s per server, the average of this unit's last {ops} {} operations",
+                    action.name()
+                ),
+            ),
+            _ => (
+                None,
+                format!(
+                    "no earlier {} of this unit to estimate from",
+                    action.name()
+                ),
+            ),
+        };
         Ok(OpPlan {
             unit: u.name.clone(),
             action: action.name().into(),
-            batch_size: plan::batch_size(
-                kind,
-                action.policy_for(&u).max_unavailable,
-                servers.len(),
-                action.whole_unit(),
-            ) as u32,
+            batch_size,
             servers,
             warnings,
             confirm: match action {
@@ -1228,7 +1268,46 @@ impl Engine {
                 _ => None,
             },
             fingerprint,
+            in_service_during,
+            estimate_s,
+            estimate_from,
         })
+    }
+
+    /// How long one server took on average in this unit's last few succeeded operations of
+    /// `kind` (first step begun → last step done, from the journal's whole-second times), and
+    /// how many operations that is from.
+    fn per_server_time(&self, unit: &str, kind: &str) -> Result<Option<(f64, usize)>, OpError> {
+        let target = format!("unit/{unit}");
+        let parse = |at: &str| {
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .map(|t| t.unix_timestamp())
+        };
+        let mut times = Vec::new();
+        let mut ops = 0;
+        for op in self
+            .inventory
+            .operation_list(200)?
+            .into_iter()
+            .filter(|o| o.target == target && o.kind == kind && o.state == "succeeded")
+            .take(5)
+        {
+            let mut per: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+            for st in &op.steps {
+                let (Some((server, _)), Some(t)) = (st.step.split_once(": "), parse(&st.at)) else {
+                    continue;
+                };
+                let e = per.entry(server).or_insert((t, t));
+                e.0 = e.0.min(t);
+                e.1 = e.1.max(t);
+            }
+            if !per.is_empty() {
+                ops += 1;
+                times.extend(per.values().map(|(a, b)| (b - a) as f64));
+            }
+        }
+        Ok((!times.is_empty()).then(|| (times.iter().sum::<f64>() / times.len() as f64, ops)))
     }
 
     /// The kind of per-server work, the existing servers it applies to, and servers a scale
