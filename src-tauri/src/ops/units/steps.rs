@@ -364,7 +364,7 @@ impl Engine {
             (Step::LbDrain, Do) => self.lb_set(ctx, s, MemberState::Drain).await,
             (Step::LbMaint, Do) => self.lb_set(ctx, s, MemberState::Maint).await,
             (Step::LbDrain | Step::LbMaint, Undo) => self.lb_set(ctx, s, MemberState::Ready).await,
-            (Step::WaitDrained, Do) => self.wait_drained(ctx, s).await,
+            (Step::WaitDrained, Do) => self.wait_drained_showing(ctx, s, Some(pos)).await,
             (Step::WaitDrained, Undo) => Ok(()),
 
             (Step::Shutdown, Do) => {
@@ -1137,16 +1137,41 @@ impl Engine {
     /// Waits until the member has no sessions and no queue, or the drain timeout passed (not
     /// an error: the timeout is the policy). Caddy removed it already: the timeout is its grace.
     pub(super) async fn wait_drained(&self, ctx: &Ctx, s: &Server) -> Result<(), OpError> {
+        self.wait_drained_showing(ctx, s, None).await
+    }
+
+    /// Waits until the load balancer reports no session and no queued request for the
+    /// server (read back, never a fixed sleep), or the drain timeout; with `pos`, each
+    /// reading is shown as the step's detail (the live panel's session count).
+    async fn wait_drained_showing(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+        pos: Option<(u32, u32)>,
+    ) -> Result<(), OpError> {
         let (d, p) = lb_of(ctx.lb.as_ref())?;
         let deadline = Instant::now() + Duration::from_secs(u64::from(ctx.policy.drain_timeout_s));
         if !d.has_drain() {
             tokio::time::sleep_until(deadline.into()).await;
             return Ok(());
         }
+        let mut shown = None;
         while Instant::now() < deadline {
             let m = d.members(p).await?.into_iter().find(|m| m.name == s.name);
-            if m.is_none_or(|m| m.sessions == 0 && m.queued == 0) {
+            let Some(m) = m.filter(|m| m.sessions > 0 || m.queued > 0) else {
                 return Ok(());
+            };
+            if let Some((done, total)) = pos.filter(|_| shown != Some((m.sessions, m.queued))) {
+                shown = Some((m.sessions, m.queued));
+                (ctx.progress)(StepEvent {
+                    operation: ctx.op,
+                    server: s.name.clone(),
+                    step: Step::WaitDrained,
+                    status: StepStatus::Started,
+                    detail: format!("{} sessions, {} queued", m.sessions, m.queued),
+                    done,
+                    total,
+                });
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
