@@ -2375,6 +2375,36 @@ async fn rollouts_and_updates_that_must_not_start_are_refused() {
         assert!(err.to_string().contains(says), "{form:?}: {err}");
         assert_eq!(f.e.unit_show("solo").unwrap().versions.len(), v, "{form:?}");
     }
+    // A rollout's own policy is checked like a unit's.
+    for (policy, says) in [
+        (
+            flotilla::model::RolloutPolicy {
+                max_unavailable: 0,
+                ..Default::default()
+            },
+            "max-unavailable",
+        ),
+        (
+            flotilla::model::RolloutPolicy {
+                min_healthy_s: 1_000_000,
+                ..Default::default()
+            },
+            "min-healthy-time",
+        ),
+    ] {
+        let action = UnitAction::Rollout {
+            back: false,
+            canary: None,
+            policy: Some(policy),
+        };
+        let err =
+            f.e.unit_run("solo", action.clone(), quiet())
+                .await
+                .unwrap_err();
+        assert!(err.to_string().contains(says), "{err}");
+        assert!(f.e.unit_plan("solo", &action).is_err());
+    }
+    assert_eq!(f.snapshot().await, before);
     // A definition on another port cannot be rolled out (the LB members keep their port).
     let now = f.e.def_show("shop", None).unwrap();
     let moved = now.text.replacen("port = 8080", "port = 9090", 1);

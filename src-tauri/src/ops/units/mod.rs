@@ -1350,7 +1350,10 @@ impl Engine {
                 vec![],
             ),
             UnitAction::Delete { .. } => (OpKind::Remove, u.servers.clone(), vec![]),
-            UnitAction::Rollout { back, .. } => {
+            UnitAction::Rollout { back, policy, .. } => {
+                if let Some(p) = policy {
+                    p.validate()?;
+                }
                 let target = rollout_target(u, *back)?;
                 if let Some(s) = u.servers.iter().find(|s| s.state == ServerState::Stopped) {
                     return Err(ValidationError::new(
