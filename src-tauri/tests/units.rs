@@ -2609,3 +2609,205 @@ async fn a_rollout_runs_under_its_own_policy() {
     assert_eq!(ApiError::from(&err).code, ErrorCode::RolledBack);
     assert_eq!(f.snapshot().await, before);
 }
+
+/// Each server's unit version as its domain's definition names it (what it boots next).
+async fn domain_versions(f: &Fixture, unit: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in f.e.unit_show(unit).unwrap().servers {
+        let h = f.e.host_show(&s.host).unwrap();
+        let v =
+            f.e.hypervisor
+                .domain_flotilla_metadata(&h.uri, &s.name)
+                .await
+                .unwrap()
+                .and_then(|m| m.into_iter().find(|(k, _)| k == "unit-version"))
+                .map_or_else(|| "-".to_owned(), |(_, v)| v);
+        out.push(format!("{}=v{v}", s.name));
+    }
+    out
+}
+
+/// Found in review: without auto-rollback a batch peer stopped half-way is undone; a resumed
+/// rollout that fails puts servers back as they were before the crash, not as the crash left
+/// them; a canary that died before it unlocked does not make its version current; no update
+/// while a rollout is interrupted; a rollback boots the disk it kept.
+#[tokio::test]
+async fn rollouts_stay_consistent_through_failures_crashes_and_rollbacks() {
+    use flotilla::model::RolloutPolicy;
+    let f = Fixture::new().await;
+    f.e.unit_create(&f.form("app", 3)).unwrap();
+    f.run("app", UnitAction::Deploy).await.unwrap();
+    f.import_base(2).await;
+    let to_base2 = UnitUpdate {
+        image: Some("base:2".into()),
+        ..Default::default()
+    };
+    f.e.unit_update("app", &to_base2).unwrap();
+    let loose = RolloutPolicy {
+        drain_timeout_s: 0,
+        max_unavailable: 2,
+        min_in_service: Some(1),
+        auto_rollback: false,
+        ..Default::default()
+    };
+    // (a) No auto-rollback, two at a time, app-2 fails: every server ends consistent.
+    f.e.inject_fault(Some(Fault {
+        crash: false,
+        server: "app-2".into(),
+        step: Some(Step::WaitHealthy),
+    }));
+    let rollout = |policy: Option<RolloutPolicy>| UnitAction::Rollout {
+        back: false,
+        canary: None,
+        policy,
+    };
+    f.e.unit_run("app", rollout(Some(loose)), quiet())
+        .await
+        .unwrap_err();
+    f.e.inject_fault(None);
+    assert_eq!(
+        domain_versions(&f, "app").await,
+        versions(&f.e, "app"),
+        "each domain boots the version its record says"
+    );
+    f.e.unit_rollback("app", None, quiet()).await.ok();
+    assert_eq!(versions(&f.e, "app"), ["app-1=v1", "app-2=v1", "app-3=v1"]);
+    f.e.unit_update("app", &to_base2).unwrap();
+    let before = f.snapshot().await;
+
+    // (b) A crash after app-1's swap; (d) no update meanwhile; then a resume that fails:
+    // app-1 goes back to its old disk, seed and version.
+    f.e.inject_fault(Some(Fault {
+        crash: true,
+        server: "app-1".into(),
+        step: Some(Step::Start),
+    }));
+    let err =
+        f.e.unit_run("app", rollout(None), quiet())
+            .await
+            .unwrap_err();
+    assert!(matches!(err, OpError::Crashed), "{err}");
+    let err = f.e.unit_update("app", &to_base2).unwrap_err();
+    assert!(err.to_string().contains("a rollout of unit app"), "{err}");
+    f.e.inject_fault(Some(Fault {
+        crash: false,
+        server: "*".into(),
+        step: Some(Step::WaitHealthy),
+    }));
+    let id = f.e.interrupted_operations().unwrap()[0].operation;
+    let err = f.e.operation_resume(id, quiet()).await.unwrap_err();
+    f.e.inject_fault(None);
+    assert_eq!(
+        flotilla::error::ApiError::from(&err).code,
+        flotilla::error::ErrorCode::RolledBack,
+        "{err}"
+    );
+    assert_eq!(f.snapshot().await, before, "as before the crashed rollout");
+
+    // (c) A canary that dies after its last step, before it unlocks: still v1 current.
+    f.e.inject_fault(Some(Fault {
+        crash: true,
+        server: "*".into(),
+        step: None,
+    }));
+    let canary = UnitAction::Rollout {
+        back: false,
+        canary: Some(1),
+        policy: None,
+    };
+    f.e.unit_run("app", canary, quiet()).await.unwrap_err();
+    f.e.inject_fault(None);
+    assert!(f.e.interrupted_operations().unwrap().is_empty());
+    let u = f.e.unit_show("app").unwrap();
+    assert_eq!(
+        (u.current_version, u.pending().map(|p| p.version)),
+        (1, Some(3))
+    );
+    assert_eq!(versions(&f.e, "app"), ["app-1=v3", "app-2=v1", "app-3=v1"]);
+
+    // (f) Rolled back: app-1 boots the disk and seed it kept, nothing new is made.
+    let held = f.hosts_snapshot().await;
+    assert!(held.contains("volume app-1-disk.qcow2"), "kept: {held}");
+    f.e.unit_rollback("app", None, quiet()).await.unwrap();
+    let after = f.hosts_snapshot().await;
+    assert!(after.contains("volume app-1-disk.qcow2"), "{after}");
+    assert!(after.contains("volume app-1-seed.img"), "{after}");
+    assert!(
+        !after.contains("app-1-disk-u1"),
+        "no new disk for a rollback: {after}"
+    );
+    assert!(
+        !after.contains("app-1-disk-u3"),
+        "the swapped-in disk went: {after}"
+    );
+    assert_eq!(
+        domain_versions(&f, "app").await,
+        ["app-1=v1", "app-2=v1", "app-3=v1"]
+    );
+}
+
+/// A policy the unit can live with: checked, stored, used; limits that could not be checked
+/// are refused.
+#[tokio::test]
+async fn a_units_policy_is_checked_and_used() {
+    use flotilla::model::RolloutPolicy;
+    let f = Fixture::new().await;
+    f.e.unit_create(&f.form("solo", 1)).unwrap();
+    f.run("solo", UnitAction::Deploy).await.unwrap();
+    let restart = UnitAction::Restart {
+        servers: vec![],
+        force: false,
+    };
+    let err =
+        f.e.unit_run("solo", restart.clone(), quiet())
+            .await
+            .unwrap_err();
+    assert!(err.to_string().contains("unit policy"), "says how: {err}");
+    let bad = RolloutPolicy {
+        min_healthy_s: 300,
+        health_timeout_s: 300,
+        ..Default::default()
+    };
+    let err = f.e.unit_set_policy("solo", &bad).unwrap_err();
+    assert!(
+        err.to_string().contains("shorter than the health timeout"),
+        "{err}"
+    );
+    let p = RolloutPolicy {
+        min_in_service: Some(0),
+        drain_timeout_s: 0,
+        ..Default::default()
+    };
+    f.e.unit_set_policy("solo", &p).unwrap();
+    assert_eq!(f.e.unit_show("solo").unwrap().policy, p);
+    f.run("solo", restart).await.unwrap();
+    // No HAProxy in front: a limit on failed requests could never be checked.
+    f.new_definition_version();
+    f.e.unit_update(
+        "solo",
+        &UnitUpdate {
+            definition: Some("shop".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let err =
+        f.e.unit_run(
+            "solo",
+            UnitAction::Rollout {
+                back: false,
+                canary: None,
+                policy: Some(RolloutPolicy {
+                    max_failed_requests: Some(0),
+                    ..p
+                }),
+            },
+            quiet(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("keeps no request counters"),
+        "{err}"
+    );
+}

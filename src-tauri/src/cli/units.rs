@@ -124,6 +124,12 @@ pub(super) enum UnitCommand {
     /// Ask the unit's running rollout (from any window or terminal) to pause at its next
     /// safe point, between batches.
     Pause { name: String },
+    /// Show or change the unit's policy for rollouts, restarts and stops of chosen servers.
+    Policy {
+        name: String,
+        #[command(flatten)]
+        policy: RolloutFlags,
+    },
     /// Roll back: a rollout in progress goes back to the current version; otherwise the
     /// version before the current one (or --to) is recorded again and rolled out.
     Rollback {
@@ -242,8 +248,11 @@ pub(super) struct RolloutFlags {
     #[arg(long)]
     deadline: Option<u32>,
     /// Undo only a server that fails its gate; the others keep the new version.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "auto_rollback")]
     no_auto_rollback: bool,
+    /// Every server that changed goes back when one fails its gate (the default).
+    #[arg(long)]
+    auto_rollback: bool,
     /// Roll back once HAProxy counted more failed requests (5xx, broken responses).
     #[arg(long)]
     max_failed_requests: Option<u64>,
@@ -259,6 +268,7 @@ impl RolloutFlags {
             || self.health_timeout.is_some()
             || self.deadline.is_some()
             || self.no_auto_rollback
+            || self.auto_rollback
             || self.max_failed_requests.is_some();
         given.then(|| RolloutPolicy {
             max_unavailable: self.max_unavailable.unwrap_or(unit.max_unavailable),
@@ -267,7 +277,7 @@ impl RolloutFlags {
             drain_timeout_s: self.drain_timeout.unwrap_or(unit.drain_timeout_s),
             health_timeout_s: self.health_timeout.unwrap_or(unit.health_timeout_s),
             rollout_deadline_s: self.deadline.unwrap_or(unit.rollout_deadline_s),
-            auto_rollback: unit.auto_rollback && !self.no_auto_rollback,
+            auto_rollback: (unit.auto_rollback || self.auto_rollback) && !self.no_auto_rollback,
             max_failed_requests: self.max_failed_requests.or(unit.max_failed_requests),
             ..*unit
         })
@@ -667,6 +677,19 @@ pub(super) async fn unit(
                 },
                 plan,
             )
+        }
+        UnitCommand::Policy { name, policy } => {
+            let u = engine.unit_show(&name)?;
+            let p = match policy.over(&u.policy) {
+                Some(p) => engine.unit_set_policy(&name, &p)?,
+                None => u.policy,
+            };
+            if json {
+                print_json(&p);
+            } else {
+                show(&engine.unit_show(&name)?);
+            }
+            return Ok(ExitCode::SUCCESS);
         }
         UnitCommand::Pause { name } => {
             let op = engine.unit_pause(&name)?;

@@ -27,7 +27,7 @@ pub use audit::{Actor, AuditEntry, AuditResult};
 pub use host_pins::PinMode;
 pub use hosts::NewHost;
 pub use lbs::LbInstance;
-pub use servers::{NewServer, Server};
+pub use servers::{NewServer, PriorVolumes, Server};
 pub use units::{NewUnit, NewUnitVersion, Unit, UnitVersion};
 
 use rusqlite::Connection;
@@ -170,6 +170,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("servers: disk and seed volumes", servers::VOLUMES),
     ("units: pause requests", unit_locks::PAUSE),
     ("units: the load balancer's check layer", units::LB_CHECKS),
+    ("units: version numbers never reused", units::VERSION_SEQ),
+    ("servers: what a rollout swapped out", servers::PRIOR),
 ];
 
 fn migrations() -> Migrations<'static> {

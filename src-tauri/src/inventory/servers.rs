@@ -25,6 +25,18 @@ pub struct Server {
     pub disk: String,
     /// Its NoCloud seed volume; empty: `<name>-seed.img`.
     pub seed: String,
+    /// The disk, seed and unit version it ran before the last rollout swapped it, kept
+    /// until that rollout is done: a rollback boots them again (a restart, not a rebuild).
+    pub prior: Option<PriorVolumes>,
+}
+
+/// What a server ran before a rollout swapped it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct PriorVolumes {
+    pub version: u32,
+    pub disk: String,
+    pub seed: String,
 }
 
 impl Server {
@@ -48,6 +60,11 @@ impl Server {
 /// Migration: the disk and seed volumes a server uses (rolling updates give it new ones).
 pub(super) const VOLUMES: &str = "ALTER TABLE servers ADD COLUMN disk TEXT NOT NULL DEFAULT '';
     ALTER TABLE servers ADD COLUMN seed TEXT NOT NULL DEFAULT '';";
+
+/// Migration: what a server ran before a rollout swapped it (`PriorVolumes`).
+pub(super) const PRIOR: &str = "ALTER TABLE servers ADD COLUMN prior_version INTEGER;
+    ALTER TABLE servers ADD COLUMN prior_disk TEXT NOT NULL DEFAULT '';
+    ALTER TABLE servers ADD COLUMN prior_seed TEXT NOT NULL DEFAULT '';";
 
 /// A server to register.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +167,26 @@ impl Inventory {
         Ok(())
     }
 
+    /// Records (or, with `None`, forgets) what the server ran before a rollout swapped it.
+    pub fn server_set_prior(
+        &self,
+        server: &str,
+        prior: Option<&PriorVolumes>,
+    ) -> Result<(), InventoryError> {
+        self.conn()
+            .execute(
+                "UPDATE servers SET prior_version = ?2, prior_disk = ?3, prior_seed = ?4 WHERE name = ?1",
+                params![
+                    server,
+                    prior.map(|p| p.version),
+                    prior.map_or("", |p| p.disk.as_str()),
+                    prior.map_or("", |p| p.seed.as_str())
+                ],
+            )
+            .map_err(query_err("set what a server ran before"))?;
+        Ok(())
+    }
+
     pub fn server_set_lb_state(&self, server: &str, lb_state: &str) -> Result<(), InventoryError> {
         self.conn()
             .execute(
@@ -181,7 +218,7 @@ impl Inventory {
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT s.name, u.name, h.name, s.address, s.mac, s.state, s.version, s.lb_state,
-                        s.disk, s.seed
+                        s.disk, s.seed, s.prior_version, s.prior_disk, s.prior_seed
                  FROM servers s JOIN units u ON u.id = s.unit_id JOIN hosts h ON h.id = s.host_id
                  WHERE {filter} ORDER BY u.name, s.id"
             ))
@@ -200,6 +237,11 @@ impl Inventory {
                     lb_state: r.get(7)?,
                     disk: r.get(8)?,
                     seed: r.get(9)?,
+                    prior: r.get::<_, Option<u32>>(10)?.map(|version| PriorVolumes {
+                        version,
+                        disk: r.get(11).unwrap_or_default(),
+                        seed: r.get(12).unwrap_or_default(),
+                    }),
                 })
             })
             .map_err(query_err("list servers"))?

@@ -271,21 +271,72 @@ impl Inventory {
                 version: v,
             });
         }
+        // A rollout running (or interrupted) before any server passed its gate: its version
+        // stays as it is until it ends, is resumed or unwound.
+        let rolling: Option<u32> = tx
+            .query_row(
+                "SELECT MAX(v.version) FROM unit_locks l JOIN operations o ON o.id = l.operation_id
+                 JOIN unit_versions v ON v.unit_id = l.unit_id
+                 WHERE l.unit_id = ?1 AND o.state = 'running' AND o.kind IN ('rollout', 'rollback')",
+                [unit_id],
+                |r| r.get(0),
+            )
+            .map_err(query_err("find a rollout in progress"))?;
+        if let Some(v) = rolling {
+            return Err(InventoryError::RolloutInProgress {
+                unit: unit.to_owned(),
+                version: v,
+            });
+        }
+        // Numbers are never reused: a replaced pending version's number stays taken (hosts
+        // may hold its payload under that number).
+        let next: u32 = tx
+            .query_row(
+                "SELECT MAX(COALESCE((SELECT MAX(version) FROM unit_versions WHERE unit_id = ?1), 0),
+                            (SELECT version_seq FROM units WHERE id = ?1)) + 1",
+                [unit_id],
+                |r| r.get(0),
+            )
+            .map_err(query_err("number a unit version"))?;
+        tx.execute(
+            "UPDATE units SET version_seq = ?2 WHERE id = ?1",
+            params![unit_id, next],
+        )
+        .map_err(query_err("number a unit version"))?;
         tx.execute(
             "DELETE FROM unit_versions WHERE unit_id = ?1 AND version > ?2",
             params![unit_id, current],
         )
         .map_err(query_err("replace a pending unit version"))?;
-        let next: u32 = tx
-            .query_row(
-                "SELECT COALESCE(MAX(version), 0) + 1 FROM unit_versions WHERE unit_id = ?1",
-                [unit_id],
-                |r| r.get(0),
-            )
-            .map_err(query_err("number a unit version"))?;
         Self::unit_version_insert_in(&tx, unit_id, next, new)?;
         tx.commit().map_err(query_err("record a unit version"))?;
         Ok(next)
+    }
+
+    /// Replaces the unit's policy.
+    pub fn unit_set_policy(
+        &self,
+        unit: &str,
+        policy: &crate::model::RolloutPolicy,
+    ) -> Result<(), InventoryError> {
+        let json = serde_json::to_string(policy).map_err(|e| InventoryError::Corrupt {
+            what: "unit policy".into(),
+            source: Some(Box::new(e)),
+        })?;
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE units SET policy_json = ?2 WHERE name = ?1",
+                params![unit, json],
+            )
+            .map_err(query_err("set a unit's policy"))?;
+        if n == 0 {
+            return Err(InventoryError::NotFound {
+                kind: "unit",
+                name: unit.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Forgets the versions after the current one that no server runs (after a rollback).
@@ -460,3 +511,8 @@ impl Inventory {
 /// to run at (a TCP check proves nothing about readiness: the rollout plan warns).
 pub(super) const LB_CHECKS: &str =
     "ALTER TABLE units ADD COLUMN lb_checks TEXT NOT NULL DEFAULT '';";
+
+/// Migration: the highest version number a unit ever gave out, so that a dropped pending or
+/// rolled-back version's number is never given again.
+pub(super) const VERSION_SEQ: &str =
+    "ALTER TABLE units ADD COLUMN version_seq INTEGER NOT NULL DEFAULT 0;";

@@ -120,6 +120,15 @@ impl RolloutPolicy {
                 ));
             }
         }
+        if self.min_healthy_s >= self.health_timeout_s {
+            return Err(ValidationError::new(
+                "min-healthy-time",
+                format!(
+                    "{} s must be shorter than the health timeout ({} s), or no server could ever pass its gate",
+                    self.min_healthy_s, self.health_timeout_s
+                ),
+            ));
+        }
         Ok(())
     }
 }

@@ -236,7 +236,7 @@ pub fn below_min_in_service(in_service: u32, batch: u32, min_in_service: u32) ->
     let left = in_service.saturating_sub(batch);
     (left < min_in_service).then(|| {
         format!(
-            "taking {batch} of the {in_service} servers in service out at a time leaves {left}, fewer than the unit's minimum of {min_in_service} in service; lower max-unavailable, scale out first, or set a lower --min-in-service"
+            "taking {batch} of the {in_service} servers in service out at a time leaves {left}, fewer than the unit's minimum of {min_in_service} in service; lower max-unavailable, scale out first, or lower the minimum (`flotillactl unit policy NAME --min-in-service N`)"
         )
     })
 }

@@ -593,6 +593,13 @@ export type PoolFacts = {
 /**  Name of a libvirt storage pool on a host (`default` unless told otherwise). */
 export type PoolName = string;
 
+/**  What a server ran before a rollout swapped it. */
+export type PriorVolumes = {
+	version: number,
+	disk: string,
+	seed: string,
+};
+
 /**  What a reconcile changed. */
 export type ReconcileReport = {
 	/**  Members that were missing and were added back. */
@@ -662,6 +669,11 @@ export type Server = {
 	disk: string,
 	/**  Its NoCloud seed volume; empty: `<name>-seed.img`. */
 	seed: string,
+	/**
+	 *  The disk, seed and unit version it ran before the last rollout swapped it, kept
+	 *  until that rollout is done: a rollback boots them again (a restart, not a rebuild).
+	 */
+	prior: PriorVolumes | null,
 };
 
 /**  A server named in the unit wizard or on the command line. */

@@ -22,7 +22,8 @@ use super::{Engine, OpError};
 use crate::guest::{payload_runcmd, write_seed_disk, NicConfig, SeedSpec};
 use crate::hypervisor::{BootSpec, DiskFormat, DiskSpec, DomainSpec, DomainType, NicSpec};
 use crate::inventory::{
-    InventoryError, NewServer, NewUnit, PinMode, Server, StepStatus, Unit, UnitVersion,
+    InventoryError, NewServer, NewUnit, PinMode, PriorVolumes, Server, StepStatus, Unit,
+    UnitVersion,
 };
 use crate::lb::MemberState;
 use crate::model::definition::{render_template, Definition};
@@ -195,10 +196,16 @@ struct OpArgs {
     /// The disk and seed volumes of the servers it touches before it began (rollouts).
     #[serde(default)]
     volumes_before: Vec<(String, String, String)>,
+    /// What those servers ran before their last swap, before it began (rollouts).
+    #[serde(default)]
+    priors_before: Vec<(String, Option<PriorVolumes>)>,
     /// The fingerprint of the plan the admin confirmed: checked once the unit is locked.
     /// Not stored: a resumed operation goes on from where it was, whatever the plan is now.
     #[serde(skip)]
     expect: Option<String>,
+    /// This run resumes an interrupted operation.
+    #[serde(skip)]
+    resumed: bool,
 }
 
 impl OpArgs {
@@ -214,6 +221,9 @@ impl OpArgs {
             s.disk = disk.clone();
             s.seed = seed.clone();
         }
+        if let Some((_, prior)) = self.priors_before.iter().find(|b| b.0 == s.name) {
+            s.prior = prior.clone();
+        }
         s
     }
 
@@ -226,7 +236,9 @@ impl OpArgs {
             kind: None,
             target: None,
             volumes_before: Vec::new(),
+            priors_before: Vec::new(),
             expect: None,
+            resumed: false,
         }
     }
 }
@@ -528,9 +540,11 @@ struct Ctx {
     image: ImageVersion,
     /// The unit's other versions with their masters: what servers ran before a rollout (its
     /// undo puts them back).
-    prior: HashMap<u32, (UnitVersion, ImageVersion)>,
+    prior: HashMap<u32, (UnitVersion, ImageVersion, Definition)>,
     /// Seconds a server must stay healthy before it is back in rotation (rollouts).
     gate_s: u32,
+    /// What the operation does to each server (known once it began).
+    kind: Option<OpKind>,
     /// The batch of a whole-unit stop is the whole unit.
     whole_unit: bool,
     /// When the operation began (a rollout's deadline counts from here).
@@ -539,6 +553,8 @@ struct Ctx {
     deadline_passed: AtomicBool,
     /// A rollout stopped because the load balancer counted more failed requests than allowed.
     too_many_failed: AtomicBool,
+    /// A rollout with a limit on failed requests stopped because the counters were unreadable.
+    counters_missing: AtomicBool,
     /// A rollout's batches with the pool's counters during each.
     batches: std::sync::Mutex<Vec<BatchReport>>,
     def: Definition,
@@ -575,7 +591,7 @@ impl Ctx {
         }
         self.prior
             .get(&version)
-            .map(|(uv, image)| (uv, image))
+            .map(|(uv, image, _)| (uv, image))
             .ok_or_else(|| {
                 InventoryError::NotFound {
                     kind: "unit version",
@@ -583,6 +599,12 @@ impl Ctx {
                 }
                 .into()
             })
+    }
+
+    /// The definition of a unit version: the target's or a prior one's (what a server going
+    /// back to it is checked against).
+    fn definition(&self, version: u32) -> &Definition {
+        self.prior.get(&version).map_or(&self.def, |(_, _, d)| d)
     }
 }
 
@@ -1354,6 +1376,22 @@ impl Engine {
                 if let Some(p) = policy {
                     p.validate()?;
                 }
+                if action.policy_for(u).max_failed_requests.is_some() {
+                    let counts = match &u.lb {
+                        Some(lb) => self.inventory.lb_get(lb)?.kind == "haproxy",
+                        None => false,
+                    };
+                    if !counts {
+                        return Err(ValidationError::new(
+                            "max-failed-requests",
+                            format!(
+                                "unit {}'s load balancer keeps no request counters (only HAProxy does), so a limit on failed requests could not be checked",
+                                u.name
+                            ),
+                        )
+                        .into());
+                    }
+                }
                 let target = rollout_target(u, *back)?;
                 if let Some(s) = u.servers.iter().find(|s| s.state == ServerState::Stopped) {
                     return Err(ValidationError::new(
@@ -1513,6 +1551,7 @@ mod tests {
             lb_state: "none".into(),
             disk: String::new(),
             seed: String::new(),
+            prior: None,
         };
         let mut u = Unit {
             name: "shop".into(),

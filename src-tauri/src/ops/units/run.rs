@@ -83,7 +83,9 @@ impl Engine {
             kind: None,
             target: None,
             volumes_before: Vec::new(),
+            priors_before: Vec::new(),
             expect,
+            resumed: false,
         };
         let outcome = self.run_op(args, progress, None).await;
         self.audit(
@@ -99,7 +101,8 @@ impl Engine {
 
     /// Runs an interrupted operation again (its steps are idempotent).
     pub async fn operation_resume(&self, id: i64, progress: StepFn) -> Result<OpReport, OpError> {
-        let args = self.interrupted_args(id)?;
+        let mut args = self.interrupted_args(id)?;
+        args.resumed = true;
         let outcome = self.run_op(args, progress, Some(id)).await;
         self.release_claim(id, &outcome);
         self.audit("operation.resume", &format!("operation/{id}"), &outcome);
@@ -405,7 +408,17 @@ impl Engine {
             self.inventory.unit_delete(&u.name)?;
         }
         if kind == OpKind::Rollout {
-            self.rollout_done(&u.name, &args)?;
+            // Done only when every running server runs the target (a canary that died
+            // before it unlocked leaves a paused, mixed unit).
+            let now = self.inventory.unit_get(&u.name)?;
+            if now
+                .servers
+                .iter()
+                .filter(|s| s.state == ServerState::Running)
+                .all(|s| s.version == args.target)
+            {
+                self.rollout_done(&u.name, &args)?;
+            }
         }
         self.inventory.operation_finish(id, "succeeded", CLOSED)?;
         self.inventory.unit_unlock(id)?;
@@ -446,24 +459,37 @@ impl Engine {
             }
             a => self.targets(&u, a)?,
         };
-        if let Some(why) = budget_refusal(&u, kind, &targets, &args.action) {
+        // A resumed operation finishes what it began: the servers it already took out are
+        // not charged again.
+        if let Some(why) =
+            budget_refusal(&u, kind, &targets, &args.action).filter(|_| !args.resumed)
+        {
             for name in &args.registered {
                 self.inventory.server_delete(name)?;
             }
             return Err(ValidationError::new("min-in-service", why).into());
         }
-        args.before = targets
-            .iter()
-            .map(|s| (s.name.clone(), s.state, s.version))
-            .collect();
+        // What an unwind restores: the servers as they were before the operation began. A
+        // resume keeps what the interrupted run recorded (its servers may be half-way now)
+        // and adds only servers it had not reached.
+        for t in &targets {
+            if !args.before.iter().any(|b| b.0 == t.name) {
+                args.before.push((t.name.clone(), t.state, t.version));
+            }
+        }
         if let UnitAction::Rollout { back, .. } = args.action {
             // A pause asked for an earlier rollout does not stop this one.
             self.inventory.unit_clear_pause(&u.name)?;
-            args.target = Some(rollout_target(&u, back)?);
-            args.volumes_before = targets
-                .iter()
-                .map(|s| (s.name.clone(), s.disk.clone(), s.seed.clone()))
-                .collect();
+            if args.target.is_none() {
+                args.target = Some(rollout_target(&u, back)?);
+            }
+            for t in &targets {
+                if !args.volumes_before.iter().any(|b| b.0 == t.name) {
+                    args.volumes_before
+                        .push((t.name.clone(), t.disk.clone(), t.seed.clone()));
+                    args.priors_before.push((t.name.clone(), t.prior.clone()));
+                }
+            }
         }
         args.kind = Some(kind);
         let json = serde_json::to_string(&args).unwrap_or_default();
@@ -500,8 +526,14 @@ impl Engine {
                 }
             ));
         }
-        let counted = ctx.too_many_failed.load(Ordering::SeqCst);
-        if counted {
+        let blind = ctx.counters_missing.load(Ordering::SeqCst);
+        if blind {
+            warnings.push(
+                "the load balancer's counters could not be read, so the limit on failed requests could not be checked: the rollout stopped there".into(),
+            );
+        }
+        let counted = ctx.too_many_failed.load(Ordering::SeqCst) || blind;
+        if counted && !blind {
             warnings.push(format!(
                 "the load balancer counted more than {} failed requests during the rollout: it stopped there{}",
                 ctx.policy.max_failed_requests.unwrap_or(0),
@@ -516,13 +548,16 @@ impl Engine {
         // Without auto-rollback a rollout undoes only the server that failed: the others
         // keep the version that passed its gate, and the unit stays mixed.
         let only_failing = kind == OpKind::Rollout && !ctx.policy.auto_rollback;
+        let all_steps = plan::server_steps(kind, ctx.lb.is_some()).len();
         if failed {
             // Undo every server's completed steps, newest server first.
             for (o, s) in outcomes.iter_mut().zip(&targets).rev() {
                 if o.done.iter().any(|d| d.irreversible()) {
                     continue;
                 }
-                if only_failing && o.failed.is_none() {
+                // Without auto-rollback a server that passed its gate keeps the new version;
+                // one stopped half-way (a batch peer of the failing one) is undone.
+                if only_failing && o.failed.is_none() && o.done.len() == all_steps {
                     continue;
                 }
                 let mut steps = o.done.clone();
@@ -531,6 +566,11 @@ impl Engine {
                         steps.push(*f);
                     }
                 }
+                if steps.is_empty() {
+                    continue;
+                }
+                // As it was before the operation (a resumed run finds it half-way).
+                let s = &args.as_before(s);
                 self.undo_server(&ctx, s, &steps, o).await;
                 self.inventory
                     .server_set_state(&s.name, s.state, s.version)?;
@@ -582,7 +622,16 @@ impl Engine {
             rolled_back: failed
                 && kind == OpKind::Rollout
                 && !only_failing
-                && outcomes.iter().all(|o| o.undo_failed.is_empty()),
+                && outcomes.iter().all(|o| o.undo_failed.is_empty())
+                && !self.inventory.unit_get(&u.name).is_ok_and(|now| {
+                    // Servers a crashed run had finished before this one resumed it keep
+                    // the new version: not rolled back.
+                    now.servers.iter().any(|s| {
+                        s.version.is_some()
+                            && s.version == args.target
+                            && args.target != Some(u.current_version)
+                    })
+                }),
             batches: std::mem::take(&mut *ctx.batches.lock().unwrap_or_else(|e| e.into_inner())),
             servers: outcomes,
             warnings,
@@ -619,7 +668,8 @@ impl Engine {
         let image = master(&uv)?;
         let mut prior = HashMap::new();
         for v in u.versions.iter().filter(|v| v.version != version) {
-            prior.insert(v.version, (v.clone(), master(v)?));
+            let def = self.def_parsed(&v.definition, v.definition_version)?;
+            prior.insert(v.version, (v.clone(), master(v)?, def));
         }
         let def = self.def_parsed(&uv.definition, uv.definition_version)?;
         let hosts: HashMap<String, Host> = self
@@ -649,6 +699,7 @@ impl Engine {
             uv,
             image,
             prior,
+            kind: args.kind,
             gate_s: match args.kind {
                 Some(OpKind::Rollout) => args.action.policy_for(u).min_healthy_s,
                 _ => 0,
@@ -657,6 +708,7 @@ impl Engine {
             began: Instant::now(),
             deadline_passed: AtomicBool::new(false),
             too_many_failed: AtomicBool::new(false),
+            counters_missing: AtomicBool::new(false),
             batches: std::sync::Mutex::new(Vec::new()),
             def,
             lb,
@@ -728,7 +780,12 @@ impl Engine {
                     && self
                         .inventory
                         .unit_pause_requested(&ctx.unit.name)
-                        .unwrap_or(false)
+                        .unwrap_or_else(|e| {
+                            // A pause that cannot be read is taken as asked: stopping at a
+                            // safe point is always safe.
+                            tracing::warn!(error = %e, "could not read the pause request; pausing");
+                            true
+                        })
                 {
                     tracing::info!("paused at a safe point, as asked");
                     break;
@@ -893,6 +950,13 @@ impl Engine {
             .is_some_and(|max| failed > max)
         {
             ctx.too_many_failed.store(true, Ordering::SeqCst);
+            ctx.abort.store(true, Ordering::SeqCst);
+        }
+        // A limit that cannot be checked is not silently skipped: the rollout stops.
+        if ctx.policy.max_failed_requests.is_some()
+            && batches.last().is_some_and(|b| b.counters.is_none())
+        {
+            ctx.counters_missing.store(true, Ordering::SeqCst);
             ctx.abort.store(true, Ordering::SeqCst);
         }
     }

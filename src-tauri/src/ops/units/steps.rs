@@ -280,17 +280,37 @@ impl Engine {
             // `s` is the server as it was before the operation: its version, disk and seed.
             (Step::Swap, Do) => {
                 self.refuse_foreign(ctx, s, host).await?;
-                let (disk, seed) = swapped_volumes(ctx, s)?;
-                if disk != s.disk_volume() {
-                    self.create_disk(s, host, &disk, &ctx.image, ctx.uv.size.disk_gib)
+                let w = swap_plan(ctx, s)?;
+                if w.made_disk {
+                    self.create_disk(s, host, &w.disk, &ctx.image, ctx.uv.size.disk_gib)
                         .await?;
                 }
-                self.write_seed(ctx, s, host, &seed).await?;
+                if w.made_seed {
+                    self.write_seed(ctx, s, host, &w.seed).await?;
+                } else if self.own_or_absent(s, host, &w.seed, false).await?.is_none() {
+                    return Err(ValidationError::new(
+                        "server",
+                        format!(
+                            "the seed {} that {} ran v{} with is gone from host {}",
+                            w.seed, s.name, ctx.uv.version, host.name
+                        ),
+                    )
+                    .into());
+                }
                 let spec = self
-                    .domain_spec(ctx, s, host, &ctx.uv, &ctx.image, &disk, &seed)
+                    .domain_spec(ctx, s, host, &ctx.uv, &ctx.image, &w.disk, &w.seed)
                     .await?;
                 self.hypervisor.domain_define(uri, &spec).await?;
-                self.inventory.server_set_volumes(&s.name, &disk, &seed)?;
+                self.inventory
+                    .server_set_volumes(&s.name, &w.disk, &w.seed)?;
+                self.inventory.server_set_prior(
+                    &s.name,
+                    Some(&PriorVolumes {
+                        version: s.version.unwrap_or(ctx.uv.version),
+                        disk: s.disk_volume(),
+                        seed: s.seed_volume(),
+                    }),
+                )?;
                 Ok(())
             }
             (Step::Swap, Undo) => {
@@ -310,13 +330,15 @@ impl Engine {
                 self.hypervisor.domain_define(uri, &spec).await?;
                 self.inventory
                     .server_set_volumes(&s.name, &s.disk, &s.seed)?;
-                // What the do made: the new seed, and the new disk when it made one.
-                let (disk, seed) = swapped_volumes(ctx, s)?;
-                if seed != s.seed_volume() {
-                    self.delete_own(s, host, &seed).await?;
+                self.inventory.server_set_prior(&s.name, s.prior.as_ref())?;
+                // Only what the do made: a new seed, a new disk — never the volumes it booted
+                // again (a rollback to the version before).
+                let w = swap_plan(ctx, s)?;
+                if w.made_seed && w.seed != s.seed_volume() {
+                    self.delete_own(s, host, &w.seed).await?;
                 }
-                if disk != s.disk_volume() {
-                    self.delete_own(s, host, &disk).await?;
+                if w.made_disk && w.disk != s.disk_volume() {
+                    self.delete_own(s, host, &w.disk).await?;
                 }
                 Ok(())
             }
@@ -344,7 +366,16 @@ impl Engine {
                 Ok(())
             }
 
-            (Step::WaitHealthy, Do) => self.wait_healthy(ctx, s, host).await,
+            (Step::WaitHealthy, Do) => {
+                // A rollout checks the version it puts on the server; other operations the
+                // version the server runs.
+                let runs = if ctx.kind == Some(OpKind::Rollout) {
+                    ctx.uv.version
+                } else {
+                    s.version.unwrap_or(ctx.uv.version)
+                };
+                self.wait_healthy(ctx, s, host, runs).await
+            }
             (Step::LbReady, Do) => self.lb_set(ctx, s, MemberState::Ready).await,
             // Out of rotation again (the member was drained for its health check).
             (Step::WaitHealthy, Undo) => {
@@ -375,7 +406,9 @@ impl Engine {
                 // Back in rotation (by the undo of the LB steps) only once it is healthy again.
                 self.refuse_foreign(ctx, s, host).await?;
                 self.hypervisor.domain_start(uri, &s.name).await?;
-                self.wait_healthy(ctx, s, host).await
+                // Back on the version it ran before the operation.
+                self.wait_healthy(ctx, s, host, s.version.unwrap_or(ctx.uv.version))
+                    .await
             }
 
             // Past the point of no return: a failure after these is finished by running the
@@ -504,6 +537,13 @@ impl Engine {
             let Ok(host) = ctx.host(&s.host) else {
                 continue;
             };
+            // The rollout is done: nothing to go back to any more.
+            if s.prior.is_some() {
+                if let Err(e) = self.inventory.server_set_prior(&s.name, None) {
+                    warnings.push(e.to_string());
+                    continue;
+                }
+            }
             let used = [s.disk_volume(), s.seed_volume(), serial_volume(&s.name)];
             let owned = match self.inventory.server_volumes_of(&s.name) {
                 Ok(v) => v,
@@ -753,7 +793,7 @@ impl Engine {
             }
             // The masters of the unit's versions (a rollout's new one and the ones it left).
             let mut masters = vec![(&ctx.image.image, ctx.image.version, ctx.image.volume_name())];
-            for (_, img) in ctx.prior.values() {
+            for (_, img, _) in ctx.prior.values() {
                 if !masters
                     .iter()
                     .any(|m| *m.0 == img.image && m.1 == img.version)
@@ -1029,11 +1069,14 @@ impl Engine {
     /// Waits for the definition's health check: as the load balancer sees it (HAProxy runs
     /// the check while the member drains), or by asking the server. A test-driver host runs
     /// no guest: in test builds its running domain stands in for a healthy server.
+    /// Waits until the server passes the health check of unit version `runs` (as the load
+    /// balancer sees it when it checks, else asked directly), for the gate's time when set.
     pub(super) async fn wait_healthy(
         &self,
         ctx: &Ctx,
         s: &Server,
         host: &Host,
+        runs: u32,
     ) -> Result<(), OpError> {
         if cfg!(feature = "test-hooks")
             && host.facts.as_ref().is_some_and(|f| f.hypervisor == "TEST")
@@ -1048,8 +1091,9 @@ impl Engine {
             };
         }
         let deadline = Instant::now() + Duration::from_secs(u64::from(ctx.policy.health_timeout_s));
-        let path = ctx.def.health.path.get_ref().clone();
-        let expect = *ctx.def.health.expect_status.get_ref();
+        let def = ctx.definition(runs);
+        let path = def.health.path.get_ref().clone();
+        let expect = *def.health.expect_status.get_ref();
         let interval = Duration::from_millis(500);
         let addr = member_address(&s.address, ctx.port)?;
         let mut last = String::from("no answer yet");
@@ -1092,7 +1136,7 @@ impl Engine {
         } else {
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_secs(
-                    u64::from(*ctx.def.health.timeout_s.get_ref()).max(1),
+                    u64::from(*def.health.timeout_s.get_ref()).max(1),
                 ))
                 .build()
                 .map_err(|e| OpError::Timeout(e.to_string()))?;
@@ -1216,20 +1260,41 @@ fn foreign_domain(ctx: &Ctx, s: &Server, host: &Host) -> OpError {
 }
 
 /// The volumes a server owns on its host, by name: disk overlay, seed, serial log.
-/// The disk and seed a server has after a rollout's swap to the operation's unit version: a
-/// new disk when the master or the disk size changed (else its disk), always a new seed (a
-/// new instance-id, so cloud-init installs the new payload).
-fn swapped_volumes(ctx: &Ctx, s: &Server) -> Result<(String, String), OpError> {
+/// What a rollout's swap gives a server, from the server as it was before the operation.
+struct SwapPlan {
+    disk: String,
+    seed: String,
+    /// The do creates them (else it boots volumes that exist).
+    made_disk: bool,
+    made_seed: bool,
+}
+
+/// Going back to the version the server ran before the last swap (a rollback): its kept disk
+/// and seed, booted again. Otherwise a new seed (a new instance-id, so cloud-init installs the
+/// new payload) and, when the master or the disk size changed, a new disk.
+fn swap_plan(ctx: &Ctx, s: &Server) -> Result<SwapPlan, OpError> {
+    if let Some(p) = s.prior.as_ref().filter(|p| p.version == ctx.uv.version) {
+        return Ok(SwapPlan {
+            disk: p.disk.clone(),
+            seed: p.seed.clone(),
+            made_disk: false,
+            made_seed: false,
+        });
+    }
     let (old_uv, old_image) = ctx.release(s.version.unwrap_or(ctx.uv.version))?;
     let replace = old_image.image != ctx.image.image
         || old_image.version != ctx.image.version
         || old_uv.size.disk_gib != ctx.uv.size.disk_gib;
-    let disk = if replace {
-        format!("{}-disk-u{}.qcow2", s.name, ctx.uv.version)
-    } else {
-        s.disk_volume()
-    };
-    Ok((disk, format!("{}-seed-u{}.img", s.name, ctx.uv.version)))
+    Ok(SwapPlan {
+        disk: if replace {
+            format!("{}-disk-u{}.qcow2", s.name, ctx.uv.version)
+        } else {
+            s.disk_volume()
+        },
+        seed: format!("{}-seed-u{}.img", s.name, ctx.uv.version),
+        made_disk: replace,
+        made_seed: true,
+    })
 }
 
 fn server_volumes(server: &str) -> [String; 3] {

@@ -199,6 +199,22 @@ impl Engine {
         .await
     }
 
+    /// Sets the unit's policy (checked first): what later rollouts, restarts and stops of
+    /// chosen servers run under.
+    pub fn unit_set_policy(
+        &self,
+        unit: &str,
+        policy: &RolloutPolicy,
+    ) -> Result<RolloutPolicy, OpError> {
+        let outcome = policy
+            .validate()
+            .map_err(OpError::from)
+            .and_then(|()| Ok(self.inventory.unit_set_policy(unit.trim(), policy)?))
+            .map(|()| *policy);
+        self.audit("unit.policy", &format!("unit/{}", unit.trim()), &outcome);
+        outcome
+    }
+
     /// Asks the unit's running rollout (in any process) to pause at its next safe point,
     /// between batches; it ends as paused (`unit promote` goes on). Returns its operation.
     pub fn unit_pause(&self, unit: &str) -> Result<i64, OpError> {
