@@ -25,7 +25,8 @@ uri() { local v="FLOTILLA_LAB_H${1}_URI"; echo "${!v}"; }
 cargo build -q --release -p flotilla --no-default-features --bin flotillactl
 ctl() { target/release/flotillactl --data-dir "$data" "$@"; }
 data=$(mktemp -d /tmp/flotilla-bench.XXXXXX)
-trap 'stop_load 2>/dev/null || true; rm -rf "$data"' EXIT
+# On any exit: no load left running, nothing of the bench left on the lab.
+trap '[ -n "${load_pid:-}" ] && stop_load >/dev/null 2>&1; ctl unit delete bench --yes --force >/dev/null 2>&1 || true; rm -rf "$data"' EXIT
 
 # Steady load: wrk (never retries) in 3 s rounds until stopped; each round's report kept.
 start_load() {
@@ -35,9 +36,10 @@ start_load() {
       i=$((i + 1)); done ) &
   load_pid=$!
 }
-# Prints "requests failed" summed over the rounds since start_load.
+# Prints "requests failed" summed over the rounds since start_load, once the last round
+# ended (run it in this shell, not in a subshell: it waits for the load).
 stop_load() {
-  touch "$data/load.stop"; wait "$load_pid"
+  touch "$data/load.stop"; wait "$load_pid"; load_pid=
   cat "$data"/wrk.* | python3 -c '
 import re, sys
 req = bad = sock = 0
@@ -87,8 +89,10 @@ ctl unit deploy bench >/dev/null
 definition 2 "busybox httpd -p 8080 -h /srv/www" > "$data/d.toml"; ctl def set-file web "$data/d.toml" >/dev/null
 ctl unit update bench --definition web >/dev/null
 start_load
-t=$(now); ctl unit rollout bench --json > "$data/rollout.json"; flotilla=$(since "$t")
-read -r f_req f_failed < <(stop_load)
+t=$(now)
+if ! ctl unit rollout bench --json > "$data/rollout.json"; then cat "$data/rollout.json" >&2; exit 1; fi
+flotilla=$(since "$t")
+stop_load > "$data/load.out"; read -r f_req f_failed < "$data/load.out"
 ctl op list --json > "$data/ops.json"
 # Per server from the journal (whole seconds): out of service = lb-drain began → lb-ready
 # done; boot + health rise = start began → wait-healthy done.
@@ -124,7 +128,7 @@ for n in 1 2 3 4; do
   haproxy_cmd "set server $pool/bench-$n state ready" >/dev/null
 done
 byhand=$(since "$t")
-read -r h_req h_failed < <(stop_load)
+stop_load > "$data/load.out"; read -r h_req h_failed < "$data/load.out"
 sleep 5
 
 # A definition that never serves: the gate fails, the rollout rolls back.
@@ -132,7 +136,7 @@ definition 3 "true" > "$data/d.toml"; ctl def set-file web "$data/d.toml" >/dev/
 ctl unit update bench --definition web >/dev/null
 start_load
 t=$(now); ctl unit rollout bench --health-timeout 20 --json > "$data/rollback.json" 2>/dev/null || true; rollback_total=$(since "$t")
-read -r r_req r_failed < <(stop_load)
+stop_load > "$data/load.out"; read -r r_req r_failed < "$data/load.out"
 ctl op list --json > "$data/ops.json"
 to_undo=$(python3 - "$data/ops.json" <<'PY'
 import json, sys
