@@ -191,11 +191,27 @@ test("create a unit with the wizard, deploy it, stop, start, scale and delete it
   });
   assert.match(await (await byTestId(b, "unit-mixed")).getText(), /v2 and v1|v1 and v2/);
   await screenshot(b, "unit-canary-paused");
-  // Resume: the two servers left.
-  await (await byTestId(b, "unit-rollout")).click();
+  // Roll back: the two canaries go back to v1 (the disks they kept), v2 is forgotten.
+  await (await byTestId(b, "unit-rollback")).click();
   await b.waitUntil(async () => (await b.$$('[data-testid="confirm-plan"] li')).length === 2, {
     timeout: 10000,
-    timeoutMsg: "the plan for the servers left",
+    timeoutMsg: "the rollback plan",
+  });
+  await (await byTestId(b, "confirm-run")).click();
+  await b.waitUntil(async () => /rollback of shop finished/.test(await (await byTestId(b, "units-result")).getText()), {
+    timeout: 60000,
+    timeoutMsg: "the rollback never finished",
+  });
+  const back = JSON.parse(ok(ctl(app.dataDir, "unit", "show", "shop", "--json")).stdout);
+  assert.deepEqual(back.servers.map((s) => s.version), [1, 1, 1, 1]);
+  assert.equal(await b.$('[data-testid="unit-pending"]').isExisting(), false, "nothing pending any more");
+  // Recorded again (as v3: numbers are never reused) and rolled out to all four.
+  await (await byTestId(b, "unit-update")).click();
+  await (await byTestId(b, "update-definition")).selectByAttribute("value", "shop:2");
+  await (await byTestId(b, "update-record")).click();
+  await b.waitUntil(async () => (await b.$$('[data-testid="confirm-plan"] li')).length === 4, {
+    timeout: 10000,
+    timeoutMsg: "the plan for all four",
   });
   await (await byTestId(b, "confirm-run")).click();
   await b.waitUntil(async () => /rollout of shop finished/.test(await (await byTestId(b, "units-result")).getText()), {
@@ -204,7 +220,7 @@ test("create a unit with the wizard, deploy it, stop, start, scale and delete it
   });
   const shownVersions = [];
   for (const v of await b.$$('[data-testid="server-version"]')) shownVersions.push(await v.getText());
-  assert.deepEqual(shownVersions, ["v2", "v2", "v2", "v2"]);
+  assert.deepEqual(shownVersions, ["v3", "v3", "v3", "v3"]);
   await screenshot(b, "unit-rolled-out");
 
   await confirmAction(b, "unit-delete");
