@@ -154,6 +154,25 @@ test("create a unit with the wizard, deploy it, stop, start, scale and delete it
   await screenshot(b, "operations-journal");
   await (await byTestId(b, "nav-units")).click();
 
+  // The unit's policy: a bad one is refused with the reason and nothing is saved; two at a
+  // time with two staying in service is saved and used below.
+  await (await byTestId(b, "unit-policy")).click();
+  await byTestId(b, "policy-dialog");
+  await (await byTestId(b, "policy-max-unavailable")).setValue("0");
+  await (await byTestId(b, "policy-save")).click();
+  await b.waitUntil(async () => /max-unavailable/.test(await (await byTestId(b, "policy-error")).getText()), {
+    timeout: 10000,
+    timeoutMsg: "the policy's error",
+  });
+  assert.equal(JSON.parse(ok(ctl(app.dataDir, "unit", "show", "shop", "--json")).stdout).policy.max_unavailable, 1);
+  await (await byTestId(b, "policy-max-unavailable")).setValue("2");
+  await (await byTestId(b, "policy-min-in-service")).setValue("2");
+  await (await byTestId(b, "policy-save")).click();
+  await b.waitUntil(async () => !(await b.$('[data-testid="policy-dialog"]').isExisting()), { timeout: 10000 });
+  const saved = JSON.parse(ok(ctl(app.dataDir, "unit", "show", "shop", "--json")).stdout).policy;
+  assert.equal(saved.max_unavailable, 2);
+  assert.equal(saved.min_in_service, 2);
+
   // Update: a new definition version is recorded as pending (nothing changes on the hosts),
   // then the rollout plan (in place, one server at a time) runs with live progress.
   const def = JSON.parse(ok(ctl(app.dataDir, "def", "show", "shop", "--json")).stdout);
@@ -170,6 +189,7 @@ test("create a unit with the wizard, deploy it, stop, start, scale and delete it
   await screenshot(b, "unit-update-wizard");
   await (await byTestId(b, "update-record")).click();
   await byTestId(b, "unit-confirm");
+  assert.match(await (await byTestId(b, "unit-confirm")).getText(), /2 at a time, 2 staying in service/);
   await b.waitUntil(async () => /in place: v1 → v2/.test(await (await byTestId(b, "confirm-plan")).getText()), {
     timeout: 10000,
     timeoutMsg: "the rollout plan",

@@ -543,6 +543,17 @@ pub async fn unit_update(
     blocking(&state, move |e| Ok(e.unit_update(&name, &form)?)).await
 }
 
+/// Sets the unit's policy (checked first): rollouts, restarts and stops of chosen servers.
+#[tauri::command]
+#[specta::specta]
+pub async fn unit_set_policy(
+    state: State<'_, AppState>,
+    name: String,
+    policy: crate::model::RolloutPolicy,
+) -> Result<crate::model::RolloutPolicy, ApiError> {
+    blocking(&state, move |e| Ok(e.unit_set_policy(&name, &policy)?)).await
+}
+
 /// Asks the unit's running rollout to pause at its next safe point (between batches).
 #[tauri::command]
 #[specta::specta]

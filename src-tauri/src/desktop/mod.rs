@@ -77,6 +77,7 @@ pub fn bindings_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::unit_update,
             commands::unit_history,
             commands::unit_pause,
+            commands::unit_set_policy,
             commands::host_set_network,
             commands::lb_list,
             commands::lb_add,

@@ -70,6 +70,8 @@ export const commands = {
 	unitHistory: (name: string) => typedError<UnitVersionEntry[], ApiError>(__TAURI_INVOKE("unit_history", { name })),
 	/**  Asks the unit's running rollout to pause at its next safe point (between batches). */
 	unitPause: (name: string) => typedError<number, ApiError>(__TAURI_INVOKE("unit_pause", { name })),
+	/**  Sets the unit's policy (checked first): rollouts, restarts and stops of chosen servers. */
+	unitSetPolicy: (name: string, policy: RolloutPolicy) => typedError<RolloutPolicy, ApiError>(__TAURI_INVOKE("unit_set_policy", { name, policy })),
 	hostSetNetwork: (name: string, network: string, gateway: string, domainType: string) => typedError<Host, ApiError>(__TAURI_INVOKE("host_set_network", { name, network, gateway, domainType })),
 	lbList: () => typedError<LbInstance[], ApiError>(__TAURI_INVOKE("lb_list")),
 	lbAdd: (name: string, target: LbTarget) => typedError<LbInstance, ApiError>(__TAURI_INVOKE("lb_add", { name, target })),
