@@ -829,3 +829,63 @@ fn update_rollout_history_and_rollback_from_the_command_line() {
     assert_eq!(c, Some(2), "{err}");
     assert!(err.contains("no earlier version v42"), "{err}");
 }
+
+#[test]
+fn impact_of_failed_hosts_and_the_n_plus_one_audit() {
+    let dir = networked();
+    let d = dir.path();
+    ok(ctl(
+        d,
+        &[
+            "unit",
+            "create",
+            "shop",
+            "--image",
+            "base:1",
+            "--definition",
+            "shop",
+            "--count",
+            "3",
+            "--name-pattern",
+            "shop-{n}",
+            "--addresses",
+            "10.77.0.11-10.77.0.20",
+            "--memory",
+            "128",
+        ],
+    ));
+    ok(ctl(d, &["unit", "deploy", "shop"]));
+    let now: serde_json::Value = serde_json::from_str(&ok(ctl(d, &["impact", "--json"]))).unwrap();
+    assert_eq!(now["impact"]["units"][0]["health"], "ok", "{now}");
+    // shop-1 and shop-3 are on h1 (spread): losing it leaves 1 of 3, below the minimum of 2.
+    let what_if: serde_json::Value =
+        serde_json::from_str(&ok(ctl(d, &["impact", "--fail", "h1", "--json"]))).unwrap();
+    let u = &what_if["impact"]["units"][0];
+    assert_eq!(u["health"], "below_minimum", "{what_if}");
+    assert_eq!(u["in_service_after"], 1);
+    assert_eq!(u["lost"], serde_json::json!(["shop-1", "shop-3"]));
+    let audit = what_if["audit"].as_array().unwrap();
+    let h1 = audit.iter().find(|h| h["host"] == "h1").unwrap();
+    assert_eq!(h1["below_minimum"], serde_json::json!(["shop"]));
+    let text = ok(ctl(d, &["impact", "--fail", "h1", "--fail", "h2"]));
+    assert!(text.contains("If h1, h2 failed"), "{text}");
+    assert!(text.contains("OUTAGE"), "{text}");
+    // Nothing changed: a what-if only reads.
+    let again: serde_json::Value =
+        serde_json::from_str(&ok(ctl(d, &["impact", "--json"]))).unwrap();
+    assert_eq!(again, now);
+    // Unknown, hostile and huge host names: a clear error of its own kind, never echoing a
+    // huge input.
+    let huge = "h".repeat(100_000);
+    for (bad, exit, says) in [
+        ("nosuch", 3, "does not exist"),
+        ("h1;rm -rf /", 2, "failed host"),
+        (huge.as_str(), 2, "failed host"),
+    ] {
+        let o = ctl(d, &["impact", "--fail", bad]);
+        let (c, err) = code(&o);
+        assert_eq!(c, Some(exit), "{err}");
+        assert!(err.contains(says), "{err}");
+        assert!(err.len() < 2000, "{}", err.len());
+    }
+}

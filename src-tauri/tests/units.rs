@@ -2154,8 +2154,14 @@ async fn a_rollout_moves_every_server_to_the_pending_version() {
         "{:?}",
         plan.servers[0]
     );
-    // Estimated from the first rollout's journal (the test driver takes no time).
-    assert_eq!(plan.estimate_s, Some(0), "{}", plan.estimate_from);
+    // Estimated from the first rollout's journal (the test driver takes next to no time; the
+    // journal keeps whole seconds, so a server can straddle one).
+    assert!(
+        plan.estimate_s.is_some_and(|e| e <= 2),
+        "{:?}: {}",
+        plan.estimate_s,
+        plan.estimate_from
+    );
     assert!(
         plan.estimate_from.contains("last 1 rollout"),
         "{}",

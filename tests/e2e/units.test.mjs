@@ -243,6 +243,21 @@ test("create a unit with the wizard, deploy it, stop, start, scale and delete it
   assert.deepEqual(shownVersions, ["v3", "v3", "v3", "v3"]);
   await screenshot(b, "unit-rolled-out");
 
+  // The Impact view: what losing h1 would do (a what-if: nothing changes).
+  await (await byTestId(b, "nav-impact")).click();
+  const health = async () => (await b.$('[data-testid="impact-unit"][data-unit="shop"]')).getAttribute("data-health");
+  await b.waitUntil(async () => (await health()) === "ok", { timeout: 10000, timeoutMsg: "shop is ok now" });
+  await (await b.$('[data-testid="impact-fail"][data-host="h1"]')).click();
+  // Two of its four servers are on h1; its policy (above) keeps two in service: degraded.
+  await b.waitUntil(async () => (await health()) === "degraded", {
+    timeout: 10000,
+    timeoutMsg: "shop degraded without h1",
+  });
+  assert.match(await (await b.$('[data-testid="impact-unit"][data-unit="shop"]')).getText(), /4 → 2 of 4/);
+  assert.match(await (await b.$('[data-testid="audit-row"][data-host="h1"]')).getText(), /^h1\s*———$/, "losing h1 alone puts no unit below its minimum");
+  await screenshot(b, "impact-what-if");
+  await (await byTestId(b, "nav-units")).click();
+
   await confirmAction(b, "unit-delete");
   await byTestId(b, "units-empty");
   assert.deepEqual(JSON.parse(ok(ctl(app.dataDir, "unit", "list", "--json")).stdout), []);

@@ -53,6 +53,13 @@ enum Command {
     /// The operation journal: list, and resume or unwind an interrupted operation.
     #[command(subcommand)]
     Op(units::OpCommand),
+    /// What failed hosts do to the units (what-if with --fail), and the N+1 audit: what
+    /// losing any one host would do.
+    Impact {
+        /// A host to take as failed (repeat for several); none: the units as they are now.
+        #[arg(long = "fail", value_name = "HOST")]
+        fail: Vec<String>,
+    },
     /// The audit log: who changed what, when, and whether it worked.
     Audit {
         /// How many entries, newest first.
@@ -330,6 +337,15 @@ async fn run(cli: Cli) -> Result<ExitCode, ApiError> {
         Command::Unit(cmd) => units::unit(&engine, json, cmd).await,
         Command::Lb(cmd) => units::lb(&engine, json, cmd).await,
         Command::Op(cmd) => units::op(&engine, json, cmd).await,
+        Command::Impact { fail } => {
+            let r = engine.impact(&fail)?;
+            if json {
+                output::print_json(&r);
+            } else {
+                output::impact(&r);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit { limit } => {
             let log = engine
                 .inventory

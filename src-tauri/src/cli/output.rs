@@ -536,6 +536,88 @@ pub fn written(json: bool, path: &std::path::Path, sha256: Option<&str>) {
     }
 }
 
+/// What failed hosts do to the units, and the N+1 audit.
+pub(super) fn impact(r: &crate::ops::impact::ImpactReport) {
+    use crate::plan::impact::UnitHealth;
+    let i = &r.impact;
+    if i.failed_hosts.is_empty() {
+        say_line("Units now:");
+    } else {
+        say_line(&format!("If {} failed:", i.failed_hosts.join(", ")));
+    }
+    let rows: Vec<Vec<String>> = i
+        .units
+        .iter()
+        .map(|u| {
+            vec![
+                u.unit.clone(),
+                match u.health {
+                    UnitHealth::Ok => "ok",
+                    UnitHealth::Degraded => "degraded",
+                    UnitHealth::BelowMinimum => "BELOW MINIMUM",
+                    UnitHealth::Outage => "OUTAGE",
+                }
+                .into(),
+                format!(
+                    "{} → {} of {}",
+                    u.in_service_now, u.in_service_after, u.desired
+                ),
+                u.min_in_service.to_string(),
+                u.lost.join(", "),
+                u.pool.clone().unwrap_or_else(|| "-".into()),
+                if u.lost.is_empty() {
+                    String::new()
+                } else if u.replaceable {
+                    "room on the other hosts".into()
+                } else {
+                    u.room.clone()
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "UNIT",
+            "STATE",
+            "IN SERVICE",
+            "MIN",
+            "LOST",
+            "POOL",
+            "REPLACEMENT",
+        ],
+        &rows,
+    );
+    say_line("N+1 audit (each host failing alone):");
+    let rows: Vec<Vec<String>> = r
+        .audit
+        .iter()
+        .map(|h| {
+            let list = |v: &[String]| {
+                if v.is_empty() {
+                    "-".to_owned()
+                } else {
+                    v.join(", ")
+                }
+            };
+            vec![
+                h.host.clone(),
+                list(&h.below_minimum),
+                list(&h.single_host_units),
+                list(&h.not_replaceable),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "HOST",
+            "BELOW MINIMUM",
+            "ALL SERVERS HERE",
+            "NO ROOM TO REPLACE",
+        ],
+        &rows,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

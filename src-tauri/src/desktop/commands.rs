@@ -543,6 +543,17 @@ pub async fn unit_update(
     blocking(&state, move |e| Ok(e.unit_update(&name, &form)?)).await
 }
 
+/// What the hosts in `failed` failing does to the units (none: as they are), and the N+1
+/// audit.
+#[tauri::command]
+#[specta::specta]
+pub async fn impact(
+    state: State<'_, AppState>,
+    failed: Vec<String>,
+) -> Result<crate::ops::impact::ImpactReport, ApiError> {
+    blocking(&state, move |e| Ok(e.impact(&failed)?)).await
+}
+
 /// Sets the unit's policy (checked first): rollouts, restarts and stops of chosen servers.
 #[tauri::command]
 #[specta::specta]

@@ -78,6 +78,7 @@ pub fn bindings_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::unit_history,
             commands::unit_pause,
             commands::unit_set_policy,
+            commands::impact,
             commands::host_set_network,
             commands::lb_list,
             commands::lb_add,

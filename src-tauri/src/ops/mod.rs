@@ -8,6 +8,7 @@ pub mod definitions;
 pub(crate) mod exec;
 pub mod hosts;
 pub mod images;
+pub mod impact;
 pub mod lbs;
 pub mod units;
 

@@ -1,11 +1,13 @@
 //! Pure decisions: which host gets a server, the names, addresses and MACs of new servers,
 //! which servers a scale in removes, which steps an operation takes per server, and the
-//! fingerprint of a plan. No I/O; `ops/` executes what is decided here.
+//! fingerprint of a plan, what losing hosts does to the units (`impact`). No I/O; `ops/`
+//! executes what is decided here.
 
 use serde::Serialize;
 
 mod alloc;
 mod fingerprint;
+pub mod impact;
 pub use alloc::{
     allocate, host_rooms, mac_candidate, scale_in, server_mac, AllocError, AllocRequest, Allocated,
     Allocation, HostView, Registered, Wanted, RESERVED_PREFIX,

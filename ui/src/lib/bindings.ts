@@ -72,6 +72,11 @@ export const commands = {
 	unitPause: (name: string) => typedError<number, ApiError>(__TAURI_INVOKE("unit_pause", { name })),
 	/**  Sets the unit's policy (checked first): rollouts, restarts and stops of chosen servers. */
 	unitSetPolicy: (name: string, policy: RolloutPolicy) => typedError<RolloutPolicy, ApiError>(__TAURI_INVOKE("unit_set_policy", { name, policy })),
+	/**
+	 *  What the hosts in `failed` failing does to the units (none: as they are), and the N+1
+	 *  audit.
+	 */
+	impact: (failed: string[]) => typedError<ImpactReport, ApiError>(__TAURI_INVOKE("impact", { failed })),
 	hostSetNetwork: (name: string, network: string, gateway: string, domainType: string) => typedError<Host, ApiError>(__TAURI_INVOKE("host_set_network", { name, network, gateway, domainType })),
 	lbList: () => typedError<LbInstance[], ApiError>(__TAURI_INVOKE("lb_list")),
 	lbAdd: (name: string, target: LbTarget) => typedError<LbInstance, ApiError>(__TAURI_INVOKE("lb_add", { name, target })),
@@ -342,6 +347,17 @@ export type HostProbe = {
 	problems: string[],
 };
 
+/**  One line of the N+1 audit: what losing one host would do. */
+export type HostRisk = {
+	host: string,
+	/**  Units that would go below their minimum (or out) if it failed. */
+	below_minimum: string[],
+	/**  Units whose every server is on it: a single point of failure. */
+	single_host_units: string[],
+	/**  Units it would leave short with no room on the other hosts to replace them. */
+	not_replaceable: string[],
+};
+
 export type HostStatus = 
 /**  Reachable; pool and bridge present. */
 "ok" | 
@@ -416,6 +432,20 @@ export type ImageVersionCopy = {
 	volume: string,
 	path: string,
 	verified_at: string,
+};
+
+/**  The impact of a set of failed hosts. */
+export type Impact = {
+	failed_hosts: string[],
+	/**  Every unit, worst first. */
+	units: UnitImpact[],
+};
+
+/**  What losing `failed` hosts does, and what losing any one host would do. */
+export type ImpactReport = {
+	impact: Impact,
+	/**  For each host, what its failure alone would do. */
+	audit: HostRisk[],
 };
 
 /**  An interrupted operation, as the start screen and `flotillactl op list` show it. */
@@ -863,6 +893,35 @@ export type UnitForm = {
 	 */
 	lb_pool: string | null,
 	policy: RolloutPolicy | null,
+};
+
+/**  How a unit fares. */
+export type UnitHealth = "ok" | 
+/**  Fewer servers in service than desired, at least the minimum. */
+"degraded" | 
+/**  Fewer than `min_in_service`, at least one. */
+"below_minimum" | 
+/**  None in service. */
+"outage";
+
+/**  What the failed hosts do to one unit. */
+export type UnitImpact = {
+	unit: string,
+	pool: string | null,
+	desired: number,
+	in_service_now: number,
+	/**  Its servers on the failed hosts. */
+	lost: string[],
+	in_service_after: number,
+	min_in_service: number,
+	health: UnitHealth,
+	/**
+	 *  The surviving hosts can take every lost server (memory, pool space, the master there
+	 *  or copyable into the pool).
+	 */
+	replaceable: boolean,
+	/**  Why not, when not. */
+	room: string,
 };
 
 /**  What `unit update` changes; what is not given stays as in the unit's newest version. */

@@ -1,0 +1,108 @@
+//! The impact of failed hosts on the units (live and what-if) and the N+1 audit: the
+//! inventory read into the pure model of `plan::impact`.
+
+use super::{Engine, OpError};
+use crate::inventory::InventoryError;
+use crate::model::ServerState;
+use crate::plan::impact::{
+    impact, n_plus_one, HostRisk, HostShape, Impact, ServerShape, UnitShape,
+};
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
+
+/// What losing `failed` hosts does, and what losing any one host would do.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct ImpactReport {
+    pub impact: Impact,
+    /// For each host, what its failure alone would do.
+    pub audit: Vec<HostRisk>,
+}
+
+impl Engine {
+    /// The impact of the hosts named in `failed` failing (none: the units as they are), from
+    /// the inventory: who runs where, each unit's minimum, the hosts' free memory, pool space
+    /// and master copies as last checked.
+    pub fn impact(&self, failed: &[String]) -> Result<ImpactReport, OpError> {
+        let host_list = self.host_list()?;
+        let mut set = BTreeSet::new();
+        for f in failed {
+            // A host name first (a clear error that does not echo a huge input), then a
+            // host this inventory has.
+            let f = crate::model::HostName::parse(f.trim())
+                .map_err(|e| crate::model::ValidationError::new("failed host", e.problem))?;
+            let f = f.as_str();
+            if !host_list.iter().any(|h| h.name.as_str() == f) {
+                return Err(InventoryError::NotFound {
+                    kind: "host",
+                    name: f.to_owned(),
+                }
+                .into());
+            }
+            set.insert(f.to_owned());
+        }
+        let units = self.inventory.unit_list()?;
+        let images = self.image_list()?;
+        // Memory promised to every registered server, per host.
+        let mut promised: HashMap<&str, u64> = HashMap::new();
+        for u in &units {
+            let mem = u.current().map_or(0, |v| u64::from(v.size.memory_mib));
+            for s in &u.servers {
+                *promised.entry(s.host.as_str()).or_default() += mem;
+            }
+        }
+        let hosts: Vec<HostShape> = host_list
+            .iter()
+            .map(|h| {
+                let facts = h.facts.as_ref();
+                HostShape {
+                    name: h.name.to_string(),
+                    free_memory_mib: facts
+                        .map_or(0, |f| f.memory_bytes >> 20)
+                        .saturating_sub(promised.get(h.name.as_str()).copied().unwrap_or(0)),
+                    pool_free_bytes: facts
+                        .and_then(|f| f.pool.as_ref())
+                        .map_or(0, |p| p.available_bytes),
+                    masters: images
+                        .iter()
+                        .filter(|v| v.copies.iter().any(|c| c.host == h.name))
+                        .map(|v| (v.image.to_string(), v.version))
+                        .collect(),
+                }
+            })
+            .collect();
+        let shapes: Vec<UnitShape> = units
+            .iter()
+            .map(|u| {
+                let v = u.current();
+                let master = v.map_or((String::new(), 0), |v| (v.image.clone(), v.image_version));
+                UnitShape {
+                    name: u.name.clone(),
+                    pool: u.lb.as_ref().map(|lb| format!("{lb}/{}", u.lb_pool)),
+                    min_in_service: u.policy.min_in_service_of(u.servers.len() as u32),
+                    memory_mib: v.map_or(0, |v| u64::from(v.size.memory_mib)),
+                    master_bytes: images
+                        .iter()
+                        .find(|i| i.image.as_str() == master.0 && i.version == master.1)
+                        .map_or(0, |i| i.actual_size),
+                    master,
+                    servers: u
+                        .servers
+                        .iter()
+                        .filter(|s| s.state != ServerState::Planned)
+                        .map(|s| ServerShape {
+                            name: s.name.clone(),
+                            host: s.host.clone(),
+                            in_service: s.state == ServerState::Running
+                                && (u.lb.is_none() || s.lb_state == "ready"),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Ok(ImpactReport {
+            impact: impact(&hosts, &shapes, &set),
+            audit: n_plus_one(&hosts, &shapes),
+        })
+    }
+}

@@ -1,0 +1,384 @@
+//! What losing hosts does to the applications: one pure function for the live view (the hosts
+//! that failed) and for what-if (hosts the admin picks), and the N+1 audit built on it.
+//!
+//! Per unit: servers desired, in service now, lost, in service after, against the unit's
+//! `min_in_service` → ok, degraded, below minimum, outage; per load-balancer pool the capacity
+//! left; whether the surviving hosts have room (memory, pool space, the master present or
+//! copyable) to replace what was lost.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A host as the impact model sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostShape {
+    pub name: String,
+    /// Memory no registered server was promised, MiB.
+    pub free_memory_mib: u64,
+    /// Free bytes in its storage pool (0 when unknown).
+    pub pool_free_bytes: u64,
+    /// Masters with a verified copy on it: (image, version).
+    pub masters: BTreeSet<(String, u32)>,
+}
+
+/// A unit's server as the model sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerShape {
+    pub name: String,
+    pub host: String,
+    /// Running and (with a load balancer) in rotation.
+    pub in_service: bool,
+}
+
+/// A unit as the model sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitShape {
+    pub name: String,
+    /// `lb/pool`, when it has a load balancer.
+    pub pool: Option<String>,
+    pub min_in_service: u32,
+    pub memory_mib: u64,
+    /// The master its servers run and its size, for a copy to a host that lacks it.
+    pub master: (String, u32),
+    pub master_bytes: u64,
+    pub servers: Vec<ServerShape>,
+}
+
+/// How a unit fares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+#[serde(rename_all = "snake_case")]
+pub enum UnitHealth {
+    Ok,
+    /// Fewer servers in service than desired, at least the minimum.
+    Degraded,
+    /// Fewer than `min_in_service`, at least one.
+    BelowMinimum,
+    /// None in service.
+    Outage,
+}
+
+/// What the failed hosts do to one unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct UnitImpact {
+    pub unit: String,
+    pub pool: Option<String>,
+    pub desired: u32,
+    pub in_service_now: u32,
+    /// Its servers on the failed hosts.
+    pub lost: Vec<String>,
+    pub in_service_after: u32,
+    pub min_in_service: u32,
+    pub health: UnitHealth,
+    /// The surviving hosts can take every lost server (memory, pool space, the master there
+    /// or copyable into the pool).
+    pub replaceable: bool,
+    /// Why not, when not.
+    pub room: String,
+}
+
+/// The impact of a set of failed hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct Impact {
+    pub failed_hosts: Vec<String>,
+    /// Every unit, worst first.
+    pub units: Vec<UnitImpact>,
+}
+
+/// What one unit loses when `failed` hosts are gone, and whether the others can replace it.
+/// Replacement room is planned unit by unit, worst first, each taking what it uses.
+pub fn impact(hosts: &[HostShape], units: &[UnitShape], failed: &BTreeSet<String>) -> Impact {
+    let mut survivors: Vec<HostShape> = hosts
+        .iter()
+        .filter(|h| !failed.contains(&h.name))
+        .cloned()
+        .collect();
+    let mut out: Vec<UnitImpact> = units.iter().map(|u| assess(u, failed)).collect();
+    out.sort_by(|a, b| b.health.cmp(&a.health).then(a.unit.cmp(&b.unit)));
+    for ui in &mut out {
+        let Some(u) = units.iter().find(|u| u.name == ui.unit) else {
+            continue;
+        };
+        (ui.replaceable, ui.room) = place_lost(u, ui.lost.len(), &mut survivors);
+    }
+    Impact {
+        failed_hosts: failed.iter().cloned().collect(),
+        units: out,
+    }
+}
+
+fn assess(u: &UnitShape, failed: &BTreeSet<String>) -> UnitImpact {
+    let lost: Vec<String> = u
+        .servers
+        .iter()
+        .filter(|s| failed.contains(&s.host))
+        .map(|s| s.name.clone())
+        .collect();
+    let now = u.servers.iter().filter(|s| s.in_service).count() as u32;
+    let after = u
+        .servers
+        .iter()
+        .filter(|s| s.in_service && !failed.contains(&s.host))
+        .count() as u32;
+    let desired = u.servers.len() as u32;
+    let health = if desired == 0 || after == desired {
+        UnitHealth::Ok
+    } else if after == 0 {
+        UnitHealth::Outage
+    } else if after < u.min_in_service {
+        UnitHealth::BelowMinimum
+    } else {
+        UnitHealth::Degraded
+    };
+    UnitImpact {
+        unit: u.name.clone(),
+        pool: u.pool.clone(),
+        desired,
+        in_service_now: now,
+        lost,
+        in_service_after: after,
+        min_in_service: u.min_in_service,
+        health,
+        replaceable: true,
+        room: String::new(),
+    }
+}
+
+/// Places `lost` new servers of `u` on the surviving hosts (most free memory first), taking
+/// their memory and, where the master is missing, its copy's pool space.
+fn place_lost(u: &UnitShape, lost: usize, survivors: &mut [HostShape]) -> (bool, String) {
+    if lost == 0 {
+        return (true, String::new());
+    }
+    for placed in 0..lost {
+        let fits = |h: &HostShape| {
+            h.free_memory_mib >= u.memory_mib
+                && (h.masters.contains(&u.master) || h.pool_free_bytes >= u.master_bytes)
+        };
+        let best = survivors.iter_mut().filter(|h| fits(h)).max_by(|a, b| {
+            a.free_memory_mib
+                .cmp(&b.free_memory_mib)
+                .then(b.name.cmp(&a.name))
+        });
+        let Some(h) = best else {
+            let why = if survivors.is_empty() {
+                "no host survives".to_owned()
+            } else if survivors.iter().all(|h| h.free_memory_mib < u.memory_mib) {
+                format!("no surviving host has {} MiB free", u.memory_mib)
+            } else {
+                format!(
+                    "no surviving host with {} MiB free holds master {}:v{} or has {} bytes of pool space for a copy",
+                    u.memory_mib, u.master.0, u.master.1, u.master_bytes
+                )
+            };
+            return (false, format!("room for {placed} of {lost}: {why}"));
+        };
+        h.free_memory_mib -= u.memory_mib;
+        if !h.masters.contains(&u.master) {
+            h.pool_free_bytes -= u.master_bytes;
+            h.masters.insert(u.master.clone());
+        }
+    }
+    (true, String::new())
+}
+
+/// One line of the N+1 audit: what losing one host would do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct HostRisk {
+    pub host: String,
+    /// Units that would go below their minimum (or out) if it failed.
+    pub below_minimum: Vec<String>,
+    /// Units whose every server is on it: a single point of failure.
+    pub single_host_units: Vec<String>,
+    /// Units it would leave short with no room on the other hosts to replace them.
+    pub not_replaceable: Vec<String>,
+}
+
+/// For each host: what its failure alone would do (N+1).
+pub fn n_plus_one(hosts: &[HostShape], units: &[UnitShape]) -> Vec<HostRisk> {
+    hosts
+        .iter()
+        .map(|h| {
+            let failed = BTreeSet::from([h.name.clone()]);
+            let i = impact(hosts, units, &failed);
+            let mut on_host: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+            for u in units {
+                let here = u.servers.iter().filter(|s| s.host == h.name).count();
+                on_host.insert(&u.name, (here, u.servers.len()));
+            }
+            HostRisk {
+                host: h.name.clone(),
+                below_minimum: i
+                    .units
+                    .iter()
+                    .filter(|u| u.health >= UnitHealth::BelowMinimum)
+                    .map(|u| u.unit.clone())
+                    .collect(),
+                single_host_units: on_host
+                    .iter()
+                    .filter(|(_, (here, all))| *all > 0 && here == all)
+                    .map(|(u, _)| (*u).to_owned())
+                    .collect(),
+                not_replaceable: i
+                    .units
+                    .iter()
+                    .filter(|u| !u.replaceable)
+                    .map(|u| u.unit.clone())
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, mem: u64, pool: u64, masters: &[(&str, u32)]) -> HostShape {
+        HostShape {
+            name: name.into(),
+            free_memory_mib: mem,
+            pool_free_bytes: pool,
+            masters: masters.iter().map(|(i, v)| ((*i).into(), *v)).collect(),
+        }
+    }
+
+    fn unit(name: &str, min: u32, on: &[&str]) -> UnitShape {
+        UnitShape {
+            name: name.into(),
+            pool: Some(format!("lb/be_{name}")),
+            min_in_service: min,
+            memory_mib: 512,
+            master: ("web".into(), 1),
+            master_bytes: 1 << 30,
+            servers: on
+                .iter()
+                .enumerate()
+                .map(|(i, h)| ServerShape {
+                    name: format!("{name}-{}", i + 1),
+                    host: (*h).into(),
+                    in_service: true,
+                })
+                .collect(),
+        }
+    }
+
+    fn failed(hosts: &[&str]) -> BTreeSet<String> {
+        hosts.iter().map(|h| (*h).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_failed_host_takes_its_servers_and_units_are_judged_against_their_minimum() {
+        let hosts = [
+            host("h1", 4096, 10 << 30, &[("web", 1)]),
+            host("h2", 4096, 10 << 30, &[("web", 1)]),
+            host("h3", 4096, 10 << 30, &[]),
+        ];
+        let units = [
+            // 4 servers, at least 3: losing 2 is below the minimum.
+            unit("shop", 3, &["h1", "h1", "h2", "h3"]),
+            // All on h1: an outage.
+            unit("batch", 1, &["h1", "h1"]),
+            // Loses one of three, keeps its minimum of 2.
+            unit("api", 2, &["h1", "h2", "h3"]),
+            // Untouched.
+            unit("docs", 1, &["h2"]),
+        ];
+        let i = impact(&hosts, &units, &failed(&["h1"]));
+        let by: BTreeMap<&str, &UnitImpact> =
+            i.units.iter().map(|u| (u.unit.as_str(), u)).collect();
+        assert_eq!(by["shop"].health, UnitHealth::BelowMinimum);
+        assert_eq!((by["shop"].in_service_after, by["shop"].lost.len()), (2, 2));
+        assert_eq!(by["batch"].health, UnitHealth::Outage);
+        assert_eq!(by["api"].health, UnitHealth::Degraded);
+        assert_eq!(by["docs"].health, UnitHealth::Ok);
+        assert!(by["docs"].lost.is_empty());
+        // Worst first.
+        assert_eq!(i.units[0].unit, "batch");
+        assert_eq!(i.units.last().unwrap().unit, "docs");
+        // No host failed: all as now.
+        let none = impact(&hosts, &units, &BTreeSet::new());
+        assert!(none
+            .units
+            .iter()
+            .all(|u| u.health == UnitHealth::Ok && u.replaceable));
+    }
+
+    #[test]
+    fn replacement_room_counts_memory_and_the_masters_copy_across_units() {
+        // h2 has room for two servers of 512 MiB and the master; h3 has memory but no
+        // master and no pool space for a copy.
+        let hosts = [
+            host("h1", 0, 0, &[("web", 1)]),
+            host("h2", 1024, 0, &[("web", 1)]),
+            host("h3", 8192, 100, &[]),
+        ];
+        let units = [
+            unit("shop", 1, &["h1", "h1", "h2"]),
+            unit("api", 2, &["h1", "h2"]),
+        ];
+        let i = impact(&hosts, &units, &failed(&["h1"]));
+        let by: BTreeMap<&str, &UnitImpact> =
+            i.units.iter().map(|u| (u.unit.as_str(), u)).collect();
+        // api (below its minimum) is planned before shop (degraded) and takes half of h2.
+        assert_eq!(by["api"].health, UnitHealth::BelowMinimum);
+        assert!(by["api"].replaceable, "{:?}", by["api"]);
+        assert!(!by["shop"].replaceable);
+        assert!(
+            by["shop"].room.starts_with("room for 1 of 2"),
+            "{}",
+            by["shop"].room
+        );
+        assert!(
+            by["shop"].room.contains("pool space for a copy"),
+            "{}",
+            by["shop"].room
+        );
+        // With pool space on h3 for the copy, both fit.
+        let hosts = [
+            host("h1", 0, 0, &[("web", 1)]),
+            host("h2", 1024, 0, &[("web", 1)]),
+            host("h3", 8192, 4 << 30, &[]),
+        ];
+        let i = impact(&hosts, &units, &failed(&["h1"]));
+        assert!(i.units.iter().all(|u| u.replaceable), "{i:?}");
+        // Nothing survives.
+        let i = impact(&hosts, &units, &failed(&["h1", "h2", "h3"]));
+        assert!(i.units.iter().all(|u| u.health == UnitHealth::Outage));
+        assert!(i.units.iter().all(|u| u.room.contains("no host survives")));
+    }
+
+    #[test]
+    fn the_n_plus_one_audit_names_the_hosts_a_unit_cannot_lose() {
+        let hosts = [
+            host("h1", 4096, 10 << 30, &[("web", 1)]),
+            host("h2", 4096, 10 << 30, &[("web", 1)]),
+        ];
+        let units = [
+            unit("shop", 2, &["h1", "h2", "h2"]),
+            unit("solo", 1, &["h1"]),
+        ];
+        let audit = n_plus_one(&hosts, &units);
+        let h1 = audit.iter().find(|r| r.host == "h1").unwrap();
+        assert_eq!(h1.below_minimum, ["solo"], "shop keeps 2 of 3 without h1");
+        assert_eq!(h1.single_host_units, ["solo"]);
+        let h2 = audit.iter().find(|r| r.host == "h2").unwrap();
+        assert_eq!(h2.below_minimum, ["shop"]);
+        assert!(h2.single_host_units.is_empty());
+        assert!(h2.not_replaceable.is_empty(), "h1 has room for shop's two");
+    }
+
+    #[test]
+    fn servers_out_of_service_already_do_not_count_as_lost_service() {
+        let hosts = [host("h1", 4096, 0, &[]), host("h2", 4096, 0, &[])];
+        let mut u = unit("shop", 1, &["h1", "h2"]);
+        u.servers[1].in_service = false;
+        let i = impact(&hosts, &[u], &failed(&["h1"]));
+        assert_eq!(i.units[0].in_service_now, 1);
+        assert_eq!(i.units[0].in_service_after, 0);
+        assert_eq!(i.units[0].health, UnitHealth::Outage);
+    }
+}
