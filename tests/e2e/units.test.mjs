@@ -255,6 +255,8 @@ test("create a unit with the wizard, deploy it, stop, start, scale and delete it
   });
   assert.match(await (await b.$('[data-testid="impact-unit"][data-unit="shop"]')).getText(), /4 → 2 of 4/);
   assert.match(await (await b.$('[data-testid="audit-row"][data-host="h1"]')).getText(), /^h1\s*———$/, "losing h1 alone puts no unit below its minimum");
+  // The graph is drawn (Cytoscape's canvas layers).
+  assert.ok((await b.$$('[data-testid="impact-graph"] canvas')).length > 0, "the impact graph is drawn");
   await screenshot(b, "impact-what-if");
   await (await byTestId(b, "nav-units")).click();
 

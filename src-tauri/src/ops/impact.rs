@@ -17,6 +17,19 @@ pub struct ImpactReport {
     pub impact: Impact,
     /// For each host, what its failure alone would do.
     pub audit: Vec<HostRisk>,
+    /// Every host, and every deployed server with its host and unit: the graph's nodes.
+    pub hosts: Vec<String>,
+    pub servers: Vec<ServerNode>,
+}
+
+/// A deployed server as the impact graph shows it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct ServerNode {
+    pub name: String,
+    pub host: String,
+    pub unit: String,
+    pub in_service: bool,
 }
 
 impl Engine {
@@ -100,9 +113,22 @@ impl Engine {
                 }
             })
             .collect();
+        let servers = shapes
+            .iter()
+            .flat_map(|u| {
+                u.servers.iter().map(|s| ServerNode {
+                    name: s.name.clone(),
+                    host: s.host.clone(),
+                    unit: u.name.clone(),
+                    in_service: s.in_service,
+                })
+            })
+            .collect();
         Ok(ImpactReport {
             impact: impact(&hosts, &shapes, &set),
             audit: n_plus_one(&hosts, &shapes),
+            hosts: hosts.iter().map(|h| h.name.clone()).collect(),
+            servers,
         })
     }
 }

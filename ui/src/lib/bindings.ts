@@ -446,6 +446,9 @@ export type ImpactReport = {
 	impact: Impact,
 	/**  For each host, what its failure alone would do. */
 	audit: HostRisk[],
+	/**  Every host, and every deployed server with its host and unit: the graph's nodes. */
+	hosts: string[],
+	servers: ServerNode[],
 };
 
 /**  An interrupted operation, as the start screen and `flotillactl op list` show it. */
@@ -725,6 +728,14 @@ export type ServerLive = {
 	lb_status: string,
 	/**  Up with its last health check passed; `None` when not known. */
 	healthy: boolean | null,
+};
+
+/**  A deployed server as the impact graph shows it. */
+export type ServerNode = {
+	name: string,
+	host: string,
+	unit: string,
+	in_service: boolean,
 };
 
 /**  What happened to one server. */
