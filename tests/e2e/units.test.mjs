@@ -243,6 +243,19 @@ test("create a unit with the wizard, deploy it, stop, start, scale and delete it
   assert.deepEqual(shownVersions, ["v3", "v3", "v3", "v3"]);
   await screenshot(b, "unit-rolled-out");
 
+  // The history: v3 current (what changed: the definition, with its diff), v1 before it.
+  await (await byTestId(b, "unit-history")).click();
+  await b.waitUntil(async () => (await b.$$('[data-testid="history-entry"]')).length === 2, {
+    timeout: 10000,
+    timeoutMsg: "the unit's two versions",
+  });
+  const newest = await (await b.$('[data-testid="history-entry"][data-version="3"]')).getText();
+  assert.match(newest, /current/);
+  assert.match(newest, /definition shop:v1 → shop:v2/);
+  assert.match(newest, /RELEASE/);
+  await screenshot(b, "unit-history");
+  await (await b.$('[data-testid="history-dialog"] button')).click();
+
   // The Impact view: what losing h1 would do (a what-if: nothing changes).
   await (await byTestId(b, "nav-impact")).click();
   const health = async () => (await b.$('[data-testid="impact-unit"][data-unit="shop"]')).getAttribute("data-health");

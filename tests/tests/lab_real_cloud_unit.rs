@@ -2,14 +2,15 @@
 //! master with the real cloud-init (Debian 12, BIOS → SYSLINUX → kernel, RIG.md) works as with
 //! the lab's tiny guest: two servers behind the lab's HAProxy answer with their hostnames after
 //! the deploy, after `unit stop` + `unit start` and after a reboot — cloud-init runs `runcmd`
-//! once per instance, so the app must be started by the per-boot script the seed wrote — and
-//! delete leaves the hosts and HAProxy as before. Part of `scripts/test.sh`; with the lab up:
+//! once per instance, so the app must be started by the per-boot script the seed wrote —, and
+//! after a definition-only rollout (a new instance-id: cloud-init installs the new version on
+//! the same disk); delete leaves the hosts and HAProxy as before. Part of `scripts/test.sh`; with the lab up:
 //! `cargo test -p flotilla-tests --test lab_real_cloud_unit -- --ignored`.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use flotilla::model::{Firmware, RolloutPolicy, ServerSize};
 use flotilla::ops::images::{BootInput, ImportRequest};
-use flotilla::ops::units::{UnitAction, UnitForm};
+use flotilla::ops::units::{UnitAction, UnitForm, UnitUpdate};
 use flotilla_tests::Lab;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -169,6 +170,50 @@ async fn real_cloud_init_unit_deploys_from_a_disk_booting_master() {
         let seen = both();
         if seen != want {
             return Err(format!("after the reboot, HAProxy answered as {seen:?}"));
+        }
+        // A definition-only rollout: the same disks boot with the new payload under a new
+        // instance-id, so the stock cloud-init installs and starts the new version (runcmd
+        // runs again for the new instance).
+        let t = std::time::Instant::now();
+        let next = DEFINITION.replace(
+            "echo ok > /srv/www/health\"",
+            "echo ok > /srv/www/health && echo 2 > /srv/www/release.txt\"",
+        );
+        e.def_set_text("cloudweb", &next, None)
+            .map_err(|e| format!("definition v2: {e}"))?;
+        e.unit_update(
+            "cloudweb",
+            &UnitUpdate {
+                definition: Some("cloudweb".into()),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| format!("update: {e}"))?;
+        let rollout = UnitAction::Rollout {
+            back: false,
+            canary: None,
+            policy: Some(RolloutPolicy {
+                health_timeout_s: 300,
+                min_healthy_s: 3,
+                ..Default::default()
+            }),
+        };
+        step(
+            "rollout",
+            e.unit_run("cloudweb", rollout, Arc::new(|_| {})).await,
+        )?;
+        took.push(("rollout in place", t.elapsed()));
+        for addr in ["10.77.0.41", "10.77.0.42"] {
+            let release = lab.http_get(&format!("http://{addr}:8080/release.txt"));
+            if release.as_deref().map(str::trim) != Some("2") {
+                return Err(format!(
+                    "after the rollout, {addr} serves release {release:?}, not 2"
+                ));
+            }
+        }
+        let seen = both();
+        if seen != want {
+            return Err(format!("after the rollout, HAProxy answered as {seen:?}"));
         }
         Ok(())
     }
