@@ -1975,6 +1975,10 @@ async fn a_build_whose_undo_cannot_be_recorded_is_kept_for_abort() {
         msg.contains("builder-abort web") && msg.contains("create the disk"),
         "{msg}"
     );
+    assert_eq!(
+        flotilla::error::ApiError::from(&err).code,
+        flotilla::error::ErrorCode::OperationFailed
+    );
     let vols = f.hosts_snapshot().await;
     assert!(
         vols.contains("flotilla-builder-web-disk.qcow2"),

@@ -565,7 +565,7 @@ impl Engine {
                 } else {
                     let list: Vec<String> =
                         failed.iter().map(|(s, m)| format!("{s}: {m}")).collect();
-                    Err(OpError::Timeout(format!(
+                    Err(OpError::UndoFailed(format!(
                         "{}; and its undo failed, so builder {image} is kept for `flotillactl image builder-abort {image}`: {}",
                         describe(&e),
                         list.join("; ")

@@ -84,6 +84,10 @@ pub enum OpError {
     /// A test fault stood in for the process dying: the journal is left as it was.
     #[error("simulated crash")]
     Crashed,
+    /// An operation failed and undoing it failed too (both reasons in words); what is left
+    /// is journaled and the message says how to finish.
+    #[error("{0}")]
+    UndoFailed(String),
     #[error(
         "definition {name} changed since v{base}, where this edit started: the newest is \
          v{newest}, so nothing was saved (saving would undo those changes). What changed from \
@@ -118,7 +122,9 @@ impl From<&OpError> for ApiError {
             OpError::Failed(r) if r.rolled_back => {
                 ApiError::new(ErrorCode::RolledBack, err.to_string())
             }
-            OpError::Failed(_) => ApiError::new(ErrorCode::OperationFailed, err.to_string()),
+            OpError::Failed(_) | OpError::UndoFailed(_) => {
+                ApiError::new(ErrorCode::OperationFailed, err.to_string())
+            }
             OpError::PlanChanged { .. } => ApiError::new(ErrorCode::PlanChanged, err.to_string()),
             OpError::Crashed => ApiError::new(ErrorCode::Internal, err.to_string()),
             OpError::Lb(e) => {
