@@ -217,6 +217,9 @@ pub struct Engine {
     faults: std::sync::Mutex<Option<units::Fault>>,
     /// A test hook (feature `test-hooks`): run every step and undo twice (idempotency).
     repeat: std::sync::atomic::AtomicBool,
+    /// A test hook (feature `test-hooks`, `FLOTILLA_STEP_DELAY_MS`): each unit step waits this
+    /// long first, so that a GUI test can act while an operation runs (Pause).
+    step_delay: std::time::Duration,
 }
 
 impl Engine {
@@ -245,6 +248,15 @@ impl Engine {
                 None
             }),
             repeat: std::sync::atomic::AtomicBool::new(false),
+            step_delay: std::time::Duration::from_millis(if cfg!(feature = "test-hooks") {
+                std::env::var("FLOTILLA_STEP_DELAY_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+                    .min(10_000)
+            } else {
+                0
+            }),
         }
     }
 

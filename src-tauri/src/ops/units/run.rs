@@ -864,7 +864,12 @@ impl Engine {
                 .run_with_fault(
                     &name,
                     &self.step_note(ctx, s, step, total, o.done.len() as u32),
-                    || self.do_step(ctx, s, step, pos),
+                    || async move {
+                        if !self.step_delay.is_zero() {
+                            tokio::time::sleep(self.step_delay).await;
+                        }
+                        self.do_step(ctx, s, step, pos).await
+                    },
                     || self.fault_at(&s.name, step),
                 )
                 .instrument(span)
