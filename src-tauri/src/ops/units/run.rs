@@ -701,7 +701,12 @@ impl Engine {
             prior,
             kind: args.kind,
             gate_s: match args.kind {
-                Some(OpKind::Rollout) => args.action.policy_for(u).min_healthy_s,
+                // Below the health timeout, or no server could pass (a unit made before the
+                // gate existed may have a shorter timeout than the gate's default).
+                Some(OpKind::Rollout) => {
+                    let p = args.action.policy_for(u);
+                    p.min_healthy_s.min(p.health_timeout_s.saturating_sub(1))
+                }
                 _ => 0,
             },
             whole_unit: args.action.whole_unit(),
