@@ -287,15 +287,21 @@ impl Engine {
                 }
                 if w.made_seed {
                     self.write_seed(ctx, s, host, &w.seed).await?;
-                } else if self.own_or_absent(s, host, &w.seed, false).await?.is_none() {
-                    return Err(ValidationError::new(
-                        "server",
-                        format!(
-                            "the seed {} that {} ran v{} with is gone from host {}",
-                            w.seed, s.name, ctx.uv.version, host.name
-                        ),
-                    )
-                    .into());
+                }
+                // What it boots without making it (its disk in place, the disk and seed it
+                // kept for a rollback) must be there and recorded as this server's.
+                let kept = [(!w.made_disk, &w.disk), (!w.made_seed, &w.seed)];
+                for (_, v) in kept.iter().filter(|(k, _)| *k) {
+                    if self.own_or_absent(s, host, v, false).await?.is_none() {
+                        return Err(ValidationError::new(
+                            "server",
+                            format!(
+                                "{v}, which {} would boot for v{}, is gone from host {}",
+                                s.name, ctx.uv.version, host.name
+                            ),
+                        )
+                        .into());
+                    }
                 }
                 let spec = self
                     .domain_spec(ctx, s, host, &ctx.uv, &ctx.image, &w.disk, &w.seed)
