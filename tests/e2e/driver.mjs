@@ -63,6 +63,26 @@ export function ctl(dataDir, ...args) {
 }
 
 /** Starts the app on `dataDir` (default: a fresh one); returns {browser, dataDir, stop}. */
+/** A new data directory with test-driver hosts (on the lab's network), a 64 MiB master
+ * `base` and the definition `shop`, prepared with flotillactl. */
+export function preparedInventory(prefix, hosts = ["h1", "h2"], importArgs = []) {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), `flotilla-e2e-${prefix}-`));
+  const ok = (r) => {
+    if (r.status !== 0) throw new Error(`flotillactl failed: ${r.stderr}`);
+  };
+  for (const h of hosts) {
+    const node = path.join(dataDir, `${h}.xml`);
+    copyFileSync(path.join(repo, "tests/fixtures/test-node.xml"), node);
+    ok(ctl(dataDir, "host", "add", h, "--uri", `test://${node}`, "--bridge", "br0"));
+    ok(ctl(dataDir, "host", "set", h, "--network", "10.77.0.0/24", "--gateway", "10.77.0.1"));
+  }
+  const disk = path.join(dataDir, "master.qcow2");
+  if (spawnSync("qemu-img", ["create", "-q", "-f", "qcow2", disk, "64M"]).status !== 0) throw new Error("qemu-img create failed");
+  ok(ctl(dataDir, "image", "import", "base", disk, ...importArgs));
+  ok(ctl(dataDir, "def", "create", "shop"));
+  return dataDir;
+}
+
 export async function startApp({ dataDir = mkdtempSync(path.join(os.tmpdir(), "flotilla-e2e-")) } = {}) {
   const application = process.env.FLOTILLA_BIN ?? path.join(repo, "target/debug/flotilla");
   if (!existsSync(application)) throw new Error(`no app binary at ${application}; build it first`);

@@ -3,11 +3,9 @@
 // Unwind undoes it and the unit is back to "not deployed".
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdtempSync } from "node:fs";
 import { spawnSync } from "node:child_process";
-import os from "node:os";
 import path from "node:path";
-import { byTestId, ctl, repo, screenshot, startApp } from "./driver.mjs";
+import { byTestId, ctl, preparedInventory, repo, screenshot, startApp } from "./driver.mjs";
 
 let app;
 let dataDir;
@@ -18,15 +16,7 @@ function ok(r) {
 }
 
 before(async () => {
-  dataDir = mkdtempSync(path.join(os.tmpdir(), "flotilla-e2e-crash-"));
-  const node = path.join(dataDir, "h1.xml");
-  copyFileSync(path.join(repo, "tests/fixtures/test-node.xml"), node);
-  ok(ctl(dataDir, "host", "add", "h1", "--uri", `test://${node}`, "--bridge", "br0"));
-  ok(ctl(dataDir, "host", "set", "h1", "--network", "10.77.0.0/24", "--gateway", "10.77.0.1"));
-  const disk = path.join(dataDir, "master.qcow2");
-  assert.equal(spawnSync("qemu-img", ["create", "-q", "-f", "qcow2", disk, "64M"]).status, 0);
-  ok(ctl(dataDir, "image", "import", "base", disk));
-  ok(ctl(dataDir, "def", "create", "shop"));
+  dataDir = preparedInventory("crash", ["h1"]);
   ok(ctl(dataDir, "unit", "create", "shop", "--image", "base", "--definition", "shop", "--count", "2", "--name-pattern", "shop-{n}", "--addresses", "10.77.0.11-10.77.0.20", "--memory", "128"));
   const bin = process.env.FLOTILLACTL_BIN ?? path.join(repo, "target/debug/flotillactl");
   const crashed = spawnSync(bin, ["--data-dir", dataDir, "unit", "deploy", "shop"], {

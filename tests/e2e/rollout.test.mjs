@@ -3,11 +3,9 @@
 // time to click Pause; two libvirt test-driver hosts prepared with flotillactl.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdtempSync, writeFileSync } from "node:fs";
-import { spawnSync } from "node:child_process";
-import os from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
-import { byTestId, ctl, repo, screenshot, startApp } from "./driver.mjs";
+import { byTestId, ctl, preparedInventory, screenshot, startApp } from "./driver.mjs";
 
 let app;
 
@@ -17,17 +15,7 @@ function ok(r) {
 }
 
 before(async () => {
-  const dataDir = mkdtempSync(path.join(os.tmpdir(), "flotilla-e2e-rollout-"));
-  for (const h of ["h1", "h2"]) {
-    const node = path.join(dataDir, `${h}.xml`);
-    copyFileSync(path.join(repo, "tests/fixtures/test-node.xml"), node);
-    ok(ctl(dataDir, "host", "add", h, "--uri", `test://${node}`, "--bridge", "br0"));
-    ok(ctl(dataDir, "host", "set", h, "--network", "10.77.0.0/24", "--gateway", "10.77.0.1"));
-  }
-  const disk = path.join(dataDir, "master.qcow2");
-  assert.equal(spawnSync("qemu-img", ["create", "-q", "-f", "qcow2", disk, "64M"]).status, 0);
-  ok(ctl(dataDir, "image", "import", "base", disk));
-  ok(ctl(dataDir, "def", "create", "shop"));
+  const dataDir = preparedInventory("rollout");
   ok(ctl(dataDir, "unit", "create", "shop", "--image", "base:1", "--definition", "shop", "--count", "3", "--name-pattern", "shop-{n}", "--addresses", "10.77.0.11-10.77.0.20", "--memory", "128", "--min-healthy-time", "0"));
   process.env.FLOTILLA_STEP_DELAY_MS = "400";
   try {

@@ -4,11 +4,9 @@
 // progress — on two libvirt test-driver hosts prepared with flotillactl.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdtempSync, writeFileSync } from "node:fs";
-import { spawnSync } from "node:child_process";
-import os from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
-import { byTestId, ctl, repo, screenshot, startApp } from "./driver.mjs";
+import { byTestId, ctl, preparedInventory, screenshot, startApp } from "./driver.mjs";
 
 let app;
 
@@ -18,18 +16,7 @@ function ok(r) {
 }
 
 before(async () => {
-  const dataDir = mkdtempSync(path.join(os.tmpdir(), "flotilla-e2e-units-"));
-  for (const h of ["h1", "h2"]) {
-    const node = path.join(dataDir, `${h}.xml`);
-    copyFileSync(path.join(repo, "tests/fixtures/test-node.xml"), node);
-    ok(ctl(dataDir, "host", "add", h, "--uri", `test://${node}`, "--bridge", "br0"));
-    ok(ctl(dataDir, "host", "set", h, "--network", "10.77.0.0/24", "--gateway", "10.77.0.1"));
-  }
-  const disk = path.join(dataDir, "master.qcow2");
-  assert.equal(spawnSync("qemu-img", ["create", "-q", "-f", "qcow2", disk, "64M"]).status, 0);
-  ok(ctl(dataDir, "image", "import", "base", disk, "--notes", "test master"));
-  ok(ctl(dataDir, "def", "create", "shop"));
-  app = await startApp({ dataDir });
+  app = await startApp({ dataDir: preparedInventory("units", ["h1", "h2"], ["--notes", "test master"]) });
 });
 
 after(async () => {

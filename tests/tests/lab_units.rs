@@ -245,34 +245,7 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
         },
     )
     .unwrap();
-    let load = lab.load(&front);
-    let began = std::time::Instant::now();
-    let r = e
-        .unit_run(
-            "web",
-            UnitAction::Rollout {
-                back: false,
-                canary: None,
-                policy: None,
-            },
-            Arc::new(|_| {}),
-        )
-        .await
-        .unwrap_or_else(|err| panic!("rollout: {err}"));
-    let seen = load.stop();
-    // HAProxy's own counters agree: every batch counted, none failed.
-    assert_eq!(r.batches.len(), 2, "{r}");
-    for b in &r.batches {
-        let c = b.counters.expect("HAProxy keeps counters");
-        assert!(c.requests > 0 && c.failed() == 0, "{r}");
-    }
-    eprintln!("rollout: {} s, {seen:?}", began.elapsed().as_secs());
-    assert!(seen.requests > 100, "{seen:?}");
-    assert_eq!(
-        seen.failed(),
-        0,
-        "no failed request during the rollout: {seen:?}"
-    );
+    rollout_under_load(&lab, &e, &front).await;
     for s in e.unit_show("web").unwrap().servers {
         assert_eq!(s.version, Some(2), "{s:?}");
         let at = |path: &str| {
@@ -310,34 +283,7 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
         },
     )
     .unwrap();
-    let load = lab.load(&front);
-    let began = std::time::Instant::now();
-    let r = e
-        .unit_run(
-            "web",
-            UnitAction::Rollout {
-                back: false,
-                canary: None,
-                policy: None,
-            },
-            Arc::new(|_| {}),
-        )
-        .await
-        .unwrap_or_else(|err| panic!("rollout: {err}"));
-    let seen = load.stop();
-    // HAProxy's own counters agree: every batch counted, none failed.
-    assert_eq!(r.batches.len(), 2, "{r}");
-    for b in &r.batches {
-        let c = b.counters.expect("HAProxy keeps counters");
-        assert!(c.requests > 0 && c.failed() == 0, "{r}");
-    }
-    eprintln!("rollout: {} s, {seen:?}", began.elapsed().as_secs());
-    assert!(seen.requests > 100, "{seen:?}");
-    assert_eq!(
-        seen.failed(),
-        0,
-        "no failed request during the rollout: {seen:?}"
-    );
+    rollout_under_load(&lab, &e, &front).await;
     let held = world(&lab, &e, &pool).await;
     for s in e.unit_show("web").unwrap().servers {
         assert_eq!(s.version, Some(3), "{s:?}");
@@ -426,6 +372,38 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
 
     run(&e, UnitAction::Delete { force: false }).await;
     assert_eq!(world(&lab, &e, &pool).await, before);
+}
+
+/// Rolls `web` out to its pending version under steady wrk load through HAProxy (`front`):
+/// not one request fails, and HAProxy's own counters agree (every batch counted, none failed).
+async fn rollout_under_load(lab: &Lab, e: &Engine, front: &str) {
+    let load = lab.load(front);
+    let began = std::time::Instant::now();
+    let r = e
+        .unit_run(
+            "web",
+            UnitAction::Rollout {
+                back: false,
+                canary: None,
+                policy: None,
+            },
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("rollout: {err}"));
+    let seen = load.stop();
+    assert_eq!(r.batches.len(), 2, "{r}");
+    for b in &r.batches {
+        let c = b.counters.expect("HAProxy keeps counters");
+        assert!(c.requests > 0 && c.failed() == 0, "{r}");
+    }
+    eprintln!("rollout: {} s, {seen:?}", began.elapsed().as_secs());
+    assert!(seen.requests > 100, "{seen:?}");
+    assert_eq!(
+        seen.failed(),
+        0,
+        "no failed request during the rollout: {seen:?}"
+    );
 }
 
 /// The unit `web` of `count` tiny servers (128 MiB) behind the lab's HAProxy backend `pool`.
