@@ -5,7 +5,8 @@
 # build-guest.sh. Prints the output directory: vmlinuz, initrd.img and master.qcow2 (the root
 # file system alone, for direct kernel boot) and disk.qcow2 (a whole BIOS-bootable disk as
 # cloud images are: MBR, a FAT boot partition with SYSLINUX, kernel and initrd, then the
-# root partition) — built without root or loop devices. ~2 minutes.
+# root partition) — built without root or loop devices. ~2 minutes. It runs the QEMU guest
+# agent, as many cloud images do: a definition-only rollout updates it without a reboot.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${FLOTILLA_LAB_CACHE:-/var/tmp/flotilla-lab-cache}
@@ -18,7 +19,7 @@ work=$(mktemp -d "$cache/cloud-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root="$work/root"
 mmdebstrap --quiet --variant=minbase \
-  --include=systemd-sysv,udev,dbus,linux-image-cloud-amd64,initramfs-tools,cloud-init,ifupdown,iproute2,isc-dhcp-client,netbase,python3 \
+  --include=systemd-sysv,udev,dbus,linux-image-cloud-amd64,initramfs-tools,cloud-init,ifupdown,iproute2,isc-dhcp-client,netbase,python3,qemu-guest-agent \
   --customize-hook='echo "LABEL=root / ext4 defaults 0 1" > "$1/etc/fstab"' \
   --customize-hook='printf "datasource_list: [ NoCloud, None ]\n" > "$1/etc/cloud/cloud.cfg.d/90-flotilla.cfg"' \
   bookworm "$root" >&2

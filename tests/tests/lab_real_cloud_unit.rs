@@ -3,8 +3,9 @@
 //! the lab's tiny guest: two servers behind the lab's HAProxy answer with their hostnames after
 //! the deploy, after `unit stop` + `unit start` and after a reboot — cloud-init runs `runcmd`
 //! once per instance, so the app must be started by the per-boot script the seed wrote —, and
-//! after a definition-only rollout (a new instance-id: cloud-init installs the new version on
-//! the same disk); delete leaves the hosts and HAProxy as before. Part of `scripts/test.sh`; with the lab up:
+//! after a definition-only rollout and its rollback (the image runs the QEMU guest agent: the
+//! payload is swapped and the hooks run without a reboot); delete leaves the hosts and HAProxy
+//! as before. Part of `scripts/test.sh`; with the lab up:
 //! `cargo test -p flotilla-tests --test lab_real_cloud_unit -- --ignored`.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -31,9 +32,13 @@ rise = 1
 fall = 2
 
 [hooks]
-install = "mkdir -p /srv/www && hostname > /srv/www/index.html && echo ok > /srv/www/health"
+install = "mkdir -p /srv/www && hostname > /srv/www/index.html && echo ok > /srv/www/health && echo 1 > /srv/www/release.txt"
 start = "cd /srv/www && setsid nohup python3 -m http.server 8080 > /dev/null 2>&1 &"
 stop = "pkill -f http.server || true"
+
+[[config]]
+path = "/srv/www/version.txt"
+template = "{{ unit_version }}"
 "#;
 
 #[tokio::test]
@@ -171,14 +176,33 @@ async fn real_cloud_init_unit_deploys_from_a_disk_booting_master() {
         if seen != want {
             return Err(format!("after the reboot, HAProxy answered as {seen:?}"));
         }
-        // A definition-only rollout: the same disks boot with the new payload under a new
-        // instance-id, so the stock cloud-init installs and starts the new version (runcmd
-        // runs again for the new instance).
+        // A definition-only rollout: the guest runs the QEMU guest agent, so the payload is
+        // swapped in the running servers (unplugged, plugged) and the hooks and config files
+        // run through the agent — no reboot: each keeps its QEMU process (its domain id).
+        let ids = || -> Result<Vec<String>, String> {
+            ["cloudweb-1", "cloudweb-2"]
+                .iter()
+                .map(|n| {
+                    let o = Command::new("virsh")
+                        .args(["-c", &lab.host_uri(host_of(&e, n)), "domid", n])
+                        .output()
+                        .map_err(|e| format!("virsh: {e}"))?;
+                    Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                })
+                .collect()
+        };
+        let served = |path: &str| -> Vec<Option<String>> {
+            ["10.77.0.41", "10.77.0.42"]
+                .iter()
+                .map(|a| {
+                    lab.http_get(&format!("http://{a}:8080/{path}"))
+                        .map(|b| b.trim().to_owned())
+                })
+                .collect()
+        };
+        let before = ids()?;
         let t = std::time::Instant::now();
-        let next = DEFINITION.replace(
-            "echo ok > /srv/www/health\"",
-            "echo ok > /srv/www/health && echo 2 > /srv/www/release.txt\"",
-        );
+        let next = DEFINITION.replace("echo 1 > /srv/www/release.txt", "echo 2 > /srv/www/release.txt");
         e.def_set_text("cloudweb", &next, None)
             .map_err(|e| format!("definition v2: {e}"))?;
         e.unit_update(
@@ -189,31 +213,69 @@ async fn real_cloud_init_unit_deploys_from_a_disk_booting_master() {
             },
         )
         .map_err(|e| format!("update: {e}"))?;
+        let policy = Some(RolloutPolicy {
+            health_timeout_s: 300,
+            min_healthy_s: 3,
+            ..Default::default()
+        });
         let rollout = UnitAction::Rollout {
             back: false,
             canary: None,
-            policy: Some(RolloutPolicy {
-                health_timeout_s: 300,
-                min_healthy_s: 3,
-                ..Default::default()
-            }),
+            policy: policy.clone(),
         };
+        let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = live.clone();
+        let progress: flotilla::ops::units::StepFn = Arc::new(move |ev| {
+            if ev.detail.contains("without a reboot") {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
         step(
             "rollout",
-            e.unit_run("cloudweb", rollout, Arc::new(|_| {})).await,
+            e.unit_run("cloudweb", rollout, progress.clone()).await,
         )?;
-        took.push(("rollout in place", t.elapsed()));
-        for addr in ["10.77.0.41", "10.77.0.42"] {
-            let release = lab.http_get(&format!("http://{addr}:8080/release.txt"));
-            if release.as_deref().map(str::trim) != Some("2") {
-                return Err(format!(
-                    "after the rollout, {addr} serves release {release:?}, not 2"
-                ));
-            }
+        took.push(("rollout in place (guest agent)", t.elapsed()));
+        let two = Some("2".to_owned());
+        if served("release.txt") != [two.clone(), two.clone()] || served("version.txt") != [two.clone(), two] {
+            return Err(format!(
+                "after the rollout the servers serve release {:?} and unit version {:?}, not 2",
+                served("release.txt"),
+                served("version.txt")
+            ));
+        }
+        if ids()? != before || live.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            return Err(format!(
+                "the rollout rebooted the servers (domain ids {before:?} → {:?}) or did not go through the guest agent",
+                ids()?
+            ));
         }
         let seen = both();
         if seen != want {
             return Err(format!("after the rollout, HAProxy answered as {seen:?}"));
+        }
+        // Back the same way: the old payload and config files, still without a reboot.
+        let t = std::time::Instant::now();
+        // (After a finished rollout, a rollback is the next version, v3, with v1's parts.)
+        step(
+            "rollback",
+            e.unit_rollback("cloudweb", None, progress).await,
+        )?;
+        took.push(("rollback in place (guest agent)", t.elapsed()));
+        let (one, three) = (Some("1".to_owned()), Some("3".to_owned()));
+        if ids()? != before
+            || served("release.txt") != [one.clone(), one]
+            || served("version.txt") != [three.clone(), three]
+        {
+            return Err(format!(
+                "after the rollback: domain ids {before:?} → {:?}, release {:?}, unit version {:?}",
+                ids()?,
+                served("release.txt"),
+                served("version.txt")
+            ));
+        }
+        let seen = both();
+        if seen != want {
+            return Err(format!("after the rollback, HAProxy answered as {seen:?}"));
         }
         Ok(())
     }

@@ -79,6 +79,17 @@ pub struct DomainSpec {
     pub guest_agent: bool,
 }
 
+/// What became of a live disk swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskSwap {
+    /// The new disk is attached where the old one was.
+    Done,
+    /// The guest did not release the old disk in time: it is still attached, nothing changed.
+    NotReleased,
+    /// Neither disk is attached.
+    Missing,
+}
+
 /// What a command run through the guest agent did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestExec {
@@ -198,6 +209,21 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
     }
     x.push_str("    <memballoon model='none'/>\n  </devices>\n</domain>\n");
     x
+}
+
+/// The target (`vdc`) of the disk whose source is the file `path`, in a domain's XML.
+fn disk_target(xml: &str, path: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    doc.descendants()
+        .filter(|n| n.has_tag_name("disk"))
+        .find(|d| {
+            d.children()
+                .any(|c| c.has_tag_name("source") && c.attribute("file") == Some(path))
+        })?
+        .children()
+        .find(|c| c.has_tag_name("target"))?
+        .attribute("dev")
+        .map(str::to_owned)
 }
 
 fn vnc_address(xml: &str) -> Option<String> {
@@ -397,6 +423,68 @@ impl Hypervisor {
         .await
     }
 
+    /// Whether the QEMU guest agent of a running domain answers (`guest-ping`, at most 5 s).
+    /// False when the domain has no agent channel, the agent does not run in the guest or the
+    /// domain is not running.
+    pub async fn domain_agent_ready(&self, uri: &LibvirtUri, name: &str) -> Result<bool, HvError> {
+        let name = name.to_owned();
+        self.call(uri, "ask a domain's guest agent", move |c| {
+            let Some(d) = lookup(c, &name)? else {
+                return Ok::<_, virt::error::Error>(false);
+            };
+            Ok(d.is_active()?
+                && d.qemu_agent_command(r#"{"execute":"guest-ping"}"#, 5, 0)
+                    .is_ok())
+        })
+        .await
+    }
+
+    /// Replaces, in a running domain, the read-only raw disk whose file is `from` by `to`, at
+    /// the same target: hot-unplugged (the guest must have released it: unmounted), waited
+    /// for until QEMU reports it gone (at most `limit`), then `to` hot-plugged. Only the live
+    /// domain changes; its persistent definition is the caller's. Already swapped (`to`
+    /// attached, `from` not) is done.
+    pub async fn domain_swap_disk_live(
+        &self,
+        uri: &LibvirtUri,
+        name: &str,
+        from: &str,
+        to: &str,
+        limit: std::time::Duration,
+    ) -> Result<DiskSwap, HvError> {
+        let (name, from, to) = (name.to_owned(), from.to_owned(), to.to_owned());
+        self.call_long(uri, "swap a disk of a running domain", limit + std::time::Duration::from_secs(10), move |c| {
+            // VIR_DOMAIN_AFFECT_LIVE
+            const LIVE: u32 = 1;
+            let d = c.lookup_domain_by_name(&name)?;
+            let target_of = |xml: &str, file: &str| disk_target(xml, file);
+            let xml = d.xml_desc(0)?;
+            let target = match (target_of(&xml, &from), target_of(&xml, &to)) {
+                (Some(t), _) => t,
+                (None, Some(_)) => return Ok::<_, virt::error::Error>(DiskSwap::Done),
+                (None, None) => return Ok(DiskSwap::Missing),
+            };
+            let e = xml_escape;
+            d.detach_device_flags(
+                &format!("<disk type='file' device='disk'><source file='{}'/><target dev='{}' bus='virtio'/></disk>", e(&from), e(&target)),
+                LIVE,
+            )?;
+            let until = std::time::Instant::now() + limit;
+            while disk_target(&d.xml_desc(0)?, &from).is_some() {
+                if std::time::Instant::now() > until {
+                    return Ok(DiskSwap::NotReleased);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            d.attach_device_flags(
+                &format!("<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{}'/><target dev='{}' bus='virtio'/><readonly/></disk>", e(&to), e(&target)),
+                LIVE,
+            )?;
+            Ok(DiskSwap::Done)
+        })
+        .await
+    }
+
     /// The properties in Flotilla's metadata of a domain (`unit`, `server`, …): `None` when no
     /// domain has that name, empty when it exists but Flotilla did not define it.
     pub async fn domain_flotilla_metadata(
@@ -472,6 +560,23 @@ pub(crate) mod tests {
     use super::*;
     use crate::hypervisor::tests::test_node_uri;
     use crate::hypervisor::HvConfig;
+
+    #[test]
+    fn a_disk_is_found_by_its_file() {
+        let mut sp = spec(DomainType::Qemu);
+        sp.disks.push(DiskSpec {
+            path: "/pool/shop-u2-payload.img".into(),
+            format: DiskFormat::Raw,
+            readonly: true,
+            cdrom: false,
+        });
+        let xml = domain_xml(&sp);
+        let n = sp.disks.len();
+        let want = format!("vd{}", char::from(b'a' + u8::try_from(n - 1).unwrap()));
+        assert_eq!(disk_target(&xml, "/pool/shop-u2-payload.img"), Some(want));
+        assert_eq!(disk_target(&xml, "/pool/shop-u1-payload.img"), None);
+        assert_eq!(disk_target("not xml", "/pool/shop-u2-payload.img"), None);
+    }
 
     pub(crate) fn spec(domain_type: DomainType) -> DomainSpec {
         DomainSpec {

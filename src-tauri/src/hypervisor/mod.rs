@@ -13,7 +13,9 @@ mod domain;
 mod facts;
 mod storage;
 
-pub use domain::{domain_xml, BootSpec, DiskSpec, DomainSpec, DomainType, GuestExec, NicSpec};
+pub use domain::{
+    domain_xml, BootSpec, DiskSpec, DiskSwap, DomainSpec, DomainType, GuestExec, NicSpec,
+};
 pub use storage::{DiskFormat, VolumeInfo};
 
 use crate::model::LibvirtUri;

@@ -20,7 +20,9 @@ use super::builder::tempfile_dir;
 use super::lbs::{member_address, LbDriver};
 use super::{Engine, OpError};
 use crate::guest::{payload_runcmd, write_seed_disk, NicConfig, SeedSpec};
-use crate::hypervisor::{BootSpec, DiskFormat, DiskSpec, DomainSpec, DomainType, NicSpec};
+use crate::hypervisor::{
+    BootSpec, DiskFormat, DiskSpec, DiskSwap, DomainSpec, DomainType, NicSpec,
+};
 use crate::inventory::{
     InventoryError, NewServer, NewUnit, PinMode, PriorVolumes, Server, StepStatus, Unit,
     UnitVersion,

@@ -507,6 +507,9 @@ impl Engine {
                 return Err(e);
             }
         };
+        // Steps see each server as it was before the operation (what a swap plans from and
+        // records as what to go back to), also when a resumed run finds it half-way.
+        let targets: Vec<Server> = targets.iter().map(|t| args.as_before(t)).collect();
         let mut outcomes = self.run_servers(&ctx, &targets, kind).await;
         if outcomes
             .iter()

@@ -241,7 +241,7 @@ impl Engine {
             }
             (Step::CreateDisk, Undo) => self.delete_own(s, host, &s.disk_volume()).await,
 
-            (Step::WriteSeed, Do) => self.write_seed(ctx, s, host, &s.seed_volume()).await,
+            (Step::WriteSeed, Do) => self.write_seed(ctx, s, host, &s.seed_volume(), "").await,
             (Step::WriteSeed, Undo) => self.delete_own(s, host, &s.seed_volume()).await,
 
             (Step::Define, Do) => {
@@ -280,13 +280,18 @@ impl Engine {
             // `s` is the server as it was before the operation: its version, disk and seed.
             (Step::Swap, Do) => {
                 self.refuse_foreign(ctx, s, host).await?;
+                if self.hypervisor.domain_is_running(uri, &s.name).await? == Some(true) {
+                    note(ctx, s, step, pos, LIVE_NOTE);
+                    return self.swap_live(ctx, s, host, ctx.uv.version).await;
+                }
                 let w = swap_plan(ctx, s)?;
                 if w.made_disk {
                     self.create_disk(s, host, &w.disk, &ctx.image, ctx.uv.size.disk_gib)
                         .await?;
                 }
                 if w.made_seed {
-                    self.write_seed(ctx, s, host, &w.seed).await?;
+                    self.write_seed(ctx, s, host, &w.seed, &w.instance_suffix)
+                        .await?;
                 }
                 // What it boots without making it (its disk in place, the disk and seed it
                 // kept for a rollback) must be there and recorded as this server's.
@@ -321,7 +326,20 @@ impl Engine {
             }
             (Step::Swap, Undo) => {
                 self.refuse_foreign(ctx, s, host).await?;
-                let (old_uv, old_image) = ctx.release(s.version.unwrap_or(ctx.uv.version))?;
+                let before = s.version.unwrap_or(ctx.uv.version);
+                if self.hypervisor.domain_is_running(uri, &s.name).await? == Some(true) {
+                    // Swapped without a reboot (or stopped half-way through it, on its disk):
+                    // back the same way. The undo of a rebooting swap finds it stopped (by the
+                    // start's undo); if not, it is stopped now and boots its old volumes.
+                    if self.swapped_live(ctx, s)?
+                        || (swap_plan(ctx, s)?.disk == s.disk_volume()
+                            && self.hypervisor.domain_agent_ready(uri, &s.name).await?)
+                    {
+                        return self.swap_live(ctx, s, host, before).await;
+                    }
+                    self.hypervisor.domain_destroy(uri, &s.name).await?;
+                }
+                let (old_uv, old_image) = ctx.release(before)?;
                 let spec = self
                     .domain_spec(
                         ctx,
@@ -368,7 +386,11 @@ impl Engine {
             }
             (Step::Start, Undo) => {
                 self.refuse_foreign(ctx, s, host).await?;
-                self.hypervisor.domain_destroy(uri, &s.name).await?;
+                // A server updated without a reboot was running before this step: it stays up
+                // for the swap's undo, which goes back the same way.
+                if !self.swapped_live(ctx, s)? {
+                    self.hypervisor.domain_destroy(uri, &s.name).await?;
+                }
                 Ok(())
             }
 
@@ -404,13 +426,23 @@ impl Engine {
             (Step::WaitDrained, Do) => self.wait_drained_showing(ctx, s, Some(pos)).await,
             (Step::WaitDrained, Undo) => Ok(()),
 
+            // A rollout that can swap the payload through the guest agent stops the app, not
+            // the server (`live_swap_possible`).
             (Step::Shutdown, Do) => {
                 self.refuse_foreign(ctx, s, host).await?;
+                if self.live_swap_possible(ctx, s, host).await? {
+                    note(ctx, s, step, pos, LIVE_NOTE);
+                    return self.live_stop(ctx, s, host).await;
+                }
                 self.shutdown(ctx, s, host).await
             }
             (Step::Shutdown, Undo) => {
                 // Back in rotation (by the undo of the LB steps) only once it is healthy again.
                 self.refuse_foreign(ctx, s, host).await?;
+                if self.hypervisor.domain_is_running(uri, &s.name).await? == Some(true) {
+                    // Kept running: its app was stopped through the agent.
+                    self.live_restart_app(ctx, s, host).await?;
+                }
                 self.hypervisor.domain_start(uri, &s.name).await?;
                 // Back on the version it ran before the operation.
                 self.wait_healthy(ctx, s, host, s.version.unwrap_or(ctx.uv.version))
@@ -494,13 +526,14 @@ impl Engine {
     }
 
     /// The server's seed `name` for the operation's unit version (written again when it is
-    /// the server's own already).
+    /// the server's own already); `suffix` goes after its instance id.
     pub(super) async fn write_seed(
         &self,
         ctx: &Ctx,
         s: &Server,
         host: &Host,
         name: &str,
+        suffix: &str,
     ) -> Result<(), OpError> {
         let (uri, pool) = (&host.uri, &host.pool);
         if self.own_or_absent(s, host, name, false).await?.is_none() {
@@ -509,7 +542,7 @@ impl Engine {
         }
         let dir = tempfile_dir()?;
         let file = dir.join(format!("{}-seed.img", s.name));
-        let spec = self.seed_spec(ctx, s, host)?;
+        let spec = self.seed_spec(ctx, s, host, suffix)?;
         // Disk writes stay off the async runtime's threads.
         let target = file.clone();
         let written = tokio::task::spawn_blocking(move || write_seed_disk(&spec, &target))
@@ -905,6 +938,7 @@ impl Engine {
         ctx: &Ctx,
         s: &Server,
         host: &Host,
+        suffix: &str,
     ) -> Result<SeedSpec, OpError> {
         let net = Ipv4Cidr::parse(&host.network).map_err(|_| {
             ValidationError::new(
@@ -918,8 +952,8 @@ impl Engine {
         let addr: Ipv4Addr = s.address.parse().map_err(|_| {
             ValidationError::new("address", format!("{} is not an address", s.address))
         })?;
-        let instance_id = format!("{}.{}.u{}", s.name, ctx.unit.name, ctx.uv.version);
-        let runcmd = payload_runcmd(&instance_id, self.config_commands(ctx, s)?);
+        let instance_id = format!("{}.{}.u{}{suffix}", s.name, ctx.unit.name, ctx.uv.version);
+        let runcmd = payload_runcmd(&instance_id, self.config_commands(ctx, s, ctx.uv.version)?);
         Ok(SeedSpec {
             instance_id,
             hostname: HostName::parse(&s.name)?,
@@ -935,7 +969,13 @@ impl Engine {
 
     /// The definition's `[[config]]` files rendered for this server, as commands that write
     /// them (base64, so any content passes through the seed's quoting rules).
-    pub(super) fn config_commands(&self, ctx: &Ctx, s: &Server) -> Result<Vec<String>, OpError> {
+    pub(super) fn config_commands(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+        version: u32,
+    ) -> Result<Vec<String>, OpError> {
+        let def = ctx.definition(version);
         let index = ctx
             .unit
             .servers
@@ -947,14 +987,14 @@ impl Engine {
             ("address".to_owned(), s.address.clone()),
             ("port".to_owned(), ctx.port.to_string()),
             ("unit".to_owned(), ctx.unit.name.clone()),
-            ("unit_version".to_owned(), ctx.uv.version.to_string()),
+            ("unit_version".to_owned(), version.to_string()),
             ("server_index".to_owned(), index.to_string()),
         ]);
-        for (k, v) in &ctx.def.env {
+        for (k, v) in &def.env {
             vars.insert(format!("env.{}", k.get_ref()), v.get_ref().clone());
         }
         let mut out = Vec::new();
-        for c in &ctx.def.config {
+        for c in &def.config {
             let path = c.path.get_ref();
             // The parser refused such a path already; a second guard before it meets a shell.
             if let Some(problem) = crate::model::definition::config_path_problem(path) {
@@ -1228,6 +1268,228 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether a rollout step can update the server without a reboot: the swap keeps its
+    /// disk and only changes the payload (or goes back to a payload it swapped that way), the
+    /// server runs, and its QEMU guest agent answers. Else the update reboots it with a new
+    /// seed (docs/guest-contract.md).
+    async fn live_swap_possible(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+        host: &Host,
+    ) -> Result<bool, OpError> {
+        if ctx.kind != Some(OpKind::Rollout) {
+            return Ok(false);
+        }
+        let w = swap_plan(ctx, s)?;
+        if w.disk != s.disk_volume() || !(w.made_seed || w.seed == s.seed_volume()) {
+            return Ok(false);
+        }
+        let uri = &host.uri;
+        Ok(
+            self.hypervisor.domain_is_running(uri, &s.name).await? == Some(true)
+                && self.hypervisor.domain_agent_ready(uri, &s.name).await?,
+        )
+    }
+
+    /// Whether the server's last swap (this rollout's) kept it running: it records the disk
+    /// and seed it still boots as what it ran before.
+    fn swapped_live(&self, ctx: &Ctx, s: &Server) -> Result<bool, OpError> {
+        let unit = self.inventory.unit_get(&ctx.unit.name)?;
+        let Some(now) = unit.servers.iter().find(|x| x.name == s.name) else {
+            return Ok(false);
+        };
+        Ok(now.prior.as_ref().is_some_and(|p| {
+            Some(p.version) == s.version
+                && p.disk == now.disk_volume()
+                && p.seed == now.seed_volume()
+        }))
+    }
+
+    /// Runs a script in the server through the guest agent; its failure is the step's.
+    async fn agent_script(
+        &self,
+        s: &Server,
+        host: &Host,
+        what: &str,
+        script: &str,
+        limit_s: u32,
+    ) -> Result<(), OpError> {
+        let r = self
+            .hypervisor
+            .domain_guest_exec(
+                &host.uri,
+                &s.name,
+                "/bin/sh",
+                &["-c", script],
+                Duration::from_secs(u64::from(limit_s)),
+            )
+            .await?;
+        match r.exit_code {
+            Some(0) => Ok(()),
+            code => {
+                let tail: String = {
+                    let t = r.stderr.trim();
+                    let start = t.char_indices().rev().nth(400).map_or(0, |(i, _)| i);
+                    t[start..].to_owned()
+                };
+                let how = code.map_or_else(
+                    || format!("did not finish within {limit_s} s"),
+                    |c| format!("exited with status {c}"),
+                );
+                Err(OpError::Timeout(format!(
+                    "{what} in {} (through the QEMU guest agent) {how}{}",
+                    s.name,
+                    if tail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {tail}")
+                    }
+                )))
+            }
+        }
+    }
+
+    /// Stops the app in a running server (its stop hook) and unmounts the payload.
+    async fn live_stop(&self, ctx: &Ctx, s: &Server, host: &Host) -> Result<(), OpError> {
+        self.agent_script(
+            s,
+            host,
+            "the stop hook",
+            &crate::guest::live_stop_script(),
+            ctx.policy.shutdown_timeout_s,
+        )
+        .await
+    }
+
+    /// Starts the app again in a server kept running whose app was stopped: the start hook
+    /// of the payload attached now. A mounted payload means its app runs (the stop unmounts
+    /// it; the swap mounts it and starts). When the agent cannot, a
+    /// reboot does it (the per-boot script mounts the payload and runs the start hook).
+    async fn live_restart_app(&self, ctx: &Ctx, s: &Server, host: &Host) -> Result<(), OpError> {
+        use crate::guest::{PAYLOAD_LABEL, PAYLOAD_MOUNT};
+        let script = format!(
+            "grep -qs ' {PAYLOAD_MOUNT} ' /proc/mounts && exit 0; mkdir -p {PAYLOAD_MOUNT} && mount -t vfat -o ro \"$(findfs LABEL={PAYLOAD_LABEL})\" {PAYLOAD_MOUNT} && sh {PAYLOAD_MOUNT}/flotilla/hooks/start"
+        );
+        let started = self
+            .agent_script(
+                s,
+                host,
+                "the start hook",
+                &script,
+                ctx.policy.health_timeout_s,
+            )
+            .await;
+        if started.is_err() {
+            self.hypervisor.domain_destroy(&host.uri, &s.name).await?;
+        }
+        Ok(())
+    }
+
+    /// Puts unit version `version`'s payload on a running server without a reboot, through
+    /// the guest agent: stop hook, unmount, the payload disk unplugged and the version's
+    /// plugged in, its install hook, config files and start hook; then the persistent
+    /// definition and the inventory say so. Its disk and seed (its instance id) stay: the
+    /// per-boot script in the guest starts the payload attached at later boots. The same
+    /// function goes back (the undo): every part is idempotent.
+    async fn swap_live(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+        host: &Host,
+        version: u32,
+    ) -> Result<(), OpError> {
+        let (uri, pool) = (&host.uri, &host.pool);
+        let before = s.version.unwrap_or(ctx.uv.version);
+        let (disk, seed) = (s.disk_volume(), s.seed_volume());
+        if version != before && swap_plan(ctx, s)?.disk != disk {
+            return Err(ValidationError::new(
+                "server",
+                format!(
+                    "{} runs, but v{version} needs a new disk: it must be shut down first",
+                    s.name
+                ),
+            )
+            .into());
+        }
+        // Whichever of the unit's payloads is attached now goes.
+        let dir = self.hypervisor.pool_path(uri, pool).await?;
+        let path = |v: u32| {
+            format!(
+                "{}/{}",
+                dir.trim_end_matches('/'),
+                payload_volume(&ctx.unit.name, v)
+            )
+        };
+        let to = path(version);
+        self.live_stop(ctx, s, host).await?;
+        let mut attached = None;
+        for v in std::iter::once(before)
+            .chain(ctx.prior.keys().copied())
+            .chain([ctx.uv.version])
+        {
+            if v == version {
+                continue;
+            }
+            match self
+                .hypervisor
+                .domain_swap_disk_live(uri, &s.name, &path(v), &to, Duration::from_secs(30))
+                .await?
+            {
+                DiskSwap::Done => {
+                    attached = Some(v);
+                    break;
+                }
+                DiskSwap::NotReleased => {
+                    return Err(OpError::Timeout(format!(
+                        "{} did not release its payload disk within 30 s (is something in the guest using {}?)",
+                        s.name,
+                        crate::guest::PAYLOAD_MOUNT
+                    )))
+                }
+                DiskSwap::Missing => {}
+            }
+        }
+        if attached.is_none() {
+            return Err(ValidationError::new(
+                "server",
+                format!(
+                    "{} has none of unit {}'s payload disks attached",
+                    s.name, ctx.unit.name
+                ),
+            )
+            .into());
+        }
+        let (uv, image) = ctx.release(version)?;
+        let spec = self
+            .domain_spec(ctx, s, host, uv, image, &disk, &seed)
+            .await?;
+        self.hypervisor.domain_define(uri, &spec).await?;
+        let script = crate::guest::live_install_script(self.config_commands(ctx, s, version)?);
+        self.agent_script(
+            s,
+            host,
+            "the install and start hooks",
+            &script,
+            LIVE_INSTALL_S,
+        )
+        .await?;
+        self.inventory
+            .server_set_volumes(&s.name, &s.disk, &s.seed)?;
+        // Going forward it records what to go back to; going back, what it had before.
+        let prior = if version == before {
+            s.prior.clone()
+        } else {
+            Some(PriorVolumes {
+                version: before,
+                disk,
+                seed,
+            })
+        };
+        self.inventory.server_set_prior(&s.name, prior.as_ref())?;
+        Ok(())
+    }
+
     pub(super) async fn shutdown(&self, ctx: &Ctx, s: &Server, host: &Host) -> Result<(), OpError> {
         let uri = &host.uri;
         if self.hypervisor.domain_is_running(uri, &s.name).await? != Some(true) {
@@ -1253,6 +1515,25 @@ impl Engine {
     }
 }
 
+/// How long the install and start hooks may take in a server updated without a reboot.
+const LIVE_INSTALL_S: u32 = 600;
+
+/// What the steps of a server updated without a reboot say.
+const LIVE_NOTE: &str = "without a reboot: through the QEMU guest agent";
+
+/// A detail of a running step (progress only; the journal keeps the step's own rows).
+fn note(ctx: &Ctx, s: &Server, step: Step, pos: (u32, u32), detail: &str) {
+    (ctx.progress)(StepEvent {
+        operation: ctx.op,
+        server: s.name.clone(),
+        step,
+        status: StepStatus::Started,
+        detail: detail.to_owned(),
+        done: pos.0,
+        total: pos.1,
+    });
+}
+
 /// The refusal when a domain of the server's name is not the one Flotilla defined for it.
 fn foreign_domain(ctx: &Ctx, s: &Server, host: &Host) -> OpError {
     ValidationError::new(
@@ -1273,6 +1554,9 @@ struct SwapPlan {
     /// The do creates them (else it boots volumes that exist).
     made_disk: bool,
     made_seed: bool,
+    /// After the new seed's instance id: set when the version's own id is the one the guest
+    /// runs as already.
+    instance_suffix: String,
 }
 
 /// Going back to the version the server ran before the last swap (a rollback): its kept disk
@@ -1280,11 +1564,24 @@ struct SwapPlan {
 /// new payload) and, when the master or the disk size changed, a new disk.
 fn swap_plan(ctx: &Ctx, s: &Server) -> Result<SwapPlan, OpError> {
     if let Some(p) = s.prior.as_ref().filter(|p| p.version == ctx.uv.version) {
+        if p.seed == s.seed_volume() {
+            // It went to its version without a reboot (the same seed): its config files are
+            // the later version's. A reboot back runs the version's install and config files
+            // again under a new instance id.
+            return Ok(SwapPlan {
+                disk: p.disk.clone(),
+                seed: format!("{}-seed-u{}-o{}.img", s.name, ctx.uv.version, ctx.op),
+                made_disk: false,
+                made_seed: true,
+                instance_suffix: format!(".o{}", ctx.op),
+            });
+        }
         return Ok(SwapPlan {
             disk: p.disk.clone(),
             seed: p.seed.clone(),
             made_disk: false,
             made_seed: false,
+            instance_suffix: String::new(),
         });
     }
     let (old_uv, old_image) = ctx.release(s.version.unwrap_or(ctx.uv.version))?;
@@ -1300,6 +1597,7 @@ fn swap_plan(ctx: &Ctx, s: &Server) -> Result<SwapPlan, OpError> {
         seed: format!("{}-seed-u{}.img", s.name, ctx.uv.version),
         made_disk: replace,
         made_seed: true,
+        instance_suffix: String::new(),
     })
 }
 

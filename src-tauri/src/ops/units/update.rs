@@ -337,7 +337,7 @@ pub(super) fn rollout_note(u: &Unit, s: &Server, target: u32) -> String {
         )
     } else {
         format!(
-            "in place: v{} → v{target}, same disk, new payload and seed (reboot with a new instance-id)",
+            "in place: v{} → v{target}, same disk, new payload: without a reboot where the QEMU guest agent answers, else a reboot with a new seed and instance-id",
             old.version
         )
     }
