@@ -375,10 +375,13 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
 }
 
 /// Rolls `web` out to its pending version under steady wrk load through HAProxy (`front`):
-/// not one request fails, and HAProxy's own counters agree (every batch counted, none failed).
+/// not one request fails, and HAProxy's own counters agree (every batch counted, none failed;
+/// the counts shown while it runs grow and end at the report's).
 async fn rollout_under_load(lab: &Lab, e: &Engine, front: &str) {
     let load = lab.load(front);
     let began = std::time::Instant::now();
+    let live = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shown = live.clone();
     let r = e
         .unit_run(
             "web",
@@ -387,7 +390,11 @@ async fn rollout_under_load(lab: &Lab, e: &Engine, front: &str) {
                 canary: None,
                 policy: None,
             },
-            Arc::new(|_| {}),
+            Arc::new(move |ev| {
+                if let Some(c) = ev.lb.filter(|_| ev.server.is_empty()) {
+                    shown.lock().unwrap().push(c);
+                }
+            }),
         )
         .await
         .unwrap_or_else(|err| panic!("rollout: {err}"));
@@ -397,6 +404,20 @@ async fn rollout_under_load(lab: &Lab, e: &Engine, front: &str) {
         let c = b.counters.expect("HAProxy keeps counters");
         assert!(c.requests > 0 && c.failed() == 0, "{r}");
     }
+    let live = live.lock().unwrap().clone();
+    let total: u64 = r
+        .batches
+        .iter()
+        .filter_map(|b| b.counters)
+        .map(|c| c.requests)
+        .sum();
+    assert!(
+        live.len() >= 2
+            && live.windows(2).all(|w| w[0].requests <= w[1].requests)
+            && live.iter().all(|c| c.failed() == 0 && c.requests <= total)
+            && live.last().is_some_and(|c| c.requests > 0),
+        "counts shown while the rollout ran: {live:?}, the report's {total} requests"
+    );
     eprintln!("rollout: {} s, {seen:?}", began.elapsed().as_secs());
     assert!(seen.requests > 100, "{seen:?}");
     assert_eq!(

@@ -409,6 +409,19 @@ impl Bars {
             return;
         }
         let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        if e.server.is_empty() {
+            // The operation's own line: what the load balancer counted so far.
+            let line = bars.entry(String::new()).or_insert_with(|| {
+                let b = self.multi.add(ProgressBar::new(0));
+                if let Ok(style) = ProgressStyle::with_template("{prefix:>16} {msg}") {
+                    b.set_style(style);
+                }
+                b.set_prefix("load balancer");
+                b
+            });
+            line.set_message(e.detail.clone());
+            return;
+        }
         let bar = bars.entry(e.server.clone()).or_insert_with(|| {
             let b = self.multi.add(ProgressBar::new(u64::from(e.total)));
             if let Ok(style) =

@@ -164,6 +164,17 @@ pub struct PoolCounters {
 }
 
 impl PoolCounters {
+    /// Both counts together.
+    pub fn plus(&self, other: &PoolCounters) -> PoolCounters {
+        PoolCounters {
+            requests: self.requests + other.requests,
+            http_5xx: self.http_5xx + other.http_5xx,
+            response_errors: self.response_errors + other.response_errors,
+            connection_errors: self.connection_errors + other.connection_errors,
+            retried: self.retried + other.retried,
+        }
+    }
+
     /// What happened between `before` and `self` (counters only grow; a reset reads as 0).
     pub fn since(&self, before: &PoolCounters) -> PoolCounters {
         PoolCounters {

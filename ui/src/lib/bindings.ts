@@ -834,6 +834,12 @@ export type StepEvent = {
 	/**  Steps of this server finished so far, of `total`. */
 	done: number,
 	total: number,
+	/**
+	 *  Only on the operation's own events (no `server`), every few seconds of a rollout
+	 *  behind a load balancer that counts: the pool's requests, failed and retried since the
+	 *  rollout began.
+	 */
+	lb: PoolCounters | null,
 };
 
 export type StepStatus = "started" | "succeeded" | "failed" | "undo_started" | "undone" | 

@@ -347,6 +347,10 @@ pub struct StepEvent {
     /// Steps of this server finished so far, of `total`.
     pub done: u32,
     pub total: u32,
+    /// Only on the operation's own events (no `server`), every few seconds of a rollout
+    /// behind a load balancer that counts: the pool's requests, failed and retried since the
+    /// rollout began.
+    pub lb: Option<crate::lb::PoolCounters>,
 }
 
 pub type StepFn = Arc<dyn Fn(StepEvent) + Send + Sync>;

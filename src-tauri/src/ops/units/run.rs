@@ -829,8 +829,20 @@ impl Engine {
                         }
                     })
                     .collect();
-                while let Some((i, o)) = running.next().await {
-                    outcomes[i] = o;
+                // Behind a load balancer that counts, what it counted so far, every few
+                // seconds of a rollout batch.
+                let mut tick = tokio::time::interval(Duration::from_secs(LB_TICK_S));
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        next = running.next() => match next {
+                            Some((i, o)) => outcomes[i] = o,
+                            None => break,
+                        },
+                        _ = tick.tick(), if counted_from.is_some() => {
+                            self.show_counters(ctx, counted_from).await;
+                        }
+                    }
                 }
                 if kind == OpKind::Rollout {
                     self.count_batch(
@@ -931,6 +943,39 @@ impl Engine {
         }
     }
 
+    /// Sends what the load balancer counted since the rollout began (the batches before, and
+    /// this one since `from`) as a progress event of the operation.
+    async fn show_counters(&self, ctx: &Ctx, from: Option<crate::lb::PoolCounters>) {
+        let (Some(from), Some(now)) = (from, self.pool_counters(ctx).await) else {
+            return;
+        };
+        let mut sum = now.since(&from);
+        for c in ctx
+            .batches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|b| b.counters)
+        {
+            sum = sum.plus(&c);
+        }
+        (ctx.progress)(StepEvent {
+            operation: ctx.op,
+            server: String::new(),
+            step: Step::WaitHealthy,
+            status: StepStatus::Started,
+            detail: format!(
+                "the load balancer counted {} requests, {} failed, {} retried",
+                sum.requests,
+                sum.failed(),
+                sum.retried
+            ),
+            done: 0,
+            total: 0,
+            lb: Some(sum),
+        });
+    }
+
     /// Records what the load balancer counted during a batch, and stops the rollout when the
     /// failed requests so far pass the policy's limit.
     async fn count_batch(
@@ -1006,6 +1051,7 @@ impl Engine {
                 detail: detail.to_owned(),
                 done,
                 total,
+                lb: None,
             })
         }
     }
@@ -1044,6 +1090,9 @@ impl Engine {
         }
     }
 }
+
+/// Seconds between the load balancer's counts shown during a rollout batch.
+const LB_TICK_S: u64 = 2;
 
 /// How an operation that did all its work but died before it ended is closed.
 const CLOSED: &str =

@@ -26,6 +26,7 @@ fn upload_progress(
             detail: format!("{} {pct}% of {} MiB", p.phase, p.total >> 20),
             done: pos.0,
             total: pos.1,
+            lb: None,
         });
     })
 }
@@ -1261,6 +1262,7 @@ impl Engine {
                     detail: format!("{} sessions, {} queued", m.sessions, m.queued),
                     done,
                     total,
+                    lb: None,
                 });
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1531,6 +1533,7 @@ fn note(ctx: &Ctx, s: &Server, step: Step, pos: (u32, u32), detail: &str) {
         detail: detail.to_owned(),
         done: pos.0,
         total: pos.1,
+        lb: None,
     });
 }
 
