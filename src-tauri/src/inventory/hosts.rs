@@ -103,6 +103,7 @@ fn decode_host(name: String, raw: RawHost) -> Result<Host, InventoryError> {
         network: String::new(),
         gateway: String::new(),
         domain_type: String::new(),
+        monitor: Default::default(),
     })
 }
 
