@@ -118,7 +118,9 @@ impl Hypervisor {
         }
         let began = Instant::now();
         let target = uri.to_string();
-        let (libvirt_version, running) = self
+        // The latency is taken when libvirt answered, on the worker: a caller that gets to
+        // the answer late (a busy runtime) does not make the host look slow.
+        let (libvirt_version, running, latency) = self
             .call_on(
                 Lane::Probe,
                 uri,
@@ -126,12 +128,12 @@ impl Hypervisor {
                 timeout,
                 move |c| {
                     let _guard = guard;
-                    f(c, &target)
+                    f(c, &target).map(|(v, running)| (v, running, began.elapsed()))
                 },
             )
             .await?;
         Ok(ProbeAnswer {
-            latency: began.elapsed(),
+            latency,
             libvirt_version,
             running,
         })

@@ -462,7 +462,7 @@ impl Fleet {
                 Some(lost) if lost.is_lost() => (
                     HostState::Returning,
                     format!(
-                        "libvirt answers again (the host was {lost} since {} ago); not ready until it is reconciled",
+                        "libvirt answers again (the host was {lost} for {}); not ready until it is reconciled",
                         secs(now.saturating_sub(t.since))
                     ),
                 ),
@@ -535,7 +535,7 @@ impl Fleet {
                 Some(HostState::Failed) => (
                     HostState::Failed,
                     format!(
-                        "{} (failed since {} ago)",
+                        "{} (failed for {})",
                         verdict.1,
                         secs(now.saturating_sub(t.since))
                     ),
@@ -749,7 +749,7 @@ mod tests {
         );
         assert!(later.is_empty(), "{later:?}");
         assert!(
-            f.detail("h2").contains("failed since"),
+            f.detail("h2").contains("(failed for 4 s)"),
             "{}",
             f.detail("h2")
         );
