@@ -42,13 +42,24 @@ test("adding a test-driver host through the wizard lists it", async () => {
   await row.waitForDisplayed({ timeout: 10000 });
   assert.equal(await (await row.$('[data-testid="host-status"]')).getText(), "ok");
   assert.equal(await rows(), 1);
-  await shot("hosts-view");
 
   // The other front door sees what the GUI stored.
   const listed = ctl(app.dataDir, "host", "list", "--json");
   assert.equal(listed.status, 0, listed.stderr);
   const hosts = JSON.parse(listed.stdout);
   assert.deepEqual(hosts.map((h) => [h.name, h.bridge, h.status]), [["lab-1", "br0", "ok"]]);
+
+  // The app's own monitor (started with the app) probes the new host: its state badge turns
+  // ready when the monitor's event arrives, and the other front door reads the same state.
+  const state = await row.$('[data-testid="host-state"]');
+  await app.browser.waitUntil(async () => (await state.getText()) === "ready", {
+    timeout: 15000,
+    timeoutMsg: "the host's state badge never said ready",
+  });
+  assert.match(await (await byTestId("monitor-status")).getText(), /Monitored by this app: a dead host is failed within 6 s/);
+  const monitored = JSON.parse(ctl(app.dataDir, "host", "list", "--json").stdout);
+  assert.equal(monitored[0].monitor.state, "ready");
+  await shot("hosts-view");
 });
 
 test("a bad name is flagged as you type and a bad URI shows libvirt's error; nothing is added", async () => {

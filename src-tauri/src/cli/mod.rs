@@ -60,6 +60,25 @@ enum Command {
         #[arg(long = "fail", value_name = "HOST")]
         fail: Vec<String>,
     },
+    /// Watch every host until Ctrl-C: libvirt probes and the load balancer's health checks of
+    /// its servers. Prints each state change (time, host, old → new, why); --json: one JSON
+    /// object per line. Writes each host's state to the inventory (`host list` shows it). One
+    /// monitor per inventory: while another runs (the desktop app), this one stands by.
+    Monitor {
+        /// Milliseconds between probes of each host.
+        #[arg(long, default_value_t = 1000, value_name = "MS")]
+        interval_ms: u64,
+        /// Milliseconds one probe may take before it counts as failed.
+        #[arg(long, default_value_t = 2000, value_name = "MS")]
+        call_timeout_ms: u64,
+        /// Missed probes that make a host suspect.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        misses_to_suspect: u32,
+        /// Probe intervals without an answer after which libvirt counts as lost (failed when
+        /// the load balancer also sees the host's servers down).
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        misses_to_failed: u32,
+    },
     /// The audit log: who changed what, when, and whether it worked.
     Audit {
         /// How many entries, newest first.
@@ -346,6 +365,20 @@ async fn run(cli: Cli) -> Result<ExitCode, ApiError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Monitor {
+            interval_ms,
+            call_timeout_ms,
+            misses_to_suspect,
+            misses_to_failed,
+        } => {
+            let thresholds = crate::monitor::Thresholds {
+                interval_ms,
+                call_timeout_ms,
+                misses_to_suspect,
+                misses_to_failed,
+            };
+            monitor(&engine, json, thresholds).await
+        }
         Command::Audit { limit } => {
             let log = engine
                 .inventory
@@ -378,7 +411,12 @@ async fn host(engine: &Engine, json: bool, cmd: HostCommand) -> Result<ExitCode,
             let host = added?;
             output::host_added(json, &host);
         }
-        HostCommand::List => output::host_list(json, &engine.host_list()?),
+        HostCommand::List => {
+            let hosts = engine.host_list()?;
+            // Who monitors is a footnote: a lease that cannot be read does not fail the list.
+            let status = engine.monitor_status().ok();
+            output::host_list(json, &hosts, status.as_ref());
+        }
         HostCommand::Show { name } => output::host_show(json, &engine.host_show(&name)?),
         HostCommand::Check { name } => {
             let spinner = output::spinner(json, format!("Checking {name}…"));
@@ -408,6 +446,60 @@ async fn host(engine: &Engine, json: bool, cmd: HostCommand) -> Result<ExitCode,
         } => return units::host_set(engine, json, &name, network, gateway, domain_type),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `flotillactl monitor`: in the foreground until Ctrl-C (or SIGTERM from a service manager),
+/// then the lease is given up and it exits 0.
+async fn monitor(
+    engine: &Engine,
+    json: bool,
+    thresholds: crate::monitor::Thresholds,
+) -> Result<ExitCode, ApiError> {
+    use crate::monitor::MonitorEvent;
+    let report = move |ev: MonitorEvent| {
+        if json {
+            match serde_json::to_string(&ev) {
+                Ok(line) => output::say_line(&line),
+                Err(e) => eprintln!("error: cannot encode an event as JSON: {e}"),
+            }
+        } else if let MonitorEvent::Problem { .. } = ev {
+            eprintln!("{ev}");
+        } else {
+            output::say_line(&ev.to_string());
+        }
+    };
+    engine
+        .monitor_run(
+            thresholds,
+            "cli",
+            &crate::ops::monitor::DefaultHooks,
+            &report,
+            interrupted(),
+        )
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C, or SIGTERM (a service manager stopping the monitor). A signal that cannot be
+/// listened for never completes (rather than stopping the monitor at once).
+async fn interrupted() {
+    let int = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = int => {}
+        () = term => {}
+    }
 }
 
 fn def(engine: &Engine, json: bool, cmd: DefCommand) -> Result<ExitCode, ApiError> {

@@ -4,6 +4,7 @@ use crate::error::ApiError;
 use crate::inventory::AuditEntry;
 use crate::model::{BootMode, BridgeCheck, Builder, Host, ImageVersion};
 use crate::ops::images::{EnsureOutcome, ImageProgress, ProgressFn};
+use crate::ops::monitor::MonitorStatus;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::sync::Arc;
@@ -103,7 +104,16 @@ pub(super) fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-pub fn host_list(json: bool, hosts: &[Host]) {
+/// The monitor's word for a host in the STATE column: its state while a monitor keeps it
+/// current, else `not monitored`.
+fn monitor_state(h: &Host) -> String {
+    match h.monitor.state {
+        Some(s) => s.as_str().to_owned(),
+        None => "not monitored".to_owned(),
+    }
+}
+
+pub fn host_list(json: bool, hosts: &[Host], monitor: Option<&MonitorStatus>) {
     if json {
         return print_json(hosts);
     }
@@ -118,6 +128,7 @@ pub fn host_list(json: bool, hosts: &[Host]) {
             vec![
                 h.name.to_string(),
                 h.status.as_str().to_string(),
+                monitor_state(h),
                 f.map_or("-".into(), |f| f.cpus.to_string()),
                 f.map_or("-".into(), |f| bytes(f.memory_bytes)),
                 f.and_then(|f| f.pool.as_ref()).map_or("-".into(), |p| {
@@ -132,6 +143,7 @@ pub fn host_list(json: bool, hosts: &[Host]) {
         &[
             "NAME",
             "STATUS",
+            "STATE",
             "CPUS",
             "MEMORY",
             "POOL FREE/SIZE",
@@ -140,6 +152,29 @@ pub fn host_list(json: bool, hosts: &[Host]) {
         ],
         &rows,
     );
+    if let Some(m) = monitor {
+        say!("{}", monitor_line(m));
+    }
+}
+
+/// One line on who monitors the hosts (under `host list`).
+fn monitor_line(m: &MonitorStatus) -> String {
+    match &m.holder {
+        Some(h) if h.current => {
+            let mut line = format!("Monitor: {h}");
+            if let Some(ms) = m.worst_case_detection_ms {
+                line.push_str(&format!(
+                    "; a dead host is failed within {}",
+                    crate::monitor::machine::secs(Duration::from_millis(ms))
+                ));
+            }
+            if let Some(why) = &m.frozen {
+                line.push_str(&format!(". FROZEN: {why}"));
+            }
+            line
+        }
+        _ => "Monitor: not running, so STATE is not monitored (run `flotillactl monitor`, or open the desktop app)".into(),
+    }
 }
 
 pub fn host_show(json: bool, h: &Host) {
@@ -152,6 +187,27 @@ pub fn host_show(json: bool, h: &Host) {
     ];
     if !h.status_detail.is_empty() {
         lines.push(("Problem", h.status_detail.clone()));
+    }
+    let m = &h.monitor;
+    match (m.state, m.last_state) {
+        (Some(state), _) => {
+            lines.push(("State", format!("{state} since {}", m.since)));
+            if !m.detail.is_empty() {
+                lines.push(("Why", m.detail.clone()));
+            }
+            if !m.not_running.is_empty() {
+                lines.push(("Not running", m.not_running.join(", ")));
+            }
+            lines.push(("Probed", m.probed_at.clone()));
+        }
+        (None, Some(last)) => lines.push((
+            "State",
+            format!(
+                "not monitored (the last record, not current: {last} since {}; last probe {})",
+                m.since, m.probed_at
+            ),
+        )),
+        (None, None) => lines.push(("State", "not monitored".into())),
     }
     lines.extend([
         ("URI", h.uri.to_string()),

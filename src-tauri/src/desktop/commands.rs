@@ -543,6 +543,16 @@ pub async fn unit_update(
     blocking(&state, move |e| Ok(e.unit_update(&name, &form)?)).await
 }
 
+/// Whether a monitor watches the hosts (this app's own, or `flotillactl monitor`), its
+/// thresholds and the detection time they imply, and whether it is frozen.
+#[tauri::command]
+#[specta::specta]
+pub async fn monitor_status(
+    state: State<'_, AppState>,
+) -> Result<crate::ops::monitor::MonitorStatus, ApiError> {
+    blocking(&state, |e| Ok(e.monitor_status()?)).await
+}
+
 /// What the hosts in `failed` failing does to the units (none: as they are), and the N+1
 /// audit.
 #[tauri::command]

@@ -79,6 +79,7 @@ pub fn bindings_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::unit_pause,
             commands::unit_set_policy,
             commands::impact,
+            commands::monitor_status,
             commands::host_set_network,
             commands::lb_list,
             commands::lb_add,
@@ -91,10 +92,47 @@ pub fn bindings_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::operation_resume,
             commands::operation_unwind,
         ])
+        .events(tauri_specta::collect_events![HostStateEvent])
         // Byte counts fit easily in a JS number (2^53 bytes = 8 PiB).
         .dangerously_cast_bigints_to_number()
         // Our types serialize the same way in both directions: one TS type each.
         .disable_serde_phases()
+}
+
+/// What the app's monitor reports (a host's state changed, the fleet froze, …), sent to the
+/// front end as the event `host-state`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, specta::Type, tauri_specta::Event)]
+#[tauri_specta(event_name = "host-state")]
+pub struct HostStateEvent(pub crate::monitor::MonitorEvent);
+
+/// Runs the monitor in the background for as long as the app runs, with the default
+/// thresholds; every event goes to the front end. While another process monitors this
+/// inventory (`flotillactl monitor` as a service) it stands by.
+fn start_monitor(app: tauri::AppHandle, engine: Arc<Engine>) {
+    use tauri_specta::Event as _;
+    tauri::async_runtime::spawn(async move {
+        let handle = app.clone();
+        let report = move |ev: crate::monitor::MonitorEvent| {
+            if let crate::monitor::MonitorEvent::Problem { what, .. } = &ev {
+                tracing::warn!(what = %what, "monitor");
+            }
+            if let Err(e) = HostStateEvent(ev).emit(&handle) {
+                tracing::warn!(error = %e, "cannot send a monitor event to the window");
+            }
+        };
+        let ran = engine
+            .monitor_run(
+                crate::monitor::Thresholds::default(),
+                "gui",
+                &crate::ops::monitor::DefaultHooks,
+                &report,
+                std::future::pending::<()>(),
+            )
+            .await;
+        if let Err(e) = ran {
+            tracing::error!(error = %e, "the monitor stopped");
+        }
+    });
 }
 
 /// Writes the TypeScript bindings for the commands to `path`.
@@ -111,11 +149,16 @@ pub fn export_bindings(path: &std::path::Path) -> Result<(), String> {
 pub fn run() {
     let builder = bindings_builder();
     let state = AppState::open();
+    // Without an inventory there is nothing to monitor (the window says why).
+    let engine = state.engine().ok();
     let result = tauri::Builder::default()
         .manage(state)
         .invoke_handler(builder.invoke_handler())
         .setup(move |app| {
             builder.mount_events(app);
+            if let Some(engine) = engine {
+                start_monitor(app.handle().clone(), engine);
+            }
             Ok(())
         })
         .run(tauri::generate_context!());

@@ -7,7 +7,7 @@
 //! (storage streams, commands in a guest) have another, with a longer limit, so a stop is never
 //! queued behind a multi-gigabyte copy. A job whose caller gave up (timed out, or dropped the
 //! call) is never started later. A call that fails because the connection broke drops it; the
-//! next call reconnects.
+//! next call reconnects. The monitor's liveness probe has a third lane of its own (`probe.rs`).
 
 mod domain;
 mod facts;
@@ -27,6 +27,10 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 use virt::connect::Connect;
 use virt::error::{Error as VirtError, ErrorNumber};
+
+// The monitor's liveness probe, on a third lane per host.
+mod probe;
+pub use probe::{ProbeAnswer, ProbeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HvError {
@@ -121,6 +125,8 @@ enum Lane {
     /// Long calls: storage streams and commands in a guest. Their own connection, so a short
     /// call on the same host never waits behind a multi-gigabyte copy.
     Long,
+    /// The monitor's liveness probe: never queued behind another call.
+    Probe,
 }
 
 type Job = Box<dyn FnOnce(&mut Session) + Send>;
@@ -271,6 +277,7 @@ impl Worker {
         let kind = match lane {
             Lane::Calls => "libvirt",
             Lane::Long => "libvirt long",
+            Lane::Probe => "libvirt probe",
         };
         let name = format!("{kind} {}", uri.chars().take(40).collect::<String>());
         // The thread ends when every sender is gone (the worker was forgotten).
@@ -301,6 +308,8 @@ pub struct Hypervisor {
     /// `test://` hosts only: the connection their lanes share.
     test_conns: Mutex<HashMap<String, SharedConn>>,
     config: HvConfig,
+    /// Probes still inside libvirt, per host (bounded: see `probe`).
+    probes: probe::ProbesWaiting,
 }
 
 impl Drop for Hypervisor {
@@ -345,6 +354,7 @@ impl Hypervisor {
             workers: Mutex::new(HashMap::new()),
             test_conns: Mutex::new(HashMap::new()),
             config,
+            probes: probe::ProbesWaiting::default(),
         }
     }
 
@@ -375,7 +385,7 @@ impl Hypervisor {
                 .workers
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for lane in [Lane::Calls, Lane::Long] {
+            for lane in [Lane::Calls, Lane::Long, Lane::Probe] {
                 workers.remove(&(uri.to_string(), lane));
             }
         }

@@ -103,6 +103,7 @@ fn decode_host(name: String, raw: RawHost) -> Result<Host, InventoryError> {
         network: String::new(),
         gateway: String::new(),
         domain_type: String::new(),
+        monitor: Default::default(),
     })
 }
 
@@ -172,17 +173,22 @@ impl Inventory {
     }
 
     fn host_get_in(conn: &rusqlite::Connection, name: &str) -> Result<Host, InventoryError> {
-        conn.query_row(
-            &format!("SELECT {COLUMNS} FROM hosts WHERE name = ?1"),
-            [name],
-            host_from_row,
-        )
-        .optional()
-        .map_err(query_err("read a host"))?
-        .ok_or_else(|| InventoryError::NotFound {
-            kind: "host",
-            name: name.to_owned(),
-        })?
+        let mut host = conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM hosts WHERE name = ?1"),
+                [name],
+                host_from_row,
+            )
+            .optional()
+            .map_err(query_err("read a host"))?
+            .ok_or_else(|| InventoryError::NotFound {
+                kind: "host",
+                name: name.to_owned(),
+            })??;
+        if let Some(m) = Self::monitor_views(conn)?.remove(name) {
+            host.monitor = m;
+        }
+        Ok(host)
     }
 
     /// All hosts, by name.
@@ -194,9 +200,14 @@ impl Inventory {
         let rows = stmt
             .query_map([], host_from_row)
             .map_err(query_err("list hosts"))?;
+        let mut monitor = Self::monitor_views(&conn)?;
         let mut out = Vec::new();
         for row in rows {
-            out.push(row.map_err(query_err("list hosts"))??);
+            let mut host = row.map_err(query_err("list hosts"))??;
+            if let Some(m) = monitor.remove(host.name.as_str()) {
+                host.monitor = m;
+            }
+            out.push(host);
         }
         Ok(out)
     }

@@ -8,6 +8,7 @@
 mod audit;
 mod builders;
 mod definitions;
+mod host_monitor;
 mod host_objects;
 mod host_pins;
 mod host_uploads;
@@ -24,6 +25,7 @@ pub use definitions::DefinitionVersion;
 pub use journal::{Operation, OperationStep, StepStatus};
 
 pub use audit::{Actor, AuditEntry, AuditResult};
+pub use host_monitor::{MonitorHolder, MonitorLease, MonitorRecord, MonitoredServer};
 pub use host_pins::PinMode;
 pub use hosts::NewHost;
 pub use lbs::LbInstance;
@@ -172,6 +174,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("units: the load balancer's check layer", units::LB_CHECKS),
     ("units: version numbers never reused", units::VERSION_SEQ),
     ("servers: what a rollout swapped out", servers::PRIOR),
+    // Issue 12: the monitor's state of each host, and which process monitors.
+    ("host_monitor, monitor_lease", host_monitor::CREATE),
 ];
 
 fn migrations() -> Migrations<'static> {
@@ -336,6 +340,8 @@ impl Inventory {
 
     /// Rows in other tables that reference row `id` of `table` through a foreign key. Found by
     /// reading the schema, so a table added by a later migration is covered without code here.
+    /// A key declared `ON DELETE CASCADE` is part of the row it references (a host's monitor
+    /// record), not a use of it.
     fn dependents(
         conn: &Connection,
         table: &str,
@@ -345,7 +351,8 @@ impl Inventory {
             .prepare(
                 "SELECT m.name, p.\"from\" FROM sqlite_master m \
                  JOIN pragma_foreign_key_list(m.name) p \
-                 WHERE m.type = 'table' AND p.\"table\" = ?1 ORDER BY m.name",
+                 WHERE m.type = 'table' AND p.\"table\" = ?1 AND p.on_delete != 'CASCADE' \
+                 ORDER BY m.name",
             )
             .map_err(query_err("list foreign keys"))?;
         let refs: Vec<(String, String)> = stmt

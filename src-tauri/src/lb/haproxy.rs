@@ -269,7 +269,45 @@ fn parse_backend_counters(csv: &str, pool: &str) -> Option<PoolCounters> {
     })
 }
 
+/// One member's health as `show stat` reports it: the monitor's second witness of a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberHealth {
+    pub pool: String,
+    pub name: String,
+    /// HAProxy's status words (`UP`, `DOWN`, `UP 1/2`, `MAINT`, `no check`, …).
+    pub status: String,
+    /// The last health check's result (`L7OK`, `L4TOUT`, …); empty without checks.
+    pub check: String,
+}
+
 impl HaproxyRuntime {
+    /// The health of every member of every pool, from one `show stat`.
+    pub async fn member_health(&self) -> Result<Vec<MemberHealth>, LbError> {
+        let stat = self.command("show stat").await?;
+        if !stat.starts_with("# ") {
+            // Not the CSV (a socket without the rights, another program): no witness.
+            return Err(LbError::Refused {
+                command: "show stat".into(),
+                answer: stat
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(200)
+                    .collect(),
+            });
+        }
+        Ok(parse_stat(&stat)
+            .into_iter()
+            .map(|r| MemberHealth {
+                pool: r.pool,
+                name: r.name,
+                status: r.status,
+                check: r.check,
+            })
+            .collect())
+    }
+
     /// The backend's traffic counters.
     pub async fn pool_counters(&self, pool: &str) -> Result<PoolCounters, LbError> {
         check_name("pool", pool)?;

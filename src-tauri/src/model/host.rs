@@ -28,6 +28,93 @@ pub struct Host {
     pub gateway: String,
     /// `kvm` or `qemu` to override what the host's capabilities offer; empty: automatic.
     pub domain_type: String,
+    /// What the monitor (`flotillactl monitor`, the desktop app) last recorded about the host,
+    /// and whether that record is current.
+    #[serde(default)]
+    pub monitor: HostMonitor,
+}
+
+/// A host's liveness as the monitor sees it (`monitor::Fleet`). Management is the libvirt
+/// connection; the witness is the load balancer's health check of the host's servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    /// libvirt answers.
+    Ready,
+    /// libvirt missed a probe, not yet long enough to call it lost.
+    Suspect,
+    /// libvirt lost for the threshold *and* the load balancer sees every pooled server of the
+    /// host down: two planes agree. The state fencing and recovery act on.
+    Failed,
+    /// libvirt lost, but the load balancer still sees servers of the host up: the host runs,
+    /// Flotilla cannot reach it. A warning, never a reason to recover.
+    Partitioned,
+    /// libvirt lost and no second witness (no pooled servers, the load balancer could not be
+    /// asked, or the monitor is frozen): not failed.
+    Unreachable,
+    /// libvirt answers again after the host was lost; not ready until a reconcile says the
+    /// host holds nothing stale.
+    Returning,
+}
+
+impl HostState {
+    pub const ALL: [HostState; 6] = [
+        Self::Ready,
+        Self::Suspect,
+        Self::Failed,
+        Self::Partitioned,
+        Self::Unreachable,
+        Self::Returning,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Suspect => "suspect",
+            Self::Failed => "failed",
+            Self::Partitioned => "partitioned",
+            Self::Unreachable => "unreachable",
+            Self::Returning => "returning",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+
+    /// Management was lost for the whole threshold: the host must be reconciled before it is
+    /// ready again.
+    pub fn is_lost(self) -> bool {
+        matches!(self, Self::Failed | Self::Partitioned | Self::Unreachable)
+    }
+}
+
+impl std::fmt::Display for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the monitor last recorded about a host, as any process reads it from the inventory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct HostMonitor {
+    /// The host's state when a monitor is running and its record is current. `None`: not
+    /// monitored — no monitor runs, or the record was not renewed within a few probe intervals
+    /// (then it is not trusted; `last_state` says what it was).
+    pub state: Option<HostState>,
+    /// The state in the last record, current or not.
+    pub last_state: Option<HostState>,
+    /// RFC 3339, UTC: since when the host is in `last_state`; empty without a record.
+    pub since: String,
+    /// Why, in words (what libvirt said, what the load balancer sees).
+    pub detail: String,
+    /// RFC 3339, UTC: the monitor's last probe result for this host.
+    pub probed_at: String,
+    /// Servers the inventory says run on this host that its libvirt does not list as running
+    /// (crashed or stopped outside Flotilla), from the last probe that could list them.
+    pub not_running: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +225,24 @@ fn list_or_none(items: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_states_round_trip() {
+        for s in HostState::ALL {
+            assert_eq!(HostState::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
+        }
+        assert_eq!(HostState::parse("frozen"), None);
+        let lost: Vec<HostState> = HostState::ALL.into_iter().filter(|s| s.is_lost()).collect();
+        assert_eq!(
+            lost,
+            [
+                HostState::Failed,
+                HostState::Partitioned,
+                HostState::Unreachable
+            ]
+        );
+    }
 
     fn facts(pool: Option<PoolFacts>, bridge: BridgeCheck) -> HostFacts {
         HostFacts {

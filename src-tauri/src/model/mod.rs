@@ -12,7 +12,7 @@ mod redact;
 mod unit;
 mod uri;
 
-pub use host::{BridgeCheck, Host, HostFacts, HostStatus, PoolFacts};
+pub use host::{BridgeCheck, Host, HostFacts, HostMonitor, HostState, HostStatus, PoolFacts};
 pub use image::{
     BootMode, Builder, Firmware, ImageName, ImageRef, ImageVersion, ImageVersionCopy,
     NewImageVersion,

@@ -10,6 +10,7 @@ pub mod hosts;
 pub mod images;
 pub mod impact;
 pub mod lbs;
+pub mod monitor;
 pub mod units;
 
 use crate::error::{ApiError, ErrorCode};

@@ -1,0 +1,294 @@
+//! `flotillactl monitor` and the STATE of `host list` as a user runs them: real processes, a
+//! real inventory file, libvirt's test driver with a node file per host. A host "dies" by having
+//! its node file moved away (the test build's probe opens it afresh; see `hypervisor/probe.rs`).
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+const FAST: [&str; 4] = ["--interval-ms", "100", "--call-timeout-ms", "300"];
+
+struct Ctl {
+    data: tempfile::TempDir,
+}
+
+impl Ctl {
+    fn new() -> Self {
+        Self {
+            data: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotillactl"));
+        cmd.arg("--data-dir").arg(self.data.path()).args(args);
+        cmd.env_remove("FLOTILLA_DATA_DIR");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn node(&self, host: &str) -> PathBuf {
+        self.data.path().join(format!("{host}.xml"))
+    }
+
+    fn add_host(&self, host: &str) {
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/test-node.xml"),
+            self.node(host),
+        )
+        .unwrap();
+        let uri = format!("test://{}", self.node(host).display());
+        self.ok(&["host", "add", host, "--uri", &uri, "--bridge", "br0"]);
+    }
+
+    /// `host list --json`: each host's monitor state (`None`: not monitored).
+    fn states(&self) -> Vec<(String, Option<String>)> {
+        let list: Vec<serde_json::Value> =
+            serde_json::from_str(&self.ok(&["host", "list", "--json"])).unwrap();
+        list.iter()
+            .map(|h| {
+                (
+                    h["name"].as_str().unwrap().to_owned(),
+                    h["monitor"]["state"].as_str().map(str::to_owned),
+                )
+            })
+            .collect()
+    }
+
+    fn wait_states(&self, want: &[(&str, Option<&str>)]) {
+        let want: Vec<(String, Option<String>)> = want
+            .iter()
+            .map(|(h, s)| ((*h).to_owned(), s.map(str::to_owned)))
+            .collect();
+        let began = Instant::now();
+        loop {
+            let now = self.states();
+            if now == want {
+                return;
+            }
+            assert!(began.elapsed() < PATIENCE, "{now:?}, expected {want:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `flotillactl monitor --json` in the background, its stdout lines on a channel.
+    fn monitor(&self) -> Monitor {
+        let mut child = self
+            .command(&[&["monitor", "--json"][..], &FAST[..]].concat())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Monitor {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+}
+
+struct Monitor {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<serde_json::Value>,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Monitor {
+    /// Reads events until one matches; each line must be one JSON object.
+    fn expect(
+        &mut self,
+        what: &str,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let began = Instant::now();
+        loop {
+            let left = PATIENCE.saturating_sub(began.elapsed());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {what} within {PATIENCE:?}; seen {:#?}", self.seen));
+            let ev: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not one JSON object per line: {line:?}: {e}"));
+            self.seen.push(ev.clone());
+            if wanted(&ev) {
+                return ev;
+            }
+        }
+    }
+
+    fn transition(&mut self, host: &str, from: Option<&str>, to: &str) -> serde_json::Value {
+        let from = from.map_or(serde_json::Value::Null, |f| f.into());
+        self.expect(&format!("{host} {from} → {to}"), |e| {
+            e["kind"] == "transition" && e["host"] == host && e["from"] == from && e["to"] == to
+        })
+    }
+
+    /// Ctrl-C: the monitor stops cleanly (exit 0, `stopped` last).
+    fn interrupt(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success());
+        self.expect("stopped", |e| e["kind"] == "stopped");
+        let status = self.child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "{status:?}");
+    }
+}
+
+#[test]
+fn monitor_prints_each_transition_and_host_list_shows_the_state() {
+    let ctl = Ctl::new();
+    ctl.add_host("h1");
+    ctl.add_host("h2");
+    ctl.wait_states(&[("h1", None), ("h2", None)]);
+    let text = ctl.ok(&["host", "list"]);
+    assert!(text.starts_with("NAME  STATUS  STATE"), "{text}");
+    assert!(text.contains("not monitored"), "{text}");
+    assert!(text.contains("Monitor: not running"), "{text}");
+
+    let mut m = ctl.monitor();
+    let started = m.expect("started", |e| e["kind"] == "started");
+    assert_eq!(started["hosts"], 2);
+    assert_eq!(started["thresholds"]["interval_ms"], 100);
+    // 100 ms probes, lost after 5 × 100 ms: failed at most 600 ms after a death.
+    assert_eq!(started["worst_case_detection_ms"], 600);
+    assert!(started["explained"]
+        .as_str()
+        .unwrap()
+        .contains("a dead host is failed at most 0.6 s after it died"));
+    m.transition("h1", None, "ready");
+    m.transition("h2", None, "ready");
+    ctl.wait_states(&[("h1", Some("ready")), ("h2", Some("ready"))]);
+    let text = ctl.ok(&["host", "list"]);
+    assert!(
+        text.contains("Monitor: flotillactl monitor (pid "),
+        "{text}"
+    );
+    assert!(
+        text.contains("a dead host is failed within 0.6 s"),
+        "{text}"
+    );
+
+    // h2 dies. No load balancer watches its servers: unreachable, not failed.
+    std::fs::rename(ctl.node("h2"), ctl.node("h2").with_extension("dead")).unwrap();
+    let suspect = m.transition("h2", Some("ready"), "suspect");
+    assert!(
+        suspect["why"]
+            .as_str()
+            .unwrap()
+            .contains("libvirt did not answer"),
+        "{suspect}"
+    );
+    let lost = m.transition("h2", Some("suspect"), "unreachable");
+    assert!(
+        lost["why"].as_str().unwrap().contains("no second witness"),
+        "{lost}"
+    );
+    ctl.wait_states(&[("h1", Some("ready")), ("h2", Some("unreachable"))]);
+    let show = ctl.ok(&["host", "show", "h2"]);
+    assert!(show.contains("State:        unreachable since "), "{show}");
+    assert!(show.contains("Why:          libvirt lost for"), "{show}");
+
+    // A second monitor stands by while this one runs.
+    let mut second = ctl.monitor();
+    let standby = second.expect("standby", |e| e["kind"] == "standby");
+    assert!(
+        standby["holder"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("flotillactl monitor (pid {}", m.child.id())),
+        "{standby}"
+    );
+    second.interrupt();
+
+    // h2 is back: returning (nothing reconciles yet, so it is clean at once), then ready.
+    std::fs::rename(ctl.node("h2").with_extension("dead"), ctl.node("h2")).unwrap();
+    m.transition("h2", Some("unreachable"), "returning");
+    m.transition("h2", Some("returning"), "ready");
+    assert!(!m.seen.iter().any(|e| e["to"] == "failed"), "{:#?}", m.seen);
+    m.interrupt();
+    // Stopped: the states are not trusted any more; the last one is still readable.
+    ctl.wait_states(&[("h1", None), ("h2", None)]);
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(&ctl.ok(&["host", "list", "--json"])).unwrap();
+    assert_eq!(list[1]["monitor"]["last_state"], "ready");
+}
+
+#[test]
+fn a_killed_monitors_states_are_not_trusted_and_bad_thresholds_are_refused() {
+    let ctl = Ctl::new();
+    ctl.add_host("h1");
+    let mut m = ctl.monitor();
+    m.transition("h1", None, "ready");
+    ctl.wait_states(&[("h1", Some("ready"))]);
+    // Killed without a chance to give the lease up: its process is gone, so at once not
+    // monitored.
+    m.child.kill().unwrap();
+    m.child.wait().unwrap();
+    ctl.wait_states(&[("h1", None)]);
+    assert!(ctl.ok(&["host", "list"]).contains("Monitor: not running"));
+    // The next monitor takes over, continuing from the record.
+    let mut next = ctl.monitor();
+    next.expect("started", |e| e["kind"] == "started");
+    ctl.wait_states(&[("h1", Some("ready"))]);
+    next.interrupt();
+
+    for (args, words) in [
+        (
+            vec!["monitor", "--interval-ms", "10"],
+            "interval: 10 ms is outside 100-60000 ms",
+        ),
+        (
+            vec![
+                "monitor",
+                "--misses-to-suspect",
+                "3",
+                "--misses-to-failed",
+                "2",
+            ],
+            "misses to failed: 2 must be between the misses to suspect (3) and 1000",
+        ),
+    ] {
+        let out = ctl.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(words), "{err}");
+    }
+}

@@ -1,0 +1,333 @@
+//! T2: the monitor on the lab, with its default thresholds (1 s probes, 2 s call timeout,
+//! libvirt lost after 5 s). A unit of two tiny servers, one on each lab host, behind the lab's
+//! HAProxy. An HAProxy restart and a libvirtd restart on host 2 (its guests keep running) make
+//! no host failed; `tests/rig/lab kill-host 2` makes lab-h2 failed within 10 s (the detection
+//! time is measured and printed); `revive-host 2` brings it back through returning to ready,
+//! and its server, whose QEMU the kill ended, is reported as not running.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use flotilla::model::HostState;
+use flotilla::monitor::{MonitorEvent, Thresholds};
+use flotilla::ops::images::{BootInput, ImportRequest};
+use flotilla::ops::monitor::DefaultHooks;
+use flotilla::ops::units::{UnitAction, UnitForm};
+use flotilla::ops::Engine;
+use flotilla_tests::Lab;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const DEFINITION: &str = r#"
+[server]
+name = "mon"
+kind = "busybox httpd"
+port = 8080
+
+[health]
+path = "/health"
+interval_s = 1
+timeout_s = 1
+rise = 1
+fall = 2
+
+[hooks]
+install = "mkdir -p /srv/www && hostname > /srv/www/index.html && echo ok > /srv/www/health"
+start = "busybox httpd -p 8080 -h /srv/www"
+stop = "true"
+"#;
+
+/// What the monitor reported, with when the test saw it.
+type Seen = Mutex<Vec<(Instant, MonitorEvent)>>;
+
+/// Waits (up to `limit`) until the inventory holds `state` for `host`; returns when.
+async fn wait_state(e: &Engine, host: &str, state: HostState, limit: Duration) -> Instant {
+    let began = Instant::now();
+    loop {
+        let h = e
+            .host_list()
+            .unwrap()
+            .into_iter()
+            .find(|h| h.name.as_str() == host)
+            .unwrap();
+        if h.monitor.state == Some(state) {
+            return Instant::now();
+        }
+        assert!(
+            began.elapsed() < limit,
+            "{host} is not {state} after {limit:?}: {:?}",
+            h.monitor
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Transitions to `failed` among the events seen so far.
+fn failures(seen: &Seen) -> Vec<String> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(_, e)| match e {
+            MonitorEvent::Transition {
+                host,
+                to: HostState::Failed,
+                why,
+                ..
+            } => Some(format!("{host}: {why}")),
+            _ => None,
+        })
+        .collect()
+}
+
+fn pid_in(file: &Path) -> String {
+    std::fs::read_to_string(file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        .trim()
+        .to_owned()
+}
+
+fn wait_gone(pid: &str) {
+    let began = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "{pid} did not end"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Stops the lab's HAProxy and starts it again as `tests/rig/lab up` does (it forgets the
+/// members Flotilla added: a reconcile puts them back). Returns how long it was away.
+fn restart_haproxy(lab: &Lab) -> Duration {
+    let d = lab.dir().join("haproxy");
+    let began = Instant::now();
+    let pid = pid_in(&d.join("haproxy.pid"));
+    assert!(Command::new("kill").arg(&pid).status().unwrap().success());
+    wait_gone(&pid);
+    let started = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            lab.get("FLOTILLA_LAB_NETNS"),
+            "haproxy",
+            "-f",
+        ])
+        .arg(d.join("haproxy.cfg"))
+        .arg("-D")
+        .arg("-p")
+        .arg(d.join("haproxy.pid"))
+        .status()
+        .unwrap();
+    assert!(started.success());
+    let socket = lab.get("FLOTILLA_LAB_HAPROXY_SOCKET");
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "HAProxy did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    began.elapsed()
+}
+
+/// Restarts only libvirtd of lab host `i`, as `systemctl restart libvirtd` would: its guests
+/// (QEMU) and virtlogd keep running. The new libvirtd starts in the host's namespaces (those
+/// of its virtlogd). Returns how long libvirt did not answer.
+fn restart_libvirtd(lab: &Lab, i: u32) -> Duration {
+    let run = lab.dir().join(format!("h{i}/run"));
+    let began = Instant::now();
+    let libvirtd = pid_in(&run.join("libvirtd.pid"));
+    let virtlogd = pid_in(&run.join("virtlogd.pid"));
+    assert!(Command::new("kill")
+        .arg(&libvirtd)
+        .status()
+        .unwrap()
+        .success());
+    wait_gone(&libvirtd);
+    let started = Command::new("nsenter")
+        .args(["--target", &virtlogd, "--mount", "--uts", "--net", "--"])
+        .args(["libvirtd", "-d", "-f", "/etc/libvirt/libvirtd.conf"])
+        .args(["-p", "/run/libvirt/libvirtd.pid"])
+        .status()
+        .unwrap();
+    assert!(started.success());
+    loop {
+        let up = Command::new("virsh")
+            .args(["-q", "-c", &lab.host_uri(i), "version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if up {
+            return began.elapsed();
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "libvirtd did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh"]
+async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothing() {
+    let lab = Lab::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let e = lab.unit_engine(dir.path()).await;
+    let guest = lab.guest();
+    e.image_import(
+        &ImportRequest {
+            image: "tiny".into(),
+            file: guest.join("master.qcow2"),
+            notes: String::new(),
+            boot: BootInput::Kernel {
+                kernel: guest.join("vmlinuz"),
+                initrd: Some(guest.join("initrd.img")),
+                cmdline: "console=ttyS0 root=LABEL=root".into(),
+            },
+        },
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
+    e.def_create("mon").unwrap();
+    e.def_set_text("mon", DEFINITION, None).unwrap();
+    let pool = lab.get("FLOTILLA_LAB_HAPROXY_BACKEND").to_owned();
+    e.unit_create(&UnitForm {
+        name: "mon".into(),
+        image: "tiny:1".into(),
+        definition: "mon:2".into(),
+        size: Some(flotilla::model::ServerSize {
+            cpus: 1,
+            memory_mib: 128,
+            disk_gib: 0,
+        }),
+        count: 2,
+        name_pattern: "mon-{n}".into(),
+        addresses: "10.77.0.61-10.77.0.70".into(),
+        lb: Some("lab".into()),
+        lb_pool: Some(pool.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    e.unit_run("mon", UnitAction::Deploy, Arc::new(|_| {}))
+        .await
+        .unwrap();
+    let servers = e.unit_show("mon").unwrap().servers;
+    let on_h2 = servers
+        .iter()
+        .find(|s| s.host == "lab-h2")
+        .expect("a server on each host")
+        .name
+        .clone();
+    assert!(servers.iter().any(|s| s.host == "lab-h1"));
+
+    let thresholds = Thresholds::default();
+    let limit = thresholds.worst_case_detection();
+    assert!(limit <= Duration::from_secs(10), "{limit:?}");
+    let seen: Seen = Mutex::new(Vec::new());
+    let report = |ev: MonitorEvent| {
+        eprintln!("{ev}");
+        seen.lock().unwrap().push((Instant::now(), ev));
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let monitor = e.monitor_run(thresholds, "test", &DefaultHooks, &report, async {
+        let _ = stopped.await;
+    });
+    let script = async {
+        let patience = Duration::from_secs(60);
+        wait_state(&e, "lab-h1", HostState::Ready, patience).await;
+        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+
+        // An HAProxy restart: the witness is away (frozen meanwhile), then back without the
+        // members Flotilla added (unknown until a reconcile): nothing fails.
+        let away = restart_haproxy(&lab);
+        eprintln!("HAProxy was away for {} ms", away.as_millis());
+        tokio::time::sleep(thresholds.lost_after()).await;
+        e.lb_reconcile("lab").await.unwrap();
+        tokio::time::sleep(thresholds.lost_after()).await;
+        assert!(failures(&seen).is_empty(), "{:?}", failures(&seen));
+        wait_state(&e, "lab-h1", HostState::Ready, patience).await;
+        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+
+        // A libvirtd restart on host 2: its guests keep running, so HAProxy sees them up;
+        // at worst partitioned, never failed.
+        let away = restart_libvirtd(&lab, 2);
+        eprintln!("libvirtd of host 2 was away for {} ms", away.as_millis());
+        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+        assert!(failures(&seen).is_empty(), "{:?}", failures(&seen));
+
+        // The host dies: failed within the target.
+        let killed = Instant::now();
+        lab.run(&["kill-host", "2"]);
+        let failed = wait_state(&e, "lab-h2", HostState::Failed, Duration::from_secs(30)).await;
+        let took = failed.duration_since(killed);
+        eprintln!(
+            "lab-h2 failed {} ms after kill-host (worst case with these thresholds: {} ms)",
+            took.as_millis(),
+            limit.as_millis()
+        );
+        assert!(took <= Duration::from_secs(10), "{took:?}");
+        let h1 = e.host_show("lab-h1").unwrap();
+        assert_eq!(h1.monitor.state, Some(HostState::Ready), "{:?}", h1.monitor);
+
+        // Back: returning, then ready (nothing reconciles yet: clean at once); the server
+        // whose QEMU died with the host does not run.
+        lab.run(&["revive-host", "2"]);
+        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+        let began = Instant::now();
+        while e.host_show("lab-h2").unwrap().monitor.not_running != [on_h2.clone()] {
+            assert!(
+                began.elapsed() < patience,
+                "{:?}",
+                e.host_show("lab-h2").unwrap().monitor
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        stop.send(()).unwrap();
+    };
+    let (ran, ()) = tokio::join!(monitor, script);
+    ran.unwrap();
+
+    let seen = seen.into_inner().unwrap();
+    let h2: Vec<(Option<HostState>, HostState)> = seen
+        .iter()
+        .filter_map(|(_, ev)| match ev {
+            MonitorEvent::Transition { host, from, to, .. } if host == "lab-h2" => {
+                Some((*from, *to))
+            }
+            _ => None,
+        })
+        .collect();
+    // Exactly one failure, and it went through returning before it was ready again.
+    let failed_at = h2
+        .iter()
+        .position(|t| t.1 == HostState::Failed)
+        .expect("failed");
+    assert_eq!(
+        h2.iter().filter(|t| t.1 == HostState::Failed).count(),
+        1,
+        "{h2:?}"
+    );
+    // From suspect, or from partitioned when HAProxy's checks were slower than the lost
+    // window (it still saw the server up then).
+    assert!(
+        matches!(
+            h2[failed_at].0,
+            Some(HostState::Suspect | HostState::Partitioned)
+        ),
+        "{h2:?}"
+    );
+    assert_eq!(
+        &h2[failed_at + 1..],
+        [
+            (Some(HostState::Failed), HostState::Returning),
+            (Some(HostState::Returning), HostState::Ready),
+        ],
+        "{h2:?}"
+    );
+
+    e.unit_run("mon", UnitAction::Delete { force: false }, Arc::new(|_| {}))
+        .await
+        .unwrap();
+}
