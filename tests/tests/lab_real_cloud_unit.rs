@@ -221,7 +221,7 @@ async fn real_cloud_init_unit_deploys_from_a_disk_booting_master() {
         let rollout = UnitAction::Rollout {
             back: false,
             canary: None,
-            policy: policy.clone(),
+            policy,
         };
         let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = live.clone();
