@@ -2821,3 +2821,234 @@ async fn a_units_policy_is_checked_and_used() {
         "{err}"
     );
 }
+
+/// Records host states as a monitor would (this process holds the monitor lease).
+fn monitor_says(e: &Engine, states: &[(&str, flotilla::model::HostState)]) {
+    use flotilla::inventory::{MonitorLease, MonitorRecord};
+    // One lease for all calls: a token of its own, as one monitor renewing it.
+    let mut me = MonitorLease::mine("test");
+    me.token = "the test".into();
+    let held = e.inventory.monitor_lease_take(&me, 600_000, "").unwrap();
+    assert!(held.is_none(), "{held:?}");
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let records: Vec<MonitorRecord> = states
+        .iter()
+        .map(|(h, s)| MonitorRecord {
+            host: (*h).into(),
+            state: *s,
+            since: now.clone(),
+            detail: "set by the test".into(),
+            not_running: Vec::new(),
+            probed_at: now.clone(),
+        })
+        .collect();
+    assert!(e
+        .inventory
+        .monitor_write(&me, &records, "", 600_000)
+        .unwrap());
+}
+
+/// The unit `app` of two servers, one per host, deployed; the monitor says h1 failed.
+async fn one_host_failed(f: &Fixture) {
+    use flotilla::model::HostState;
+    f.e.unit_create(&f.form("app", 2)).unwrap();
+    f.run("app", UnitAction::Deploy).await.unwrap();
+    let hosts: Vec<String> =
+        f.e.unit_show("app")
+            .unwrap()
+            .servers
+            .iter()
+            .map(|s| s.host.clone())
+            .collect();
+    assert_eq!(hosts, ["h1", "h2"], "one server per host");
+    monitor_says(&f.e, &[("h1", HostState::Failed), ("h2", HostState::Ready)]);
+}
+
+fn recover() -> UnitAction {
+    UnitAction::Recover { from: Vec::new() }
+}
+
+#[tokio::test]
+async fn a_recovery_moves_only_servers_of_failed_hosts_and_is_refused_otherwise() {
+    use flotilla::model::HostState;
+    let f = Fixture::new().await;
+    one_host_failed(&f).await;
+    let plan = f.e.unit_plan("app", &recover()).unwrap();
+    let moved: Vec<(&str, &str)> = plan
+        .servers
+        .iter()
+        .map(|s| (s.server.as_str(), s.host.as_str()))
+        .collect();
+    assert_eq!(moved, [("app-1", "h2")], "{plan:?}");
+    assert_eq!(plan.servers[0].steps, server_steps(OpKind::Recover, false));
+    // Never from a host the monitor does not say is dead: it may only be cut off.
+    for (state, why) in [
+        (HostState::Partitioned, "partitioned"),
+        (HostState::Unreachable, "unreachable"),
+        (HostState::Ready, "ready"),
+    ] {
+        monitor_says(&f.e, &[("h1", state), ("h2", HostState::Ready)]);
+        let before = f.snapshot().await;
+        let err =
+            f.e.unit_run(
+                "app",
+                UnitAction::Recover {
+                    from: vec!["h1".into()],
+                },
+                quiet(),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("host h1 is {why}, not failed")),
+            "{err}"
+        );
+        let err =
+            f.e.unit_run("app", recover(), quiet())
+                .await
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("nothing to recover"), "{err}");
+        assert_eq!(f.snapshot().await, before, "{why}: nothing changed");
+    }
+    let err =
+        f.e.unit_run(
+            "app",
+            UnitAction::Recover {
+                from: vec!["h9".into()],
+            },
+            quiet(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("h9"), "{err}");
+    // No surviving host that the monitor says is ready: nowhere to go.
+    monitor_says(
+        &f.e,
+        &[("h1", HostState::Failed), ("h2", HostState::Suspect)],
+    );
+    let err =
+        f.e.unit_run("app", recover(), quiet())
+            .await
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("no surviving host can take app-1"), "{err}");
+}
+
+#[tokio::test]
+async fn a_recovery_failing_at_any_step_leaves_the_server_on_its_failed_host() {
+    for step in server_steps(OpKind::Recover, false) {
+        let f = Fixture::new().await;
+        one_host_failed(&f).await;
+        let before = f.snapshot().await;
+        f.e.repeat_steps(true);
+        f.e.inject_fault(Some(Fault {
+            crash: false,
+            server: "app-1".into(),
+            step: Some(step),
+        }));
+        let err = f.e.unit_run("app", recover(), quiet()).await.unwrap_err();
+        f.e.inject_fault(None);
+        f.e.repeat_steps(false);
+        assert!(err.to_string().contains(step.as_str()), "{step:?}: {err}");
+        assert_eq!(f.snapshot().await, before, "recovery failing at {step:?}");
+        let s = f.e.unit_show("app").unwrap().servers[0].clone();
+        assert_eq!((s.host.as_str(), s.generation), ("h1", 0), "{step:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_recovered_server_runs_once_and_its_stale_copy_goes_when_the_host_returns() {
+    let f = Fixture::new().await;
+    one_host_failed(&f).await;
+    // Killed half-way, then resumed: it goes on with the same move.
+    f.e.inject_fault(Some(Fault {
+        crash: true,
+        server: "app-1".into(),
+        step: Some(Step::Define),
+    }));
+    let err = f.e.unit_run("app", recover(), quiet()).await.unwrap_err();
+    assert!(matches!(err, OpError::Crashed), "{err}");
+    f.e.inject_fault(None);
+    let id = f.e.interrupted_operations().unwrap()[0].operation;
+    f.e.operation_resume(id, quiet()).await.unwrap();
+    let s = f.e.unit_show("app").unwrap().servers[0].clone();
+    assert_eq!(
+        (s.host.as_str(), s.generation, s.version),
+        ("h2", 1, Some(1))
+    );
+    let h2 = f.e.host_show("h2").unwrap();
+    let meta =
+        f.e.hypervisor
+            .domain_flotilla_metadata(&h2.uri, "app-1")
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(
+        meta.contains(&("generation".into(), "1".into())),
+        "{meta:?}"
+    );
+    assert_eq!(
+        f.e.hypervisor
+            .domain_is_running(&h2.uri, "app-1")
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    // h1 "comes back" still holding the old domain and volumes (the test driver kept them).
+    let h1 = f.e.host_show("h1").unwrap();
+    assert!(f
+        .e
+        .hypervisor
+        .domain_names(&h1.uri)
+        .await
+        .unwrap()
+        .contains(&"app-1".to_owned()));
+    let r = f.e.host_reconcile("h1").await.unwrap();
+    assert_eq!(r.removed, ["app-1"], "{r:?}");
+    assert!(
+        r.failed.is_empty() && r.volumes.contains(&"app-1-disk.qcow2".to_owned()),
+        "{r:?}"
+    );
+    assert!(!f
+        .e
+        .hypervisor
+        .domain_names(&h1.uri)
+        .await
+        .unwrap()
+        .contains(&"app-1".to_owned()));
+    let left: Vec<String> =
+        f.e.hypervisor
+            .volume_list(&h1.uri, &h1.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| v.name)
+            .filter(|v| v.starts_with("app-1"))
+            .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // Nothing else is touched: the live copy on h2, the other server on its host.
+    assert_eq!(
+        f.e.hypervisor
+            .domain_is_running(&h2.uri, "app-1")
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    assert!(f.e.host_reconcile("h2").await.unwrap().removed.is_empty());
+    assert!(
+        f.e.host_reconcile("h1").await.unwrap().removed.is_empty(),
+        "done once"
+    );
+    assert_eq!(
+        f.e.hypervisor
+            .domain_is_running(&h2.uri, "app-2")
+            .await
+            .unwrap(),
+        Some(true)
+    );
+}

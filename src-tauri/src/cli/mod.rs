@@ -110,6 +110,10 @@ enum HostCommand {
     Check { name: String },
     /// Unregister a host (refused while servers or images on it are in the inventory).
     Remove { name: String },
+    /// Remove from a host that came back the copies of servers that were re-created
+    /// elsewhere meanwhile (`unit recover`): their domains and volumes there. The monitor does
+    /// it before such a host is ready again; this does it now.
+    Reconcile { name: String },
     /// Set the network servers on this host use (their addresses must lie in it), the
     /// gateway, and the domain type (kvm or qemu; auto: what the host's capabilities offer).
     Set {
@@ -438,6 +442,33 @@ async fn host(engine: &Engine, json: bool, cmd: HostCommand) -> Result<ExitCode,
             engine.host_remove(&name)?;
             output::removed(json, "host", &name);
         }
+        HostCommand::Reconcile { name } => {
+            let r = engine.host_reconcile(&name).await?;
+            if json {
+                output::print_json(&r);
+            } else {
+                output::say_line(&format!(
+                    "host {}: removed {} stale domain(s) [{}] and {} volume(s)",
+                    r.host,
+                    r.removed.len(),
+                    r.removed.join(", "),
+                    r.volumes.len()
+                ));
+                for f in &r.failed {
+                    eprintln!("could not remove {f}");
+                }
+            }
+            if !r.failed.is_empty() {
+                return Err(ApiError::new(
+                    crate::error::ErrorCode::OperationFailed,
+                    format!(
+                        "host {} still holds stale copies: {}",
+                        r.host,
+                        r.failed.join("; ")
+                    ),
+                ));
+            }
+        }
         HostCommand::Set {
             name,
             network,
@@ -472,7 +503,7 @@ async fn monitor(
         .monitor_run(
             thresholds,
             "cli",
-            &crate::ops::monitor::DefaultHooks,
+            &crate::ops::units::RecoveryHooks,
             &report,
             interrupted(),
         )

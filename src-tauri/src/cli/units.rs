@@ -139,6 +139,18 @@ pub(super) enum UnitCommand {
     },
     /// The unit's versions, newest first, with what changed in each.
     History { name: String },
+    /// Re-create the servers of failed hosts on surviving ones, with their names, addresses
+    /// and MACs (dry run: `unit plan NAME recover`). Only from hosts the monitor says failed
+    /// (libvirt lost and the load balancer sees their servers down); they are fenced at the
+    /// load balancer first.
+    Recover {
+        name: String,
+        /// A failed host to take servers from (repeat); default: every failed host of the unit.
+        #[arg(long = "from")]
+        from: Vec<String>,
+        #[command(flatten)]
+        plan: Confirmed,
+    },
     /// Remove everything the unit created (servers, volumes, LB members) and the unit.
     Delete {
         name: String,
@@ -312,6 +324,11 @@ pub(super) enum PlanAction {
     },
     /// Back to the current version (a rollout in progress).
     Rollback,
+    /// Re-creating the servers of failed hosts elsewhere.
+    Recover {
+        #[arg(long = "from")]
+        from: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -640,6 +657,7 @@ pub(super) async fn unit(
                     canary: None,
                     policy: None,
                 },
+                PlanAction::Recover { from } => UnitAction::Recover { from },
             };
             let plan = engine.unit_plan(&name, &action)?;
             if json {
@@ -650,6 +668,7 @@ pub(super) async fn unit(
             return Ok(ExitCode::SUCCESS);
         }
         UnitCommand::Deploy { name, plan } => (name, UnitAction::Deploy, plan),
+        UnitCommand::Recover { name, from, plan } => (name, UnitAction::Recover { from }, plan),
         UnitCommand::Start {
             name,
             servers,

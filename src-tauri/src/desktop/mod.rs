@@ -124,7 +124,7 @@ fn start_monitor(app: tauri::AppHandle, engine: Arc<Engine>) {
             .monitor_run(
                 crate::monitor::Thresholds::default(),
                 "gui",
-                &crate::ops::monitor::DefaultHooks,
+                &crate::ops::units::RecoveryHooks,
                 &report,
                 std::future::pending::<()>(),
             )

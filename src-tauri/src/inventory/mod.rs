@@ -176,6 +176,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("servers: what a rollout swapped out", servers::PRIOR),
     // Issue 12: the monitor's state of each host, and which process monitors.
     ("host_monitor, monitor_lease", host_monitor::CREATE),
+    // A server re-created on another host has a new generation.
+    ("servers: generation", servers::GENERATION),
 ];
 
 fn migrations() -> Migrations<'static> {

@@ -105,6 +105,28 @@ impl Inventory {
         rows
     }
 
+    /// The volumes recorded as `server`'s on `host`.
+    pub fn server_volumes_on(
+        &self,
+        host: &str,
+        server: &str,
+    ) -> Result<Vec<String>, InventoryError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT v.volume FROM server_volumes v JOIN hosts h ON h.id = v.host_id
+                 JOIN servers s ON s.id = v.server_id
+                 WHERE h.name = ?1 AND s.name = ?2 ORDER BY v.volume",
+            )
+            .map_err(query_err("list a server's volumes on a host"))?;
+        let rows = stmt
+            .query_map([host, server], |r| r.get(0))
+            .map_err(query_err("list a server's volumes on a host"))?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(query_err("list a server's volumes on a host"));
+        rows
+    }
+
     /// Forgets that a volume is a server's (after deleting it).
     pub fn server_volume_forget(&self, host: &str, volume: &str) -> Result<(), InventoryError> {
         self.conn()

@@ -28,6 +28,9 @@ pub struct Server {
     /// The disk, seed and unit version it ran before the last rollout swapped it, kept
     /// until that rollout is done: a rollback boots them again (a restart, not a rebuild).
     pub prior: Option<PriorVolumes>,
+    /// How many times it was re-created on another host (`unit recover`); its domain carries
+    /// it in its metadata, so a copy left on a host that comes back is recognised as stale.
+    pub generation: u32,
 }
 
 /// What a server ran before a rollout swapped it.
@@ -60,6 +63,10 @@ impl Server {
 /// Migration: the disk and seed volumes a server uses (rolling updates give it new ones).
 pub(super) const VOLUMES: &str = "ALTER TABLE servers ADD COLUMN disk TEXT NOT NULL DEFAULT '';
     ALTER TABLE servers ADD COLUMN seed TEXT NOT NULL DEFAULT '';";
+
+/// Migration: how many times a server was re-created on another host.
+pub(super) const GENERATION: &str =
+    "ALTER TABLE servers ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;";
 
 /// Migration: what a server ran before a rollout swapped it (`PriorVolumes`).
 pub(super) const PRIOR: &str = "ALTER TABLE servers ADD COLUMN prior_version INTEGER;
@@ -187,6 +194,34 @@ impl Inventory {
         Ok(())
     }
 
+    /// Records the server on `host` (its volumes there are new: the default names, nothing
+    /// kept for a rollback) with `generation` — a recovery and its undo.
+    pub fn server_relocate(
+        &self,
+        server: &str,
+        host: &str,
+        generation: u32,
+        disk: &str,
+        seed: &str,
+    ) -> Result<(), InventoryError> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE servers SET host_id = (SELECT id FROM hosts WHERE name = ?2), generation = ?3,
+                        disk = ?4, seed = ?5, prior_version = NULL, prior_disk = '', prior_seed = ''
+                 WHERE name = ?1 AND EXISTS (SELECT 1 FROM hosts WHERE name = ?2)",
+                params![server, host, generation, disk, seed],
+            )
+            .map_err(query_err("move a server to another host"))?;
+        if changed == 0 {
+            return Err(InventoryError::NotFound {
+                kind: "server or host",
+                name: format!("{server} on {host}"),
+            });
+        }
+        Ok(())
+    }
+
     pub fn server_set_lb_state(&self, server: &str, lb_state: &str) -> Result<(), InventoryError> {
         self.conn()
             .execute(
@@ -218,7 +253,7 @@ impl Inventory {
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT s.name, u.name, h.name, s.address, s.mac, s.state, s.version, s.lb_state,
-                        s.disk, s.seed, s.prior_version, s.prior_disk, s.prior_seed
+                        s.disk, s.seed, s.prior_version, s.prior_disk, s.prior_seed, s.generation
                  FROM servers s JOIN units u ON u.id = s.unit_id JOIN hosts h ON h.id = s.host_id
                  WHERE {filter} ORDER BY u.name, s.id"
             ))
@@ -242,6 +277,7 @@ impl Inventory {
                         disk: r.get(11).unwrap_or_default(),
                         seed: r.get(12).unwrap_or_default(),
                     }),
+                    generation: r.get(13)?,
                 })
             })
             .map_err(query_err("list servers"))?

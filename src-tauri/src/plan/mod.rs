@@ -63,6 +63,11 @@ pub enum Step {
     /// instance-id and the new payload, the domain redefined with the same name, MAC and
     /// address. Undo: the old disk, seed and payload again.
     Swap,
+    /// Recovery: the server of a failed host is fenced at the load balancer (maintenance) and
+    /// recorded on a surviving host under its next generation, with new volumes there; the
+    /// deploy's steps then re-create it with its name, address and MAC. Undo: recorded on the
+    /// failed host again (still fenced).
+    Relocate,
 }
 
 impl Step {
@@ -87,6 +92,7 @@ impl Step {
             Self::DeleteVolumes => "delete-volumes",
             Self::Forget => "forget",
             Self::Swap => "swap-version",
+            Self::Relocate => "relocate",
         }
     }
 
@@ -113,7 +119,7 @@ impl Step {
     }
 }
 
-pub const ALL_STEPS: [Step; 19] = [
+pub const ALL_STEPS: [Step; 20] = [
     Step::ClaimNames,
     Step::EnsureMaster,
     Step::EnsurePayload,
@@ -133,6 +139,7 @@ pub const ALL_STEPS: [Step; 19] = [
     Step::DeleteVolumes,
     Step::Forget,
     Step::Swap,
+    Step::Relocate,
 ];
 
 /// What an operation does to each server it touches.
@@ -148,6 +155,8 @@ pub enum OpKind {
     Remove,
     /// Move running servers to another unit version, `max_unavailable` at a time.
     Rollout,
+    /// Re-create the servers of failed hosts on surviving ones.
+    Recover,
 }
 
 impl OpKind {
@@ -159,6 +168,7 @@ impl OpKind {
             Self::Restart => "restart",
             Self::Remove => "remove",
             Self::Rollout => "rollout",
+            Self::Recover => "recover",
         }
     }
 }
@@ -200,6 +210,20 @@ pub fn server_steps(kind: OpKind, lb: bool) -> Vec<Step> {
             LbMaint,
             Shutdown,
             Swap,
+            Start,
+            WaitHealthy,
+            LbReady,
+        ],
+        // The deploy's steps on the new host, after the move; the member exists already (the
+        // same name, address and port), fenced until the new server passed its check.
+        OpKind::Recover => &[
+            Relocate,
+            ClaimNames,
+            EnsureMaster,
+            EnsurePayload,
+            CreateDisk,
+            WriteSeed,
+            Define,
             Start,
             WaitHealthy,
             LbReady,

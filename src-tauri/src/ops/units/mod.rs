@@ -41,10 +41,13 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+mod recover;
 mod run;
 mod steps;
 mod update;
 
+use recover::Move;
+pub use recover::{HostReconcile, RecoveryHooks};
 use std::time::{Duration, Instant};
 pub use update::{UnitUpdate, UnitVersionEntry};
 
@@ -129,6 +132,12 @@ pub enum UnitAction {
         #[serde(default)]
         policy: Option<RolloutPolicy>,
     },
+    /// Re-create the servers of the failed hosts `from` on surviving hosts, with their names,
+    /// addresses and MACs (`unit recover`). Refused for a host that answers, and for a server
+    /// the load balancer still sees up: that host may only be cut off from Flotilla.
+    Recover {
+        from: Vec<String>,
+    },
 }
 
 impl UnitAction {
@@ -142,6 +151,7 @@ impl UnitAction {
             Self::Delete { .. } => "delete",
             Self::Rollout { back: false, .. } => "rollout",
             Self::Rollout { back: true, .. } => "rollback",
+            Self::Recover { .. } => "recover",
         }
     }
 
@@ -201,6 +211,9 @@ struct OpArgs {
     /// What those servers ran before their last swap, before it began (rollouts).
     #[serde(default)]
     priors_before: Vec<(String, Option<PriorVolumes>)>,
+    /// Where a recovery re-creates each server (decided once, kept for a resume).
+    #[serde(default)]
+    moves: Vec<Move>,
     /// The fingerprint of the plan the admin confirmed: checked once the unit is locked.
     /// Not stored: a resumed operation goes on from where it was, whatever the plan is now.
     #[serde(skip)]
@@ -239,6 +252,7 @@ impl OpArgs {
             target: None,
             volumes_before: Vec::new(),
             priors_before: Vec::new(),
+            moves: Vec::new(),
             expect: None,
             resumed: false,
         }
@@ -574,6 +588,8 @@ struct Ctx {
     /// One at a time per host for shared objects (master copy, payload).
     host_locks: HashMap<String, tokio::sync::Mutex<()>>,
     host_slots: HashMap<String, tokio::sync::Semaphore>,
+    /// A recovery's moves, by server.
+    moves: HashMap<String, Move>,
 }
 
 impl Ctx {
@@ -769,6 +785,7 @@ impl Engine {
             UnitAction::Scale { count } => (Vec::new(), Some(*count)),
             // A canary changes which servers run; a rollout's own policy, how.
             UnitAction::Rollout { canary, .. } => (Vec::new(), *canary),
+            UnitAction::Recover { from } => (from.clone(), None),
             UnitAction::Deploy | UnitAction::Delete { .. } => (Vec::new(), None),
         };
         let lb = match unit.lb {
@@ -1106,6 +1123,26 @@ impl Engine {
         Ok(out)
     }
 
+    /// Every server in the inventory with the memory its unit's current version promises it.
+    pub(super) fn registered_servers(&self) -> Result<Vec<plan::Registered>, OpError> {
+        Ok(self
+            .inventory
+            .unit_list()?
+            .into_iter()
+            .flat_map(|u| {
+                let mem = u.current().map_or(0, |v| u64::from(v.size.memory_mib));
+                u.servers.into_iter().map(move |s| plan::Registered {
+                    unit: s.unit,
+                    name: s.name,
+                    host: s.host,
+                    address: s.address,
+                    mac: s.mac,
+                    memory_mib: mem,
+                })
+            })
+            .collect())
+    }
+
     /// Names, addresses, MACs and hosts for the servers of a form (`plan::allocate`, against
     /// every registered server and host).
     pub(super) fn servers_for(
@@ -1124,22 +1161,7 @@ impl Engine {
                 gateway: h.gateway,
             })
             .collect();
-        let registered: Vec<plan::Registered> = self
-            .inventory
-            .unit_list()?
-            .into_iter()
-            .flat_map(|u| {
-                let mem = u.current().map_or(0, |v| u64::from(v.size.memory_mib));
-                u.servers.into_iter().map(move |s| plan::Registered {
-                    unit: s.unit,
-                    name: s.name,
-                    host: s.host,
-                    address: s.address,
-                    mac: s.mac,
-                    memory_mib: mem,
-                })
-            })
-            .collect();
+        let registered = self.registered_servers()?;
         let wanted: Vec<plan::Wanted> = form
             .servers
             .iter()
@@ -1266,7 +1288,7 @@ impl Engine {
             OpKind::Restart | OpKind::Rollout | OpKind::Stop | OpKind::Remove => {
                 Some(in_service.saturating_sub(batch_size.min(servers.len() as u32)))
             }
-            OpKind::Deploy | OpKind::Start => None,
+            OpKind::Deploy | OpKind::Start | OpKind::Recover => None,
         };
         let batches = (servers.len() as u32).div_ceil(batch_size.max(1));
         let (estimate_s, estimate_from) = match self.per_server_time(&u.name, action.name())? {
@@ -1378,6 +1400,11 @@ impl Engine {
                 vec![],
             ),
             UnitAction::Delete { .. } => (OpKind::Remove, u.servers.clone(), vec![]),
+            UnitAction::Recover { from } => (
+                OpKind::Recover,
+                Self::moved(u, &self.recover_moves(u, from)?),
+                vec![],
+            ),
             UnitAction::Rollout { back, policy, .. } => {
                 if let Some(p) = policy {
                     p.validate()?;
@@ -1558,6 +1585,7 @@ mod tests {
             disk: String::new(),
             seed: String::new(),
             prior: None,
+            generation: 0,
         };
         let mut u = Unit {
             name: "shop".into(),

@@ -84,6 +84,7 @@ impl Engine {
             target: None,
             volumes_before: Vec::new(),
             priors_before: Vec::new(),
+            moves: Vec::new(),
             expect,
             resumed: false,
         };
@@ -388,7 +389,9 @@ impl Engine {
         // The end state a server gets after its last step (the process may have died just
         // before writing it).
         let end = match kind {
-            OpKind::Deploy => Some((ServerState::Running, Some(u.current_version))),
+            OpKind::Deploy | OpKind::Recover => {
+                Some((ServerState::Running, Some(u.current_version)))
+            }
             OpKind::Start | OpKind::Restart => Some((ServerState::Running, None)),
             OpKind::Stop => Some((ServerState::Stopped, None)),
             OpKind::Rollout => Some((ServerState::Running, args.target)),
@@ -456,6 +459,24 @@ impl Engine {
         let (_, targets, _) = match &args.action {
             UnitAction::Scale { .. } if kind == OpKind::Deploy => {
                 self.targets(&u, &UnitAction::Deploy)?
+            }
+            // Where each server goes is decided once: a resume goes on with the same moves
+            // (its servers may be recorded on their new hosts already).
+            UnitAction::Recover { from } => {
+                if args.moves.is_empty() {
+                    args.moves = self.recover_moves(&u, from)?;
+                    if args.moves.is_empty() {
+                        return Err(ValidationError::new(
+                            "from",
+                            format!(
+                                "no server of unit {} is on a failed host: nothing to recover",
+                                u.name
+                            ),
+                        )
+                        .into());
+                    }
+                }
+                (kind, Self::moved(&u, &args.moves), Vec::new())
             }
             a => self.targets(&u, a)?,
         };
@@ -694,7 +715,12 @@ impl Engine {
             }
             None => None,
         };
-        let used: HashSet<&String> = u.servers.iter().map(|s| &s.host).collect();
+        let used: HashSet<&String> = u
+            .servers
+            .iter()
+            .map(|s| &s.host)
+            .chain(args.moves.iter().map(|m| &m.to))
+            .collect();
         let force = args.action.force();
         Ok(Ctx {
             op,
@@ -734,6 +760,11 @@ impl Engine {
                 .collect(),
             hosts,
             unit: u.clone(),
+            moves: args
+                .moves
+                .iter()
+                .map(|m| (m.server.clone(), m.clone()))
+                .collect(),
         })
     }
 
@@ -917,7 +948,7 @@ impl Engine {
             return o;
         }
         let (state, version) = match kind {
-            OpKind::Deploy => (ServerState::Running, Some(ctx.uv.version)),
+            OpKind::Deploy | OpKind::Recover => (ServerState::Running, Some(ctx.uv.version)),
             OpKind::Start | OpKind::Restart => (ServerState::Running, s.version),
             OpKind::Stop => (ServerState::Stopped, s.version),
             OpKind::Rollout => (ServerState::Running, Some(ctx.uv.version)),

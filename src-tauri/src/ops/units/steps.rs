@@ -368,6 +368,8 @@ impl Engine {
                 Ok(())
             }
 
+            (Step::Relocate, d) => self.relocate(ctx, s, d).await,
+
             (Step::LbAdd, Do) | (Step::LbRemove, Undo) => {
                 let (d, p) = lb_of(lb)?;
                 d.member_add(p, &s.name, addr).await?;
@@ -1107,6 +1109,7 @@ impl Engine {
                 ("unit".into(), ctx.unit.name.clone()),
                 ("unit-version".into(), uv.version.to_string()),
                 ("server".into(), s.name.clone()),
+                ("generation".into(), s.generation.to_string()),
             ],
             vnc: false,
             guest_agent: true,

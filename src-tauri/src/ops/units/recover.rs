@@ -1,0 +1,361 @@
+//! Recovery from failed hosts (`unit recover`): the servers of hosts the monitor says failed
+//! are fenced at the load balancer and re-created on surviving hosts with their names,
+//! addresses and MACs, under their next generation; and the reconcile of a host that comes
+//! back, which removes the stale copies before the host is ready again.
+
+use super::steps::Dir;
+use super::*;
+use crate::model::HostState;
+use crate::monitor::{Change, Reconciled};
+
+/// Where a recovery re-creates a server, and what it had on the failed host (its undo records
+/// it there again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Move {
+    pub server: String,
+    pub from: String,
+    pub to: String,
+    pub disk: String,
+    pub seed: String,
+    pub generation: u32,
+}
+
+/// What the reconcile of a returning host did.
+#[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct HostReconcile {
+    pub host: String,
+    /// Domains of servers that live on another host now: destroyed and undefined here.
+    pub removed: Vec<String>,
+    /// Their volumes deleted here.
+    pub volumes: Vec<String>,
+    /// What could not be removed, and why: the host is not clean yet.
+    pub failed: Vec<String>,
+}
+
+impl Engine {
+    /// The failed hosts a recovery takes servers from: `from` as asked, or every host of the
+    /// unit the monitor says failed. Each must be failed as the monitor sees it now — two
+    /// planes agreed that it is down — so a host that is only cut off from Flotilla never
+    /// has its servers run twice.
+    fn failed_hosts(&self, u: &Unit, from: &[String]) -> Result<Vec<String>, OpError> {
+        let hosts = self.host_list()?;
+        let state_of = |name: &str| {
+            hosts
+                .iter()
+                .find(|h| h.name.as_str() == name)
+                .map(|h| h.monitor.state)
+        };
+        if from.is_empty() {
+            let mut failed: Vec<String> = u
+                .servers
+                .iter()
+                .map(|s| s.host.clone())
+                .filter(|h| state_of(h) == Some(Some(HostState::Failed)))
+                .collect();
+            failed.sort();
+            failed.dedup();
+            return Ok(failed);
+        }
+        for h in from {
+            match state_of(h) {
+                None => {
+                    return Err(InventoryError::NotFound {
+                        kind: "host",
+                        name: h.clone(),
+                    }
+                    .into())
+                }
+                Some(Some(HostState::Failed)) => {}
+                Some(state) => {
+                    return Err(ValidationError::new(
+                        "from",
+                        format!(
+                            "host {h} is {}, not failed: Flotilla re-creates servers only from a host the monitor found dead on both planes (libvirt lost and the load balancer sees its servers down), so that no server ever runs twice{}",
+                            state.map_or("not monitored".to_owned(), |s| s.as_str().to_owned()),
+                            if state.is_none() {
+                                "; start the monitor (flotillactl monitor, or the desktop app)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    )
+                    .into())
+                }
+            }
+        }
+        Ok(from.to_vec())
+    }
+
+    /// The servers of `u` on the failed hosts and where each is re-created: a host the
+    /// monitor says is ready, whose network holds the server's address, with memory left for
+    /// it; the one with the fewest servers of the unit first, then the most memory left.
+    pub(super) fn recover_moves(&self, u: &Unit, from: &[String]) -> Result<Vec<Move>, OpError> {
+        let failed = self.failed_hosts(u, from)?;
+        let lost: Vec<&Server> = u
+            .servers
+            .iter()
+            .filter(|s| failed.contains(&s.host) && s.state != ServerState::Planned)
+            .collect();
+        if lost.is_empty() {
+            return Ok(Vec::new());
+        }
+        let memory = u.current().map_or(256, |v| u64::from(v.size.memory_mib));
+        let registered = self.registered_servers()?;
+        let mut candidates: Vec<(Host, u64, u32)> = self
+            .host_list()?
+            .into_iter()
+            .filter(|h| h.monitor.state == Some(HostState::Ready))
+            .filter(|h| !failed.contains(&h.name.to_string()))
+            .map(|h| {
+                let promised: u64 = registered
+                    .iter()
+                    .filter(|r| r.host == h.name.as_str())
+                    .map(|r| r.memory_mib)
+                    .sum();
+                let total = h.facts.as_ref().map_or(0, |f| f.memory_bytes >> 20);
+                let of_unit = u
+                    .servers
+                    .iter()
+                    .filter(|s| s.host == h.name.as_str())
+                    .count();
+                (h, total.saturating_sub(promised), of_unit as u32)
+            })
+            .collect();
+        let mut moves = Vec::new();
+        for s in lost {
+            let addr: Ipv4Addr = s.address.parse().map_err(|_| {
+                ValidationError::new("address", format!("{} is not an address", s.address))
+            })?;
+            let best = candidates
+                .iter_mut()
+                .filter(|(h, free, _)| {
+                    *free >= memory && Ipv4Cidr::parse(&h.network).is_ok_and(|n| n.contains(addr))
+                })
+                .min_by_key(|(_, free, of_unit)| (*of_unit, std::cmp::Reverse(*free)));
+            let Some((h, free, of_unit)) = best else {
+                return Err(ValidationError::new(
+                    "from",
+                    format!(
+                        "no surviving host can take {} ({memory} MiB, address {}): none that the monitor says is ready has the memory left and that address in its network",
+                        s.name, s.address
+                    ),
+                )
+                .into());
+            };
+            *free -= memory;
+            *of_unit += 1;
+            moves.push(Move {
+                server: s.name.clone(),
+                from: s.host.clone(),
+                to: h.name.to_string(),
+                disk: s.disk.clone(),
+                seed: s.seed.clone(),
+                generation: s.generation,
+            });
+        }
+        Ok(moves)
+    }
+
+    /// The recovering servers as the steps see them: on the new host, with new volumes there,
+    /// their next generation, the unit's current version.
+    pub(super) fn moved(u: &Unit, moves: &[Move]) -> Vec<Server> {
+        moves
+            .iter()
+            .filter_map(|m| {
+                let mut s = u.servers.iter().find(|s| s.name == m.server)?.clone();
+                s.host = m.to.clone();
+                s.disk = String::new();
+                s.seed = String::new();
+                s.prior = None;
+                s.generation = m.generation + 1;
+                s.version = Some(u.current_version);
+                Some(s)
+            })
+            .collect()
+    }
+
+    /// Relocate: fenced at the load balancer, then recorded on the new host under its next
+    /// generation; undone, recorded on the failed host again (still fenced: it is down).
+    pub(super) async fn relocate(&self, ctx: &Ctx, s: &Server, dir: Dir) -> Result<(), OpError> {
+        let m = ctx.moves.get(&s.name).ok_or_else(|| {
+            ValidationError::new("server", format!("{} is not part of this recovery", s.name))
+        })?;
+        match dir {
+            Dir::Do => {
+                if ctx.lb.is_some() {
+                    self.lb_set(ctx, s, MemberState::Maint).await?;
+                }
+                self.inventory
+                    .server_relocate(&s.name, &m.to, m.generation + 1, "", "")?;
+            }
+            Dir::Undo => {
+                self.inventory
+                    .server_relocate(&s.name, &m.from, m.generation, &m.disk, &m.seed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fencing: every server of a failed host out of rotation at its load balancer
+    /// (maintenance: instant, and undone by the recovery's health gate or a start). Returns
+    /// what could not be fenced.
+    pub async fn fence_host(&self, host: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        let units = match self.inventory.unit_list() {
+            Ok(u) => u,
+            Err(e) => return vec![e.to_string()],
+        };
+        for u in units.iter().filter(|u| u.lb.is_some()) {
+            let Some(lb) = &u.lb else { continue };
+            let driver = match self
+                .inventory
+                .lb_get(lb)
+                .map_err(OpError::from)
+                .and_then(|inst| self.unit_lb_driver(u, &inst).map(|(d, _)| d))
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    problems.push(format!("unit {}: {}", u.name, describe(&e)));
+                    continue;
+                }
+            };
+            for s in u.servers.iter().filter(|s| s.host == host) {
+                let port = match u
+                    .current()
+                    .map(|v| self.def_parsed(&v.definition, v.definition_version))
+                {
+                    Some(Ok(def)) => *def.server.port.get_ref(),
+                    Some(Err(e)) => {
+                        problems.push(format!("unit {}: {}", u.name, describe(&e)));
+                        continue;
+                    }
+                    None => continue,
+                };
+                let Ok(addr) = member_address(&s.address, port) else {
+                    continue;
+                };
+                match driver
+                    .member_set(&u.lb_pool, &s.name, addr, MemberState::Maint)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::warn!(server = %s.name, host, "fenced: in maintenance at the load balancer")
+                    }
+                    Err(e) => problems.push(format!("{}: {e}", s.name)),
+                }
+            }
+        }
+        problems
+    }
+
+    /// Before a host that was lost is ready again: the domains on it of servers that now live
+    /// on another host (same unit and server in its metadata, an older generation) are
+    /// destroyed and undefined, and the volumes recorded there as theirs deleted, so that no
+    /// address answers from two machines. Anything else on the host is left alone.
+    pub async fn host_reconcile(&self, host: &str) -> Result<HostReconcile, OpError> {
+        let h = self.host_show(host)?;
+        let mut out = HostReconcile {
+            host: h.name.to_string(),
+            ..Default::default()
+        };
+        let servers = self.inventory.server_list()?;
+        for name in self.hypervisor.domain_names(&h.uri).await? {
+            let Some(props) = self
+                .hypervisor
+                .domain_flotilla_metadata(&h.uri, &name)
+                .await?
+            else {
+                continue;
+            };
+            let prop = |k: &str| {
+                props
+                    .iter()
+                    .find(|(pk, _)| pk == k)
+                    .map(|(_, v)| v.as_str())
+            };
+            let generation: u32 = prop("generation").and_then(|g| g.parse().ok()).unwrap_or(0);
+            let stale = servers.iter().any(|s| {
+                Some(s.name.as_str()) == prop("server")
+                    && s.name == name
+                    && Some(s.unit.as_str()) == prop("unit")
+                    && s.host != h.name.as_str()
+                    && s.generation > generation
+            });
+            if !stale {
+                continue;
+            }
+            let removed = async {
+                self.hypervisor.domain_destroy(&h.uri, &name).await?;
+                self.hypervisor.domain_undefine(&h.uri, &name).await?;
+                Ok::<_, OpError>(())
+            }
+            .await;
+            match removed {
+                Ok(()) => out.removed.push(name.clone()),
+                Err(e) => {
+                    out.failed.push(format!("{name}: {}", describe(&e)));
+                    continue;
+                }
+            }
+            for v in self.inventory.server_volumes_on(h.name.as_str(), &name)? {
+                let deleted = self
+                    .hypervisor
+                    .volume_delete(&h.uri, &h.pool, &v)
+                    .await
+                    .map_err(OpError::from)
+                    .and_then(|_| Ok(self.inventory.server_volume_forget(h.name.as_str(), &v)?));
+                match deleted {
+                    Ok(()) => out.volumes.push(v),
+                    Err(e) => out.failed.push(format!("{v}: {}", describe(&e))),
+                }
+            }
+        }
+        let outcome: Result<&HostReconcile, OpError> = Ok(&out);
+        self.audit("host.reconcile", &format!("host/{}", h.name), &outcome);
+        Ok(out)
+    }
+}
+
+/// The monitor's hooks for the front doors: a failed host is fenced at once; a returning host
+/// is ready only once its stale domains are gone.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RecoveryHooks;
+
+impl crate::ops::monitor::MonitorHooks for RecoveryHooks {
+    fn on_transition<'a>(
+        &'a self,
+        engine: &'a Engine,
+        change: &'a Change,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            if change.to != HostState::Failed {
+                return Ok(());
+            }
+            let problems = engine.fence_host(&change.host).await;
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("could not fence: {}", problems.join("; ")))
+            }
+        })
+    }
+
+    fn reconcile<'a>(
+        &'a self,
+        engine: &'a Engine,
+        host: &'a Host,
+    ) -> futures_util::future::BoxFuture<'a, Reconciled> {
+        Box::pin(async move {
+            match engine.host_reconcile(host.name.as_str()).await {
+                Ok(r) if r.failed.is_empty() => Reconciled::Clean,
+                Ok(r) => Reconciled::NotYet {
+                    why: format!("stale copies left: {}", r.failed.join("; ")),
+                },
+                Err(e) => Reconciled::NotYet {
+                    why: format!("could not reconcile: {}", describe(&e)),
+                },
+            }
+        })
+    }
+}
