@@ -2,15 +2,16 @@
 //! libvirt lost after 5 s). A unit of two tiny servers, one on each lab host, behind the lab's
 //! HAProxy. An HAProxy restart and a libvirtd restart on host 2 (its guests keep running) make
 //! no host failed; `tests/rig/lab kill-host 2` makes lab-h2 failed within 10 s (the detection
-//! time is measured and printed); `revive-host 2` brings it back through returning to ready,
-//! and its server, whose QEMU the kill ended, is reported as not running.
+//! time is measured and printed) and fences its server (maintenance at HAProxy); `unit
+//! recover` re-creates that server on host 1, where it answers through HAProxy; `revive-host
+//! 2` brings host 2 back through returning — its stale copy of the server removed first — to
+//! ready.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use flotilla::model::HostState;
 use flotilla::monitor::{MonitorEvent, Thresholds};
 use flotilla::ops::images::{BootInput, ImportRequest};
-use flotilla::ops::monitor::DefaultHooks;
-use flotilla::ops::units::{UnitAction, UnitForm};
+use flotilla::ops::units::{RecoveryHooks, UnitAction, UnitForm};
 use flotilla::ops::Engine;
 use flotilla_tests::Lab;
 use std::path::Path;
@@ -231,7 +232,7 @@ async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothin
         seen.lock().unwrap().push((Instant::now(), ev));
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let monitor = e.monitor_run(thresholds, "test", &DefaultHooks, &report, async {
+    let monitor = e.monitor_run(thresholds, "test", &RecoveryHooks, &report, async {
         let _ = stopped.await;
     });
     let script = async {
@@ -270,20 +271,34 @@ async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothin
         assert!(took <= Duration::from_secs(10), "{took:?}");
         let h1 = e.host_show("lab-h1").unwrap();
         assert_eq!(h1.monitor.state, Some(HostState::Ready), "{:?}", h1.monitor);
+        // Fenced at once: its server is in maintenance at HAProxy.
+        let live = e.unit_live("mon").await.unwrap();
+        let fenced = live.iter().find(|l| l.server == on_h2).unwrap();
+        assert!(fenced.lb_status.contains("MAINT"), "{live:?}");
 
-        // Back: returning, then ready (nothing reconciles yet: clean at once); the server
-        // whose QEMU died with the host does not run.
+        // Recovery: the lost server is re-created on host 1 and answers there.
+        let t = Instant::now();
+        let r = e
+            .unit_run("mon", UnitAction::Recover { from: Vec::new() }, Arc::new(|_| {}))
+            .await
+            .unwrap_or_else(|err| panic!("recover: {err}"));
+        eprintln!("recovered in {} ms: {r}", t.elapsed().as_millis());
+        let servers = e.unit_show("mon").unwrap().servers;
+        assert!(servers.iter().all(|s| s.host == "lab-h1"), "{servers:?}");
+        for s in &servers {
+            let page = lab.http_get(&format!("http://{}:8080/", s.address));
+            assert_eq!(page.as_deref().map(str::trim), Some(s.name.as_str()), "{}", s.name);
+        }
+
+        // Back: returning, its stale copy of the server removed, then ready.
         lab.run(&["revive-host", "2"]);
         wait_state(&e, "lab-h2", HostState::Ready, patience).await;
-        let began = Instant::now();
-        while e.host_show("lab-h2").unwrap().monitor.not_running != [on_h2.clone()] {
-            assert!(
-                began.elapsed() < patience,
-                "{:?}",
-                e.host_show("lab-h2").unwrap().monitor
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let domains = Command::new("virsh")
+            .args(["-q", "-c", &lab.host_uri(2), "list", "--all", "--name"])
+            .output()
+            .unwrap();
+        let domains = String::from_utf8_lossy(&domains.stdout).into_owned();
+        assert!(!domains.contains(&on_h2), "a stale copy is left on lab-h2: {domains}");
         stop.send(()).unwrap();
     };
     let (ran, ()) = tokio::join!(monitor, script);

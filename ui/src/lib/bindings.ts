@@ -850,6 +850,11 @@ export type Server = {
 	 *  until that rollout is done: a rollback boots them again (a restart, not a rebuild).
 	 */
 	prior: PriorVolumes | null,
+	/**
+	 *  How many times it was re-created on another host (`unit recover`); its domain carries
+	 *  it in its metadata, so a copy left on a host that comes back is recognised as stale.
+	 */
+	generation: number,
 };
 
 /**  A server named in the unit wizard or on the command line. */
@@ -963,7 +968,14 @@ export type Step =
  *  instance-id and the new payload, the domain redefined with the same name, MAC and
  *  address. Undo: the old disk, seed and payload again.
  */
-"swap";
+"swap" | 
+/**
+ *  Recovery: the server of a failed host is fenced at the load balancer (maintenance) and
+ *  recorded on a surviving host under its next generation, with new volumes there; the
+ *  deploy's steps then re-create it with its name, address and MAC. Undo: recorded on the
+ *  failed host again (still fenced).
+ */
+"relocate";
 
 /**  A step transition, as the progress bars and the GUI see it. */
 export type StepEvent = {
@@ -1035,7 +1047,13 @@ export type UnitAction = { action: "deploy" } | { action: "start"; servers: stri
  */
 { action: "rollout"; back: boolean; canary?: number | null; 
 /**  This rollout's policy, in place of the unit's. */
-policy?: RolloutPolicy | null };
+policy?: RolloutPolicy | null } | 
+/**
+ *  Re-create the servers of the failed hosts `from` on surviving hosts, with their names,
+ *  addresses and MACs (`unit recover`). Refused for a host that answers, and for a server
+ *  the load balancer still sees up: that host may only be cut off from Flotilla.
+ */
+{ action: "recover"; from: string[] };
 
 /**  What the wizard's review page and `unit create` show after creating. */
 export type UnitCreated = {
