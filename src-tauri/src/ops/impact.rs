@@ -33,9 +33,9 @@ pub struct ServerNode {
 }
 
 impl Engine {
-    /// The impact of the hosts named in `failed` failing (none: the units as they are), from
-    /// the inventory: who runs where, each unit's minimum, the hosts' free memory, pool space
-    /// and master copies as last checked.
+    /// The impact of the hosts named in `failed` failing, together with those the monitor says
+    /// failed now (none: the units as they are), from the inventory: who runs where, each
+    /// unit's minimum, the hosts' free memory, pool space and master copies as last checked.
     pub fn impact(&self, failed: &[String]) -> Result<ImpactReport, OpError> {
         let host_list = self.host_list()?;
         let mut set = BTreeSet::new();
@@ -54,6 +54,13 @@ impl Engine {
             }
             set.insert(f.to_owned());
         }
+        // Live: the hosts the monitor says failed are failed in every report.
+        set.extend(
+            host_list
+                .iter()
+                .filter(|h| h.monitor.state == Some(crate::model::HostState::Failed))
+                .map(|h| h.name.to_string()),
+        );
         let units = self.inventory.unit_list()?;
         let images = self.image_list()?;
         // Memory promised to every registered server, per host.
