@@ -279,7 +279,11 @@ async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothin
         // Recovery: the lost server is re-created on host 1 and answers there.
         let t = Instant::now();
         let r = e
-            .unit_run("mon", UnitAction::Recover { from: Vec::new() }, Arc::new(|_| {}))
+            .unit_run(
+                "mon",
+                UnitAction::Recover { from: Vec::new() },
+                Arc::new(|_| {}),
+            )
             .await
             .unwrap_or_else(|err| panic!("recover: {err}"));
         eprintln!("recovered in {} ms: {r}", t.elapsed().as_millis());
@@ -287,7 +291,12 @@ async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothin
         assert!(servers.iter().all(|s| s.host == "lab-h1"), "{servers:?}");
         for s in &servers {
             let page = lab.http_get(&format!("http://{}:8080/", s.address));
-            assert_eq!(page.as_deref().map(str::trim), Some(s.name.as_str()), "{}", s.name);
+            assert_eq!(
+                page.as_deref().map(str::trim),
+                Some(s.name.as_str()),
+                "{}",
+                s.name
+            );
         }
 
         // Back: returning, its stale copy of the server removed, then ready.
@@ -298,7 +307,10 @@ async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothin
             .output()
             .unwrap();
         let domains = String::from_utf8_lossy(&domains.stdout).into_owned();
-        assert!(!domains.contains(&on_h2), "a stale copy is left on lab-h2: {domains}");
+        assert!(
+            !domains.contains(&on_h2),
+            "a stale copy is left on lab-h2: {domains}"
+        );
         stop.send(()).unwrap();
     };
     let (ran, ()) = tokio::join!(monitor, script);
