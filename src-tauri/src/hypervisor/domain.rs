@@ -211,6 +211,20 @@ pub fn domain_xml(spec: &DomainSpec) -> String {
     x
 }
 
+/// Whether a `guest-info` answer says `guest-exec` and `guest-exec-status` are enabled.
+fn exec_enabled(info: &str) -> bool {
+    let v: serde_json::Value = serde_json::from_str(info).unwrap_or_default();
+    let enabled = |name: &str| {
+        v["return"]["supported_commands"]
+            .as_array()
+            .is_some_and(|cmds| {
+                cmds.iter()
+                    .any(|c| c["name"] == name && c["enabled"].as_bool() == Some(true))
+            })
+    };
+    enabled("guest-exec") && enabled("guest-exec-status")
+}
+
 /// The target (`vdc`) of the disk whose source is the file `path`, in a domain's XML.
 fn disk_target(xml: &str, path: &str) -> Option<String> {
     let doc = roxmltree::Document::parse(xml).ok()?;
@@ -423,18 +437,23 @@ impl Hypervisor {
         .await
     }
 
-    /// Whether the QEMU guest agent of a running domain answers (`guest-ping`, at most 5 s).
-    /// False when the domain has no agent channel, the agent does not run in the guest or the
-    /// domain is not running.
+    /// Whether the QEMU guest agent of a running domain answers and lets Flotilla run
+    /// commands (`guest-info` lists `guest-exec` and `guest-exec-status` enabled; at most
+    /// 5 s). False when the domain has no agent channel, the agent does not run in the guest,
+    /// blocks those commands, or the domain is not running.
     pub async fn domain_agent_ready(&self, uri: &LibvirtUri, name: &str) -> Result<bool, HvError> {
         let name = name.to_owned();
         self.call(uri, "ask a domain's guest agent", move |c| {
             let Some(d) = lookup(c, &name)? else {
                 return Ok::<_, virt::error::Error>(false);
             };
-            Ok(d.is_active()?
-                && d.qemu_agent_command(r#"{"execute":"guest-ping"}"#, 5, 0)
-                    .is_ok())
+            if !d.is_active()? {
+                return Ok(false);
+            }
+            let Ok(info) = d.qemu_agent_command(r#"{"execute":"guest-info"}"#, 5, 0) else {
+                return Ok(false);
+            };
+            Ok(exec_enabled(&info))
         })
         .await
     }
@@ -560,6 +579,19 @@ pub(crate) mod tests {
     use super::*;
     use crate::hypervisor::tests::test_node_uri;
     use crate::hypervisor::HvConfig;
+
+    #[test]
+    fn commands_run_in_the_guest_only_where_its_agent_allows_them() {
+        let info = |exec: bool| {
+            format!(
+                r#"{{"return":{{"version":"7.2","supported_commands":[{{"name":"guest-ping","enabled":true}},{{"name":"guest-exec","enabled":{exec}}},{{"name":"guest-exec-status","enabled":true}}]}}}}"#
+            )
+        };
+        assert!(exec_enabled(&info(true)));
+        assert!(!exec_enabled(&info(false)), "blocked with --block-rpcs");
+        assert!(!exec_enabled(r#"{"return":{}}"#));
+        assert!(!exec_enabled("not json"));
+    }
 
     #[test]
     fn a_disk_is_found_by_its_file() {
