@@ -2824,6 +2824,11 @@ async fn a_units_policy_is_checked_and_used() {
 
 /// Records host states as a monitor would (this process holds the monitor lease).
 fn monitor_says(e: &Engine, states: &[(&str, flotilla::model::HostState)]) {
+    monitor_says_frozen(e, states, "");
+}
+
+/// `monitor_says`, with the monitor frozen for `frozen` (empty: not frozen).
+fn monitor_says_frozen(e: &Engine, states: &[(&str, flotilla::model::HostState)], frozen: &str) {
     use flotilla::inventory::{MonitorLease, MonitorRecord};
     // One lease for all calls: a token of its own, as one monitor renewing it.
     let mut me = MonitorLease::mine("test");
@@ -2846,7 +2851,7 @@ fn monitor_says(e: &Engine, states: &[(&str, flotilla::model::HostState)]) {
         .collect();
     assert!(e
         .inventory
-        .monitor_write(&me, &records, "", 600_000)
+        .monitor_write(&me, &records, frozen, 600_000)
         .unwrap());
 }
 
@@ -3051,4 +3056,45 @@ async fn a_recovered_server_runs_once_and_its_stale_copy_goes_when_the_host_retu
             .unwrap(),
         Some(true)
     );
+}
+
+#[tokio::test]
+async fn an_automatic_recovery_needs_the_units_policy_a_thawed_monitor_and_stays_within_its_limit()
+{
+    use flotilla::model::HostState;
+    let f = Fixture::new().await;
+    one_host_failed(&f).await;
+    let before = f.snapshot().await;
+    let err = f.e.unit_auto_recover("app").await.unwrap_err();
+    assert!(err.contains("allows no automatic recovery"), "{err}");
+    let mut p = f.e.unit_show("app").unwrap().policy;
+    p.auto_recover_per_day = 1;
+    f.e.unit_set_policy("app", &p).unwrap();
+    let failed = [("h1", HostState::Failed), ("h2", HostState::Ready)];
+    monitor_says_frozen(&f.e, &failed, "most hosts stopped answering at once");
+    let err = f.e.unit_auto_recover("app").await.unwrap_err();
+    assert!(err.contains("frozen"), "{err}");
+    assert_eq!(f.snapshot().await, before, "nothing while frozen");
+    monitor_says(&f.e, &failed);
+    let done = f.e.unit_auto_recover("app").await.unwrap();
+    assert!(done.contains("recover of unit app finished"), "{done}");
+    assert_eq!(f.e.unit_show("app").unwrap().servers[0].host, "h2");
+    // The limit: one a day. app-2's host failing next is left to the admin.
+    monitor_says(&f.e, &[("h1", HostState::Ready), ("h2", HostState::Failed)]);
+    let err = f.e.unit_auto_recover("app").await.unwrap_err();
+    assert!(
+        err.contains("1 recoveries in the last 24 hours, its limit is 1"),
+        "{err}"
+    );
+    let err = f.e.unit_set_policy(
+        "app",
+        &flotilla::model::RolloutPolicy {
+            auto_recover_per_day: 101,
+            ..p
+        },
+    );
+    assert!(err
+        .unwrap_err()
+        .to_string()
+        .contains("auto-recover-per-day"));
 }

@@ -500,13 +500,7 @@ async fn monitor(
         }
     };
     engine
-        .monitor_run(
-            thresholds,
-            "cli",
-            &crate::ops::units::RecoveryHooks,
-            &report,
-            interrupted(),
-        )
+        .monitor_with_recovery(thresholds, "cli", &report, interrupted())
         .await?;
     Ok(ExitCode::SUCCESS)
 }

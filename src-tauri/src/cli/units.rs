@@ -240,6 +240,10 @@ pub(super) struct CreateArgs {
     /// rollout.
     #[arg(long)]
     max_failed_requests: Option<u64>,
+    /// Recoveries Flotilla may start by itself in 24 h when the monitor finds a host of the
+    /// unit failed; 0 (the default): the admin recovers.
+    #[arg(long, default_value_t = 0)]
+    auto_recover_per_day: u32,
 }
 
 /// A rollout's own policy: what is given replaces the unit's for this rollout.
@@ -268,6 +272,10 @@ pub(super) struct RolloutFlags {
     /// Roll back once HAProxy counted more failed requests (5xx, broken responses).
     #[arg(long)]
     max_failed_requests: Option<u64>,
+    /// Recoveries Flotilla may start by itself in 24 h when the monitor finds a host of the
+    /// unit failed (0: none, the default).
+    #[arg(long)]
+    auto_recover_per_day: Option<u32>,
 }
 
 impl RolloutFlags {
@@ -281,7 +289,8 @@ impl RolloutFlags {
             || self.deadline.is_some()
             || self.no_auto_rollback
             || self.auto_rollback
-            || self.max_failed_requests.is_some();
+            || self.max_failed_requests.is_some()
+            || self.auto_recover_per_day.is_some();
         given.then(|| RolloutPolicy {
             max_unavailable: self.max_unavailable.unwrap_or(unit.max_unavailable),
             min_in_service: self.min_in_service.or(unit.min_in_service),
@@ -291,6 +300,9 @@ impl RolloutFlags {
             rollout_deadline_s: self.deadline.unwrap_or(unit.rollout_deadline_s),
             auto_rollback: (unit.auto_rollback || self.auto_rollback) && !self.no_auto_rollback,
             max_failed_requests: self.max_failed_requests.or(unit.max_failed_requests),
+            auto_recover_per_day: self
+                .auto_recover_per_day
+                .unwrap_or(unit.auto_recover_per_day),
             ..*unit
         })
     }
@@ -502,6 +514,7 @@ pub(super) async fn unit(
                 rollout_deadline,
                 no_auto_rollback,
                 max_failed_requests,
+                auto_recover_per_day,
             } = *args;
             // What is not given comes from the definition, as in the wizard.
             let size = if cpus.is_some() || memory.is_some() || disk.is_some() {
@@ -539,6 +552,7 @@ pub(super) async fn unit(
                     rollout_deadline_s: rollout_deadline,
                     auto_rollback: !no_auto_rollback,
                     max_failed_requests,
+                    auto_recover_per_day,
                 }),
             };
             let created = engine.unit_create(&form)?;
@@ -902,13 +916,17 @@ fn show(u: &Unit) {
         )
     ));
     say_line(&format!(
-        "  policy: max unavailable {}, min in service {}, drain timeout {} s, health timeout {} s, min healthy time {} s, shutdown timeout {} s",
+        "  policy: max unavailable {}, min in service {}, drain timeout {} s, health timeout {} s, min healthy time {} s, shutdown timeout {} s, automatic recoveries {}",
         u.policy.max_unavailable,
         u.policy.min_in_service_of(u.servers.len() as u32),
         u.policy.drain_timeout_s,
         u.policy.health_timeout_s,
         u.policy.min_healthy_s,
-        u.policy.shutdown_timeout_s
+        u.policy.shutdown_timeout_s,
+        match u.policy.auto_recover_per_day {
+            0 => "off".to_owned(),
+            n => format!("at most {n} a day"),
+        }
     ));
     let rows: Vec<Vec<String>> = u
         .servers

@@ -121,10 +121,9 @@ fn start_monitor(app: tauri::AppHandle, engine: Arc<Engine>) {
             }
         };
         let ran = engine
-            .monitor_run(
+            .monitor_with_recovery(
                 crate::monitor::Thresholds::default(),
                 "gui",
-                &crate::ops::units::RecoveryHooks,
                 &report,
                 std::future::pending::<()>(),
             )

@@ -72,6 +72,10 @@ pub struct RolloutPolicy {
     /// A rollout stops and rolls back once the load balancer counted more failed requests
     /// (5xx answers, broken responses) during it than this. None: no limit.
     pub max_failed_requests: Option<u64>,
+    /// Recoveries of this unit Flotilla may start by itself in 24 hours when the monitor finds
+    /// one of its hosts failed (`unit recover`, never while the monitor is frozen). 0: none —
+    /// the admin recovers.
+    pub auto_recover_per_day: u32,
 }
 
 impl Default for RolloutPolicy {
@@ -86,6 +90,7 @@ impl Default for RolloutPolicy {
             rollout_deadline_s: 0,
             auto_rollback: true,
             max_failed_requests: None,
+            auto_recover_per_day: 0,
         }
     }
 }
@@ -98,7 +103,7 @@ impl RolloutPolicy {
     }
 
     pub fn validate(&self) -> Result<(), ValidationError> {
-        let checks: [(&'static str, u32, u32, u32); 7] = [
+        let checks: [(&'static str, u32, u32, u32); 8] = [
             ("max-unavailable", self.max_unavailable, 1, MAX_SERVERS),
             ("drain-timeout", self.drain_timeout_s, 0, 86_400),
             ("health-timeout", self.health_timeout_s, 1, 86_400),
@@ -111,6 +116,7 @@ impl RolloutPolicy {
             ),
             ("min-healthy-time", self.min_healthy_s, 0, 3_600),
             ("rollout-deadline", self.rollout_deadline_s, 0, 7 * 86_400),
+            ("auto-recover-per-day", self.auto_recover_per_day, 0, 100),
         ];
         for (field, value, min, max) in checks {
             if !(min..=max).contains(&value) {

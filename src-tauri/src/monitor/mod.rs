@@ -73,6 +73,14 @@ pub enum MonitorEvent {
         at: String,
         what: String,
     },
+    /// A recovery Flotilla started by itself (the unit's `auto_recover_per_day`), or why it
+    /// did not.
+    AutoRecovery {
+        at: String,
+        unit: String,
+        ok: bool,
+        what: String,
+    },
     /// The monitor stopped (and gave up its lease).
     Stopped {
         at: String,
@@ -89,6 +97,7 @@ impl MonitorEvent {
             | Self::Thawed { at, .. }
             | Self::NotRunning { at, .. }
             | Self::Problem { at, .. }
+            | Self::AutoRecovery { at, .. }
             | Self::Stopped { at } => at,
         }
     }
@@ -132,6 +141,11 @@ impl std::fmt::Display for MonitorEvent {
                 servers.join(", ")
             ),
             Self::Problem { what, .. } => write!(f, "{at}  problem: {what}"),
+            Self::AutoRecovery { unit, ok, what, .. } => write!(
+                f,
+                "{at}  auto-recovery of unit {unit}{}: {what}",
+                if *ok { "" } else { " did not happen" }
+            ),
             Self::Stopped { .. } => write!(f, "{at}  monitor stopped"),
         }
     }

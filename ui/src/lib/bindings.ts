@@ -636,6 +636,11 @@ from: HostState | null; to: HostState; why: string } |
  *  goes on.
  */
 { kind: "problem"; at: string; what: string } | 
+/**
+ *  A recovery Flotilla started by itself (the unit's `auto_recover_per_day`), or why it
+ *  did not.
+ */
+{ kind: "auto_recovery"; at: string; unit: string; ok: boolean; what: string } | 
 /**  The monitor stopped (and gave up its lease). */
 { kind: "stopped"; at: string };
 
@@ -825,6 +830,12 @@ export type RolloutPolicy = {
 	 *  (5xx answers, broken responses) during it than this. None: no limit.
 	 */
 	max_failed_requests?: number | null,
+	/**
+	 *  Recoveries of this unit Flotilla may start by itself in 24 hours when the monitor finds
+	 *  one of its hosts failed (`unit recover`, never while the monitor is frozen). 0: none —
+	 *  the admin recovers.
+	 */
+	auto_recover_per_day?: number,
 };
 
 export type Server = {

@@ -317,10 +317,14 @@ impl Engine {
     }
 }
 
-/// The monitor's hooks for the front doors: a failed host is fenced at once; a returning host
-/// is ready only once its stale domains are gone.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RecoveryHooks;
+/// The monitor's hooks for the front doors: a failed host is fenced at once, and the units
+/// that allow it are queued for an automatic recovery (`auto`, see
+/// [`Engine::monitor_with_recovery`]); a returning host is ready only once its stale domains
+/// are gone.
+#[derive(Debug, Default, Clone)]
+pub struct RecoveryHooks {
+    auto: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+}
 
 impl crate::ops::monitor::MonitorHooks for RecoveryHooks {
     fn on_transition<'a>(
@@ -333,6 +337,19 @@ impl crate::ops::monitor::MonitorHooks for RecoveryHooks {
                 return Ok(());
             }
             let problems = engine.fence_host(&change.host).await;
+            if let Some(auto) = &self.auto {
+                for u in engine.inventory.unit_list().map_err(|e| e.to_string())? {
+                    let hit = u
+                        .servers
+                        .iter()
+                        .any(|s| s.host == change.host && s.state != ServerState::Planned);
+                    if hit && u.policy.auto_recover_per_day > 0 {
+                        // The receiver lives as long as the monitor: a send cannot fail
+                        // while it runs.
+                        let _ = auto.send(u.name.clone());
+                    }
+                }
+            }
             if problems.is_empty() {
                 Ok(())
             } else {
@@ -357,5 +374,89 @@ impl crate::ops::monitor::MonitorHooks for RecoveryHooks {
                 },
             }
         })
+    }
+}
+
+impl Engine {
+    /// The monitor with fencing, reconcile and automatic recovery: what both front doors run.
+    /// A unit whose policy allows automatic recoveries is recovered when the monitor finds
+    /// one of its hosts failed — one recovery at a time, beside the monitor's rounds (which
+    /// go on meanwhile), at most `auto_recover_per_day` in 24 hours, never while the monitor
+    /// is frozen. A recovery still running when the monitor stops is left to the journal
+    /// (offered for resume or unwind).
+    pub async fn monitor_with_recovery(
+        &self,
+        thresholds: crate::monitor::Thresholds,
+        via: &str,
+        report: &(dyn Fn(crate::monitor::MonitorEvent) + Send + Sync),
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), OpError> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let hooks = RecoveryHooks { auto: Some(tx) };
+        let monitor = self.monitor_run(thresholds, via, &hooks, report, stop);
+        let worker = async {
+            while let Some(unit) = rx.recv().await {
+                let (ok, what) = match self.unit_auto_recover(&unit).await {
+                    Ok(what) => (true, what),
+                    Err(what) => (false, what),
+                };
+                report(crate::monitor::MonitorEvent::AutoRecovery {
+                    at: crate::inventory::now_rfc3339(),
+                    unit,
+                    ok,
+                    what,
+                });
+            }
+        };
+        tokio::select! {
+            ran = monitor => ran,
+            () = worker => Ok(()),
+        }
+    }
+
+    /// One automatic recovery of `unit`, if its policy, the limit and the monitor allow it
+    /// now: what it did, or why not.
+    pub async fn unit_auto_recover(&self, unit: &str) -> Result<String, String> {
+        let u = self.inventory.unit_get(unit).map_err(|e| e.to_string())?;
+        let limit = u.policy.auto_recover_per_day;
+        if limit == 0 {
+            return Err("its policy allows no automatic recovery".into());
+        }
+        if let Some(why) = self.monitor_status().map_err(|e| describe(&e))?.frozen {
+            return Err(format!("the monitor is frozen ({why})"));
+        }
+        let since = time::OffsetDateTime::now_utc() - time::Duration::hours(24);
+        let target = format!("unit/{}", u.name);
+        let recent = self
+            .inventory
+            .operation_list(500)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|o| o.target == target && o.kind == "recover")
+            .filter(|o| {
+                time::OffsetDateTime::parse(
+                    &o.started_at,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .is_ok_and(|t| t >= since)
+            })
+            .count();
+        if recent >= limit as usize {
+            return Err(format!(
+                "{recent} recoveries in the last 24 hours, its limit is {limit}: recover it by hand (flotillactl unit recover {})",
+                u.name
+            ));
+        }
+        match self
+            .unit_run(
+                &u.name,
+                UnitAction::Recover { from: Vec::new() },
+                Arc::new(|_| {}),
+            )
+            .await
+        {
+            Ok(r) => Ok(r.to_string()),
+            Err(e) => Err(describe(&e)),
+        }
     }
 }
