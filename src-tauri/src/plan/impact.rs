@@ -90,22 +90,25 @@ pub struct Impact {
 /// What one unit loses when `failed` hosts are gone, and whether the others can replace it.
 /// Replacement room is planned unit by unit, worst first, each taking what it uses.
 pub fn impact(hosts: &[HostShape], units: &[UnitShape], failed: &BTreeSet<String>) -> Impact {
+    let units: Vec<&UnitShape> = units.iter().collect();
+    impact_of(hosts, &units, failed)
+}
+
+fn impact_of(hosts: &[HostShape], units: &[&UnitShape], failed: &BTreeSet<String>) -> Impact {
     let mut survivors: Vec<HostShape> = hosts
         .iter()
         .filter(|h| !failed.contains(&h.name))
         .cloned()
         .collect();
-    let mut out: Vec<UnitImpact> = units.iter().map(|u| assess(u, failed)).collect();
-    out.sort_by(|a, b| b.health.cmp(&a.health).then(a.unit.cmp(&b.unit)));
-    for ui in &mut out {
-        let Some(u) = units.iter().find(|u| u.name == ui.unit) else {
-            continue;
-        };
+    let mut out: Vec<(UnitImpact, &UnitShape)> =
+        units.iter().map(|u| (assess(u, failed), *u)).collect();
+    out.sort_by(|a, b| b.0.health.cmp(&a.0.health).then(a.0.unit.cmp(&b.0.unit)));
+    for (ui, u) in &mut out {
         (ui.replaceable, ui.room) = place_lost(u, ui.lost.len(), &mut survivors);
     }
     Impact {
         failed_hosts: failed.iter().cloned().collect(),
-        units: out,
+        units: out.into_iter().map(|(ui, _)| ui).collect(),
     }
 }
 
@@ -199,16 +202,29 @@ pub struct HostRisk {
 
 /// For each host: what its failure alone would do (N+1).
 pub fn n_plus_one(hosts: &[HostShape], units: &[UnitShape]) -> Vec<HostRisk> {
+    // Only the units with servers on a host are affected by its loss (the others neither lose
+    // nor place anything): each host's what-if looks at those alone.
+    let mut touching: BTreeMap<&str, Vec<&UnitShape>> = BTreeMap::new();
+    let mut single: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for u in units {
+        let on: BTreeSet<&str> = u.servers.iter().map(|s| s.host.as_str()).collect();
+        if on.len() == 1 {
+            if let Some(h) = on.first() {
+                single.entry(h).or_default().push(u.name.clone());
+            }
+        }
+        for h in on {
+            touching.entry(h).or_default().push(u);
+        }
+    }
     hosts
         .iter()
         .map(|h| {
             let failed = BTreeSet::from([h.name.clone()]);
-            let i = impact(hosts, units, &failed);
-            let mut on_host: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-            for u in units {
-                let here = u.servers.iter().filter(|s| s.host == h.name).count();
-                on_host.insert(&u.name, (here, u.servers.len()));
-            }
+            let affected = touching.get(h.name.as_str()).map_or(&[][..], Vec::as_slice);
+            let i = impact_of(hosts, affected, &failed);
+            let mut single_host_units = single.get(h.name.as_str()).cloned().unwrap_or_default();
+            single_host_units.sort();
             HostRisk {
                 host: h.name.clone(),
                 below_minimum: i
@@ -217,11 +233,7 @@ pub fn n_plus_one(hosts: &[HostShape], units: &[UnitShape]) -> Vec<HostRisk> {
                     .filter(|u| u.health >= UnitHealth::BelowMinimum)
                     .map(|u| u.unit.clone())
                     .collect(),
-                single_host_units: on_host
-                    .iter()
-                    .filter(|(_, (here, all))| *all > 0 && here == all)
-                    .map(|(u, _)| (*u).to_owned())
-                    .collect(),
+                single_host_units,
                 not_replaceable: i
                     .units
                     .iter()
