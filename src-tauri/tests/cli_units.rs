@@ -867,7 +867,19 @@ fn impact_of_failed_hosts_and_the_n_plus_one_audit() {
     let audit = what_if["audit"].as_array().unwrap();
     let h1 = audit.iter().find(|h| h["host"] == "h1").unwrap();
     assert_eq!(h1["below_minimum"], serde_json::json!(["shop"]));
-    let text = ok(ctl(d, &["impact", "--fail", "h1", "--fail", "h2"]));
+    // The audit alone (`--host` is `--fail`'s other name).
+    let only: serde_json::Value =
+        serde_json::from_str(&ok(ctl(d, &["impact", "audit", "--json"]))).unwrap();
+    assert_eq!(
+        &only, &what_if["audit"],
+        "the audit does not depend on a what-if"
+    );
+    let text = ok(ctl(d, &["impact", "audit"]));
+    assert!(
+        text.contains("N+1 audit") && !text.contains("REPLACEMENT"),
+        "{text}"
+    );
+    let text = ok(ctl(d, &["impact", "--host", "h1", "--fail", "h2"]));
     assert!(text.contains("If h1, h2 failed"), "{text}");
     assert!(text.contains("OUTAGE"), "{text}");
     // Nothing changed: a what-if only reads.

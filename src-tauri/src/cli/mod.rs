@@ -56,9 +56,12 @@ enum Command {
     /// What failed hosts do to the units (what-if with --fail), and the N+1 audit: what
     /// losing any one host would do.
     Impact {
-        /// A host to take as failed (repeat for several); none: the units as they are now.
-        #[arg(long = "fail", value_name = "HOST")]
+        /// A host to take as failed (repeat for several); none: the units as they are now
+        /// (with the hosts the monitor says failed).
+        #[arg(long = "fail", visible_alias = "host", value_name = "HOST")]
         fail: Vec<String>,
+        #[command(subcommand)]
+        only: Option<ImpactCommand>,
     },
     /// Watch every host until Ctrl-C: libvirt probes and the load balancer's health checks of
     /// its servers. Prints each state change (time, host, old → new, why); --json: one JSON
@@ -85,6 +88,13 @@ enum Command {
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         limit: u32,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImpactCommand {
+    /// Only the N+1 audit: for each host, the units that would go below their minimum if it
+    /// failed alone, those with every server on it, and those the others have no room for.
+    Audit,
 }
 
 #[derive(Debug, Subcommand)]
@@ -360,12 +370,13 @@ async fn run(cli: Cli) -> Result<ExitCode, ApiError> {
         Command::Unit(cmd) => units::unit(&engine, json, cmd).await,
         Command::Lb(cmd) => units::lb(&engine, json, cmd).await,
         Command::Op(cmd) => units::op(&engine, json, cmd).await,
-        Command::Impact { fail } => {
+        Command::Impact { fail, only } => {
             let r = engine.impact(&fail)?;
-            if json {
-                output::print_json(&r);
-            } else {
-                output::impact(&r);
+            match (only, json) {
+                (Some(ImpactCommand::Audit), true) => output::print_json(&r.audit),
+                (Some(ImpactCommand::Audit), false) => output::impact_audit(&r.audit),
+                (None, true) => output::print_json(&r),
+                (None, false) => output::impact(&r),
             }
             Ok(ExitCode::SUCCESS)
         }

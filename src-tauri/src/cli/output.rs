@@ -643,9 +643,13 @@ pub(super) fn impact(r: &crate::ops::impact::ImpactReport) {
         ],
         &rows,
     );
+    impact_audit(&r.audit);
+}
+
+/// The N+1 audit as a table.
+pub(super) fn impact_audit(audit: &[crate::plan::impact::HostRisk]) {
     say_line("N+1 audit (each host failing alone):");
-    let rows: Vec<Vec<String>> = r
-        .audit
+    let rows: Vec<Vec<String>> = audit
         .iter()
         .map(|h| {
             let list = |v: &[String]| {

@@ -1,0 +1,211 @@
+//! Benchmark (not a test, needs the lab): host failure on the lab. A unit of two tiny servers
+//! behind the lab's HAProxy, both on one host; the monitor runs (default thresholds, fencing
+//! and reconcile). Each round kills the host that holds the servers (`tests/rig/lab
+//! kill-host`), measures the time until the monitor says *failed*, runs `unit recover` and
+//! measures the time until it returns (both servers re-created on the other host, healthy and
+//! back in rotation), revives the host and waits until it is ready (its stale copies removed).
+//! The baseline, side by side: the raw boot of the same two servers — `virsh start` of their
+//! domains, shut off, until each answers its health URL.
+//! Run (lab up, as root): cargo run --release -p flotilla-tests --bin bench-recovery -- 3
+#![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark: a panic is the report
+
+use flotilla::model::HostState;
+use flotilla::monitor::Thresholds;
+use flotilla::ops::images::{BootInput, ImportRequest};
+use flotilla::ops::units::{RecoveryHooks, UnitAction, UnitForm};
+use flotilla::ops::Engine;
+use flotilla_tests::Lab;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const DEFINITION: &str = r#"
+[server]
+name = "rec"
+kind = "busybox httpd"
+port = 8080
+
+[health]
+path = "/health"
+interval_s = 1
+timeout_s = 1
+rise = 1
+fall = 2
+
+[hooks]
+install = "mkdir -p /srv/www && hostname > /srv/www/index.html && echo ok > /srv/www/health"
+start = "busybox httpd -p 8080 -h /srv/www"
+stop = "true"
+"#;
+
+async fn wait_state(e: &Engine, host: &str, state: HostState) -> Instant {
+    let began = Instant::now();
+    loop {
+        if e.host_show(host).unwrap().monitor.state == Some(state) {
+            return Instant::now();
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(120),
+            "{host} never {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .map_or(3, |a| a.parse().expect("ROUNDS"));
+    let lab = Lab::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let e = lab.unit_engine(dir.path()).await;
+    let guest = lab.guest();
+    e.image_import(
+        &ImportRequest {
+            image: "tiny".into(),
+            file: guest.join("master.qcow2"),
+            notes: String::new(),
+            boot: BootInput::Kernel {
+                kernel: guest.join("vmlinuz"),
+                initrd: Some(guest.join("initrd.img")),
+                cmdline: "console=ttyS0 root=LABEL=root".into(),
+            },
+        },
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
+    e.def_create("rec").unwrap();
+    e.def_set_text("rec", DEFINITION, None).unwrap();
+    e.unit_create(&UnitForm {
+        name: "rec".into(),
+        image: "tiny:1".into(),
+        definition: "rec:2".into(),
+        size: Some(flotilla::model::ServerSize {
+            cpus: 1,
+            memory_mib: 128,
+            disk_gib: 0,
+        }),
+        count: 2,
+        name_pattern: "rec-{n}".into(),
+        addresses: "10.77.0.71-10.77.0.80".into(),
+        hosts: vec!["lab-h2".into()],
+        lb: Some("lab".into()),
+        lb_pool: Some(lab.get("FLOTILLA_LAB_HAPROXY_BACKEND").to_owned()),
+        ..Default::default()
+    })
+    .unwrap();
+    e.unit_run("rec", UnitAction::Deploy, Arc::new(|_| {}))
+        .await
+        .unwrap();
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let hooks = RecoveryHooks::default();
+    let report = |_| {};
+    let monitor = e.monitor_run(Thresholds::default(), "bench", &hooks, &report, async {
+        let _ = stopped.await;
+    });
+    let script = async {
+        let (mut detect, mut recover) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let on = e.unit_show("rec").unwrap().servers[0].host.clone();
+            let n: u32 = on.trim_start_matches("lab-h").parse().unwrap();
+            wait_state(&e, "lab-h1", HostState::Ready).await;
+            wait_state(&e, "lab-h2", HostState::Ready).await;
+            let killed = Instant::now();
+            lab.run(&["kill-host", &n.to_string()]);
+            let failed = wait_state(&e, &on, HostState::Failed).await;
+            detect.push(failed - killed);
+            let t = Instant::now();
+            e.unit_run(
+                "rec",
+                UnitAction::Recover { from: Vec::new() },
+                Arc::new(|_| {}),
+            )
+            .await
+            .unwrap();
+            recover.push(t.elapsed());
+            eprintln!(
+                "round {}: {on} failed after {}, recovered in {}",
+                round + 1,
+                secs(failed - killed),
+                secs(t.elapsed())
+            );
+            lab.run(&["revive-host", &n.to_string()]);
+        }
+        wait_state(&e, "lab-h1", HostState::Ready).await;
+        wait_state(&e, "lab-h2", HostState::Ready).await;
+        // The baseline: the same two servers, shut off, started by hand with virsh.
+        let u = e.unit_show("rec").unwrap();
+        e.unit_run(
+            "rec",
+            UnitAction::Stop {
+                servers: vec![],
+                force: true,
+            },
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap();
+        let t = Instant::now();
+        for s in &u.servers {
+            let n = s.host.trim_start_matches("lab-h");
+            let ok = Command::new("virsh")
+                .args([
+                    "-q",
+                    "-c",
+                    &lab.host_uri(n.parse().unwrap()),
+                    "start",
+                    &s.name,
+                ])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+        }
+        for s in &u.servers {
+            while lab
+                .http_get(&format!("http://{}:8080/health", s.address))
+                .is_none_or(|b| b.trim() != "ok")
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let raw = t.elapsed();
+        stop.send(()).unwrap();
+        (detect, recover, raw)
+    };
+    let (ran, (detect, recover, raw)) = tokio::join!(monitor, script);
+    ran.unwrap();
+    e.unit_run("rec", UnitAction::Delete { force: true }, Arc::new(|_| {}))
+        .await
+        .unwrap();
+    let all = |v: &[Duration]| v.iter().map(|d| secs(*d)).collect::<Vec<_>>().join(", ");
+    println!("| what | median | runs |");
+    println!("|---|---|---|");
+    println!(
+        "| host killed → *failed* (worst case with these thresholds: {}) | {} | {} |",
+        secs(Thresholds::default().worst_case_detection()),
+        secs(median(detect.clone())),
+        all(&detect)
+    );
+    println!(
+        "| `unit recover` of 2 servers → both healthy and in rotation on the other host | {} | {} |",
+        secs(median(recover.clone())),
+        all(&recover)
+    );
+    println!(
+        "| baseline: `virsh start` of the same 2 servers → both answer their health URL | {} | 1 |",
+        secs(raw)
+    );
+}
