@@ -2931,6 +2931,25 @@ async fn a_recovery_moves_only_servers_of_failed_hosts_and_is_refused_otherwise(
         .unwrap_err()
         .to_string();
     assert!(err.contains("h9"), "{err}");
+    let huge = "h".repeat(100_000);
+    for bad in ["h1;reboot", "", huge.as_str()] {
+        let err =
+            f.e.unit_run(
+                "app",
+                UnitAction::Recover {
+                    from: vec![bad.into()],
+                },
+                quiet(),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("from") && err.len() < 2000,
+            "{}",
+            &err[..err.len().min(300)]
+        );
+    }
     // No surviving host that the monitor says is ready: nowhere to go.
     monitor_says(
         &f.e,

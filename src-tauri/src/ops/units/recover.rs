@@ -58,6 +58,9 @@ impl Engine {
             return Ok(failed);
         }
         for h in from {
+            // A host name first (a clear error that does not echo a huge input).
+            crate::model::HostName::parse(h)
+                .map_err(|e| ValidationError::new("from", e.problem))?;
             match state_of(h) {
                 None => {
                     return Err(InventoryError::NotFound {
