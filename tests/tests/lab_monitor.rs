@@ -232,15 +232,10 @@ async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothin
         seen.lock().unwrap().push((Instant::now(), ev));
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let monitor = e.monitor_run(
-        thresholds,
-        "test",
-        &RecoveryHooks::default(),
-        &report,
-        async {
-            let _ = stopped.await;
-        },
-    );
+    let hooks = RecoveryHooks::default();
+    let monitor = e.monitor_run(thresholds, "test", &hooks, &report, async {
+        let _ = stopped.await;
+    });
     let script = async {
         let patience = Duration::from_secs(60);
         wait_state(&e, "lab-h1", HostState::Ready, patience).await;

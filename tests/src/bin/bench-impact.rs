@@ -1,7 +1,8 @@
 //! Benchmark (not a test): the impact model and the N+1 audit on a generated inventory — by
 //! default 1,000 hosts and 20,000 servers in 1,000 units of 20 servers spread over 5 hosts
 //! each — timing one what-if (one host failed) and the whole audit (every host failing alone),
-//! each the median of several runs. The model is pure: no libvirt, no inventory.
+//! each the median of several runs, and as the baseline the audit done the plain way (the
+//! whole model once per host). The model is pure: no libvirt, no inventory.
 //! Run: cargo run --release -p flotilla-tests --bin bench-impact -- 1000 20000
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // a benchmark: a panic is the report
 
@@ -72,9 +73,24 @@ fn main() {
             })
             .collect(),
     );
+    // The baseline, side by side: the audit done the plain way — the whole model once per
+    // host, with every unit.
+    let plain = {
+        let t = Instant::now();
+        let below: usize = host_shapes
+            .iter()
+            .map(|h| {
+                let failed: BTreeSet<String> = [h.name.clone()].into_iter().collect();
+                impact(&host_shapes, &unit_shapes, &failed).units.len()
+            })
+            .sum();
+        assert_eq!(below, hosts * units);
+        t.elapsed()
+    };
     println!("hosts {hosts}");
     println!("servers {}", units * per_unit);
     println!("units {units}");
     println!("what_if_ms {:.1}", what_if.as_secs_f64() * 1000.0);
     println!("audit_ms {:.1}", audit.as_secs_f64() * 1000.0);
+    println!("plain_audit_ms {:.1}", plain.as_secs_f64() * 1000.0);
 }

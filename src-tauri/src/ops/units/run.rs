@@ -715,11 +715,32 @@ impl Engine {
             }
             None => None,
         };
+        // Hosts the operation may touch: its servers', a recovery's new ones, and those that
+        // still hold the unit's payload though no server of it is there any more (a failed
+        // host its servers were recovered from): released at the end when nobody needs them.
+        let prefix = format!("{}-u", u.name);
+        let holding: HashSet<String> = hosts
+            .keys()
+            .filter(|h| {
+                self.inventory.host_object_list(h).is_ok_and(|objs| {
+                    // `UNIT-uN-…`, not another unit whose name begins the same.
+                    objs.iter().any(|o| {
+                        o.strip_prefix(&prefix)
+                            .and_then(|rest| rest.split_once('-'))
+                            .is_some_and(|(n, _)| {
+                                !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                            })
+                    })
+                })
+            })
+            .cloned()
+            .collect();
         let used: HashSet<&String> = u
             .servers
             .iter()
             .map(|s| &s.host)
             .chain(args.moves.iter().map(|m| &m.to))
+            .chain(holding.iter())
             .collect();
         let force = args.action.force();
         Ok(Ctx {
