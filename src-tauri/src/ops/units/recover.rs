@@ -336,6 +336,14 @@ impl crate::ops::monitor::MonitorHooks for RecoveryHooks {
         change: &'a Change,
     ) -> futures_util::future::BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
+            if change.to == HostState::Returning {
+                // Connections opened before the host was lost may be dead without libvirt
+                // knowing yet (the first call on them fails): every call opens a fresh one.
+                if let Ok(h) = engine.host_show(&change.host) {
+                    engine.hypervisor.forget(&h.uri);
+                }
+                return Ok(());
+            }
             if change.to != HostState::Failed {
                 return Ok(());
             }
