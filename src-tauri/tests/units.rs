@@ -2888,6 +2888,10 @@ async fn a_recovery_moves_only_servers_of_failed_hosts_and_is_refused_otherwise(
         .collect();
     assert_eq!(moved, [("app-1", "h2")], "{plan:?}");
     assert_eq!(plan.servers[0].steps, server_steps(OpKind::Recover, false));
+    assert!(
+        plan.servers[0].note.contains("its host h1 failed"),
+        "{plan:?}"
+    );
     // Never from a host the monitor does not say is dead: it may only be cut off.
     for (state, why) in [
         (HostState::Partitioned, "partitioned"),

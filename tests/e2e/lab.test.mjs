@@ -4,7 +4,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { byTestId, screenshot, startApp } from "./driver.mjs";
+import { byTestId, repo as repoDir, screenshot, startApp } from "./driver.mjs";
 
 const envFile = path.join(process.env.FLOTILLA_LAB_DIR ?? "/var/tmp/flotilla-lab", "lab.env");
 const lab = existsSync(envFile)
@@ -37,4 +37,78 @@ test("the wizard adds both lab hosts, which report QEMU", { skip: lab ? false : 
     assert.equal(await (await row.$('[data-testid="host-status"]')).getText(), "ok");
   }
   await screenshot(b, "hosts-view-lab");
+});
+
+// A host of the lab dies under the running app: its own monitor finds it failed, the Units
+// view marks the lost server and offers Recover, the Impact view shows the host failed now;
+// Recover re-creates the server on the other host; the revived host comes back ready.
+test("a lab host dies: the app shows it failed, and Recover brings the unit back", { skip: lab && process.getuid?.() === 0 ? false : "needs the lab and root (kill-host)", timeout: 600000 }, async () => {
+  const { ctl } = await import("./driver.mjs");
+  const { mkdtempSync, writeFileSync } = await import("node:fs");
+  const os = await import("node:os");
+  const { spawnSync } = await import("node:child_process");
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), "flotilla-e2e-failure-"));
+  const ok = (r) => {
+    if (r.status !== 0) throw new Error(`flotillactl ${r.stderr}`);
+    return r.stdout;
+  };
+  const labCtl = (...args) => {
+    const r = spawnSync(path.join(repoDir, "tests/rig/lab"), args, { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`lab ${args.join(" ")}: ${r.stderr}`);
+  };
+  for (const i of [1, 2]) {
+    ok(ctl(dataDir, "host", "add", `lab-h${i}`, "--uri", lab[`FLOTILLA_LAB_H${i}_URI`], "--bridge", "br0"));
+    ok(ctl(dataDir, "host", "set", `lab-h${i}`, "--network", lab.FLOTILLA_LAB_NET, "--gateway", lab.FLOTILLA_LAB_GATEWAY));
+  }
+  ok(ctl(dataDir, "lb", "add", "lab", "--haproxy-socket", lab.FLOTILLA_LAB_HAPROXY_SOCKET));
+  const g = lab.FLOTILLA_LAB_GUEST;
+  ok(ctl(dataDir, "image", "import", "tiny", `${g}/master.qcow2`, "--kernel", `${g}/vmlinuz`, "--initrd", `${g}/initrd.img`, "--cmdline", "console=ttyS0 root=LABEL=root"));
+  const def = path.join(dataDir, "definition.toml");
+  writeFileSync(
+    def,
+    '[server]\nname = "gone"\nkind = "busybox httpd"\nport = 8080\n\n[health]\npath = "/health"\ninterval_s = 1\ntimeout_s = 1\nrise = 1\nfall = 2\n\n[hooks]\ninstall = "mkdir -p /srv/www && hostname > /srv/www/index.html && echo ok > /srv/www/health"\nstart = "busybox httpd -p 8080 -h /srv/www"\nstop = "true"\n',
+  );
+  ok(ctl(dataDir, "def", "create", "gone"));
+  ok(ctl(dataDir, "def", "set-file", "gone", def));
+  ok(ctl(dataDir, "unit", "create", "gone", "--image", "tiny:1", "--definition", "gone:2", "--count", "2", "--name-pattern", "gone-{n}", "--addresses", "10.77.0.91-10.77.0.99", "--cpus", "1", "--memory", "128", "--lb", "lab", "--pool", lab.FLOTILLA_LAB_HAPROXY_BACKEND));
+  ok(ctl(dataDir, "unit", "deploy", "gone"));
+  const shown = JSON.parse(ok(ctl(dataDir, "unit", "show", "gone", "--json")));
+  const lost = shown.servers.find((s) => s.host === "lab-h2").name;
+  const a = await startApp({ dataDir });
+  let killed = false;
+  try {
+    const b = a.browser;
+    await (await byTestId(b, "nav-hosts")).click();
+    await b.waitUntil(async () => (await b.$$('[data-testid="host-state"]')).length === 2 && (await Promise.all((await b.$$('[data-testid="host-state"]')).map((e) => e.getText()))).every((t) => t === "ready"), { timeout: 60000, timeoutMsg: "both lab hosts ready" });
+    labCtl("kill-host", "2");
+    killed = true;
+    await (await byTestId(b, "nav-units")).click();
+    const recover = await b.$('[data-testid="unit-recover"]');
+    await recover.waitForDisplayed({ timeout: 60000, timeoutMsg: "no Recover button after the host died" });
+    assert.match(await recover.getText(), /Recover 1 lost/);
+    const row = await b.$(`[data-testid="server-row"][data-server="${lost}"]`);
+    assert.match(await row.getText(), /host failed/);
+    await screenshot(b, "unit-host-failed");
+    await (await byTestId(b, "nav-impact")).click();
+    const failedNow = await byTestId(b, "impact-host-failed");
+    assert.match(await failedNow.getText(), /failed now/);
+    const unitRow = await b.$('[data-testid="impact-unit"][data-unit="gone"]');
+    assert.equal(await unitRow.getAttribute("data-health"), "degraded");
+    await screenshot(b, "impact-host-failed");
+    await (await byTestId(b, "nav-units")).click();
+    await (await byTestId(b, "unit-recover")).click();
+    const plan = await byTestId(b, "confirm-plan");
+    assert.match(await plan.getText(), new RegExp(`${lost}.*lab-h1`, "s"));
+    await (await byTestId(b, "confirm-run")).click();
+    await b.waitUntil(async () => !(await (await b.$('[data-testid="unit-recover"]')).isExisting()) && (await row.getText()).includes("lab-h1"), { timeout: 180000, timeoutMsg: "the server was not recovered onto lab-h1" });
+    await screenshot(b, "unit-recovered");
+    labCtl("revive-host", "2");
+    killed = false;
+    await (await byTestId(b, "nav-hosts")).click();
+    await b.waitUntil(async () => (await Promise.all((await b.$$('[data-testid="host-state"]')).map((e) => e.getText()))).every((t) => t === "ready"), { timeout: 60000, timeoutMsg: "lab-h2 did not come back ready" });
+  } finally {
+    if (killed) labCtl("revive-host", "2");
+    await a.stop();
+    ctl(dataDir, "unit", "delete", "gone", "--yes", "--force");
+  }
 });

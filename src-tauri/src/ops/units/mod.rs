@@ -1240,7 +1240,16 @@ impl Engine {
             .drain(..)
             .map(|s| ServerPlan {
                 steps: plan::server_steps(kind, lb),
-                note: target.map_or_else(String::new, |t| update::rollout_note(&u, &s, t)),
+                note: match (target, action) {
+                    (Some(t), _) => update::rollout_note(&u, &s, t),
+                    (None, UnitAction::Recover { .. }) => u
+                        .servers
+                        .iter()
+                        .find(|o| o.name == s.name)
+                        .map(|o| format!("re-created here: its host {} failed", o.host))
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                },
                 server: s.name,
                 host: s.host,
                 address: s.address,
