@@ -58,7 +58,7 @@ test("a lab host dies: the app shows it failed, and Recover brings the unit back
   };
   for (const i of [1, 2]) {
     ok(ctl(dataDir, "host", "add", `lab-h${i}`, "--uri", lab[`FLOTILLA_LAB_H${i}_URI`], "--bridge", "br0"));
-    ok(ctl(dataDir, "host", "set", `lab-h${i}`, "--network", lab.FLOTILLA_LAB_NET, "--gateway", lab.FLOTILLA_LAB_GATEWAY));
+    ok(ctl(dataDir, "host", "set", `lab-h${i}`, "--network", lab.FLOTILLA_LAB_NET, "--gateway", lab.FLOTILLA_LAB_GATEWAY, "--domain-type", "qemu"));
   }
   ok(ctl(dataDir, "lb", "add", "lab", "--haproxy-socket", lab.FLOTILLA_LAB_HAPROXY_SOCKET));
   const g = lab.FLOTILLA_LAB_GUEST;
@@ -79,7 +79,12 @@ test("a lab host dies: the app shows it failed, and Recover brings the unit back
   try {
     const b = a.browser;
     await (await byTestId(b, "nav-hosts")).click();
-    await b.waitUntil(async () => (await b.$$('[data-testid="host-state"]')).length === 2 && (await Promise.all((await b.$$('[data-testid="host-state"]')).map((e) => e.getText()))).every((t) => t === "ready"), { timeout: 60000, timeoutMsg: "both lab hosts ready" });
+    const states = () => b.$$('[data-testid="host-state"]').map((e) => e.getText());
+    const allReady = async () => {
+      const s = await states();
+      return s.length === 2 && s.every((t) => t === "ready");
+    };
+    await b.waitUntil(allReady, { timeout: 60000, timeoutMsg: "both lab hosts ready" });
     labCtl("kill-host", "2");
     killed = true;
     await (await byTestId(b, "nav-units")).click();
@@ -105,7 +110,7 @@ test("a lab host dies: the app shows it failed, and Recover brings the unit back
     labCtl("revive-host", "2");
     killed = false;
     await (await byTestId(b, "nav-hosts")).click();
-    await b.waitUntil(async () => (await Promise.all((await b.$$('[data-testid="host-state"]')).map((e) => e.getText()))).every((t) => t === "ready"), { timeout: 60000, timeoutMsg: "lab-h2 did not come back ready" });
+    await b.waitUntil(allReady, { timeout: 60000, timeoutMsg: "lab-h2 did not come back ready" });
   } finally {
     if (killed) labCtl("revive-host", "2");
     await a.stop();

@@ -201,8 +201,9 @@ impl Engine {
     }
 
     /// Fencing: every server of a failed host out of rotation at its load balancer
-    /// (maintenance: instant, and undone by the recovery's health gate or a start). Returns
-    /// what could not be fenced.
+    /// (maintenance: instant), recorded as its wanted state — undone by a recovery's health
+    /// gate, or by `unit restart` when the host comes back without one. Returns what could not
+    /// be fenced.
     pub async fn fence_host(&self, host: &str) -> Vec<String> {
         let mut problems = Vec::new();
         let units = match self.inventory.unit_list() {
@@ -242,9 +243,14 @@ impl Engine {
                     .member_set(&u.lb_pool, &s.name, addr, MemberState::Maint)
                     .await
                 {
-                    Ok(()) => {
-                        tracing::warn!(server = %s.name, host, "fenced: in maintenance at the load balancer")
-                    }
+                    // Recorded as wanted, so that no reconcile of the load balancer puts it
+                    // back in rotation; a recovery (or a restart) does, once it is healthy.
+                    Ok(()) => match self.inventory.server_set_lb_state(&s.name, "maint") {
+                        Ok(()) => {
+                            tracing::warn!(server = %s.name, host, "fenced: in maintenance at the load balancer")
+                        }
+                        Err(e) => problems.push(format!("{}: {e}", s.name)),
+                    },
                     Err(e) => problems.push(format!("{}: {e}", s.name)),
                 }
             }
