@@ -93,6 +93,7 @@ test("a lab host dies: the app shows it failed, and Recover brings the unit back
     assert.match(await recover.getText(), /Recover 1 lost/);
     const row = await b.$(`[data-testid="server-row"][data-server="${lost}"]`);
     assert.match(await row.getText(), /host failed/);
+    assert.match(await (await byTestId(b, "unit-health")).getText(), /degraded: 1 of 2 in service/);
     await screenshot(b, "unit-host-failed");
     await (await byTestId(b, "nav-impact")).click();
     const failedNow = await byTestId(b, "impact-host-failed");
@@ -100,11 +101,14 @@ test("a lab host dies: the app shows it failed, and Recover brings the unit back
     const unitRow = await b.$('[data-testid="impact-unit"][data-unit="gone"]');
     assert.equal(await unitRow.getAttribute("data-health"), "degraded");
     await screenshot(b, "impact-host-failed");
+    // Recover from the Impact view: the plan first, then the run.
+    await (await byTestId(b, "impact-recover")).click();
+    const plan = await byTestId(b, "impact-recover-plan");
+    await (await byTestId(b, "impact-recover-run")).waitForDisplayed({ timeout: 10000 });
+    assert.match(await plan.getText(), new RegExp(`${lost} on lab-h1 \\(re-created here: its host lab-h2 failed\\)`));
+    await (await byTestId(b, "impact-recover-run")).click();
+    await b.waitUntil(async () => (await plan.getText()).includes("Recovered gone"), { timeout: 180000, timeoutMsg: "the recovery from the Impact view did not finish" });
     await (await byTestId(b, "nav-units")).click();
-    await (await byTestId(b, "unit-recover")).click();
-    const plan = await byTestId(b, "confirm-plan");
-    assert.match(await plan.getText(), new RegExp(`${lost}.*lab-h1`, "s"));
-    await (await byTestId(b, "confirm-run")).click();
     await b.waitUntil(async () => !(await (await b.$('[data-testid="unit-recover"]')).isExisting()) && (await row.getText()).includes("lab-h1"), { timeout: 180000, timeoutMsg: "the server was not recovered onto lab-h1" });
     await screenshot(b, "unit-recovered");
     labCtl("revive-host", "2");
