@@ -863,6 +863,8 @@ fn impact_of_failed_hosts_and_the_n_plus_one_audit() {
     let u = &what_if["impact"]["units"][0];
     assert_eq!(u["health"], "below_minimum", "{what_if}");
     assert_eq!(u["in_service_after"], 1);
+    // How long replacing them would take, from the unit's deploy in the journal.
+    assert!(u["replace_estimate_s"].is_u64(), "{what_if}");
     assert_eq!(u["lost"], serde_json::json!(["shop-1", "shop-3"]));
     let audit = what_if["audit"].as_array().unwrap();
     let h1 = audit.iter().find(|h| h["host"] == "h1").unwrap();

@@ -624,7 +624,10 @@ pub(super) fn impact(r: &crate::ops::impact::ImpactReport) {
                 if u.lost.is_empty() {
                     String::new()
                 } else if u.replaceable {
-                    "room on the other hosts".into()
+                    match u.replace_estimate_s {
+                        Some(s) => format!("room on the other hosts, about {s} s"),
+                        None => "room on the other hosts".into(),
+                    }
                 } else {
                     u.room.clone()
                 },

@@ -131,8 +131,19 @@ impl Engine {
                 })
             })
             .collect();
+        let mut now = impact(&hosts, &shapes, &set);
+        for u in now.units.iter_mut().filter(|u| !u.lost.is_empty()) {
+            // A recovery re-creates its servers side by side: about one server's time, as this
+            // unit's recoveries (else its deploys) took.
+            u.replace_estimate_s = ["recover", "deploy"].iter().find_map(|kind| {
+                self.per_server_time(&u.unit, kind)
+                    .ok()
+                    .flatten()
+                    .map(|(secs, _)| secs.round() as u32)
+            });
+        }
         Ok(ImpactReport {
-            impact: impact(&hosts, &shapes, &set),
+            impact: now,
             audit: n_plus_one(&hosts, &shapes),
             hosts: hosts.iter().map(|h| h.name.clone()).collect(),
             servers,

@@ -76,6 +76,10 @@ pub struct UnitImpact {
     pub replaceable: bool,
     /// Why not, when not.
     pub room: String,
+    /// About how long re-creating the lost servers would take (seconds), from this unit's
+    /// earlier recoveries or deploys in the journal; `None` without any (the engine fills it
+    /// in: the model itself keeps no history).
+    pub replace_estimate_s: Option<u32>,
 }
 
 /// The impact of a set of failed hosts.
@@ -146,6 +150,7 @@ fn assess(u: &UnitShape, failed: &BTreeSet<String>) -> UnitImpact {
         health,
         replaceable: true,
         room: String::new(),
+        replace_estimate_s: None,
     }
 }
 

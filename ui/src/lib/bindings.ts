@@ -1127,6 +1127,12 @@ export type UnitImpact = {
 	replaceable: boolean,
 	/**  Why not, when not. */
 	room: string,
+	/**
+	 *  About how long re-creating the lost servers would take (seconds), from this unit's
+	 *  earlier recoveries or deploys in the journal; `None` without any (the engine fills it
+	 *  in: the model itself keeps no history).
+	 */
+	replace_estimate_s: number | null,
 };
 
 /**  What `unit update` changes; what is not given stays as in the unit's newest version. */

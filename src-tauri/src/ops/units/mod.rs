@@ -1336,7 +1336,11 @@ impl Engine {
     /// How long one server took on average in this unit's last few succeeded operations of
     /// `kind` (first step begun → last step done, from the journal's whole-second times), and
     /// how many operations that is from.
-    fn per_server_time(&self, unit: &str, kind: &str) -> Result<Option<(f64, usize)>, OpError> {
+    pub(crate) fn per_server_time(
+        &self,
+        unit: &str,
+        kind: &str,
+    ) -> Result<Option<(f64, usize)>, OpError> {
         let target = format!("unit/{unit}");
         let parse = |at: &str| {
             time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
