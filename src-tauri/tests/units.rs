@@ -2617,7 +2617,24 @@ async fn a_rollout_runs_under_its_own_policy() {
         .unwrap_err();
     assert!(err.to_string().contains("deadline of 1 s passed"), "{err}");
     assert_eq!(ApiError::from(&err).code, ErrorCode::RolledBack);
-    assert_eq!(f.snapshot().await, before);
+    // As before, but app-1 (back onto the disk the new version ran on) boots a fresh seed,
+    // whose new instance id runs the old version's install and config files again.
+    let after = f.snapshot().await;
+    let seeds = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.contains("app-1-seed"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let others = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| !l.contains("app-1-seed"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(others(&after), others(&before));
+    assert_eq!(seeds(&after).len(), 1, "the old seed went: {after}");
+    assert_ne!(seeds(&after), seeds(&before), "a fresh seed: {after}");
 }
 
 /// Each server's unit version as its domain's definition names it (what it boots next).

@@ -63,12 +63,19 @@ pub fn payload_runcmd(instance_id: &str, per_server: Vec<String>) -> Vec<String>
 /// Run through the QEMU guest agent before a payload is swapped in a running server (an
 /// update without a reboot): the stop hook of the payload mounted now, then the payload is
 /// unmounted so that the disk can be unplugged. Nothing mounted: nothing to stop. Its exit
-/// status is the stop hook's (or umount's).
-pub fn live_stop_script() -> String {
+/// status is the stop hook's (unless `tolerant`: going back, whatever it says) or umount's;
+/// when the payload cannot be unmounted, the app is started again first (a mounted payload
+/// means a running app).
+pub fn live_stop_script(tolerant: bool) -> String {
+    let stop = format!("sh {PAYLOAD_MOUNT}/flotilla/hooks/stop");
     [
         format!("grep -qs ' {PAYLOAD_MOUNT} ' /proc/mounts || exit 0"),
-        format!("if [ -f {PAYLOAD_MOUNT}/flotilla/hooks/stop ]; then sh {PAYLOAD_MOUNT}/flotilla/hooks/stop || exit $?; fi"),
-        format!("umount {PAYLOAD_MOUNT}"),
+        if tolerant {
+            format!("if [ -f {PAYLOAD_MOUNT}/flotilla/hooks/stop ]; then {stop} || true; fi")
+        } else {
+            format!("if [ -f {PAYLOAD_MOUNT}/flotilla/hooks/stop ]; then {stop} || exit $?; fi")
+        },
+        format!("umount {PAYLOAD_MOUNT} || {{ sh {PAYLOAD_MOUNT}/flotilla/hooks/start; exit 1; }}"),
     ]
     .join("\n")
 }
@@ -86,7 +93,12 @@ pub fn live_install_script(per_server: Vec<String>) -> String {
         format!("grep -qs ' {PAYLOAD_MOUNT} ' /proc/mounts || mount -t vfat -o ro \"$dev\" {PAYLOAD_MOUNT}"),
         format!("sh {PAYLOAD_MOUNT}/flotilla/hooks/install"),
     ];
-    lines.extend(per_server);
+    // `set -e` does not stop at a failing `a && b` list: each config line says so itself.
+    lines.extend(
+        per_server
+            .into_iter()
+            .map(|l| format!("{{ {l}; }} || exit 1")),
+    );
     lines.push(format!("sh {PAYLOAD_MOUNT}/flotilla/hooks/start"));
     lines.join("\n")
 }
@@ -188,7 +200,9 @@ mod tests {
 
     #[test]
     fn a_live_update_stops_unmounts_then_mounts_installs_configures_starts() {
-        let stop = live_stop_script();
+        let stop = live_stop_script(false);
+        assert!(live_stop_script(true).contains("hooks/stop || true"));
+        assert!(stop.contains("umount /run/flotilla/app || { sh /run/flotilla/app/flotilla/hooks/start; exit 1; }"), "{stop}");
         let at = |s: &str, what: &str| s.find(what).unwrap_or_else(|| panic!("{what} in {s}"));
         assert!(
             at(&stop, "hooks/stop") < at(&stop, "umount /run/flotilla/app"),
@@ -200,6 +214,7 @@ mod tests {
             install.starts_with("set -e\n"),
             "a failed line fails the update: {install}"
         );
+        assert!(install.contains("{ echo config; } || exit 1"), "{install}");
         let order = [
             "findfs LABEL=FLOTILLAAPP",
             "mount -t vfat",

@@ -96,6 +96,20 @@ pub(super) const PAUSE: &str =
     "ALTER TABLE units ADD COLUMN pause_requested INTEGER NOT NULL DEFAULT 0;";
 
 impl Inventory {
+    /// The operation that holds `unit` (running, or interrupted and not yet resumed or
+    /// unwound), if any.
+    pub fn unit_locked_by(&self, unit: &str) -> Result<Option<i64>, InventoryError> {
+        self.conn()
+            .query_row(
+                "SELECT l.operation_id FROM unit_locks l JOIN units u ON u.id = l.unit_id
+                 WHERE u.name = ?1",
+                [unit],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(query_err("find the unit's operation"))
+    }
+
     /// Asks the rollout that holds `unit` to pause at its next safe point. Refused when no
     /// rollout holds the unit.
     pub fn unit_request_pause(&self, unit: &str) -> Result<i64, InventoryError> {

@@ -3,7 +3,7 @@
 //! addresses and MACs, under their next generation; and the reconcile of a host that comes
 //! back, which removes the stale copies before the host is ready again.
 
-use super::steps::Dir;
+use super::steps::{Dir, Owner};
 use super::*;
 use crate::model::HostState;
 use crate::monitor::{Change, Reconciled};
@@ -98,7 +98,8 @@ impl Engine {
         let lost: Vec<&Server> = u
             .servers
             .iter()
-            .filter(|s| failed.contains(&s.host) && s.state != ServerState::Planned)
+            // Running ones: a server stopped on purpose stays stopped (and where it is).
+            .filter(|s| failed.contains(&s.host) && s.state == ServerState::Running)
             .collect();
         if lost.is_empty() {
             return Ok(Vec::new());
@@ -186,6 +187,21 @@ impl Engine {
         })?;
         match dir {
             Dir::Do => {
+                // Still failed now (it may have come back while earlier servers were being
+                // re-created): else its copy may run, and this one would be a second.
+                let from = self.host_show(&m.from)?;
+                if from.monitor.state != Some(HostState::Failed) {
+                    return Err(ValidationError::new(
+                        "from",
+                        format!(
+                            "host {} is no longer failed ({}): {} is not re-created elsewhere",
+                            m.from,
+                            from.monitor.state.map_or("not monitored", |st| st.as_str()),
+                            s.name
+                        ),
+                    )
+                    .into());
+                }
                 if ctx.lb.is_some() {
                     self.lb_set(ctx, s, MemberState::Maint).await?;
                 }
@@ -193,6 +209,20 @@ impl Engine {
                     .server_relocate(&s.name, &m.to, m.generation + 1, "", "")?;
             }
             Dir::Undo => {
+                // Back on the failed host only once nothing of it is left on the new one
+                // (the later steps' undo removed it); else it stays recorded there, where its
+                // copy is.
+                let to = ctx.host(&m.to)?;
+                if self.domain_owner(ctx, s, to).await? != Owner::Absent {
+                    return Err(ValidationError::new(
+                        "server",
+                        format!(
+                            "{} still has a domain on host {}: it stays recorded there",
+                            s.name, m.to
+                        ),
+                    )
+                    .into());
+                }
                 self.inventory
                     .server_relocate(&s.name, &m.from, m.generation, &m.disk, &m.seed)?;
             }
@@ -224,7 +254,9 @@ impl Engine {
                     continue;
                 }
             };
-            for s in u.servers.iter().filter(|s| s.host == host) {
+            for s in u.servers.iter().filter(|s| {
+                s.host == host && s.state != ServerState::Planned && s.lb_state != "none"
+            }) {
                 let port = match u
                     .current()
                     .map(|v| self.def_parsed(&v.definition, v.definition_version))
@@ -239,18 +271,20 @@ impl Engine {
                 let Ok(addr) = member_address(&s.address, port) else {
                     continue;
                 };
+                // Recorded as wanted first, so that no reconcile of the load balancer puts it
+                // back in rotation (also when the call below fails); a recovery (or a
+                // restart) does, once it is healthy.
+                if let Err(e) = self.inventory.server_set_lb_state(&s.name, "maint") {
+                    problems.push(format!("{}: {e}", s.name));
+                    continue;
+                }
                 match driver
                     .member_set(&u.lb_pool, &s.name, addr, MemberState::Maint)
                     .await
                 {
-                    // Recorded as wanted, so that no reconcile of the load balancer puts it
-                    // back in rotation; a recovery (or a restart) does, once it is healthy.
-                    Ok(()) => match self.inventory.server_set_lb_state(&s.name, "maint") {
-                        Ok(()) => {
-                            tracing::warn!(server = %s.name, host, "fenced: in maintenance at the load balancer")
-                        }
-                        Err(e) => problems.push(format!("{}: {e}", s.name)),
-                    },
+                    Ok(()) => {
+                        tracing::warn!(server = %s.name, host, "fenced: in maintenance at the load balancer")
+                    }
                     Err(e) => problems.push(format!("{}: {e}", s.name)),
                 }
             }
@@ -292,6 +326,18 @@ impl Engine {
                     && s.generation > generation
             });
             if !stale {
+                continue;
+            }
+            // Not while an operation of its unit runs or is interrupted (a recovery's undo
+            // may still record the server back here): the host is not clean yet.
+            if let Some(op) = prop("unit")
+                .map(|u| self.inventory.unit_locked_by(u))
+                .transpose()?
+                .flatten()
+            {
+                out.failed.push(format!(
+                    "{name}: its unit is held by operation #{op}; removed once that operation ended"
+                ));
                 continue;
             }
             let removed = async {
@@ -449,7 +495,7 @@ impl Engine {
             .operation_list(500)
             .map_err(|e| e.to_string())?
             .into_iter()
-            .filter(|o| o.target == target && o.kind == "recover")
+            .filter(|o| o.target == target && o.kind == "recover" && !o.steps.is_empty())
             .filter(|o| {
                 time::OffsetDateTime::parse(
                     &o.started_at,
@@ -463,6 +509,14 @@ impl Engine {
                 "{recent} recoveries in the last 24 hours, its limit is {limit}: recover it by hand (flotillactl unit recover {})",
                 u.name
             ));
+        }
+        if self
+            .recover_moves(&u, &[])
+            .map_err(|e| describe(&e))?
+            .is_empty()
+        {
+            // Another host's failure queued it too, and the first recovery took them all.
+            return Ok("nothing left to recover".into());
         }
         match self
             .unit_run(

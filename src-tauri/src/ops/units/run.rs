@@ -238,7 +238,13 @@ impl Engine {
         resumes: Option<i64>,
     ) -> Result<OpReport, OpError> {
         let u = self.inventory.unit_get(&args.unit)?;
-        let (kind, _, new) = self.targets(&u, &args.action)?;
+        // A recovery that began goes on with its moves, whatever the hosts' states are now.
+        let (kind, _, new) = match &args.action {
+            UnitAction::Recover { .. } if !args.moves.is_empty() => {
+                (OpKind::Recover, Vec::new(), Vec::new())
+            }
+            a => self.targets(&u, a)?,
+        };
         let target = format!("unit/{}", u.name);
         let json = serde_json::to_string(&args).unwrap_or_default();
         let op = self

@@ -242,7 +242,10 @@ impl Engine {
             }
             (Step::CreateDisk, Undo) => self.delete_own(s, host, &s.disk_volume()).await,
 
-            (Step::WriteSeed, Do) => self.write_seed(ctx, s, host, &s.seed_volume(), "").await,
+            (Step::WriteSeed, Do) => {
+                self.write_seed(ctx, s, host, &s.seed_volume(), ctx.uv.version, "")
+                    .await
+            }
             (Step::WriteSeed, Undo) => self.delete_own(s, host, &s.seed_volume()).await,
 
             (Step::Define, Do) => {
@@ -291,7 +294,7 @@ impl Engine {
                         .await?;
                 }
                 if w.made_seed {
-                    self.write_seed(ctx, s, host, &w.seed, &w.instance_suffix)
+                    self.write_seed(ctx, s, host, &w.seed, ctx.uv.version, &w.instance_suffix)
                         .await?;
                 }
                 // What it boots without making it (its disk in place, the disk and seed it
@@ -341,20 +344,32 @@ impl Engine {
                     self.hypervisor.domain_destroy(uri, &s.name).await?;
                 }
                 let (old_uv, old_image) = ctx.release(before)?;
+                // On the disk the newer version may have run on (its install, config files
+                // and per-boot script are there), the old seed's instance id would run none of
+                // the old version's again: a fresh one does.
+                let same_disk = swap_plan(ctx, s)?.disk == s.disk_volume();
+                let seed = if same_disk {
+                    let name = format!("{}-seed-u{before}-o{}.img", s.name, ctx.op);
+                    self.write_seed(ctx, s, host, &name, before, &format!(".o{}", ctx.op))
+                        .await?;
+                    name
+                } else {
+                    s.seed_volume()
+                };
                 let spec = self
-                    .domain_spec(
-                        ctx,
-                        s,
-                        host,
-                        old_uv,
-                        old_image,
-                        &s.disk_volume(),
-                        &s.seed_volume(),
-                    )
+                    .domain_spec(ctx, s, host, old_uv, old_image, &s.disk_volume(), &seed)
                     .await?;
                 self.hypervisor.domain_define(uri, &spec).await?;
-                self.inventory
-                    .server_set_volumes(&s.name, &s.disk, &s.seed)?;
+                self.inventory.server_set_volumes(
+                    &s.name,
+                    &s.disk,
+                    if same_disk { &seed } else { &s.seed },
+                )?;
+                // The old seed it no longer boots goes (unless kept for a rollback).
+                let old = s.seed_volume();
+                if same_disk && old != seed && s.prior.as_ref().is_none_or(|p| p.seed != old) {
+                    self.delete_own(s, host, &old).await?;
+                }
                 self.inventory.server_set_prior(&s.name, s.prior.as_ref())?;
                 // Only what the do made: a new seed, a new disk — never the volumes it booted
                 // again (a rollback to the version before).
@@ -442,9 +457,14 @@ impl Engine {
             (Step::Shutdown, Undo) => {
                 // Back in rotation (by the undo of the LB steps) only once it is healthy again.
                 self.refuse_foreign(ctx, s, host).await?;
-                if self.hypervisor.domain_is_running(uri, &s.name).await? == Some(true) {
-                    // Kept running: its app was stopped through the agent.
-                    self.live_restart_app(ctx, s, host).await?;
+                // A rollout that kept it running stopped its app through the agent: started
+                // again the same way. Any other running server was never stopped (a shutdown
+                // that timed out): left as it is.
+                if ctx.kind == Some(OpKind::Rollout)
+                    && self.hypervisor.domain_is_running(uri, &s.name).await? == Some(true)
+                    && self.hypervisor.domain_agent_ready(uri, &s.name).await?
+                {
+                    self.live_restart_app(ctx, s, host).await;
                 }
                 self.hypervisor.domain_start(uri, &s.name).await?;
                 // Back on the version it ran before the operation.
@@ -536,6 +556,7 @@ impl Engine {
         s: &Server,
         host: &Host,
         name: &str,
+        version: u32,
         suffix: &str,
     ) -> Result<(), OpError> {
         let (uri, pool) = (&host.uri, &host.pool);
@@ -545,7 +566,7 @@ impl Engine {
         }
         let dir = tempfile_dir()?;
         let file = dir.join(format!("{}-seed.img", s.name));
-        let spec = self.seed_spec(ctx, s, host, suffix)?;
+        let spec = self.seed_spec(ctx, s, host, version, suffix)?;
         // Disk writes stay off the async runtime's threads.
         let target = file.clone();
         let written = tokio::task::spawn_blocking(move || write_seed_disk(&spec, &target))
@@ -941,6 +962,7 @@ impl Engine {
         ctx: &Ctx,
         s: &Server,
         host: &Host,
+        version: u32,
         suffix: &str,
     ) -> Result<SeedSpec, OpError> {
         let net = Ipv4Cidr::parse(&host.network).map_err(|_| {
@@ -955,8 +977,8 @@ impl Engine {
         let addr: Ipv4Addr = s.address.parse().map_err(|_| {
             ValidationError::new("address", format!("{} is not an address", s.address))
         })?;
-        let instance_id = format!("{}.{}.u{}{suffix}", s.name, ctx.unit.name, ctx.uv.version);
-        let runcmd = payload_runcmd(&instance_id, self.config_commands(ctx, s, ctx.uv.version)?);
+        let instance_id = format!("{}.{}.u{version}{suffix}", s.name, ctx.unit.name);
+        let runcmd = payload_runcmd(&instance_id, self.config_commands(ctx, s, version)?);
         Ok(SeedSpec {
             instance_id,
             hostname: HostName::parse(&s.name)?,
@@ -1290,6 +1312,12 @@ impl Engine {
         if w.disk != s.disk_volume() || !(w.made_seed || w.seed == s.seed_volume()) {
             return Ok(false);
         }
+        // A new size (CPUs, memory) needs a new QEMU: a reboot.
+        let (old_uv, _) = ctx.release(s.version.unwrap_or(ctx.uv.version))?;
+        if (old_uv.size.cpus, old_uv.size.memory_mib) != (ctx.uv.size.cpus, ctx.uv.size.memory_mib)
+        {
+            return Ok(false);
+        }
         let uri = &host.uri;
         Ok(
             self.hypervisor.domain_is_running(uri, &s.name).await? == Some(true)
@@ -1361,7 +1389,7 @@ impl Engine {
             s,
             host,
             "the stop hook",
-            &crate::guest::live_stop_script(),
+            &crate::guest::live_stop_script(false),
             ctx.policy.shutdown_timeout_s,
         )
         .await
@@ -1371,12 +1399,14 @@ impl Engine {
     /// of the payload attached now. A mounted payload means its app runs (the stop unmounts
     /// it; the swap mounts it and starts). When the agent cannot, a
     /// reboot does it (the per-boot script mounts the payload and runs the start hook).
-    async fn live_restart_app(&self, ctx: &Ctx, s: &Server, host: &Host) -> Result<(), OpError> {
+    async fn live_restart_app(&self, ctx: &Ctx, s: &Server, host: &Host) {
         use crate::guest::{PAYLOAD_LABEL, PAYLOAD_MOUNT};
         let script = format!(
             "grep -qs ' {PAYLOAD_MOUNT} ' /proc/mounts && exit 0; mkdir -p {PAYLOAD_MOUNT} && mount -t vfat -o ro \"$(findfs LABEL={PAYLOAD_LABEL})\" {PAYLOAD_MOUNT} && sh {PAYLOAD_MOUNT}/flotilla/hooks/start"
         );
-        let started = self
+        // Never a power-off: whether the app serves again, the health check that follows
+        // says (and a failed one is reported).
+        if let Err(e) = self
             .agent_script(
                 s,
                 host,
@@ -1384,11 +1414,10 @@ impl Engine {
                 &script,
                 ctx.policy.health_timeout_s,
             )
-            .await;
-        if started.is_err() {
-            self.hypervisor.domain_destroy(&host.uri, &s.name).await?;
+            .await
+        {
+            tracing::warn!(server = %s.name, error = %describe(&e), "could not start the app again through the guest agent");
         }
-        Ok(())
     }
 
     /// Puts unit version `version`'s payload on a running server without a reboot, through
@@ -1427,7 +1456,20 @@ impl Engine {
             )
         };
         let to = path(version);
-        self.live_stop(ctx, s, host).await?;
+        if version == before {
+            // Going back (an undo): the new payload's stop hook may fail when its app never
+            // started; the old version is put back anyway.
+            self.agent_script(
+                s,
+                host,
+                "the stop hook",
+                &crate::guest::live_stop_script(true),
+                ctx.policy.shutdown_timeout_s,
+            )
+            .await?;
+        } else {
+            self.live_stop(ctx, s, host).await?;
+        }
         let mut attached = None;
         for v in std::iter::once(before)
             .chain(ctx.prior.keys().copied())
@@ -1570,10 +1612,11 @@ struct SwapPlan {
 /// new payload) and, when the master or the disk size changed, a new disk.
 fn swap_plan(ctx: &Ctx, s: &Server) -> Result<SwapPlan, OpError> {
     if let Some(p) = s.prior.as_ref().filter(|p| p.version == ctx.uv.version) {
-        if p.seed == s.seed_volume() {
-            // It went to its version without a reboot (the same seed): its config files are
-            // the later version's. A reboot back runs the version's install and config files
-            // again under a new instance id.
+        if p.seed == s.seed_volume() || p.disk == s.disk_volume() {
+            // Back onto the disk the later version ran on (a definition-only change, or one
+            // made without a reboot): its config files and per-boot script are the later
+            // version's, and the old instance id would run none of this version's again. A
+            // fresh instance id runs its install and config files again.
             return Ok(SwapPlan {
                 disk: p.disk.clone(),
                 seed: format!("{}-seed-u{}-o{}.img", s.name, ctx.uv.version, ctx.op),
