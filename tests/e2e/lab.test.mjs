@@ -62,7 +62,8 @@ test("a lab host dies: the app shows it failed, and Recover brings the unit back
   }
   ok(ctl(dataDir, "lb", "add", "lab", "--haproxy-socket", lab.FLOTILLA_LAB_HAPROXY_SOCKET));
   const g = lab.FLOTILLA_LAB_GUEST;
-  ok(ctl(dataDir, "image", "import", "tiny", `${g}/master.qcow2`, "--kernel", `${g}/vmlinuz`, "--initrd", `${g}/initrd.img`, "--cmdline", "console=ttyS0 root=LABEL=root"));
+  // An image name of its own: a copy another lab test left on a host is not this one's.
+  ok(ctl(dataDir, "image", "import", "tinygone", `${g}/master.qcow2`, "--kernel", `${g}/vmlinuz`, "--initrd", `${g}/initrd.img`, "--cmdline", "console=ttyS0 root=LABEL=root"));
   const def = path.join(dataDir, "definition.toml");
   writeFileSync(
     def,
@@ -70,7 +71,7 @@ test("a lab host dies: the app shows it failed, and Recover brings the unit back
   );
   ok(ctl(dataDir, "def", "create", "gone"));
   ok(ctl(dataDir, "def", "set-file", "gone", def));
-  ok(ctl(dataDir, "unit", "create", "gone", "--image", "tiny:1", "--definition", "gone:2", "--count", "2", "--name-pattern", "gone-{n}", "--addresses", "10.77.0.91-10.77.0.99", "--cpus", "1", "--memory", "128", "--lb", "lab", "--pool", lab.FLOTILLA_LAB_HAPROXY_BACKEND));
+  ok(ctl(dataDir, "unit", "create", "gone", "--image", "tinygone:1", "--definition", "gone:2", "--count", "2", "--name-pattern", "gone-{n}", "--addresses", "10.77.0.91-10.77.0.99", "--cpus", "1", "--memory", "128", "--lb", "lab", "--pool", lab.FLOTILLA_LAB_HAPROXY_BACKEND));
   ok(ctl(dataDir, "unit", "deploy", "gone"));
   const shown = JSON.parse(ok(ctl(dataDir, "unit", "show", "gone", "--json")));
   const lost = shown.servers.find((s) => s.host === "lab-h2").name;
@@ -119,5 +120,6 @@ test("a lab host dies: the app shows it failed, and Recover brings the unit back
     if (killed) labCtl("revive-host", "2");
     await a.stop();
     ctl(dataDir, "unit", "delete", "gone", "--yes", "--force");
+    ctl(dataDir, "image", "delete", "tinygone:1");
   }
 });
