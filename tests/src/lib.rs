@@ -335,6 +335,37 @@ impl Lab {
         e
     }
 
+    /// `unit_engine` with the tiny guest imported as master `tiny` (v1) and the definition
+    /// `name` (its v2 is `text`).
+    pub async fn tiny_unit_engine(
+        &self,
+        dir: &std::path::Path,
+        name: &str,
+        text: &str,
+    ) -> flotilla::ops::Engine {
+        let e = self.unit_engine(dir).await;
+        let guest = self.guest();
+        e.image_import(
+            &flotilla::ops::images::ImportRequest {
+                image: "tiny".into(),
+                file: guest.join("master.qcow2"),
+                notes: String::new(),
+                boot: flotilla::ops::images::BootInput::Kernel {
+                    kernel: guest.join("vmlinuz"),
+                    initrd: Some(guest.join("initrd.img")),
+                    cmdline: "console=ttyS0 root=LABEL=root".into(),
+                },
+            },
+            std::sync::Arc::new(|_| {}),
+        )
+        .await
+        .expect("import the tiny guest");
+        e.def_create(name).expect("create the definition");
+        e.def_set_text(name, text, None)
+            .expect("set the definition");
+        e
+    }
+
     /// Registers lab hosts `hosts` (1-based) as `lab-hN` with the bridge `br0`.
     pub async fn add_hosts(&self, e: &flotilla::ops::Engine, hosts: &[u32]) {
         for i in hosts {

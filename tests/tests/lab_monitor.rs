@@ -10,7 +10,6 @@
 
 use flotilla::model::HostState;
 use flotilla::monitor::{MonitorEvent, Thresholds};
-use flotilla::ops::images::{BootInput, ImportRequest};
 use flotilla::ops::units::{RecoveryHooks, UnitAction, UnitForm};
 use flotilla::ops::Engine;
 use flotilla_tests::Lab;
@@ -174,25 +173,7 @@ fn restart_libvirtd(lab: &Lab, i: u32) -> Duration {
 async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothing() {
     let lab = Lab::from_env();
     let dir = tempfile::tempdir().unwrap();
-    let e = lab.unit_engine(dir.path()).await;
-    let guest = lab.guest();
-    e.image_import(
-        &ImportRequest {
-            image: "tiny".into(),
-            file: guest.join("master.qcow2"),
-            notes: String::new(),
-            boot: BootInput::Kernel {
-                kernel: guest.join("vmlinuz"),
-                initrd: Some(guest.join("initrd.img")),
-                cmdline: "console=ttyS0 root=LABEL=root".into(),
-            },
-        },
-        Arc::new(|_| {}),
-    )
-    .await
-    .unwrap();
-    e.def_create("mon").unwrap();
-    e.def_set_text("mon", DEFINITION, None).unwrap();
+    let e = lab.tiny_unit_engine(dir.path(), "mon", DEFINITION).await;
     let pool = lab.get("FLOTILLA_LAB_HAPROXY_BACKEND").to_owned();
     e.unit_create(&UnitForm {
         name: "mon".into(),

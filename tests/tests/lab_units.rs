@@ -105,26 +105,7 @@ async fn run(e: &Engine, action: UnitAction) {
 /// An engine in `dir` for units on the lab (`Lab::unit_engine`) with the tiny guest as master
 /// `tiny` and the definition `web` (v2).
 async fn setup(lab: &Lab, dir: &std::path::Path) -> Engine {
-    let e = lab.unit_engine(dir).await;
-    let guest = lab.guest();
-    e.image_import(
-        &ImportRequest {
-            image: "tiny".into(),
-            file: guest.join("master.qcow2"),
-            notes: String::new(),
-            boot: BootInput::Kernel {
-                kernel: guest.join("vmlinuz"),
-                initrd: Some(guest.join("initrd.img")),
-                cmdline: "console=ttyS0 root=LABEL=root".into(),
-            },
-        },
-        Arc::new(|_| {}),
-    )
-    .await
-    .unwrap();
-    e.def_create("web").unwrap();
-    e.def_set_text("web", DEFINITION, None).unwrap();
-    e
+    lab.tiny_unit_engine(dir, "web", DEFINITION).await
 }
 
 #[tokio::test]

@@ -11,7 +11,6 @@
 
 use flotilla::model::HostState;
 use flotilla::monitor::Thresholds;
-use flotilla::ops::images::{BootInput, ImportRequest};
 use flotilla::ops::units::{RecoveryHooks, UnitAction, UnitForm};
 use flotilla::ops::Engine;
 use flotilla_tests::Lab;
@@ -68,25 +67,7 @@ async fn main() {
         .map_or(3, |a| a.parse().expect("ROUNDS"));
     let lab = Lab::from_env();
     let dir = tempfile::tempdir().unwrap();
-    let e = lab.unit_engine(dir.path()).await;
-    let guest = lab.guest();
-    e.image_import(
-        &ImportRequest {
-            image: "tiny".into(),
-            file: guest.join("master.qcow2"),
-            notes: String::new(),
-            boot: BootInput::Kernel {
-                kernel: guest.join("vmlinuz"),
-                initrd: Some(guest.join("initrd.img")),
-                cmdline: "console=ttyS0 root=LABEL=root".into(),
-            },
-        },
-        Arc::new(|_| {}),
-    )
-    .await
-    .unwrap();
-    e.def_create("rec").unwrap();
-    e.def_set_text("rec", DEFINITION, None).unwrap();
+    let e = lab.tiny_unit_engine(dir.path(), "rec", DEFINITION).await;
     e.unit_create(&UnitForm {
         name: "rec".into(),
         image: "tiny:1".into(),
