@@ -132,8 +132,8 @@ impl Fixture {
         for u in self.e.unit_list().unwrap() {
             for s in u.servers {
                 out.push_str(&format!(
-                    "server {} {} {:?} {:?} lb={}\n",
-                    s.name, s.host, s.state, s.version, s.lb_state
+                    "server {} {} {:?} {:?} lb={} gen={} prior={:?}\n",
+                    s.name, s.host, s.state, s.version, s.lb_state, s.generation, s.prior
                 ));
             }
         }
@@ -2984,11 +2984,69 @@ async fn a_recovery_moves_only_servers_of_failed_hosts_and_is_refused_otherwise(
     assert!(err.contains("no surviving host can take app-1"), "{err}");
 }
 
+/// The plan of a recovery says where each server goes; when that changes before it runs
+/// (here another survivor stopped answering), the confirmed plan does not run.
+#[tokio::test]
+async fn a_recovery_runs_only_to_the_hosts_its_plan_showed() {
+    use flotilla::model::HostState;
+    let f = Fixture::new().await;
+    one_host_failed(&f).await;
+    let node = f.dir.path().join("h3.xml");
+    std::fs::copy(fixture_node(), &node).unwrap();
+    f.e.host_add(&HostInput {
+        name: "h3".into(),
+        uri: format!("test://{}", node.display()),
+        pool: None,
+        bridge: Some("br0".into()),
+    })
+    .await
+    .unwrap();
+    f.e.host_set_network("h3", "10.77.0.0/24", "10.77.0.1", "")
+        .unwrap();
+    let ready = |h3| {
+        [
+            ("h1", HostState::Failed),
+            ("h2", HostState::Ready),
+            ("h3", h3),
+        ]
+    };
+    monitor_says(&f.e, &ready(HostState::Ready));
+    let shown = f.e.unit_plan("app", &recover()).unwrap();
+    assert_eq!(
+        shown.servers[0].host, "h3",
+        "the host with none of the unit"
+    );
+    monitor_says(&f.e, &ready(HostState::Suspect));
+    let before = f.snapshot().await;
+    let err =
+        f.e.unit_run_planned("app", recover(), Some(&shown.fingerprint), quiet())
+            .await
+            .unwrap_err();
+    let OpError::PlanChanged { plan, .. } = err else {
+        panic!("{err}")
+    };
+    assert_eq!(plan.servers[0].host, "h2", "the new plan says where now");
+    assert_eq!(f.snapshot().await, before, "nothing ran");
+    f.e.unit_run_planned("app", recover(), Some(&plan.fingerprint), quiet())
+        .await
+        .unwrap();
+    assert_eq!(f.e.unit_show("app").unwrap().servers[0].host, "h2");
+}
+
 #[tokio::test]
 async fn a_recovery_failing_at_any_step_leaves_the_server_on_its_failed_host() {
     for step in server_steps(OpKind::Recover, false) {
         let f = Fixture::new().await;
         one_host_failed(&f).await;
+        // Lost in the middle of a rollout: it keeps the record of what it ran before.
+        let prior = flotilla::inventory::PriorVolumes {
+            version: 1,
+            disk: "app-1-disk-kept.qcow2".into(),
+            seed: "app-1-seed-kept.img".into(),
+        };
+        f.e.inventory
+            .server_set_prior("app-1", Some(&prior))
+            .unwrap();
         let before = f.snapshot().await;
         f.e.repeat_steps(true);
         f.e.inject_fault(Some(Fault {
@@ -3003,6 +3061,7 @@ async fn a_recovery_failing_at_any_step_leaves_the_server_on_its_failed_host() {
         assert_eq!(f.snapshot().await, before, "recovery failing at {step:?}");
         let s = f.e.unit_show("app").unwrap().servers[0].clone();
         assert_eq!((s.host.as_str(), s.generation), ("h1", 0), "{step:?}");
+        assert_eq!(s.prior.as_ref(), Some(&prior), "{step:?}");
     }
 }
 

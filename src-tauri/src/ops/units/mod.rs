@@ -1225,6 +1225,13 @@ impl Engine {
                 .collect(),
             new.iter()
                 .map(|s| server_basis(&s.name, &s.host, &s.address, &s.mac, "new"))
+                // Where a recovery re-creates each server: the run must go where the plan said.
+                .chain(
+                    targets
+                        .iter()
+                        .filter(|_| kind == OpKind::Recover)
+                        .map(|s| server_basis(&s.name, &s.host, &s.address, &s.mac, "moved")),
+                )
                 .collect(),
         )?;
         let lb = u.lb.is_some();

@@ -18,6 +18,13 @@ pub(super) struct Move {
     pub disk: String,
     pub seed: String,
     pub generation: u32,
+    /// The version it ran there, and a rollout's record of what it ran before: a server
+    /// lost in the middle of a rollout keeps its way back (journals from before these were
+    /// kept have none).
+    #[serde(default)]
+    pub version: Option<u32>,
+    #[serde(default)]
+    pub prior: Option<crate::inventory::PriorVolumes>,
 }
 
 /// What the reconcile of a returning host did.
@@ -156,6 +163,8 @@ impl Engine {
                 disk: s.disk.clone(),
                 seed: s.seed.clone(),
                 generation: s.generation,
+                version: s.version,
+                prior: s.prior.clone(),
             });
         }
         Ok(moves)
@@ -205,8 +214,15 @@ impl Engine {
                 if ctx.lb.is_some() {
                     self.lb_set(ctx, s, MemberState::Maint).await?;
                 }
-                self.inventory
-                    .server_relocate(&s.name, &m.to, m.generation + 1, "", "")?;
+                self.inventory.server_relocate(
+                    &s.name,
+                    &crate::inventory::Placement {
+                        host: m.to.clone(),
+                        generation: m.generation + 1,
+                        version: s.version,
+                        ..Default::default()
+                    },
+                )?;
             }
             Dir::Undo => {
                 // Back on the failed host only once nothing of it is left on the new one
@@ -223,8 +239,17 @@ impl Engine {
                     )
                     .into());
                 }
-                self.inventory
-                    .server_relocate(&s.name, &m.from, m.generation, &m.disk, &m.seed)?;
+                self.inventory.server_relocate(
+                    &s.name,
+                    &crate::inventory::Placement {
+                        host: m.from.clone(),
+                        generation: m.generation,
+                        disk: m.disk.clone(),
+                        seed: m.seed.clone(),
+                        version: m.version,
+                        prior: m.prior.clone(),
+                    },
+                )?;
             }
         }
         Ok(())
