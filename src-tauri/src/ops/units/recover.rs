@@ -453,7 +453,14 @@ impl crate::ops::monitor::MonitorHooks for RecoveryHooks {
     ) -> futures_util::future::BoxFuture<'a, Reconciled> {
         Box::pin(async move {
             match engine.host_reconcile(host.name.as_str()).await {
-                Ok(r) if r.failed.is_empty() => Reconciled::Clean,
+                Ok(r) if r.failed.is_empty() && r.removed.is_empty() => Reconciled::clean(),
+                Ok(r) if r.failed.is_empty() => Reconciled::Clean {
+                    done: format!(
+                        "removed the stale copies of {} (they live on other hosts now) and {} of their volumes",
+                        r.removed.join(", "),
+                        r.volumes.len()
+                    ),
+                },
                 Ok(r) => Reconciled::NotYet {
                     why: format!("stale copies left: {}", r.failed.join("; ")),
                 },
