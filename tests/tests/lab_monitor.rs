@@ -381,7 +381,8 @@ async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothin
     // And the reconcile is what removed the stale copy, before the host was ready.
     let ready_why = seen
         .iter()
-        .filter_map(|(_, ev)| match ev {
+        .rev()
+        .find_map(|(_, ev)| match ev {
             MonitorEvent::Transition {
                 host,
                 to: HostState::Ready,
@@ -390,7 +391,6 @@ async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothin
             } if host == "lab-h2" => Some(why.clone()),
             _ => None,
         })
-        .last()
         .unwrap();
     assert!(
         ready_why.contains(&format!("removed the stale copies of {on_h2}")),
