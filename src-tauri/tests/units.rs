@@ -2844,8 +2844,26 @@ fn monitor_says(e: &Engine, states: &[(&str, flotilla::model::HostState)]) {
     monitor_says_frozen(e, states, "");
 }
 
+/// Every host ready, with the servers each one's libvirt does not run.
+fn monitor_says_not_running(e: &Engine, hosts: &[(&str, &[&str])]) {
+    let states: Vec<_> = hosts
+        .iter()
+        .map(|(h, _)| (*h, flotilla::model::HostState::Ready))
+        .collect();
+    monitor_says_with(e, &states, "", hosts);
+}
+
 /// `monitor_says`, with the monitor frozen for `frozen` (empty: not frozen).
 fn monitor_says_frozen(e: &Engine, states: &[(&str, flotilla::model::HostState)], frozen: &str) {
+    monitor_says_with(e, states, frozen, &[]);
+}
+
+fn monitor_says_with(
+    e: &Engine,
+    states: &[(&str, flotilla::model::HostState)],
+    frozen: &str,
+    not_running: &[(&str, &[&str])],
+) {
     use flotilla::inventory::{MonitorLease, MonitorRecord};
     // One lease for all calls: a token of its own, as one monitor renewing it.
     let mut me = MonitorLease::mine("test");
@@ -2862,7 +2880,12 @@ fn monitor_says_frozen(e: &Engine, states: &[(&str, flotilla::model::HostState)]
             state: *s,
             since: now.clone(),
             detail: "set by the test".into(),
-            not_running: Vec::new(),
+            not_running: not_running
+                .iter()
+                .find(|(nh, _)| nh == h)
+                .map_or(Vec::new(), |(_, n)| {
+                    n.iter().map(|s| (*s).to_owned()).collect()
+                }),
             probed_at: now.clone(),
         })
         .collect();
@@ -2982,6 +3005,54 @@ async fn a_recovery_moves_only_servers_of_failed_hosts_and_is_refused_otherwise(
             .unwrap_err()
             .to_string();
     assert!(err.contains("no surviving host can take app-1"), "{err}");
+}
+
+/// A host that came back without a recovery: its servers are shut off there and fenced.
+/// `unit recover` says so and names the way back; `unit restart` of those servers brings them
+/// back in place, in rotation again.
+#[tokio::test]
+async fn servers_of_a_host_back_without_a_recovery_are_restarted_in_place() {
+    use flotilla::model::HostState;
+    let mut f = Fixture::new().await;
+    let c = caddy().await;
+    f.behind(&c.admin).await;
+    one_host_failed(&f).await;
+    assert!(f.e.fence_host("h1").await.is_empty());
+    // h1 comes back: its libvirt kept app-1's domain, shut off (as after a power cut).
+    let h1 = f.e.host_show("h1").unwrap();
+    f.e.hypervisor
+        .domain_destroy(&h1.uri, "app-1")
+        .await
+        .unwrap();
+    monitor_says_not_running(&f.e, &[("h1", &["app-1"]), ("h2", &[])]);
+    let err =
+        f.e.unit_run("app", recover(), quiet())
+            .await
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains("nothing to recover; app-1 on a host that is back is not running there: restart it in place with flotillactl unit restart app --server app-1"),
+        "{err}"
+    );
+    f.e.unit_run(
+        "app",
+        UnitAction::Restart {
+            servers: vec!["app-1".into()],
+            force: false,
+        },
+        quiet(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        f.e.hypervisor
+            .domain_is_running(&h1.uri, "app-1")
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    let s = f.e.unit_show("app").unwrap().servers[0].clone();
+    assert_eq!((s.host.as_str(), s.lb_state.as_str()), ("h1", "ready"));
 }
 
 /// The plan of a recovery says where each server goes; when that changes before it runs

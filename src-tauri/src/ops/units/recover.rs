@@ -170,6 +170,35 @@ impl Engine {
         Ok(moves)
     }
 
+    /// Servers of `u` recorded as running on hosts the monitor says are ready but whose
+    /// libvirt does not run them (a host back without a recovery: shut off there, fenced), as
+    /// the way back in words; empty when there are none.
+    pub(super) fn shut_off_in_place(&self, u: &Unit) -> Result<String, OpError> {
+        let hosts = self.host_list()?;
+        let down: Vec<&str> = u
+            .servers
+            .iter()
+            .filter(|s| s.state == ServerState::Running)
+            .filter(|s| {
+                hosts.iter().any(|h| {
+                    h.name.as_str() == s.host
+                        && h.monitor.state == Some(HostState::Ready)
+                        && h.monitor.not_running.contains(&s.name)
+                })
+            })
+            .map(|s| s.name.as_str())
+            .collect();
+        if down.is_empty() {
+            return Ok(String::new());
+        }
+        Ok(format!(
+            "; {} on a host that is back is not running there: restart it in place with flotillactl unit restart {}{}",
+            down.join(", "),
+            u.name,
+            down.iter().map(|s| format!(" --server {s}")).collect::<String>()
+        ))
+    }
+
     /// The recovering servers as the steps see them: on the new host, with new volumes there,
     /// their next generation, the unit's current version.
     pub(super) fn moved(u: &Unit, moves: &[Move]) -> Vec<Server> {
