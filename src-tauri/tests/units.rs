@@ -3012,7 +3012,6 @@ async fn a_recovery_moves_only_servers_of_failed_hosts_and_is_refused_otherwise(
 /// back in place, in rotation again.
 #[tokio::test]
 async fn servers_of_a_host_back_without_a_recovery_are_restarted_in_place() {
-    use flotilla::model::HostState;
     let mut f = Fixture::new().await;
     let c = caddy().await;
     f.behind(&c.admin).await;
