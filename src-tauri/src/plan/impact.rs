@@ -111,11 +111,9 @@ pub struct PoolImpact {
 impl PoolImpact {
     /// The share of its capacity the pool keeps, in percent (100 with nothing in service now).
     pub fn kept_percent(&self) -> u32 {
-        if self.in_service_now == 0 {
-            100
-        } else {
-            self.in_service_after * 100 / self.in_service_now
-        }
+        (self.in_service_after * 100)
+            .checked_div(self.in_service_now)
+            .unwrap_or(100)
     }
 }
 
