@@ -111,6 +111,12 @@ enum HostCommand {
         /// Bridge the servers' network interfaces attach to.
         #[arg(long, default_value = "virbr0")]
         bridge: String,
+        /// For a qemu+ssh host whose key Flotilla does not know yet: the SHA256 fingerprint
+        /// you checked (as `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints it on the
+        /// host). Without it, `host add` shows the key and asks on a terminal, and refuses
+        /// otherwise.
+        #[arg(long, value_name = "SHA256:…")]
+        accept_host_key: Option<String>,
     },
     /// List hosts with status and capacity.
     List,
@@ -412,17 +418,44 @@ async fn host(engine: &Engine, json: bool, cmd: HostCommand) -> Result<ExitCode,
             uri,
             pool,
             bridge,
+            accept_host_key,
         } => {
-            let spinner = output::spinner(json, format!("Connecting to {uri}…"));
-            let added = engine
-                .host_add(&HostInput {
-                    name,
-                    uri,
-                    pool: Some(pool),
-                    bridge: Some(bridge),
-                })
-                .await;
+            let mut input = HostInput {
+                name,
+                uri,
+                pool: Some(pool),
+                bridge: Some(bridge),
+                accept_host_key,
+            };
+            let spinner = output::spinner(json, format!("Connecting to {}…", input.uri));
+            let mut added = engine.host_add(&input).await;
             spinner.finish_and_clear();
+            // An unknown key: asked on a terminal, as ssh asks; refused otherwise (the message
+            // says how to pass the fingerprint).
+            if let Err(crate::ops::OpError::HostKey(crate::hostkeys::HostKeyError::Unknown {
+                host,
+                key_type,
+                fingerprint,
+            })) = &added
+            {
+                use std::io::IsTerminal;
+                if input.accept_host_key.is_none()
+                    && !json
+                    && std::io::stdin().is_terminal()
+                    && std::io::stderr().is_terminal()
+                {
+                    if !output::ask_host_key(host, key_type, fingerprint) {
+                        return Err(ApiError::new(
+                            crate::error::ErrorCode::HostKeyUnknown,
+                            format!("the host key of {host} was not accepted; nothing was stored"),
+                        ));
+                    }
+                    input.accept_host_key = Some(fingerprint.clone());
+                    let spinner = output::spinner(json, format!("Connecting to {}…", input.uri));
+                    added = engine.host_add(&input).await;
+                    spinner.finish_and_clear();
+                }
+            }
             let host = added?;
             output::host_added(json, &host);
         }

@@ -681,6 +681,31 @@ pub(super) fn impact_audit(audit: &[crate::plan::impact::HostRisk]) {
     );
 }
 
+/// Shows an unknown SSH host key as `ssh` does and asks whether to trust it; true only for a
+/// typed "yes" (or the fingerprint itself).
+pub fn ask_host_key(host: &str, key_type: &str, fingerprint: &str) -> bool {
+    use std::io::{BufRead, Read, Write};
+    let kind = match key_type {
+        t if t.contains("ed25519") => "ED25519",
+        t if t.contains("ecdsa") => "ECDSA",
+        _ => "RSA",
+    };
+    let mut err = std::io::stderr();
+    let _ = write!(
+        err,
+        "The authenticity of host '{host}' can't be established.\n\
+         {kind} key fingerprint is {fingerprint}.\n\
+         This key is not known to Flotilla (its own known-hosts file).\n\
+         Are you sure you want to continue connecting (yes/no/[fingerprint])? "
+    );
+    let _ = err.flush();
+    let mut line = String::new();
+    // One line, at most 1 KiB read.
+    let _ = std::io::stdin().lock().take(1024).read_line(&mut line);
+    let answer = line.trim();
+    answer == "yes" || answer == fingerprint
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

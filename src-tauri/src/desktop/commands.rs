@@ -10,7 +10,7 @@ use super::AppState;
 use crate::error::{ApiError, ErrorCode};
 use crate::inventory::AuditEntry;
 use crate::model::Host;
-use crate::ops::hosts::{HostInput, HostProbe, HostTarget};
+use crate::ops::hosts::{HostInput, HostKeyInfo, HostProbe, HostTarget};
 use crate::ops::Engine;
 use serde::{Deserialize, Serialize};
 use tauri::State;
@@ -68,6 +68,29 @@ pub async fn host_probe(
     Ok(state.engine()?.host_probe(&target).await?)
 }
 
+/// The SSH host key of the host in `uri` (for the Add host wizard's fingerprint step); null
+/// when the URI does not use SSH. Stores nothing.
+#[tauri::command]
+#[specta::specta]
+pub async fn host_key(
+    state: State<'_, AppState>,
+    uri: String,
+) -> Result<Option<HostKeyInfo>, ApiError> {
+    Ok(state.engine()?.host_key(&uri).await?)
+}
+
+/// Trusts the SSH host key of the host in `uri` if it is exactly `fingerprint` (the admin
+/// confirmed it in the wizard).
+#[tauri::command]
+#[specta::specta]
+pub async fn host_key_accept(
+    state: State<'_, AppState>,
+    uri: String,
+    fingerprint: String,
+) -> Result<(), ApiError> {
+    Ok(state.engine()?.host_key_accept(&uri, &fingerprint).await?)
+}
+
 #[derive(Debug, Deserialize, specta::Type)]
 pub struct HostAddRequest {
     pub name: String,
@@ -87,6 +110,7 @@ pub async fn host_add(
         uri: request.uri,
         pool: request.pool,
         bridge: request.bridge,
+        accept_host_key: None,
     };
     Ok(state.engine()?.host_add(&input).await?)
 }

@@ -106,6 +106,9 @@ pub struct HvConfig {
     /// The same for a whole storage stream (upload, download, read-back), which runs on the
     /// host's long lane.
     pub transfer_timeout: Duration,
+    /// The ssh wrapper libvirt runs for `qemu+ssh://` hosts (`hostkeys`): it checks host keys
+    /// against Flotilla's own known-hosts file. Without it, libvirt runs plain `ssh`.
+    pub ssh_command: Option<PathBuf>,
 }
 
 impl Default for HvConfig {
@@ -113,6 +116,7 @@ impl Default for HvConfig {
         Self {
             call_timeout: Duration::from_secs(30),
             transfer_timeout: Duration::from_secs(6 * 3600),
+            ssh_command: None,
         }
     }
 }
@@ -176,6 +180,8 @@ type SharedConn = Arc<Mutex<Option<Connect>>>;
 /// The state a worker thread owns: the host's URI and its connection, if open.
 struct Session {
     uri: String,
+    /// What libvirt is given to open `uri` (with Flotilla's ssh wrapper for `+ssh`).
+    connect_uri: String,
     conn: Option<Connect>,
     shared: Option<SharedConn>,
 }
@@ -201,7 +207,7 @@ impl Session {
                 });
             }
             let open = || {
-                Connect::open(Some(&self.uri)).map_err(|source| HvError::Connect {
+                Connect::open(Some(&self.connect_uri)).map_err(|source| HvError::Connect {
                     uri: self.uri.clone(),
                     source,
                 })
@@ -267,10 +273,16 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(uri: &str, lane: Lane, shared: Option<SharedConn>) -> Self {
+    fn spawn(
+        uri: &str,
+        lane: Lane,
+        shared: Option<SharedConn>,
+        ssh_command: Option<&std::path::Path>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let mut session = Session {
             uri: uri.to_owned(),
+            connect_uri: crate::hostkeys::connect_uri(uri, ssh_command),
             conn: None,
             shared,
         };
@@ -373,7 +385,14 @@ impl Hypervisor {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         workers
             .entry((uri.to_string(), lane))
-            .or_insert_with(|| Arc::new(Worker::spawn(uri.as_str(), lane, shared)))
+            .or_insert_with(|| {
+                Arc::new(Worker::spawn(
+                    uri.as_str(),
+                    lane,
+                    shared,
+                    self.config.ssh_command.as_deref(),
+                ))
+            })
             .clone()
     }
 

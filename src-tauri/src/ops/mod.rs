@@ -102,6 +102,8 @@ pub enum OpError {
         /// `def diff NAME base newest`, one line per change.
         changes: Vec<String>,
     },
+    #[error(transparent)]
+    HostKey(#[from] crate::hostkeys::HostKeyError),
     #[error("the copy of {what} on host {host} does not match the library (sha256 {found}, expected {expected}); it was removed")]
     CopyMismatch {
         what: String,
@@ -138,6 +140,17 @@ impl From<&OpError> for ApiError {
                     }
                 };
                 ApiError::new(code, format!("{e}")).with_causes(e)
+            }
+            OpError::HostKey(e) => {
+                use crate::hostkeys::HostKeyError as K;
+                let code = match e {
+                    K::BadFingerprint { .. } | K::Mismatch { .. } => ErrorCode::InvalidInput,
+                    K::Unknown { .. } => ErrorCode::HostKeyUnknown,
+                    K::Changed(_) => ErrorCode::HostKeyChanged,
+                    K::Scan { .. } => ErrorCode::Unreachable,
+                    K::File { .. } => ErrorCode::Inventory,
+                };
+                ApiError::new(code, e.to_string()).with_causes(e)
             }
             OpError::CopyMismatch { .. } => ApiError::new(ErrorCode::Internal, err.to_string()),
             OpError::ShutdownTimeout { .. } => ApiError::new(ErrorCode::Timeout, err.to_string()),
@@ -226,9 +239,13 @@ pub struct Engine {
 impl Engine {
     /// Opens the inventory in `data_dir`; `via` names the front door for the audit log.
     pub fn open(data_dir: &Path, via: &'static str) -> Result<Self, OpError> {
+        let known = crate::hostkeys::KnownHosts::in_data_dir(data_dir);
         Ok(Self::with(
             Inventory::open_in(data_dir)?,
-            HvConfig::default(),
+            HvConfig {
+                ssh_command: Some(known.ensure_wrapper()?),
+                ..HvConfig::default()
+            },
             Actor::new(via),
             data_dir.join("library"),
         ))
