@@ -88,6 +88,30 @@ impl From<VirtError> for CallError {
 }
 
 impl HvError {
+    /// True when a call failed because the connection to the host broke under it (the host,
+    /// its libvirtd or the sshd carrying the connection went away): the host is unreachable,
+    /// and the next call connects afresh.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            Self::Call { source, .. } => {
+                breaks_connection(source)
+                    || (source
+                        .code()
+                        .is_known_and(|c| c == ErrorNumber::SystemError)
+                        && [
+                            "Cannot write data",
+                            "Cannot recv data",
+                            "End of file while reading data",
+                            "Broken pipe",
+                            "Connection reset",
+                        ]
+                        .iter()
+                        .any(|m| source.message().contains(m)))
+            }
+            _ => false,
+        }
+    }
+
     /// libvirt's own words for what went wrong, when there are any.
     pub fn libvirt_reason(&self) -> Option<&str> {
         match self {

@@ -282,10 +282,17 @@ impl Engine {
                 )?
             }
             Err(e) => {
-                let reason = match e.libvirt_reason() {
+                let mut reason = match e.libvirt_reason() {
                     Some(r) => format!("{e}: {r}"),
                     None => e.to_string(),
                 };
+                // ssh refused the host's key: say whether it is unknown or changed, and what
+                // the host presents now.
+                if reason.contains("Host key verification failed") {
+                    if let Err(OpError::HostKey(k)) = self.trust_host_key(&host.uri, None).await {
+                        reason = k.to_string();
+                    }
+                }
                 self.inventory
                     .host_set_check(&host.name, HostStatus::Unreachable, &reason, None)?
             }

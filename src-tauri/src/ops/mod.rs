@@ -196,12 +196,24 @@ impl From<&OpError> for ApiError {
                     HvError::Connect { .. }
                     | HvError::Timeout { .. }
                     | HvError::WorkerGone { .. } => ErrorCode::Unreachable,
+                    HvError::Call { .. } if e.is_connection_lost() => ErrorCode::Unreachable,
                     HvError::Call { .. } | HvError::LocalFile { .. } => ErrorCode::Internal,
                     HvError::UriRefused { .. } => ErrorCode::InvalidInput,
                 };
                 let message = match (e, e.libvirt_reason()) {
+                    (HvError::Connect { .. }, Some(reason))
+                        if reason.contains("Host key verification failed") =>
+                    {
+                        format!(
+                            "{e}: {reason}. ssh refused the host's key: it is not the one Flotilla trusts \
+                             (flotillactl host check NAME, or Test connection in the Add host wizard, shows why)."
+                        )
+                    }
                     (HvError::Connect { .. }, Some(reason)) => format!(
                         "{e}: {reason}. Check the URI, that libvirtd runs on that host and that you may use it."
+                    ),
+                    (HvError::Call { .. }, Some(reason)) if e.is_connection_lost() => format!(
+                        "{e}: {reason}. The connection to the host broke (the host, its libvirtd or its sshd went away); Flotilla connects again on the next call."
                     ),
                     (_, Some(reason)) => format!("{e}: {reason}"),
                     (_, None) => e.to_string(),
