@@ -126,6 +126,15 @@ enum HostCommand {
     Check { name: String },
     /// Unregister a host (refused while servers or images on it are in the inventory).
     Remove { name: String },
+    /// Trust the SSH host key a registered qemu+ssh host presents now, given its SHA256
+    /// fingerprint (after a reinstall: remove the old key first, as the refusal says). A key
+    /// that differs from a trusted one is still refused.
+    TrustKey {
+        name: String,
+        /// The fingerprint you checked on the host (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub).
+        #[arg(long, value_name = "SHA256:…")]
+        fingerprint: String,
+    },
     /// Remove from a host that came back the copies of servers that were re-created
     /// elsewhere meanwhile (`unit recover`): their domains and volumes there. The monitor does
     /// it before such a host is ready again; this does it now.
@@ -485,6 +494,23 @@ async fn host(engine: &Engine, json: bool, cmd: HostCommand) -> Result<ExitCode,
         HostCommand::Remove { name } => {
             engine.host_remove(&name)?;
             output::removed(json, "host", &name);
+        }
+        HostCommand::TrustKey { name, fingerprint } => {
+            let host = engine.host_show(&name)?;
+            engine
+                .host_key_accept(host.uri.as_str(), &fingerprint)
+                .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "host": name, "fingerprint": fingerprint.trim() })
+                );
+            } else {
+                println!(
+                    "Trusted the SSH host key {} of host {name}.",
+                    fingerprint.trim()
+                );
+            }
         }
         HostCommand::Reconcile { name } => {
             let r = engine.host_reconcile(&name).await?;

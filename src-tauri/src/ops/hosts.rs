@@ -120,6 +120,16 @@ impl Engine {
     /// (the admin confirmed it). A changed key is refused; a key already trusted is fine.
     pub async fn host_key_accept(&self, uri: &str, fingerprint: &str) -> Result<(), OpError> {
         let uri = LibvirtUri::parse(uri.trim())?;
+        if crate::hostkeys::SshTarget::of_uri(uri.as_str())?.is_none() {
+            return Err(ValidationError::new(
+                "uri",
+                format!(
+                    "{} does not use SSH (qemu+ssh://…); it has no SSH host key to trust",
+                    quote_input(uri.as_str())
+                ),
+            )
+            .into());
+        }
         let outcome = self.trust_host_key(&uri, Some(fingerprint)).await;
         self.audit("host.accept-key", uri.as_str(), &outcome);
         outcome
