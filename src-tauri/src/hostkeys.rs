@@ -529,6 +529,99 @@ pub fn connect_uri(uri: &str, wrapper: Option<&Path>) -> String {
     }
 }
 
+/// How `ssh` is told to reach the host of a `+ssh` URI: its options (`-p`, `-l`, `-i`) and the
+/// host, as libvirt passes them.
+pub fn ssh_args(uri: &str) -> Result<Option<Vec<String>>, HostKeyError> {
+    let Some(target) = SshTarget::of_uri(uri)? else {
+        return Ok(None);
+    };
+    let parsed = url::Url::parse(uri).map_err(|e| HostKeyError::Scan {
+        host: target.known_hosts_name(),
+        reason: format!("not a valid URI: {e}"),
+    })?;
+    let mut args = vec!["-p".to_owned(), target.port.to_string()];
+    if !parsed.username().is_empty() {
+        args.extend(["-l".to_owned(), parsed.username().to_owned()]);
+    }
+    if let Some((_, key)) = parsed.query_pairs().find(|(k, _)| k == "keyfile") {
+        args.extend(["-i".to_owned(), key.into_owned()]);
+    }
+    args.extend(["--".to_owned(), target.host]);
+    Ok(Some(args))
+}
+
+/// A VNC console on a `+ssh` host, forwarded to a local port through an SSH connection of its
+/// own (as virt-manager tunnels consoles): `ssh -N -L`, run through Flotilla's wrapper, so the
+/// host key is checked against Flotilla's file. The forward ends when this is dropped.
+#[derive(Debug)]
+pub struct ConsoleTunnel {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT` on this machine.
+    pub local: String,
+}
+
+impl Drop for ConsoleTunnel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ConsoleTunnel {
+    /// Forwards `remote` (`127.0.0.1:5900` as the host sees it) of the host in `uri`.
+    /// Waits (at most 15 s) until the local end accepts connections.
+    pub fn open(uri: &str, wrapper: &Path, remote: &str) -> Result<Self, HostKeyError> {
+        let err = |reason: String| HostKeyError::Scan {
+            host: uri.chars().take(200).collect(),
+            reason,
+        };
+        let args = ssh_args(uri)?.ok_or_else(|| err("the host is not reached over SSH".into()))?;
+        let ok_remote = remote.rsplit_once(':').is_some_and(|(h, p)| {
+            !h.is_empty() && p.parse::<u16>().is_ok() && !h.contains(['/', ' '])
+        });
+        if !ok_remote {
+            return Err(err(format!("{} is not a HOST:PORT", quote_input(remote))));
+        }
+        // A free local port: the kernel picks one, the listener is closed, ssh binds it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| err(format!("no free local port: {e}")))?
+            .port();
+        let local = format!("127.0.0.1:{port}");
+        let child = Command::new(wrapper)
+            .args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
+            .arg(format!("{local}:{remote}"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| err(format!("cannot run {}: {e}", wrapper.display())))?;
+        let mut tunnel = Self { child, local };
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = tunnel.child.try_wait() {
+                let mut said = String::new();
+                if let Some(mut e) = tunnel.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut said);
+                }
+                return Err(err(format!(
+                    "ssh ended ({status}): {}",
+                    said.trim().chars().take(500).collect::<String>()
+                )));
+            }
+            if std::net::TcpStream::connect(&tunnel.local).is_ok() {
+                return Ok(tunnel);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(err("the SSH tunnel did not open within 15 s".into()));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -695,6 +788,23 @@ mod tests {
             std::fs::metadata(&w).unwrap().permissions().mode() & 0o777,
             0o700
         );
+    }
+
+    #[test]
+    fn ssh_is_told_the_port_user_and_key_file_of_the_uri() {
+        assert_eq!(
+            ssh_args("qemu+ssh://admin@h1:2222/system?keyfile=/k/id&no_tty=1").unwrap(),
+            Some(
+                ["-p", "2222", "-l", "admin", "-i", "/k/id", "--", "h1"]
+                    .map(String::from)
+                    .to_vec()
+            )
+        );
+        assert_eq!(
+            ssh_args("qemu+ssh://h1/system").unwrap(),
+            Some(["-p", "22", "--", "h1"].map(String::from).to_vec())
+        );
+        assert_eq!(ssh_args("qemu:///system").unwrap(), None);
     }
 
     #[test]

@@ -198,6 +198,134 @@ async fn host_keys_are_trusted_only_when_accepted_and_a_changed_key_is_refused()
     }
 }
 
+fn flotillactl() -> std::path::PathBuf {
+    let ctl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/flotillactl");
+    assert!(
+        ctl.exists(),
+        "{} is missing: build it first (cargo build -p flotilla --bin flotillactl)",
+        ctl.display()
+    );
+    ctl
+}
+
+/// `flotillactl host add` as an admin runs it: on a terminal (a pty made by `script`, the
+/// answer typed in) or not.
+fn ctl_add(
+    data: &std::path::Path,
+    uri: &str,
+    extra: &[&str],
+    typed: Option<&str>,
+) -> (i32, String) {
+    let mut args = vec![
+        "--data-dir".to_owned(),
+        data.display().to_string(),
+        "host".into(),
+        "add".into(),
+        "ssh-cli".into(),
+        "--uri".into(),
+        uri.into(),
+        "--bridge".into(),
+        "br0".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let out = match typed {
+        None => std::process::Command::new(flotillactl())
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap(),
+        Some(answer) => {
+            let line = std::iter::once(flotillactl().display().to_string())
+                .chain(args.iter().map(|a| format!("'{a}'")))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let mut child = std::process::Command::new("script")
+                .args(["-qec", &line, "/dev/null"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            // After the prompt is up (the key is read first).
+            std::thread::sleep(Duration::from_secs(3));
+            stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            drop(stdin);
+            out
+        }
+    };
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh"]
+async fn the_cli_asks_on_a_terminal_and_refuses_without_one() {
+    let lab = Lab::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let (uri, fp) = (ssh_uri(&lab, 1), fingerprint(&lab, 1));
+    // No terminal, no flag: refused (exit 18), the fingerprint and the flag named.
+    let (code, said) = ctl_add(data, &uri, &[], None);
+    assert_eq!(code, 18, "{said}");
+    assert!(
+        said.contains(&fp) && said.contains("--accept-host-key"),
+        "{said}"
+    );
+    // Hostile and wrong flags: refused (usage 2, wrong key 2), nothing stored.
+    let huge = format!("SHA256:{}", "x".repeat(100_000));
+    for bad in [
+        "SHA256:$(touch /tmp/ssh-pwned)",
+        huge.as_str(),
+        "--",
+        "MD5:aa:bb",
+    ] {
+        let (code, said) = ctl_add(data, &uri, &["--accept-host-key", bad], None);
+        assert_ne!(code, 0, "{bad:.40}: {said:.300}");
+        assert!(said.len() < 2000, "huge input echoed whole");
+    }
+    let (code, said) = ctl_add(
+        data,
+        &uri,
+        &["--accept-host-key", &fingerprint(&lab, 2)],
+        None,
+    );
+    assert_eq!(code, 2, "{said}");
+    assert!(!std::path::Path::new("/tmp/ssh-pwned").exists());
+    assert_eq!(known_hosts(data), "");
+    // A hostile host name never reaches ssh as an option.
+    let (code, said) = ctl_add(
+        data,
+        "qemu+ssh://-oProxyCommand=touch%20/tmp/ssh-pwned/system",
+        &[],
+        None,
+    );
+    assert_ne!(code, 0, "{said}");
+    assert!(!std::path::Path::new("/tmp/ssh-pwned").exists());
+    // On a terminal: the key shown as ssh shows it; "no" stores nothing, "yes" adds the host.
+    let (code, said) = ctl_add(data, &uri, &[], Some("no"));
+    assert_eq!(code, 18, "{said}");
+    assert!(
+        said.contains(&format!("ED25519 key fingerprint is {fp}.")),
+        "{said}"
+    );
+    assert_eq!(known_hosts(data), "");
+    let (code, said) = ctl_add(data, &uri, &[], Some("yes"));
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("Added host ssh-cli"), "{said}");
+    assert!(known_hosts(data).contains(" ssh-ed25519 "));
+    let e = engine(data);
+    e.host_remove("ssh-cli").unwrap();
+}
+
 fn web_form(pool: &str) -> UnitForm {
     UnitForm {
         name: "ssh-web".into(),
@@ -479,6 +607,85 @@ async fn sshd_killed_during_an_upload_is_a_clear_error_and_the_upload_is_done_ag
         .unwrap_or_else(|err| panic!("{}", ApiError::from(err)));
     assert!(done.bytes_copied > 16 << 20, "{done:?}");
     e.image_delete("ssh-big:1").await.unwrap();
+    e.host_remove("ssh-h1").unwrap();
+    assert_eq!(on_host(&lab, &e, 1).await, before, "h1 is as before");
+}
+
+#[tokio::test]
+#[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh"]
+async fn a_builders_vnc_console_is_tunnelled_through_ssh() {
+    use flotilla::hypervisor::DomainType;
+    use flotilla::ops::builder::{BuildFrom, BuildRequest};
+    use std::io::Read;
+    let lab = Lab::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let before = on_host(&lab, &e, 1).await;
+    add_ssh_host(&lab, &e, 1).await;
+    let guest = lab.guest();
+    e.image_import(
+        &ImportRequest {
+            image: "ssh-tiny".into(),
+            file: guest.join("master.qcow2"),
+            notes: String::new(),
+            boot: BootInput::Kernel {
+                kernel: guest.join("vmlinuz"),
+                initrd: Some(guest.join("initrd.img")),
+                cmdline: "console=ttyS0 root=LABEL=root".into(),
+            },
+        },
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
+    let b = e
+        .image_build(
+            &BuildRequest {
+                image: "ssh-tiny".into(),
+                host: "ssh-h1".into(),
+                from: BuildFrom::Version("ssh-tiny".into()),
+                cpus: 1,
+                memory_mib: 128,
+                disk_bytes: None,
+                script: vec![],
+                address: None,
+                domain_type: DomainType::Qemu,
+            },
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("build over SSH: {}", ApiError::from(err)));
+    let vnc = e.builder_console(&b).await.unwrap().unwrap();
+    assert!(
+        vnc.starts_with("127.0.0.1:"),
+        "QEMU's VNC listens on the host's loopback: {vnc}"
+    );
+
+    // The console through SSH: QEMU's VNC server greets with its RFB version.
+    let tunnel = e
+        .builder_console_tunnel("ssh-tiny")
+        .await
+        .unwrap()
+        .expect("a tunnel for a builder on a qemu+ssh host");
+    let mut greeting = [0u8; 12];
+    let mut s = std::net::TcpStream::connect(&tunnel.local).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.read_exact(&mut greeting).unwrap();
+    assert!(
+        greeting.starts_with(b"RFB 003."),
+        "{:?}",
+        String::from_utf8_lossy(&greeting)
+    );
+    let local = tunnel.local.clone();
+    drop(s);
+    drop(tunnel);
+    assert!(
+        std::net::TcpStream::connect(&local).is_err(),
+        "the forward ends with the tunnel"
+    );
+
+    e.builder_abort("ssh-tiny").await.unwrap();
+    e.image_delete("ssh-tiny:1").await.unwrap();
     e.host_remove("ssh-h1").unwrap();
     assert_eq!(on_host(&lab, &e, 1).await, before, "h1 is as before");
 }

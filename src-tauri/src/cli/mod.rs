@@ -241,6 +241,10 @@ enum ImageCommand {
     BuilderAbort { name: String },
     /// List running builders.
     Builders,
+    /// Forward the VNC console of NAME's builder on a qemu+ssh host to a local port through
+    /// SSH (host key checked against Flotilla's known-hosts file) until Ctrl-C; open it with
+    /// the viewer command printed.
+    Console { name: String },
     /// Print the end of a builder's serial console (read through libvirt).
     Serial {
         name: String,
@@ -826,6 +830,29 @@ async fn image(engine: &Engine, json: bool, cmd: ImageCommand) -> Result<ExitCod
             output::removed(json, "builder of", &name);
         }
         ImageCommand::Builders => output::builder_list(json, &engine.builder_list()?),
+        ImageCommand::Console { name } => {
+            let Some(tunnel) = engine.builder_console_tunnel(&name).await? else {
+                return Err(ApiError::new(
+                    crate::error::ErrorCode::InvalidInput,
+                    format!(
+                        "the builder of {name} is not on a qemu+ssh host, or has no VNC console now; \
+                         `flotillactl image show`/`builders` says where its console is"
+                    ),
+                ));
+            };
+            if json {
+                output::json_value(&serde_json::json!({ "vnc": tunnel.local }));
+            } else {
+                println!(
+                    "Console of the builder of {name}: vnc://{0} (through SSH); open it with: remote-viewer vnc://{0}\nCtrl-C ends the tunnel.",
+                    tunnel.local
+                );
+            }
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            let _ = tokio::signal::ctrl_c().await;
+            drop(tunnel);
+        }
         ImageCommand::Serial { name, bytes } => {
             let text = engine.builder_serial(&name, bytes).await?;
             if json {

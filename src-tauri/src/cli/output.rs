@@ -473,6 +473,12 @@ pub fn builder(json: bool, b: &Builder, console: Option<&str>, uri: &str) {
         b.host
     );
     match console {
+        Some(vnc) if uri.contains("+ssh://") => say!(
+            "Console:  VNC {vnc} on {}, through SSH: flotillactl image console {}   (or: virt-viewer -c '{uri}' {})",
+            b.host,
+            b.image,
+            b.domain
+        ),
         Some(vnc) => say!(
             "Console:  VNC {vnc} on {}; open it with: virt-viewer -c '{uri}' {}",
             b.host,

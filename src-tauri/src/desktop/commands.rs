@@ -372,29 +372,38 @@ pub async fn tools() -> Tools {
     }
 }
 
-/// Opens the builder's graphical console with virt-viewer (which reaches remote hosts through
-/// the libvirt URI itself).
+/// Opens the builder's graphical console. On a `qemu+ssh` host: forwarded through SSH (the
+/// host key checked against Flotilla's file, as virt-manager tunnels consoles) and opened with
+/// remote-viewer, the tunnel closed when the viewer exits. Elsewhere with virt-viewer, which
+/// reaches the host through the libvirt URI itself.
 #[tauri::command]
 #[specta::specta]
 pub async fn builder_open_console(
     state: State<'_, AppState>,
     image: String,
 ) -> Result<(), ApiError> {
-    blocking(&state, move |engine| {
-        let b = engine.builder_show(&image)?;
-        let uri = engine.host_show(b.host.as_str())?.uri;
-        std::process::Command::new("virt-viewer")
-            .args(["--connect", uri.as_str(), &b.domain])
+    let engine = state.engine()?;
+    let cannot = |what: &str, e: std::io::Error| {
+        ApiError::new(ErrorCode::Internal, format!("cannot start {what}: {e}"))
+    };
+    if let Some(tunnel) = engine.builder_console_tunnel(&image).await? {
+        let mut viewer = std::process::Command::new("remote-viewer")
+            .arg(format!("vnc://{}", tunnel.local))
             .spawn()
-            .map(|_| ())
-            .map_err(|e| {
-                ApiError::new(
-                    ErrorCode::Internal,
-                    format!("cannot start virt-viewer: {e}"),
-                )
-            })
-    })
-    .await
+            .map_err(|e| cannot("remote-viewer (package virt-viewer)", e))?;
+        std::thread::spawn(move || {
+            let _ = viewer.wait();
+            drop(tunnel);
+        });
+        return Ok(());
+    }
+    let b = engine.builder_show(&image)?;
+    let uri = engine.host_show(b.host.as_str())?.uri;
+    std::process::Command::new("virt-viewer")
+        .args(["--connect", uri.as_str(), &b.domain])
+        .spawn()
+        .map(|_| ())
+        .map_err(|e| cannot("virt-viewer", e))
 }
 
 // ---- Definition directories ----------------------------------------------------------------
