@@ -277,7 +277,7 @@ impl KnownHosts {
     pub fn ensure_wrapper(&self) -> Result<PathBuf, HostKeyError> {
         let wrapper = self.wrapper_path();
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| self.file_err(e))?;
+        crate::files::private_dir_all(dir).map_err(|e| self.file_err(e))?;
         let text = wrapper_script(&self.path);
         if std::fs::read_to_string(&wrapper).ok().as_deref() != Some(text.as_str()) {
             let tmp = wrapper.with_extension("tmp");
@@ -327,7 +327,7 @@ impl KnownHosts {
     /// whole (mode 0600) and renamed into place, so it is never left half-written.
     pub fn add(&self, target: &SshTarget, key: &HostKey) -> Result<(), HostKeyError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| self.file_err(e))?;
+        crate::files::private_dir_all(dir).map_err(|e| self.file_err(e))?;
         let mut text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),

@@ -35,8 +35,10 @@ export const commands = {
 	builderAbort: (image: string) => typedError<null, ApiError>(__TAURI_INVOKE("builder_abort", { image })),
 	builderSerial: (image: string) => typedError<string, ApiError>(__TAURI_INVOKE("builder_serial", { image })),
 	/**
-	 *  Opens the builder's graphical console with virt-viewer (which reaches remote hosts through
-	 *  the libvirt URI itself).
+	 *  Opens the builder's graphical console. On a `qemu+ssh` host: forwarded through SSH (the
+	 *  host key checked against Flotilla's file, as virt-manager tunnels consoles) and opened with
+	 *  remote-viewer, the tunnel closed when the viewer exits. Elsewhere with virt-viewer, which
+	 *  reaches the host through the libvirt URI itself.
 	 */
 	builderOpenConsole: (image: string) => typedError<null, ApiError>(__TAURI_INVOKE("builder_open_console", { image })),
 	tools: () => __TAURI_INVOKE<Tools>("tools"),
