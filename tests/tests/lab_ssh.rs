@@ -457,6 +457,21 @@ async fn a_unit_lives_on_hosts_reached_over_ssh() {
             .unwrap_or_default();
         assert_eq!(page.trim(), s.name.as_str(), "{} serves", s.name);
     }
+    // The monitor's liveness probe over SSH sees both servers running.
+    for s in &unit.servers {
+        let h = e.host_show(&s.host).unwrap();
+        let answer = e
+            .hypervisor
+            .probe(&h.uri, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|err| panic!("probe {}: {}", s.host, err.reason()));
+        let running = answer.running.unwrap_or_default();
+        assert!(
+            running.iter().any(|d| d.contains(s.name.as_str())),
+            "{} not among {running:?}",
+            s.name
+        );
+    }
     let running = live(&e).await;
     run(
         &e,
