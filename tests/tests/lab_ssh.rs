@@ -704,3 +704,92 @@ async fn a_builders_vnc_console_is_tunnelled_through_ssh() {
     e.host_remove("ssh-h1").unwrap();
     assert_eq!(on_host(&lab, &e, 1).await, before, "h1 is as before");
 }
+
+#[tokio::test]
+#[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh"]
+async fn sshd_killed_during_a_deploy_fails_it_clearly_and_what_is_left_is_removed_once_sshd_is_back(
+) {
+    use flotilla::plan::Step;
+    let lab = Lab::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let before = on_host(&lab, &e, 1).await;
+    add_ssh_host(&lab, &e, 1).await;
+    let guest = lab.guest();
+    e.image_import(
+        &ImportRequest {
+            image: "tiny".into(),
+            file: guest.join("master.qcow2"),
+            notes: String::new(),
+            boot: BootInput::Kernel {
+                kernel: guest.join("vmlinuz"),
+                initrd: Some(guest.join("initrd.img")),
+                cmdline: "console=ttyS0 root=LABEL=root".into(),
+            },
+        },
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
+    e.def_create("ssh-web").unwrap();
+    e.def_set_text("ssh-web", DEFINITION, None).unwrap();
+    e.image_ensure("tiny", "ssh-h1", Arc::new(|_| {}))
+        .await
+        .unwrap();
+    e.unit_create(&UnitForm {
+        count: 1,
+        lb: None,
+        lb_pool: None,
+        ..web_form("")
+    })
+    .unwrap();
+
+    // sshd dies right after the domain is defined: the start cannot reach the host.
+    let killed = Arc::new(AtomicBool::new(false));
+    let kill = killed.clone();
+    let lab_dir = lab.dir();
+    let progress: flotilla::ops::units::StepFn = Arc::new(move |ev| {
+        if ev.step == Step::Define
+            && ev.status == flotilla::inventory::StepStatus::Succeeded
+            && !kill.swap(true, Ordering::SeqCst)
+        {
+            let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rig/lab");
+            let out = std::process::Command::new(script)
+                .args(["kill-sshd", "1"])
+                .env("FLOTILLA_LAB_DIR", &lab_dir)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "kill-sshd failed");
+        }
+    });
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(300),
+        e.unit_run("ssh-web", UnitAction::Deploy, progress),
+    )
+    .await
+    .expect("the deploy hung after sshd was killed");
+    assert!(killed.load(Ordering::SeqCst), "sshd was killed mid-deploy");
+    let err = ApiError::from(outcome.expect_err("a deploy through a dead sshd succeeded"));
+    eprintln!("{:?}: {}", err.code, err.message);
+    assert!(
+        err.message.contains("ssh-h1") || err.message.contains("10.78.0.2"),
+        "the error names the host: {}",
+        err.message
+    );
+
+    // What the undo could not remove (sshd was dead) is the server's own and recorded: with
+    // sshd back, deleting the unit removes it, and the host is as before.
+    let left = on_host(&lab, &e, 1).await;
+    eprintln!("left on h1 while sshd was dead: {left:?}");
+    lab.run(&["revive-host", "1"]);
+    e.unit_run(
+        "ssh-web",
+        UnitAction::Delete { force: true },
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("delete: {}", ApiError::from(err)));
+    e.image_delete("tiny:1").await.unwrap();
+    e.host_remove("ssh-h1").unwrap();
+    assert_eq!(on_host(&lab, &e, 1).await, before, "h1 is as before");
+}

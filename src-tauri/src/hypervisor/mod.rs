@@ -21,7 +21,7 @@ pub use storage::{DiskFormat, VolumeInfo};
 use crate::model::LibvirtUri;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
@@ -208,6 +208,12 @@ struct Session {
     connect_uri: String,
     conn: Option<Connect>,
     shared: Option<SharedConn>,
+    /// Shared by the lanes of one host: raised when any of them lost its connection, so the
+    /// others (idle meanwhile, their connection as dead but not yet knowing it) connect afresh
+    /// instead of failing their next call on it.
+    broken: Arc<AtomicU64>,
+    /// `broken` as it was when `conn` was opened.
+    opened_at: u64,
 }
 
 impl Session {
@@ -218,6 +224,7 @@ impl Session {
             .conn
             .as_ref()
             .is_some_and(|c| !c.is_alive().unwrap_or(false))
+            || self.opened_at != self.broken.load(Ordering::Acquire)
         {
             self.conn = None;
         }
@@ -249,6 +256,7 @@ impl Session {
                 }
             };
             self.conn = Some(conn);
+            self.opened_at = self.broken.load(Ordering::Acquire);
         }
         self.conn.as_ref().ok_or_else(|| HvError::WorkerGone {
             uri: self.uri.clone(),
@@ -264,6 +272,24 @@ fn is_gone(err: &VirtError) -> bool {
             ErrorNumber::NoDomain | ErrorNumber::NoStorageVolume | ErrorNumber::NoStoragePool
         )
     })
+}
+
+/// True when a call failed because the connection went away under it: a connection-class
+/// error, or an OS error on the connection's socket (what libvirt says when the `ssh` process
+/// carrying a `qemu+ssh` connection died: libvirt notices only when it next reads or writes,
+/// as Flotilla runs no libvirt event loop, so `is_alive` still said yes).
+fn lost_connection(err: &VirtError) -> bool {
+    breaks_connection(err)
+        || (err.code().is_known_and(|c| c == ErrorNumber::SystemError)
+            && [
+                "Cannot write data",
+                "Cannot recv data",
+                "End of file while reading data",
+                "Broken pipe",
+                "Connection reset",
+            ]
+            .iter()
+            .any(|m| err.message().contains(m)))
 }
 
 /// True when the error means the connection itself is unusable.
@@ -302,11 +328,14 @@ impl Worker {
         lane: Lane,
         shared: Option<SharedConn>,
         ssh_command: Option<&std::path::Path>,
+        broken: Arc<AtomicU64>,
     ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let mut session = Session {
             uri: uri.to_owned(),
             connect_uri: crate::hostkeys::connect_uri(uri, ssh_command),
+            opened_at: broken.load(Ordering::Acquire),
+            broken,
             conn: None,
             shared,
         };
@@ -343,6 +372,8 @@ pub struct Hypervisor {
     workers: Mutex<HashMap<(String, Lane), Arc<Worker>>>,
     /// `test://` hosts only: the connection their lanes share.
     test_conns: Mutex<HashMap<String, SharedConn>>,
+    /// Per host URI: raised when a lane lost its connection (see `Session::broken`).
+    broken: Mutex<HashMap<String, Arc<AtomicU64>>>,
     config: HvConfig,
     /// Probes still inside libvirt, per host (bounded: see `probe`).
     probes: probe::ProbesWaiting,
@@ -389,6 +420,7 @@ impl Hypervisor {
         Self {
             workers: Mutex::new(HashMap::new()),
             test_conns: Mutex::new(HashMap::new()),
+            broken: Mutex::new(HashMap::new()),
             config,
             probes: probe::ProbesWaiting::default(),
         }
@@ -403,6 +435,13 @@ impl Hypervisor {
                 .or_default()
                 .clone()
         });
+        let broken = self
+            .broken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(uri.to_string())
+            .or_default()
+            .clone();
         let mut workers = self
             .workers
             .lock()
@@ -415,6 +454,7 @@ impl Hypervisor {
                     lane,
                     shared,
                     self.config.ssh_command.as_deref(),
+                    broken,
                 ))
             })
             .clone()
@@ -550,8 +590,10 @@ impl Hypervisor {
                 Err(e) => Err(e),
                 Ok(conn) => f(conn).map_err(|e| match e.into() {
                     CallError::Virt(source) => {
-                        if breaks_connection(&source) {
+                        if lost_connection(&source) {
                             session.conn = None;
+                            // The host's other lanes connect afresh too.
+                            session.broken.fetch_add(1, Ordering::AcqRel);
                         }
                         HvError::Call {
                             uri: session.uri.clone(),
