@@ -25,10 +25,22 @@ if [ -z "${FLOTILLA_NO_LAB:-}" ]; then
   # The lab's own inventory, in the user's data directory (the lab directory belongs to root).
   export FLOTILLA_DATA_DIR=${FLOTILLA_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/flotilla-lab}
   set -a; . "${FLOTILLA_LAB_DIR:-/var/tmp/flotilla-lab}/lab.env"; set +a
+  known_hosts=$FLOTILLA_DATA_DIR/ssh/known_hosts
   for i in $(seq "$FLOTILLA_LAB_HOSTS"); do
-    uri_var=FLOTILLA_LAB_H${i}_URI
+    # Reached as real hosts are: qemu+ssh through the lab's sshd, its key accepted by the
+    # fingerprint the lab wrote (the socket form, FLOTILLA_LAB_H${i}_URI, is for tests).
+    uri_var=FLOTILLA_LAB_H${i}_SSH_URI fp_var=FLOTILLA_LAB_H${i}_SSH_FINGERPRINT addr_var=FLOTILLA_LAB_H${i}_SSH_HOST
+    # A lab made anew has new host keys: the old lab's key of this address goes (only this
+    # lab address's line, as `ssh-keygen -R` removes it), the new one is trusted by its
+    # fingerprint below.
+    if [ -f "$known_hosts" ] && ! ssh-keygen -lf "$known_hosts" 2>/dev/null | grep -qF "${!fp_var} ${!addr_var} "; then
+      ssh-keygen -R "${!addr_var}" -f "$known_hosts" >/dev/null 2>&1 || true
+      rm -f "$known_hosts.old"
+    fi
     if ! "$ctl" host show "lab-h$i" >/dev/null 2>&1; then
-      "$ctl" host add "lab-h$i" --uri "${!uri_var}" --bridge br0
+      "$ctl" host add "lab-h$i" --uri "${!uri_var}" --bridge br0 --accept-host-key "${!fp_var}"
+    elif "$ctl" host show "lab-h$i" | grep -q '^URI: *qemu+ssh'; then
+      "$ctl" host trust-key "lab-h$i" --fingerprint "${!fp_var}" >/dev/null
     fi
     # The lab's segment; TCG, since /dev/kvm does not work in the lab (RIG.md).
     "$ctl" host set "lab-h$i" --network 10.77.0.0/24 --gateway "$FLOTILLA_LAB_GATEWAY" --domain-type qemu >/dev/null

@@ -25,6 +25,7 @@ packages=(
   pkg-config build-essential file
   libvirt-dev libvirt-daemon-system libvirt-clients
   qemu-system-x86 qemu-utils
+  openssh-client openssh-server
   haproxy caddy busybox-static cpio syslinux syslinux-common mtools dosfstools fdisk wrk kmod e2fsprogs curl bc mmdebstrap iproute2 util-linux ovmf
   libwebkit2gtk-4.1-dev librsvg2-dev libayatana-appindicator3-dev libssl-dev libxdo-dev
   xvfb xauth webkit2gtk-driver
@@ -48,6 +49,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   done
   if [[ " ${missing[*]} " == *" qemu-system-x86 "* ]] && [[ " ${missing[*]} " != *" qemu-utils "* ]]; then
     args+=("qemu-utils=$qemu_version")
+  fi
+  # The lab runs its own sshd per lab host (tests/rig/lab); installing openssh-server must not
+  # leave a system-wide sshd listening. Debian's ssh.service and /etc/init.d/ssh start nothing
+  # while /etc/ssh/sshd_not_to_be_run exists: made here only when openssh-server was not
+  # installed before (an admin's own sshd is left alone). `sudo rm /etc/ssh/sshd_not_to_be_run`
+  # enables the system sshd again.
+  if [[ " ${missing[*]} " == *" openssh-server "* ]] && [ ! -e /etc/ssh/sshd_config ]; then
+    $SUDO mkdir -p /etc/ssh
+    $SUDO touch /etc/ssh/sshd_not_to_be_run
   fi
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     --allow-downgrades "${args[@]}" >/dev/null

@@ -53,6 +53,10 @@ pub enum ErrorCode {
     /// A rollout failed on a server and was rolled back: every server that changed runs its
     /// previous version again (the report says which server failed and why).
     RolledBack,
+    /// The SSH host key of the host is not yet trusted: show its fingerprint and ask.
+    HostKeyUnknown,
+    /// The SSH host key of the host differs from the one trusted: refused.
+    HostKeyChanged,
     Internal,
 }
 
@@ -78,6 +82,8 @@ impl ErrorCode {
             Self::Conflict => 15,
             Self::PlanChanged => 16,
             Self::RolledBack => 17,
+            Self::HostKeyUnknown => 18,
+            Self::HostKeyChanged => 19,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod desktop;
 pub mod error;
 pub mod files;
 pub mod guest;
+pub mod hostkeys;
 pub mod hypervisor;
 pub mod inventory;
 pub mod lb;

@@ -738,6 +738,7 @@ async fn a_rollout_counts_the_pools_requests_and_rolls_back_past_its_limit() {
         uri: format!("test://{}", node.display()),
         pool: None,
         bridge: Some("br0".into()),
+        accept_host_key: None,
     })
     .await
     .unwrap();

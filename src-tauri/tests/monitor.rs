@@ -144,6 +144,7 @@ impl World {
                 uri: format!("test://{}", node.display()),
                 pool: None,
                 bridge: Some("br0".into()),
+                accept_host_key: None,
             })
             .await
             .unwrap();

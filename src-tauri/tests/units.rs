@@ -60,6 +60,7 @@ impl Fixture {
                 uri: format!("test://{}", node.display()),
                 pool: None,
                 bridge: Some("br0".into()),
+                accept_host_key: None,
             })
             .await
             .unwrap();

@@ -374,6 +374,7 @@ impl Lab {
                 uri: self.host_uri(*i),
                 pool: None,
                 bridge: Some("br0".into()),
+                accept_host_key: None,
             })
             .await
             .expect("add a lab host");

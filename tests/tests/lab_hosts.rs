@@ -25,6 +25,7 @@ async fn a_lab_host_is_registered_goes_unreachable_when_killed_and_recovers() {
             uri: lab.host_uri(2),
             pool: None,
             bridge: Some("br0".into()),
+            accept_host_key: None,
         })
         .await
         .unwrap();
@@ -51,6 +52,7 @@ async fn a_lab_host_is_registered_goes_unreachable_when_killed_and_recovers() {
             uri: format!("{}&no_verify=0", lab.host_uri(2)),
             pool: None,
             bridge: Some("br7".into()),
+            accept_host_key: None,
         })
         .await
         .unwrap_err();

@@ -31,6 +31,7 @@ async fn a_version_is_copied_to_a_host_once_and_verified() {
         uri: lab.host_uri(2),
         pool: None,
         bridge: Some("br0".into()),
+        accept_host_key: None,
     })
     .await
     .unwrap();

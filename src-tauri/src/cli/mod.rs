@@ -111,6 +111,12 @@ enum HostCommand {
         /// Bridge the servers' network interfaces attach to.
         #[arg(long, default_value = "virbr0")]
         bridge: String,
+        /// For a qemu+ssh host whose key Flotilla does not know yet: the SHA256 fingerprint
+        /// you checked (as `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints it on the
+        /// host). Without it, `host add` shows the key and asks on a terminal, and refuses
+        /// otherwise.
+        #[arg(long, value_name = "SHA256:…")]
+        accept_host_key: Option<String>,
     },
     /// List hosts with status and capacity.
     List,
@@ -120,6 +126,15 @@ enum HostCommand {
     Check { name: String },
     /// Unregister a host (refused while servers or images on it are in the inventory).
     Remove { name: String },
+    /// Trust the SSH host key a registered qemu+ssh host presents now, given its SHA256
+    /// fingerprint (after a reinstall: remove the old key first, as the refusal says). A key
+    /// that differs from a trusted one is still refused.
+    TrustKey {
+        name: String,
+        /// The fingerprint you checked on the host (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub).
+        #[arg(long, value_name = "SHA256:…")]
+        fingerprint: String,
+    },
     /// Remove from a host that came back the copies of servers that were re-created
     /// elsewhere meanwhile (`unit recover`): their domains and volumes there. The monitor does
     /// it before such a host is ready again; this does it now.
@@ -226,6 +241,10 @@ enum ImageCommand {
     BuilderAbort { name: String },
     /// List running builders.
     Builders,
+    /// Forward the VNC console of NAME's builder on a qemu+ssh host to a local port through
+    /// SSH (host key checked against Flotilla's known-hosts file) until Ctrl-C; open it with
+    /// the viewer command printed.
+    Console { name: String },
     /// Print the end of a builder's serial console (read through libvirt).
     Serial {
         name: String,
@@ -412,17 +431,44 @@ async fn host(engine: &Engine, json: bool, cmd: HostCommand) -> Result<ExitCode,
             uri,
             pool,
             bridge,
+            accept_host_key,
         } => {
-            let spinner = output::spinner(json, format!("Connecting to {uri}…"));
-            let added = engine
-                .host_add(&HostInput {
-                    name,
-                    uri,
-                    pool: Some(pool),
-                    bridge: Some(bridge),
-                })
-                .await;
+            let mut input = HostInput {
+                name,
+                uri,
+                pool: Some(pool),
+                bridge: Some(bridge),
+                accept_host_key,
+            };
+            let spinner = output::spinner(json, format!("Connecting to {}…", input.uri));
+            let mut added = engine.host_add(&input).await;
             spinner.finish_and_clear();
+            // An unknown key: asked on a terminal, as ssh asks; refused otherwise (the message
+            // says how to pass the fingerprint).
+            if let Err(crate::ops::OpError::HostKey(crate::hostkeys::HostKeyError::Unknown {
+                host,
+                key_type,
+                fingerprint,
+            })) = &added
+            {
+                use std::io::IsTerminal;
+                if input.accept_host_key.is_none()
+                    && !json
+                    && std::io::stdin().is_terminal()
+                    && std::io::stderr().is_terminal()
+                {
+                    if !output::ask_host_key(host, key_type, fingerprint) {
+                        return Err(ApiError::new(
+                            crate::error::ErrorCode::HostKeyUnknown,
+                            format!("the host key of {host} was not accepted; nothing was stored"),
+                        ));
+                    }
+                    input.accept_host_key = Some(fingerprint.clone());
+                    let spinner = output::spinner(json, format!("Connecting to {}…", input.uri));
+                    added = engine.host_add(&input).await;
+                    spinner.finish_and_clear();
+                }
+            }
             let host = added?;
             output::host_added(json, &host);
         }
@@ -452,6 +498,23 @@ async fn host(engine: &Engine, json: bool, cmd: HostCommand) -> Result<ExitCode,
         HostCommand::Remove { name } => {
             engine.host_remove(&name)?;
             output::removed(json, "host", &name);
+        }
+        HostCommand::TrustKey { name, fingerprint } => {
+            let host = engine.host_show(&name)?;
+            engine
+                .host_key_accept(host.uri.as_str(), &fingerprint)
+                .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "host": name, "fingerprint": fingerprint.trim() })
+                );
+            } else {
+                println!(
+                    "Trusted the SSH host key {} of host {name}.",
+                    fingerprint.trim()
+                );
+            }
         }
         HostCommand::Reconcile { name } => {
             let r = engine.host_reconcile(&name).await?;
@@ -767,6 +830,29 @@ async fn image(engine: &Engine, json: bool, cmd: ImageCommand) -> Result<ExitCod
             output::removed(json, "builder of", &name);
         }
         ImageCommand::Builders => output::builder_list(json, &engine.builder_list()?),
+        ImageCommand::Console { name } => {
+            let Some(tunnel) = engine.builder_console_tunnel(&name).await? else {
+                return Err(ApiError::new(
+                    crate::error::ErrorCode::InvalidInput,
+                    format!(
+                        "the builder of {name} is not on a qemu+ssh host, or has no VNC console now; \
+                         `flotillactl image show`/`builders` says where its console is"
+                    ),
+                ));
+            };
+            if json {
+                output::json_value(&serde_json::json!({ "vnc": tunnel.local }));
+            } else {
+                println!(
+                    "Console of the builder of {name}: vnc://{0} (through SSH); open it with: remote-viewer vnc://{0}\nCtrl-C ends the tunnel.",
+                    tunnel.local
+                );
+            }
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            let _ = tokio::signal::ctrl_c().await;
+            drop(tunnel);
+        }
         ImageCommand::Serial { name, bytes } => {
             let text = engine.builder_serial(&name, bytes).await?;
             if json {

@@ -473,6 +473,12 @@ pub fn builder(json: bool, b: &Builder, console: Option<&str>, uri: &str) {
         b.host
     );
     match console {
+        Some(vnc) if uri.contains("+ssh://") => say!(
+            "Console:  VNC {vnc} on {}, through SSH: flotillactl image console {}   (or: virt-viewer -c '{uri}' {})",
+            b.host,
+            b.image,
+            b.domain
+        ),
         Some(vnc) => say!(
             "Console:  VNC {vnc} on {}; open it with: virt-viewer -c '{uri}' {}",
             b.host,
@@ -695,6 +701,31 @@ pub(super) fn impact_audit(audit: &[crate::plan::impact::HostRisk]) {
         ],
         &rows,
     );
+}
+
+/// Shows an unknown SSH host key as `ssh` does and asks whether to trust it; true only for a
+/// typed "yes" (or the fingerprint itself).
+pub fn ask_host_key(host: &str, key_type: &str, fingerprint: &str) -> bool {
+    use std::io::{BufRead, Read, Write};
+    let kind = match key_type {
+        t if t.contains("ed25519") => "ED25519",
+        t if t.contains("ecdsa") => "ECDSA",
+        _ => "RSA",
+    };
+    let mut err = std::io::stderr();
+    let _ = write!(
+        err,
+        "The authenticity of host '{host}' can't be established.\n\
+         {kind} key fingerprint is {fingerprint}.\n\
+         This key is not known to Flotilla (its own known-hosts file).\n\
+         Are you sure you want to continue connecting (yes/no/[fingerprint])? "
+    );
+    let _ = err.flush();
+    let mut line = String::new();
+    // One line, at most 1 KiB read.
+    let _ = std::io::stdin().lock().take(1024).read_line(&mut line);
+    let answer = line.trim();
+    answer == "yes" || answer == fingerprint
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use super::AppState;
 use crate::error::{ApiError, ErrorCode};
 use crate::inventory::AuditEntry;
 use crate::model::Host;
-use crate::ops::hosts::{HostInput, HostProbe, HostTarget};
+use crate::ops::hosts::{HostInput, HostKeyInfo, HostProbe, HostTarget};
 use crate::ops::Engine;
 use serde::{Deserialize, Serialize};
 use tauri::State;
@@ -68,6 +68,29 @@ pub async fn host_probe(
     Ok(state.engine()?.host_probe(&target).await?)
 }
 
+/// The SSH host key of the host in `uri` (for the Add host wizard's fingerprint step); null
+/// when the URI does not use SSH. Stores nothing.
+#[tauri::command]
+#[specta::specta]
+pub async fn host_key(
+    state: State<'_, AppState>,
+    uri: String,
+) -> Result<Option<HostKeyInfo>, ApiError> {
+    Ok(state.engine()?.host_key(&uri).await?)
+}
+
+/// Trusts the SSH host key of the host in `uri` if it is exactly `fingerprint` (the admin
+/// confirmed it in the wizard).
+#[tauri::command]
+#[specta::specta]
+pub async fn host_key_accept(
+    state: State<'_, AppState>,
+    uri: String,
+    fingerprint: String,
+) -> Result<(), ApiError> {
+    Ok(state.engine()?.host_key_accept(&uri, &fingerprint).await?)
+}
+
 #[derive(Debug, Deserialize, specta::Type)]
 pub struct HostAddRequest {
     pub name: String,
@@ -87,6 +110,7 @@ pub async fn host_add(
         uri: request.uri,
         pool: request.pool,
         bridge: request.bridge,
+        accept_host_key: None,
     };
     Ok(state.engine()?.host_add(&input).await?)
 }
@@ -348,29 +372,38 @@ pub async fn tools() -> Tools {
     }
 }
 
-/// Opens the builder's graphical console with virt-viewer (which reaches remote hosts through
-/// the libvirt URI itself).
+/// Opens the builder's graphical console. On a `qemu+ssh` host: forwarded through SSH (the
+/// host key checked against Flotilla's file, as virt-manager tunnels consoles) and opened with
+/// remote-viewer, the tunnel closed when the viewer exits. Elsewhere with virt-viewer, which
+/// reaches the host through the libvirt URI itself.
 #[tauri::command]
 #[specta::specta]
 pub async fn builder_open_console(
     state: State<'_, AppState>,
     image: String,
 ) -> Result<(), ApiError> {
-    blocking(&state, move |engine| {
-        let b = engine.builder_show(&image)?;
-        let uri = engine.host_show(b.host.as_str())?.uri;
-        std::process::Command::new("virt-viewer")
-            .args(["--connect", uri.as_str(), &b.domain])
+    let engine = state.engine()?;
+    let cannot = |what: &str, e: std::io::Error| {
+        ApiError::new(ErrorCode::Internal, format!("cannot start {what}: {e}"))
+    };
+    if let Some(tunnel) = engine.builder_console_tunnel(&image).await? {
+        let mut viewer = std::process::Command::new("remote-viewer")
+            .arg(format!("vnc://{}", tunnel.local))
             .spawn()
-            .map(|_| ())
-            .map_err(|e| {
-                ApiError::new(
-                    ErrorCode::Internal,
-                    format!("cannot start virt-viewer: {e}"),
-                )
-            })
-    })
-    .await
+            .map_err(|e| cannot("remote-viewer (package virt-viewer)", e))?;
+        std::thread::spawn(move || {
+            let _ = viewer.wait();
+            drop(tunnel);
+        });
+        return Ok(());
+    }
+    let b = engine.builder_show(&image)?;
+    let uri = engine.host_show(b.host.as_str())?.uri;
+    std::process::Command::new("virt-viewer")
+        .args(["--connect", uri.as_str(), &b.domain])
+        .spawn()
+        .map(|_| ())
+        .map_err(|e| cannot("virt-viewer", e))
 }
 
 // ---- Definition directories ----------------------------------------------------------------

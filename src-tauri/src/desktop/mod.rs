@@ -43,6 +43,8 @@ pub fn bindings_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::app_info,
             commands::host_list,
             commands::host_probe,
+            commands::host_key,
+            commands::host_key_accept,
             commands::host_add,
             commands::host_check,
             commands::host_remove,

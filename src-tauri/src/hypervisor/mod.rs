@@ -21,7 +21,7 @@ pub use storage::{DiskFormat, VolumeInfo};
 use crate::model::LibvirtUri;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
@@ -88,6 +88,30 @@ impl From<VirtError> for CallError {
 }
 
 impl HvError {
+    /// True when a call failed because the connection to the host broke under it (the host,
+    /// its libvirtd or the sshd carrying the connection went away): the host is unreachable,
+    /// and the next call connects afresh.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            Self::Call { source, .. } => {
+                breaks_connection(source)
+                    || (source
+                        .code()
+                        .is_known_and(|c| c == ErrorNumber::SystemError)
+                        && [
+                            "Cannot write data",
+                            "Cannot recv data",
+                            "End of file while reading data",
+                            "Broken pipe",
+                            "Connection reset",
+                        ]
+                        .iter()
+                        .any(|m| source.message().contains(m)))
+            }
+            _ => false,
+        }
+    }
+
     /// libvirt's own words for what went wrong, when there are any.
     pub fn libvirt_reason(&self) -> Option<&str> {
         match self {
@@ -106,6 +130,9 @@ pub struct HvConfig {
     /// The same for a whole storage stream (upload, download, read-back), which runs on the
     /// host's long lane.
     pub transfer_timeout: Duration,
+    /// The ssh wrapper libvirt runs for `qemu+ssh://` hosts (`hostkeys`): it checks host keys
+    /// against Flotilla's own known-hosts file. Without it, libvirt runs plain `ssh`.
+    pub ssh_command: Option<PathBuf>,
 }
 
 impl Default for HvConfig {
@@ -113,6 +140,7 @@ impl Default for HvConfig {
         Self {
             call_timeout: Duration::from_secs(30),
             transfer_timeout: Duration::from_secs(6 * 3600),
+            ssh_command: None,
         }
     }
 }
@@ -176,8 +204,16 @@ type SharedConn = Arc<Mutex<Option<Connect>>>;
 /// The state a worker thread owns: the host's URI and its connection, if open.
 struct Session {
     uri: String,
+    /// What libvirt is given to open `uri` (with Flotilla's ssh wrapper for `+ssh`).
+    connect_uri: String,
     conn: Option<Connect>,
     shared: Option<SharedConn>,
+    /// Shared by the lanes of one host: raised when any of them lost its connection, so the
+    /// others (idle meanwhile, their connection as dead but not yet knowing it) connect afresh
+    /// instead of failing their next call on it.
+    broken: Arc<AtomicU64>,
+    /// `broken` as it was when `conn` was opened.
+    opened_at: u64,
 }
 
 impl Session {
@@ -188,6 +224,7 @@ impl Session {
             .conn
             .as_ref()
             .is_some_and(|c| !c.is_alive().unwrap_or(false))
+            || self.opened_at != self.broken.load(Ordering::Acquire)
         {
             self.conn = None;
         }
@@ -201,7 +238,7 @@ impl Session {
                 });
             }
             let open = || {
-                Connect::open(Some(&self.uri)).map_err(|source| HvError::Connect {
+                Connect::open(Some(&self.connect_uri)).map_err(|source| HvError::Connect {
                     uri: self.uri.clone(),
                     source,
                 })
@@ -219,6 +256,7 @@ impl Session {
                 }
             };
             self.conn = Some(conn);
+            self.opened_at = self.broken.load(Ordering::Acquire);
         }
         self.conn.as_ref().ok_or_else(|| HvError::WorkerGone {
             uri: self.uri.clone(),
@@ -234,6 +272,24 @@ fn is_gone(err: &VirtError) -> bool {
             ErrorNumber::NoDomain | ErrorNumber::NoStorageVolume | ErrorNumber::NoStoragePool
         )
     })
+}
+
+/// True when a call failed because the connection went away under it: a connection-class
+/// error, or an OS error on the connection's socket (what libvirt says when the `ssh` process
+/// carrying a `qemu+ssh` connection died: libvirt notices only when it next reads or writes,
+/// as Flotilla runs no libvirt event loop, so `is_alive` still said yes).
+fn lost_connection(err: &VirtError) -> bool {
+    breaks_connection(err)
+        || (err.code().is_known_and(|c| c == ErrorNumber::SystemError)
+            && [
+                "Cannot write data",
+                "Cannot recv data",
+                "End of file while reading data",
+                "Broken pipe",
+                "Connection reset",
+            ]
+            .iter()
+            .any(|m| err.message().contains(m)))
 }
 
 /// True when the error means the connection itself is unusable.
@@ -267,10 +323,19 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(uri: &str, lane: Lane, shared: Option<SharedConn>) -> Self {
+    fn spawn(
+        uri: &str,
+        lane: Lane,
+        shared: Option<SharedConn>,
+        ssh_command: Option<&std::path::Path>,
+        broken: Arc<AtomicU64>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let mut session = Session {
             uri: uri.to_owned(),
+            connect_uri: crate::hostkeys::connect_uri(uri, ssh_command),
+            opened_at: broken.load(Ordering::Acquire),
+            broken,
             conn: None,
             shared,
         };
@@ -307,6 +372,8 @@ pub struct Hypervisor {
     workers: Mutex<HashMap<(String, Lane), Arc<Worker>>>,
     /// `test://` hosts only: the connection their lanes share.
     test_conns: Mutex<HashMap<String, SharedConn>>,
+    /// Per host URI: raised when a lane lost its connection (see `Session::broken`).
+    broken: Mutex<HashMap<String, Arc<AtomicU64>>>,
     config: HvConfig,
     /// Probes still inside libvirt, per host (bounded: see `probe`).
     probes: probe::ProbesWaiting,
@@ -353,6 +420,7 @@ impl Hypervisor {
         Self {
             workers: Mutex::new(HashMap::new()),
             test_conns: Mutex::new(HashMap::new()),
+            broken: Mutex::new(HashMap::new()),
             config,
             probes: probe::ProbesWaiting::default(),
         }
@@ -367,13 +435,28 @@ impl Hypervisor {
                 .or_default()
                 .clone()
         });
+        let broken = self
+            .broken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(uri.to_string())
+            .or_default()
+            .clone();
         let mut workers = self
             .workers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         workers
             .entry((uri.to_string(), lane))
-            .or_insert_with(|| Arc::new(Worker::spawn(uri.as_str(), lane, shared)))
+            .or_insert_with(|| {
+                Arc::new(Worker::spawn(
+                    uri.as_str(),
+                    lane,
+                    shared,
+                    self.config.ssh_command.as_deref(),
+                    broken,
+                ))
+            })
             .clone()
     }
 
@@ -507,8 +590,10 @@ impl Hypervisor {
                 Err(e) => Err(e),
                 Ok(conn) => f(conn).map_err(|e| match e.into() {
                     CallError::Virt(source) => {
-                        if breaks_connection(&source) {
+                        if lost_connection(&source) {
                             session.conn = None;
+                            // The host's other lanes connect afresh too.
+                            session.broken.fetch_add(1, Ordering::AcqRel);
                         }
                         HvError::Call {
                             uri: session.uri.clone(),

@@ -343,6 +343,32 @@ impl Engine {
         Ok(self.hypervisor.domain_vnc(&host.uri, &b.domain).await?)
     }
 
+    /// The builder's VNC console forwarded to a port on this machine through SSH (for a
+    /// `qemu+ssh` host; the host key checked against Flotilla's file), as virt-manager tunnels
+    /// consoles. `None` for other hosts (their console is reached as `builder_console` says)
+    /// or when the builder has no VNC console now. The forward ends when the tunnel is dropped.
+    pub async fn builder_console_tunnel(
+        &self,
+        image: &str,
+    ) -> Result<Option<crate::hostkeys::ConsoleTunnel>, OpError> {
+        let b = self.builder_show(image)?;
+        let host = self.host_show(b.host.as_str())?;
+        if crate::hostkeys::ssh_args(host.uri.as_str())?.is_none() {
+            return Ok(None);
+        }
+        let Some(vnc) = self.builder_console(&b).await? else {
+            return Ok(None);
+        };
+        let wrapper = self.known_hosts().ensure_wrapper()?;
+        let uri = host.uri.to_string();
+        let opened = tokio::task::spawn_blocking(move || {
+            crate::hostkeys::ConsoleTunnel::open(&uri, &wrapper, &vnc)
+        })
+        .await
+        .map_err(|e| OpError::Timeout(format!("opening the console tunnel failed: {e}")))??;
+        Ok(Some(opened))
+    }
+
     pub async fn image_build(
         &self,
         req: &BuildRequest,

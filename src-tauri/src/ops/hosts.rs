@@ -20,6 +20,9 @@ pub struct HostInput {
     pub uri: String,
     pub pool: Option<String>,
     pub bridge: Option<String>,
+    /// For a `qemu+ssh://` host whose key Flotilla does not trust yet: the SHA256 fingerprint
+    /// the admin checked and accepts. Stored only when the host presents exactly that key.
+    pub accept_host_key: Option<String>,
 }
 
 /// Validated connection settings of a host.
@@ -46,6 +49,33 @@ impl HostTarget {
     }
 }
 
+/// Whether Flotilla trusts the SSH host key a host presents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+#[serde(rename_all = "snake_case")]
+pub enum HostKeyState {
+    Known,
+    Unknown,
+    Changed,
+}
+
+/// The SSH host key a host presents, for the Add host wizard's fingerprint step.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct HostKeyInfo {
+    /// The name the key is filed under (`host`, or `[host]:port`).
+    pub host: String,
+    /// `ssh-ed25519`, `ecdsa-sha2-nistp256`, `ssh-rsa`.
+    pub key_type: String,
+    /// As `ssh` prints it: `SHA256:…`.
+    pub fingerprint: String,
+    pub state: HostKeyState,
+    /// For a changed key: the fingerprint Flotilla trusts.
+    pub trusted: Option<String>,
+    /// Flotilla's known-hosts file.
+    pub known_hosts: String,
+}
+
 /// What "Test connection" shows: the facts, and what would stop the host from being added.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "desktop", derive(specta::Type))]
@@ -55,6 +85,82 @@ pub struct HostProbe {
 }
 
 impl Engine {
+    /// Flotilla's own known-hosts file (in the data directory).
+    pub fn known_hosts(&self) -> crate::hostkeys::KnownHosts {
+        crate::hostkeys::KnownHosts::in_data_dir(self.data_dir())
+    }
+
+    /// The SSH host key of the host in `uri` and whether it is trusted; `None` when the URI
+    /// does not use the ssh transport. Stores nothing.
+    pub async fn host_key(&self, uri: &str) -> Result<Option<HostKeyInfo>, OpError> {
+        let uri = LibvirtUri::parse(uri.trim())?;
+        let Some(target) = crate::hostkeys::SshTarget::of_uri(uri.as_str())? else {
+            return Ok(None);
+        };
+        let presented = scan_key(target.clone()).await?;
+        let known = self.known_hosts();
+        let (state, key, trusted) = match known.check(&target, presented)? {
+            crate::hostkeys::KeyCheck::Known(k) => (HostKeyState::Known, k, None),
+            crate::hostkeys::KeyCheck::Unknown(k) => (HostKeyState::Unknown, k, None),
+            crate::hostkeys::KeyCheck::Changed {
+                presented, trusted, ..
+            } => (HostKeyState::Changed, presented, Some(trusted.to_string())),
+        };
+        Ok(Some(HostKeyInfo {
+            host: target.known_hosts_name(),
+            key_type: key.key_type,
+            fingerprint: key.fingerprint.to_string(),
+            state,
+            trusted,
+            known_hosts: known.path().display().to_string(),
+        }))
+    }
+
+    /// Trusts the SSH host key of the host in `uri`, if it presents exactly `fingerprint`
+    /// (the admin confirmed it). A changed key is refused; a key already trusted is fine.
+    pub async fn host_key_accept(&self, uri: &str, fingerprint: &str) -> Result<(), OpError> {
+        let uri = LibvirtUri::parse(uri.trim())?;
+        if crate::hostkeys::SshTarget::of_uri(uri.as_str())?.is_none() {
+            return Err(ValidationError::new(
+                "uri",
+                format!(
+                    "{} does not use SSH (qemu+ssh://…); it has no SSH host key to trust",
+                    quote_input(uri.as_str())
+                ),
+            )
+            .into());
+        }
+        let outcome = self.trust_host_key(&uri, Some(fingerprint)).await;
+        self.audit("host.accept-key", uri.as_str(), &outcome);
+        outcome
+    }
+
+    /// For a `+ssh` URI: the key is trusted, or stored now as accepted, or an error says what
+    /// the host presented and what to do. Nothing for other transports.
+    async fn trust_host_key(
+        &self,
+        uri: &LibvirtUri,
+        accepted: Option<&str>,
+    ) -> Result<(), OpError> {
+        let Some(target) = crate::hostkeys::SshTarget::of_uri(uri.as_str())? else {
+            return Ok(());
+        };
+        // A malformed fingerprint is refused before anything goes over the network.
+        let accepted = accepted
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(crate::hostkeys::Fingerprint::parse)
+            .transpose()?;
+        let presented = scan_key(target.clone()).await?;
+        crate::hostkeys::verify_or_accept(
+            &self.known_hosts(),
+            &target,
+            presented,
+            accepted.as_ref(),
+        )?;
+        Ok(())
+    }
+
     /// Connects to a host that is not (necessarily) registered and reports what it found.
     /// Stores nothing.
     pub async fn host_probe(&self, target: &HostTarget) -> Result<HostProbe, OpError> {
@@ -65,6 +171,9 @@ impl Engine {
 
     /// Like `host_probe`, but leaves the connection open (for an add that may follow).
     async fn host_probe_keep(&self, target: &HostTarget) -> Result<HostProbe, OpError> {
+        // Over SSH, an untrusted or changed host key is said as such, before libvirt's ssh
+        // refuses it with fewer words.
+        self.trust_host_key(&target.uri, None).await?;
         let facts = self
             .hypervisor
             .host_facts(&target.uri, &target.pool, &target.bridge)
@@ -112,6 +221,8 @@ impl Engine {
                 .into());
             }
         }
+        self.trust_host_key(&target.uri, input.accept_host_key.as_deref())
+            .await?;
         let uri = target.uri.clone();
         let added = self.host_insert_probed(name, target).await;
         if added.is_err() {
@@ -181,10 +292,17 @@ impl Engine {
                 )?
             }
             Err(e) => {
-                let reason = match e.libvirt_reason() {
+                let mut reason = match e.libvirt_reason() {
                     Some(r) => format!("{e}: {r}"),
                     None => e.to_string(),
                 };
+                // ssh refused the host's key: say whether it is unknown or changed, and what
+                // the host presents now.
+                if reason.contains("Host key verification failed") {
+                    if let Err(OpError::HostKey(k)) = self.trust_host_key(&host.uri, None).await {
+                        reason = k.to_string();
+                    }
+                }
                 self.inventory
                     .host_set_check(&host.name, HostStatus::Unreachable, &reason, None)?
             }
@@ -288,6 +406,22 @@ impl Engine {
     }
 }
 
+/// Scans a host's key off the async runtime (ssh-keyscan is a blocking program), bounded.
+async fn scan_key(target: crate::hostkeys::SshTarget) -> Result<crate::hostkeys::HostKey, OpError> {
+    let host = target.known_hosts_name();
+    let scan = tokio::task::spawn_blocking(move || crate::hostkeys::scan(&target));
+    match tokio::time::timeout(crate::hostkeys::SCAN_LIMIT, scan).await {
+        Ok(Ok(result)) => Ok(result?),
+        Ok(Err(e)) => Err(OpError::Timeout(format!(
+            "reading the SSH host key of {host} failed: {e}"
+        ))),
+        Err(_) => Err(OpError::Timeout(format!(
+            "{host} did not show its SSH host key within {} s",
+            crate::hostkeys::SCAN_LIMIT.as_secs()
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +445,7 @@ mod tests {
             uri: uri.into(),
             pool: None,
             bridge: Some(bridge.into()),
+            accept_host_key: None,
         }
     }
 

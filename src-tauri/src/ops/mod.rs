@@ -102,6 +102,8 @@ pub enum OpError {
         /// `def diff NAME base newest`, one line per change.
         changes: Vec<String>,
     },
+    #[error(transparent)]
+    HostKey(#[from] crate::hostkeys::HostKeyError),
     #[error("the copy of {what} on host {host} does not match the library (sha256 {found}, expected {expected}); it was removed")]
     CopyMismatch {
         what: String,
@@ -138,6 +140,17 @@ impl From<&OpError> for ApiError {
                     }
                 };
                 ApiError::new(code, format!("{e}")).with_causes(e)
+            }
+            OpError::HostKey(e) => {
+                use crate::hostkeys::HostKeyError as K;
+                let code = match e {
+                    K::BadFingerprint { .. } | K::Mismatch { .. } => ErrorCode::InvalidInput,
+                    K::Unknown { .. } => ErrorCode::HostKeyUnknown,
+                    K::Changed(_) => ErrorCode::HostKeyChanged,
+                    K::Scan { .. } => ErrorCode::Unreachable,
+                    K::File { .. } => ErrorCode::Inventory,
+                };
+                ApiError::new(code, e.to_string()).with_causes(e)
             }
             OpError::CopyMismatch { .. } => ApiError::new(ErrorCode::Internal, err.to_string()),
             OpError::ShutdownTimeout { .. } => ApiError::new(ErrorCode::Timeout, err.to_string()),
@@ -183,12 +196,24 @@ impl From<&OpError> for ApiError {
                     HvError::Connect { .. }
                     | HvError::Timeout { .. }
                     | HvError::WorkerGone { .. } => ErrorCode::Unreachable,
+                    HvError::Call { .. } if e.is_connection_lost() => ErrorCode::Unreachable,
                     HvError::Call { .. } | HvError::LocalFile { .. } => ErrorCode::Internal,
                     HvError::UriRefused { .. } => ErrorCode::InvalidInput,
                 };
                 let message = match (e, e.libvirt_reason()) {
+                    (HvError::Connect { .. }, Some(reason))
+                        if reason.contains("Host key verification failed") =>
+                    {
+                        format!(
+                            "{e}: {reason}. ssh refused the host's key: it is not the one Flotilla trusts \
+                             (flotillactl host check NAME, or Test connection in the Add host wizard, shows why)."
+                        )
+                    }
                     (HvError::Connect { .. }, Some(reason)) => format!(
                         "{e}: {reason}. Check the URI, that libvirtd runs on that host and that you may use it."
+                    ),
+                    (HvError::Call { .. }, Some(reason)) if e.is_connection_lost() => format!(
+                        "{e}: {reason}. The connection to the host broke (the host, its libvirtd or its sshd went away); Flotilla connects again on the next call."
                     ),
                     (_, Some(reason)) => format!("{e}: {reason}"),
                     (_, None) => e.to_string(),
@@ -226,9 +251,13 @@ pub struct Engine {
 impl Engine {
     /// Opens the inventory in `data_dir`; `via` names the front door for the audit log.
     pub fn open(data_dir: &Path, via: &'static str) -> Result<Self, OpError> {
+        let known = crate::hostkeys::KnownHosts::in_data_dir(data_dir);
         Ok(Self::with(
             Inventory::open_in(data_dir)?,
-            HvConfig::default(),
+            HvConfig {
+                ssh_command: Some(known.ensure_wrapper()?),
+                ..HvConfig::default()
+            },
             Actor::new(via),
             data_dir.join("library"),
         ))

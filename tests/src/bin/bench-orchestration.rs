@@ -41,6 +41,7 @@ async fn main() {
             uri: uri.clone(),
             pool: None,
             bridge: Some("br0".into()),
+            accept_host_key: None,
         })
         .await
         .unwrap();

@@ -11,6 +11,16 @@ export const commands = {
 	appInfo: () => __TAURI_INVOKE<AppInfo>("app_info"),
 	hostList: () => typedError<Host[], ApiError>(__TAURI_INVOKE("host_list")),
 	hostProbe: (uri: string, pool: string | null, bridge: string | null) => typedError<HostProbe, ApiError>(__TAURI_INVOKE("host_probe", { uri, pool, bridge })),
+	/**
+	 *  The SSH host key of the host in `uri` (for the Add host wizard's fingerprint step); null
+	 *  when the URI does not use SSH. Stores nothing.
+	 */
+	hostKey: (uri: string) => typedError<HostKeyInfo | null, ApiError>(__TAURI_INVOKE("host_key", { uri })),
+	/**
+	 *  Trusts the SSH host key of the host in `uri` if it is exactly `fingerprint` (the admin
+	 *  confirmed it in the wizard).
+	 */
+	hostKeyAccept: (uri: string, fingerprint: string) => typedError<null, ApiError>(__TAURI_INVOKE("host_key_accept", { uri, fingerprint })),
 	hostAdd: (request: HostAddRequest) => typedError<Host, ApiError>(__TAURI_INVOKE("host_add", { request })),
 	hostCheck: (name: string) => typedError<Host, ApiError>(__TAURI_INVOKE("host_check", { name })),
 	hostRemove: (name: string) => typedError<null, ApiError>(__TAURI_INVOKE("host_remove", { name })),
@@ -25,8 +35,10 @@ export const commands = {
 	builderAbort: (image: string) => typedError<null, ApiError>(__TAURI_INVOKE("builder_abort", { image })),
 	builderSerial: (image: string) => typedError<string, ApiError>(__TAURI_INVOKE("builder_serial", { image })),
 	/**
-	 *  Opens the builder's graphical console with virt-viewer (which reaches remote hosts through
-	 *  the libvirt URI itself).
+	 *  Opens the builder's graphical console. On a `qemu+ssh` host: forwarded through SSH (the
+	 *  host key checked against Flotilla's file, as virt-manager tunnels consoles) and opened with
+	 *  remote-viewer, the tunnel closed when the viewer exits. Elsewhere with virt-viewer, which
+	 *  reaches the host through the libvirt URI itself.
 	 */
 	builderOpenConsole: (image: string) => typedError<null, ApiError>(__TAURI_INVOKE("builder_open_console", { image })),
 	tools: () => __TAURI_INVOKE<Tools>("tools"),
@@ -286,7 +298,11 @@ export type ErrorCode =
  *  A rollout failed on a server and was rolled back: every server that changed runs its
  *  previous version again (the report says which server failed and why).
  */
-"rolled_back" | "internal";
+"rolled_back" | 
+/**  The SSH host key of the host is not yet trusted: show its fingerprint and ask. */
+"host_key_unknown" | 
+/**  The SSH host key of the host differs from the one trusted: refused. */
+"host_key_changed" | "internal";
 
 export type Firmware = "bios" | "uefi";
 
@@ -350,6 +366,24 @@ export type HostFacts = {
 	/**  libvirt offers hardware virtualization (KVM) for guests on this host. */
 	kvm?: boolean,
 };
+
+/**  The SSH host key a host presents, for the Add host wizard's fingerprint step. */
+export type HostKeyInfo = {
+	/**  The name the key is filed under (`host`, or `[host]:port`). */
+	host: string,
+	/**  `ssh-ed25519`, `ecdsa-sha2-nistp256`, `ssh-rsa`. */
+	key_type: string,
+	/**  As `ssh` prints it: `SHA256:…`. */
+	fingerprint: string,
+	state: HostKeyState,
+	/**  For a changed key: the fingerprint Flotilla trusts. */
+	trusted: string | null,
+	/**  Flotilla's known-hosts file. */
+	known_hosts: string,
+};
+
+/**  Whether Flotilla trusts the SSH host key a host presents. */
+export type HostKeyState = "known" | "unknown" | "changed";
 
 /**  What the monitor last recorded about a host, as any process reads it from the inventory. */
 export type HostMonitor = {
