@@ -3069,6 +3069,7 @@ async fn a_recovery_runs_only_to_the_hosts_its_plan_showed() {
         uri: format!("test://{}", node.display()),
         pool: None,
         bridge: Some("br0".into()),
+        accept_host_key: None,
     })
     .await
     .unwrap();
