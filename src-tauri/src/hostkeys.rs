@@ -273,11 +273,28 @@ impl KnownHosts {
         }
     }
 
+    /// Holds the ssh folder's lock until dropped: the app and any number of `flotillactl`
+    /// processes may write the wrapper or add a key at the same time, and each must see the
+    /// others' work (no half-renamed temporary file, no key lost to a concurrent rewrite).
+    fn locked(&self) -> Result<std::fs::File, HostKeyError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        crate::files::private_dir_all(dir).map_err(|e| self.file_err(e))?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(dir.join("lock"))
+            .map_err(|e| self.file_err(e))?;
+        lock.lock().map_err(|e| self.file_err(e))?;
+        Ok(lock)
+    }
+
     /// Writes the wrapper script (mode 0700) when it is missing or says something else.
     pub fn ensure_wrapper(&self) -> Result<PathBuf, HostKeyError> {
         let wrapper = self.wrapper_path();
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        crate::files::private_dir_all(dir).map_err(|e| self.file_err(e))?;
+        let _lock = self.locked()?;
         let text = wrapper_script(&self.path);
         if std::fs::read_to_string(&wrapper).ok().as_deref() != Some(text.as_str()) {
             let tmp = wrapper.with_extension("tmp");
@@ -326,8 +343,7 @@ impl KnownHosts {
     /// Adds a key of `target` (after the admin confirmed its fingerprint). The file is rewritten
     /// whole (mode 0600) and renamed into place, so it is never left half-written.
     pub fn add(&self, target: &SshTarget, key: &HostKey) -> Result<(), HostKeyError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        crate::files::private_dir_all(dir).map_err(|e| self.file_err(e))?;
+        let _lock = self.locked()?;
         let mut text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
