@@ -287,7 +287,7 @@ impl KnownHosts {
             .mode(0o600)
             .open(dir.join("lock"))
             .map_err(|e| self.file_err(e))?;
-        lock.lock().map_err(|e| self.file_err(e))?;
+        fs4::FileExt::lock(&lock).map_err(|e| self.file_err(e))?;
         Ok(lock)
     }
 
