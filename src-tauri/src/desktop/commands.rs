@@ -638,10 +638,13 @@ pub async fn unit_run(
     plan: Option<String>,
     on_step: Channel<StepEvent>,
 ) -> Result<OpReport, ApiError> {
-    Ok(state
+    let ran = state
         .engine()?
         .unit_run_planned(&name, action, plan.as_deref(), steps_to(on_step))
-        .await?)
+        .await;
+    // The servers changed: the views hear of it now, not at the next round.
+    state.live.wake();
+    Ok(ran?)
 }
 
 #[tauri::command]
@@ -772,4 +775,35 @@ pub async fn unit_live(
     name: String,
 ) -> Result<Vec<crate::ops::units::ServerLive>, ApiError> {
     Ok(state.engine()?.unit_live(&name).await?)
+}
+
+/// The servers a search of the Units view finds, per unit (see `model::search`).
+#[tauri::command]
+#[specta::specta]
+pub async fn unit_search(
+    state: State<'_, AppState>,
+    query: String,
+) -> Result<Vec<crate::ops::live::UnitHits>, ApiError> {
+    blocking(&state, move |e| Ok(e.unit_search(&query)?)).await
+}
+
+/// The hosts a search of the Hosts view finds.
+#[tauri::command]
+#[specta::specta]
+pub async fn host_search(
+    state: State<'_, AppState>,
+    query: String,
+) -> Result<Vec<String>, ApiError> {
+    blocking(&state, move |e| Ok(e.host_search(&query)?)).await
+}
+
+/// Everything the background live-state loop knows now (`None` before its first look); later
+/// changes arrive as `live-state` events with a higher `seq`.
+#[tauri::command]
+#[specta::specta]
+pub async fn live_snapshot(
+    state: State<'_, AppState>,
+) -> Result<Option<crate::ops::live::LiveDelta>, ApiError> {
+    state.engine()?;
+    Ok(state.live.snapshot())
 }

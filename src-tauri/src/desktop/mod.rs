@@ -11,6 +11,28 @@ use std::sync::Arc;
 pub(crate) struct AppState {
     engine: Result<Arc<Engine>, ApiError>,
     data_dir: String,
+    live: Arc<LiveHub>,
+}
+
+/// The latest live state of the fleet, and a bell that starts the next look early.
+#[derive(Default)]
+pub(crate) struct LiveHub {
+    feed: std::sync::Mutex<crate::ops::live::LiveFeed>,
+    bell: tokio::sync::Notify,
+}
+
+impl LiveHub {
+    pub(crate) fn snapshot(&self) -> Option<crate::ops::live::LiveDelta> {
+        self.feed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .snapshot()
+    }
+
+    /// Asks the live loop to look again now (after an operation changed servers).
+    pub(crate) fn wake(&self) {
+        self.bell.notify_one();
+    }
 }
 
 impl AppState {
@@ -28,7 +50,11 @@ impl AppState {
                 .map(Arc::new)
                 .map_err(ApiError::from)
         });
-        Self { engine, data_dir }
+        Self {
+            engine,
+            data_dir,
+            live: Arc::default(),
+        }
     }
 
     pub(crate) fn engine(&self) -> Result<Arc<Engine>, ApiError> {
@@ -93,8 +119,14 @@ pub fn bindings_builder() -> tauri_specta::Builder<tauri::Wry> {
             commands::operation_log,
             commands::operation_resume,
             commands::operation_unwind,
+            commands::unit_search,
+            commands::host_search,
+            commands::live_snapshot,
         ])
-        .events(tauri_specta::collect_events![HostStateEvent])
+        .events(tauri_specta::collect_events![
+            HostStateEvent,
+            LiveStateEvent
+        ])
         // Byte counts fit easily in a JS number (2^53 bytes = 8 PiB).
         .dangerously_cast_bigints_to_number()
         // Our types serialize the same way in both directions: one TS type each.
@@ -106,6 +138,53 @@ pub fn bindings_builder() -> tauri_specta::Builder<tauri::Wry> {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, specta::Type, tauri_specta::Event)]
 #[tauri_specta(event_name = "host-state")]
 pub struct HostStateEvent(pub crate::monitor::MonitorEvent);
+
+/// What changed in the fleet's live state (power, load balancer) since the last event, sent
+/// as the event `live-state`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, specta::Type, tauri_specta::Event)]
+#[tauri_specta(event_name = "live-state")]
+pub struct LiveStateEvent(pub crate::ops::live::LiveDelta);
+
+/// How often the live loop looks at every host when nothing rings its bell.
+const LIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// When the live loop first looks, after the app started.
+const LIVE_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Looks at the whole fleet (one domain listing per host, all hosts at once) every
+/// [`LIVE_EVERY`] or when an operation ends, and sends the views what changed. The views never
+/// poll a host themselves.
+fn start_live(app: tauri::AppHandle, engine: Arc<Engine>, hub: Arc<LiveHub>) {
+    use tauri_specta::Event as _;
+    tauri::async_runtime::spawn(async move {
+        // The first view is drawn from the inventory; the first look at the hosts waits for
+        // it (a second) rather than compete with it for the CPU.
+        tokio::select! {
+            () = tokio::time::sleep(LIVE_FIRST) => {}
+            () = hub.bell.notified() => {}
+        }
+        loop {
+            match engine.fleet_live().await {
+                Ok(now) => {
+                    let delta = hub
+                        .feed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .update(now);
+                    if let Some(d) = delta {
+                        if let Err(e) = LiveStateEvent(d).emit(&app) {
+                            tracing::warn!(error = %e, "cannot send live state to the window");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the fleet's live state"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(LIVE_EVERY) => {}
+                () = hub.bell.notified() => {}
+            }
+        }
+    });
+}
 
 /// Runs the monitor in the background for as long as the app runs, with the default
 /// thresholds; every event goes to the front end. While another process monitors this
@@ -152,13 +231,15 @@ pub fn run() {
     let state = AppState::open();
     // Without an inventory there is nothing to monitor (the window says why).
     let engine = state.engine().ok();
+    let hub = state.live.clone();
     let result = tauri::Builder::default()
         .manage(state)
         .invoke_handler(builder.invoke_handler())
         .setup(move |app| {
             builder.mount_events(app);
             if let Some(engine) = engine {
-                start_monitor(app.handle().clone(), engine);
+                start_monitor(app.handle().clone(), engine.clone());
+                start_live(app.handle().clone(), engine, hub);
             }
             Ok(())
         })

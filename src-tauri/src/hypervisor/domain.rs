@@ -545,7 +545,10 @@ impl Hypervisor {
         .await
     }
 
-    /// Every domain on the host with whether it runs, in one call (for status views).
+    /// Every domain on the host with whether it runs, in **one** call to the host (for status
+    /// views): `virConnectListAllDomains` returns each domain with its name and id, and an
+    /// active domain (running or paused) is the one with an id; reading them asks the host
+    /// nothing more (no `virDomainIsActive` round trip per domain).
     pub async fn domain_states(
         &self,
         uri: &LibvirtUri,
@@ -553,7 +556,7 @@ impl Hypervisor {
         self.call(uri, "list domains", |c| {
             c.list_all_domains(0)?
                 .iter()
-                .map(|d| Ok((d.name()?, d.is_active()?)))
+                .map(|d| Ok((d.name()?, d.id().is_some())))
                 .collect::<Result<std::collections::HashMap<_, _>, virt::error::Error>>()
         })
         .await
@@ -726,5 +729,55 @@ pub(crate) mod tests {
             "already gone"
         );
         assert_eq!(hv.domain_is_running(&uri, "web-1").await.unwrap(), None);
+    }
+
+    /// The one-call listing a status view uses: every domain of the host with whether it is
+    /// active, as libvirt's test driver reports domains written into its node file (running,
+    /// shut off, paused) and after one is started and one destroyed.
+    #[tokio::test]
+    async fn one_listing_tells_every_domain_and_whether_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = dir.path().join("fleet-node.xml");
+        let fixture = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/fixtures/test-node.xml"),
+        )
+        .unwrap();
+        let dom = |name: &str, runstate: Option<u8>| {
+            format!(
+                "<domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>\
+                 <name>{name}</name><memory unit='MiB'>128</memory><os><type>hvm</type></os>{}</domain>",
+                runstate.map_or(String::new(), |s| format!("<test:runstate>{s}</test:runstate>"))
+            )
+        };
+        let domains = [
+            dom("fleet-a", None),
+            dom("fleet-b", Some(5)),
+            dom("fleet-c", Some(3)),
+        ]
+        .concat();
+        std::fs::write(
+            &node,
+            fixture.replace("</node>", &format!("{domains}</node>")),
+        )
+        .unwrap();
+        let uri = LibvirtUri::parse(&format!("test://{}", node.display())).unwrap();
+        let hv = Hypervisor::new(HvConfig::default());
+        let states = hv.domain_states(&uri).await.unwrap();
+        let want: std::collections::HashMap<String, bool> = [
+            ("fleet-a".to_owned(), true),
+            ("fleet-b".to_owned(), false),
+            // Paused is still active: it has an id and holds its memory.
+            ("fleet-c".to_owned(), true),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(states, want);
+        hv.domain_start(&uri, "fleet-b").await.unwrap();
+        assert!(hv.domain_destroy(&uri, "fleet-a").await.unwrap());
+        let states = hv.domain_states(&uri).await.unwrap();
+        assert_eq!(states.get("fleet-a"), Some(&false));
+        assert_eq!(states.get("fleet-b"), Some(&true));
+        assert_eq!(states.len(), 3);
     }
 }

@@ -9,6 +9,7 @@ mod image;
 mod name;
 mod net;
 mod redact;
+pub mod search;
 mod unit;
 mod uri;
 

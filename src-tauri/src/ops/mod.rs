@@ -10,6 +10,7 @@ pub mod hosts;
 pub mod images;
 pub mod impact;
 pub mod lbs;
+pub mod live;
 pub mod monitor;
 pub mod units;
 

@@ -107,11 +107,21 @@ export const commands = {
 	operationLog: (id: number) => typedError<string[], ApiError>(__TAURI_INVOKE("operation_log", { id })),
 	operationResume: (id: number, onStep: Channel<StepEvent>) => typedError<OpReport, ApiError>(__TAURI_INVOKE("operation_resume", { id, onStep })),
 	operationUnwind: (id: number, onStep: Channel<StepEvent>) => typedError<OpReport, ApiError>(__TAURI_INVOKE("operation_unwind", { id, onStep })),
+	/**  The servers a search of the Units view finds, per unit (see `model::search`). */
+	unitSearch: (query: string) => typedError<UnitHits[], ApiError>(__TAURI_INVOKE("unit_search", { query })),
+	/**  The hosts a search of the Hosts view finds. */
+	hostSearch: (query: string) => typedError<string[], ApiError>(__TAURI_INVOKE("host_search", { query })),
+	/**
+	 *  Everything the background live-state loop knows now (`None` before its first look); later
+	 *  changes arrive as `live-state` events with a higher `seq`.
+	 */
+	liveSnapshot: () => typedError<LiveDelta | null, ApiError>(__TAURI_INVOKE("live_snapshot")),
 };
 
 /** Events */
 export const events = {
 	hostState: makeEvent<HostStateEvent, HostStateEvent>("host-state"),
+	liveState: makeEvent<LiveStateEvent, LiveStateEvent>("live-state"),
 };
 
 /* Types */
@@ -610,6 +620,25 @@ export type LbTarget =
 /**  A libvirt connection URI, checked for shape before libvirt ever sees it. */
 export type LibvirtUri = string;
 
+/**
+ *  What the views are sent: the servers whose live state changed since the last delta (all of
+ *  them in the first), the servers gone from the inventory, and the hosts that cannot be
+ *  listed now. `seq` grows by one per delta, so a view that read a snapshot skips older ones.
+ */
+export type LiveDelta = {
+	seq: number,
+	full: boolean,
+	changed: ServerLiveRow[],
+	gone: string[],
+	unreachable: { [key in string]: string },
+};
+
+/**
+ *  What changed in the fleet's live state (power, load balancer) since the last event, sent
+ *  as the event `live-state`.
+ */
+export type LiveStateEvent = LiveDelta;
+
 /**  What the load balancer should do with a member. */
 export type MemberState = 
 /**  In rotation (once its health checks pass). */
@@ -934,6 +963,14 @@ export type ServerLive = {
 	healthy: boolean | null,
 };
 
+/**  [`ServerLive`] as sent in events (deserializable, for the front end's type). */
+export type ServerLiveRow = {
+	server: string,
+	power: string,
+	lb_status: string,
+	healthy: boolean | null,
+};
+
 /**  A deployed server as the impact graph shows it. */
 export type ServerNode = {
 	name: string,
@@ -1155,6 +1192,15 @@ export type UnitHealth = "ok" |
 "below_minimum" | 
 /**  None in service. */
 "outage";
+
+/**
+ *  The servers of one unit that a search found (all of them when the unit's name matched
+ *  every word).
+ */
+export type UnitHits = {
+	unit: string,
+	servers: string[],
+};
 
 /**  What the failed hosts do to one unit. */
 export type UnitImpact = {

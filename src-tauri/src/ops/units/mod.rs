@@ -528,7 +528,7 @@ impl Fault {
 }
 
 /// A server as its host and the load balancer see it now.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "desktop", derive(specta::Type))]
 pub struct ServerLive {
     pub server: String,
@@ -1060,68 +1060,7 @@ impl Engine {
     /// What the hosts and the load balancer say about a unit's servers now.
     pub async fn unit_live(&self, unit: &str) -> Result<Vec<ServerLive>, OpError> {
         let u = self.inventory.unit_get(unit.trim())?;
-        let hosts: HashMap<String, Host> = self
-            .host_list()?
-            .into_iter()
-            .map(|h| (h.name.to_string(), h))
-            .collect();
-        let members = match &u.lb {
-            Some(lb) => {
-                let inst = self.inventory.lb_get(lb)?;
-                match LbDriver::of(&inst) {
-                    Ok(d) => d.members(&u.lb_pool).await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-            None => Ok(Vec::new()),
-        };
-        // One listing per host, asked of all hosts at once.
-        let used: HashSet<&String> = u.servers.iter().map(|s| &s.host).collect();
-        let hosts = &hosts;
-        let listings = futures_util::future::join_all(used.into_iter().map(|h| async move {
-            let states = match hosts.get(h) {
-                Some(host) => self
-                    .hypervisor
-                    .domain_states(&host.uri)
-                    .await
-                    .map_err(|e| describe(&e.into())),
-                None => Err("unknown host".to_owned()),
-            };
-            (h.clone(), states)
-        }))
-        .await;
-        let listings: HashMap<String, Result<HashMap<String, bool>, String>> =
-            listings.into_iter().collect();
-        let mut out = Vec::new();
-        for s in &u.servers {
-            let power = match listings.get(&s.host) {
-                Some(Ok(states)) => match states.get(&s.name) {
-                    Some(true) => "running".to_owned(),
-                    Some(false) => "shut off".to_owned(),
-                    None => "not defined".to_owned(),
-                },
-                Some(Err(e)) => format!("unknown: {e}"),
-                None => "unknown host".to_owned(),
-            };
-            let (lb_status, healthy) = match &members {
-                Ok(list) => match list
-                    .iter()
-                    .find(|m| m.name == s.name || m.address.starts_with(&format!("{}:", s.address)))
-                {
-                    Some(m) => (m.status.clone(), Some(m.healthy)),
-                    None if u.lb.is_some() => ("not a member".to_owned(), None),
-                    None => ("no load balancer".to_owned(), None),
-                },
-                Err(e) => (format!("unreachable: {e}"), None),
-            };
-            out.push(ServerLive {
-                server: s.name.clone(),
-                power,
-                lb_status,
-                healthy,
-            });
-        }
-        Ok(out)
+        Ok(self.live_of(std::slice::from_ref(&u)).await?.servers)
     }
 
     /// Every server in the inventory with the memory its unit's current version promises it.
