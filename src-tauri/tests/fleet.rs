@@ -37,6 +37,7 @@ async fn fleet() -> (tempfile::TempDir, Engine) {
             uri: format!("test://{}", node.display()),
             pool: None,
             bridge: Some("br0".into()),
+            accept_host_key: None,
         })
         .await
         .unwrap();

@@ -75,6 +75,7 @@ async fn main() {
             uri: format!("test://{}", node.display()),
             pool: None,
             bridge: Some("br0".into()),
+            accept_host_key: None,
         })
         .await
         .unwrap();
