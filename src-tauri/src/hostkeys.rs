@@ -273,11 +273,29 @@ impl KnownHosts {
         }
     }
 
+    /// Holds the ssh folder's lock until dropped: the app and any number of `flotillactl`
+    /// processes may write the wrapper or add a key at the same time, and each must see the
+    /// others' work (no half-renamed temporary file, no key lost to a concurrent rewrite).
+    fn locked(&self) -> Result<std::fs::File, HostKeyError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        crate::files::private_dir_all(dir).map_err(|e| self.file_err(e))?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(dir.join("lock"))
+            .map_err(|e| self.file_err(e))?;
+        // fs4 (flock), not std's File::lock: that needs Rust 1.89, the MSRV is 1.85.
+        fs4::FileExt::lock(&lock).map_err(|e| self.file_err(e))?;
+        Ok(lock)
+    }
+
     /// Writes the wrapper script (mode 0700) when it is missing or says something else.
     pub fn ensure_wrapper(&self) -> Result<PathBuf, HostKeyError> {
         let wrapper = self.wrapper_path();
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        crate::files::private_dir_all(dir).map_err(|e| self.file_err(e))?;
+        let _lock = self.locked()?;
         let text = wrapper_script(&self.path);
         if std::fs::read_to_string(&wrapper).ok().as_deref() != Some(text.as_str()) {
             replace_file(&wrapper, text.as_bytes(), 0o700).map_err(|e| self.file_err(e))?;
@@ -324,8 +342,7 @@ impl KnownHosts {
     /// Adds a key of `target` (after the admin confirmed its fingerprint). The file is rewritten
     /// whole (mode 0600) and renamed into place, so it is never left half-written.
     pub fn add(&self, target: &SshTarget, key: &HostKey) -> Result<(), HostKeyError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        crate::files::private_dir_all(dir).map_err(|e| self.file_err(e))?;
+        let _lock = self.locked()?;
         let mut text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),

@@ -329,7 +329,7 @@ impl MonitorHooks for Recorder {
         let clean = self.clean.load(std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move {
             if clean {
-                Reconciled::Clean
+                Reconciled::clean()
             } else {
                 Reconciled::NotYet {
                     why: "a stale domain is being removed".into(),

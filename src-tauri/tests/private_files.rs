@@ -178,6 +178,7 @@ fn the_data_directory_and_temporary_files_are_private_to_their_user() {
         } else if name(p).starts_with("inventory.sqlite3")
             || name(p).ends_with(".log")
             || name(p) == "known_hosts"
+            || p.ends_with("ssh/lock")
         {
             0o600
         } else {

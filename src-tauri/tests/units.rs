@@ -133,8 +133,8 @@ impl Fixture {
         for u in self.e.unit_list().unwrap() {
             for s in u.servers {
                 out.push_str(&format!(
-                    "server {} {} {:?} {:?} lb={}\n",
-                    s.name, s.host, s.state, s.version, s.lb_state
+                    "server {} {} {:?} {:?} lb={} gen={} prior={:?}\n",
+                    s.name, s.host, s.state, s.version, s.lb_state, s.generation, s.prior
                 ));
             }
         }
@@ -2845,8 +2845,26 @@ fn monitor_says(e: &Engine, states: &[(&str, flotilla::model::HostState)]) {
     monitor_says_frozen(e, states, "");
 }
 
+/// Every host ready, with the servers each one's libvirt does not run.
+fn monitor_says_not_running(e: &Engine, hosts: &[(&str, &[&str])]) {
+    let states: Vec<_> = hosts
+        .iter()
+        .map(|(h, _)| (*h, flotilla::model::HostState::Ready))
+        .collect();
+    monitor_says_with(e, &states, "", hosts);
+}
+
 /// `monitor_says`, with the monitor frozen for `frozen` (empty: not frozen).
 fn monitor_says_frozen(e: &Engine, states: &[(&str, flotilla::model::HostState)], frozen: &str) {
+    monitor_says_with(e, states, frozen, &[]);
+}
+
+fn monitor_says_with(
+    e: &Engine,
+    states: &[(&str, flotilla::model::HostState)],
+    frozen: &str,
+    not_running: &[(&str, &[&str])],
+) {
     use flotilla::inventory::{MonitorLease, MonitorRecord};
     // One lease for all calls: a token of its own, as one monitor renewing it.
     let mut me = MonitorLease::mine("test");
@@ -2863,7 +2881,12 @@ fn monitor_says_frozen(e: &Engine, states: &[(&str, flotilla::model::HostState)]
             state: *s,
             since: now.clone(),
             detail: "set by the test".into(),
-            not_running: Vec::new(),
+            not_running: not_running
+                .iter()
+                .find(|(nh, _)| nh == h)
+                .map_or(Vec::new(), |(_, n)| {
+                    n.iter().map(|s| (*s).to_owned()).collect()
+                }),
             probed_at: now.clone(),
         })
         .collect();
@@ -2985,11 +3008,117 @@ async fn a_recovery_moves_only_servers_of_failed_hosts_and_is_refused_otherwise(
     assert!(err.contains("no surviving host can take app-1"), "{err}");
 }
 
+/// A host that came back without a recovery: its servers are shut off there and fenced.
+/// `unit recover` says so and names the way back; `unit restart` of those servers brings them
+/// back in place, in rotation again.
+#[tokio::test]
+async fn servers_of_a_host_back_without_a_recovery_are_restarted_in_place() {
+    let mut f = Fixture::new().await;
+    let c = caddy().await;
+    f.behind(&c.admin).await;
+    one_host_failed(&f).await;
+    assert!(f.e.fence_host("h1").await.is_empty());
+    // h1 comes back: its libvirt kept app-1's domain, shut off (as after a power cut).
+    let h1 = f.e.host_show("h1").unwrap();
+    f.e.hypervisor
+        .domain_destroy(&h1.uri, "app-1")
+        .await
+        .unwrap();
+    monitor_says_not_running(&f.e, &[("h1", &["app-1"]), ("h2", &[])]);
+    let err =
+        f.e.unit_run("app", recover(), quiet())
+            .await
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains("nothing to recover; app-1 on a host that is back is not running there: restart it in place with flotillactl unit restart app --server app-1"),
+        "{err}"
+    );
+    f.e.unit_run(
+        "app",
+        UnitAction::Restart {
+            servers: vec!["app-1".into()],
+            force: false,
+        },
+        quiet(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        f.e.hypervisor
+            .domain_is_running(&h1.uri, "app-1")
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    let s = f.e.unit_show("app").unwrap().servers[0].clone();
+    assert_eq!((s.host.as_str(), s.lb_state.as_str()), ("h1", "ready"));
+}
+
+/// The plan of a recovery says where each server goes; when that changes before it runs
+/// (here another survivor stopped answering), the confirmed plan does not run.
+#[tokio::test]
+async fn a_recovery_runs_only_to_the_hosts_its_plan_showed() {
+    use flotilla::model::HostState;
+    let f = Fixture::new().await;
+    one_host_failed(&f).await;
+    let node = f.dir.path().join("h3.xml");
+    std::fs::copy(fixture_node(), &node).unwrap();
+    f.e.host_add(&HostInput {
+        name: "h3".into(),
+        uri: format!("test://{}", node.display()),
+        pool: None,
+        bridge: Some("br0".into()),
+        accept_host_key: None,
+    })
+    .await
+    .unwrap();
+    f.e.host_set_network("h3", "10.77.0.0/24", "10.77.0.1", "")
+        .unwrap();
+    let ready = |h3| {
+        [
+            ("h1", HostState::Failed),
+            ("h2", HostState::Ready),
+            ("h3", h3),
+        ]
+    };
+    monitor_says(&f.e, &ready(HostState::Ready));
+    let shown = f.e.unit_plan("app", &recover()).unwrap();
+    assert_eq!(
+        shown.servers[0].host, "h3",
+        "the host with none of the unit"
+    );
+    monitor_says(&f.e, &ready(HostState::Suspect));
+    let before = f.snapshot().await;
+    let err =
+        f.e.unit_run_planned("app", recover(), Some(&shown.fingerprint), quiet())
+            .await
+            .unwrap_err();
+    let OpError::PlanChanged { plan, .. } = err else {
+        panic!("{err}")
+    };
+    assert_eq!(plan.servers[0].host, "h2", "the new plan says where now");
+    assert_eq!(f.snapshot().await, before, "nothing ran");
+    f.e.unit_run_planned("app", recover(), Some(&plan.fingerprint), quiet())
+        .await
+        .unwrap();
+    assert_eq!(f.e.unit_show("app").unwrap().servers[0].host, "h2");
+}
+
 #[tokio::test]
 async fn a_recovery_failing_at_any_step_leaves_the_server_on_its_failed_host() {
     for step in server_steps(OpKind::Recover, false) {
         let f = Fixture::new().await;
         one_host_failed(&f).await;
+        // Lost in the middle of a rollout: it keeps the record of what it ran before.
+        let prior = flotilla::inventory::PriorVolumes {
+            version: 1,
+            disk: "app-1-disk-kept.qcow2".into(),
+            seed: "app-1-seed-kept.img".into(),
+        };
+        f.e.inventory
+            .server_set_prior("app-1", Some(&prior))
+            .unwrap();
         let before = f.snapshot().await;
         f.e.repeat_steps(true);
         f.e.inject_fault(Some(Fault {
@@ -3004,6 +3133,7 @@ async fn a_recovery_failing_at_any_step_leaves_the_server_on_its_failed_host() {
         assert_eq!(f.snapshot().await, before, "recovery failing at {step:?}");
         let s = f.e.unit_show("app").unwrap().servers[0].clone();
         assert_eq!((s.host.as_str(), s.generation), ("h1", 0), "{step:?}");
+        assert_eq!(s.prior.as_ref(), Some(&prior), "{step:?}");
     }
 }
 

@@ -101,6 +101,8 @@ test("a lab host dies: the app shows it failed, and Recover brings the unit back
     assert.match(await failedNow.getText(), /failed now/);
     const unitRow = await b.$('[data-testid="impact-unit"][data-unit="gone"]');
     assert.equal(await unitRow.getAttribute("data-health"), "degraded");
+    // Its HAProxy pool, with what it keeps.
+    assert.match(await (await byTestId(b, "impact-pool")).getText(), /be_lab.*gone/s);
     await screenshot(b, "impact-host-failed");
     // Recover from the Impact view: the plan first, then the run.
     await (await byTestId(b, "impact-recover")).click();

@@ -1,7 +1,8 @@
 //! T2: the monitor on the lab, with its default thresholds (1 s probes, 2 s call timeout,
 //! libvirt lost after 5 s). A unit of two tiny servers, one on each lab host, behind the lab's
 //! HAProxy. An HAProxy restart and a libvirtd restart on host 2 (its guests keep running) make
-//! no host failed; `tests/rig/lab kill-host 2` makes lab-h2 failed within 10 s (the detection
+//! no host failed; both hosts' libvirtd and HAProxy silenced at once (Flotilla cut off) freeze
+//! the monitor and fail nothing; `tests/rig/lab kill-host 2` makes lab-h2 failed within 10 s (the detection
 //! time is measured and printed) and fences its server (maintenance at HAProxy); `unit
 //! recover` re-creates that server on host 1, where it answers through HAProxy; `revive-host
 //! 2` brings host 2 back through returning — its stale copy of the server removed first — to
@@ -168,6 +169,13 @@ fn restart_libvirtd(lab: &Lab, i: u32) -> Duration {
     }
 }
 
+/// Runs a blocking lab action on a thread of its own: the monitor shares the test's task
+/// (`join!`), and would not probe at all while the action blocked it.
+async fn off_task<T: Send + 'static>(lab: &Lab, f: impl FnOnce(&Lab) -> T + Send + 'static) -> T {
+    let lab = lab.clone();
+    tokio::task::spawn_blocking(move || f(&lab)).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh"]
 async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothing() {
@@ -224,7 +232,7 @@ async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothin
 
         // An HAProxy restart: the witness is away (frozen meanwhile), then back without the
         // members Flotilla added (unknown until a reconcile): nothing fails.
-        let away = restart_haproxy(&lab);
+        let away = off_task(&lab, restart_haproxy).await;
         eprintln!("HAProxy was away for {} ms", away.as_millis());
         tokio::time::sleep(thresholds.lost_after()).await;
         e.lb_reconcile("lab").await.unwrap();
@@ -235,14 +243,45 @@ async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothin
 
         // A libvirtd restart on host 2: its guests keep running, so HAProxy sees them up;
         // at worst partitioned, never failed.
-        let away = restart_libvirtd(&lab, 2);
+        let away = off_task(&lab, |lab| restart_libvirtd(lab, 2)).await;
         eprintln!("libvirtd of host 2 was away for {} ms", away.as_millis());
         wait_state(&e, "lab-h2", HostState::Ready, patience).await;
         assert!(failures(&seen).is_empty(), "{:?}", failures(&seen));
 
+        // Flotilla cut off from everything at once, as a laptop losing its network sees it:
+        // both hosts' libvirtd and HAProxy stop answering (stopped, not killed). Frozen,
+        // never failed; ready again once they answer.
+        let dir = lab.dir();
+        let silenced = [
+            pid_in(&dir.join("h1/run/libvirtd.pid")),
+            pid_in(&dir.join("h2/run/libvirtd.pid")),
+            pid_in(&dir.join("haproxy/haproxy.pid")),
+        ];
+        let signal = |sig: &str| {
+            for pid in &silenced {
+                let sent = Command::new("kill").args([sig, pid]).status().unwrap();
+                assert!(sent.success(), "kill {sig} {pid}");
+            }
+        };
+        signal("-STOP");
+        tokio::time::sleep(thresholds.lost_after() + Duration::from_secs(4)).await;
+        let frozen = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, ev)| matches!(ev, MonitorEvent::Frozen { .. }));
+        let status = e.monitor_status().unwrap();
+        signal("-CONT");
+        assert!(frozen, "the monitor did not say it is frozen: {status:?}");
+        assert!(failures(&seen).is_empty(), "{:?}", failures(&seen));
+        wait_state(&e, "lab-h1", HostState::Ready, patience).await;
+        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+        assert!(failures(&seen).is_empty(), "{:?}", failures(&seen));
+        e.lb_reconcile("lab").await.unwrap();
+
         // The host dies: failed within the target.
         let killed = Instant::now();
-        lab.run(&["kill-host", "2"]);
+        off_task(&lab, |lab| lab.run(&["kill-host", "2"])).await;
         let failed = wait_state(&e, "lab-h2", HostState::Failed, Duration::from_secs(30)).await;
         let took = failed.duration_since(killed);
         eprintln!(
@@ -281,8 +320,11 @@ async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothin
             );
         }
 
-        // Back: returning, its stale copy of the server removed, then ready.
-        lab.run(&["revive-host", "2"]);
+        // Back: returning, its stale copy of the server removed, then ready. The copy is
+        // there when the host comes back: its libvirt keeps the definition on disk.
+        let stale = lab.dir().join(format!("h2/etc/qemu/{on_h2}.xml"));
+        assert!(stale.exists(), "{} is not left on lab-h2", stale.display());
+        off_task(&lab, |lab| lab.run(&["revive-host", "2"])).await;
         wait_state(&e, "lab-h2", HostState::Ready, patience).await;
         let domains = Command::new("virsh")
             .args(["-q", "-c", &lab.host_uri(2), "list", "--all", "--name"])
@@ -290,7 +332,7 @@ async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothin
             .unwrap();
         let domains = String::from_utf8_lossy(&domains.stdout).into_owned();
         assert!(
-            !domains.contains(&on_h2),
+            !domains.contains(&on_h2) && !stale.exists(),
             "a stale copy is left on lab-h2: {domains}"
         );
         stop.send(()).unwrap();
@@ -335,6 +377,24 @@ async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothin
             (Some(HostState::Returning), HostState::Ready),
         ],
         "{h2:?}"
+    );
+    // And the reconcile is what removed the stale copy, before the host was ready.
+    let ready_why = seen
+        .iter()
+        .rev()
+        .find_map(|(_, ev)| match ev {
+            MonitorEvent::Transition {
+                host,
+                to: HostState::Ready,
+                why,
+                ..
+            } if host == "lab-h2" => Some(why.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        ready_why.contains(&format!("removed the stale copies of {on_h2}")),
+        "{ready_why}"
     );
 
     e.unit_run("mon", UnitAction::Delete { force: false }, Arc::new(|_| {}))

@@ -652,6 +652,22 @@ pub(super) fn impact(r: &crate::ops::impact::ImpactReport) {
         ],
         &rows,
     );
+    if !i.pools.is_empty() {
+        say_line("Load-balancer pools:");
+        let rows: Vec<Vec<String>> = i
+            .pools
+            .iter()
+            .map(|p| {
+                vec![
+                    p.pool.clone(),
+                    format!("{} → {}", p.in_service_now, p.in_service_after),
+                    format!("{} %", p.kept_percent()),
+                    p.units.join(", "),
+                ]
+            })
+            .collect();
+        table(&["POOL", "IN SERVICE", "KEPT", "UNITS"], &rows);
+    }
     impact_audit(&r.audit);
 }
 

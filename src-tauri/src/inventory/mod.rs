@@ -29,7 +29,7 @@ pub use host_monitor::{MonitorHolder, MonitorLease, MonitorRecord, MonitoredServ
 pub use host_pins::PinMode;
 pub use hosts::NewHost;
 pub use lbs::LbInstance;
-pub use servers::{NewServer, PriorVolumes, Server};
+pub use servers::{NewServer, Placement, PriorVolumes, Server};
 pub use units::{NewUnit, NewUnitVersion, Unit, UnitVersion};
 
 use rusqlite::Connection;

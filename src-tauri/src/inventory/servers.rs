@@ -42,6 +42,19 @@ pub struct PriorVolumes {
     pub seed: String,
 }
 
+/// Where a server is recorded and what it has there (`server_relocate`).
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    pub host: String,
+    pub generation: u32,
+    /// Its volumes; empty: the default names.
+    pub disk: String,
+    pub seed: String,
+    /// The unit version it runs there.
+    pub version: Option<u32>,
+    pub prior: Option<PriorVolumes>,
+}
+
 impl Server {
     pub fn disk_volume(&self) -> String {
         if self.disk.is_empty() {
@@ -194,29 +207,34 @@ impl Inventory {
         Ok(())
     }
 
-    /// Records the server on `host` (its volumes there are new: the default names, nothing
-    /// kept for a rollback) with `generation` — a recovery and its undo.
-    pub fn server_relocate(
-        &self,
-        server: &str,
-        host: &str,
-        generation: u32,
-        disk: &str,
-        seed: &str,
-    ) -> Result<(), InventoryError> {
+    /// Records the server on `at.host` with all it has there — a recovery (new volumes,
+    /// nothing kept for a rollback) and its undo (what it had on the failed host, also the
+    /// version it ran and the rollout's rollback record).
+    pub fn server_relocate(&self, server: &str, at: &Placement) -> Result<(), InventoryError> {
         let changed = self
             .conn()
             .execute(
                 "UPDATE servers SET host_id = (SELECT id FROM hosts WHERE name = ?2), generation = ?3,
-                        disk = ?4, seed = ?5, prior_version = NULL, prior_disk = '', prior_seed = ''
+                        disk = ?4, seed = ?5, version = ?6,
+                        prior_version = ?7, prior_disk = ?8, prior_seed = ?9
                  WHERE name = ?1 AND EXISTS (SELECT 1 FROM hosts WHERE name = ?2)",
-                params![server, host, generation, disk, seed],
+                params![
+                    server,
+                    at.host,
+                    at.generation,
+                    at.disk,
+                    at.seed,
+                    at.version,
+                    at.prior.as_ref().map(|p| p.version),
+                    at.prior.as_ref().map_or("", |p| p.disk.as_str()),
+                    at.prior.as_ref().map_or("", |p| p.seed.as_str())
+                ],
             )
             .map_err(query_err("move a server to another host"))?;
         if changed == 0 {
             return Err(InventoryError::NotFound {
                 kind: "server or host",
-                name: format!("{server} on {host}"),
+                name: format!("{server} on {}", at.host),
             });
         }
         Ok(())

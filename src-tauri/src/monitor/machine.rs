@@ -216,10 +216,20 @@ pub enum Witness {
 /// Whether a returning host is clean (the reconcile hook's answer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reconciled {
-    /// Nothing stale on the host: it may be ready.
-    Clean,
+    /// Nothing stale (left) on the host: it may be ready. `done`: what the reconcile did, in
+    /// words ("nothing stale on the host", or the stale copies it removed).
+    Clean { done: String },
     /// Not yet (work left, or it failed): asked again at the next evaluation.
     NotYet { why: String },
+}
+
+impl Reconciled {
+    /// Clean, with nothing to remove.
+    pub fn clean() -> Self {
+        Self::Clean {
+            done: "nothing stale on the host".into(),
+        }
+    }
 }
 
 /// A host's state changed.
@@ -568,11 +578,11 @@ impl Fleet {
             return None;
         }
         match outcome {
-            Reconciled::Clean => {
+            Reconciled::Clean { done } => {
                 t.dirty = false;
                 t.state = Some(HostState::Ready);
                 t.since = now;
-                t.detail = "reconciled: nothing stale on the host".into();
+                t.detail = format!("reconciled: {done}");
                 Some(Change {
                     host: host.to_owned(),
                     from: Some(HostState::Returning),
@@ -1121,11 +1131,11 @@ mod tests {
             None,
         );
         assert_eq!(path(&again, "h2"), [Returning], "not ready: still dirty");
-        let ready = f.reconciled("h2", Reconciled::Clean, ms(12_100)).unwrap();
+        let ready = f.reconciled("h2", Reconciled::clean(), ms(12_100)).unwrap();
         assert_eq!((ready.from, ready.to), (Some(Returning), Ready));
         assert!(f.to_reconcile().is_empty());
         // A reconcile answer for a host that is not returning changes nothing.
-        assert_eq!(f.reconciled("h1", Reconciled::Clean, ms(12_100)), None);
+        assert_eq!(f.reconciled("h1", Reconciled::clean(), ms(12_100)), None);
     }
 
     #[test]

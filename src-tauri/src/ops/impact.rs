@@ -88,6 +88,7 @@ impl Engine {
                         .filter(|v| v.copies.iter().any(|c| c.host == h.name))
                         .map(|v| (v.image.to_string(), v.version))
                         .collect(),
+                    cpus: facts.map_or(0, |f| f.cpus),
                 }
             })
             .collect();
@@ -101,6 +102,7 @@ impl Engine {
                     pool: u.lb.as_ref().map(|lb| format!("{lb}/{}", u.lb_pool)),
                     min_in_service: u.policy.min_in_service_of(u.servers.len() as u32),
                     memory_mib: v.map_or(0, |v| u64::from(v.size.memory_mib)),
+                    cpus: v.map_or(0, |v| v.size.cpus),
                     master_bytes: images
                         .iter()
                         .find(|i| i.image.as_str() == master.0 && i.version == master.1)

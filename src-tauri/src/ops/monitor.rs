@@ -51,7 +51,7 @@ pub trait MonitorHooks: Send + Sync {
     /// never while frozen. The default answers `Clean` at once: nothing reconciles hosts yet
     /// (that arrives with recovery), so a returning host is ready after one round.
     fn reconcile<'a>(&'a self, _engine: &'a Engine, _host: &'a Host) -> BoxFuture<'a, Reconciled> {
-        Box::pin(async { Reconciled::Clean })
+        Box::pin(async { Reconciled::clean() })
     }
 }
 
@@ -550,7 +550,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             rt.block_on(hooks.reconcile(&engine, &host)),
-            Reconciled::Clean
+            Reconciled::clean()
         );
         let change = Change {
             host: "h1".into(),

@@ -19,6 +19,8 @@ pub struct HostShape {
     pub pool_free_bytes: u64,
     /// Masters with a verified copy on it: (image, version).
     pub masters: BTreeSet<(String, u32)>,
+    /// Its logical CPUs (0 when unknown): a server with more virtual CPUs cannot go there.
+    pub cpus: u32,
 }
 
 /// A unit's server as the model sees it.
@@ -38,6 +40,8 @@ pub struct UnitShape {
     pub pool: Option<String>,
     pub min_in_service: u32,
     pub memory_mib: u64,
+    /// Virtual CPUs of each server.
+    pub cpus: u32,
     /// The master its servers run and its size, for a copy to a host that lacks it.
     pub master: (String, u32),
     pub master_bytes: u64,
@@ -89,6 +93,28 @@ pub struct Impact {
     pub failed_hosts: Vec<String>,
     /// Every unit, worst first.
     pub units: Vec<UnitImpact>,
+    /// Every load-balancer pool of a unit: the capacity it keeps, least kept first.
+    pub pools: Vec<PoolImpact>,
+}
+
+/// What the failed hosts leave a load-balancer pool (`lb/pool`): its servers in service now
+/// and after, over all units bound to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct PoolImpact {
+    pub pool: String,
+    pub units: Vec<String>,
+    pub in_service_now: u32,
+    pub in_service_after: u32,
+}
+
+impl PoolImpact {
+    /// The share of its capacity the pool keeps, in percent (100 with nothing in service now).
+    pub fn kept_percent(&self) -> u32 {
+        (self.in_service_after * 100)
+            .checked_div(self.in_service_now)
+            .unwrap_or(100)
+    }
 }
 
 /// What one unit loses when `failed` hosts are gone, and whether the others can replace it.
@@ -110,9 +136,27 @@ fn impact_of(hosts: &[HostShape], units: &[&UnitShape], failed: &BTreeSet<String
     for (ui, u) in &mut out {
         (ui.replaceable, ui.room) = place_lost(u, ui.lost.len(), &mut survivors);
     }
+    let mut pools: BTreeMap<&str, PoolImpact> = BTreeMap::new();
+    for (ui, _) in &out {
+        let Some(pool) = ui.pool.as_deref() else {
+            continue;
+        };
+        let p = pools.entry(pool).or_insert_with(|| PoolImpact {
+            pool: pool.to_owned(),
+            units: Vec::new(),
+            in_service_now: 0,
+            in_service_after: 0,
+        });
+        p.units.push(ui.unit.clone());
+        p.in_service_now += ui.in_service_now;
+        p.in_service_after += ui.in_service_after;
+    }
+    let mut pools: Vec<PoolImpact> = pools.into_values().collect();
+    pools.sort_by_key(PoolImpact::kept_percent);
     Impact {
         failed_hosts: failed.iter().cloned().collect(),
         units: out.into_iter().map(|(ui, _)| ui).collect(),
+        pools,
     }
 }
 
@@ -163,6 +207,7 @@ fn place_lost(u: &UnitShape, lost: usize, survivors: &mut [HostShape]) -> (bool,
     for placed in 0..lost {
         let fits = |h: &HostShape| {
             h.free_memory_mib >= u.memory_mib
+                && (h.cpus == 0 || h.cpus >= u.cpus)
                 && (h.masters.contains(&u.master) || h.pool_free_bytes >= u.master_bytes)
         };
         let best = survivors.iter_mut().filter(|h| fits(h)).max_by(|a, b| {
@@ -175,6 +220,8 @@ fn place_lost(u: &UnitShape, lost: usize, survivors: &mut [HostShape]) -> (bool,
                 "no host survives".to_owned()
             } else if survivors.iter().all(|h| h.free_memory_mib < u.memory_mib) {
                 format!("no surviving host has {} MiB free", u.memory_mib)
+            } else if survivors.iter().all(|h| h.cpus != 0 && h.cpus < u.cpus) {
+                format!("no surviving host has {} CPUs", u.cpus)
             } else {
                 format!(
                     "no surviving host with {} MiB free holds master {}:v{} or has {} bytes of pool space for a copy",
@@ -260,6 +307,7 @@ mod tests {
             free_memory_mib: mem,
             pool_free_bytes: pool,
             masters: masters.iter().map(|(i, v)| ((*i).into(), *v)).collect(),
+            cpus: 8,
         }
     }
 
@@ -269,6 +317,7 @@ mod tests {
             pool: Some(format!("lb/be_{name}")),
             min_in_service: min,
             memory_mib: 512,
+            cpus: 2,
             master: ("web".into(), 1),
             master_bytes: 1 << 30,
             servers: on
@@ -366,6 +415,58 @@ mod tests {
         let i = impact(&hosts, &units, &failed(&["h1", "h2", "h3"]));
         assert!(i.units.iter().all(|u| u.health == UnitHealth::Outage));
         assert!(i.units.iter().all(|u| u.room.contains("no host survives")));
+    }
+
+    #[test]
+    fn a_host_with_fewer_cpus_than_a_server_cannot_take_it() {
+        let mut small = host("h2", 8192, 4 << 30, &[("web", 1)]);
+        small.cpus = 1;
+        let hosts = [host("h1", 0, 0, &[("web", 1)]), small];
+        let units = [unit("shop", 1, &["h1", "h2"])];
+        let i = impact(&hosts, &units, &failed(&["h1"]));
+        assert!(!i.units[0].replaceable);
+        assert!(
+            i.units[0].room.contains("no surviving host has 2 CPUs"),
+            "{i:?}"
+        );
+        // Unknown CPUs (facts not read yet) do not refuse.
+        let mut unknown = hosts.clone();
+        unknown[1].cpus = 0;
+        assert!(impact(&unknown, &units, &failed(&["h1"])).units[0].replaceable);
+    }
+
+    #[test]
+    fn each_pool_says_the_capacity_it_keeps_over_its_units() {
+        let hosts = [host("h1", 4096, 0, &[]), host("h2", 4096, 0, &[])];
+        let mut cart = unit("cart", 1, &["h1", "h2"]);
+        // Two units behind one pool, one behind its own, one without a load balancer.
+        cart.pool = Some("lb/be_shop".into());
+        let mut batch = unit("batch", 1, &["h1"]);
+        batch.pool = None;
+        let units = [
+            unit("shop", 1, &["h1", "h1", "h2"]),
+            cart,
+            unit("api", 1, &["h2"]),
+            batch,
+        ];
+        let i = impact(&hosts, &units, &failed(&["h1"]));
+        let pools: Vec<(&str, u32, u32, u32)> = i
+            .pools
+            .iter()
+            .map(|p| {
+                (
+                    p.pool.as_str(),
+                    p.in_service_now,
+                    p.in_service_after,
+                    p.kept_percent(),
+                )
+            })
+            .collect();
+        // Least kept first: be_shop keeps 2 of 5 (40 %), be_api all of its 1.
+        assert_eq!(pools, [("lb/be_shop", 5, 2, 40), ("lb/be_api", 1, 1, 100)]);
+        let mut members = i.pools[0].units.clone();
+        members.sort();
+        assert_eq!(members, ["cart", "shop"]);
     }
 
     #[test]

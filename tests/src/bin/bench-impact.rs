@@ -32,6 +32,7 @@ fn main() {
             free_memory_mib: 64 * 1024,
             pool_free_bytes: 500 << 30,
             masters: [(format!("m{}", i % 10), 1)].into_iter().collect(),
+            cpus: 32,
         })
         .collect();
     let unit_shapes: Vec<UnitShape> = (0..units)
@@ -40,6 +41,7 @@ fn main() {
             pool: Some(format!("lb/u{u:04}")),
             min_in_service: per_unit as u32 - 2,
             memory_mib: 1024,
+            cpus: 2,
             master: (format!("m{}", u % 10), 1),
             master_bytes: 2 << 30,
             // Each unit on 5 hosts, 4 servers each: losing one host takes 4 of 20 away.

@@ -548,6 +548,8 @@ export type Impact = {
 	failed_hosts: string[],
 	/**  Every unit, worst first. */
 	units: UnitImpact[],
+	/**  Every load-balancer pool of a unit: the capacity it keeps, least kept first. */
+	pools: PoolImpact[],
 };
 
 /**  What losing `failed` hosts does, and what losing any one host would do. */
@@ -803,6 +805,17 @@ export type PoolFacts = {
 	capacity_bytes: number,
 	allocation_bytes: number,
 	available_bytes: number,
+};
+
+/**
+ *  What the failed hosts leave a load-balancer pool (`lb/pool`): its servers in service now
+ *  and after, over all units bound to it.
+ */
+export type PoolImpact = {
+	pool: string,
+	units: string[],
+	in_service_now: number,
+	in_service_after: number,
 };
 
 /**  Name of a libvirt storage pool on a host (`default` unless told otherwise). */

@@ -650,11 +650,12 @@ fn budget_refusal(
         OpKind::Stop if !action.whole_unit() => targets.len(),
         _ => return None,
     } as u32;
-    let in_service = u
-        .servers
-        .iter()
-        .filter(|s| s.state == ServerState::Running && (u.lb.is_none() || s.lb_state == "ready"))
-        .count() as u32;
+    let serving =
+        |s: &&Server| s.state == ServerState::Running && (u.lb.is_none() || s.lb_state == "ready");
+    let in_service = u.servers.iter().filter(serving).count() as u32;
+    // A target already out of service (fenced, or shut off on a host that came back) takes
+    // nothing more out.
+    let out = out.min(targets.iter().filter(serving).count() as u32);
     let min = policy.min_in_service_of(u.servers.len() as u32);
     plan::below_min_in_service(in_service, out, min)
 }
@@ -1225,6 +1226,13 @@ impl Engine {
                 .collect(),
             new.iter()
                 .map(|s| server_basis(&s.name, &s.host, &s.address, &s.mac, "new"))
+                // Where a recovery re-creates each server: the run must go where the plan said.
+                .chain(
+                    targets
+                        .iter()
+                        .filter(|_| kind == OpKind::Recover)
+                        .map(|s| server_basis(&s.name, &s.host, &s.address, &s.mac, "moved")),
+                )
                 .collect(),
         )?;
         let lb = u.lb.is_some();

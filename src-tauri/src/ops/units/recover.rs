@@ -18,6 +18,13 @@ pub(super) struct Move {
     pub disk: String,
     pub seed: String,
     pub generation: u32,
+    /// The version it ran there, and a rollout's record of what it ran before: a server
+    /// lost in the middle of a rollout keeps its way back (journals from before these were
+    /// kept have none).
+    #[serde(default)]
+    pub version: Option<u32>,
+    #[serde(default)]
+    pub prior: Option<crate::inventory::PriorVolumes>,
 }
 
 /// What the reconcile of a returning host did.
@@ -156,9 +163,40 @@ impl Engine {
                 disk: s.disk.clone(),
                 seed: s.seed.clone(),
                 generation: s.generation,
+                version: s.version,
+                prior: s.prior.clone(),
             });
         }
         Ok(moves)
+    }
+
+    /// Servers of `u` recorded as running on hosts the monitor says are ready but whose
+    /// libvirt does not run them (a host back without a recovery: shut off there, fenced), as
+    /// the way back in words; empty when there are none.
+    pub(super) fn shut_off_in_place(&self, u: &Unit) -> Result<String, OpError> {
+        let hosts = self.host_list()?;
+        let down: Vec<&str> = u
+            .servers
+            .iter()
+            .filter(|s| s.state == ServerState::Running)
+            .filter(|s| {
+                hosts.iter().any(|h| {
+                    h.name.as_str() == s.host
+                        && h.monitor.state == Some(HostState::Ready)
+                        && h.monitor.not_running.contains(&s.name)
+                })
+            })
+            .map(|s| s.name.as_str())
+            .collect();
+        if down.is_empty() {
+            return Ok(String::new());
+        }
+        Ok(format!(
+            "; {} on a host that is back is not running there: restart it in place with flotillactl unit restart {}{}",
+            down.join(", "),
+            u.name,
+            down.iter().map(|s| format!(" --server {s}")).collect::<String>()
+        ))
     }
 
     /// The recovering servers as the steps see them: on the new host, with new volumes there,
@@ -205,8 +243,15 @@ impl Engine {
                 if ctx.lb.is_some() {
                     self.lb_set(ctx, s, MemberState::Maint).await?;
                 }
-                self.inventory
-                    .server_relocate(&s.name, &m.to, m.generation + 1, "", "")?;
+                self.inventory.server_relocate(
+                    &s.name,
+                    &crate::inventory::Placement {
+                        host: m.to.clone(),
+                        generation: m.generation + 1,
+                        version: s.version,
+                        ..Default::default()
+                    },
+                )?;
             }
             Dir::Undo => {
                 // Back on the failed host only once nothing of it is left on the new one
@@ -223,8 +268,17 @@ impl Engine {
                     )
                     .into());
                 }
-                self.inventory
-                    .server_relocate(&s.name, &m.from, m.generation, &m.disk, &m.seed)?;
+                self.inventory.server_relocate(
+                    &s.name,
+                    &crate::inventory::Placement {
+                        host: m.from.clone(),
+                        generation: m.generation,
+                        disk: m.disk.clone(),
+                        seed: m.seed.clone(),
+                        version: m.version,
+                        prior: m.prior.clone(),
+                    },
+                )?;
             }
         }
         Ok(())
@@ -428,7 +482,14 @@ impl crate::ops::monitor::MonitorHooks for RecoveryHooks {
     ) -> futures_util::future::BoxFuture<'a, Reconciled> {
         Box::pin(async move {
             match engine.host_reconcile(host.name.as_str()).await {
-                Ok(r) if r.failed.is_empty() => Reconciled::Clean,
+                Ok(r) if r.failed.is_empty() && r.removed.is_empty() => Reconciled::clean(),
+                Ok(r) if r.failed.is_empty() => Reconciled::Clean {
+                    done: format!(
+                        "removed the stale copies of {} (they live on other hosts now) and {} of their volumes",
+                        r.removed.join(", "),
+                        r.volumes.len()
+                    ),
+                },
                 Ok(r) => Reconciled::NotYet {
                     why: format!("stale copies left: {}", r.failed.join("; ")),
                 },

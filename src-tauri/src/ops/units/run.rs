@@ -475,8 +475,9 @@ impl Engine {
                         return Err(ValidationError::new(
                             "from",
                             format!(
-                                "no server of unit {} is on a failed host: nothing to recover",
-                                u.name
+                                "no server of unit {} is on a failed host: nothing to recover{}",
+                                u.name,
+                                self.shut_off_in_place(&u)?
                             ),
                         )
                         .into());
