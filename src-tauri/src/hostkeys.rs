@@ -287,6 +287,7 @@ impl KnownHosts {
             .mode(0o600)
             .open(dir.join("lock"))
             .map_err(|e| self.file_err(e))?;
+        // fs4 (flock), not std's File::lock: that needs Rust 1.89, the MSRV is 1.85.
         fs4::FileExt::lock(&lock).map_err(|e| self.file_err(e))?;
         Ok(lock)
     }
@@ -297,9 +298,7 @@ impl KnownHosts {
         let _lock = self.locked()?;
         let text = wrapper_script(&self.path);
         if std::fs::read_to_string(&wrapper).ok().as_deref() != Some(text.as_str()) {
-            let tmp = wrapper.with_extension("tmp");
-            write_mode(&tmp, text.as_bytes(), 0o700).map_err(|e| self.file_err(e))?;
-            std::fs::rename(&tmp, &wrapper).map_err(|e| self.file_err(e))?;
+            replace_file(&wrapper, text.as_bytes(), 0o700).map_err(|e| self.file_err(e))?;
         }
         Ok(wrapper)
     }
@@ -358,22 +357,25 @@ impl KnownHosts {
             key.key_type,
             key.blob
         ));
-        let tmp = self.path.with_extension("tmp");
-        write_mode(&tmp, text.as_bytes(), 0o600).map_err(|e| self.file_err(e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| self.file_err(e))
+        replace_file(&self.path, text.as_bytes(), 0o600).map_err(|e| self.file_err(e))
     }
 }
 
-fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+/// Writes `path` whole with `mode`: a temporary file of its own in the same folder (several
+/// Flotilla processes may start at once), renamed into place, so the file is never seen
+/// half-written.
+fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".flotilla-")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Single-quotes a path for sh.

@@ -392,3 +392,69 @@ fn uris_that_would_run_a_program_are_refused_and_nothing_runs() {
     }
     assert!(ctl.hosts().is_empty(), "nothing was stored");
 }
+
+/// SSH host keys without a network: a fingerprint for a host that is not reached over SSH, or
+/// a malformed one, is refused with a reason and stores nothing (the lab tests, `lab_ssh`,
+/// cover real sshd hosts).
+#[test]
+fn host_key_flags_are_checked_before_anything_connects() {
+    let ctl = Ctl::new();
+    let uri = ctl.node("h1");
+    let fp = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+    let out = ctl.run(&[
+        "host",
+        "add",
+        "h1",
+        "--uri",
+        &uri,
+        "--bridge",
+        "br0",
+        "--accept-host-key",
+        fp,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not use SSH"),
+        "{}",
+        stderr(&out)
+    );
+    let huge = format!("SHA256:{}", "A".repeat(100_000));
+    for bad in ["yes", "SHA256:", "SHA256:$(reboot)", huge.as_str()] {
+        let out = ctl.run(&[
+            "host",
+            "add",
+            "h1",
+            "--uri",
+            "qemu+ssh://admin@h1.invalid/system",
+            "--accept-host-key",
+            bad,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains("fingerprint"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).len() < 2000,
+            "a huge input is not echoed whole"
+        );
+    }
+    // Host names ssh could read as an option never get that far.
+    let out = ctl.run(&[
+        "host",
+        "add",
+        "h1",
+        "--uri",
+        "qemu+ssh://-oProxyCommand=x/system",
+    ]);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(ctl.hosts().is_empty());
+    assert!(!ctl.data.path().join("ssh/known_hosts").exists());
+    // trust-key needs an SSH host.
+    let out = ctl.run(&["host", "add", "h1", "--uri", &uri, "--bridge", "br0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = ctl.run(&["host", "trust-key", "h1", "--fingerprint", fp]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not use SSH"),
+        "{}",
+        stderr(&out)
+    );
+}

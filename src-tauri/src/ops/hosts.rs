@@ -142,15 +142,25 @@ impl Engine {
         uri: &LibvirtUri,
         accepted: Option<&str>,
     ) -> Result<(), OpError> {
-        let Some(target) = crate::hostkeys::SshTarget::of_uri(uri.as_str())? else {
-            return Ok(());
-        };
         // A malformed fingerprint is refused before anything goes over the network.
         let accepted = accepted
             .map(str::trim)
             .filter(|a| !a.is_empty())
             .map(crate::hostkeys::Fingerprint::parse)
             .transpose()?;
+        let Some(target) = crate::hostkeys::SshTarget::of_uri(uri.as_str())? else {
+            if accepted.is_some() {
+                return Err(ValidationError::new(
+                    "accept_host_key",
+                    format!(
+                        "{} does not use SSH (qemu+ssh://…): there is no host key to accept",
+                        quote_input(uri.as_str())
+                    ),
+                )
+                .into());
+            }
+            return Ok(());
+        };
         let presented = scan_key(target.clone()).await?;
         crate::hostkeys::verify_or_accept(
             &self.known_hosts(),
