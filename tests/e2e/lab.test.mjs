@@ -118,6 +118,26 @@ test("a lab host dies: the app shows it failed, and Recover brings the unit back
     killed = false;
     await (await byTestId(b, "nav-hosts")).click();
     await b.waitUntil(allReady, { timeout: 60000, timeoutMsg: "lab-h2 did not come back ready" });
+    // The recovered server dies on its ready host (its QEMU killed, as a crash): the monitor
+    // finds it not running, and the unit offers to restart it in place.
+    const destroyed = spawnSync("virsh", ["-q", "-c", lab.FLOTILLA_LAB_H1_URI, "destroy", lost], { encoding: "utf8" });
+    assert.equal(destroyed.status, 0, destroyed.stderr);
+    await (await byTestId(b, "nav-units")).click();
+    const restartDown = await b.$('[data-testid="unit-restart-down"]');
+    await restartDown.waitForDisplayed({ timeout: 60000, timeoutMsg: "no Restart button for the server that died" });
+    assert.match(await restartDown.getText(), /Restart 1 not running/);
+    assert.match(await row.getText(), /not running/);
+    // The live power state (pushed every few seconds) agrees before the picture is taken.
+    await b.waitUntil(async () => (await row.getText()).includes("shut off"), { timeout: 30000, timeoutMsg: "the live state never said shut off" });
+    await screenshot(b, "unit-not-running");
+    await restartDown.click();
+    await byTestId(b, "unit-confirm");
+    await (await byTestId(b, "confirm-run")).click();
+    await b.waitUntil(async () => !(await restartDown.isExisting()) && !(await row.getText()).includes("not running"), { timeout: 180000, timeoutMsg: "the server was not restarted in place" });
+    const after = JSON.parse(ok(ctl(dataDir, "unit", "show", "gone", "--json")));
+    const back = after.servers.find((s) => s.name === lost);
+    assert.equal(back.host, "lab-h1");
+    assert.equal(back.lb_state, "ready");
   } finally {
     if (killed) labCtl("revive-host", "2");
     await a.stop();
