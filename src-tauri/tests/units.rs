@@ -1259,6 +1259,89 @@ async fn an_orphaned_disk_with_a_servers_name_is_refused_and_kept() {
         .unwrap();
 }
 
+/// A deploy that failed once its server had booted, and whose undo could not run (in T2 the
+/// host's sshd was dead), leaves the server's disk, seed and domain on the host, recorded as
+/// its own. The next deploy uses that disk again; the guest on it may have kept the version's
+/// instance id (cloud-init keeps it on the disk and runs install, config files and start once
+/// per id), so the seed gets a fresh instance id: a new seed, where a disk the deploy made
+/// itself gets the version's own.
+#[tokio::test]
+async fn a_deploy_onto_a_disk_a_failed_deploy_left_writes_a_fresh_instance_id() {
+    let f = Fixture::new().await;
+    f.e.unit_create(&f.form("app", 1)).unwrap();
+    let server = f.e.unit_show("app").unwrap().servers[0].clone();
+    let host = f.e.host_show(&server.host).unwrap();
+    let seed = format!("{}-seed.img", server.name);
+    // Its domain ran (the guest booted from the disk), then the deploy failed; no undo can be
+    // recorded, so none runs: everything stays, as on a host that cannot be reached.
+    f.e.inject_fault(Some(Fault {
+        crash: false,
+        server: "*".into(),
+        step: Some(Step::WaitHealthy),
+    }));
+    let db = rusqlite::Connection::open(f.dir.path().join("inventory.sqlite3")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER no_undo BEFORE INSERT ON operation_steps WHEN NEW.status = 'undo_started'
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    )
+    .unwrap();
+    let err =
+        f.e.unit_run("app", UnitAction::Deploy, quiet())
+            .await
+            .unwrap_err();
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    f.e.inject_fault(None);
+    db.execute_batch("DROP TRIGGER no_undo").unwrap();
+    let left = f.hosts_snapshot().await;
+    for what in [
+        format!("domain {} running=Some(true)", server.name),
+        format!("volume {}-disk.qcow2", server.name),
+        format!("volume {seed}"),
+    ] {
+        assert!(left.contains(&what), "{what} left: {left}");
+    }
+    assert_eq!(states(&f.e, "app"), ["app-1=planned"]);
+    let first =
+        f.e.hypervisor
+            .volume_sha256(&host.uri, &host.pool, &seed)
+            .await
+            .unwrap();
+
+    f.run("app", UnitAction::Deploy).await.unwrap();
+    assert_eq!(states(&f.e, "app"), ["app-1=running"]);
+    let second =
+        f.e.hypervisor
+            .volume_sha256(&host.uri, &host.pool, &seed)
+            .await
+            .unwrap();
+    assert_ne!(
+        second, first,
+        "the seed on the disk the failed deploy left has a new instance id"
+    );
+
+    // A deploy on a disk it made itself writes the version's own instance id: the same seed
+    // as the first deploy's.
+    f.run("app", UnitAction::Delete { force: true })
+        .await
+        .unwrap();
+    f.e.unit_create(&f.form("app", 1)).unwrap();
+    assert_eq!(
+        f.e.unit_show("app").unwrap().servers[0],
+        server,
+        "registered alike"
+    );
+    f.run("app", UnitAction::Deploy).await.unwrap();
+    let fresh =
+        f.e.hypervisor
+            .volume_sha256(&host.uri, &host.pool, &seed)
+            .await
+            .unwrap();
+    assert_eq!(
+        fresh, first,
+        "a disk made by the deploy: the version's own id"
+    );
+}
+
 /// A master copy another operation relies on (a deploy of another unit, here or in another
 /// process) stays on the host when a unit that used it is deleted; two ensures of one copy
 /// at once upload it once and both succeed.

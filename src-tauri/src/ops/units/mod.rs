@@ -590,6 +590,10 @@ struct Ctx {
     host_slots: HashMap<String, tokio::sync::Semaphore>,
     /// A recovery's moves, by server.
     moves: HashMap<String, Move>,
+    /// Servers whose disk this operation created. A disk it found instead (left by an earlier
+    /// failed operation whose undo could not reach the host, or by the crashed run it resumes)
+    /// may have been booted already: its guest may know the version's instance id.
+    made_disks: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Ctx {

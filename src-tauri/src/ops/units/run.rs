@@ -793,6 +793,7 @@ impl Engine {
                 .iter()
                 .map(|m| (m.server.clone(), m.clone()))
                 .collect(),
+            made_disks: std::sync::Mutex::new(HashSet::new()),
         })
     }
 

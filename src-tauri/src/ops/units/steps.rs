@@ -237,13 +237,36 @@ impl Engine {
             (Step::EnsureMaster | Step::EnsurePayload, Undo) => Ok(()),
 
             (Step::CreateDisk, Do) => {
-                self.create_disk(s, host, &s.disk_volume(), &ctx.image, ctx.uv.size.disk_gib)
-                    .await
+                let made = self
+                    .create_disk(s, host, &s.disk_volume(), &ctx.image, ctx.uv.size.disk_gib)
+                    .await?;
+                if made {
+                    ctx.made_disks
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(s.name.clone());
+                }
+                Ok(())
             }
             (Step::CreateDisk, Undo) => self.delete_own(s, host, &s.disk_volume()).await,
 
+            // On a disk this operation did not make (an earlier failed deploy's, whose undo
+            // could not run, or a crashed run's) the guest may have booted and kept the
+            // version's instance id: cloud-init would then run none of the install, config
+            // files and start again (a half-done first boot stays half-done). A fresh instance
+            // id runs them again (hooks are idempotent, docs/guest-contract.md).
             (Step::WriteSeed, Do) => {
-                self.write_seed(ctx, s, host, &s.seed_volume(), ctx.uv.version, "")
+                let made = ctx
+                    .made_disks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&s.name);
+                let suffix = if made {
+                    String::new()
+                } else {
+                    format!(".o{}", ctx.op)
+                };
+                self.write_seed(ctx, s, host, &s.seed_volume(), ctx.uv.version, &suffix)
                     .await
             }
             (Step::WriteSeed, Undo) => self.delete_own(s, host, &s.seed_volume()).await,
@@ -500,7 +523,8 @@ impl Engine {
 
     /// The server's disk `name`: a new overlay of `image`'s copy on the host, sized
     /// `disk_gib` (0: the master's). Its own disk from an earlier attempt is used only when it
-    /// is an overlay of that copy, never booted otherwise.
+    /// is an overlay of that copy, never booted otherwise. True when it was created now (false:
+    /// that earlier disk is used).
     pub(super) async fn create_disk(
         &self,
         s: &Server,
@@ -508,7 +532,7 @@ impl Engine {
         name: &str,
         image: &ImageVersion,
         disk_gib: u32,
-    ) -> Result<(), OpError> {
+    ) -> Result<bool, OpError> {
         let (uri, pool) = (&host.uri, &host.pool);
         let master = self
             .hypervisor
@@ -530,7 +554,7 @@ impl Engine {
                 )
                 .into());
             }
-            return Ok(());
+            return Ok(false);
         }
         self.inventory
             .server_volume_record(&s.name, host.name.as_str(), name)?;
@@ -545,7 +569,9 @@ impl Engine {
                 u64::from(disk_gib) << 30,
             )
             .await;
-        self.keep_record_if_made(host, name, created).await
+        self.keep_record_if_made(host, name, created)
+            .await
+            .map(|()| true)
     }
 
     /// The server's seed `name` for the operation's unit version (written again when it is
