@@ -12,6 +12,12 @@
 //! not carry `command=` (see `model/uri.rs`). The real `ssh` keeps the agent
 //! (`SSH_AUTH_SOCK`) and per-host key files (`keyfile=`, passed as `-i`) working as admins
 //! know them, including keys with a passphrase loaded into the agent.
+//!
+//! The in-process transport `qemu+libssh2://` takes the same file as
+//! `known_hosts=` with `known_hosts_verify=normal` (an unknown or changed key fails the
+//! connection); a URI may not name its own file or weaken the check (`model/uri.rs`), and
+//! adding such a host goes through the same fingerprint confirmation. They run no `ssh`
+//! process per connection (see docs/benchmarks.md for what that saves on a large fleet).
 
 use crate::model::quote_input;
 use base64::Engine as _;
@@ -181,13 +187,17 @@ impl SshTarget {
         }
     }
 
-    /// The target of a `+ssh` URI; `None` for any other transport. A host name that could be
+    /// The target of a `+ssh` or `+libssh2` URI; `None` for any other transport. A
+    /// host name that could be
     /// read as an option or a pattern (leading `-`, `*`, `?`, `!`, `,`, spaces) is refused.
     pub fn of_uri(uri: &str) -> Result<Option<Self>, HostKeyError> {
         let Some((scheme, _)) = uri.split_once("://") else {
             return Ok(None);
         };
-        if scheme.split_once('+').map(|(_, t)| t) != Some("ssh") {
+        if !scheme
+            .split_once('+')
+            .is_some_and(|(_, t)| SSH_TRANSPORTS.contains(&t))
+        {
             return Ok(None);
         }
         let bad = |reason: &str| HostKeyError::Scan {
@@ -525,26 +535,72 @@ pub fn verify_or_accept(
     }
 }
 
-/// The URI libvirt is given for a host: for `+ssh`, Flotilla's wrapper as `command=`.
-pub fn connect_uri(uri: &str, wrapper: Option<&Path>) -> String {
-    let is_ssh = uri
-        .split_once("://")
-        .is_some_and(|(s, _)| s.split_once('+').map(|(_, t)| t) == Some("ssh"));
-    match wrapper {
-        Some(w) if is_ssh => {
-            let mut encoded = String::new();
-            for b in w.to_string_lossy().bytes() {
-                if b.is_ascii_alphanumeric() || b"/._-".contains(&b) {
-                    encoded.push(char::from(b));
-                } else {
-                    encoded.push_str(&format!("%{b:02X}"));
-                }
-            }
-            let sep = if uri.contains('?') { '&' } else { '?' };
-            format!("{uri}{sep}command={encoded}")
+/// Whether a libvirt error says the SSH host key was refused: `ssh`'s own words, libvirt's for
+/// `libssh` (an unknown key "was not accepted", or "can't verify the session host key" when
+/// nobody can be asked; a changed one "differs from stored identity") and for `libssh2`.
+pub fn refused_by_ssh(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    r.contains("host key verification failed")
+        || (r.contains("ssh host key for") && r.contains("was not accepted"))
+        || r.contains("can't verify the session host key")
+        || r.contains("differs from stored identity")
+}
+
+/// What the monitor and errors say when SSH refused a host's key.
+pub const REFUSED_KEY_HINT: &str = "the host's SSH key is not one Flotilla trusts (unknown, or \
+     changed since it was trusted): nothing is done on that host until the key is verified — \
+     flotillactl host check NAME (or Test connection in the Add host wizard) shows the key it \
+     presents now, and host trust-key NAME FINGERPRINT trusts it once the old line is removed";
+
+/// Whether a libvirt error says the host refused every SSH key offered, or a key file needed a
+/// passphrase nobody could type (`ssh`'s and `libssh2`'s words).
+pub fn login_refused(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    r.contains("permission denied (publickey")
+        || r.contains("authentication methods with credentials were rejected")
+        || r.contains("can't retrieve private key passphrase")
+}
+
+/// What errors say when the SSH login was refused.
+pub const LOGIN_REFUSED_HINT: &str = "the host refused the SSH keys offered. Flotilla offers the \
+     keys of your ssh-agent (SSH_AUTH_SOCK) and the key file named by keyfile= in the URI; a key \
+     with a passphrase works only through the agent (ssh-add it first): Flotilla never asks for \
+     a passphrase or a password";
+
+/// The transports that reach a host through SSH: `ssh` runs the `ssh` program, `libssh2`
+/// speaks SSH inside the process (`libssh` is refused: `model/uri.rs`).
+pub const SSH_TRANSPORTS: &[&str] = &["ssh", "libssh2"];
+
+/// A path as a URI query value.
+fn query_value(path: &Path) -> String {
+    let mut encoded = String::new();
+    for b in path.to_string_lossy().bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
         }
-        _ => uri.to_owned(),
     }
+    encoded
+}
+
+/// The URI libvirt is given for a host: for `+ssh`, Flotilla's wrapper as `command=`; for
+/// `+libssh2`, Flotilla's known-hosts file, checked strictly.
+pub fn connect_uri(uri: &str, known: Option<&KnownHosts>) -> String {
+    let transport = uri
+        .split_once("://")
+        .and_then(|(s, _)| s.split_once('+'))
+        .map(|(_, t)| t);
+    let extra = match (known, transport) {
+        (Some(k), Some("ssh")) => format!("command={}", query_value(&k.wrapper_path())),
+        (Some(k), Some("libssh2")) => format!(
+            "known_hosts={}&known_hosts_verify=normal",
+            query_value(k.path())
+        ),
+        _ => return uri.to_owned(),
+    };
+    let sep = if uri.contains('?') { '&' } else { '?' };
+    format!("{uri}{sep}{extra}")
 }
 
 /// How `ssh` is told to reach the host of a `+ssh` URI: its options (`-p`, `-l`, `-i`) and the
@@ -714,8 +770,18 @@ mod tests {
         );
         assert_eq!(SshTarget::of_uri("qemu:///system").unwrap(), None);
         assert_eq!(SshTarget::of_uri("qemu+tls://h1/system").unwrap(), None);
+        assert_eq!(
+            SshTarget::of_uri("qemu+libssh2://admin@h2:2200/system").unwrap(),
+            Some(target("h2", 2200))
+        );
+        assert_eq!(
+            SshTarget::of_uri("qemu+libssh2://admin@h3/system").unwrap(),
+            Some(target("h3", 22))
+        );
         for hostile in [
             "qemu+ssh://-oProxyCommand=touch%20x/system",
+            "qemu+libssh2://-oProxyCommand=touch%20x/system",
+            "qemu+libssh2:///system",
             "qemu+ssh:///system",
             "qemu+ssh://a*b/system",
         ] {
@@ -771,24 +837,63 @@ mod tests {
     }
 
     #[test]
-    fn ssh_uris_get_the_wrapper_and_others_do_not() {
-        let w = Path::new("/home/a b/.local/share/flotilla/ssh/ssh-flotilla");
+    fn ssh_uris_get_the_wrapper_libssh_uris_the_file_and_others_nothing() {
+        let known = KnownHosts::in_data_dir(Path::new("/home/a b/.local/share/flotilla"));
+        let w = Some(&known);
         assert_eq!(
-            connect_uri("qemu+ssh://u@h/system", Some(w)),
+            connect_uri("qemu+ssh://u@h/system", w),
             "qemu+ssh://u@h/system?command=/home/a%20b/.local/share/flotilla/ssh/ssh-flotilla"
         );
         assert_eq!(
-            connect_uri("qemu+ssh://u@h/system?keyfile=/k", Some(w)),
+            connect_uri("qemu+ssh://u@h/system?keyfile=/k", w),
             "qemu+ssh://u@h/system?keyfile=/k&command=/home/a%20b/.local/share/flotilla/ssh/ssh-flotilla"
         );
         assert_eq!(
-            connect_uri("qemu+unix:///system?socket=/s", Some(w)),
+            connect_uri("qemu+unix:///system?socket=/s", w),
             "qemu+unix:///system?socket=/s"
+        );
+        assert_eq!(
+            connect_uri("qemu+libssh2://u@h/system?keyfile=/k", w),
+            "qemu+libssh2://u@h/system?keyfile=/k&known_hosts=/home/a%20b/.local/share/flotilla/ssh/known_hosts&known_hosts_verify=normal"
+        );
+        assert_eq!(
+            connect_uri("qemu+libssh2://u@h/system", w),
+            "qemu+libssh2://u@h/system?known_hosts=/home/a%20b/.local/share/flotilla/ssh/known_hosts&known_hosts_verify=normal"
         );
         assert_eq!(
             connect_uri("qemu+ssh://u@h/system", None),
             "qemu+ssh://u@h/system"
         );
+    }
+
+    /// The words libvirt 9.0 and OpenSSH 9.2 / libssh2 1.10 use (seen on the lab), and others
+    /// that must not be taken for a key or login refusal.
+    #[test]
+    fn key_and_login_refusals_are_told_apart_from_other_errors() {
+        for key in [
+            "Cannot recv data: Host key verification failed.: Connection reset by peer",
+            "SSH transport error: No user interaction callback provided: Can't verify the session host key",
+            "SSH transport error: SSH host key for '10.78.0.2' (02:DA) was not accepted",
+            "!!! SSH HOST KEY VERIFICATION FAILED !!!: Identity of host '10.78.0.2:22' differs from stored identity.",
+        ] {
+            assert!(refused_by_ssh(key), "{key}");
+            assert!(!login_refused(key), "{key}");
+        }
+        for login in [
+            "Cannot recv data: labadmin@10.78.0.2: Permission denied (publickey).: Connection reset by peer",
+            "authentication failed: All provided authentication methods with credentials were rejected by the server",
+            "SSH transport error: No user interaction callback provided: Can't retrieve private key passphrase",
+        ] {
+            assert!(login_refused(login), "{login}");
+            assert!(!refused_by_ssh(login), "{login}");
+        }
+        for other in [
+            "Cannot recv data: ssh: connect to host 10.78.0.2 port 22: Connection refused",
+            "Failed to connect socket to '/run/libvirt/libvirt-sock': No such file or directory",
+            "",
+        ] {
+            assert!(!refused_by_ssh(other) && !login_refused(other), "{other}");
+        }
     }
 
     #[test]

@@ -130,9 +130,10 @@ pub struct HvConfig {
     /// The same for a whole storage stream (upload, download, read-back), which runs on the
     /// host's long lane.
     pub transfer_timeout: Duration,
-    /// The ssh wrapper libvirt runs for `qemu+ssh://` hosts (`hostkeys`): it checks host keys
-    /// against Flotilla's own known-hosts file. Without it, libvirt runs plain `ssh`.
-    pub ssh_command: Option<PathBuf>,
+    /// Flotilla's own known-hosts file (`hostkeys`): `qemu+ssh://` hosts are reached through
+    /// its ssh wrapper, `qemu+libssh://` and `qemu+libssh2://` hosts are told the file. Without
+    /// it, libvirt checks host keys its own way (tests of local hosts only).
+    pub known_hosts: Option<crate::hostkeys::KnownHosts>,
 }
 
 impl Default for HvConfig {
@@ -140,7 +141,7 @@ impl Default for HvConfig {
         Self {
             call_timeout: Duration::from_secs(30),
             transfer_timeout: Duration::from_secs(6 * 3600),
-            ssh_command: None,
+            known_hosts: None,
         }
     }
 }
@@ -327,13 +328,13 @@ impl Worker {
         uri: &str,
         lane: Lane,
         shared: Option<SharedConn>,
-        ssh_command: Option<&std::path::Path>,
+        known_hosts: Option<&crate::hostkeys::KnownHosts>,
         broken: Arc<AtomicU64>,
     ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let mut session = Session {
             uri: uri.to_owned(),
-            connect_uri: crate::hostkeys::connect_uri(uri, ssh_command),
+            connect_uri: crate::hostkeys::connect_uri(uri, known_hosts),
             opened_at: broken.load(Ordering::Acquire),
             broken,
             conn: None,
@@ -453,7 +454,7 @@ impl Hypervisor {
                     uri.as_str(),
                     lane,
                     shared,
-                    self.config.ssh_command.as_deref(),
+                    self.config.known_hosts.as_ref(),
                     broken,
                 ))
             })

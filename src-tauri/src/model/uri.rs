@@ -24,7 +24,8 @@ const DRIVERS: &[&str] = &[
     "vmwarefusion",
 ];
 /// `ext` is left out on purpose: it connects by running a local program (`command=`).
-const TRANSPORTS: &[&str] = &["ssh", "libssh", "libssh2", "tls", "tcp", "unix"];
+/// `libssh` is refused too, with its reason (see `LibvirtUri::parse`).
+const TRANSPORTS: &[&str] = &["ssh", "libssh2", "tls", "tcp", "unix"];
 const MAX_LEN: usize = 2048;
 
 /// The query parameters Flotilla passes to libvirt, and what each value must look like. An
@@ -53,6 +54,10 @@ const PARAMS: &[(&str, ParamValue)] = &[
     ("auth", ParamValue::Word),
     ("tls_priority", ParamValue::Priority),
 ];
+
+/// Parameters that choose how an SSH host's key is checked: Flotilla checks it itself, against
+/// its own known-hosts file (`hostkeys`), for `ssh` and `libssh2` alike.
+const HOST_KEY_PARAMS: &[&str] = &["known_hosts", "known_hosts_verify", "no_verify"];
 
 /// Parameters that make libvirt run a program, with the reason given in the refusal.
 const PROGRAM_PARAMS: &[(&str, &str)] = &[
@@ -145,7 +150,7 @@ fn percent_decode(raw: &str) -> String {
 /// Checks the query of a URI against [`PARAMS`]. libvirt splits the query at `&` and `;`,
 /// unescapes each name and compares it ignoring ASCII case; this does the same, so neither
 /// `NetCat=` nor `%6eetcat=` nor `keyfile=x;netcat=y` passes.
-fn query_problem(query: &str) -> Option<String> {
+fn query_problem(query: &str, over_ssh: bool) -> Option<String> {
     for pair in query.split(['&', ';']).filter(|p| !p.is_empty()) {
         let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
         let name = percent_decode(raw_name).to_ascii_lowercase();
@@ -157,6 +162,13 @@ fn query_problem(query: &str) -> Option<String> {
         if let Some((_, why)) = PROGRAM_PARAMS.iter().find(|(p, _)| *p == name) {
             return Some(format!(
                 "parameter {shown} is refused: {why}; Flotilla never lets a URI run a program"
+            ));
+        }
+        if over_ssh && HOST_KEY_PARAMS.contains(&name.as_str()) {
+            return Some(format!(
+                "parameter {shown} is refused: Flotilla checks SSH host keys itself, against its \
+                 own known-hosts file (a new host's key is confirmed by its fingerprint when the \
+                 host is added)"
             ));
         }
         let Some((_, kind)) = PARAMS.iter().find(|(p, _)| *p == name) else {
@@ -227,7 +239,15 @@ impl LibvirtUri {
             if t.eq_ignore_ascii_case("ext") {
                 return err(format!(
                     "the ext transport in {} is refused: it connects by running a local program \
-                     (command=); use ssh, libssh, tls, tcp or unix",
+                     (command=); use ssh, libssh2, tls, tcp or unix",
+                    quote_input(value)
+                ));
+            }
+            if t.eq_ignore_ascii_case("libssh") {
+                return err(format!(
+                    "the libssh transport in {} is refused: with libvirt 9.0 and libssh 0.10 (Debian \
+                     12) a reply of more than a few KB (a host's capabilities) stalls until a \
+                     keep-alive wakes it, or for ever; use qemu+ssh:// or qemu+libssh2://",
                     quote_input(value)
                 ));
             }
@@ -258,7 +278,8 @@ impl LibvirtUri {
             ));
         }
         if let Some((_, query)) = value.split_once('?') {
-            if let Some(problem) = query_problem(query) {
+            let over_ssh = transport.is_some_and(|t| crate::hostkeys::SSH_TRANSPORTS.contains(&t));
+            if let Some(problem) = query_problem(query, over_ssh) {
                 return err(problem);
             }
         }
@@ -326,9 +347,10 @@ mod tests {
             "qemu+ssh://admin@h1:2222/system?keyfile=/root/.ssh/id_ed25519",
             "qemu+tls://h1.example.org/system",
             "qemu+unix:///system?socket=/run/flotilla-lab/h1/libvirt-sock",
-            "qemu+ssh://admin@h1/system?keyfile=/root/.ssh/id&known_hosts=/root/.ssh/kh\
-             &known_hosts_verify=ignore&no_tty=1&mode=direct",
-            "qemu+libssh2://h1/system?sshauth=agent,privkey&no_verify=1",
+            "qemu+ssh://admin@h1/system?keyfile=/root/.ssh/id&no_tty=1&mode=direct",
+            "qemu+libssh2://h1/system?sshauth=agent,privkey",
+            "qemu+libssh2://admin@h1:2222/system?keyfile=/k&sshauth=privkey",
+            "qemu+tls://h1/system?no_verify=1",
             "qemu+tls://h1/system?pkipath=/etc/flotilla/pki&tls_priority=NORMAL:-VERS-TLS1.0",
             "qemu+ssh://h1/system?Keyfile=/k;no_tty=0",
             "qemu+tcp://h1/system?auth=sasl.gssapi&no_sanity=1",
@@ -385,6 +407,7 @@ mod tests {
                 "local program",
             ),
             ("qemu+EXT:///system", "ext transport", "local program"),
+            ("qemu+libssh://h/system", "libssh transport", "stalls"),
             (
                 "qemu+ssh://h/system?command=/tmp/evil",
                 "\"command\"",
@@ -470,6 +493,41 @@ mod tests {
             assert!(
                 err.contains(names) && err.contains(why),
                 "{input}: expected {names:?} and {why:?} in {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_uris_that_would_weaken_or_move_the_host_key_check() {
+        let cases = [
+            ("qemu+ssh://h/system?no_verify=1", "\"no_verify\""),
+            (
+                "qemu+ssh://h/system?keyfile=/k;No_Verify=1",
+                "\"no_verify\"",
+            ),
+            (
+                "qemu+libssh2://h/system?known_hosts_verify=ignore",
+                "\"known_hosts_verify\"",
+            ),
+            (
+                "qemu+libssh2://h/system?known_hosts_verify=auto",
+                "\"known_hosts_verify\"",
+            ),
+            (
+                "qemu+libssh2://h/system?known_hosts=/tmp/kh",
+                "\"known_hosts\"",
+            ),
+            ("qemu+libssh2://h/system?%6Eo_verify=1", "\"no_verify\""),
+            (
+                "qemu+ssh://h/system?known_hosts=/root/.ssh/kh",
+                "\"known_hosts\"",
+            ),
+        ];
+        for (input, name) in cases {
+            let err = LibvirtUri::parse(input).expect_err(input).to_string();
+            assert!(
+                err.contains(name) && err.contains("checks SSH host keys itself"),
+                "{input}: {err}"
             );
         }
     }

@@ -91,7 +91,7 @@ impl Engine {
     }
 
     /// The SSH host key of the host in `uri` and whether it is trusted; `None` when the URI
-    /// does not use the ssh transport. Stores nothing.
+    /// does not use SSH. Stores nothing.
     pub async fn host_key(&self, uri: &str) -> Result<Option<HostKeyInfo>, OpError> {
         let uri = LibvirtUri::parse(uri.trim())?;
         let Some(target) = crate::hostkeys::SshTarget::of_uri(uri.as_str())? else {
@@ -124,7 +124,7 @@ impl Engine {
             return Err(ValidationError::new(
                 "uri",
                 format!(
-                    "{} does not use SSH (qemu+ssh://…); it has no SSH host key to trust",
+                    "{} does not use SSH (qemu+ssh:// or qemu+libssh2://); it has no SSH host key to trust",
                     quote_input(uri.as_str())
                 ),
             )
@@ -153,7 +153,7 @@ impl Engine {
                 return Err(ValidationError::new(
                     "accept_host_key",
                     format!(
-                        "{} does not use SSH (qemu+ssh://…): there is no host key to accept",
+                        "{} does not use SSH (qemu+ssh:// or qemu+libssh2://): there is no host key to accept",
                         quote_input(uri.as_str())
                     ),
                 )
@@ -308,7 +308,7 @@ impl Engine {
                 };
                 // ssh refused the host's key: say whether it is unknown or changed, and what
                 // the host presents now.
-                if reason.contains("Host key verification failed") {
+                if crate::hostkeys::refused_by_ssh(&reason) {
                     if let Err(OpError::HostKey(k)) = self.trust_host_key(&host.uri, None).await {
                         reason = k.to_string();
                     }

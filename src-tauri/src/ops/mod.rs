@@ -203,12 +203,14 @@ impl From<&OpError> for ApiError {
                 };
                 let message = match (e, e.libvirt_reason()) {
                     (HvError::Connect { .. }, Some(reason))
-                        if reason.contains("Host key verification failed") =>
+                        if crate::hostkeys::refused_by_ssh(reason) =>
                     {
-                        format!(
-                            "{e}: {reason}. ssh refused the host's key: it is not the one Flotilla trusts \
-                             (flotillactl host check NAME, or Test connection in the Add host wizard, shows why)."
-                        )
+                        format!("{e}: {reason}. ssh refused it: {}.", crate::hostkeys::REFUSED_KEY_HINT)
+                    }
+                    (HvError::Connect { .. }, Some(reason))
+                        if crate::hostkeys::login_refused(reason) =>
+                    {
+                        format!("{e}: {reason}. {}.", crate::hostkeys::LOGIN_REFUSED_HINT)
                     }
                     (HvError::Connect { .. }, Some(reason)) => format!(
                         "{e}: {reason}. Check the URI, that libvirtd runs on that host and that you may use it."
@@ -253,10 +255,11 @@ impl Engine {
     /// Opens the inventory in `data_dir`; `via` names the front door for the audit log.
     pub fn open(data_dir: &Path, via: &'static str) -> Result<Self, OpError> {
         let known = crate::hostkeys::KnownHosts::in_data_dir(data_dir);
+        known.ensure_wrapper()?;
         Ok(Self::with(
             Inventory::open_in(data_dir)?,
             HvConfig {
-                ssh_command: Some(known.ensure_wrapper()?),
+                known_hosts: Some(known),
                 ..HvConfig::default()
             },
             Actor::new(via),

@@ -144,9 +144,16 @@ impl Watch {
                     now,
                 );
             }
-            Err(e) => self
-                .fleet
-                .probe(host, Probe::Failed { reason: e.reason() }, now),
+            Err(e) => {
+                let mut reason = e.reason();
+                if crate::hostkeys::refused_by_ssh(&reason) {
+                    reason = format!(
+                        "{}; libvirt said: {reason}",
+                        crate::hostkeys::REFUSED_KEY_HINT
+                    );
+                }
+                self.fleet.probe(host, Probe::Failed { reason }, now);
+            }
         }
     }
 }
