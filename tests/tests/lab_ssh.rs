@@ -1017,10 +1017,18 @@ async fn sshd_killed_during_a_deploy_fails_it_clearly_and_what_is_left_is_remove
     );
 
     // What the undo could not remove (sshd was dead) is the server's own and recorded: with
-    // sshd back, deleting the unit removes it, and the host is as before.
+    // sshd back, a new deploy takes it over and the server comes up healthy (its seed has a
+    // fresh instance id on a disk this deploy did not make), and deleting the unit removes
+    // everything: the host is as before.
     let left = on_host(&lab, &e, 1).await;
     eprintln!("left on h1 while sshd was dead: {left:?}");
     lab.run(&["revive-host", "1"]);
+    run(&e, UnitAction::Deploy).await;
+    let after = live(&e).await;
+    assert!(
+        after.len() == 1 && after[0].ends_with(" running"),
+        "deployed again over the leftovers: {after:?}"
+    );
     e.unit_run(
         "ssh-web",
         UnitAction::Delete { force: true },

@@ -1232,7 +1232,10 @@ impl Engine {
                 tokio::time::sleep(interval).await;
             }
         } else {
+            // Straight to the server: a proxy from the environment (HTTP_PROXY) is never
+            // asked about a server's own address.
             let client = reqwest::Client::builder()
+                .no_proxy()
                 .timeout(Duration::from_secs(
                     u64::from(*def.health.timeout_s.get_ref()).max(1),
                 ))
