@@ -38,9 +38,45 @@ start = "busybox httpd -p 8080 -h /srv/www"
 stop = "true"
 "#;
 
-/// An engine as the apps open it (Flotilla's known-hosts file and ssh wrapper in `dir`).
+/// How long the long lane's connection stays open without a call, in these tests.
+const LONG_IDLE: Duration = Duration::from_secs(3);
+
+/// An engine as the apps open it (Flotilla's known-hosts file and ssh wrapper in `dir`), with
+/// a shorter idle time on the long lane.
 fn engine(dir: &std::path::Path) -> Engine {
-    Engine::open(dir, "test").unwrap()
+    let known = flotilla::hostkeys::KnownHosts::in_data_dir(dir);
+    known.ensure_wrapper().unwrap();
+    Engine::with(
+        flotilla::inventory::Inventory::open_in(dir).unwrap(),
+        flotilla::hypervisor::HvConfig {
+            known_hosts: Some(known),
+            long_lane_idle: LONG_IDLE,
+            ..Default::default()
+        },
+        flotilla::inventory::Actor::new("test"),
+        dir.join("library"),
+    )
+}
+
+/// The `ssh` processes this test started (libvirt's `qemu+ssh` connections) to `addr`.
+fn ssh_connections_to(addr: &str) -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            let dir = entry.path();
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_owned));
+            let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            ppid.as_deref() == Some(me.as_str())
+                && args.first().is_some_and(|a| a.ends_with(b"ssh"))
+                && args.iter().any(|a| *a == addr.as_bytes())
+        })
+        .count()
 }
 
 fn ssh_uri(lab: &Lab, i: u32) -> String {
@@ -682,6 +718,16 @@ async fn a_unit_lives_on_hosts_reached_over_ssh() {
         .await
         .unwrap();
     assert_eq!(again.bytes_copied, 0, "a verified copy is not sent again");
+    // The upload's connection (the long lane's) is closed once idle; the calls' stays.
+    let h1 = lab.get("FLOTILLA_LAB_H1_SSH_HOST");
+    let open = ssh_connections_to(h1);
+    assert!(open >= 2, "the calls' and the upload's connections: {open}");
+    tokio::time::sleep(LONG_IDLE + Duration::from_secs(2)).await;
+    assert_eq!(
+        ssh_connections_to(h1),
+        open - 1,
+        "the idle upload connection closed"
+    );
 
     let pool = lab.get("FLOTILLA_LAB_HAPROXY_BACKEND").to_owned();
     e.unit_create(&web_form(&pool)).unwrap();

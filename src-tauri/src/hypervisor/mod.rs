@@ -134,6 +134,10 @@ pub struct HvConfig {
     /// its ssh wrapper, `qemu+libssh://` and `qemu+libssh2://` hosts are told the file. Without
     /// it, libvirt checks host keys its own way (tests of local hosts only).
     pub known_hosts: Option<crate::hostkeys::KnownHosts>,
+    /// A host's long-lane connection (streams, guest commands) is closed after this long
+    /// without a call: it is opened for a transfer now and then, and over `qemu+ssh` each open
+    /// connection is an `ssh` process here and a session on the host.
+    pub long_lane_idle: Duration,
 }
 
 impl Default for HvConfig {
@@ -142,6 +146,7 @@ impl Default for HvConfig {
             call_timeout: Duration::from_secs(30),
             transfer_timeout: Duration::from_secs(6 * 3600),
             known_hosts: None,
+            long_lane_idle: Duration::from_secs(60),
         }
     }
 }
@@ -330,6 +335,7 @@ impl Worker {
         shared: Option<SharedConn>,
         known_hosts: Option<&crate::hostkeys::KnownHosts>,
         broken: Arc<AtomicU64>,
+        idle_close: Option<Duration>,
     ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let mut session = Session {
@@ -347,10 +353,22 @@ impl Worker {
         };
         let name = format!("{kind} {}", uri.chars().take(40).collect::<String>());
         // The thread ends when every sender is gone (the worker was forgotten).
-        let spawned = std::thread::Builder::new().name(name).spawn(move || {
-            while let Ok(job) = rx.recv() {
-                job(&mut session);
-            }
+        let spawned = std::thread::Builder::new().name(name).spawn(move || loop {
+            let job = match idle_close {
+                Some(idle) if session.conn.is_some() => match rx.recv_timeout(idle) {
+                    Ok(job) => job,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        session.conn = None;
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+                _ => match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                },
+            };
+            job(&mut session);
         });
         let thread = match spawned {
             Ok(handle) => Some(handle),
@@ -456,6 +474,7 @@ impl Hypervisor {
                     shared,
                     self.config.known_hosts.as_ref(),
                     broken,
+                    (lane == Lane::Long).then_some(self.config.long_lane_idle),
                 ))
             })
             .clone()
