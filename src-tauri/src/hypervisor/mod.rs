@@ -151,7 +151,8 @@ impl Default for HvConfig {
     }
 }
 
-/// Which of a host's two workers (and connections) runs a call.
+/// Which of a host's workers (each a thread of its own) runs a call. The calls and probe lanes
+/// share one connection, the long lane has its own (`SharedConn`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Lane {
     /// Short calls: define, start, stop, look-ups, lists.
@@ -159,7 +160,8 @@ enum Lane {
     /// Long calls: storage streams and commands in a guest. Their own connection, so a short
     /// call on the same host never waits behind a multi-gigabyte copy.
     Long,
-    /// The monitor's liveness probe: never queued behind another call.
+    /// The monitor's liveness probe: never queued behind another call (its own thread; on
+    /// the connection it shares with the calls lane, libvirt runs both side by side).
     Probe,
 }
 
@@ -202,10 +204,14 @@ fn claim_start(claim: &AtomicU8, deadline: Instant) -> bool {
         .is_ok()
 }
 
-/// The connection both lanes of a `test://` host use. The test driver keeps a node file's
-/// state per connection, so a volume uploaded on the long lane would otherwise not exist for
-/// the short one. Real hosts keep one connection per lane.
-type SharedConn = Arc<Mutex<Option<Connect>>>;
+/// The connection a host's calls and probe lanes share, with the value of the host's `broken`
+/// counter when it was opened: one connection per host while Flotilla watches it (over
+/// `qemu+ssh` each connection is an `ssh` process here and a session there; libvirt's client
+/// runs calls from several threads on one connection side by side, so a probe does not wait
+/// behind a call). The long lane keeps its own, so a multi-gigabyte stream never slows a probe
+/// — except on a `test://` host, whose driver keeps a node file's state per connection (a
+/// volume uploaded on the long lane would otherwise not exist for the others).
+type SharedConn = Arc<Mutex<Option<(Connect, u64)>>>;
 
 /// The state a worker thread owns: the host's URI and its connection, if open.
 struct Session {
@@ -249,6 +255,7 @@ impl Session {
                     source,
                 })
             };
+            let broken_now = self.broken.load(Ordering::Acquire);
             let conn = match &self.shared {
                 None => open()?,
                 Some(shared) => {
@@ -256,13 +263,20 @@ impl Session {
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     match slot.as_ref() {
-                        Some(c) => c.clone(),
-                        None => slot.insert(open()?).clone(),
+                        // Opened since the host's last lost connection, and still alive.
+                        Some((c, at)) if *at == broken_now && c.is_alive().unwrap_or(false) => {
+                            c.clone()
+                        }
+                        _ => {
+                            let c = open()?;
+                            *slot = Some((c.clone(), broken_now));
+                            c
+                        }
                     }
                 }
             };
             self.conn = Some(conn);
-            self.opened_at = self.broken.load(Ordering::Acquire);
+            self.opened_at = broken_now;
         }
         self.conn.as_ref().ok_or_else(|| HvError::WorkerGone {
             uri: self.uri.clone(),
@@ -389,8 +403,8 @@ impl Worker {
 #[derive(Debug)]
 pub struct Hypervisor {
     workers: Mutex<HashMap<(String, Lane), Arc<Worker>>>,
-    /// `test://` hosts only: the connection their lanes share.
-    test_conns: Mutex<HashMap<String, SharedConn>>,
+    /// Per host URI: the connection its lanes share (`SharedConn`).
+    shared_conns: Mutex<HashMap<String, SharedConn>>,
     /// Per host URI: raised when a lane lost its connection (see `Session::broken`).
     broken: Mutex<HashMap<String, Arc<AtomicU64>>>,
     config: HvConfig,
@@ -438,7 +452,7 @@ impl Hypervisor {
         QUIET.call_once(virt::error::clear_error_callback);
         Self {
             workers: Mutex::new(HashMap::new()),
-            test_conns: Mutex::new(HashMap::new()),
+            shared_conns: Mutex::new(HashMap::new()),
             broken: Mutex::new(HashMap::new()),
             config,
             probes: probe::ProbesWaiting::default(),
@@ -446,8 +460,8 @@ impl Hypervisor {
     }
 
     fn worker(&self, uri: &LibvirtUri, lane: Lane) -> Arc<Worker> {
-        let shared = (uri.driver() == "test").then(|| {
-            self.test_conns
+        let shared = (lane != Lane::Long || uri.driver() == "test").then(|| {
+            self.shared_conns
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .entry(uri.to_string())
@@ -492,7 +506,7 @@ impl Hypervisor {
                 workers.remove(&(uri.to_string(), lane));
             }
         }
-        self.test_conns
+        self.shared_conns
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(uri.as_str());

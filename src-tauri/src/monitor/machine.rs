@@ -171,8 +171,11 @@ pub fn secs(d: Duration) -> String {
 pub enum Probe {
     /// It answered after `latency` (slow when that is an interval or more).
     Answered { latency: Duration },
-    /// It failed, or did not answer within the call timeout.
-    Failed { reason: String },
+    /// It failed, or did not answer within the call timeout (`unanswered`: the call was sent or
+    /// still being connected and no answer came, as from a daemon that is slow — busy probing
+    /// QEMU after a restart — or a path that is cut without a reset; not a refused or broken
+    /// connection).
+    Failed { reason: String, unanswered: bool },
 }
 
 /// How the load balancer sees the pooled servers of one host (servers the inventory holds in
@@ -267,6 +270,8 @@ struct Tracker {
     /// Answers in a row (reset by a failed probe).
     answers_in_row: u32,
     last_reason: String,
+    /// The last failed probe got no answer in time (rather than a refusal or an error).
+    last_unanswered: bool,
     /// The last answer's latency when it was slow.
     slow: Option<Duration>,
     /// Lost once: must be reconciled before it is ready.
@@ -309,6 +314,7 @@ impl Fleet {
                 failed_probes: 0,
                 answers_in_row: 0,
                 last_reason: String::new(),
+                last_unanswered: false,
                 slow: None,
                 dirty: recorded.is_some_and(|s| s.is_lost() || s == HostState::Returning),
                 detail: String::new(),
@@ -333,10 +339,11 @@ impl Fleet {
                 t.answers_in_row += 1;
                 t.slow = (latency >= slow_after).then_some(latency);
             }
-            Probe::Failed { reason } => {
+            Probe::Failed { reason, unanswered } => {
                 t.failed_probes += 1;
                 t.answers_in_row = 0;
                 t.last_reason = reason;
+                t.last_unanswered = unanswered;
             }
         }
     }
@@ -520,10 +527,16 @@ impl Fleet {
                 Witness::Seen(s) if s.up > 0 => (
                     HostState::Partitioned,
                     format!(
-                        "{lost}, but the load balancer sees {} of its {} servers up ({}): the host runs and Flotilla cannot reach it; not a failure",
+                        "{lost}, but the load balancer sees {} of its {} servers up ({}): the host runs and {}; not a failure",
                         s.up,
                         s.total(),
-                        s.words
+                        s.words,
+                        if t.last_unanswered {
+                            "its libvirt does not answer in time: slow (a daemon busy after a \
+                             restart answers late) or the path to it is cut"
+                        } else {
+                            "Flotilla cannot reach it"
+                        }
                     ),
                 ),
                 Witness::Seen(s) => (
@@ -616,6 +629,15 @@ mod tests {
     fn down() -> Probe {
         Probe::Failed {
             reason: "cannot connect".into(),
+            unanswered: false,
+        }
+    }
+
+    /// No answer within the call timeout (a slow daemon, or a silent cut).
+    fn late() -> Probe {
+        Probe::Failed {
+            reason: "did not answer within 2 s".into(),
+            unanswered: true,
         }
     }
 
@@ -814,6 +836,25 @@ mod tests {
         let p = changes.iter().find(|c| c.to == Partitioned).unwrap();
         assert!(p.why.contains("sees 1 of its 2 servers up"), "{}", p.why);
         assert!(p.why.contains("not a failure"), "{}", p.why);
+        assert!(p.why.contains("cannot reach it"), "{}", p.why);
+        // A daemon that is merely slow (no answer in time, its servers up): said so, not failed.
+        let mut slow = ready_fleet(&["h1", "h2", "h3"]);
+        let c = run(
+            &mut slow,
+            "h2",
+            ms(10),
+            60,
+            |_| Some(late()),
+            |h| if h == "h2" { seen(2, 0) } else { seen(1, 0) },
+            None,
+        );
+        assert_eq!(path(&c, "h2"), [Suspect, Partitioned]);
+        let p = c.iter().find(|c| c.to == Partitioned).unwrap();
+        assert!(
+            p.why.contains("does not answer in time: slow") && p.why.contains("not a failure"),
+            "{}",
+            p.why
+        );
         assert!(f.to_reconcile().is_empty());
         // When it answers again it is reconciled before it is ready.
         let back = run(

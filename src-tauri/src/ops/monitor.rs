@@ -152,7 +152,13 @@ impl Watch {
                         crate::hostkeys::REFUSED_KEY_HINT
                     );
                 }
-                self.fleet.probe(host, Probe::Failed { reason }, now);
+                let unanswered = matches!(
+                    e,
+                    crate::hypervisor::ProbeError::Hv(crate::hypervisor::HvError::Timeout { .. })
+                        | crate::hypervisor::ProbeError::StillWaiting { .. }
+                );
+                self.fleet
+                    .probe(host, Probe::Failed { reason, unanswered }, now);
             }
         }
     }
