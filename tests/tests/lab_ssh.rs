@@ -74,7 +74,7 @@ fn ssh_connections_to(addr: &str) -> usize {
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
             ppid.as_deref() == Some(me.as_str())
                 && args.first().is_some_and(|a| a.ends_with(b"ssh"))
-                && args.iter().any(|a| *a == addr.as_bytes())
+                && args.contains(&addr.as_bytes())
         })
         .count()
 }
