@@ -16,7 +16,7 @@
 //! The in-process transport `qemu+libssh2://` takes the same file as
 //! `known_hosts=` with `known_hosts_verify=normal` (an unknown or changed key fails the
 //! connection); a URI may not name its own file or weaken the check (`model/uri.rs`), and
-//! adding such a host goes through the same fingerprint confirmation. They run no `ssh`
+//! adding such a host goes through the same fingerprint confirmation. It runs no `ssh`
 //! process per connection (see docs/benchmarks.md for what that saves on a large fleet).
 
 use crate::model::quote_input;
@@ -535,9 +535,9 @@ pub fn verify_or_accept(
     }
 }
 
-/// Whether a libvirt error says the SSH host key was refused: `ssh`'s own words, libvirt's for
-/// `libssh` (an unknown key "was not accepted", or "can't verify the session host key" when
-/// nobody can be asked; a changed one "differs from stored identity") and for `libssh2`.
+/// Whether a libvirt error says the SSH host key was refused: `ssh`'s own words, or libvirt's
+/// for its in-process transports (an unknown key "was not accepted", or "can't verify the
+/// session host key" when nobody can be asked; a changed one "differs from stored identity").
 pub fn refused_by_ssh(reason: &str) -> bool {
     let r = reason.to_ascii_lowercase();
     r.contains("host key verification failed")
@@ -563,9 +563,9 @@ pub fn login_refused(reason: &str) -> bool {
 
 /// What errors say when the SSH login was refused.
 pub const LOGIN_REFUSED_HINT: &str = "the host refused the SSH keys offered. Flotilla offers the \
-     keys of your ssh-agent (SSH_AUTH_SOCK) and the key file named by keyfile= in the URI; a key \
-     with a passphrase works only through the agent (ssh-add it first): Flotilla never asks for \
-     a passphrase or a password";
+     keys of your ssh-agent (SSH_AUTH_SOCK) and the key file named by keyfile= in the URI (over \
+     qemu+ssh also those your ~/.ssh/config names); a key with a passphrase works only through \
+     the agent (ssh-add it first): Flotilla never asks for a passphrase or a password";
 
 /// The transports that reach a host through SSH: `ssh` runs the `ssh` program, `libssh2`
 /// speaks SSH inside the process (`libssh` is refused: `model/uri.rs`).

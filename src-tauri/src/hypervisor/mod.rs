@@ -131,8 +131,8 @@ pub struct HvConfig {
     /// host's long lane.
     pub transfer_timeout: Duration,
     /// Flotilla's own known-hosts file (`hostkeys`): `qemu+ssh://` hosts are reached through
-    /// its ssh wrapper, `qemu+libssh://` and `qemu+libssh2://` hosts are told the file. Without
-    /// it, libvirt checks host keys its own way (tests of local hosts only).
+    /// its ssh wrapper, `qemu+libssh2://` hosts are told the file. Without it, libvirt checks
+    /// host keys its own way (tests of local hosts only).
     pub known_hosts: Option<crate::hostkeys::KnownHosts>,
     /// A host's long-lane connection (streams, guest commands) is closed after this long
     /// without a call: it is opened for a transfer now and then, and over `qemu+ssh` each open

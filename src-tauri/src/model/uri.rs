@@ -284,9 +284,15 @@ impl LibvirtUri {
             }
         }
         if driver == "test" {
-            if transport.is_some() || parsed.host_str().is_some_and(|h| !h.is_empty()) {
+            // `test+unix` asks a local libvirtd to run the test driver (its state then lives
+            // in that daemon, as a remote host's would).
+            if transport.is_some_and(|t| t != "unix")
+                || parsed.host_str().is_some_and(|h| !h.is_empty())
+            {
                 return err(
-                    "test driver URIs are local: test:///default or test:///abs/path.xml".into(),
+                    "test driver URIs are local: test:///default, test:///abs/path.xml or \
+                     test+unix:///abs/path.xml?socket=/path/to/libvirt-sock"
+                        .into(),
                 );
             }
             if parsed.path() == "/" || parsed.path().is_empty() {
@@ -356,6 +362,7 @@ mod tests {
             "qemu+tcp://h1/system?auth=sasl.gssapi&no_sanity=1",
             "test:///default",
             "test:///tmp/node.xml",
+            "test+unix:///tmp/node.xml?socket=/run/lab/libvirt-sock",
         ] {
             let uri = LibvirtUri::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
             assert_eq!(uri.as_str(), ok);
@@ -378,6 +385,8 @@ mod tests {
             ("qemu+ssh://admin:secret@h1/system", "password"),
             ("qemu+ssh://[::1/system", "not a valid URI"),
             ("test://h1/default", "local"),
+            ("test+ssh://h1/default", "local"),
+            ("test+unix://h1/tmp/node.xml?socket=/s", "local"),
             ("test:///", "node file"),
         ];
         for (input, expect) in cases {

@@ -254,10 +254,11 @@ pub struct Engine {
 impl Engine {
     /// Opens the inventory in `data_dir`; `via` names the front door for the audit log.
     pub fn open(data_dir: &Path, via: &'static str) -> Result<Self, OpError> {
+        let inventory = Inventory::open_in(data_dir)?;
         let known = crate::hostkeys::KnownHosts::in_data_dir(data_dir);
         known.ensure_wrapper()?;
         Ok(Self::with(
-            Inventory::open_in(data_dir)?,
+            inventory,
             HvConfig {
                 known_hosts: Some(known),
                 ..HvConfig::default()

@@ -12,6 +12,11 @@
 //! it (its name, MAC, memory, and `running` or `shut off` as the inventory says), so that the
 //! app and `flotillactl` opening the same directory get real libvirt answers about them.
 //!
+//! With `FLEET_LIBVIRT_SOCKET=PATH` (a libvirtd's socket, e.g. a lab host's) the hosts are
+//! registered as `test+unix:///…/NAME.xml?socket=PATH`: that daemon keeps each node file's state
+//! and the app holds only a socket per host, as with a remote host (the memory benchmark's
+//! closer stand-in).
+//!
 //! Run: cargo run --release -p flotilla-tests --bin gen-fleet -- DATA_DIR [HOSTS] [UNITS] [SERVERS_PER_UNIT] [PREFIX]
 //! (DATA_DIR must not hold an inventory yet; PREFIX names hosts and units, default `fleet`.)
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)] // a tool: a panic is the report
@@ -65,6 +70,7 @@ async fn main() {
     let template = std::fs::read_to_string(&fixture)
         .unwrap()
         .replace("<memory>8388608</memory>", "<memory>268435456</memory>");
+    let socket = std::env::var("FLEET_LIBVIRT_SOCKET").ok();
     let mut host_files = Vec::new();
     for i in 1..=hosts {
         let name = format!("{prefix}-h{i:03}");
@@ -72,7 +78,10 @@ async fn main() {
         std::fs::write(&node, &template).unwrap();
         e.host_add(&HostInput {
             name: name.clone(),
-            uri: format!("test://{}", node.display()),
+            uri: match &socket {
+                Some(s) => format!("test+unix://{}?socket={s}", node.display()),
+                None => format!("test://{}", node.display()),
+            },
             pool: None,
             bridge: Some("br0".into()),
             accept_host_key: None,
