@@ -9,7 +9,8 @@
 // Start: from the WebDriver session request (which launches the binary) until the Units view
 // shows its first unit (or says there is none). Memory: the sum of the proportional set size
 // (PSS, /proc/PID/smaps_rollup) of every process under the WebDriver, but the drivers
-// themselves, read 8 s after the first view (the live loop has pushed its first state by then).
+// themselves, read 8 s after the first view (the live loop has pushed its first state by then;
+// SETTLE_MS=… reads it later).
 // With CTL=path/to/flotillactl, also times `unit list` and `host list` (median of 11) on each
 // data directory.
 import { spawn, spawnSync } from "node:child_process";
@@ -22,6 +23,8 @@ const sep = rest.indexOf("--");
 const apps = rest.slice(0, sep).map((a) => a.split("="));
 const dirs = rest.slice(sep + 1).map((a) => a.split("="));
 const runs = Number(runsArg);
+// How long after the first view the memory is read (SETTLE_MS, default 8 s).
+const settleMs = Number(process.env.SETTLE_MS ?? 8000);
 
 function children() {
   const kids = new Map();
@@ -95,7 +98,7 @@ async function once(binary, dataDir) {
     const b = await remote({ hostname: "127.0.0.1", port, logLevel: "error", capabilities: { "tauri:options": { application: binary } } });
     await b.waitUntil(async () => (await b.$$('[data-testid="unit-card"], [data-testid="units-empty"]').length) > 0, { timeout: 60000, interval: 20 });
     const start = performance.now() - t0;
-    await sleep(8000);
+    await sleep(settleMs);
     const mem = pssBelow(driver.pid);
     const rows = await b.$$('[data-testid="server-row"]').length;
     await b.deleteSession();
