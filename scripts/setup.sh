@@ -20,7 +20,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Build tools and libraries for the app, plus the lab's parts (libvirt daemon, QEMU, HAProxy,
-# guest kernel tools) and the GUI test stack (Xvfb, WebKitWebDriver).
+# guest kernel tools), the GUI test stack (Xvfb, WebKitWebDriver) and virt-viewer (a builder's
+# console, opened from the Images view).
 packages=(
   pkg-config build-essential file
   libvirt-dev libvirt-daemon-system libvirt-clients
@@ -29,6 +30,7 @@ packages=(
   haproxy caddy busybox-static cpio syslinux syslinux-common mtools dosfstools fdisk wrk kmod e2fsprogs curl bc mmdebstrap iproute2 util-linux ovmf
   libwebkit2gtk-4.1-dev librsvg2-dev libayatana-appindicator3-dev libssl-dev libxdo-dev
   xvfb xauth webkit2gtk-driver
+  virt-viewer
 )
 missing=()
 for p in "${packages[@]}"; do

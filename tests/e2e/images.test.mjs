@@ -70,6 +70,22 @@ test("the New-master wizard starts a builder that the Images view shows running"
   const serial = await card.$('[data-testid="builder-serial"]');
   await b.waitUntil(async () => (await serial.getText()).includes("runcmd: echo edited-in-the-builder"), { timeout: 90000, interval: 1000 });
   await screenshot(b, "images-builder");
+  // Open console starts the viewer on this builder (virt-viewer installed by the setup).
+  const viewers = () => execFileSync("pgrep", ["-a", "-f", "virt-viewer|remote-viewer"], { encoding: "utf8" }).split("\n").filter((l) => l.includes("viewer") && !l.includes("pgrep"));
+  await (await card.$('[data-testid="builder-open-console"]')).click();
+  let opened = [];
+  await b.waitUntil(
+    async () => {
+      try {
+        opened = viewers();
+      } catch {
+        opened = [];
+      }
+      return opened.some((l) => l.includes("tiny") || l.includes("vnc://"));
+    },
+    { timeout: 20000, timeoutMsg: "Open console started no viewer" },
+  );
+  for (const l of opened) execFileSync("kill", [l.split(" ")[0]]);
 
   await (await card.$('[data-testid="builder-abort"]')).click();
   await card.waitForDisplayed({ reverse: true, timeout: 30000 });

@@ -399,11 +399,13 @@ pub async fn builder_open_console(
     }
     let b = engine.builder_show(&image)?;
     let uri = engine.host_show(b.host.as_str())?.uri;
-    std::process::Command::new("virt-viewer")
+    let mut viewer = std::process::Command::new("virt-viewer")
         .args(["--connect", uri.as_str(), &b.domain])
         .spawn()
-        .map(|_| ())
-        .map_err(|e| cannot("virt-viewer", e))
+        .map_err(|e| cannot("virt-viewer", e))?;
+    // Reaped when it exits (no zombie left while the app runs).
+    std::thread::spawn(move || viewer.wait());
+    Ok(())
 }
 
 // ---- Definition directories ----------------------------------------------------------------
