@@ -1272,6 +1272,7 @@ async fn a_deploy_onto_a_disk_a_failed_deploy_left_writes_a_fresh_instance_id() 
     let server = f.e.unit_show("app").unwrap().servers[0].clone();
     let host = f.e.host_show(&server.host).unwrap();
     let seed = format!("{}-seed.img", server.name);
+    let seed_sha256 = || f.e.hypervisor.volume_sha256(&host.uri, &host.pool, &seed);
     // Its domain ran (the guest booted from the disk), then the deploy failed; no undo can be
     // recorded, so none runs: everything stays, as on a host that cannot be reached.
     f.e.inject_fault(Some(Fault {
@@ -1301,19 +1302,11 @@ async fn a_deploy_onto_a_disk_a_failed_deploy_left_writes_a_fresh_instance_id() 
         assert!(left.contains(&what), "{what} left: {left}");
     }
     assert_eq!(states(&f.e, "app"), ["app-1=planned"]);
-    let first =
-        f.e.hypervisor
-            .volume_sha256(&host.uri, &host.pool, &seed)
-            .await
-            .unwrap();
+    let first = seed_sha256().await.unwrap();
 
     f.run("app", UnitAction::Deploy).await.unwrap();
     assert_eq!(states(&f.e, "app"), ["app-1=running"]);
-    let second =
-        f.e.hypervisor
-            .volume_sha256(&host.uri, &host.pool, &seed)
-            .await
-            .unwrap();
+    let second = seed_sha256().await.unwrap();
     assert_ne!(
         second, first,
         "the seed on the disk the failed deploy left has a new instance id"
@@ -1331,11 +1324,7 @@ async fn a_deploy_onto_a_disk_a_failed_deploy_left_writes_a_fresh_instance_id() 
         "registered alike"
     );
     f.run("app", UnitAction::Deploy).await.unwrap();
-    let fresh =
-        f.e.hypervisor
-            .volume_sha256(&host.uri, &host.pool, &seed)
-            .await
-            .unwrap();
+    let fresh = seed_sha256().await.unwrap();
     assert_eq!(
         fresh, first,
         "a disk made by the deploy: the version's own id"
