@@ -113,6 +113,44 @@ async fn listen(address: &str) -> Listener {
     }))
 }
 
+/// A server's address that gives no answer at all, as a dead or cut-off host's: a listener whose
+/// accept queue is full (backlog 0, one connection queued), so the kernel drops every new SYN
+/// and HAProxy's checks time out (`L4TOUT`). A closed port would answer with a reset, which
+/// proves the guest runs.
+struct Silent {
+    _listener: tokio::net::TcpListener,
+    _queued: std::net::TcpStream,
+}
+
+async fn silent(address: &str) -> Silent {
+    let addr: std::net::SocketAddr = format!("{address}:8080").parse().unwrap();
+    let began = Instant::now();
+    let listener = loop {
+        // A listener just dropped (an aborted task) may still hold the port for a moment.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        match socket.bind(addr).and_then(|()| socket.listen(0)) {
+            Ok(l) => break l,
+            Err(e) => {
+                assert!(began.elapsed() < PATIENCE, "cannot listen on {addr}: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let queued = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).unwrap();
+    // The proof that it is silent: the next connection is not answered.
+    let next = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+    assert!(
+        next.as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::TimedOut),
+        "{addr} answered: {next:?}"
+    );
+    Silent {
+        _listener: listener,
+        _queued: queued,
+    }
+}
+
 struct World {
     dir: tempfile::TempDir,
     e: Engine,
@@ -394,15 +432,28 @@ async fn a_dead_host_is_failed_once_haproxy_also_sees_its_server_down_and_comes_
         tokio::time::sleep(FAST_LOST * 2).await;
         assert_eq!(w.host("h2").monitor.state, Some(HostState::Ready));
 
-        // Both planes: failed.
+        // libvirt lost while the server refuses connections: its guest's kernel answers with
+        // a reset, so the host runs — partitioned, never failed.
         w.kill("h2");
+        let p = w.wait_state("h2", HostState::Partitioned).await;
+        assert!(
+            p.monitor.detail.contains("Connection refused")
+                && p.monitor.detail.contains("1 of its 1 servers answer"),
+            "{}",
+            p.monitor.detail
+        );
+        tokio::time::sleep(FAST_LOST * 2).await;
+        assert_eq!(w.host("h2").monitor.state, Some(HostState::Partitioned));
+
+        // Both planes silent: failed.
         let began = Instant::now();
+        let _quiet = silent(&a2).await;
         let h2 = w.wait_state("h2", HostState::Failed).await;
-        eprintln!("detected in {} ms", began.elapsed().as_millis());
+        eprintln!("failed {} ms after silence", began.elapsed().as_millis());
         assert!(
             h2.monitor
                 .detail
-                .contains("the load balancer sees all 1 of its checked servers down"),
+                .contains("the load balancer hears nothing from all 1 of its checked servers"),
             "{}",
             h2.monitor.detail
         );
@@ -435,7 +486,8 @@ async fn a_dead_host_is_failed_once_haproxy_also_sees_its_server_down_and_comes_
         [
             (None, HostState::Ready),
             (Some(HostState::Ready), HostState::Suspect),
-            (Some(HostState::Suspect), HostState::Failed),
+            (Some(HostState::Suspect), HostState::Partitioned),
+            (Some(HostState::Partitioned), HostState::Failed),
             (Some(HostState::Failed), HostState::Returning),
             (Some(HostState::Returning), HostState::Ready),
         ],
@@ -524,9 +576,11 @@ async fn a_host_whose_server_haproxy_still_sees_up_is_partitioned_never_failed()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_hosts_lost_at_once_or_haproxy_unreachable_freezes_and_nothing_fails() {
     let mut w = World::new(3).await;
-    // Nothing listens: HAProxy sees both servers down from the start.
-    let (s1, _) = w.server_on("h1");
-    let (s2, _) = w.server_on("h2");
+    // Nothing answers: HAProxy hears nothing from both servers from the start.
+    let (s1, a1) = w.server_on("h1");
+    let (s2, a2) = w.server_on("h2");
+    let _q1 = silent(&a1).await;
+    let _q2 = silent(&a2).await;
     w.wait_lb(&s1, "DOWN").await;
     w.wait_lb(&s2, "DOWN").await;
     let hooks = flotilla::ops::monitor::DefaultHooks;

@@ -388,7 +388,9 @@ impl Inventory {
                 let lb: Option<String> = r.get(4)?;
                 let kind: Option<String> = r.get(5)?;
                 let pool: String = r.get(6)?;
-                let in_rotation = lb_state == "ready" || lb_state == "drain";
+                // In rotation: ready. A server in its health gate (drain, health forced down) or being
+                // drained is no evidence about its host.
+                let in_rotation = lb_state == "ready";
                 Ok(MonitoredServer {
                     name: r.get(0)?,
                     host: r.get(1)?,

@@ -193,6 +193,9 @@ struct StatRow {
     status: String,
     /// The last health check's result (`L7OK`, `L4CON`, `INI`, …); empty without checks.
     check: String,
+    /// What that check met, in HAProxy's words (`Connection refused`, `No route to host`, the
+    /// HTTP reason); often empty.
+    check_said: String,
     sessions: u64,
     queued: u64,
 }
@@ -216,11 +219,13 @@ fn parse_stat(csv: &str) -> Vec<StatRow> {
     };
     let addr = idx("addr");
     let check = idx("check_status");
-    let text = |f: &[&str], i: Option<usize>| i.and_then(|i| f.get(i)).unwrap_or(&"").to_string();
+    let said = idx("last_chk");
+    let text =
+        |f: &[String], i: Option<usize>| i.and_then(|i| f.get(i)).cloned().unwrap_or_default();
     lines
         .filter_map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            let name = *f.get(sv)?;
+            let f = csv_fields(l);
+            let name = f.get(sv)?.as_str();
             if name == "FRONTEND" || name == "BACKEND" {
                 return None;
             }
@@ -230,11 +235,35 @@ fn parse_stat(csv: &str) -> Vec<StatRow> {
                 address: text(&f, addr),
                 status: f.get(st)?.to_string(),
                 check: text(&f, check).trim_start_matches('*').trim().to_owned(),
+                check_said: text(&f, said).chars().take(200).collect(),
                 sessions: f.get(scur)?.parse().unwrap_or(0),
                 queued: f.get(qcur)?.parse().unwrap_or(0),
             })
         })
         .collect()
+}
+
+/// One line of `show stat` CSV as fields. HAProxy quotes a field that holds a comma or a quote
+/// (a check's text, `"Bad status, 503"`), doubling the quotes inside.
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            '"' if quoted => quoted = false,
+            '"' if field.is_empty() => quoted = true,
+            ',' if !quoted => out.push(std::mem::take(&mut field)),
+            c => field.push(c),
+        }
+    }
+    out.push(field);
+    out
 }
 
 /// The backend row of `pool` in `show stat` CSV, as counters (columns found by name).
@@ -278,6 +307,8 @@ pub struct MemberHealth {
     pub status: String,
     /// The last health check's result (`L7OK`, `L4TOUT`, …); empty without checks.
     pub check: String,
+    /// What that check met (`last_chk`: `Connection refused`, `No route to host`, …).
+    pub check_said: String,
 }
 
 impl HaproxyRuntime {
@@ -304,6 +335,7 @@ impl HaproxyRuntime {
                 name: r.name,
                 status: r.status,
                 check: r.check,
+                check_said: r.check_said,
             })
             .collect())
     }
@@ -505,11 +537,23 @@ mod tests {
                 address: "10.0.0.1:80".into(),
                 status: "UP".into(),
                 check: "L7OK".into(),
+                check_said: String::new(),
                 sessions: 3,
                 queued: 1
             }]
         );
         assert!(parse_stat("garbage").is_empty());
+        // A check's text with a comma is quoted by HAProxy; the columns after it still line up.
+        let csv = "# pxname,svname,qcur,scur,status,check_status,last_chk,addr\n\
+                   be_t,w1,0,0,DOWN,L7STS,\"Bad status, \"\"503\"\"\",10.0.0.1:80\n\
+                   be_t,w2,0,0,DOWN,L4CON,Connection refused,10.0.0.2:80\n";
+        let rows = parse_stat(csv);
+        assert_eq!(rows[0].check_said, "Bad status, \"503\"");
+        assert_eq!(rows[0].address, "10.0.0.1:80");
+        assert_eq!(
+            (rows[1].check.as_str(), rows[1].check_said.as_str()),
+            ("L4CON", "Connection refused")
+        );
     }
 
     #[tokio::test]

@@ -134,6 +134,13 @@ impl Thresholds {
             .saturating_sub(self.call_timeout())
     }
 
+    /// Hosts lost within this time of each other count together for the freeze (more than half
+    /// of them lost: Flotilla is the one cut off), and an automatic recovery waits this long
+    /// after a failure before it fences, to see whether other hosts follow.
+    pub fn group_window(&self) -> Duration {
+        self.lost_after() * 3
+    }
+
     /// A monitor's record not renewed for this long is not trusted by readers: a few probe
     /// intervals, and the call timeout an evaluation may wait for the load balancer.
     pub fn stale_after(&self) -> Duration {
@@ -179,13 +186,14 @@ pub enum Probe {
 }
 
 /// How the load balancer sees the pooled servers of one host (servers the inventory holds in
-/// rotation: desired state ready or drain).
+/// rotation: desired state ready).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Seen {
-    /// Up, or down while its checks get an answer from the guest: the host runs.
-    pub up: u32,
-    /// Down, its checks getting no answer.
-    pub down: u32,
+    /// Up, or down while its checks get any answer from the guest (a reset, a wrong status):
+    /// the guest runs, so its host runs.
+    pub alive: u32,
+    /// Down, its checks getting no answer at all (time-outs, no route).
+    pub silent: u32,
     /// In maintenance at the load balancer: not checked, so no evidence either way.
     pub maint: u32,
     /// Not in the load balancer's table (lost on a reload) or a status without checks.
@@ -195,13 +203,13 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// Every server the load balancer checks is down, and it checks at least one.
-    pub fn all_down(&self) -> bool {
-        self.down > 0 && self.up == 0 && self.unknown == 0
+    /// Every server the load balancer checks is silent, and it checks at least one.
+    pub fn all_silent(&self) -> bool {
+        self.silent > 0 && self.alive == 0 && self.unknown == 0
     }
 
     fn total(&self) -> u32 {
-        self.up + self.down + self.maint + self.unknown
+        self.alive + self.silent + self.maint + self.unknown
     }
 }
 
@@ -424,19 +432,28 @@ impl Fleet {
                 "the load balancer cannot be asked ({trouble}): without the second witness no host is declared failed"
             ));
         }
+        // A host that failed within the group window counts with the hosts missing now: hosts
+        // lost one after another (a flaky uplink on Flotilla's side) are lost together.
+        let window = self.thresholds.group_window();
+        let failed_lately = |t: &Tracker| {
+            t.state == Some(HostState::Failed) && now.saturating_sub(t.since) <= window
+        };
         let candidates: Vec<&Tracker> = self
             .hosts
             .values()
-            .filter(|t| t.state != Some(HostState::Failed))
+            .filter(|t| t.state != Some(HostState::Failed) || failed_lately(t))
             .collect();
         let missing = candidates
             .iter()
-            .filter(|t| self.misses(t, now) >= self.thresholds.misses_to_suspect)
+            .filter(|t| {
+                failed_lately(t) || self.misses(t, now) >= self.thresholds.misses_to_suspect
+            })
             .count();
         (missing >= 2 && missing * 2 > candidates.len()).then(|| {
             format!(
-                "{missing} of {} hosts stopped answering at once: Flotilla itself looks cut off (its own network?), so no host is declared failed",
-                candidates.len()
+                "{missing} of {} hosts stopped answering within {}: Flotilla itself looks cut off (its own network?), so no host is declared failed and nothing is recovered automatically",
+                candidates.len(),
+                secs(window)
             )
         })
     }
@@ -509,26 +526,26 @@ impl Fleet {
                 t.last_reason
             );
             let verdict = match witness {
-                Witness::Seen(s) if s.all_down() => match &frozen {
+                Witness::Seen(s) if s.all_silent() => match &frozen {
                     None => (
                         HostState::Failed,
                         format!(
-                            "{lost} and the load balancer sees all {} of its checked servers down: {}",
-                            s.down, s.words
+                            "{lost} and the load balancer hears nothing from all {} of its checked servers (no answer, not even a refusal): {}; dead or cut off — its servers are re-created elsewhere only once they are known to be off",
+                            s.silent, s.words
                         ),
                     ),
                     Some(why) => (
                         HostState::Unreachable,
                         format!(
-                            "{lost} and the load balancer sees its servers down, so it would be failed, but the monitor is frozen: {why}"
+                            "{lost} and the load balancer hears nothing from its servers, so it would be failed, but the monitor is frozen: {why}"
                         ),
                     ),
                 },
-                Witness::Seen(s) if s.up > 0 => (
+                Witness::Seen(s) if s.alive > 0 => (
                     HostState::Partitioned,
                     format!(
-                        "{lost}, but the load balancer sees {} of its {} servers up ({}): the host runs and {}; not a failure",
-                        s.up,
+                        "{lost}, but {} of its {} servers answer the load balancer ({}): they run, so the host runs and {}; not a failure",
+                        s.alive,
                         s.total(),
                         s.words,
                         if t.last_unanswered {
@@ -641,10 +658,10 @@ mod tests {
         }
     }
 
-    fn seen(up: u32, down: u32) -> Witness {
+    fn seen(alive: u32, silent: u32) -> Witness {
         Witness::Seen(Seen {
-            up,
-            down,
+            alive,
+            silent,
             words: "web-1 DOWN".into(),
             ..Seen::default()
         })
@@ -762,7 +779,7 @@ mod tests {
         assert!(
             failed
                 .why
-                .contains("sees all 2 of its checked servers down"),
+                .contains("hears nothing from all 2 of its checked servers"),
             "{}",
             failed.why
         );
@@ -834,7 +851,7 @@ mod tests {
         );
         assert_eq!(path(&changes, "h2"), [Suspect, Partitioned]);
         let p = changes.iter().find(|c| c.to == Partitioned).unwrap();
-        assert!(p.why.contains("sees 1 of its 2 servers up"), "{}", p.why);
+        assert!(p.why.contains("1 of its 2 servers answer"), "{}", p.why);
         assert!(p.why.contains("not a failure"), "{}", p.why);
         assert!(p.why.contains("cannot reach it"), "{}", p.why);
         // A daemon that is merely slow (no answer in time, its servers up): said so, not failed.
@@ -908,7 +925,7 @@ mod tests {
         let mut g = ready_fleet(&["h1", "h2", "h3"]);
         let unknown = |_: &str| {
             Witness::Seen(Seen {
-                down: 1,
+                silent: 1,
                 unknown: 1,
                 ..Seen::default()
             })
@@ -919,7 +936,7 @@ mod tests {
         let mut m = ready_fleet(&["h1", "h2", "h3"]);
         let maint = |_: &str| {
             Witness::Seen(Seen {
-                down: 1,
+                silent: 1,
                 maint: 3,
                 ..Seen::default()
             })
@@ -1008,6 +1025,43 @@ mod tests {
         }
         assert!(g.frozen().unwrap().contains("2 of 2 hosts"));
         assert!(!changes.iter().any(|c| c.to == Failed), "{changes:?}");
+    }
+
+    #[test]
+    fn hosts_lost_one_after_another_within_the_window_count_together() {
+        // Three hosts; h1 is lost alone (both planes: failed), h2 follows a few seconds later:
+        // two of three within the group window is Flotilla's own uplink flapping, not two
+        // host failures — h2 is not failed.
+        let mut f = ready_fleet(&["h1", "h2", "h3"]);
+        let silent = |h: &str| if h == "h3" { seen(1, 0) } else { seen(0, 2) };
+        let mut changes = Vec::new();
+        let mut frozen = None;
+        for k in 1..=20u32 {
+            let now = ms(10) + I * k;
+            f.probe("h1", down(), now);
+            f.probe("h2", if k >= 8 { down() } else { up() }, now);
+            f.probe("h3", up(), now);
+            let e = f.evaluate(now, silent, None);
+            frozen = frozen.or(e.freeze);
+            changes.extend(e.changes);
+        }
+        assert_eq!(path(&changes, "h1"), [Suspect, Failed]);
+        assert_eq!(path(&changes, "h2"), [Suspect, Unreachable], "{changes:?}");
+        assert!(
+            matches!(&frozen, Some(Freeze::Frozen { why }) if why.contains("2 of 3 hosts stopped answering within 15 s")),
+            "{frozen:?}"
+        );
+        // The same second loss long after the first is a failure of its own.
+        let mut g = ready_fleet(&["h1", "h2", "h3"]);
+        let mut changes = Vec::new();
+        for k in 1..=40u32 {
+            let now = ms(10) + I * k;
+            g.probe("h1", down(), now);
+            g.probe("h2", if k >= 30 { down() } else { up() }, now);
+            g.probe("h3", up(), now);
+            changes.extend(g.evaluate(now, silent, None).changes);
+        }
+        assert_eq!(path(&changes, "h2"), [Suspect, Failed], "{changes:?}");
     }
 
     #[test]

@@ -8,8 +8,9 @@ use super::machine::{Seen, Witness};
 use crate::lb::haproxy::MemberHealth;
 use std::collections::{BTreeMap, HashMap};
 
-/// A server the inventory holds in rotation (desired load-balancer state ready or drain) in a
-/// pool of a witnessing load balancer.
+/// A server the inventory holds in rotation (desired load-balancer state ready) in a pool of a
+/// witnessing load balancer. A server inside its health gate (drain, its health forced down
+/// until its checks pass) or being drained is no evidence either way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PooledServer {
     pub server: String,
@@ -18,27 +19,53 @@ pub struct PooledServer {
     pub pool: String,
 }
 
-/// How the load balancer sees one server.
+/// How the load balancer sees one server: whether its guest answers at all. A guest that
+/// answers *anything* — a TCP reset, a TLS or HTTP error, a wrong status, a connection it accepts
+/// and then does not serve — runs, and so does its host. Only silence (time-outs, no route)
+/// is evidence that the host may be dead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerSeen {
-    Up,
-    Down,
+    /// Up, or down while its checks get an answer from the guest.
+    Alive,
+    /// Down, and its checks get no answer at all.
+    Silent,
+    /// In maintenance at the load balancer: not checked.
     Maint,
+    /// Not checked, not in the table, or a check that failed on the load balancer's side.
     Unknown,
 }
 
-/// Reads HAProxy's status words. `UP`, `UP 1/2` (still up, one check failed), `DRAIN`, `NOLB`:
-/// up. `DOWN…` is down, unless its last check got an answer at the TLS or HTTP layer (`L6…`,
-/// `L7…`: the guest answered, only unhealthy — its host runs). `MAINT…`: in maintenance.
-/// Anything else (`no check`, …): unknown.
-pub fn classify(status: &str, check: &str) -> ServerSeen {
+/// Reads HAProxy's status words (`status`), the last check's result (`check_status`: `L4TOUT`,
+/// `L4CON`, `L7STS`, …) and what it met (`last_chk`: `Connection refused`, `No route to host`).
+///
+/// - `UP`, `UP 1/2`, `DRAIN`, `NOLB`: alive (its checks pass, or passed a moment ago);
+/// - `DOWN` after a check that got past layer 4 (`L4OK`, `L6…`, `L7…`, a layer-7 time-out
+///   included: the guest accepted the connection): alive, only unhealthy;
+/// - `DOWN` after `L4CON` with a refused or reset connection: alive — the guest's kernel answered;
+/// - `DOWN` after `L4TOUT`, or `L4CON` for any other reason (no route to host: nobody answers
+///   ARP): silent;
+/// - `MAINT…`: in maintenance; anything else (`no check`, `SOCKERR` — the load balancer's own
+///   socket failed —, `INI`): unknown.
+pub fn classify(status: &str, check: &str, said: &str) -> ServerSeen {
     let word = status.split_whitespace().next().unwrap_or("");
     match word {
-        "UP" | "DRAIN" | "NOLB" => ServerSeen::Up,
-        "DOWN" if check.starts_with("L6") || check.starts_with("L7") => ServerSeen::Up,
-        "DOWN" => ServerSeen::Down,
+        "UP" | "DRAIN" | "NOLB" => ServerSeen::Alive,
+        "DOWN" => classify_failed_check(check, said),
         "MAINT" => ServerSeen::Maint,
         _ => ServerSeen::Unknown,
+    }
+}
+
+fn classify_failed_check(check: &str, said: &str) -> ServerSeen {
+    let said = said.to_ascii_lowercase();
+    if check.starts_with("L6") || check.starts_with("L7") || check == "L4OK" {
+        ServerSeen::Alive
+    } else if check == "L4CON" && (said.contains("refused") || said.contains("reset")) {
+        ServerSeen::Alive
+    } else if check == "L4TOUT" || check == "L4CON" {
+        ServerSeen::Silent
+    } else {
+        ServerSeen::Unknown
     }
 }
 
@@ -91,11 +118,13 @@ pub fn witnesses(
                     .find(|m| m.pool == s.pool && m.name == s.server);
                 let (seen, words) = match m {
                     Some(m) => (
-                        classify(&m.status, &m.check),
-                        if m.check.is_empty() {
-                            m.status.clone()
-                        } else {
-                            format!("{} {}", m.status, m.check)
+                        classify(&m.status, &m.check, &m.check_said),
+                        match (m.check.is_empty(), m.check_said.is_empty()) {
+                            (true, _) => m.status.clone(),
+                            (false, true) => format!("{} {}", m.status, m.check),
+                            (false, false) => {
+                                format!("{} {} ({})", m.status, m.check, m.check_said)
+                            }
                         },
                     ),
                     None => (ServerSeen::Unknown, "not in its table".to_owned()),
@@ -137,8 +166,8 @@ pub fn witnesses(
             let mut seen = Seen::default();
             for (_, s, _, _) in &servers {
                 match s {
-                    ServerSeen::Up => seen.up += 1,
-                    ServerSeen::Down => seen.down += 1,
+                    ServerSeen::Alive => seen.alive += 1,
+                    ServerSeen::Silent => seen.silent += 1,
                     ServerSeen::Maint => seen.maint += 1,
                     ServerSeen::Unknown => seen.unknown += 1,
                 }
@@ -177,28 +206,53 @@ mod tests {
     }
 
     fn member(name: &str, status: &str, check: &str) -> MemberHealth {
+        let said = match check {
+            "L4CON" => "No route to host",
+            "L4TOUT" => "",
+            _ => "",
+        };
         MemberHealth {
             pool: "be_web".into(),
             name: name.into(),
             status: status.into(),
             check: check.into(),
+            check_said: said.into(),
         }
     }
 
     #[test]
-    fn haproxy_status_words_are_read_as_the_host_plane_needs() {
-        assert_eq!(classify("UP", "L7OK"), ServerSeen::Up);
-        assert_eq!(classify("UP 1/2", "L4TOUT"), ServerSeen::Up, "still up");
-        assert_eq!(classify("DRAIN", "L7OK"), ServerSeen::Up);
-        assert_eq!(classify("DOWN", "L4TOUT"), ServerSeen::Down);
-        assert_eq!(classify("DOWN", "L4CON"), ServerSeen::Down);
-        assert_eq!(classify("DOWN 1/2", "L4CON"), ServerSeen::Down);
-        // The guest answered HTTP (a 500): unhealthy, but its host runs.
-        assert_eq!(classify("DOWN", "L7STS"), ServerSeen::Up);
-        assert_eq!(classify("MAINT", ""), ServerSeen::Maint);
-        assert_eq!(classify("MAINT (resolution)", ""), ServerSeen::Maint);
-        assert_eq!(classify("no check", ""), ServerSeen::Unknown);
-        assert_eq!(classify("", ""), ServerSeen::Unknown);
+    fn any_answer_from_a_guest_means_alive_and_only_silence_counts() {
+        use ServerSeen::*;
+        // Checks that pass, or passed a moment ago.
+        assert_eq!(classify("UP", "L7OK", ""), Alive);
+        assert_eq!(classify("UP 1/2", "L4TOUT", ""), Alive, "still up");
+        assert_eq!(classify("DRAIN", "L7OK", ""), Alive);
+        assert_eq!(classify("NOLB", "L7OK", ""), Alive);
+        // The guest's kernel answered the connection with a reset: it runs.
+        assert_eq!(classify("DOWN", "L4CON", "Connection refused"), Alive);
+        assert_eq!(classify("DOWN 1/2", "L4CON", "Connection refused"), Alive);
+        assert_eq!(classify("DOWN", "L4CON", "Connection reset by peer"), Alive);
+        // Past layer 4: TLS or HTTP failures, a wrong status, a layer-7 time-out after the
+        // connection was accepted.
+        assert_eq!(classify("DOWN", "L6RSP", "SSL handshake failure"), Alive);
+        assert_eq!(classify("DOWN", "L6TOUT", ""), Alive);
+        assert_eq!(classify("DOWN", "L7STS", "Internal Server Error"), Alive);
+        assert_eq!(classify("DOWN", "L7RSP", "Invalid response"), Alive);
+        assert_eq!(classify("DOWN", "L7TOUT", ""), Alive);
+        assert_eq!(classify("DOWN", "L4OK", ""), Alive);
+        // Silence: no answer in time, nobody answering ARP.
+        assert_eq!(classify("DOWN", "L4TOUT", ""), Silent);
+        assert_eq!(classify("DOWN", "L4CON", "No route to host"), Silent);
+        assert_eq!(classify("DOWN", "L4CON", "Network is unreachable"), Silent);
+        assert_eq!(classify("DOWN", "L4CON", ""), Silent);
+        // No evidence either way.
+        assert_eq!(classify("DOWN", "SOCKERR", "Socket error"), Unknown);
+        assert_eq!(classify("DOWN", "INI", ""), Unknown);
+        assert_eq!(classify("DOWN", "", ""), Unknown);
+        assert_eq!(classify("MAINT", "", ""), Maint);
+        assert_eq!(classify("MAINT (resolution)", "", ""), Maint);
+        assert_eq!(classify("no check", "", ""), Unknown);
+        assert_eq!(classify("", "", ""), Unknown);
     }
 
     #[test]
@@ -227,13 +281,16 @@ mod tests {
         assert!(w.trouble().is_none());
         match w.of("h2") {
             Witness::Seen(s) => {
-                assert!(s.all_down(), "{s:?}");
-                assert_eq!(s.words, "web-2 DOWN L4TOUT, web-4 DOWN L4CON");
+                assert!(s.all_silent(), "{s:?}");
+                assert_eq!(
+                    s.words,
+                    "web-2 DOWN L4TOUT, web-4 DOWN L4CON (No route to host)"
+                );
             }
             other => panic!("{other:?}"),
         }
         match w.of("h1") {
-            Witness::Seen(s) => assert_eq!((s.up, s.down), (2, 0)),
+            Witness::Seen(s) => assert_eq!((s.alive, s.silent), (2, 0)),
             other => panic!("{other:?}"),
         }
         assert!(
@@ -251,8 +308,8 @@ mod tests {
         )]);
         match witnesses(&servers, &readings).of("h1") {
             Witness::Seen(s) => {
-                assert_eq!((s.down, s.unknown), (1, 1));
-                assert!(!s.all_down());
+                assert_eq!((s.silent, s.unknown), (1, 1));
+                assert!(!s.all_silent());
                 assert!(s.words.contains("web-2 not in its table"), "{}", s.words);
             }
             other => panic!("{other:?}"),
@@ -286,7 +343,7 @@ mod tests {
         )]);
         match witnesses(&servers, &readings).of("h1") {
             Witness::Seen(s) => {
-                assert_eq!(s.down, 7);
+                assert_eq!(s.silent, 7);
                 assert!(s.words.ends_with("and 3 more"), "{}", s.words);
             }
             other => panic!("{other:?}"),
