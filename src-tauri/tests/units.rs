@@ -2960,6 +2960,7 @@ fn monitor_says_with(
                     n.iter().map(|s| (*s).to_owned()).collect()
                 }),
             probed_at: now.clone(),
+            last_seen: now.clone(),
         })
         .collect();
     assert!(e

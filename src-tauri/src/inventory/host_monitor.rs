@@ -41,6 +41,9 @@ pub(super) const CREATE: &str = "CREATE TABLE host_monitor (
 pub struct MonitorLease {
     pub pid: u32,
     pub pid_start: String,
+    /// The machine's boot and the PID namespace the pid means something in
+    /// ([`pid_namespace`]).
+    pub pid_ns: String,
     pub token: String,
     /// Which front door runs it (`cli`, `gui`).
     pub via: String,
@@ -53,6 +56,7 @@ impl MonitorLease {
         Self {
             pid,
             pid_start: process_start(pid).unwrap_or_default(),
+            pid_ns: pid_namespace(),
             token: super::now_compact(),
             via: via.to_owned(),
         }
@@ -98,6 +102,9 @@ pub struct MonitorRecord {
     pub not_running: Vec<String>,
     /// RFC 3339: its last probe result.
     pub probed_at: String,
+    /// RFC 3339: when it was last seen alive (libvirt answered, or the load balancer heard one
+    /// of its servers); empty: never by this or an earlier monitor.
+    pub last_seen: String,
 }
 
 /// A server as the monitor needs it: where it runs, whether it should, and, when the inventory
@@ -122,10 +129,38 @@ fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Whether the lease row (pid, pid_start, updated_ms, stale_after_ms) is held by a live,
-/// current monitor.
-fn lease_current(pid: u32, pid_start: &str, updated_ms: i64, stale_after_ms: i64) -> bool {
-    process_alive(pid, pid_start) && now_ms() <= updated_ms.saturating_add(stale_after_ms)
+/// Where this process's pid means something: the machine's boot id and the PID namespace
+/// (`/proc/self/ns/pid`). A pid read in a container means nothing outside it, and the other
+/// way round.
+pub(crate) fn pid_namespace() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if boot.trim().is_empty() || ns.is_empty() {
+        return String::new();
+    }
+    format!("{}/{ns}", boot.trim())
+}
+
+/// Whether the lease row (pid, pid_start, its PID namespace, updated_ms, stale_after_ms) is
+/// held by a current monitor: renewed within its stale time and, when its pid can be checked
+/// here (same boot, same PID namespace), its process alive. A holder in another PID namespace
+/// (a container) or on a record without one is judged by its renewals alone: its pid would
+/// name another process here, or none.
+fn lease_current(
+    pid: u32,
+    pid_start: &str,
+    pid_ns: &str,
+    updated_ms: i64,
+    stale_after_ms: i64,
+) -> bool {
+    let fresh = now_ms() <= updated_ms.saturating_add(stale_after_ms);
+    let here = pid_namespace();
+    if pid_ns.is_empty() || here.is_empty() || pid_ns != here {
+        return fresh;
+    }
+    process_alive(pid, pid_start) && fresh
 }
 
 impl Inventory {
@@ -139,26 +174,28 @@ impl Inventory {
     ) -> Result<Option<MonitorHolder>, InventoryError> {
         let mut conn = self.conn();
         let tx = Self::write_tx(&mut conn, "take the monitor lease")?;
-        let held: Option<(u32, String, String, i64, i64)> = tx
+        let held: Option<(u32, String, String, String, i64, i64)> = tx
             .query_row(
-                "SELECT pid, pid_start, token, updated_ms, stale_after_ms FROM monitor_lease WHERE id = 1",
+                "SELECT pid, pid_start, pid_ns, token, updated_ms, stale_after_ms FROM monitor_lease WHERE id = 1",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
             )
             .optional()
             .map_err(query_err("read the monitor lease"))?;
-        if let Some((pid, start, token, updated, stale)) = held {
-            let mine = pid == me.pid && start == me.pid_start && token == me.token;
-            if !mine && lease_current(pid, &start, updated, stale) {
+        if let Some((pid, start, ns, token, updated, stale)) = held {
+            let mine =
+                pid == me.pid && start == me.pid_start && ns == me.pid_ns && token == me.token;
+            if !mine && lease_current(pid, &start, &ns, updated, stale) {
                 drop(tx);
                 return self.monitor_holder_in(&conn);
             }
         }
         tx.execute(
-            "INSERT INTO monitor_lease (id, pid, pid_start, token, via, started_at, updated_ms, stale_after_ms, frozen, thresholds)
-             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, '', ?8)
+            "INSERT INTO monitor_lease (id, pid, pid_start, token, via, started_at, updated_ms, stale_after_ms, frozen, thresholds, pid_ns)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, '', ?8, ?9)
              ON CONFLICT(id) DO UPDATE SET pid = ?1, pid_start = ?2, token = ?3, via = ?4,
-                 started_at = ?5, updated_ms = ?6, stale_after_ms = ?7, frozen = '', thresholds = ?8",
+                 started_at = ?5, updated_ms = ?6, stale_after_ms = ?7, frozen = '', thresholds = ?8,
+                 pid_ns = ?9",
             params![
                 me.pid,
                 me.pid_start,
@@ -167,7 +204,8 @@ impl Inventory {
                 now_rfc3339(),
                 now_ms(),
                 ms(stale_after_ms),
-                thresholds_json
+                thresholds_json,
+                me.pid_ns
             ],
         )
         .map_err(query_err("take the monitor lease"))?;
@@ -190,14 +228,15 @@ impl Inventory {
         let renewed = tx
             .execute(
                 "UPDATE monitor_lease SET updated_ms = ?4, stale_after_ms = ?5, frozen = ?6
-                 WHERE id = 1 AND pid = ?1 AND pid_start = ?2 AND token = ?3",
+                 WHERE id = 1 AND pid = ?1 AND pid_start = ?2 AND token = ?3 AND pid_ns = ?7",
                 params![
                     me.pid,
                     me.pid_start,
                     me.token,
                     now,
                     ms(stale_after_ms),
-                    frozen
+                    frozen,
+                    me.pid_ns
                 ],
             )
             .map_err(query_err("renew the monitor lease"))?;
@@ -207,10 +246,11 @@ impl Inventory {
         {
             let mut upsert = tx
                 .prepare(
-                    "INSERT INTO host_monitor (host_id, state, since, detail, not_running, probed_at, updated_ms, stale_after_ms)
-                     SELECT id, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM hosts WHERE name = ?1
+                    "INSERT INTO host_monitor (host_id, state, since, detail, not_running, probed_at, updated_ms, stale_after_ms, last_seen)
+                     SELECT id, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 FROM hosts WHERE name = ?1
                      ON CONFLICT(host_id) DO UPDATE SET state = ?2, since = ?3, detail = ?4,
-                         not_running = ?5, probed_at = ?6, updated_ms = ?7, stale_after_ms = ?8",
+                         not_running = ?5, probed_at = ?6, updated_ms = ?7, stale_after_ms = ?8,
+                         last_seen = ?9",
                 )
                 .map_err(query_err("write the monitor's records"))?;
             for r in records {
@@ -223,7 +263,8 @@ impl Inventory {
                         r.not_running.join(","),
                         r.probed_at,
                         now,
-                        ms(stale_after_ms)
+                        ms(stale_after_ms),
+                        r.last_seen
                     ])
                     .map_err(query_err("write the monitor's records"))?;
             }
@@ -237,8 +278,8 @@ impl Inventory {
     pub fn monitor_release(&self, me: &MonitorLease) -> Result<(), InventoryError> {
         self.conn()
             .execute(
-                "DELETE FROM monitor_lease WHERE id = 1 AND pid = ?1 AND pid_start = ?2 AND token = ?3",
-                params![me.pid, me.pid_start, me.token],
+                "DELETE FROM monitor_lease WHERE id = 1 AND pid = ?1 AND pid_start = ?2 AND token = ?3 AND pid_ns = ?4",
+                params![me.pid, me.pid_start, me.token, me.pid_ns],
             )
             .map_err(query_err("give up the monitor lease"))?;
         Ok(())
@@ -254,16 +295,16 @@ impl Inventory {
         conn: &rusqlite::Connection,
     ) -> Result<Option<MonitorHolder>, InventoryError> {
         conn.query_row(
-            "SELECT pid, pid_start, via, started_at, updated_ms, stale_after_ms, frozen, thresholds
+            "SELECT pid, pid_start, via, started_at, updated_ms, stale_after_ms, frozen, thresholds, pid_ns
              FROM monitor_lease WHERE id = 1",
             [],
             |r| {
-                let (pid, start): (u32, String) = (r.get(0)?, r.get(1)?);
+                let (pid, start, ns): (u32, String, String) = (r.get(0)?, r.get(1)?, r.get(8)?);
                 Ok(MonitorHolder {
                     pid,
                     via: r.get(2)?,
                     started_at: r.get(3)?,
-                    current: lease_current(pid, &start, r.get(4)?, r.get(5)?),
+                    current: lease_current(pid, &start, &ns, r.get(4)?, r.get(5)?),
                     frozen: r.get(6)?,
                     thresholds: r.get(7)?,
                 })
@@ -288,7 +329,7 @@ impl Inventory {
         let mut stmt = conn
             .prepare(
                 "SELECT h.name, m.state, m.since, m.detail, m.not_running, m.probed_at,
-                        m.updated_ms, m.stale_after_ms
+                        m.updated_ms, m.stale_after_ms, m.last_seen
                  FROM host_monitor m JOIN hosts h ON h.id = m.host_id ORDER BY h.name",
             )
             .map_err(query_err("read the monitor's records"))?;
@@ -313,6 +354,7 @@ impl Inventory {
                             .map(str::to_owned)
                             .collect(),
                         probed_at: r.get(5)?,
+                        last_seen: r.get(8)?,
                     },
                     now_ms() <= updated.saturating_add(stale),
                 ))
@@ -338,14 +380,15 @@ impl Inventory {
     ) -> Result<HashMap<String, HostMonitor>, InventoryError> {
         let live = conn
             .query_row(
-                "SELECT pid, pid_start, updated_ms, stale_after_ms FROM monitor_lease WHERE id = 1",
+                "SELECT pid, pid_start, pid_ns, updated_ms, stale_after_ms FROM monitor_lease WHERE id = 1",
                 [],
                 |r| {
                     Ok(lease_current(
                         r.get(0)?,
                         &r.get::<_, String>(1)?,
-                        r.get(2)?,
+                        &r.get::<_, String>(2)?,
                         r.get(3)?,
+                        r.get(4)?,
                     ))
                 },
             )
@@ -363,6 +406,7 @@ impl Inventory {
                         since: r.since,
                         detail: r.detail,
                         probed_at: r.probed_at,
+                        last_seen: r.last_seen,
                         not_running: r.not_running,
                     },
                 )
@@ -440,6 +484,7 @@ mod tests {
             detail: format!("{host} is {state}"),
             not_running: vec!["web-2".into()],
             probed_at: "2026-01-01T00:00:01Z".into(),
+            last_seen: "2026-01-01T00:00:01Z".into(),
         }
     }
 
@@ -532,6 +577,47 @@ mod tests {
             HostState::Failed,
             "the first wrote nothing"
         );
+    }
+
+    #[test]
+    fn a_holder_in_another_pid_namespace_is_judged_by_its_renewals_alone() {
+        let inv = inventory_with(&["h1"]);
+        // A monitor in a container: its pid means nothing here (no such process, or another
+        // one). While it renews, this one stands by.
+        let contained = MonitorLease {
+            pid: 999_999,
+            pid_start: "1".into(),
+            pid_ns: "another-boot/pid:[4026531999]".into(),
+            token: "c".into(),
+            via: "cli".into(),
+        };
+        assert_eq!(
+            inv.monitor_lease_take(&contained, 60_000, "{}").unwrap(),
+            None
+        );
+        let here = MonitorLease::mine("gui");
+        assert!(!here.pid_ns.is_empty(), "this process's namespace is known");
+        let holder = inv.monitor_lease_take(&here, 60_000, "{}").unwrap();
+        assert!(
+            holder
+                .as_ref()
+                .is_some_and(|h| h.current && h.pid == 999_999),
+            "{holder:?}"
+        );
+        // Once it stops renewing, it is taken over.
+        inv.execute_batch_for_test("UPDATE monitor_lease SET updated_ms = 0");
+        assert_eq!(inv.monitor_lease_take(&here, 60_000, "{}").unwrap(), None);
+        assert!(!inv
+            .monitor_write(&contained, &[record("h1", HostState::Failed)], "", 60_000)
+            .unwrap());
+        // The same pid in this namespace is checked: not running here, taken over at once.
+        let dead_here = MonitorLease {
+            pid_ns: pid_namespace(),
+            ..contained
+        };
+        inv.execute_batch_for_test("DELETE FROM monitor_lease");
+        inv.monitor_lease_take(&dead_here, 60_000, "{}").unwrap();
+        assert_eq!(inv.monitor_lease_take(&here, 60_000, "{}").unwrap(), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod audit;
 mod builders;
 mod definitions;
+mod host_fences;
 mod host_monitor;
 mod host_objects;
 mod host_pins;
@@ -25,6 +26,7 @@ pub use definitions::DefinitionVersion;
 pub use journal::{Operation, OperationStep, StepStatus};
 
 pub use audit::{Actor, AuditEntry, AuditResult};
+pub use host_fences::{FenceMethod, HostFence};
 pub use host_monitor::{MonitorHolder, MonitorLease, MonitorRecord, MonitoredServer};
 pub use host_pins::PinMode;
 pub use hosts::NewHost;
@@ -178,6 +180,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("host_monitor, monitor_lease", host_monitor::CREATE),
     // A server re-created on another host has a new generation.
     ("servers: generation", servers::GENERATION),
+    // Issue 20: a server never runs twice — fences, isolation, when a host was last seen.
+    (
+        "host_fences; servers: isolation, fenced; last seen; lease namespace",
+        host_fences::CREATE,
+    ),
 ];
 
 fn migrations() -> Migrations<'static> {

@@ -31,6 +31,12 @@ pub struct Server {
     /// How many times it was re-created on another host (`unit recover`); its domain carries
     /// it in its metadata, so a copy left on a host that comes back is recognised as stale.
     pub generation: u32,
+    /// The isolation response its guest was given (seconds without its load balancer before
+    /// it powers itself off); 0: none.
+    pub isolation_s: u32,
+    /// RFC 3339: when it was taken out of rotation because its host was lost; empty: it was
+    /// not (or is back).
+    pub fenced_at: String,
 }
 
 /// What a server ran before a rollout swapped it.
@@ -271,7 +277,8 @@ impl Inventory {
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT s.name, u.name, h.name, s.address, s.mac, s.state, s.version, s.lb_state,
-                        s.disk, s.seed, s.prior_version, s.prior_disk, s.prior_seed, s.generation
+                        s.disk, s.seed, s.prior_version, s.prior_disk, s.prior_seed, s.generation,
+                        s.isolation_s, s.fenced_at
                  FROM servers s JOIN units u ON u.id = s.unit_id JOIN hosts h ON h.id = s.host_id
                  WHERE {filter} ORDER BY u.name, s.id"
             ))
@@ -296,6 +303,8 @@ impl Inventory {
                         seed: r.get(12).unwrap_or_default(),
                     }),
                     generation: r.get(13)?,
+                    isolation_s: r.get(14)?,
+                    fenced_at: r.get(15)?,
                 })
             })
             .map_err(query_err("list servers"))?

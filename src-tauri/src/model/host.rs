@@ -112,6 +112,10 @@ pub struct HostMonitor {
     pub detail: String,
     /// RFC 3339, UTC: the monitor's last probe result for this host.
     pub probed_at: String,
+    /// RFC 3339, UTC: when a monitor last saw the host alive — libvirt answered, or the load
+    /// balancer heard one of its servers answer; empty: never.
+    #[serde(default)]
+    pub last_seen: String,
     /// Servers the inventory says run on this host that its libvirt does not list as running
     /// (crashed or stopped outside Flotilla), from the last probe that could list them.
     pub not_running: Vec<String>,

@@ -58,9 +58,9 @@ pub fn classify(status: &str, check: &str, said: &str) -> ServerSeen {
 
 fn classify_failed_check(check: &str, said: &str) -> ServerSeen {
     let said = said.to_ascii_lowercase();
-    if check.starts_with("L6") || check.starts_with("L7") || check == "L4OK" {
-        ServerSeen::Alive
-    } else if check == "L4CON" && (said.contains("refused") || said.contains("reset")) {
+    let past_layer4 = check.starts_with("L6") || check.starts_with("L7") || check == "L4OK";
+    let reset = check == "L4CON" && (said.contains("refused") || said.contains("reset"));
+    if past_layer4 || reset {
         ServerSeen::Alive
     } else if check == "L4TOUT" || check == "L4CON" {
         ServerSeen::Silent

@@ -35,8 +35,10 @@ use std::time::{Duration, Instant};
 /// host as clean at once. Fencing (servers of a failed host to maintenance at the load
 /// balancer) hooks onto `on_transition` with `to == HostState::Failed`, which never happens
 /// while the fleet is frozen; the reconcile of a returning host (removing domains of servers
-/// that now live elsewhere) is `reconcile`. Both run inside the monitor's round: keep them
-/// short, or hand the work to a task and answer `NotYet` until it is done.
+/// that now live elsewhere) is `reconcile`. Both run beside the monitor's rounds (one
+/// reconcile per host at a time; its answer applies at the next round), so they may take as
+/// long as a load balancer or a host makes them; they stop when the monitor stops or loses
+/// its lease.
 pub trait MonitorHooks: Send + Sync {
     /// After the change is written to the inventory (and reported).
     fn on_transition<'a>(
@@ -99,6 +101,14 @@ struct Watch {
     not_running: HashMap<String, Vec<String>>,
     /// Hosts whose probe has not come back.
     probing: HashSet<String>,
+    /// Hosts whose libvirt answered since the last round.
+    answered: HashSet<String>,
+    /// When (wall clock, RFC 3339) each host was last seen alive: libvirt answered, or the
+    /// load balancer heard one of its servers.
+    last_seen: HashMap<String, String>,
+    /// Hosts whose reconcile runs beside the rounds, and the outcomes that came back.
+    reconciling: HashSet<String>,
+    reconciled: Vec<(String, Reconciled)>,
     /// The URI of each host, as of the last round.
     uris: BTreeMap<String, LibvirtUri>,
     /// Events and changes of rounds whose write failed: reported (and hooked) after the next
@@ -116,6 +126,10 @@ impl Watch {
             running: HashMap::new(),
             not_running: HashMap::new(),
             probing: HashSet::new(),
+            answered: HashSet::new(),
+            last_seen: HashMap::new(),
+            reconciling: HashSet::new(),
+            reconciled: Vec::new(),
             uris: BTreeMap::new(),
             unreported: Vec::new(),
             unhooked: Vec::new(),
@@ -133,6 +147,7 @@ impl Watch {
         self.probed_at.insert(host.to_owned(), now_ms_rfc3339());
         match outcome {
             Ok(answer) => {
+                self.answered.insert(host.to_owned());
                 if let Some(running) = answer.running {
                     self.running.insert(host.to_owned(), running);
                 }
@@ -168,6 +183,26 @@ type ProbeDone = (
     String,
     Result<crate::hypervisor::ProbeAnswer, crate::hypervisor::ProbeError>,
 );
+
+/// What a round leaves to run beside the rounds: the hooks of the changes it wrote, and the
+/// reconciles of returning hosts. None of it delays a probe, a round or the lease.
+#[derive(Default)]
+struct SideWork {
+    hook: Vec<Change>,
+    reconcile: Vec<Host>,
+}
+
+/// A piece of side work that ended.
+enum SideDone {
+    Hooked {
+        change: Change,
+        outcome: Result<(), String>,
+    },
+    Reconciled {
+        host: String,
+        outcome: Reconciled,
+    },
+}
 
 impl Engine {
     /// Whether a monitor runs, its settings and freeze.
@@ -209,6 +244,9 @@ impl Engine {
         let mut watch: Option<Watch> = None;
         let mut standing_by: Option<String> = None;
         let mut probes: FuturesUnordered<BoxFuture<'_, ProbeDone>> = FuturesUnordered::new();
+        // Hooks (fencing at the load balancer, a reconcile) run here, beside the rounds: a
+        // slow load balancer or host never delays another host's detection nor the lease.
+        let mut side: FuturesUnordered<BoxFuture<'_, SideDone>> = FuturesUnordered::new();
         let mut ticker = tokio::time::interval(thresholds.interval());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stop = std::pin::pin!(stop);
@@ -221,6 +259,19 @@ impl Engine {
                         w.record(&host, outcome, clock.elapsed());
                     }
                 }
+                Some(done) = side.next(), if !side.is_empty() => match done {
+                    SideDone::Hooked { change, outcome: Err(e) } => report(problem(format!(
+                        "the hook for {} going {} failed: {e}",
+                        change.host, change.to
+                    ))),
+                    SideDone::Hooked { .. } => {}
+                    SideDone::Reconciled { host, outcome } => {
+                        if let Some(w) = watch.as_mut() {
+                            w.reconciling.remove(&host);
+                            w.reconciled.push((host, outcome));
+                        }
+                    }
+                },
                 _ = ticker.tick() => {
                     let Some(w) = watch.as_mut() else {
                         match self.inventory.monitor_lease_take(&me, stale_ms, &thresholds_json) {
@@ -240,10 +291,24 @@ impl Engine {
                         }
                         continue;
                     };
-                    if !self.monitor_round(w, &me, stale_ms, hooks, report, clock).await {
-                        // Another monitor took the lease (this one had stopped renewing it).
+                    let Some(work) = self.monitor_round(w, &me, stale_ms, report, clock).await else {
+                        // Another monitor took the lease (this one had stopped renewing it): it
+                        // acts from now on, so this one's side work stops here too.
                         watch = None;
+                        side = FuturesUnordered::new();
                         continue;
+                    };
+                    for change in work.hook {
+                        side.push(Box::pin(async move {
+                            let outcome = hooks.on_transition(self, &change).await;
+                            SideDone::Hooked { change, outcome }
+                        }));
+                    }
+                    for host in work.reconcile {
+                        side.push(Box::pin(async move {
+                            let outcome = hooks.reconcile(self, &host).await;
+                            SideDone::Reconciled { host: host.name.to_string(), outcome }
+                        }));
                     }
                     let timeout = thresholds.call_timeout();
                     for (host, uri) in &w.uris {
@@ -306,6 +371,10 @@ impl Engine {
         // A previous monitor's last word about the host (trusted or not): a host it left
         // lost or returning is reconciled before it is ready.
         let recorded = h.monitor.last_state;
+        if !h.monitor.last_seen.is_empty() {
+            w.last_seen
+                .insert(name.clone(), h.monitor.last_seen.clone());
+        }
         if recorded.is_some() {
             w.since.insert(name.clone(), h.monitor.since.clone());
             w.not_running
@@ -315,23 +384,23 @@ impl Engine {
         w.uris.insert(name, h.uri.clone());
     }
 
-    /// One round (see the module). False when the lease was lost.
+    /// One round (see the module): what it leaves to run beside the rounds, or `None` when
+    /// the lease was lost.
     async fn monitor_round(
         &self,
         w: &mut Watch,
         me: &MonitorLease,
         stale_ms: u64,
-        hooks: &dyn MonitorHooks,
         report: &(dyn Fn(MonitorEvent) + Send + Sync),
         clock: Instant,
-    ) -> bool {
+    ) -> Option<SideWork> {
         let thresholds = *w.fleet.thresholds();
         let (hosts, servers) = match (self.inventory.host_list(), self.inventory.monitor_servers())
         {
             (Ok(h), Ok(s)) => (h, s),
             (Err(e), _) | (_, Err(e)) => {
                 report(problem(format!("cannot read the inventory: {e}")));
-                return true;
+                return Some(SideWork::default());
             }
         };
         let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
@@ -342,6 +411,7 @@ impl Engine {
         w.probed_at.retain(|h, _| kept(h));
         w.running.retain(|h, _| kept(h));
         w.not_running.retain(|h, _| kept(h));
+        w.last_seen.retain(|h, _| kept(h));
         for h in &hosts {
             self.monitor_track(w, h, clock.elapsed());
         }
@@ -354,13 +424,28 @@ impl Engine {
         let eval = w.fleet.evaluate(now, |h| seen.of(h), trouble.as_deref());
         let mut changes = eval.changes;
 
-        // Returning hosts: reconciled before they are ready (never while frozen).
+        // Seen alive this round: libvirt answered, or the load balancer hears a server.
+        let at = now_ms_rfc3339();
+        for host in w.uris.keys() {
+            let heard = matches!(seen.of(host), crate::monitor::Witness::Seen(s) if s.alive > 0);
+            if w.answered.remove(host) || heard {
+                w.last_seen.insert(host.clone(), at.clone());
+            }
+        }
+
+        // Returning hosts: reconciled (beside the rounds) before they are ready; the outcomes
+        // that came back since the last round apply now. Never while frozen.
+        for (host, outcome) in std::mem::take(&mut w.reconciled) {
+            changes.extend(w.fleet.reconciled(&host, outcome, clock.elapsed()));
+        }
+        let mut work = SideWork::default();
         for host in w.fleet.to_reconcile() {
             let Some(h) = hosts.iter().find(|h| h.name.as_str() == host) else {
                 continue;
             };
-            let outcome = hooks.reconcile(self, h).await;
-            changes.extend(w.fleet.reconciled(&host, outcome, clock.elapsed()));
+            if w.reconciling.insert(host.clone()) {
+                work.reconcile.push(h.clone());
+            }
         }
 
         // Servers that should run and do not, from each host's last listing.
@@ -386,7 +471,6 @@ impl Engine {
         }
 
         // Written before it is reported.
-        let at = now_ms_rfc3339();
         for c in &changes {
             w.since.insert(c.host.clone(), at.clone());
         }
@@ -402,6 +486,7 @@ impl Engine {
                     detail: w.fleet.detail(host).to_owned(),
                     not_running: w.not_running.get(host).cloned().unwrap_or_default(),
                     probed_at: w.probed_at.get(host).cloned().unwrap_or_default(),
+                    last_seen: w.last_seen.get(host).cloned().unwrap_or_default(),
                 })
             })
             .collect();
@@ -433,26 +518,19 @@ impl Engine {
             .monitor_write(me, &records, &frozen, stale_ms)
         {
             Ok(true) => {}
-            Ok(false) => return false,
+            Ok(false) => return None,
             Err(e) => {
                 // Nothing is reported as changed that the inventory does not hold yet: the
                 // changes wait for the next round that writes.
                 report(problem(format!("cannot write the hosts' states: {e}")));
-                return true;
+                return Some(work);
             }
         }
         for ev in std::mem::take(&mut w.unreported) {
             report(ev);
         }
-        for c in std::mem::take(&mut w.unhooked) {
-            if let Err(e) = hooks.on_transition(self, &c).await {
-                report(problem(format!(
-                    "the hook for {} going {} failed: {e}",
-                    c.host, c.to
-                )));
-            }
-        }
-        true
+        work.hook = std::mem::take(&mut w.unhooked);
+        Some(work)
     }
 
     /// Reads every HAProxy that holds pooled servers, at once, each within the call timeout.

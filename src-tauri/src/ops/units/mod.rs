@@ -1550,6 +1550,8 @@ mod tests {
             seed: String::new(),
             prior: None,
             generation: 0,
+            isolation_s: 0,
+            fenced_at: String::new(),
         };
         let mut u = Unit {
             name: "shop".into(),
