@@ -57,6 +57,9 @@ pub enum ErrorCode {
     HostKeyUnknown,
     /// The SSH host key of the host differs from the one trusted: refused.
     HostKeyChanged,
+    /// A recovery waits for a fence: a lost host may still run its servers. Confirm that it is
+    /// off (`--host-is-off HOST`, or type its name), or give it a BMC.
+    FenceNeeded,
     Internal,
 }
 
@@ -84,6 +87,7 @@ impl ErrorCode {
             Self::RolledBack => 17,
             Self::HostKeyUnknown => 18,
             Self::HostKeyChanged => 19,
+            Self::FenceNeeded => 20,
         }
     }
 }

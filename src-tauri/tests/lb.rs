@@ -860,7 +860,7 @@ async fn a_rollout_counts_the_pools_requests_and_rolls_back_past_its_limit() {
         }
     });
     let err = e
-        .unit_run("app", rollout(policy), slow.clone())
+        .unit_run("app", rollout(policy.clone()), slow.clone())
         .await
         .unwrap_err();
     assert_eq!(ApiError::from(&err).code, ErrorCode::RolledBack, "{err}");

@@ -133,8 +133,16 @@ impl Fixture {
         for u in self.e.unit_list().unwrap() {
             for s in u.servers {
                 out.push_str(&format!(
-                    "server {} {} {:?} {:?} lb={} gen={} prior={:?}\n",
-                    s.name, s.host, s.state, s.version, s.lb_state, s.generation, s.prior
+                    "server {} {} {:?} {:?} lb={} gen={} prior={:?} isolation={} fenced={}\n",
+                    s.name,
+                    s.host,
+                    s.state,
+                    s.version,
+                    s.lb_state,
+                    s.generation,
+                    s.prior,
+                    s.isolation_s,
+                    s.fenced_at
                 ));
             }
         }
@@ -2623,13 +2631,13 @@ async fn a_rollout_runs_under_its_own_policy() {
     };
     let two = with(RolloutPolicy {
         max_unavailable: 2,
-        ..base
+        ..base.clone()
     });
     assert_eq!(f.e.unit_plan("app", &two).unwrap().batch_size, 2);
     let too_many = with(RolloutPolicy {
         max_unavailable: 3,
         min_in_service: Some(1),
-        ..base
+        ..base.clone()
     });
     let err = f.e.unit_run("app", too_many, quiet()).await.unwrap_err();
     assert!(err.to_string().contains("leaves 0"), "{err}");
@@ -2640,7 +2648,10 @@ async fn a_rollout_runs_under_its_own_policy() {
         server: "app-2".into(),
         step: Some(Step::WaitHealthy),
     }));
-    let err = f.e.unit_run("app", with(base), quiet()).await.unwrap_err();
+    let err =
+        f.e.unit_run("app", with(base.clone()), quiet())
+            .await
+            .unwrap_err();
     assert_eq!(ApiError::from(&err).code, ErrorCode::RolledBack, "{err}");
     assert_eq!(ApiError::from(&err).code.exit_status(), 17);
     assert_eq!(versions(&f.e, "app"), ["app-1=v1", "app-2=v1", "app-3=v1"]);
@@ -2650,7 +2661,7 @@ async fn a_rollout_runs_under_its_own_policy() {
             "app",
             with(RolloutPolicy {
                 auto_rollback: false,
-                ..base
+                ..base.clone()
             }),
             quiet(),
         )
@@ -2682,7 +2693,7 @@ async fn a_rollout_runs_under_its_own_policy() {
             "app",
             with(RolloutPolicy {
                 rollout_deadline_s: 1,
-                ..base
+                ..base.clone()
             }),
             slow,
         )
@@ -2931,11 +2942,30 @@ fn monitor_says_frozen(e: &Engine, states: &[(&str, flotilla::model::HostState)]
     monitor_says_with(e, states, frozen, &[]);
 }
 
+/// `monitor_says`, with every host last seen alive `ago` before now.
+fn monitor_says_seen(
+    e: &Engine,
+    states: &[(&str, flotilla::model::HostState)],
+    ago: std::time::Duration,
+) {
+    monitor_says_at(e, states, "", &[], ago);
+}
+
 fn monitor_says_with(
     e: &Engine,
     states: &[(&str, flotilla::model::HostState)],
     frozen: &str,
     not_running: &[(&str, &[&str])],
+) {
+    monitor_says_at(e, states, frozen, not_running, std::time::Duration::ZERO);
+}
+
+fn monitor_says_at(
+    e: &Engine,
+    states: &[(&str, flotilla::model::HostState)],
+    frozen: &str,
+    not_running: &[(&str, &[&str])],
+    seen_ago: std::time::Duration,
 ) {
     use flotilla::inventory::{MonitorLease, MonitorRecord};
     // One lease for all calls: a token of its own, as one monitor renewing it.
@@ -2944,6 +2974,9 @@ fn monitor_says_with(
     let held = e.inventory.monitor_lease_take(&me, 600_000, "").unwrap();
     assert!(held.is_none(), "{held:?}");
     let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let seen = (time::OffsetDateTime::now_utc() - seen_ago)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
     let records: Vec<MonitorRecord> = states
@@ -2960,7 +2993,7 @@ fn monitor_says_with(
                     n.iter().map(|s| (*s).to_owned()).collect()
                 }),
             probed_at: now.clone(),
-            last_seen: now.clone(),
+            last_seen: seen.clone(),
         })
         .collect();
     assert!(e
@@ -2985,8 +3018,20 @@ async fn one_host_failed(f: &Fixture) {
     monitor_says(&f.e, &[("h1", HostState::Failed), ("h2", HostState::Ready)]);
 }
 
+/// A recovery of every failed host, without a confirmation: it needs a fence.
 fn recover() -> UnitAction {
-    UnitAction::Recover { from: Vec::new() }
+    UnitAction::Recover {
+        from: Vec::new(),
+        host_is_off: Vec::new(),
+    }
+}
+
+/// A recovery with the admin's confirmation that h1 is off.
+fn recover_off() -> UnitAction {
+    UnitAction::Recover {
+        from: Vec::new(),
+        host_is_off: vec!["h1".into()],
+    }
 }
 
 #[tokio::test]
@@ -3006,6 +3051,53 @@ async fn a_recovery_moves_only_servers_of_failed_hosts_and_is_refused_otherwise(
         plan.servers[0].note.contains("its host h1 failed"),
         "{plan:?}"
     );
+    // h1 has no BMC and the unit's guests no isolation response: no fence, so the plan says it
+    // will not start, and it does not.
+    let fence = plan.servers[0].fence.as_ref().expect("a recovery's fence");
+    assert_eq!(fence.host, "h1");
+    assert!(
+        matches!(fence.fence, flotilla::plan::fence::Fence::None { .. }),
+        "{fence:?}"
+    );
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("this will not start") && w.contains("--host-is-off h1")),
+        "{plan:?}"
+    );
+    let before = f.snapshot().await;
+    let err = f.e.unit_run("app", recover(), quiet()).await.unwrap_err();
+    let api = flotilla::error::ApiError::from(&err);
+    assert_eq!(
+        (api.code, api.code.exit_status()),
+        (flotilla::error::ErrorCode::FenceNeeded, 20),
+        "{err}"
+    );
+    assert!(
+        api.message.contains("could run them twice")
+            && api
+                .message
+                .contains("flotillactl unit recover app --host-is-off h1"),
+        "{}",
+        api.message
+    );
+    assert_eq!(
+        f.snapshot().await,
+        before,
+        "nothing changed without a fence"
+    );
+    assert_eq!(f.e.inventory.host_fence_get("h1").unwrap(), None);
+    // With the admin's confirmation the plan says whose it is.
+    let plan = f.e.unit_plan("app", &recover_off()).unwrap();
+    let fence = plan.servers[0].fence.as_ref().unwrap();
+    assert!(
+        matches!(&fence.fence, flotilla::plan::fence::Fence::Confirmed { by } if !by.is_empty()),
+        "{fence:?}"
+    );
+    assert!(
+        !plan.warnings.iter().any(|w| w.contains("will not start")),
+        "{plan:?}"
+    );
     // Never from a host the monitor does not say is dead: it may only be cut off.
     for (state, why) in [
         (HostState::Partitioned, "partitioned"),
@@ -3019,6 +3111,7 @@ async fn a_recovery_moves_only_servers_of_failed_hosts_and_is_refused_otherwise(
                 "app",
                 UnitAction::Recover {
                     from: vec!["h1".into()],
+                    host_is_off: Vec::new(),
                 },
                 quiet(),
             )
@@ -3029,6 +3122,19 @@ async fn a_recovery_moves_only_servers_of_failed_hosts_and_is_refused_otherwise(
             err.contains(&format!("host h1 is {why}, not failed")),
             "{err}"
         );
+        // A confirmation does not make a host that answers, or whose servers answer, off.
+        if state != HostState::Unreachable {
+            let err =
+                f.e.unit_run("app", recover_off(), quiet())
+                    .await
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                err.contains(&format!("host h1 is {why}: "))
+                    && (err.contains("it is not off") || err.contains("so they run")),
+                "{err}"
+            );
+        }
         let err =
             f.e.unit_run("app", recover(), quiet())
                 .await
@@ -3042,6 +3148,7 @@ async fn a_recovery_moves_only_servers_of_failed_hosts_and_is_refused_otherwise(
             "app",
             UnitAction::Recover {
                 from: vec!["h9".into()],
+                host_is_off: Vec::new(),
             },
             quiet(),
         )
@@ -3056,6 +3163,7 @@ async fn a_recovery_moves_only_servers_of_failed_hosts_and_is_refused_otherwise(
                 "app",
                 UnitAction::Recover {
                     from: vec![bad.into()],
+                    host_is_off: Vec::new(),
                 },
                 quiet(),
             )
@@ -3064,6 +3172,23 @@ async fn a_recovery_moves_only_servers_of_failed_hosts_and_is_refused_otherwise(
             .to_string();
         assert!(
             err.contains("from") && err.len() < 2000,
+            "{}",
+            &err[..err.len().min(300)]
+        );
+        let err =
+            f.e.unit_run(
+                "app",
+                UnitAction::Recover {
+                    from: Vec::new(),
+                    host_is_off: vec![bad.into()],
+                },
+                quiet(),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("host-is-off") && err.len() < 2000,
             "{}",
             &err[..err.len().min(300)]
         );
@@ -3156,7 +3281,7 @@ async fn a_recovery_runs_only_to_the_hosts_its_plan_showed() {
         ]
     };
     monitor_says(&f.e, &ready(HostState::Ready));
-    let shown = f.e.unit_plan("app", &recover()).unwrap();
+    let shown = f.e.unit_plan("app", &recover_off()).unwrap();
     assert_eq!(
         shown.servers[0].host, "h3",
         "the host with none of the unit"
@@ -3164,7 +3289,7 @@ async fn a_recovery_runs_only_to_the_hosts_its_plan_showed() {
     monitor_says(&f.e, &ready(HostState::Suspect));
     let before = f.snapshot().await;
     let err =
-        f.e.unit_run_planned("app", recover(), Some(&shown.fingerprint), quiet())
+        f.e.unit_run_planned("app", recover_off(), Some(&shown.fingerprint), quiet())
             .await
             .unwrap_err();
     let OpError::PlanChanged { plan, .. } = err else {
@@ -3172,7 +3297,7 @@ async fn a_recovery_runs_only_to_the_hosts_its_plan_showed() {
     };
     assert_eq!(plan.servers[0].host, "h2", "the new plan says where now");
     assert_eq!(f.snapshot().await, before, "nothing ran");
-    f.e.unit_run_planned("app", recover(), Some(&plan.fingerprint), quiet())
+    f.e.unit_run_planned("app", recover_off(), Some(&plan.fingerprint), quiet())
         .await
         .unwrap();
     assert_eq!(f.e.unit_show("app").unwrap().servers[0].host, "h2");
@@ -3199,7 +3324,10 @@ async fn a_recovery_failing_at_any_step_leaves_the_server_on_its_failed_host() {
             server: "app-1".into(),
             step: Some(step),
         }));
-        let err = f.e.unit_run("app", recover(), quiet()).await.unwrap_err();
+        let err =
+            f.e.unit_run("app", recover_off(), quiet())
+                .await
+                .unwrap_err();
         f.e.inject_fault(None);
         f.e.repeat_steps(false);
         assert!(err.to_string().contains(step.as_str()), "{step:?}: {err}");
@@ -3220,7 +3348,10 @@ async fn a_recovered_server_runs_once_and_its_stale_copy_goes_when_the_host_retu
         server: "app-1".into(),
         step: Some(Step::Define),
     }));
-    let err = f.e.unit_run("app", recover(), quiet()).await.unwrap_err();
+    let err =
+        f.e.unit_run("app", recover_off(), quiet())
+            .await
+            .unwrap_err();
     assert!(matches!(err, OpError::Crashed), "{err}");
     f.e.inject_fault(None);
     let id = f.e.interrupted_operations().unwrap()[0].operation;
@@ -3319,7 +3450,18 @@ async fn an_automatic_recovery_needs_the_units_policy_a_thawed_monitor_and_stays
     let err = f.e.unit_auto_recover("app").await.unwrap_err();
     assert!(err.contains("frozen"), "{err}");
     assert_eq!(f.snapshot().await, before, "nothing while frozen");
+    // Without a fence it waits for the admin, and says what it would do.
     monitor_says(&f.e, &failed);
+    let err = f.e.unit_auto_recover("app").await.unwrap_err();
+    assert!(
+        err.contains("would re-create app-1 from h1 to h2") && err.contains("--host-is-off h1"),
+        "{err}"
+    );
+    assert_eq!(f.snapshot().await, before, "nothing without a fence");
+    // Its guest has the isolation response (10 s) and h1 was last seen 31 s ago: the guest
+    // powered itself off by now, so it goes on by itself.
+    f.e.inventory.server_set_isolation("app-1", 10).unwrap();
+    monitor_says_seen(&f.e, &failed, std::time::Duration::from_secs(31));
     let done = f.e.unit_auto_recover("app").await.unwrap();
     assert!(done.contains("recover of unit app finished"), "{done}");
     assert_eq!(f.e.unit_show("app").unwrap().servers[0].host, "h2");
@@ -3341,4 +3483,167 @@ async fn an_automatic_recovery_needs_the_units_policy_a_thawed_monitor_and_stays
         .unwrap_err()
         .to_string()
         .contains("auto-recover-per-day"));
+}
+
+/// The admin's confirmation is the fence: recorded with their name for this loss of the host —
+/// in the fence step's journal row, the host's fence record and the audit log — and gone once
+/// the host is ready again (the next loss needs its own).
+#[tokio::test]
+async fn a_confirmed_fence_is_journaled_with_the_admins_name_and_lasts_one_loss() {
+    use flotilla::model::HostState;
+    use flotilla::monitor::machine::Change;
+    use flotilla::ops::monitor::MonitorHooks;
+    let f = Fixture::new().await;
+    one_host_failed(&f).await;
+    let r = f.e.unit_run("app", recover_off(), quiet()).await.unwrap();
+    let me = whoami::username().unwrap();
+    let op =
+        f.e.inventory
+            .operation_list(5)
+            .unwrap()
+            .into_iter()
+            .find(|o| o.id == r.operation)
+            .unwrap();
+    let fence = op
+        .steps
+        .iter()
+        .find(|s| s.step == "app-1: fence" && s.status == "succeeded")
+        .unwrap_or_else(|| panic!("{:?}", op.steps));
+    assert!(
+        fence
+            .detail
+            .contains(&format!("{me} confirmed with operation #{}", r.operation))
+            && fence.detail.contains("h1 is off"),
+        "{}",
+        fence.detail
+    );
+    // The fence comes first: nothing of the recovery happened before it.
+    let first = op
+        .steps
+        .iter()
+        .position(|s| s.step.starts_with("app-1: "))
+        .unwrap();
+    assert_eq!(op.steps[first].step, "app-1: fence");
+    let record = f.e.inventory.host_fence_get("h1").unwrap().unwrap();
+    assert_eq!(
+        (record.method, record.by.as_str(), record.operation),
+        (
+            flotilla::inventory::FenceMethod::Confirmed,
+            me.as_str(),
+            Some(r.operation)
+        )
+    );
+    assert!(f
+        .e
+        .inventory
+        .audit_list(20)
+        .unwrap()
+        .iter()
+        .any(|a| a.action == "host.fence" && a.target == "host/h1" && a.actor == me));
+    // h1 back and ready: its fence is over.
+    let hooks = flotilla::ops::units::RecoveryHooks::default();
+    hooks
+        .on_transition(
+            &f.e,
+            &Change {
+                host: "h1".into(),
+                from: Some(HostState::Returning),
+                to: HostState::Ready,
+                why: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(f.e.inventory.host_fence_get("h1").unwrap(), None);
+}
+
+/// The isolation response: a recovery waits until the guest's isolation time plus the margin
+/// has passed since its host was last seen, saying how long is left; a host that answers
+/// again meanwhile stops it, and the unit is as before.
+#[tokio::test]
+async fn an_isolation_fence_waits_its_time_and_a_host_that_returns_meanwhile_stops_it() {
+    use flotilla::model::HostState;
+    let f = Fixture::new().await;
+    one_host_failed(&f).await;
+    f.e.inventory.server_set_isolation("app-1", 10).unwrap();
+    let failed = [("h1", HostState::Failed), ("h2", HostState::Ready)];
+    // Last seen 27 s ago: 10 s + 20 s of margin leave 3 s.
+    monitor_says_seen(&f.e, &failed, std::time::Duration::from_secs(27));
+    let plan = f.e.unit_plan("app", &recover()).unwrap();
+    let fence = &plan.servers[0].fence.as_ref().unwrap().fence;
+    assert!(
+        matches!(
+            fence,
+            flotilla::plan::fence::Fence::Isolation {
+                isolation_s: 10,
+                wait_s: 1..=3
+            }
+        ),
+        "{fence:?}"
+    );
+    let waits = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = waits.clone();
+    let began = std::time::Instant::now();
+    let r =
+        f.e.unit_run(
+            "app",
+            recover(),
+            Arc::new(move |ev: flotilla::ops::units::StepEvent| {
+                if ev.step == Step::Fence && ev.detail.contains("waiting") {
+                    seen.lock().unwrap().push(ev.detail);
+                }
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(began.elapsed() >= std::time::Duration::from_secs(1));
+    let waits = waits.lock().unwrap().clone();
+    assert!(
+        waits
+            .first()
+            .is_some_and(|w| w.contains("for the isolation response of app-1's guest on h1")),
+        "{waits:?}"
+    );
+    let op = f.e.inventory.operation_list(5).unwrap();
+    let row = op
+        .iter()
+        .find(|o| o.id == r.operation)
+        .and_then(|o| {
+            o.steps
+                .iter()
+                .find(|s| s.step == "app-1: fence" && s.status == "succeeded")
+        })
+        .unwrap();
+    assert!(
+        row.detail.contains("powered itself off 10 s after"),
+        "{}",
+        row.detail
+    );
+    // Nothing recorded for the host: another server of it without the response has no fence.
+    assert_eq!(f.e.inventory.host_fence_get("h1").unwrap(), None);
+    assert_eq!(f.e.unit_show("app").unwrap().servers[0].host, "h2");
+
+    // Again, but h1 answers while the recovery waits: it stops, nothing moved.
+    let f = Fixture::new().await;
+    one_host_failed(&f).await;
+    f.e.inventory.server_set_isolation("app-1", 10).unwrap();
+    monitor_says_seen(&f.e, &failed, std::time::Duration::ZERO);
+    let before = f.snapshot().await;
+    let (run, ()) = tokio::join!(f.e.unit_run("app", recover(), quiet()), async {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        monitor_says(
+            &f.e,
+            &[("h1", HostState::Returning), ("h2", HostState::Ready)],
+        );
+    });
+    let err = run.unwrap_err().to_string();
+    assert!(
+        err.contains("host h1 is returning now: its copy of app-1 may run"),
+        "{err}"
+    );
+    assert_eq!(
+        f.snapshot().await,
+        before,
+        "a fence that failed changed nothing"
+    );
 }

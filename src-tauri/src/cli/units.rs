@@ -139,15 +139,21 @@ pub(super) enum UnitCommand {
     },
     /// The unit's versions, newest first, with what changed in each.
     History { name: String },
-    /// Re-create the servers of failed hosts on surviving ones, with their names, addresses
-    /// and MACs (dry run: `unit plan NAME recover`). Only from hosts the monitor says failed
-    /// (libvirt lost and the load balancer sees their servers down); they are fenced at the
-    /// load balancer first.
+    /// Re-create the servers of lost hosts on surviving ones, with their names, addresses and
+    /// MACs (dry run: `unit plan NAME recover`, which names each server's fence). Only from
+    /// hosts the monitor says failed (libvirt lost and the load balancer hears nothing from
+    /// their servers), and only once each server's old copy is known to be off: its host
+    /// powered off through its BMC, its guest's isolation response waited out, or your
+    /// confirmation (--host-is-off). A lost host may only be cut off, its servers running.
     Recover {
         name: String,
         /// A failed host to take servers from (repeat); default: every failed host of the unit.
         #[arg(long = "from")]
         from: Vec<String>,
+        /// You confirm that this host is off (powered off, disconnected), so its servers may
+        /// be re-created elsewhere (repeat); recorded with your name in the journal and audit.
+        #[arg(long = "host-is-off", value_name = "HOST")]
+        host_is_off: Vec<String>,
         #[command(flatten)]
         plan: Confirmed,
     },
@@ -244,6 +250,15 @@ pub(super) struct CreateArgs {
     /// unit failed; 0 (the default): the admin recovers.
     #[arg(long, default_value_t = 0)]
     auto_recover_per_day: u32,
+    /// The isolation response: a server that cannot reach --isolation-address for this many
+    /// seconds stops its app and powers itself off, so a recovery may re-create it elsewhere
+    /// after that time (10-3600; 0, the default: off).
+    #[arg(long, default_value_t = 0)]
+    isolation_timeout: u32,
+    /// ADDRESS[:PORT] the guests check (the load balancer as they reach it); default: the
+    /// gateway of their network, port 80.
+    #[arg(long, default_value = "")]
+    isolation_address: String,
 }
 
 /// A rollout's own policy: what is given replaces the unit's for this rollout.
@@ -276,6 +291,14 @@ pub(super) struct RolloutFlags {
     /// unit failed (0: none, the default).
     #[arg(long)]
     auto_recover_per_day: Option<u32>,
+    /// Seconds a server may not reach --isolation-address before it powers itself off (the
+    /// isolation response; 10-3600, 0: off). Servers get it with their next seed.
+    #[arg(long)]
+    isolation_timeout: Option<u32>,
+    /// ADDRESS[:PORT] the isolation response checks; "" for the gateway of the servers'
+    /// network.
+    #[arg(long)]
+    isolation_address: Option<String>,
 }
 
 impl RolloutFlags {
@@ -290,7 +313,9 @@ impl RolloutFlags {
             || self.no_auto_rollback
             || self.auto_rollback
             || self.max_failed_requests.is_some()
-            || self.auto_recover_per_day.is_some();
+            || self.auto_recover_per_day.is_some()
+            || self.isolation_timeout.is_some()
+            || self.isolation_address.is_some();
         given.then(|| RolloutPolicy {
             max_unavailable: self.max_unavailable.unwrap_or(unit.max_unavailable),
             min_in_service: self.min_in_service.or(unit.min_in_service),
@@ -303,7 +328,12 @@ impl RolloutFlags {
             auto_recover_per_day: self
                 .auto_recover_per_day
                 .unwrap_or(unit.auto_recover_per_day),
-            ..*unit
+            isolation_timeout_s: self.isolation_timeout.unwrap_or(unit.isolation_timeout_s),
+            isolation_address: self
+                .isolation_address
+                .clone()
+                .unwrap_or_else(|| unit.isolation_address.clone()),
+            ..unit.clone()
         })
     }
 }
@@ -336,10 +366,13 @@ pub(super) enum PlanAction {
     },
     /// Back to the current version (a rollout in progress).
     Rollback,
-    /// Re-creating the servers of failed hosts elsewhere.
+    /// Re-creating the servers of failed hosts elsewhere, with each server's fence.
     Recover {
         #[arg(long = "from")]
         from: Vec<String>,
+        /// Take this host as confirmed off (the fences shown then).
+        #[arg(long = "host-is-off", value_name = "HOST")]
+        host_is_off: Vec<String>,
     },
 }
 
@@ -515,6 +548,8 @@ pub(super) async fn unit(
                 no_auto_rollback,
                 max_failed_requests,
                 auto_recover_per_day,
+                isolation_timeout,
+                isolation_address,
             } = *args;
             // What is not given comes from the definition, as in the wizard.
             let size = if cpus.is_some() || memory.is_some() || disk.is_some() {
@@ -553,6 +588,8 @@ pub(super) async fn unit(
                     auto_rollback: !no_auto_rollback,
                     max_failed_requests,
                     auto_recover_per_day,
+                    isolation_timeout_s: isolation_timeout,
+                    isolation_address,
                 }),
             };
             let created = engine.unit_create(&form)?;
@@ -671,7 +708,9 @@ pub(super) async fn unit(
                     canary: None,
                     policy: None,
                 },
-                PlanAction::Recover { from } => UnitAction::Recover { from },
+                PlanAction::Recover { from, host_is_off } => {
+                    UnitAction::Recover { from, host_is_off }
+                }
             };
             let plan = engine.unit_plan(&name, &action)?;
             if json {
@@ -682,7 +721,12 @@ pub(super) async fn unit(
             return Ok(ExitCode::SUCCESS);
         }
         UnitCommand::Deploy { name, plan } => (name, UnitAction::Deploy, plan),
-        UnitCommand::Recover { name, from, plan } => (name, UnitAction::Recover { from }, plan),
+        UnitCommand::Recover {
+            name,
+            from,
+            host_is_off,
+            plan,
+        } => (name, UnitAction::Recover { from, host_is_off }, plan),
         UnitCommand::Start {
             name,
             servers,

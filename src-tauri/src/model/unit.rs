@@ -45,7 +45,7 @@ impl ServerSize {
 
 /// How batch operations treat a unit: rollouts, restarts and stops of chosen servers go in
 /// batches of `max_unavailable`, never below `min_in_service`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "desktop", derive(specta::Type))]
 #[serde(default)]
 pub struct RolloutPolicy {
@@ -76,6 +76,16 @@ pub struct RolloutPolicy {
     /// one of its hosts failed (`unit recover`, never while the monitor is frozen). 0: none —
     /// the admin recovers.
     pub auto_recover_per_day: u32,
+    /// The isolation response (vSphere's, in the guest): a server that cannot reach
+    /// `isolation_address` for this many seconds stops its app and powers itself off, so that
+    /// a recovery may re-create it elsewhere once that time has passed since its host was last
+    /// seen. 0: off. Servers get it with their next seed (deploy, recovery, a rollout that
+    /// reboots them).
+    pub isolation_timeout_s: u32,
+    /// What the guests check: `ADDRESS` or `ADDRESS:PORT` of the load balancer as the guests
+    /// reach it; empty: the gateway of their network, port 80. A refused connection counts as
+    /// reached (something answered); only silence counts as cut off.
+    pub isolation_address: String,
 }
 
 impl Default for RolloutPolicy {
@@ -91,6 +101,8 @@ impl Default for RolloutPolicy {
             auto_rollback: true,
             max_failed_requests: None,
             auto_recover_per_day: 0,
+            isolation_timeout_s: 0,
+            isolation_address: String::new(),
         }
     }
 }
@@ -126,6 +138,18 @@ impl RolloutPolicy {
                 ));
             }
         }
+        if self.isolation_timeout_s != 0 && !(10..=3_600).contains(&self.isolation_timeout_s) {
+            return Err(ValidationError::new(
+                "isolation-timeout",
+                format!(
+                    "{} s is not between 10 and 3600 (or 0: off); shorter would power servers off during an ordinary load-balancer restart",
+                    self.isolation_timeout_s
+                ),
+            ));
+        }
+        if !self.isolation_address.is_empty() {
+            parse_isolation_address(&self.isolation_address)?;
+        }
         if self.min_healthy_s >= self.health_timeout_s {
             return Err(ValidationError::new(
                 "min-healthy-time",
@@ -137,6 +161,32 @@ impl RolloutPolicy {
         }
         Ok(())
     }
+}
+
+/// `ADDRESS` or `ADDRESS:PORT` (IPv4; port 80 when none) that a guest's isolation response
+/// checks.
+pub fn parse_isolation_address(value: &str) -> Result<(std::net::Ipv4Addr, u16), ValidationError> {
+    let bad = || {
+        ValidationError::new(
+            "isolation-address",
+            format!(
+                "{:?} is not an IPv4 address, optionally with :PORT (e.g. 10.77.0.1 or 10.77.0.1:80)",
+                value.chars().take(64).collect::<String>()
+            ),
+        )
+    };
+    if value.len() > 21 {
+        return Err(bad());
+    }
+    let (addr, port) = match value.split_once(':') {
+        Some((a, p)) => (a, p.parse::<u16>().map_err(|_| bad())?),
+        None => (value, 80),
+    };
+    let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    if port == 0 || addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() {
+        return Err(bad());
+    }
+    Ok((addr, port))
 }
 
 /// What Flotilla last made of a server.

@@ -96,6 +96,23 @@ impl Journal<'_> {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, OpError>>,
     {
+        self.run_noted(name, note, act, fault, String::new).await
+    }
+
+    /// `run_with_fault`, with what the step found out (`said`, asked once it succeeded) in
+    /// its `succeeded` row: a fence records there who or what confirmed the host is off.
+    pub async fn run_noted<T, F, Fut>(
+        &self,
+        name: &str,
+        note: Note<'_>,
+        act: F,
+        fault: impl FnOnce() -> Option<bool>,
+        said: impl FnOnce() -> String,
+    ) -> Ran<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, OpError>>,
+    {
         if let Err(e) = self.write(name, StepStatus::Started, "", note) {
             return Ran::NotStarted(e);
         }
@@ -118,7 +135,7 @@ impl Journal<'_> {
         match result {
             Ok(v) => {
                 tracing::info!(step = name, ms, "step succeeded");
-                match self.write(name, StepStatus::Succeeded, "", note) {
+                match self.write(name, StepStatus::Succeeded, &said(), note) {
                     Ok(()) => Ran::Done(v),
                     Err(e) => Ran::Unrecorded(e),
                 }

@@ -105,6 +105,9 @@ pub enum OpError {
     },
     #[error(transparent)]
     HostKey(#[from] crate::hostkeys::HostKeyError),
+    /// A recovery would re-create servers whose old copies are not known to be off.
+    #[error("{0}")]
+    FenceNeeded(String),
     #[error("the copy of {what} on host {host} does not match the library (sha256 {found}, expected {expected}); it was removed")]
     CopyMismatch {
         what: String,
@@ -130,6 +133,7 @@ impl From<&OpError> for ApiError {
                 ApiError::new(ErrorCode::OperationFailed, err.to_string())
             }
             OpError::PlanChanged { .. } => ApiError::new(ErrorCode::PlanChanged, err.to_string()),
+            OpError::FenceNeeded(_) => ApiError::new(ErrorCode::FenceNeeded, err.to_string()),
             OpError::Crashed => ApiError::new(ErrorCode::Internal, err.to_string()),
             OpError::Lb(e) => {
                 use crate::lb::LbError as L;

@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 mod alloc;
+pub mod fence;
 mod fingerprint;
 pub mod impact;
 pub use alloc::{
@@ -63,6 +64,12 @@ pub enum Step {
     /// instance-id and the new payload, the domain redefined with the same name, MAC and
     /// address. Undo: the old disk, seed and payload again.
     Swap,
+    /// Recovery: the server's old copy is known to be off before anything else happens — a
+    /// fence recorded during this loss of its host, the admin's confirmation, its host powered
+    /// off through its BMC, or its guest's isolation time waited out (`plan::fence`). The
+    /// proof is recorded (`host_fences`) and journaled. Undo: nothing (a host that was powered
+    /// off stays off; the proof stays true for this loss).
+    Fence,
     /// Recovery: the server of a failed host is fenced at the load balancer (maintenance) and
     /// recorded on a surviving host under its next generation, with new volumes there; the
     /// deploy's steps then re-create it with its name, address and MAC. Undo: recorded on the
@@ -93,6 +100,7 @@ impl Step {
             Self::Forget => "forget",
             Self::Swap => "swap-version",
             Self::Relocate => "relocate",
+            Self::Fence => "fence",
         }
     }
 
@@ -119,7 +127,7 @@ impl Step {
     }
 }
 
-pub const ALL_STEPS: [Step; 20] = [
+pub const ALL_STEPS: [Step; 21] = [
     Step::ClaimNames,
     Step::EnsureMaster,
     Step::EnsurePayload,
@@ -140,6 +148,7 @@ pub const ALL_STEPS: [Step; 20] = [
     Step::Forget,
     Step::Swap,
     Step::Relocate,
+    Step::Fence,
 ];
 
 /// What an operation does to each server it touches.
@@ -214,9 +223,11 @@ pub fn server_steps(kind: OpKind, lb: bool) -> Vec<Step> {
             WaitHealthy,
             LbReady,
         ],
-        // The deploy's steps on the new host, after the move; the member exists already (the
-        // same name, address and port), fenced until the new server passed its check.
+        // The old copy known to be off first; then the deploy's steps on the new host, after
+        // the move; the member exists already (the same name, address and port), fenced until
+        // the new server passed its check.
         OpKind::Recover => &[
+            Fence,
             Relocate,
             ClaimNames,
             EnsureMaster,

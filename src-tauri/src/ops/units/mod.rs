@@ -134,9 +134,13 @@ pub enum UnitAction {
     },
     /// Re-create the servers of the failed hosts `from` on surviving hosts, with their names,
     /// addresses and MACs (`unit recover`). Refused for a host that answers, and for a server
-    /// the load balancer still sees up: that host may only be cut off from Flotilla.
+    /// the load balancer still hears: that host may only be cut off from Flotilla. Each server
+    /// needs a fence first (`plan::fence`): `host_is_off` are the hosts the admin confirms
+    /// are off (powered off, disconnected).
     Recover {
         from: Vec<String>,
+        #[serde(default)]
+        host_is_off: Vec<String>,
     },
 }
 
@@ -160,8 +164,8 @@ impl UnitAction {
         match self {
             Self::Rollout {
                 policy: Some(p), ..
-            } => *p,
-            _ => u.policy,
+            } => p.clone(),
+            _ => u.policy.clone(),
         }
     }
 
@@ -269,6 +273,19 @@ pub struct ServerPlan {
     /// `new` when the operation registers it (scale out).
     pub note: String,
     pub steps: Vec<Step>,
+    /// A recovery: the fence its old copy gets before it is re-created here.
+    pub fence: Option<ServerFence>,
+}
+
+/// The fence of one server a recovery re-creates.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct ServerFence {
+    /// The lost host its old copy is on.
+    pub host: String,
+    pub fence: plan::fence::Fence,
+    /// In words.
+    pub words: String,
 }
 
 /// The dry run of an operation: the ordered steps per server.
@@ -328,7 +345,7 @@ impl<'a> UnitFacts<'a> {
             name_pattern: &u.name_pattern,
             addresses: &u.addresses,
             lb: u.lb.as_deref().map(|l| (l, u.lb_pool.as_str())),
-            policy: u.policy,
+            policy: u.policy.clone(),
         }
     }
 }
@@ -590,6 +607,10 @@ struct Ctx {
     host_slots: HashMap<String, tokio::sync::Semaphore>,
     /// A recovery's moves, by server.
     moves: HashMap<String, Move>,
+    /// What the operation was asked to do.
+    action: UnitAction,
+    /// What a step found out, by server and step, for its `succeeded` journal row.
+    said: std::sync::Mutex<HashMap<(String, Step), String>>,
     /// Servers whose disk this operation created. A disk it found instead (left by an earlier
     /// failed operation whose undo could not reach the host, or by the crashed run it resumes)
     /// may have been booted already: its guest may know the version's instance id.
@@ -597,6 +618,23 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Keeps what step `step` of `server` found out for its journal row.
+    fn note(&self, server: &str, step: Step, said: String) {
+        self.said
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((server.to_owned(), step), said);
+    }
+
+    /// What step `step` of `server` found out (once; empty when nothing).
+    fn said(&self, server: &str, step: Step) -> String {
+        self.said
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(server.to_owned(), step))
+            .unwrap_or_default()
+    }
+
     fn host(&self, name: &str) -> Result<&Host, OpError> {
         self.hosts.get(name).ok_or_else(|| {
             InventoryError::NotFound {
@@ -780,7 +818,7 @@ impl Engine {
         new_servers: Vec<plan::ServerBasis>,
     ) -> Result<String, OpError> {
         let action_policy = match action {
-            UnitAction::Rollout { policy, .. } => *policy,
+            UnitAction::Rollout { policy, .. } => policy.clone(),
             _ => None,
         };
         let (action_servers, count) = match action {
@@ -790,7 +828,8 @@ impl Engine {
             UnitAction::Scale { count } => (Vec::new(), Some(*count)),
             // A canary changes which servers run; a rollout's own policy, how.
             UnitAction::Rollout { canary, .. } => (Vec::new(), *canary),
-            UnitAction::Recover { from } => (from.clone(), None),
+            // Not the confirmation: it changes the fences the plan shows, not what runs where.
+            UnitAction::Recover { from, .. } => (from.clone(), None),
             UnitAction::Deploy | UnitAction::Delete { .. } => (Vec::new(), None),
         };
         let lb = match unit.lb {
@@ -839,7 +878,7 @@ impl Engine {
             name_pattern: unit.name_pattern.to_owned(),
             addresses: unit.addresses.to_owned(),
             lb,
-            policy: action_policy.unwrap_or(unit.policy),
+            policy: action_policy.unwrap_or_else(|| unit.policy.clone()),
             servers,
             new_servers,
             hosts,
@@ -945,7 +984,7 @@ impl Engine {
         let def = self.def_parsed(&def_name, def_version)?;
         let size = form.size.unwrap_or_else(|| default_size(&def));
         size.validate()?;
-        let policy = form.policy.unwrap_or_default();
+        let policy = form.policy.clone().unwrap_or_default();
         policy.validate()?;
         let lb = match &form.lb {
             Some(lb) if !lb.trim().is_empty() => {
@@ -1048,6 +1087,7 @@ impl Engine {
                     address: s.address,
                     note: s.mac,
                     steps: steps.clone(),
+                    fence: None,
                 })
                 .collect(),
             unit: new.name,
@@ -1187,9 +1227,29 @@ impl Engine {
         if let Some(why) = budget_refusal(&u, kind, &targets, action) {
             warnings.push(format!("this will not start: {why}"));
         }
+        // A recovery: the fence of each server, and whether the recovery may start.
+        let fences = match action {
+            UnitAction::Recover { from, host_is_off } => {
+                let moves = self.recover_moves(&u, from, host_is_off)?;
+                let fences = self.recover_fences(&u, &moves, host_is_off)?;
+                if let Some(why) = plan::fence::manual_refusal(&u.name, &fences) {
+                    warnings.push(format!("this will not start: {why}"));
+                }
+                fences
+            }
+            _ => Vec::new(),
+        };
         let mut servers: Vec<ServerPlan> = targets
             .drain(..)
             .map(|s| ServerPlan {
+                fence: fences
+                    .iter()
+                    .find(|(name, _, _)| *name == s.name)
+                    .map(|(_, host, f)| ServerFence {
+                        host: host.clone(),
+                        words: f.words(host),
+                        fence: f.clone(),
+                    }),
                 steps: plan::server_steps(kind, lb),
                 note: match (target, action) {
                     (Some(t), _) => update::rollout_note(&u, &s, t),
@@ -1213,6 +1273,7 @@ impl Engine {
                 host: s.host,
                 address: s.address,
                 note: "new".into(),
+                fence: None,
             });
         }
         if matches!(action, UnitAction::Deploy | UnitAction::Rollout { .. }) && servers.is_empty() {
@@ -1364,9 +1425,9 @@ impl Engine {
                 vec![],
             ),
             UnitAction::Delete { .. } => (OpKind::Remove, u.servers.clone(), vec![]),
-            UnitAction::Recover { from } => (
+            UnitAction::Recover { from, host_is_off } => (
                 OpKind::Recover,
-                Self::moved(u, &self.recover_moves(u, from)?),
+                Self::moved(u, &self.recover_moves(u, from, host_is_off)?),
                 vec![],
             ),
             UnitAction::Rollout { back, policy, .. } => {

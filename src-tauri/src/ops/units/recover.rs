@@ -5,8 +5,13 @@
 
 use super::steps::{Dir, Owner};
 use super::*;
+use crate::inventory::{FenceMethod, HostFence};
 use crate::model::HostState;
 use crate::monitor::{Change, Reconciled};
+use crate::plan::fence::{fence_for, Fence, FenceFacts};
+
+/// How long a BMC has to report the host's power off after `ForceOff`.
+const POWER_OFF_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where a recovery re-creates a server, and what it had on the failed host (its undo records
 /// it there again).
@@ -25,6 +30,9 @@ pub(super) struct Move {
     pub version: Option<u32>,
     #[serde(default)]
     pub prior: Option<crate::inventory::PriorVolumes>,
+    /// The isolation response its guest had there.
+    #[serde(default)]
+    pub isolation_s: u32,
 }
 
 /// What the reconcile of a returning host did.
@@ -41,11 +49,17 @@ pub struct HostReconcile {
 }
 
 impl Engine {
-    /// The failed hosts a recovery takes servers from: `from` as asked, or every host of the
-    /// unit the monitor says failed. Each must be failed as the monitor sees it now — two
-    /// planes agreed that it is down — so a host that is only cut off from Flotilla never
-    /// has its servers run twice.
-    fn failed_hosts(&self, u: &Unit, from: &[String]) -> Result<Vec<String>, OpError> {
+    /// The lost hosts a recovery takes servers from: `from` as asked, or every host of the
+    /// unit the monitor says failed (and those the admin confirms are off). Each must be lost
+    /// as the monitor sees it now: *failed* (libvirt lost, and the load balancer hears nothing
+    /// from its servers), or *unreachable* (libvirt lost, no second witness) when the admin
+    /// confirms it is off. A *partitioned* host is never one: its servers answer, they run.
+    fn failed_hosts(
+        &self,
+        u: &Unit,
+        from: &[String],
+        confirmed: &[String],
+    ) -> Result<Vec<String>, OpError> {
         let hosts = self.host_list()?;
         let state_of = |name: &str| {
             hosts
@@ -53,12 +67,46 @@ impl Engine {
                 .find(|h| h.name.as_str() == name)
                 .map(|h| h.monitor.state)
         };
+        for h in confirmed {
+            crate::model::HostName::parse(h)
+                .map_err(|e| ValidationError::new("host-is-off", e.problem))?;
+            match state_of(h) {
+                None => {
+                    return Err(InventoryError::NotFound {
+                        kind: "host",
+                        name: h.clone(),
+                    }
+                    .into())
+                }
+                Some(Some(HostState::Failed | HostState::Unreachable)) => {}
+                Some(state) => {
+                    return Err(ValidationError::new(
+                        "host-is-off",
+                        format!(
+                            "host {h} is {}: {}",
+                            state.map_or("not monitored".to_owned(), |s| s.as_str().to_owned()),
+                            match state {
+                                Some(HostState::Partitioned) => "its servers answer the load balancer, so they run; it is not off",
+                                None => "start the monitor (flotillactl monitor, or the desktop app) so that Flotilla knows it is lost",
+                                _ => "libvirt answers it (or did a moment ago), so it is not off",
+                            }
+                        ),
+                    )
+                    .into())
+                }
+            }
+        }
+        let usable = |name: &str| match state_of(name) {
+            Some(Some(HostState::Failed)) => true,
+            Some(Some(HostState::Unreachable)) => confirmed.iter().any(|c| c == name),
+            _ => false,
+        };
         if from.is_empty() {
             let mut failed: Vec<String> = u
                 .servers
                 .iter()
                 .map(|s| s.host.clone())
-                .filter(|h| state_of(h) == Some(Some(HostState::Failed)))
+                .filter(|h| usable(h))
                 .collect();
             failed.sort();
             failed.dedup();
@@ -76,17 +124,18 @@ impl Engine {
                     }
                     .into())
                 }
-                Some(Some(HostState::Failed)) => {}
+                Some(_) if usable(h) => {}
                 Some(state) => {
                     return Err(ValidationError::new(
                         "from",
                         format!(
-                            "host {h} is {}, not failed: Flotilla re-creates servers only from a host the monitor found dead on both planes (libvirt lost and the load balancer sees its servers down), so that no server ever runs twice{}",
+                            "host {h} is {}, not failed: Flotilla re-creates servers only from a host that is lost on both planes (libvirt lost, and the load balancer hears nothing from its servers){}",
                             state.map_or("not monitored".to_owned(), |s| s.as_str().to_owned()),
-                            if state.is_none() {
-                                "; start the monitor (flotillactl monitor, or the desktop app)"
-                            } else {
-                                ""
+                            match state {
+                                None => "; start the monitor (flotillactl monitor, or the desktop app)",
+                                Some(HostState::Unreachable) => "; without a second witness, only when you confirm that it is off (--host-is-off)",
+                                Some(HostState::Partitioned) => "; its servers answer the load balancer, so they run",
+                                _ => "",
                             }
                         ),
                     )
@@ -100,8 +149,13 @@ impl Engine {
     /// The servers of `u` on the failed hosts and where each is re-created: a host the
     /// monitor says is ready, whose network holds the server's address, with memory left for
     /// it; the one with the fewest servers of the unit first, then the most memory left.
-    pub(super) fn recover_moves(&self, u: &Unit, from: &[String]) -> Result<Vec<Move>, OpError> {
-        let failed = self.failed_hosts(u, from)?;
+    pub(super) fn recover_moves(
+        &self,
+        u: &Unit,
+        from: &[String],
+        confirmed: &[String],
+    ) -> Result<Vec<Move>, OpError> {
+        let failed = self.failed_hosts(u, from, confirmed)?;
         let lost: Vec<&Server> = u
             .servers
             .iter()
@@ -165,9 +219,174 @@ impl Engine {
                 generation: s.generation,
                 version: s.version,
                 prior: s.prior.clone(),
+                isolation_s: s.isolation_s,
             });
         }
         Ok(moves)
+    }
+
+    /// The fence of each server a recovery re-creates (`moves`): what proves its old copy is
+    /// off before the new one starts (`plan::fence`). `confirmed`: the hosts the admin confirms
+    /// are off with this recovery.
+    pub(super) fn recover_fences(
+        &self,
+        u: &Unit,
+        moves: &[Move],
+        confirmed: &[String],
+    ) -> Result<Vec<(String, String, Fence)>, OpError> {
+        let mut out = Vec::new();
+        let now = time::OffsetDateTime::now_utc();
+        for m in moves {
+            let host = self.host_show(&m.from)?;
+            let recorded = self.inventory.host_fence_get(&m.from)?;
+            let bmc = self.bmc_words(&host);
+            let last_seen_ago = time::OffsetDateTime::parse(
+                &host.monitor.last_seen,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok()
+            .map(|t| std::time::Duration::try_from(now - t).unwrap_or_default());
+            let facts = FenceFacts {
+                host: &m.from,
+                recorded: recorded
+                    .as_ref()
+                    .map(|r| (r.method.as_str(), r.by.as_str())),
+                confirmed_by: confirmed
+                    .contains(&m.from)
+                    .then_some(self.actor.user.as_str()),
+                bmc: bmc.as_deref(),
+                isolation_s: m.isolation_s,
+                policy_isolation_s: u.policy.isolation_timeout_s,
+                last_seen_ago,
+            };
+            out.push((m.server.clone(), m.from.clone(), fence_for(&facts)));
+        }
+        Ok(out)
+    }
+
+    /// The `fence` step: the server's old copy is known to be off before anything else of the
+    /// recovery happens, and the proof is recorded (`host_fences`, the audit log) and
+    /// journaled. One server at a time per lost host: the first powers the host off or
+    /// records the admin's confirmation, the others find the record. An isolation response
+    /// is waited out here (the operation says how long is left). Undo: nothing — a host that
+    /// was powered off stays off, and the proof stays true for this loss of the host.
+    pub(super) async fn fence(&self, ctx: &Ctx, s: &Server, dir: Dir) -> Result<(), OpError> {
+        if dir == Dir::Undo {
+            return Ok(());
+        }
+        let m = ctx.moves.get(&s.name).ok_or_else(|| {
+            ValidationError::new("server", format!("{} is not part of this recovery", s.name))
+        })?;
+        let _one_at_a_time = match ctx.host_locks.get(&m.from) {
+            Some(l) => Some(l.lock().await),
+            None => None,
+        };
+        let confirmed = match &ctx.action {
+            UnitAction::Recover { host_is_off, .. } => host_is_off.clone(),
+            _ => Vec::new(),
+        };
+        loop {
+            if ctx.abort.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(OpError::Timeout(format!(
+                    "the recovery stopped while {} waited for its fence",
+                    s.name
+                )));
+            }
+            let host = self.host_show(&m.from)?;
+            if !matches!(
+                host.monitor.state,
+                Some(HostState::Failed | HostState::Unreachable)
+            ) {
+                return Err(ValidationError::new(
+                    "from",
+                    format!(
+                        "host {} is {} now: its copy of {} may run, so it is not re-created elsewhere",
+                        m.from,
+                        host.monitor.state.map_or("not monitored", |st| st.as_str()),
+                        s.name
+                    ),
+                )
+                .into());
+            }
+            let (_, _, fence) = self
+                .recover_fences(&ctx.unit, std::slice::from_ref(m), &confirmed)?
+                .remove(0);
+            let record = |method: FenceMethod, by: String, detail: String| {
+                let f = HostFence {
+                    host: m.from.clone(),
+                    method,
+                    by,
+                    detail,
+                    at: String::new(),
+                    operation: Some(ctx.op),
+                };
+                let outcome = self.inventory.host_fence_record(&f).map_err(OpError::from);
+                self.audit("host.fence", &format!("host/{}", m.from), &outcome);
+                outcome.map(|()| f.detail)
+            };
+            let said = match &fence {
+                Fence::Recorded { .. } => fence.words(&m.from),
+                Fence::Confirmed { by } => record(
+                    FenceMethod::Confirmed,
+                    by.clone(),
+                    format!(
+                        "{by} confirmed with operation #{} that {} is off",
+                        ctx.op, m.from
+                    ),
+                )?,
+                Fence::Power { .. } => {
+                    let progress = |what: &str| self.fence_progress(ctx, s, what.to_owned());
+                    let proof = self
+                        .host_power_off(&m.from, POWER_OFF_LIMIT, &progress)
+                        .await?;
+                    record(FenceMethod::Power, proof.by.clone(), proof.by)?
+                }
+                // Each server's own guest acts: nothing is recorded for the host.
+                Fence::Isolation {
+                    isolation_s,
+                    wait_s: 0,
+                } => format!(
+                    "{}: its guest powered itself off {isolation_s} s after it lost its load balancer (host last seen at {}, {} s of margin)",
+                    s.name,
+                    host.monitor.last_seen,
+                    crate::plan::fence::ISOLATION_MARGIN.as_secs()
+                ),
+                Fence::Isolation { wait_s, .. } => {
+                    self.fence_progress(
+                        ctx,
+                        s,
+                        format!(
+                            "waiting {wait_s} s more for the isolation response of {}'s guest on {} (last seen at {})",
+                            s.name, m.from, host.monitor.last_seen
+                        ),
+                    );
+                    tokio::time::sleep(std::time::Duration::from_secs((*wait_s).min(2))).await;
+                    continue;
+                }
+                Fence::None { .. } => {
+                    return Err(OpError::FenceNeeded(format!(
+                        "{}: {}",
+                        s.name,
+                        fence.words(&m.from)
+                    )))
+                }
+            };
+            ctx.note(&s.name, Step::Fence, said);
+            return Ok(());
+        }
+    }
+
+    fn fence_progress(&self, ctx: &Ctx, s: &Server, detail: String) {
+        (ctx.progress)(StepEvent {
+            operation: ctx.op,
+            server: s.name.clone(),
+            step: Step::Fence,
+            status: crate::inventory::StepStatus::Started,
+            detail,
+            done: 0,
+            total: 0,
+            lb: None,
+        });
     }
 
     /// Servers of `u` recorded as running on hosts the monitor says are ready but whose
@@ -225,14 +444,17 @@ impl Engine {
         })?;
         match dir {
             Dir::Do => {
-                // Still failed now (it may have come back while earlier servers were being
+                // Still lost now (it may have come back while earlier servers were being
                 // re-created): else its copy may run, and this one would be a second.
                 let from = self.host_show(&m.from)?;
-                if from.monitor.state != Some(HostState::Failed) {
+                if !matches!(
+                    from.monitor.state,
+                    Some(HostState::Failed | HostState::Unreachable)
+                ) {
                     return Err(ValidationError::new(
                         "from",
                         format!(
-                            "host {} is no longer failed ({}): {} is not re-created elsewhere",
+                            "host {} is no longer lost ({}): {} is not re-created elsewhere",
                             m.from,
                             from.monitor.state.map_or("not monitored", |st| st.as_str()),
                             s.name
@@ -252,6 +474,8 @@ impl Engine {
                         ..Default::default()
                     },
                 )?;
+                // Its guest there has the isolation response its new seed gives it.
+                self.inventory.server_set_isolation(&s.name, 0)?;
             }
             Dir::Undo => {
                 // Back on the failed host only once nothing of it is left on the new one
@@ -279,6 +503,8 @@ impl Engine {
                         prior: m.prior.clone(),
                     },
                 )?;
+                self.inventory
+                    .server_set_isolation(&s.name, m.isolation_s)?;
             }
         }
         Ok(())
@@ -328,7 +554,14 @@ impl Engine {
                 // Recorded as wanted first, so that no reconcile of the load balancer puts it
                 // back in rotation (also when the call below fails); a recovery (or a
                 // restart) does, once it is healthy.
-                if let Err(e) = self.inventory.server_set_lb_state(&s.name, "maint") {
+                if let Err(e) = self
+                    .inventory
+                    .server_set_lb_state(&s.name, "maint")
+                    .and_then(|()| {
+                        self.inventory
+                            .server_set_fenced(&s.name, &crate::inventory::now_rfc3339())
+                    })
+                {
                     problems.push(format!("{}: {e}", s.name));
                     continue;
                 }
@@ -426,6 +659,27 @@ impl Engine {
     }
 }
 
+/// Power fencing through a host's BMC arrives with `ops::bmc`; until then no host has one.
+impl Engine {
+    fn bmc_words(&self, _host: &Host) -> Option<String> {
+        None
+    }
+
+    async fn host_power_off(
+        &self,
+        host: &str,
+        _limit: std::time::Duration,
+        _progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<PowerFence, OpError> {
+        Err(OpError::FenceNeeded(format!("host {host} has no BMC")))
+    }
+}
+
+#[derive(Debug)]
+struct PowerFence {
+    by: String,
+}
+
 /// The monitor's hooks for the front doors: a failed host is fenced at once, and the units
 /// that allow it are queued for an automatic recovery (`auto`, see
 /// [`Engine::monitor_with_recovery`]); a returning host is ready only once its stale domains
@@ -442,6 +696,15 @@ impl crate::ops::monitor::MonitorHooks for RecoveryHooks {
         change: &'a Change,
     ) -> futures_util::future::BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
+            if change.to == HostState::Ready && change.from == Some(HostState::Returning) {
+                // The loss ended: its fence (a power-off, a confirmation) proves nothing about
+                // the next one.
+                engine
+                    .inventory
+                    .host_fence_clear(&change.host)
+                    .map_err(|e| e.to_string())?;
+                return Ok(());
+            }
             if change.to == HostState::Returning {
                 // Connections opened before the host was lost may be dead without libvirt
                 // knowing yet (the first call on them fails): every call opens a fresh one.
@@ -518,18 +781,41 @@ impl Engine {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let hooks = RecoveryHooks { auto: Some(tx) };
         let monitor = self.monitor_run(thresholds, via, &hooks, report, stop);
+        // Each unit's recovery beside the others (one waiting out an isolation time never
+        // holds another back), after the group window: when more hosts are lost meanwhile,
+        // the monitor freezes and nothing is fenced or recovered automatically.
+        let window = thresholds.group_window();
         let worker = async {
-            while let Some(unit) = rx.recv().await {
-                let (ok, what) = match self.unit_auto_recover(&unit).await {
-                    Ok(what) => (true, what),
-                    Err(what) => (false, what),
-                };
-                report(crate::monitor::MonitorEvent::AutoRecovery {
-                    at: crate::inventory::now_rfc3339(),
-                    unit,
-                    ok,
-                    what,
-                });
+            let mut running = futures_util::stream::FuturesUnordered::new();
+            let mut queued = std::collections::HashSet::new();
+            loop {
+                tokio::select! {
+                    unit = rx.recv() => match unit {
+                        Some(unit) => {
+                            if queued.insert(unit.clone()) {
+                                running.push(async move {
+                                    tokio::time::sleep(window).await;
+                                    let outcome = self.unit_auto_recover(&unit).await;
+                                    (unit, outcome)
+                                });
+                            }
+                        }
+                        None => break,
+                    },
+                    Some((unit, outcome)) = futures_util::StreamExt::next(&mut running), if !running.is_empty() => {
+                        queued.remove(&unit);
+                        let (ok, what) = match outcome {
+                            Ok(what) => (true, what),
+                            Err(what) => (false, what),
+                        };
+                        report(crate::monitor::MonitorEvent::AutoRecovery {
+                            at: crate::inventory::now_rfc3339(),
+                            unit,
+                            ok,
+                            what,
+                        });
+                    }
+                }
             }
         };
         tokio::select! {
@@ -571,18 +857,34 @@ impl Engine {
                 u.name
             ));
         }
-        if self
-            .recover_moves(&u, &[])
-            .map_err(|e| describe(&e))?
-            .is_empty()
-        {
+        let moves = self.recover_moves(&u, &[], &[]).map_err(|e| describe(&e))?;
+        if moves.is_empty() {
             // Another host's failure queued it too, and the first recovery took them all.
             return Ok("nothing left to recover".into());
+        }
+        // Never without a fence it can act on alone: what it would do, and why it waits.
+        let fences = self
+            .recover_fences(&u, &moves, &[])
+            .map_err(|e| describe(&e))?;
+        if let Some(why) = crate::plan::fence::automatic_refusal(&fences) {
+            let would: Vec<String> = moves
+                .iter()
+                .map(|m| format!("{} from {} to {}", m.server, m.from, m.to))
+                .collect();
+            // Without confirmations, the fences it cannot act on are exactly the missing ones.
+            return Err(format!(
+                "would re-create {}; {}",
+                would.join(", "),
+                crate::plan::fence::manual_refusal(&u.name, &fences).unwrap_or(why)
+            ));
         }
         match self
             .unit_run(
                 &u.name,
-                UnitAction::Recover { from: Vec::new() },
+                UnitAction::Recover {
+                    from: Vec::new(),
+                    host_is_off: Vec::new(),
+                },
                 Arc::new(|_| {}),
             )
             .await

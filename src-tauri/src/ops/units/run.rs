@@ -468,9 +468,15 @@ impl Engine {
             }
             // Where each server goes is decided once: a resume goes on with the same moves
             // (its servers may be recorded on their new hosts already).
-            UnitAction::Recover { from } => {
+            UnitAction::Recover { from, host_is_off } => {
                 if args.moves.is_empty() {
-                    args.moves = self.recover_moves(&u, from)?;
+                    args.moves = self.recover_moves(&u, from, host_is_off)?;
+                    // Nothing is re-created without a fence for every server (a resumed
+                    // recovery checks again in its `fence` steps).
+                    let fences = self.recover_fences(&u, &args.moves, host_is_off)?;
+                    if let Some(why) = plan::fence::manual_refusal(&u.name, &fences) {
+                        return Err(OpError::FenceNeeded(why));
+                    }
                     if args.moves.is_empty() {
                         return Err(ValidationError::new(
                             "from",
@@ -794,6 +800,8 @@ impl Engine {
                 .map(|m| (m.server.clone(), m.clone()))
                 .collect(),
             made_disks: std::sync::Mutex::new(HashSet::new()),
+            action: args.action.clone(),
+            said: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -941,7 +949,7 @@ impl Engine {
             let span = tracing::info_span!("step", name = step.as_str());
             let ran = self
                 .unit_journal(ctx)
-                .run_with_fault(
+                .run_noted(
                     &name,
                     &self.step_note(ctx, s, step, total, o.done.len() as u32),
                     || async move {
@@ -951,6 +959,7 @@ impl Engine {
                         self.do_step(ctx, s, step, pos).await
                     },
                     || self.fault_at(&s.name, step),
+                    || ctx.said(&s.name, step),
                 )
                 .instrument(span)
                 .await;

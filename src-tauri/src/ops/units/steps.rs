@@ -407,6 +407,7 @@ impl Engine {
             }
 
             (Step::Relocate, d) => self.relocate(ctx, s, d).await,
+            (Step::Fence, d) => self.fence(ctx, s, d).await,
 
             (Step::LbAdd, Do) | (Step::LbRemove, Undo) => {
                 let (d, p) = lb_of(lb)?;

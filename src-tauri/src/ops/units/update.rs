@@ -210,7 +210,7 @@ impl Engine {
             .validate()
             .map_err(OpError::from)
             .and_then(|()| Ok(self.inventory.unit_set_policy(unit.trim(), policy)?))
-            .map(|()| *policy);
+            .map(|()| policy.clone());
         self.audit("unit.policy", &format!("unit/{}", unit.trim()), &outcome);
         outcome
     }
