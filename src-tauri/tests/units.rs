@@ -3647,3 +3647,55 @@ async fn an_isolation_fence_waits_its_time_and_a_host_that_returns_meanwhile_sto
         "a fence that failed changed nothing"
     );
 }
+
+/// The isolation response goes into each server's seed and is recorded per server only once
+/// that seed is written; a recovery counts on it (and a policy without an address where the
+/// host has no gateway is refused before anything is made). Hostile values are refused.
+#[tokio::test]
+async fn the_isolation_response_is_recorded_per_server_from_the_seed_it_boots() {
+    let f = Fixture::new().await;
+    let mut form = f.form("app", 2);
+    form.policy = Some(flotilla::model::RolloutPolicy {
+        drain_timeout_s: 0,
+        isolation_timeout_s: 30,
+        isolation_address: "10.77.0.1:80".into(),
+        ..Default::default()
+    });
+    f.e.unit_create(&form).unwrap();
+    f.run("app", UnitAction::Deploy).await.unwrap();
+    let isolation: Vec<u32> =
+        f.e.unit_show("app")
+            .unwrap()
+            .servers
+            .iter()
+            .map(|s| s.isolation_s)
+            .collect();
+    assert_eq!(isolation, [30, 30]);
+    // Turned off: servers keep what their seeds gave them until they get new ones.
+    let mut p = f.e.unit_show("app").unwrap().policy;
+    p.isolation_timeout_s = 0;
+    f.e.unit_set_policy("app", &p).unwrap();
+    assert_eq!(f.e.unit_show("app").unwrap().servers[0].isolation_s, 30);
+    for (timeout, address, field) in [
+        (5, "10.77.0.1", "isolation-timeout"),
+        (3_601, "10.77.0.1", "isolation-timeout"),
+        (60, "10.77.0.1:0", "isolation-address"),
+        (60, "10.77.0.1; poweroff", "isolation-address"),
+        (60, "255.255.255.255", "isolation-address"),
+        (60, "fe80::1", "isolation-address"),
+        (60, &"1".repeat(100_000), "isolation-address"),
+    ] {
+        let bad = flotilla::model::RolloutPolicy {
+            isolation_timeout_s: timeout,
+            isolation_address: address.to_owned(),
+            ..p.clone()
+        };
+        let err = f.e.unit_set_policy("app", &bad).unwrap_err().to_string();
+        assert!(
+            err.contains(field) && err.len() < 500,
+            "{}",
+            &err[..err.len().min(300)]
+        );
+        assert_eq!(f.e.unit_show("app").unwrap().policy, p, "nothing changed");
+    }
+}

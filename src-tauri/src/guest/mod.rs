@@ -1,8 +1,11 @@
 //! What a guest reads, written in pure Rust: the cloud-init NoCloud seed disk (this module) and,
 //! with the definitions issue, the app payload disk. The contract is docs/guest-contract.md.
 
+mod isolation;
 mod payload;
 mod seed;
+
+pub use isolation::{isolation_runcmd, Isolation};
 
 pub use payload::{
     hook_script, live_install_script, live_stop_script, payload_runcmd, write_payload_disk,

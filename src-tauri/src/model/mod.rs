@@ -22,8 +22,8 @@ pub use name::{BridgeName, HostName, PoolName};
 pub use net::{Ipv4Cidr, MacAddr};
 pub use redact::redact;
 pub use unit::{
-    check_server_address, AddressRange, NamePattern, RolloutPolicy, ServerSize, ServerState,
-    MAX_SERVERS,
+    check_server_address, parse_isolation_address, AddressRange, NamePattern, RolloutPolicy,
+    ServerSize, ServerState, MAX_SERVERS,
 };
 pub use uri::LibvirtUri;
 

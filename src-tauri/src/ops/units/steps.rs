@@ -33,6 +33,34 @@ fn upload_progress(
 
 pub(super) use crate::ops::exec::Dir;
 
+/// The isolation response a server's seed installs, from the unit's policy: its address (or
+/// the gateway of the host's network, port 80), or `None` when the policy has none.
+fn isolation_of(ctx: &Ctx, host: &Host) -> Result<Option<crate::guest::Isolation>, OpError> {
+    let p = &ctx.unit.policy;
+    if p.isolation_timeout_s == 0 {
+        return Ok(None);
+    }
+    let (address, port) = if p.isolation_address.is_empty() {
+        let gw: Ipv4Addr = host.gateway.parse().map_err(|_| {
+            ValidationError::new(
+                "isolation-address",
+                format!(
+                    "unit {} has an isolation response, but no address for it and host {} no gateway: set one (flotillactl unit policy {} --isolation-address ADDRESS[:PORT], the load balancer as the guests reach it)",
+                    ctx.unit.name, host.name, ctx.unit.name
+                ),
+            )
+        })?;
+        (gw, 80)
+    } else {
+        crate::model::parse_isolation_address(&p.isolation_address)?
+    };
+    Ok(Some(crate::guest::Isolation {
+        address,
+        port,
+        timeout_s: p.isolation_timeout_s,
+    }))
+}
+
 /// Who a domain with a server's name belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Owner {
@@ -377,6 +405,9 @@ impl Engine {
                         .await?;
                     name
                 } else {
+                    // Its old seed again: whether that gave it an isolation response is not
+                    // recorded, so none is counted on.
+                    self.inventory.server_set_isolation(&s.name, 0)?;
                     s.seed_volume()
                 };
                 let spec = self
@@ -576,7 +607,9 @@ impl Engine {
     }
 
     /// The server's seed `name` for the operation's unit version (written again when it is
-    /// the server's own already); `suffix` goes after its instance id.
+    /// the server's own already); `suffix` goes after its instance id. The server's recorded
+    /// isolation response is what this seed gives it (none while it is being written: a
+    /// recovery never counts on a response its guest may not have).
     pub(super) async fn write_seed(
         &self,
         ctx: &Ctx,
@@ -594,6 +627,8 @@ impl Engine {
         let dir = tempfile_dir()?;
         let file = dir.join(format!("{}-seed.img", s.name));
         let spec = self.seed_spec(ctx, s, host, version, suffix)?;
+        let isolation = isolation_of(ctx, host)?.map_or(0, |i| i.timeout_s);
+        self.inventory.server_set_isolation(&s.name, 0)?;
         // Disk writes stay off the async runtime's threads.
         let target = file.clone();
         let written = tokio::task::spawn_blocking(move || write_seed_disk(&spec, &target))
@@ -608,6 +643,7 @@ impl Engine {
             self.hypervisor
                 .volume_upload(uri, pool, name, file.clone(), DiskFormat::Raw, |_, _| {})
                 .await?;
+            self.inventory.server_set_isolation(&s.name, isolation)?;
             Ok(())
         }
         .await;
@@ -1005,7 +1041,10 @@ impl Engine {
             ValidationError::new("address", format!("{} is not an address", s.address))
         })?;
         let instance_id = format!("{}.{}.u{version}{suffix}", s.name, ctx.unit.name);
-        let runcmd = payload_runcmd(&instance_id, self.config_commands(ctx, s, version)?);
+        let mut runcmd = payload_runcmd(&instance_id, self.config_commands(ctx, s, version)?);
+        if let Some(i) = isolation_of(ctx, host)? {
+            runcmd.extend(crate::guest::isolation_runcmd(&instance_id, &i));
+        }
         Ok(SeedSpec {
             instance_id,
             hostname: HostName::parse(&s.name)?,
