@@ -213,9 +213,7 @@ mod tests {
         // answer); the watchdog's check is driven directly, without powering anything off.
         let Ok(out) = std::process::Command::new("python3")
             .arg("-c")
-            .arg(format!(
-                "import sys\nsys.argv = ['x', '127.0.0.1', '9', '60']\nsrc = open('/dev/stdin').read().split('say(\"watching')[0]\nexec(src)\nprint(answers())"
-            ))
+            .arg("import sys\nsys.argv = ['x', '127.0.0.1', '9', '60']\nsrc = open('/dev/stdin').read().split('say(\"watching')[0]\nexec(src)\nprint(answers())")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
