@@ -3699,3 +3699,99 @@ async fn the_isolation_response_is_recorded_per_server_from_the_seed_it_boots() 
         assert_eq!(f.e.unit_show("app").unwrap().policy, p, "nothing changed");
     }
 }
+
+/// A partition that heals: the servers on the host that was cut off kept running, fenced at
+/// the load balancer. While the host is lost, and after, `unit show` says what happened and
+/// what brings them back; when the host is ready again they rejoin after their check, with no
+/// reboot (only the health check and the load balancer: no start, no shutdown).
+#[tokio::test]
+async fn servers_that_ran_through_a_partition_rejoin_without_a_reboot() {
+    use flotilla::model::HostState;
+    use flotilla::monitor::machine::Change;
+    use flotilla::ops::monitor::MonitorHooks;
+    let mut f = Fixture::new().await;
+    let c = caddy().await;
+    f.behind(&c.admin).await;
+    one_host_failed(&f).await;
+    assert!(f.e.fence_host("h1").await.is_empty());
+    let s = f.e.unit_show("app").unwrap().servers[0].clone();
+    assert_eq!((s.name.as_str(), s.lb_state.as_str()), ("app-1", "maint"));
+    assert!(
+        s.fenced.starts_with("fenced: h1 was cut off at ")
+            && s.fenced
+                .contains("back in rotation by itself once h1 answers again"),
+        "{}",
+        s.fenced
+    );
+    // Nothing to rejoin while h1 is lost.
+    let err =
+        f.e.unit_run(
+            "app",
+            UnitAction::Rejoin {
+                servers: vec!["app-1".into()],
+            },
+            quiet(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot rejoin yet"), "{err}");
+    // The partition heals: h1 answers, its libvirt still runs app-1.
+    monitor_says(&f.e, &[("h1", HostState::Ready), ("h2", HostState::Ready)]);
+    let s = f.e.unit_show("app").unwrap().servers[0].clone();
+    assert!(
+        s.fenced
+            .contains("flotillactl unit rejoin app --server app-1"),
+        "{}",
+        s.fenced
+    );
+    let hooks = flotilla::ops::units::RecoveryHooks::default();
+    hooks
+        .on_transition(
+            &f.e,
+            &Change {
+                host: "h1".into(),
+                from: Some(HostState::Returning),
+                to: HostState::Ready,
+                why: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let s = f.e.unit_show("app").unwrap().servers[0].clone();
+    assert_eq!(
+        (
+            s.host.as_str(),
+            s.lb_state.as_str(),
+            s.fenced_at.as_str(),
+            s.fenced.as_str()
+        ),
+        ("h1", "ready", "", "")
+    );
+    assert!(
+        upstreams(&c.admin).await.len() == 2,
+        "{:?}",
+        upstreams(&c.admin).await
+    );
+    let op = f.e.inventory.operation_list(1).unwrap().remove(0);
+    assert_eq!(op.kind, "rejoin");
+    let steps: Vec<&str> = op
+        .steps
+        .iter()
+        .filter(|s| s.status == "succeeded")
+        .map(|s| s.step.as_str())
+        .collect();
+    assert_eq!(
+        steps,
+        ["app-1: wait-healthy", "app-1: lb-ready"],
+        "no reboot"
+    );
+    let h1 = f.e.host_show("h1").unwrap();
+    assert_eq!(
+        f.e.hypervisor
+            .domain_is_running(&h1.uri, "app-1")
+            .await
+            .unwrap(),
+        Some(true)
+    );
+}

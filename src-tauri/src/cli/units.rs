@@ -48,6 +48,16 @@ pub(super) enum UnitCommand {
         #[command(flatten)]
         plan: Confirmed,
     },
+    /// Put servers that kept running through their host's loss back into rotation (they were
+    /// taken out when the host was lost and it is back): LB health check → LB ready, no
+    /// reboot. The monitor does this by itself when the host returns.
+    Rejoin {
+        name: String,
+        #[arg(long = "server")]
+        servers: Vec<String>,
+        #[command(flatten)]
+        plan: Confirmed,
+    },
     /// Stop running servers: LB drain → sessions end (or drain timeout) → graceful shutdown.
     Stop {
         name: String,
@@ -342,6 +352,11 @@ impl RolloutFlags {
 pub(super) enum PlanAction {
     Deploy,
     Start {
+        #[arg(long = "server")]
+        servers: Vec<String>,
+    },
+    /// Servers held out of rotation because their host was lost, back in.
+    Rejoin {
         #[arg(long = "server")]
         servers: Vec<String>,
     },
@@ -688,6 +703,7 @@ pub(super) async fn unit(
             let action = match action {
                 PlanAction::Deploy => UnitAction::Deploy,
                 PlanAction::Start { servers } => UnitAction::Start { servers },
+                PlanAction::Rejoin { servers } => UnitAction::Rejoin { servers },
                 PlanAction::Stop { servers } => UnitAction::Stop {
                     servers,
                     force: false,
@@ -732,6 +748,11 @@ pub(super) async fn unit(
             servers,
             plan,
         } => (name, UnitAction::Start { servers }, plan),
+        UnitCommand::Rejoin {
+            name,
+            servers,
+            plan,
+        } => (name, UnitAction::Rejoin { servers }, plan),
         UnitCommand::Stop {
             name,
             servers,
@@ -972,6 +993,20 @@ fn show(u: &Unit) {
             n => format!("at most {n} a day"),
         }
     ));
+    say_line(&format!(
+        "  isolation response: {}",
+        match u.policy.isolation_timeout_s {
+            0 => "off (a recovery needs the hosts' BMCs or your confirmation)".to_owned(),
+            n => format!(
+                "power off after {n} s without an answer from {}",
+                if u.policy.isolation_address.is_empty() {
+                    "the servers' gateway, port 80"
+                } else {
+                    u.policy.isolation_address.as_str()
+                }
+            ),
+        }
+    ));
     let rows: Vec<Vec<String>> = u
         .servers
         .iter()
@@ -991,6 +1026,20 @@ fn show(u: &Unit) {
         &["SERVER", "HOST", "ADDRESS", "MAC", "STATE", "VERSION", "LB"],
         &rows,
     );
+    for s in &u.servers {
+        if !s.fenced.is_empty() {
+            say_line(&format!("  {}: {}", s.name, s.fenced));
+        }
+        if u.policy.isolation_timeout_s > 0
+            && s.isolation_s == 0
+            && s.state != crate::model::ServerState::Planned
+        {
+            say_line(&format!(
+                "  {}: its guest has no isolation response yet (it gets one with its next seed: a rollout that reboots it, or a recovery)",
+                s.name
+            ));
+        }
+    }
 }
 
 fn show_plan(p: &OpPlan) {
@@ -1028,6 +1077,9 @@ fn show_plan(p: &OpPlan) {
             },
             steps.join(" → ")
         ));
+        if let Some(f) = &s.fence {
+            say_line(&format!("      fence: {}", f.words));
+        }
     }
     say_line(&format!(
         "Fingerprint: {} (run exactly this plan with --plan {})",

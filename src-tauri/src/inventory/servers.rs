@@ -37,6 +37,9 @@ pub struct Server {
     /// RFC 3339: when it was taken out of rotation because its host was lost; empty: it was
     /// not (or is back).
     pub fenced_at: String,
+    /// In words, when `fenced_at` is set: what happened and what brings it back (filled by
+    /// the engine from its host's state; empty here).
+    pub fenced: String,
 }
 
 /// What a server ran before a rollout swapped it.
@@ -305,6 +308,7 @@ impl Inventory {
                     generation: r.get(13)?,
                     isolation_s: r.get(14)?,
                     fenced_at: r.get(15)?,
+                    fenced: String::new(),
                 })
             })
             .map_err(query_err("list servers"))?

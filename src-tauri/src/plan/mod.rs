@@ -166,6 +166,10 @@ pub enum OpKind {
     Rollout,
     /// Re-create the servers of failed hosts on surviving ones.
     Recover,
+    /// Servers that kept running on a host that was cut off (fenced at the load balancer)
+    /// back into rotation once the host is back, after the load balancer's own check: no
+    /// reboot.
+    Rejoin,
 }
 
 impl OpKind {
@@ -178,6 +182,7 @@ impl OpKind {
             Self::Remove => "remove",
             Self::Rollout => "rollout",
             Self::Recover => "recover",
+            Self::Rejoin => "rejoin",
         }
     }
 }
@@ -199,6 +204,7 @@ pub fn server_steps(kind: OpKind, lb: bool) -> Vec<Step> {
             LbReady,
         ],
         OpKind::Start => &[Start, WaitHealthy, LbReady],
+        OpKind::Rejoin => &[WaitHealthy, LbReady],
         OpKind::Stop => &[LbDrain, WaitDrained, LbMaint, Shutdown],
         OpKind::Restart => &[
             LbDrain,

@@ -142,6 +142,13 @@ pub enum UnitAction {
         #[serde(default)]
         host_is_off: Vec<String>,
     },
+    /// Put servers that kept running on a host that was cut off (fenced at the load balancer
+    /// when it was lost) back into rotation once the host is ready again, after the load
+    /// balancer's own check, without a reboot (`unit rejoin`; the monitor does it by itself
+    /// when the host returns). Empty: every such server of the unit.
+    Rejoin {
+        servers: Vec<String>,
+    },
 }
 
 impl UnitAction {
@@ -156,6 +163,7 @@ impl UnitAction {
             Self::Rollout { back: false, .. } => "rollout",
             Self::Rollout { back: true, .. } => "rollback",
             Self::Recover { .. } => "recover",
+            Self::Rejoin { .. } => "rejoin",
         }
     }
 
@@ -795,11 +803,18 @@ fn parse_ref(field: &'static str, value: &str) -> Result<(String, Option<u32>), 
 
 impl Engine {
     pub fn unit_list(&self) -> Result<Vec<Unit>, OpError> {
-        Ok(self.inventory.unit_list()?)
+        let mut units = self.inventory.unit_list()?;
+        let hosts = self.host_list()?;
+        for u in &mut units {
+            Self::say_fenced(u, &hosts);
+        }
+        Ok(units)
     }
 
     pub fn unit_show(&self, name: &str) -> Result<Unit, OpError> {
-        Ok(self.inventory.unit_get(name.trim())?)
+        let mut u = self.inventory.unit_get(name.trim())?;
+        Self::say_fenced(&mut u, &self.host_list()?);
+        Ok(u)
     }
 
     /// Registers a unit: its first version and its servers. Creates nothing on any host.
@@ -823,6 +838,7 @@ impl Engine {
         };
         let (action_servers, count) = match action {
             UnitAction::Start { servers }
+            | UnitAction::Rejoin { servers }
             | UnitAction::Stop { servers, .. }
             | UnitAction::Restart { servers, .. } => (servers.clone(), None),
             UnitAction::Scale { count } => (Vec::new(), Some(*count)),
@@ -1309,7 +1325,7 @@ impl Engine {
             OpKind::Restart | OpKind::Rollout | OpKind::Stop | OpKind::Remove => {
                 Some(in_service.saturating_sub(batch_size.min(servers.len() as u32)))
             }
-            OpKind::Deploy | OpKind::Start | OpKind::Recover => None,
+            OpKind::Deploy | OpKind::Start | OpKind::Recover | OpKind::Rejoin => None,
         };
         let batches = (servers.len() as u32).div_ceil(batch_size.max(1));
         let (estimate_s, estimate_from) = match self.per_server_time(&u.name, action.name())? {
@@ -1425,6 +1441,7 @@ impl Engine {
                 vec![],
             ),
             UnitAction::Delete { .. } => (OpKind::Remove, u.servers.clone(), vec![]),
+            UnitAction::Rejoin { servers } => (OpKind::Rejoin, self.rejoining(u, servers)?, vec![]),
             UnitAction::Recover { from, host_is_off } => (
                 OpKind::Recover,
                 Self::moved(u, &self.recover_moves(u, from, host_is_off)?),
@@ -1613,6 +1630,7 @@ mod tests {
             generation: 0,
             isolation_s: 0,
             fenced_at: String::new(),
+            fenced: String::new(),
         };
         let mut u = Unit {
             name: "shop".into(),

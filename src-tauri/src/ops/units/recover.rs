@@ -389,6 +389,85 @@ impl Engine {
         });
     }
 
+    /// Servers of `u` held out of rotation because their host was lost, that run on their
+    /// host again now that it is ready (its libvirt lists them running): what a rejoin puts
+    /// back. `names`: only these (each must be such a server); empty: all.
+    pub(super) fn rejoining(&self, u: &Unit, names: &[String]) -> Result<Vec<Server>, OpError> {
+        let hosts = self.host_list()?;
+        let back = |s: &Server| {
+            hosts.iter().any(|h| {
+                h.name.as_str() == s.host
+                    && h.monitor.state == Some(HostState::Ready)
+                    && !h.monitor.not_running.contains(&s.name)
+            })
+        };
+        let held = |s: &Server| {
+            s.state == ServerState::Running && !s.fenced_at.is_empty() && s.lb_state != "ready"
+        };
+        for n in names {
+            let Some(s) = u.servers.iter().find(|s| s.name == *n) else {
+                return Err(InventoryError::NotFound {
+                    kind: "server of this unit",
+                    name: n.chars().take(64).collect(),
+                }
+                .into());
+            };
+            if !held(s) {
+                return Err(ValidationError::new(
+                    "server",
+                    format!("{n} is not held out of rotation because of its host"),
+                )
+                .into());
+            }
+            if !back(s) {
+                return Err(ValidationError::new(
+                    "server",
+                    format!(
+                        "{n}'s host {} is not ready or does not run it: it cannot rejoin yet",
+                        s.host
+                    ),
+                )
+                .into());
+            }
+        }
+        Ok(u.servers
+            .iter()
+            .filter(|s| names.is_empty() || names.contains(&s.name))
+            .filter(|s| held(s) && back(s))
+            .cloned()
+            .collect())
+    }
+
+    /// Fills in, for each server of `u` held out of rotation because its host was lost, what
+    /// happened and what brings it back.
+    pub(super) fn say_fenced(u: &mut Unit, hosts: &[Host]) {
+        let unit = u.name.clone();
+        for s in u.servers.iter_mut().filter(|s| !s.fenced_at.is_empty()) {
+            let at = s
+                .fenced_at
+                .get(11..16)
+                .map_or(s.fenced_at.clone(), |hm| format!("{hm} UTC"));
+            let host = hosts.iter().find(|h| h.name.as_str() == s.host);
+            let state = host.and_then(|h| h.monitor.state);
+            let running = host.is_some_and(|h| !h.monitor.not_running.contains(&s.name));
+            let next = match state {
+                Some(HostState::Ready) if s.state == ServerState::Running && running => format!(
+                    "it runs there again and goes back into rotation after its check (flotillactl unit rejoin {unit} --server {})",
+                    s.name
+                ),
+                Some(HostState::Ready) => format!(
+                    "it does not run there: restart it (flotillactl unit restart {unit} --server {})",
+                    s.name
+                ),
+                _ => format!(
+                    "back in rotation by itself once {} answers again and its check passes; or re-create it elsewhere (flotillactl unit recover {unit})",
+                    s.host
+                ),
+            };
+            s.fenced = format!("fenced: {} was cut off at {at}; {next}", s.host);
+        }
+    }
+
     /// Servers of `u` recorded as running on hosts the monitor says are ready but whose
     /// libvirt does not run them (a host back without a recovery: shut off there, fenced), as
     /// the way back in words; empty when there are none.
@@ -703,7 +782,43 @@ impl crate::ops::monitor::MonitorHooks for RecoveryHooks {
                     .inventory
                     .host_fence_clear(&change.host)
                     .map_err(|e| e.to_string())?;
-                return Ok(());
+                // Servers that kept running there through a partition go back into rotation
+                // after the load balancer's own check, without a reboot.
+                let mut problems = Vec::new();
+                for u in engine.inventory.unit_list().map_err(|e| e.to_string())? {
+                    let back = match engine.rejoining(&u, &[]) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            problems.push(format!("unit {}: {}", u.name, describe(&e)));
+                            continue;
+                        }
+                    };
+                    if !back.iter().any(|s| s.host == change.host) {
+                        continue;
+                    }
+                    let servers = back
+                        .into_iter()
+                        .filter(|s| s.host == change.host)
+                        .map(|s| s.name)
+                        .collect();
+                    if let Err(e) = engine
+                        .unit_run(&u.name, UnitAction::Rejoin { servers }, Arc::new(|_| {}))
+                        .await
+                    {
+                        problems.push(format!(
+                            "unit {}: its servers on {} did not rejoin: {} (flotillactl unit rejoin {})",
+                            u.name,
+                            change.host,
+                            describe(&e),
+                            u.name
+                        ));
+                    }
+                }
+                return if problems.is_empty() {
+                    Ok(())
+                } else {
+                    Err(problems.join("; "))
+                };
             }
             if change.to == HostState::Returning {
                 // Connections opened before the host was lost may be dead without libvirt

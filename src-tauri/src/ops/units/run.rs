@@ -398,7 +398,7 @@ impl Engine {
             OpKind::Deploy | OpKind::Recover => {
                 Some((ServerState::Running, Some(u.current_version)))
             }
-            OpKind::Start | OpKind::Restart => Some((ServerState::Running, None)),
+            OpKind::Start | OpKind::Restart | OpKind::Rejoin => Some((ServerState::Running, None)),
             OpKind::Stop => Some((ServerState::Stopped, None)),
             OpKind::Rollout => Some((ServerState::Running, args.target)),
             OpKind::Remove => None,
@@ -987,7 +987,7 @@ impl Engine {
         }
         let (state, version) = match kind {
             OpKind::Deploy | OpKind::Recover => (ServerState::Running, Some(ctx.uv.version)),
-            OpKind::Start | OpKind::Restart => (ServerState::Running, s.version),
+            OpKind::Start | OpKind::Restart | OpKind::Rejoin => (ServerState::Running, s.version),
             OpKind::Stop => (ServerState::Stopped, s.version),
             OpKind::Rollout => (ServerState::Running, Some(ctx.uv.version)),
             OpKind::Remove => return o,

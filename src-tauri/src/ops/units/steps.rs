@@ -477,7 +477,12 @@ impl Engine {
                 };
                 self.wait_healthy(ctx, s, host, runs).await
             }
-            (Step::LbReady, Do) => self.lb_set(ctx, s, MemberState::Ready).await,
+            // In rotation: no longer held out because its host was lost.
+            (Step::LbReady, Do) => {
+                self.lb_set(ctx, s, MemberState::Ready).await?;
+                self.inventory.server_set_fenced(&s.name, "")?;
+                Ok(())
+            }
             // Out of rotation again (the member was drained for its health check).
             (Step::WaitHealthy, Undo) => {
                 if ctx.lb.is_some() {
@@ -490,7 +495,12 @@ impl Engine {
             (Step::LbReady, Undo) => {
                 self.lb_set(ctx, s, MemberState::Drain).await?;
                 self.wait_drained(ctx, s).await?;
-                self.lb_set(ctx, s, MemberState::Maint).await
+                self.lb_set(ctx, s, MemberState::Maint).await?;
+                // Held out because of its host again, if it was when the operation began.
+                let was = ctx.unit.servers.iter().find(|o| o.name == s.name);
+                self.inventory
+                    .server_set_fenced(&s.name, was.map_or("", |o| o.fenced_at.as_str()))?;
+                Ok(())
             }
 
             (Step::LbDrain, Do) => self.lb_set(ctx, s, MemberState::Drain).await,
