@@ -493,3 +493,114 @@ mod tests {
         assert_eq!(r.failed(), 13);
     }
 }
+
+impl Lab {
+    /// The servers whose guest runs on lab host `i` now, judged on the host itself (not
+    /// through its libvirt, which a test may have frozen): a QEMU process of the domain is
+    /// alive, and its serial console does not end with the guest powering down (a guest that
+    /// powered itself off while libvirtd was frozen keeps its stopped QEMU process).
+    pub fn guests_running(&self, i: u32) -> std::collections::BTreeSet<String> {
+        let dir = self.dir().join(format!("h{i}"));
+        let mut out = std::collections::BTreeSet::new();
+        let Ok(pids) = std::fs::read_dir(dir.join("run/qemu")) else {
+            return out;
+        };
+        for f in pids.flatten() {
+            let path = f.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("pid") {
+                continue;
+            }
+            let Some(name) = path.file_stem().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            let pid = pid.trim();
+            if pid.is_empty() || !PathBuf::from(format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            let serial = std::fs::read_to_string(dir.join(format!("pool/{name}.serial")))
+                .unwrap_or_default();
+            let last_boot = serial.rfind("Linux version").unwrap_or(0);
+            if serial[last_boot..].contains("reboot: Power down") {
+                continue;
+            }
+            out.insert(name.to_owned());
+        }
+        out
+    }
+
+    /// The MACs that answer ARP for `address` on the lab's segment (from its namespace).
+    pub fn macs_answering(&self, address: &str) -> std::collections::BTreeSet<String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", self.get("FLOTILLA_LAB_NETNS")])
+            .args(["busybox", "arping", "-c", "3", "-w", "4", "-I", "labbr", address])
+            .output()
+            .expect("busybox arping");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (_, rest) = l.split_once('[')?;
+                let (mac, _) = rest.split_once(']')?;
+                Some(mac.to_ascii_lowercase())
+            })
+            .collect()
+    }
+
+    /// Watches, on a thread of its own every 100 ms, which hosts run each server's guest
+    /// ([`Lab::guests_running`]) until the watch is ended: every moment a server ran on two
+    /// hosts at once is kept.
+    pub fn watch_twice(&self, hosts: &[u32]) -> TwiceWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (lab, hosts, flag) = (self.clone(), hosts.to_vec(), stop.clone());
+        let worker = std::thread::spawn(move || {
+            let began = std::time::Instant::now();
+            let mut twice = Vec::new();
+            let mut samples = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut seen: HashMap<String, Vec<u32>> = HashMap::new();
+                for i in &hosts {
+                    for s in lab.guests_running(*i) {
+                        seen.entry(s).or_default().push(*i);
+                    }
+                }
+                for (s, on) in seen.into_iter().filter(|(_, on)| on.len() > 1) {
+                    twice.push(format!(
+                        "{s} ran on lab hosts {on:?} at {} ms",
+                        began.elapsed().as_millis()
+                    ));
+                }
+                samples += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            (samples, twice)
+        });
+        TwiceWatch {
+            stop,
+            worker: Some(worker),
+        }
+    }
+}
+
+/// See [`Lab::watch_twice`].
+#[derive(Debug)]
+pub struct TwiceWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    worker: Option<std::thread::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl TwiceWatch {
+    /// Ends the watch: how many samples it took, and every moment a server ran twice.
+    pub fn end(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.worker
+            .take()
+            .and_then(|w| w.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TwiceWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -297,12 +297,16 @@ async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothin
         let fenced = live.iter().find(|l| l.server == on_h2).unwrap();
         assert!(fenced.lb_status.contains("MAINT"), "{live:?}");
 
-        // Recovery: the lost server is re-created on host 1 and answers there.
+        // Recovery: the lost server is re-created on host 1 and answers there. The test
+        // killed the host, so it confirms that it is off (the fence).
         let t = Instant::now();
         let r = e
             .unit_run(
                 "mon",
-                UnitAction::Recover { from: Vec::new() },
+                UnitAction::Recover {
+                    from: Vec::new(),
+                    host_is_off: vec!["lab-h2".into()],
+                },
                 Arc::new(|_| {}),
             )
             .await

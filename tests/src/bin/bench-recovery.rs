@@ -110,7 +110,11 @@ async fn main() {
             let t = Instant::now();
             e.unit_run(
                 "rec",
-                UnitAction::Recover { from: Vec::new() },
+                // The bench killed the host: it confirms the host is off.
+                UnitAction::Recover {
+                    from: Vec::new(),
+                    host_is_off: vec![on.clone()],
+                },
                 Arc::new(|_| {}),
             )
             .await

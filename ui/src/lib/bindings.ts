@@ -312,7 +312,28 @@ export type ErrorCode =
 /**  The SSH host key of the host is not yet trusted: show its fingerprint and ask. */
 "host_key_unknown" | 
 /**  The SSH host key of the host differs from the one trusted: refused. */
-"host_key_changed" | "internal";
+"host_key_changed" | 
+/**
+ *  A recovery waits for a fence: a lost host may still run its servers. Confirm that it is
+ *  off (`--host-is-off HOST`, or type its name), or give it a BMC.
+ */
+"fence_needed" | "internal";
+
+/**  The fence a server gets before it is re-created elsewhere. */
+export type Fence = 
+/**  Known off already, during this loss of its host. */
+{ kind: "recorded"; method: string; by: string } | 
+/**  The admin confirmed with this recovery that the host is off. */
+{ kind: "confirmed"; by: string } | 
+/**  Its host is powered off through its BMC first. */
+{ kind: "power"; bmc: string } | 
+/**
+ *  Its guest powers itself off `isolation_s` after it lost its load balancer; the
+ *  recovery waits `wait_s` more (0: the time has passed).
+ */
+{ kind: "isolation"; isolation_s: number; wait_s: number } | 
+/**  Nothing proves it is off: the recovery waits for the admin's confirmation. */
+{ kind: "none"; why: string };
 
 export type Firmware = "bios" | "uefi";
 
@@ -411,6 +432,11 @@ export type HostMonitor = {
 	detail: string,
 	/**  RFC 3339, UTC: the monitor's last probe result for this host. */
 	probed_at: string,
+	/**
+	 *  RFC 3339, UTC: when a monitor last saw the host alive — libvirt answered, or the load
+	 *  balancer heard one of its servers answer; empty: never.
+	 */
+	last_seen?: string,
 	/**
 	 *  Servers the inventory says run on this host that its libvirt does not list as running
 	 *  (crashed or stopped outside Flotilla), from the last probe that could list them.
@@ -912,6 +938,20 @@ export type RolloutPolicy = {
 	 *  the admin recovers.
 	 */
 	auto_recover_per_day?: number,
+	/**
+	 *  The isolation response (vSphere's, in the guest): a server that cannot reach
+	 *  `isolation_address` for this many seconds stops its app and powers itself off, so that
+	 *  a recovery may re-create it elsewhere once that time has passed since its host was last
+	 *  seen. 0: off. Servers get it with their next seed (deploy, recovery, a rollout that
+	 *  reboots them).
+	 */
+	isolation_timeout_s?: number,
+	/**
+	 *  What the guests check: `ADDRESS` or `ADDRESS:PORT` of the load balancer as the guests
+	 *  reach it; empty: the gateway of their network, port 80. A refused connection counts as
+	 *  reached (something answered); only silence counts as cut off.
+	 */
+	isolation_address?: string,
 };
 
 export type Server = {
@@ -942,6 +982,30 @@ export type Server = {
 	 *  it in its metadata, so a copy left on a host that comes back is recognised as stale.
 	 */
 	generation: number,
+	/**
+	 *  The isolation response its guest was given (seconds without its load balancer before
+	 *  it powers itself off); 0: none.
+	 */
+	isolation_s: number,
+	/**
+	 *  RFC 3339: when it was taken out of rotation because its host was lost; empty: it was
+	 *  not (or is back).
+	 */
+	fenced_at: string,
+	/**
+	 *  In words, when `fenced_at` is set: what happened and what brings it back (filled by
+	 *  the engine from its host's state; empty here).
+	 */
+	fenced: string,
+};
+
+/**  The fence of one server a recovery re-creates. */
+export type ServerFence = {
+	/**  The lost host its old copy is on. */
+	host: string,
+	fence: Fence,
+	/**  In words. */
+	words: string,
 };
 
 /**  A server named in the unit wizard or on the command line. */
@@ -999,6 +1063,8 @@ export type ServerPlan = {
 	/**  `new` when the operation registers it (scale out). */
 	note: string,
 	steps: Step[],
+	/**  A recovery: the fence its old copy gets before it is re-created here. */
+	fence: ServerFence | null,
 };
 
 /**  CPUs, memory and disk of every server of a unit version. */
@@ -1064,6 +1130,14 @@ export type Step =
  *  address. Undo: the old disk, seed and payload again.
  */
 "swap" | 
+/**
+ *  Recovery: the server's old copy is known to be off before anything else happens — a
+ *  fence recorded during this loss of its host, the admin's confirmation, its host powered
+ *  off through its BMC, or its guest's isolation time waited out (`plan::fence`). The
+ *  proof is recorded (`host_fences`) and journaled. Undo: nothing (a host that was powered
+ *  off stays off; the proof stays true for this loss).
+ */
+"fence" | 
 /**
  *  Recovery: the server of a failed host is fenced at the load balancer (maintenance) and
  *  recorded on a surviving host under its next generation, with new volumes there; the
@@ -1146,9 +1220,18 @@ policy?: RolloutPolicy | null } |
 /**
  *  Re-create the servers of the failed hosts `from` on surviving hosts, with their names,
  *  addresses and MACs (`unit recover`). Refused for a host that answers, and for a server
- *  the load balancer still sees up: that host may only be cut off from Flotilla.
+ *  the load balancer still hears: that host may only be cut off from Flotilla. Each server
+ *  needs a fence first (`plan::fence`): `host_is_off` are the hosts the admin confirms
+ *  are off (powered off, disconnected).
  */
-{ action: "recover"; from: string[] };
+{ action: "recover"; from: string[]; host_is_off?: string[] } | 
+/**
+ *  Put servers that kept running on a host that was cut off (fenced at the load balancer
+ *  when it was lost) back into rotation once the host is ready again, after the load
+ *  balancer's own check, without a reboot (`unit rejoin`; the monitor does it by itself
+ *  when the host returns). Empty: every such server of the unit.
+ */
+{ action: "rejoin"; servers: string[] };
 
 /**  What the wizard's review page and `unit create` show after creating. */
 export type UnitCreated = {

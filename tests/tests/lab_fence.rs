@@ -1,0 +1,319 @@
+//! T2: a server never runs twice, on the lab (tiny guests, the lab's HAProxy, the monitor with
+//! its default thresholds and the front doors' hooks). A unit of two servers, one on each lab
+//! host. A thread watches the hosts themselves (QEMU processes and serial consoles, not
+//! libvirt, which the test freezes) the whole time and keeps every moment a server ran on two
+//! hosts: there must be none.
+//!
+//! 1. A hung libvirtd (SIGSTOP) on lab-h2 while its app refuses connections (HAProxy's check
+//!    gets TCP resets): the guest's kernel answers, so lab-h2 is partitioned, never failed.
+//! 2. A partition (`tests/rig/lab cut-host 2`: libvirtd frozen, the host's link to the lab's
+//!    segment down, its guest running): lab-h2 is failed, its server fenced at HAProxy, and a
+//!    recovery without a fence is refused with the reason.
+//! 3. The partition heals (`heal-host 2`): lab-h2 comes back through returning, and its server,
+//!    which ran all along, rejoins the pool after HAProxy's check — no reboot.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use flotilla::model::HostState;
+use flotilla::monitor::{MonitorEvent, Thresholds};
+use flotilla::ops::units::{UnitAction, UnitForm};
+use flotilla::ops::Engine;
+use flotilla_tests::Lab;
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const DEFINITION: &str = r#"
+[server]
+name = "fence"
+kind = "busybox httpd"
+port = 8080
+
+[health]
+path = "/health"
+interval_s = 1
+timeout_s = 1
+rise = 1
+fall = 2
+
+[hooks]
+install = "mkdir -p /srv/www && hostname > /srv/www/index.html && echo ok > /srv/www/health"
+start = "busybox httpd -p 8080 -h /srv/www"
+stop = "true"
+"#;
+
+/// What the monitor reported, with when the test saw it.
+type Seen = Mutex<Vec<(Instant, MonitorEvent)>>;
+
+async fn wait_state(e: &Engine, host: &str, state: HostState, limit: Duration) -> Instant {
+    let began = Instant::now();
+    loop {
+        let h = e.host_show(host).unwrap();
+        if h.monitor.state == Some(state) {
+            return Instant::now();
+        }
+        assert!(
+            began.elapsed() < limit,
+            "{host} is not {state} after {limit:?}: {:?}",
+            h.monitor
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One command on the lab HAProxy's runtime API.
+fn haproxy(lab: &Lab, command: &str) -> String {
+    let mut s = std::os::unix::net::UnixStream::connect(lab.get("FLOTILLA_LAB_HAPROXY_SOCKET"))
+        .unwrap();
+    s.write_all(format!("{command}\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// HAProxy's status, check and what the check met for `server` (`show stat`).
+fn lb_row(lab: &Lab, server: &str) -> String {
+    let stat = haproxy(lab, "show stat");
+    let mut lines = stat.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap()
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let col = |n: &str| header.iter().position(|c| *c == n).unwrap();
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|f| f.get(1) == Some(&server))
+        .map(|f| {
+            format!(
+                "{} {} {}",
+                f[col("status")],
+                f[col("check_status")],
+                f[col("last_chk")]
+            )
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_lb(lab: &Lab, server: &str, want: &str, limit: Duration) {
+    let began = Instant::now();
+    loop {
+        let row = lb_row(lab, server);
+        if row.contains(want) {
+            return;
+        }
+        assert!(
+            began.elapsed() < limit,
+            "HAProxy does not say {want:?} of {server}: {row}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn libvirtd(lab: &Lab, i: u32, signal: &str) {
+    let pid = std::fs::read_to_string(lab.dir().join(format!("h{i}/run/libvirtd.pid"))).unwrap();
+    let sent = std::process::Command::new("kill")
+        .args([signal, pid.trim()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+/// The QEMU process of `server` on lab host `i`.
+fn qemu_pid(lab: &Lab, i: u32, server: &str) -> String {
+    std::fs::read_to_string(lab.dir().join(format!("h{i}/run/qemu/{server}.pid")))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+async fn off_task<T: Send + 'static>(lab: &Lab, f: impl FnOnce(&Lab) -> T + Send + 'static) -> T {
+    let lab = lab.clone();
+    tokio::task::spawn_blocking(move || f(&lab)).await.unwrap()
+}
+
+fn transitions_to(seen: &Seen, host: &str, to: HostState) -> Vec<String> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(_, e)| match e {
+            MonitorEvent::Transition {
+                host: h, to: t, why, ..
+            } if h == host && *t == to => Some(why.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh"]
+async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice() {
+    let lab = Lab::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let e = lab.tiny_unit_engine(dir.path(), "fence", DEFINITION).await;
+    let pool = lab.get("FLOTILLA_LAB_HAPROXY_BACKEND").to_owned();
+    e.unit_create(&UnitForm {
+        name: "fence".into(),
+        image: "tiny:1".into(),
+        definition: "fence:2".into(),
+        size: Some(flotilla::model::ServerSize {
+            cpus: 1,
+            memory_mib: 128,
+            disk_gib: 0,
+        }),
+        count: 2,
+        name_pattern: "fence-{n}".into(),
+        addresses: "10.77.0.71-10.77.0.79".into(),
+        lb: Some("lab".into()),
+        lb_pool: Some(pool),
+        ..Default::default()
+    })
+    .unwrap();
+    e.unit_run("fence", UnitAction::Deploy, Arc::new(|_| {}))
+        .await
+        .unwrap();
+    let servers = e.unit_show("fence").unwrap().servers;
+    let on_h2 = servers.iter().find(|s| s.host == "lab-h2").unwrap().clone();
+    assert!(servers.iter().any(|s| s.host == "lab-h1"));
+    let twice = lab.watch_twice(&[1, 2]);
+
+    let thresholds = Thresholds::default();
+    let seen: Seen = Mutex::new(Vec::new());
+    let report = |ev: MonitorEvent| {
+        eprintln!("{ev}");
+        seen.lock().unwrap().push((Instant::now(), ev));
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let monitor = e.monitor_with_recovery(thresholds, "test", &report, async {
+        let _ = stopped.await;
+    });
+    let script = async {
+        let patience = Duration::from_secs(60);
+        wait_state(&e, "lab-h1", HostState::Ready, patience).await;
+        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+
+        // 1. A hung libvirtd while the app refuses connections: HAProxy's checks of the
+        //    server on lab-h2 go to a port nothing listens on (TCP resets from the guest).
+        let name = &on_h2.name;
+        haproxy(&lab, &format!("set server be_lab/{name} check-port 8099"));
+        wait_lb(&lab, name, "L4CON Connection refused", patience).await;
+        libvirtd(&lab, 2, "-STOP");
+        tokio::time::sleep(thresholds.lost_after() + Duration::from_secs(5)).await;
+        let h2 = e.host_show("lab-h2").unwrap();
+        libvirtd(&lab, 2, "-CONT");
+        assert_eq!(
+            h2.monitor.state,
+            Some(HostState::Partitioned),
+            "{:?}",
+            h2.monitor
+        );
+        assert!(
+            h2.monitor.detail.contains("Connection refused")
+                && h2.monitor.detail.contains("they run"),
+            "{}",
+            h2.monitor.detail
+        );
+        haproxy(&lab, &format!("set server be_lab/{name} check-port 8080"));
+        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+        wait_lb(&lab, name, "UP", patience).await;
+        assert!(
+            transitions_to(&seen, "lab-h2", HostState::Failed).is_empty(),
+            "a hung libvirtd with a refusing app was taken for a dead host"
+        );
+
+        // 2. A partition: failed (nothing answers), fenced at HAProxy; no recovery without a
+        //    fence.
+        let pid = qemu_pid(&lab, 2, name);
+        let cut = Instant::now();
+        off_task(&lab, |lab| lab.run(&["cut-host", "2"])).await;
+        let failed = wait_state(&e, "lab-h2", HostState::Failed, patience).await;
+        eprintln!(
+            "partition → failed in {} ms",
+            failed.duration_since(cut).as_millis()
+        );
+        wait_lb(&lab, name, "MAINT", patience).await;
+        let s = e.unit_show("fence").unwrap().servers;
+        let s2 = s.iter().find(|s| s.name == *name).unwrap();
+        assert!(
+            s2.fenced.starts_with("fenced: lab-h2 was cut off at ")
+                && s2.fenced.contains("back in rotation by itself once lab-h2 answers again"),
+            "{}",
+            s2.fenced
+        );
+        let plan = e
+            .unit_plan(
+                "fence",
+                &UnitAction::Recover {
+                    from: Vec::new(),
+                    host_is_off: Vec::new(),
+                },
+            )
+            .unwrap();
+        assert!(
+            plan.warnings.iter().any(|w| w.contains("this will not start")),
+            "{plan:?}"
+        );
+        let err = e
+            .unit_run(
+                "fence",
+                UnitAction::Recover {
+                    from: Vec::new(),
+                    host_is_off: Vec::new(),
+                },
+                Arc::new(|_| {}),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            flotilla::error::ApiError::from(&err).code,
+            flotilla::error::ErrorCode::FenceNeeded,
+            "{err}"
+        );
+        assert_eq!(e.unit_show("fence").unwrap().servers, s, "nothing moved");
+
+        // 3. The partition heals: the server ran all along and rejoins without a reboot.
+        let healed = Instant::now();
+        off_task(&lab, |lab| lab.run(&["heal-host", "2"])).await;
+        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+        let began = Instant::now();
+        loop {
+            let s2 = e
+                .unit_show("fence")
+                .unwrap()
+                .servers
+                .into_iter()
+                .find(|s| s.name == *name)
+                .unwrap();
+            if s2.lb_state == "ready" && s2.fenced_at.is_empty() {
+                break;
+            }
+            assert!(began.elapsed() < patience, "{s2:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        wait_lb(&lab, name, "UP", patience).await;
+        eprintln!(
+            "heal → back in rotation in {} ms",
+            healed.elapsed().as_millis()
+        );
+        assert_eq!(qemu_pid(&lab, 2, name), pid, "the same QEMU: not recreated");
+        let serial = std::fs::read_to_string(lab.dir().join(format!("h2/pool/{name}.serial")))
+            .unwrap_or_default();
+        assert_eq!(
+            serial.matches("Linux version").count(),
+            1,
+            "booted once: {serial}"
+        );
+        let page = lab.http_get(&format!("http://{}:8080/", on_h2.address));
+        assert_eq!(page.as_deref().map(str::trim), Some(name.as_str()));
+        assert_eq!(lab.macs_answering(&on_h2.address).len(), 1);
+        stop.send(()).unwrap();
+    };
+    let (ran, ()) = tokio::join!(monitor, script);
+    ran.unwrap();
+    let (samples, ran_twice) = twice.end();
+    assert!(samples > 100, "the watch sampled ({samples})");
+    assert!(ran_twice.is_empty(), "{ran_twice:?}");
+    e.unit_run("fence", UnitAction::Delete { force: false }, Arc::new(|_| {}))
+        .await
+        .unwrap();
+}
