@@ -533,7 +533,9 @@ impl Lab {
     pub fn macs_answering(&self, address: &str) -> std::collections::BTreeSet<String> {
         let out = Command::new("ip")
             .args(["netns", "exec", self.get("FLOTILLA_LAB_NETNS")])
-            .args(["busybox", "arping", "-c", "3", "-w", "4", "-I", "labbr", address])
+            .args([
+                "busybox", "arping", "-c", "3", "-w", "4", "-I", "labbr", address,
+            ])
             .output()
             .expect("busybox arping");
         String::from_utf8_lossy(&out.stdout)

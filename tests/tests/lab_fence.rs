@@ -62,8 +62,8 @@ async fn wait_state(e: &Engine, host: &str, state: HostState, limit: Duration) -
 
 /// One command on the lab HAProxy's runtime API.
 fn haproxy(lab: &Lab, command: &str) -> String {
-    let mut s = std::os::unix::net::UnixStream::connect(lab.get("FLOTILLA_LAB_HAPROXY_SOCKET"))
-        .unwrap();
+    let mut s =
+        std::os::unix::net::UnixStream::connect(lab.get("FLOTILLA_LAB_HAPROXY_SOCKET")).unwrap();
     s.write_all(format!("{command}\n").as_bytes()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
@@ -138,7 +138,10 @@ fn transitions_to(seen: &Seen, host: &str, to: HostState) -> Vec<String> {
         .iter()
         .filter_map(|(_, e)| match e {
             MonitorEvent::Transition {
-                host: h, to: t, why, ..
+                host: h,
+                to: t,
+                why,
+                ..
             } if h == host && *t == to => Some(why.clone()),
             _ => None,
         })
@@ -236,7 +239,9 @@ async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice(
         let s2 = s.iter().find(|s| s.name == *name).unwrap();
         assert!(
             s2.fenced.starts_with("fenced: lab-h2 was cut off at ")
-                && s2.fenced.contains("back in rotation by itself once lab-h2 answers again"),
+                && s2
+                    .fenced
+                    .contains("back in rotation by itself once lab-h2 answers again"),
             "{}",
             s2.fenced
         );
@@ -250,7 +255,9 @@ async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice(
             )
             .unwrap();
         assert!(
-            plan.warnings.iter().any(|w| w.contains("this will not start")),
+            plan.warnings
+                .iter()
+                .any(|w| w.contains("this will not start")),
             "{plan:?}"
         );
         let err = e
@@ -313,7 +320,11 @@ async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice(
     let (samples, ran_twice) = twice.end();
     assert!(samples > 100, "the watch sampled ({samples})");
     assert!(ran_twice.is_empty(), "{ran_twice:?}");
-    e.unit_run("fence", UnitAction::Delete { force: false }, Arc::new(|_| {}))
-        .await
-        .unwrap();
+    e.unit_run(
+        "fence",
+        UnitAction::Delete { force: false },
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
 }

@@ -209,6 +209,30 @@ pub fn host_show(json: bool, h: &Host) {
         )),
         (None, None) => lines.push(("State", "not monitored".into())),
     }
+    if !m.last_seen.is_empty() {
+        lines.push(("Last seen", m.last_seen.clone()));
+    }
+    if let Some(f) = &h.fence {
+        lines.push((
+            "Fence",
+            format!(
+                "{} by {} at {}: {}",
+                f.method.as_str(),
+                f.by,
+                f.at,
+                f.detail
+            ),
+        ));
+    }
+    if !h.fenced.is_empty() {
+        lines.push((
+            "Fenced",
+            format!(
+                "{} held out of rotation since the host was lost (they rejoin once it is back and their check passes)",
+                h.fenced.join(", ")
+            ),
+        ));
+    }
     lines.extend([
         ("URI", h.uri.to_string()),
         ("Pool", h.pool.to_string()),

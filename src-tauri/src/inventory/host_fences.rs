@@ -9,8 +9,8 @@
 //! when the monitor last saw it alive; the monitor lease's PID namespace.
 
 use super::{now_rfc3339, query_err, Inventory, InventoryError};
+use crate::model::{FenceMethod, HostFence};
 use rusqlite::{params, OptionalExtension};
-use serde::{Deserialize, Serialize};
 
 /// Migration (see `inventory::MIGRATIONS`).
 pub(super) const CREATE: &str = "CREATE TABLE host_fences (
@@ -25,52 +25,6 @@ pub(super) const CREATE: &str = "CREATE TABLE host_fences (
     ALTER TABLE servers ADD COLUMN fenced_at TEXT NOT NULL DEFAULT '';
     ALTER TABLE host_monitor ADD COLUMN last_seen TEXT NOT NULL DEFAULT '';
     ALTER TABLE monitor_lease ADD COLUMN pid_ns TEXT NOT NULL DEFAULT '';";
-
-/// How a lost host's servers are known to be off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "desktop", derive(specta::Type))]
-#[serde(rename_all = "snake_case")]
-pub enum FenceMethod {
-    /// Its BMC powered it off (Redfish `ForceOff`) and the power state was read back as Off.
-    Power,
-    /// Its guests' isolation response (they power themselves off when they cannot reach their
-    /// load balancer) had its time since the host was last seen.
-    Isolation,
-    /// The admin confirmed that the host is off.
-    Confirmed,
-}
-
-impl FenceMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Power => "power",
-            Self::Isolation => "isolation",
-            Self::Confirmed => "confirmed",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        [Self::Power, Self::Isolation, Self::Confirmed]
-            .into_iter()
-            .find(|m| m.as_str() == value)
-    }
-}
-
-/// A recorded fence of a host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "desktop", derive(specta::Type))]
-pub struct HostFence {
-    pub host: String,
-    pub method: FenceMethod,
-    /// Who or what confirmed it: the BMC, the admin's name, the isolation response.
-    pub by: String,
-    /// In words.
-    pub detail: String,
-    /// RFC 3339, UTC.
-    pub at: String,
-    /// The operation that recorded it.
-    pub operation: Option<i64>,
-}
 
 impl Inventory {
     /// Records that `host`'s servers are off (replacing an earlier record of this loss).

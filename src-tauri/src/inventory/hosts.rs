@@ -104,6 +104,8 @@ fn decode_host(name: String, raw: RawHost) -> Result<Host, InventoryError> {
         gateway: String::new(),
         domain_type: String::new(),
         monitor: Default::default(),
+        fence: None,
+        fenced: Vec::new(),
     })
 }
 

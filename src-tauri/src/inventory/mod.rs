@@ -25,8 +25,8 @@ mod units;
 pub use definitions::DefinitionVersion;
 pub use journal::{Operation, OperationStep, StepStatus};
 
+pub use crate::model::{FenceMethod, HostFence};
 pub use audit::{Actor, AuditEntry, AuditResult};
-pub use host_fences::{FenceMethod, HostFence};
 pub use host_monitor::{MonitorHolder, MonitorLease, MonitorRecord, MonitoredServer};
 pub use host_pins::PinMode;
 pub use hosts::NewHost;

@@ -32,6 +32,58 @@ pub struct Host {
     /// and whether that record is current.
     #[serde(default)]
     pub monitor: HostMonitor,
+    /// What proves its servers are off during its current loss (a recovery recorded it).
+    #[serde(default)]
+    pub fence: Option<HostFence>,
+    /// Its servers held out of rotation because it was lost (fenced at their load balancer).
+    #[serde(default)]
+    pub fenced: Vec<String>,
+}
+
+/// How a lost host's servers are known to be off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+#[serde(rename_all = "snake_case")]
+pub enum FenceMethod {
+    /// Its BMC powered it off (Redfish `ForceOff`) and the power state was read back as Off.
+    Power,
+    /// Its guests' isolation response (they power themselves off when they cannot reach their
+    /// load balancer) had its time since the host was last seen.
+    Isolation,
+    /// The admin confirmed that the host is off.
+    Confirmed,
+}
+
+impl FenceMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Power => "power",
+            Self::Isolation => "isolation",
+            Self::Confirmed => "confirmed",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [Self::Power, Self::Isolation, Self::Confirmed]
+            .into_iter()
+            .find(|m| m.as_str() == value)
+    }
+}
+
+/// A recorded fence of a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct HostFence {
+    pub host: String,
+    pub method: FenceMethod,
+    /// Who or what confirmed it: the BMC, the admin's name, the isolation response.
+    pub by: String,
+    /// In words.
+    pub detail: String,
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// The operation that recorded it.
+    pub operation: Option<i64>,
 }
 
 /// A host's liveness as the monitor sees it (`monitor::Fleet`). Management is the libvirt

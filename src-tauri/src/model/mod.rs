@@ -13,7 +13,10 @@ pub mod search;
 mod unit;
 mod uri;
 
-pub use host::{BridgeCheck, Host, HostFacts, HostMonitor, HostState, HostStatus, PoolFacts};
+pub use host::{
+    BridgeCheck, FenceMethod, Host, HostFacts, HostFence, HostMonitor, HostState, HostStatus,
+    PoolFacts,
+};
 pub use image::{
     BootMode, Builder, Firmware, ImageName, ImageRef, ImageVersion, ImageVersionCopy,
     NewImageVersion,

@@ -265,11 +265,35 @@ impl Engine {
     }
 
     pub fn host_list(&self) -> Result<Vec<Host>, OpError> {
-        Ok(self.inventory.host_list()?)
+        let mut hosts = self.inventory.host_list()?;
+        let fences = self.inventory.host_fence_list()?;
+        let servers = self.inventory.server_list()?;
+        for h in &mut hosts {
+            Self::fill_fences(h, &fences, &servers);
+        }
+        Ok(hosts)
     }
 
     pub fn host_show(&self, name: &str) -> Result<Host, OpError> {
-        Ok(self.inventory.host_get(&HostName::parse(name.trim())?)?)
+        let mut h = self.inventory.host_get(&HostName::parse(name.trim())?)?;
+        let fences = self.inventory.host_fence_list()?;
+        let servers = self.inventory.server_list()?;
+        Self::fill_fences(&mut h, &fences, &servers);
+        Ok(h)
+    }
+
+    /// The host's recorded fence, and its servers held out of rotation because it was lost.
+    fn fill_fences(
+        h: &mut Host,
+        fences: &[crate::model::HostFence],
+        servers: &[crate::inventory::Server],
+    ) {
+        h.fence = fences.iter().find(|f| f.host == h.name.as_str()).cloned();
+        h.fenced = servers
+            .iter()
+            .filter(|s| s.host == h.name.as_str() && !s.fenced_at.is_empty())
+            .map(|s| s.name.clone())
+            .collect();
     }
 
     /// Connects again and records what was found. An unreachable host is not an error here:

@@ -335,6 +335,18 @@ export type Fence =
 /**  Nothing proves it is off: the recovery waits for the admin's confirmation. */
 { kind: "none"; why: string };
 
+/**  How a lost host's servers are known to be off. */
+export type FenceMethod = 
+/**  Its BMC powered it off (Redfish `ForceOff`) and the power state was read back as Off. */
+"power" | 
+/**
+ *  Its guests' isolation response (they power themselves off when they cannot reach their
+ *  load balancer) had its time since the host was last seen.
+ */
+"isolation" | 
+/**  The admin confirmed that the host is off. */
+"confirmed";
+
 export type Firmware = "bios" | "uefi";
 
 /**  A registered host as the inventory holds it. */
@@ -369,6 +381,10 @@ export type Host = {
 	 *  and whether that record is current.
 	 */
 	monitor?: HostMonitor,
+	/**  What proves its servers are off during its current loss (a recovery recorded it). */
+	fence?: HostFence | null,
+	/**  Its servers held out of rotation because it was lost (fenced at their load balancer). */
+	fenced?: string[],
 };
 
 export type HostAddRequest = {
@@ -396,6 +412,20 @@ export type HostFacts = {
 	bridge: BridgeCheck,
 	/**  libvirt offers hardware virtualization (KVM) for guests on this host. */
 	kvm?: boolean,
+};
+
+/**  A recorded fence of a host. */
+export type HostFence = {
+	host: string,
+	method: FenceMethod,
+	/**  Who or what confirmed it: the BMC, the admin's name, the isolation response. */
+	by: string,
+	/**  In words. */
+	detail: string,
+	/**  RFC 3339, UTC. */
+	at: string,
+	/**  The operation that recorded it. */
+	operation: number | null,
 };
 
 /**  The SSH host key a host presents, for the Add host wizard's fingerprint step. */
