@@ -104,16 +104,36 @@ test("a lab host dies: the app shows it failed, and Recover brings the unit back
     // Its HAProxy pool, with what it keeps.
     assert.match(await (await byTestId(b, "impact-pool")).getText(), /be_lab.*gone/s);
     await screenshot(b, "impact-host-failed");
-    // Recover from the Impact view: the plan first, then the run.
+    // Recover from the Impact view: the plan first, with each server's fence. lab-h2 has no
+    // BMC and the unit no isolation response, so nothing proves its server is off: the run
+    // waits until the admin types the host's name (the host was killed: it is off).
     await (await byTestId(b, "impact-recover")).click();
     const plan = await byTestId(b, "impact-recover-plan");
-    await (await byTestId(b, "impact-recover-run")).waitForDisplayed({ timeout: 10000 });
+    const runButton = await byTestId(b, "impact-recover-run");
     assert.match(await plan.getText(), new RegExp(`${lost} on lab-h1 \\(re-created here: its host lab-h2 failed\\)`));
-    await (await byTestId(b, "impact-recover-run")).click();
+    const fence = await b.$(`[data-testid="fence-row"][data-server="${lost}"]`);
+    await fence.waitForDisplayed({ timeout: 10000 });
+    assert.equal(await fence.getAttribute("data-kind"), "none");
+    assert.match(await fence.getText(), /no fence: lab-h2 has no BMC/);
+    assert.equal(await runButton.isEnabled(), false, "no recovery without a fence");
+    const typeHost = await b.$('[data-testid="confirm-off-host"][data-host="lab-h2"]');
+    await typeHost.setValue("lab-h");
+    await b.pause(500);
+    assert.equal(await runButton.isEnabled(), false, "a name typed in part confirms nothing");
+    await screenshot(b, "recover-fence-confirm");
+    await typeHost.setValue("lab-h2");
+    await b.waitUntil(async () => (await fence.getAttribute("data-kind")) === "confirmed", { timeout: 10000, timeoutMsg: "the plan did not take the confirmation" });
+    assert.match(await fence.getText(), /confirms that lab-h2 is off/);
+    await b.waitUntil(() => runButton.isEnabled(), { timeout: 10000, timeoutMsg: "Recover stayed disabled after the confirmation" });
+    await runButton.click();
     await b.waitUntil(async () => (await plan.getText()).includes("Recovered gone"), { timeout: 180000, timeoutMsg: "the recovery from the Impact view did not finish" });
     await (await byTestId(b, "nav-units")).click();
     await b.waitUntil(async () => !(await (await b.$('[data-testid="unit-recover"]')).isExisting()) && (await row.getText()).includes("lab-h1"), { timeout: 180000, timeoutMsg: "the server was not recovered onto lab-h1" });
     await screenshot(b, "unit-recovered");
+    // The confirmation is the fence on record for this loss of lab-h2, with the admin's name.
+    const fenced = JSON.parse(ok(ctl(dataDir, "host", "show", "lab-h2", "--json")));
+    assert.equal(fenced.fence?.method, "confirmed", JSON.stringify(fenced.fence));
+    assert.equal(fenced.fence.by, os.userInfo().username);
     labCtl("revive-host", "2");
     killed = false;
     await (await byTestId(b, "nav-hosts")).click();
