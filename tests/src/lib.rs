@@ -518,8 +518,7 @@ impl Lab {
             if pid.is_empty() || !PathBuf::from(format!("/proc/{pid}")).exists() {
                 continue;
             }
-            let serial = std::fs::read_to_string(dir.join(format!("pool/{name}.serial")))
-                .unwrap_or_default();
+            let serial = self.serial_text(i, name);
             let last_boot = serial.rfind("Linux version").unwrap_or(0);
             if serial[last_boot..].contains("reboot: Power down") {
                 continue;
@@ -527,6 +526,13 @@ impl Lab {
             out.insert(name.to_owned());
         }
         out
+    }
+
+    /// What `server`'s guest on lab host `i` wrote to its serial console (QEMU writes it into
+    /// the host's pool); empty when there is none.
+    pub fn serial_text(&self, i: u32, server: &str) -> String {
+        std::fs::read_to_string(self.dir().join(format!("h{i}/pool/{server}.serial")))
+            .unwrap_or_default()
     }
 
     /// The MACs that answer ARP for `address` on the lab's segment (from its namespace).

@@ -303,8 +303,7 @@ async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice(
             healed.elapsed().as_millis()
         );
         assert_eq!(qemu_pid(&lab, 2, name), pid, "the same QEMU: not recreated");
-        let serial = std::fs::read_to_string(lab.dir().join(format!("h2/pool/{name}.serial")))
-            .unwrap_or_default();
+        let serial = lab.serial_text(2, name);
         assert_eq!(
             serial.matches("Linux version").count(),
             1,
