@@ -3581,6 +3581,29 @@ async fn an_isolation_fence_waits_its_time_and_a_host_that_returns_meanwhile_sto
         ),
         "{fence:?}"
     );
+    // The Impact view says the same before anything runs: app-1 (h1 failed) waits for its
+    // isolation response; app-2, were h2 to fail too, has no fence but a confirmation.
+    let report = f.e.impact(&["h2".into()]).unwrap();
+    let kinds: Vec<(String, String)> = report
+        .fences
+        .iter()
+        .map(|l| {
+            (
+                l.server.clone(),
+                serde_json::to_value(&l.fence).unwrap()["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("app-1".to_owned(), "isolation".to_owned()),
+            ("app-2".to_owned(), "none".to_owned())
+        ]
+    );
     let waits = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let seen = waits.clone();
     let began = std::time::Instant::now();

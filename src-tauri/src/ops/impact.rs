@@ -20,6 +20,20 @@ pub struct ImpactReport {
     /// Every host, and every deployed server with its host and unit: the graph's nodes.
     pub hosts: Vec<String>,
     pub servers: Vec<ServerNode>,
+    /// Each lost server's fence: what would prove its old copy off before a recovery
+    /// re-creates it (`plan::fence`; no confirmation is counted here).
+    pub fences: Vec<LostFence>,
+}
+
+/// The fence of a server lost with its host.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct LostFence {
+    pub server: String,
+    pub unit: String,
+    pub host: String,
+    pub fence: crate::plan::fence::Fence,
+    pub words: String,
 }
 
 /// A deployed server as the impact graph shows it.
@@ -144,11 +158,64 @@ impl Engine {
                     .map(|(secs, _)| secs.round() as u32)
             });
         }
+        let fences = self.lost_fences(&units, &host_list, &set)?;
         Ok(ImpactReport {
             impact: now,
             audit: n_plus_one(&hosts, &shapes),
             hosts: hosts.iter().map(|h| h.name.clone()).collect(),
             servers,
+            fences,
         })
+    }
+
+    /// The fence each deployed server on the `failed` hosts would get (a host still alive in a
+    /// what-if counts as seen just now: an isolation response would have its whole time left).
+    fn lost_fences(
+        &self,
+        units: &[crate::inventory::Unit],
+        hosts: &[crate::model::Host],
+        failed: &BTreeSet<String>,
+    ) -> Result<Vec<LostFence>, OpError> {
+        let recorded = self.inventory.host_fence_list()?;
+        let now = time::OffsetDateTime::now_utc();
+        let mut out = Vec::new();
+        for u in units {
+            for s in u
+                .servers
+                .iter()
+                .filter(|s| s.state != ServerState::Planned && failed.contains(&s.host))
+            {
+                let Some(h) = hosts.iter().find(|h| h.name.as_str() == s.host) else {
+                    continue;
+                };
+                let rec = recorded.iter().find(|f| f.host == s.host);
+                let bmc = self.bmc_words(h);
+                let last_seen_ago = time::OffsetDateTime::parse(
+                    &h.monitor.last_seen,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()
+                .map(|t| std::time::Duration::try_from(now - t).unwrap_or_default())
+                .or((h.monitor.state != Some(crate::model::HostState::Failed))
+                    .then_some(std::time::Duration::ZERO));
+                let fence = crate::plan::fence::fence_for(&crate::plan::fence::FenceFacts {
+                    host: &s.host,
+                    recorded: rec.map(|r| (r.method.as_str(), r.by.as_str())),
+                    confirmed_by: None,
+                    bmc: bmc.as_deref(),
+                    isolation_s: s.isolation_s,
+                    policy_isolation_s: u.policy.isolation_timeout_s,
+                    last_seen_ago,
+                });
+                out.push(LostFence {
+                    server: s.name.clone(),
+                    unit: u.name.clone(),
+                    host: s.host.clone(),
+                    words: fence.words(&s.host),
+                    fence,
+                });
+            }
+        }
+        Ok(out)
     }
 }

@@ -626,6 +626,11 @@ export type ImpactReport = {
 	/**  Every host, and every deployed server with its host and unit: the graph's nodes. */
 	hosts: string[],
 	servers: ServerNode[],
+	/**
+	 *  Each lost server's fence: what would prove its old copy off before a recovery
+	 *  re-creates it (`plan::fence`; no confirmation is counted here).
+	 */
+	fences: LostFence[],
 };
 
 /**  An interrupted operation, as the start screen and `flotillactl op list` show it. */
@@ -694,6 +699,15 @@ export type LiveDelta = {
  *  as the event `live-state`.
  */
 export type LiveStateEvent = LiveDelta;
+
+/**  The fence of a server lost with its host. */
+export type LostFence = {
+	server: string,
+	unit: string,
+	host: string,
+	fence: Fence,
+	words: string,
+};
 
 /**  What the load balancer should do with a member. */
 export type MemberState = 

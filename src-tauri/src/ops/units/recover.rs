@@ -740,7 +740,7 @@ impl Engine {
 
 /// Power fencing through a host's BMC arrives with `ops::bmc`; until then no host has one.
 impl Engine {
-    fn bmc_words(&self, _host: &Host) -> Option<String> {
+    pub(crate) fn bmc_words(&self, _host: &Host) -> Option<String> {
         None
     }
 
