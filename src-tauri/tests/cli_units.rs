@@ -376,6 +376,37 @@ fn bad_input_gets_a_clear_error_and_its_own_exit_code() {
     assert_eq!(c, Some(2));
     let (c, _) = code(&ctl(d, &["op", "resume", "999"]));
     assert_eq!(c, Some(3));
+    // A confirmation that a host is off: a host name, one this inventory has, and lost.
+    for (bad, want, says) in [
+        ("h1;poweroff", 2, "host-is-off"),
+        (huge.as_str(), 2, "host-is-off"),
+        ("", 2, "host-is-off"),
+        ("nohost", 3, "nohost"),
+        ("h1", 2, "not monitored"),
+    ] {
+        for args in [
+            vec!["unit", "recover", "web", "--host-is-off", bad],
+            vec!["unit", "plan", "web", "recover", "--host-is-off", bad],
+        ] {
+            let (c, err) = code(&ctl(d, &args));
+            assert_eq!(c, Some(want), "{:?}: {err}", &args[..3]);
+            assert!(
+                err.contains(says) && err.len() < 2000,
+                "{}",
+                &err[..err.len().min(300)]
+            );
+        }
+    }
+    // Isolation response settings out of range or hostile.
+    for (flag, value) in [
+        ("--isolation-timeout", "3"),
+        ("--isolation-address", "10.77.0.1:99999"),
+        ("--isolation-address", "$(reboot)"),
+    ] {
+        let (c, err) = code(&ctl(d, &["unit", "policy", "web", flag, value]));
+        assert_eq!(c, Some(2), "{flag} {value}: {err}");
+        assert!(err.contains("isolation"), "{err}");
+    }
     // Nothing of the refused commands was recorded.
     let list: serde_json::Value =
         serde_json::from_str(&ok(ctl(d, &["unit", "list", "--json"]))).unwrap();
@@ -879,6 +910,18 @@ fn impact_of_failed_hosts_and_the_n_plus_one_audit() {
     let text = ok(ctl(d, &["impact", "audit"]));
     assert!(
         text.contains("N+1 audit") && !text.contains("REPLACEMENT"),
+        "{text}"
+    );
+    // What would prove each lost server off before a recovery: nothing but the admin here.
+    let fences = what_if["fences"].as_array().unwrap();
+    assert_eq!(fences.len(), 2, "{what_if}");
+    assert!(
+        fences.iter().all(|f| f["fence"]["kind"] == "none"),
+        "{what_if}"
+    );
+    let text = ok(ctl(d, &["impact", "--fail", "h1"]));
+    assert!(
+        text.contains("shop-1 (shop on h1): no fence: h1 has no BMC"),
         "{text}"
     );
     let text = ok(ctl(d, &["impact", "--host", "h1", "--fail", "h2"]));

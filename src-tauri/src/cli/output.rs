@@ -676,6 +676,15 @@ pub(super) fn impact(r: &crate::ops::impact::ImpactReport) {
         ],
         &rows,
     );
+    if !r.fences.is_empty() {
+        say_line("Fence before a recovery re-creates them:");
+        for f in &r.fences {
+            say_line(&format!(
+                "  {} ({} on {}): {}",
+                f.server, f.unit, f.host, f.words
+            ));
+        }
+    }
     if !i.pools.is_empty() {
         say_line("Load-balancer pools:");
         let rows: Vec<Vec<String>> = i
