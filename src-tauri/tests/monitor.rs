@@ -669,3 +669,79 @@ async fn all_hosts_lost_at_once_or_haproxy_unreachable_freezes_and_nothing_fails
     // The ready host stayed ready through it.
     assert!(path(&events, "h1").is_empty(), "{events:#?}");
 }
+
+/// Hooks that take as long as a hung load balancer or BMC: the first failure's hook and every
+/// reconcile wait a minute.
+#[derive(Default)]
+struct Slow {
+    started: Mutex<Vec<String>>,
+}
+
+impl MonitorHooks for Slow {
+    fn on_transition<'a>(
+        &'a self,
+        _engine: &'a Engine,
+        change: &'a Change,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            if change.to == HostState::Failed {
+                self.started.lock().unwrap().push(change.host.clone());
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            Ok(())
+        })
+    }
+
+    fn reconcile<'a>(&'a self, _engine: &'a Engine, _host: &'a Host) -> BoxFuture<'a, Reconciled> {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Reconciled::clean()
+        })
+    }
+}
+
+/// Fencing, reconciles and load-balancer calls run beside the monitor's rounds: a hook that
+/// hangs after h1 failed delays neither h2's detection nor the lease (the record stays
+/// current, so readers keep trusting it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_that_hangs_delays_no_other_detection_nor_the_lease() {
+    let w = World::new(4).await;
+    let (_, a1) = w.server_on("h1");
+    let (_, a2) = w.server_on("h2");
+    let _q1 = silent(&a1).await;
+    let _q2 = silent(&a2).await;
+    let hooks = Slow::default();
+    monitoring(&w.e, &hooks, async {
+        w.wait_state("h1", HostState::Ready).await;
+        w.wait_state("h2", HostState::Ready).await;
+        w.kill("h1");
+        w.wait_state("h1", HostState::Failed).await;
+        let began = Instant::now();
+        while hooks.started.lock().unwrap().is_empty() {
+            assert!(began.elapsed() < PATIENCE);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Past the group window (a second loss within it is taken for Flotilla cut off).
+        tokio::time::sleep(FAST.group_window() + FAST_LOST).await;
+        w.kill("h2");
+        let killed = Instant::now();
+        w.wait_state("h2", HostState::Failed).await;
+        let took = killed.elapsed();
+        eprintln!(
+            "h2 failed {} ms after it died, h1's hook still hanging",
+            took.as_millis()
+        );
+        // Not after the hook's minute (with hooks inside the round it would be).
+        assert!(took < Duration::from_secs(30), "{took:?}");
+        // The lease stayed current all along.
+        let holder = w.e.monitor_status().unwrap().holder.unwrap();
+        assert!(holder.current, "{holder:?}");
+        // A returning host whose reconcile hangs stays returning; the rounds go on.
+        w.revive("h1");
+        w.wait_state("h1", HostState::Returning).await;
+        tokio::time::sleep(FAST_LOST * 4).await;
+        assert_eq!(w.host("h1").monitor.state, Some(HostState::Returning));
+        assert!(w.e.monitor_status().unwrap().holder.unwrap().current);
+    })
+    .await;
+}
