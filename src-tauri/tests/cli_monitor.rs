@@ -91,8 +91,23 @@ impl Ctl {
 
     /// `flotillactl monitor --json` in the background, its stdout lines on a channel.
     fn monitor(&self) -> Monitor {
-        let mut child = self
-            .command(&[&["monitor", "--json"][..], &FAST[..]].concat())
+        self.monitor_via(self.command(&[&["monitor", "--json"][..], &FAST[..]].concat()))
+    }
+
+    /// `flotillactl monitor` in a PID namespace of its own (as in a container), through
+    /// `unshare` (root only).
+    fn monitor_in_pid_namespace(&self) -> Monitor {
+        let inner = self.command(&[&["monitor", "--json"][..], &FAST[..]].concat());
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--pid", "--fork", "--kill-child", "--mount-proc", "--"])
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .env_remove("FLOTILLA_DATA_DIR");
+        self.monitor_via(cmd)
+    }
+
+    fn monitor_via(&self, mut cmd: Command) -> Monitor {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -291,4 +306,60 @@ fn a_killed_monitors_states_are_not_trusted_and_bad_thresholds_are_refused() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(words), "{err}");
     }
+}
+
+/// Two monitors on one inventory, one of them in a PID namespace of its own (a container): its
+/// pid means nothing outside, nor the other's inside, so each judges the other by its lease
+/// renewals. One acts, the other stands by — never both, never taking turns — and the one
+/// standing by takes over once the holder is gone.
+#[test]
+fn two_monitors_in_different_pid_namespaces_never_both_act() {
+    if !nix_root() {
+        eprintln!("skipped: needs root (unshare --pid)");
+        return;
+    }
+    let ctl = Ctl::new();
+    ctl.add_host("h1");
+    let mut inner = ctl.monitor_in_pid_namespace();
+    inner.expect("started", |e| e["kind"] == "started");
+    inner.transition("h1", None, "ready");
+    let mut outer = ctl.monitor();
+    outer.expect("standby", |e| e["kind"] == "standby");
+    // A few seconds (dozens of lease renewals at 100 ms): neither takes the other's turn.
+    std::thread::sleep(Duration::from_secs(3));
+    while let Ok(line) = outer.lines.try_recv() {
+        outer.seen.push(serde_json::from_str(&line).unwrap());
+    }
+    while let Ok(line) = inner.lines.try_recv() {
+        inner.seen.push(serde_json::from_str(&line).unwrap());
+    }
+    assert!(
+        !outer.seen.iter().any(|e| e["kind"] == "started"),
+        "the monitor outside took the lease of the one inside: {:#?}",
+        outer.seen
+    );
+    assert!(
+        !inner
+            .seen
+            .iter()
+            .any(|e| e["kind"] == "standby" || e["kind"] == "problem"),
+        "{:#?}",
+        inner.seen
+    );
+    // The one inside dies (the container is killed): the one outside takes over.
+    let _ = inner.child.kill();
+    let _ = inner.child.wait();
+    outer.expect("started", |e| e["kind"] == "started");
+    outer.interrupt();
+}
+
+fn nix_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
 }

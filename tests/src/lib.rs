@@ -513,6 +513,11 @@ impl Lab {
             let Some(name) = path.file_stem().and_then(|n| n.to_str()) else {
                 continue;
             };
+            // A domain's QEMU has its status file beside its pid file (`driver.pid` is
+            // libvirt's own lock).
+            if !dir.join(format!("run/qemu/{name}.xml")).exists() {
+                continue;
+            }
             let pid = std::fs::read_to_string(&path).unwrap_or_default();
             let pid = pid.trim();
             if pid.is_empty() || !PathBuf::from(format!("/proc/{pid}")).exists() {
