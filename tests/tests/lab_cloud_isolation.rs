@@ -215,6 +215,14 @@ async fn a_cut_off_cloud_guest_powers_itself_off_before_its_new_copy_starts() {
     let (ran, ()) = tokio::join!(monitor, script);
     ran.unwrap();
     let (samples, ran_twice) = twice.end();
+    // Removed before the verdict, so a failure leaves nothing behind for the next test.
+    e.unit_run(
+        "isolated",
+        UnitAction::Delete { force: false },
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
     assert!(samples > 100, "the watch sampled ({samples})");
     assert!(ran_twice.is_empty(), "{ran_twice:?}");
     let auto: Vec<String> = seen
@@ -227,11 +235,4 @@ async fn a_cut_off_cloud_guest_powers_itself_off_before_its_new_copy_starts() {
         })
         .collect();
     assert!(auto.iter().any(|a| a.starts_with("true")), "{auto:?}");
-    e.unit_run(
-        "isolated",
-        UnitAction::Delete { force: false },
-        Arc::new(|_| {}),
-    )
-    .await
-    .unwrap();
 }
