@@ -5,7 +5,9 @@
 //! once per instance, so the app must be started by the per-boot script the seed wrote —, and
 //! after a definition-only rollout and its rollback (the image runs the QEMU guest agent: the
 //! payload is swapped and the hooks run without a reboot); delete leaves the hosts and HAProxy
-//! as before. Part of `scripts/test.sh`; with the lab up:
+//! as before. Through the guest agent it checks what the guest shows: the payload is for root
+//! only at every mount (deploy, reboot, live update). Part of `scripts/test.sh`; with the lab
+//! up:
 //! `cargo test -p flotilla-tests --test lab_real_cloud_unit -- --ignored`.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -111,6 +113,9 @@ async fn real_cloud_init_unit_deploys_from_a_disk_booting_master() {
         .collect();
     let started = std::time::Instant::now();
     let mut took = Vec::new();
+    // What the guest shows of the definition's secrets: collected, so that one run reports
+    // every finding.
+    let mut findings: Vec<String> = Vec::new();
     let outcome: Result<(), String> = async {
         let step = |what: &str, r: Result<_, flotilla::ops::OpError>| {
             r.map(|_| ()).map_err(|e| format!("{what}: {e}"))
@@ -124,6 +129,12 @@ async fn real_cloud_init_unit_deploys_from_a_disk_booting_master() {
         let seen = both();
         if seen != want {
             return Err(format!("after deploy, HAProxy answered as {seen:?}"));
+        }
+        // The payload (definition with its env, hook scripts) is for root only: the seed's
+        // runcmd mounted it.
+        let p = payload_privacy(&e, "cloudweb-1").await?;
+        if p != "private" {
+            findings.push(format!("after deploy, the payload is {p} for an unprivileged user"));
         }
         // Stop + start: the app must come back without a new instance (no runcmd).
         let t = std::time::Instant::now();
@@ -172,6 +183,11 @@ async fn real_cloud_init_unit_deploys_from_a_disk_booting_master() {
             return Err("cloudweb-1 did not serve again within 300 s of its reboot".into());
         }
         took.push(("reboot", t.elapsed()));
+        // Mounted at this boot by the per-boot script.
+        let p = payload_privacy(&e, "cloudweb-1").await?;
+        if p != "private" {
+            findings.push(format!("after a reboot, the payload is {p} for an unprivileged user"));
+        }
         let seen = both();
         if seen != want {
             return Err(format!("after the reboot, HAProxy answered as {seen:?}"));
@@ -253,6 +269,11 @@ async fn real_cloud_init_unit_deploys_from_a_disk_booting_master() {
         if seen != want {
             return Err(format!("after the rollout, HAProxy answered as {seen:?}"));
         }
+        // Mounted through the agent by the live install.
+        let p = payload_privacy(&e, "cloudweb-1").await?;
+        if p != "private" {
+            findings.push(format!("after a rollout through the guest agent, the payload is {p} for an unprivileged user"));
+        }
         // Back the same way: the old payload and config files, still without a reboot.
         let t = std::time::Instant::now();
         // (After a finished rollout, a rollback is the next version, v3, with v1's parts.)
@@ -298,10 +319,49 @@ async fn real_cloud_init_unit_deploys_from_a_disk_booting_master() {
     )
     .await
     .unwrap();
-    outcome.unwrap_or_else(|err| panic!("{err}\n--- cloudweb-1 serial (end) ---\n{serial}"));
+    outcome.unwrap_or_else(|err| {
+        panic!("{err}\nfindings so far: {findings:#?}\n--- cloudweb-1 serial (end) ---\n{serial}")
+    });
+    assert!(findings.is_empty(), "{findings:#?}");
     for (what, t) in took {
         println!("real cloud-init unit: {what} {:.0} s", t.as_secs_f64());
     }
+}
+
+/// Runs `script` as root in `server` through its QEMU guest agent; its output when it exits 0.
+async fn in_guest(e: &flotilla::ops::Engine, server: &str, script: &str) -> Result<String, String> {
+    let h = e
+        .host_show(&format!("lab-h{}", host_of(e, server)))
+        .map_err(|e| e.to_string())?;
+    let r = e
+        .hypervisor
+        .domain_guest_exec(
+            &h.uri,
+            server,
+            "/bin/sh",
+            &["-c", script],
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| format!("{script:?} in {server}: {e}"))?;
+    if r.exit_code != Some(0) {
+        return Err(format!("{script:?} in {server}: {r:?}"));
+    }
+    Ok(r.stdout)
+}
+
+/// What an unprivileged user (65534) can do with the payload mounted in `server`: `private`,
+/// `readable` (the definition or a hook script), `not mounted`, or not testable (it cannot
+/// read a public file either).
+async fn payload_privacy(e: &flotilla::ops::Engine, server: &str) -> Result<String, String> {
+    let script = "grep -qs ' /run/flotilla/app ' /proc/mounts || { echo not mounted; exit 0; }
+as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups \"$@\" >/dev/null 2>&1; }
+as_nobody cat /etc/hostname || { echo not testable: setpriv failed; exit 0; }
+for f in definition.toml flotilla/hooks/install; do
+  as_nobody cat /run/flotilla/app/$f && { echo readable; exit 0; }
+done
+echo private";
+    Ok(in_guest(e, server, script).await?.trim().to_owned())
 }
 
 /// The lab host number (1 or 2) a server was placed on.

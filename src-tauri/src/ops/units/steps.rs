@@ -1429,10 +1429,7 @@ impl Engine {
     /// it; the swap mounts it and starts). When the agent cannot, a
     /// reboot does it (the per-boot script mounts the payload and runs the start hook).
     async fn live_restart_app(&self, ctx: &Ctx, s: &Server, host: &Host) {
-        use crate::guest::{PAYLOAD_LABEL, PAYLOAD_MOUNT};
-        let script = format!(
-            "grep -qs ' {PAYLOAD_MOUNT} ' /proc/mounts && exit 0; mkdir -p {PAYLOAD_MOUNT} && mount -t vfat -o ro \"$(findfs LABEL={PAYLOAD_LABEL})\" {PAYLOAD_MOUNT} && sh {PAYLOAD_MOUNT}/flotilla/hooks/start"
-        );
+        let script = crate::guest::live_start_script();
         // Never a power-off: whether the app serves again, the health check that follows
         // says (and a failed one is reported).
         if let Err(e) = self
