@@ -6,8 +6,9 @@
 //! after a definition-only rollout and its rollback (the image runs the QEMU guest agent: the
 //! payload is swapped and the hooks run without a reboot); delete leaves the hosts and HAProxy
 //! as before. Through the guest agent it checks what the guest shows: the payload is for root
-//! only at every mount (deploy, reboot, live update). Part of `scripts/test.sh`; with the lab
-//! up:
+//! only at every mount (deploy, reboot, live update); a rendered config file holding an env
+//! secret is on no process's command line and not in the agent's journal. Part of
+//! `scripts/test.sh`; with the lab up:
 //! `cargo test -p flotilla-tests --test lab_real_cloud_unit -- --ignored`.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -33,15 +34,29 @@ timeout_s = 1
 rise = 1
 fall = 2
 
+[env]
+SECRET = "cloudweb-secret-7d1c90"
+
+# install records the command lines of every process in the guest while it runs (through the
+# guest agent: the agent's own command among them).
 [hooks]
-install = "mkdir -p /srv/www && hostname > /srv/www/index.html && echo ok > /srv/www/health && echo 1 > /srv/www/release.txt"
+install = "mkdir -p /srv/www && hostname > /srv/www/index.html && echo ok > /srv/www/health && echo 1 > /srv/www/release.txt && for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done > /run/cloudweb-ps.txt"
 start = "cd /srv/www && setsid nohup python3 -m http.server 8080 > /dev/null 2>&1 &"
 stop = "pkill -f http.server || true"
 
 [[config]]
 path = "/srv/www/version.txt"
 template = "{{ unit_version }}"
+
+[[config]]
+path = "/etc/cloudweb/secret.conf"
+mode = "0600"
+template = "token={{ env.SECRET }}"
 "#;
+
+/// The secret config file as rendered: looked for as it is and in base64 (as the commands that
+/// write config files carry it).
+const SECRET_CONF: &str = "token=cloudweb-secret-7d1c90";
 
 #[tokio::test]
 #[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh (builds a real cloud-init image)"]
@@ -274,6 +289,26 @@ async fn real_cloud_init_unit_deploys_from_a_disk_booting_master() {
         if p != "private" {
             findings.push(format!("after a rollout through the guest agent, the payload is {p} for an unprivileged user"));
         }
+        // The rendered config files (here with the env's secret) went through the agent: not
+        // on any command line the guest shows (the process list while the install hook ran)
+        // or the agent logs (its journal).
+        let secret_b64 = base64_of(SECRET_CONF);
+        let leaks = |what: &str, text: &str| -> Option<String> {
+            [SECRET_CONF, secret_b64.as_str()]
+                .iter()
+                .find(|needle| text.contains(*needle))
+                .map(|needle| format!("{what} shows the secret config file as {needle:?}"))
+        };
+        let ps = in_guest(&e, "cloudweb-1", "cat /run/cloudweb-ps.txt").await?;
+        if !ps.contains("flotilla/hooks/install") {
+            return Err(format!("the install hook's process list is not one: {ps}"));
+        }
+        findings.extend(leaks("the guest's process list during the live install", &ps));
+        let journal = in_guest(&e, "cloudweb-1", "journalctl --no-pager -o cat -t qemu-ga").await?;
+        if !journal.contains("guest-exec called") {
+            return Err(format!("the agent's journal has no guest-exec lines: {journal}"));
+        }
+        findings.extend(leaks("the guest agent's journal", &journal));
         // Back the same way: the old payload and config files, still without a reboot.
         let t = std::time::Instant::now();
         // (After a finished rollout, a rollback is the next version, v3, with v1's parts.)
@@ -362,6 +397,25 @@ for f in definition.toml flotilla/hooks/install; do
 done
 echo private";
     Ok(in_guest(e, server, script).await?.trim().to_owned())
+}
+
+/// `text` in base64, as `base64` writes it.
+fn base64_of(text: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("base64")
+        .arg("-w0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// The lab host number (1 or 2) a server was placed on.

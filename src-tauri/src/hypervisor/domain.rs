@@ -225,6 +225,99 @@ fn exec_enabled(info: &str) -> bool {
     enabled("guest-exec") && enabled("guest-exec-status")
 }
 
+/// How long one guest agent command may wait for the agent (seconds).
+const AGENT_WAIT_S: i32 = 10;
+
+/// `sh -c` text that runs the script given on standard input. The script is read whole before
+/// anything of it runs, and its commands read nothing from that input (`/dev/null`): a
+/// command reading standard input cannot swallow the rest of the script. An empty input (the
+/// agent gave none) is an error, never a success that ran nothing. Nothing of the script is on
+/// a command line.
+pub(crate) const SCRIPT_FROM_STDIN: &str = "s=$(cat) && [ -n \"$s\" ] || { echo 'flotilla: no script on standard input' >&2; exit 2; }; exec </dev/null; eval \"$s\"";
+
+/// The `guest-exec` request that runs `program` with `args` in the guest. `input` is given as
+/// its standard input (base64, the agent's `input-data`): it is neither logged by the agent
+/// nor shown on a command line.
+fn guest_exec_request(program: &str, args: &[&str], input: Option<&[u8]>) -> String {
+    use base64::Engine as _;
+    let mut arguments = serde_json::json!({
+        "path": program,
+        "arg": args,
+        "capture-output": true,
+    });
+    if let Some(bytes) = input {
+        arguments["input-data"] = base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .into();
+    }
+    serde_json::json!({ "execute": "guest-exec", "arguments": arguments }).to_string()
+}
+
+/// A `guest-exec-status` answer: `None` while the command runs.
+fn exec_status(reply: &str) -> Option<GuestExec> {
+    let v: serde_json::Value = serde_json::from_str(reply).unwrap_or_default();
+    let r = &v["return"];
+    if r["exited"].as_bool() != Some(true) {
+        return None;
+    }
+    let text = |key: &str| {
+        use base64::Engine as _;
+        r[key]
+            .as_str()
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    Some(GuestExec {
+        exit_code: r["exitcode"].as_i64(),
+        stdout: text("out-data"),
+        stderr: text("err-data"),
+    })
+}
+
+/// Starts a `guest-exec` request and returns the pid the agent gives it.
+fn guest_exec_start(d: &Domain, request: &str) -> Result<i64, virt::error::Error> {
+    let started = d.qemu_agent_command(request, AGENT_WAIT_S, 0)?;
+    Ok(serde_json::from_str::<serde_json::Value>(&started)
+        .ok()
+        .and_then(|v| v["return"]["pid"].as_i64())
+        .unwrap_or(-1))
+}
+
+fn guest_exec_poll(d: &Domain, pid: i64) -> Result<Option<GuestExec>, virt::error::Error> {
+    let status = serde_json::json!({ "execute": "guest-exec-status", "arguments": { "pid": pid } })
+        .to_string();
+    Ok(exec_status(&d.qemu_agent_command(
+        &status,
+        AGENT_WAIT_S,
+        0,
+    )?))
+}
+
+/// Runs a `guest-exec` request and waits for it, at most `limit`.
+fn guest_run_blocking(
+    d: &Domain,
+    request: &str,
+    limit: std::time::Duration,
+) -> Result<GuestExec, virt::error::Error> {
+    use std::time::{Duration, Instant};
+    let until = Instant::now() + limit;
+    let pid = guest_exec_start(d, request)?;
+    loop {
+        if let Some(done) = guest_exec_poll(d, pid)? {
+            return Ok(done);
+        }
+        if Instant::now() > until {
+            return Ok(GuestExec {
+                exit_code: None,
+                stdout: String::new(),
+                stderr: "did not finish in time".into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// The target (`vdc`) of the disk whose source is the file `path`, in a domain's XML.
 fn disk_target(xml: &str, path: &str) -> Option<String> {
     let doc = roxmltree::Document::parse(xml).ok()?;
@@ -394,45 +487,41 @@ impl Hypervisor {
         args: &[&str],
         limit: std::time::Duration,
     ) -> Result<GuestExec, HvError> {
+        let request = guest_exec_request(program, args, None);
+        self.guest_run(uri, name, request, limit).await
+    }
+
+    /// Runs the shell script `script` in the guest through the QEMU guest agent, as
+    /// [`Hypervisor::domain_guest_exec`] does. The script travels as the command's standard
+    /// input (`guest-exec`'s `input-data`), never as an argument: the agent logs every
+    /// command line it runs, and every user of the guest sees them (`ps`, `/proc/*/cmdline`).
+    pub async fn domain_guest_script(
+        &self,
+        uri: &LibvirtUri,
+        name: &str,
+        script: &str,
+        limit: std::time::Duration,
+    ) -> Result<GuestExec, HvError> {
+        let request = guest_exec_request(
+            "/bin/sh",
+            &["-c", SCRIPT_FROM_STDIN],
+            Some(script.as_bytes()),
+        );
+        self.guest_run(uri, name, request, limit).await
+    }
+
+    async fn guest_run(
+        &self,
+        uri: &LibvirtUri,
+        name: &str,
+        request: String,
+        limit: std::time::Duration,
+    ) -> Result<GuestExec, HvError> {
         let name = name.to_owned();
-        let request = serde_json::json!({
-            "execute": "guest-exec",
-            "arguments": { "path": program, "arg": args, "capture-output": true }
-        })
-        .to_string();
-        self.call_long(uri, "run a command in the guest", limit + std::time::Duration::from_secs(10), move |c| {
+        let budget = limit + std::time::Duration::from_secs(10);
+        self.call_long(uri, "run a command in the guest", budget, move |c| {
             let d = c.lookup_domain_by_name(&name)?;
-            let started = d.qemu_agent_command(&request, 10, 0)?;
-            let pid = serde_json::from_str::<serde_json::Value>(&started)
-                .ok()
-                .and_then(|v| v["return"]["pid"].as_i64())
-                .unwrap_or(-1);
-            let status = serde_json::json!({ "execute": "guest-exec-status", "arguments": { "pid": pid } }).to_string();
-            let until = std::time::Instant::now() + limit;
-            loop {
-                let reply = d.qemu_agent_command(&status, 10, 0)?;
-                let v: serde_json::Value = serde_json::from_str(&reply).unwrap_or_default();
-                let r = &v["return"];
-                if r["exited"].as_bool() == Some(true) {
-                    let text = |key: &str| {
-                        use base64::Engine as _;
-                        r[key]
-                            .as_str()
-                            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-                            .map(|b| String::from_utf8_lossy(&b).into_owned())
-                            .unwrap_or_default()
-                    };
-                    return Ok::<_, virt::error::Error>(GuestExec {
-                        exit_code: r["exitcode"].as_i64(),
-                        stdout: text("out-data"),
-                        stderr: text("err-data"),
-                    });
-                }
-                if std::time::Instant::now() > until {
-                    return Ok(GuestExec { exit_code: None, stdout: String::new(), stderr: "did not finish in time".into() });
-                }
-                std::thread::sleep(std::time::Duration::from_millis(300));
-            }
+            guest_run_blocking(&d, &request, limit)
         })
         .await
     }
@@ -594,6 +683,103 @@ pub(crate) mod tests {
         assert!(!exec_enabled(&info(false)), "blocked with --block-rpcs");
         assert!(!exec_enabled(r#"{"return":{}}"#));
         assert!(!exec_enabled("not json"));
+    }
+
+    /// The arguments of a `guest-exec` request as the guest runs them.
+    fn argv_of(request: &str) -> (Vec<String>, Option<Vec<u8>>) {
+        use base64::Engine as _;
+        let v: serde_json::Value = serde_json::from_str(request).unwrap();
+        assert_eq!(v["execute"], "guest-exec");
+        let a = &v["arguments"];
+        let mut argv = vec![a["path"].as_str().unwrap().to_owned()];
+        argv.extend(
+            a["arg"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_owned()),
+        );
+        let input = a["input-data"]
+            .as_str()
+            .map(|b| base64::engine::general_purpose::STANDARD.decode(b).unwrap());
+        (argv, input)
+    }
+
+    /// Runs `argv` here as the guest agent would, with `input` on its standard input.
+    fn run_like_the_agent(argv: &[String], input: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut child = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// A script (here one writing a config file with a secret) goes to the guest as the
+    /// command's standard input: the command line — what the agent logs and the guest's users
+    /// see in `ps` — carries nothing of it. Run here by a real shell as the agent would run
+    /// it: the script's own processes see no secret on their command lines or their parent's,
+    /// a command in it that reads standard input gets nothing (not the rest of the script),
+    /// and its exit status is the script's.
+    #[test]
+    fn a_script_travels_on_standard_input_never_on_the_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("secret.conf");
+        let script = format!(
+            "set -e\n\
+             echo \"own: $(tr '\\0' ' ' < /proc/$$/cmdline)\"\n\
+             echo \"parent: $(tr '\\0' ' ' < /proc/$PPID/cmdline)\"\n\
+             echo \"stdin: $(cat)\"\n\
+             (umask 077 && echo token=S3CRET-7d1c > {})\n\
+             false\n\
+             echo not reached\n",
+            conf.display()
+        );
+        let request = guest_exec_request(
+            "/bin/sh",
+            &["-c", SCRIPT_FROM_STDIN],
+            Some(script.as_bytes()),
+        );
+        let (argv, input) = argv_of(&request);
+        assert_eq!(argv[..2], ["/bin/sh", "-c"], "{argv:?}");
+        assert!(!argv.join(" ").contains("S3CRET"), "{argv:?}");
+        assert_eq!(input.as_deref(), Some(script.as_bytes()));
+
+        let out = run_like_the_agent(&argv, script.as_bytes());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "set -e stops at false: {out:?}");
+        assert_eq!(
+            std::fs::read_to_string(&conf).unwrap(),
+            "token=S3CRET-7d1c\n"
+        );
+        assert!(!stdout.contains("S3CRET"), "{stdout}");
+        assert!(stdout.contains("own: /bin/sh -c s=$(cat)"), "{stdout}");
+
+        assert!(
+            stdout.contains("stdin: \n"),
+            "a command read the script: {stdout}"
+        );
+        assert!(!stdout.contains("not reached"), "{stdout}");
+        // No script at all (an agent that dropped it) fails; it never "succeeds" empty.
+        let out = run_like_the_agent(&argv, b"");
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+    }
+
+    #[test]
+    fn exit_status_and_output_are_read_from_the_agents_answer() {
+        assert_eq!(exec_status(r#"{"return":{"exited":false}}"#), None);
+        let done = exec_status(
+            r#"{"return":{"exited":true,"exitcode":3,"out-data":"b2sK","err-data":"YmFkCg=="}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (done.exit_code, done.stdout.as_str(), done.stderr.as_str()),
+            (Some(3), "ok\n", "bad\n")
+        );
     }
 
     #[test]

@@ -1368,7 +1368,9 @@ impl Engine {
         }))
     }
 
-    /// Runs a script in the server through the guest agent; its failure is the step's.
+    /// Runs a script in the server through the guest agent; its failure is the step's. The
+    /// script goes as the command's standard input, never on its command line (the agent logs
+    /// command lines, and the guest's users see them).
     async fn agent_script(
         &self,
         s: &Server,
@@ -1379,11 +1381,10 @@ impl Engine {
     ) -> Result<(), OpError> {
         let r = self
             .hypervisor
-            .domain_guest_exec(
+            .domain_guest_script(
                 &host.uri,
                 &s.name,
-                "/bin/sh",
-                &["-c", script],
+                script,
                 Duration::from_secs(u64::from(limit_s)),
             )
             .await?;
