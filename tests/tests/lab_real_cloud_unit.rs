@@ -7,7 +7,8 @@
 //! payload is swapped and the hooks run without a reboot); delete leaves the hosts and HAProxy
 //! as before. Through the guest agent it checks what the guest shows: the payload is for root
 //! only at every mount (deploy, reboot, live update); a rendered config file holding an env
-//! secret is on no process's command line and not in the agent's journal. Part of
+//! secret is on no process's command line and not in the agent's journal; a stop hook that
+//! outlives its limit is killed in the guest, and the failed step says so. Part of
 //! `scripts/test.sh`; with the lab up:
 //! `cargo test -p flotilla-tests --test lab_real_cloud_unit -- --ignored`.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
@@ -38,11 +39,11 @@ fall = 2
 SECRET = "cloudweb-secret-7d1c90"
 
 # install records the command lines of every process in the guest while it runs (through the
-# guest agent: the agent's own command among them).
+# guest agent: the agent's own command among them); stop hangs once the test asks it to.
 [hooks]
 install = "mkdir -p /srv/www && hostname > /srv/www/index.html && echo ok > /srv/www/health && echo 1 > /srv/www/release.txt && for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done > /run/cloudweb-ps.txt"
 start = "cd /srv/www && setsid nohup python3 -m http.server 8080 > /dev/null 2>&1 &"
-stop = "pkill -f http.server || true"
+stop = "if [ -f /run/cloudweb-slow-stop ]; then sleep 4321; fi; pkill -f http.server || true"
 
 [[config]]
 path = "/srv/www/version.txt"
@@ -128,8 +129,8 @@ async fn real_cloud_init_unit_deploys_from_a_disk_booting_master() {
         .collect();
     let started = std::time::Instant::now();
     let mut took = Vec::new();
-    // What the guest shows of the definition's secrets: collected, so that one run reports
-    // every finding.
+    // What the guest shows of the definition's secrets and of timed-out hooks: collected, so
+    // that one run reports every finding.
     let mut findings: Vec<String> = Vec::new();
     let outcome: Result<(), String> = async {
         let step = |what: &str, r: Result<_, flotilla::ops::OpError>| {
@@ -332,6 +333,48 @@ async fn real_cloud_init_unit_deploys_from_a_disk_booting_master() {
         let seen = both();
         if seen != want {
             return Err(format!("after the rollback, HAProxy answered as {seen:?}"));
+        }
+        // A stop hook that outlives its limit (the policy's shutdown timeout) is killed in
+        // the guest before the step fails and is undone, and the error says so.
+        for n in ["cloudweb-1", "cloudweb-2"] {
+            in_guest(&e, n, "touch /run/cloudweb-slow-stop").await?;
+        }
+        let t = std::time::Instant::now();
+        let slow = DEFINITION.replace("echo 1 > /srv/www/release.txt", "echo 4 > /srv/www/release.txt");
+        e.def_set_text("cloudweb", &slow, None)
+            .map_err(|e| format!("the definition with a slow stop: {e}"))?;
+        e.unit_update(
+            "cloudweb",
+            &UnitUpdate {
+                definition: Some("cloudweb".into()),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| format!("update: {e}"))?;
+        let rollout = UnitAction::Rollout {
+            back: false,
+            canary: None,
+            policy: Some(RolloutPolicy {
+                health_timeout_s: 300,
+                min_healthy_s: 3,
+                drain_timeout_s: 5,
+                shutdown_timeout_s: 5,
+                ..Default::default()
+            }),
+        };
+        match e.unit_run("cloudweb", rollout, Arc::new(|_| {})).await {
+            Ok(_) => return Err("a rollout whose stop hook hangs succeeded".into()),
+            Err(err) if !err.to_string().contains("killed") => {
+                findings.push(format!("the timed-out stop hook's error does not say it was killed: {err}"));
+            }
+            Err(_) => {}
+        }
+        took.push(("rollout with a stop hook past its limit", t.elapsed()));
+        for n in ["cloudweb-1", "cloudweb-2"] {
+            let procs = in_guest(&e, n, "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done").await?;
+            if let Some(line) = procs.lines().find(|l| l.contains("sleep 4321")) {
+                findings.push(format!("{n} still runs the stop hook that timed out: {line:?}"));
+            }
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ mod facts;
 mod storage;
 
 pub use domain::{
-    domain_xml, BootSpec, DiskSpec, DiskSwap, DomainSpec, DomainType, GuestExec, NicSpec,
+    domain_xml, BootSpec, DiskSpec, DiskSwap, DomainSpec, DomainType, GuestExec, NicSpec, Overrun,
 };
 pub use storage::{DiskFormat, VolumeInfo};
 

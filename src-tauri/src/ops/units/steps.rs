@@ -1370,7 +1370,9 @@ impl Engine {
 
     /// Runs a script in the server through the guest agent; its failure is the step's. The
     /// script goes as the command's standard input, never on its command line (the agent logs
-    /// command lines, and the guest's users see them).
+    /// command lines, and the guest's users see them). One that runs past `limit_s` is killed
+    /// in the guest with its process group before this returns, so the step's undo never runs
+    /// beside it.
     async fn agent_script(
         &self,
         s: &Server,
@@ -1379,6 +1381,7 @@ impl Engine {
         script: &str,
         limit_s: u32,
     ) -> Result<(), OpError> {
+        use crate::hypervisor::Overrun;
         let r = self
             .hypervisor
             .domain_guest_script(
@@ -1388,29 +1391,34 @@ impl Engine {
                 Duration::from_secs(u64::from(limit_s)),
             )
             .await?;
-        match r.exit_code {
-            Some(0) => Ok(()),
-            code => {
-                let tail: String = {
-                    let t = r.stderr.trim();
-                    let start = t.char_indices().rev().nth(400).map_or(0, |(i, _)| i);
-                    t[start..].to_owned()
-                };
-                let how = code.map_or_else(
-                    || format!("did not finish within {limit_s} s"),
-                    |c| format!("exited with status {c}"),
-                );
-                Err(OpError::Timeout(format!(
-                    "{what} in {} (through the QEMU guest agent) {how}{}",
-                    s.name,
-                    if tail.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {tail}")
-                    }
-                )))
-            }
+        if r.exit_code == Some(0) && r.overran.is_none() {
+            return Ok(());
         }
+        let tail: String = {
+            let t = r.stderr.trim();
+            let start = t.char_indices().rev().nth(400).map_or(0, |(i, _)| i);
+            t[start..].to_owned()
+        };
+        let how = match (&r.overran, r.exit_code, r.signal) {
+            (Some(Overrun::Killed), ..) => format!(
+                "did not finish within {limit_s} s and was killed in the guest, with its process group"
+            ),
+            (Some(Overrun::NotConfirmed(why)), ..) => format!(
+                "did not finish within {limit_s} s; Flotilla killed it in the guest but could not confirm that it is gone ({why}): check the server before running the operation again"
+            ),
+            (None, Some(c), _) => format!("exited with status {c}"),
+            (None, None, Some(sig)) => format!("was ended by signal {sig}"),
+            (None, None, None) => "ended without an exit status".to_owned(),
+        };
+        Err(OpError::Timeout(format!(
+            "{what} in {} (through the QEMU guest agent) {how}{}",
+            s.name,
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(": {tail}")
+            }
+        )))
     }
 
     /// Stops the app in a running server (its stop hook) and unmounts the payload.
