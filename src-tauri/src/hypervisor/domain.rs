@@ -593,7 +593,7 @@ impl Hypervisor {
 
     /// Runs a program in the guest through the QEMU guest agent and waits for it (at most
     /// `limit`). Returns its exit code and output. Past its limit it is killed in the guest
-    /// with its process group (`GuestExec::overran`).
+    /// with its process group (`GuestExec::overran`). Runs on the host's guest lane.
     pub async fn domain_guest_exec(
         &self,
         uri: &LibvirtUri,
@@ -636,7 +636,7 @@ impl Hypervisor {
         let name = name.to_owned();
         // Its limit, then the grace and the kill of a command that ran past it.
         let budget = limit + GUEST_GRACE + GUEST_KILL_WAIT + std::time::Duration::from_secs(10);
-        self.call_long(uri, "run a command in the guest", budget, move |c| {
+        self.call_guest(uri, "run a command in the guest", budget, move |c| {
             let d = c.lookup_domain_by_name(&name)?;
             guest_run_blocking(&d, &request, limit)
         })
@@ -678,7 +678,7 @@ impl Hypervisor {
         limit: std::time::Duration,
     ) -> Result<DiskSwap, HvError> {
         let (name, from, to) = (name.to_owned(), from.to_owned(), to.to_owned());
-        self.call_long(uri, "swap a disk of a running domain", limit + std::time::Duration::from_secs(10), move |c| {
+        self.call_guest(uri, "swap a disk of a running domain", limit + std::time::Duration::from_secs(10), move |c| {
             // VIR_DOMAIN_AFFECT_LIVE
             const LIVE: u32 = 1;
             let d = c.lookup_domain_by_name(&name)?;
