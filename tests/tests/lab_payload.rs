@@ -1,6 +1,8 @@
 //! T2: a definition's payload disk, built by Flotilla, on a real guest: the guest mounts it,
 //! runs the definition's install and start hooks (generated scripts on the payload), and serves
-//! a file that came from a package.
+//! a file that came from a package. The payload (the definition with its `[env]` values, the
+//! hook scripts, the packages) is mounted for root only: an unprivileged user in the guest
+//! cannot read it, while the hooks (root) can.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use flotilla::guest::payload_runcmd;
@@ -20,7 +22,7 @@ async fn a_guest_runs_the_hooks_from_its_payload_and_serves_a_package() {
     let text = text
         .replace(
             &text.lines().find(|l| l.starts_with("install = ")).unwrap().to_string(),
-            r#"install = "mkdir -p /srv/app && cp $FLOTILLA_PAYLOAD/packages/index.html /srv/app/ && echo \"mode $SHOP_MODE\" > /srv/app/mode.txt""#,
+            r#"install = "mkdir -p /srv/app && cp $FLOTILLA_PAYLOAD/packages/index.html /srv/app/ && echo \"mode $SHOP_MODE\" > /srv/app/mode.txt; grep -q ^nobody: /etc/passwd || echo nobody:x:65534:65534::/:/bin/sh >> /etc/passwd; as_nobody() { start-stop-daemon -S -c 65534:65534 -n flotilla-nobody -a /bin/cat -- $1 >/dev/null 2>&1; }; if ! as_nobody /etc/flotilla-master-version; then echo cannot-test; elif as_nobody $FLOTILLA_PAYLOAD/definition.toml; then echo readable; else echo private; fi > /srv/app/payload.txt""#,
         )
         .replace(
             &text.lines().find(|l| l.starts_with("start = ")).unwrap().to_string(),
@@ -52,6 +54,9 @@ async fn a_guest_runs_the_hooks_from_its_payload_and_serves_a_package() {
     };
     let outcome = run.boot_and_fetch(&lab, &hv).await;
     let mode = lab.http_get("http://10.77.0.247:8080/mode.txt");
+    // What user 65534 (added by the hook: the tiny guest has only root) found when it tried to
+    // read the definition (with its env) on the payload.
+    let private = lab.http_get("http://10.77.0.247:8080/payload.txt");
     let serial = run.cleanup(&lab, &hv).await;
     let (page, _) = outcome.unwrap_or_else(|err| panic!("{err}\n--- serial ---\n{serial}"));
     assert_eq!(page, "served from a package\n");
@@ -59,5 +64,10 @@ async fn a_guest_runs_the_hooks_from_its_payload_and_serves_a_package() {
         mode.as_deref(),
         Some("mode production\n"),
         "the hook saw the definition's env\n{serial}"
+    );
+    assert_eq!(
+        private.as_deref(),
+        Some("private\n"),
+        "an unprivileged user in the guest could read the payload\n{serial}"
     );
 }

@@ -1,7 +1,8 @@
 //! T2: a 4-server unit across the two lab hosts behind the lab's HAProxy, through the engine:
 //! deploy (requests through HAProxy reach all four; their hostnames appear), reconcile after
 //! HAProxy lost members, stop and start, scale 4 → 6 → 3, delete (hosts and HAProxy exactly as
-//! before). The generated domain XML passes libvirt's own `virt-xml-validate`. And a
+//! before). The generated domain XML passes libvirt's own `virt-xml-validate`. The payload is
+//! mounted for root only, at the first boot and at later ones. And a
 //! `flotillactl unit deploy` killed with SIGKILL mid-way is found interrupted, then unwound
 //! (the lab as before) or resumed (the unit serves).
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
@@ -31,7 +32,10 @@ fall = 2
 
 [hooks]
 install = "mkdir -p /srv/www && hostname > /srv/www/index.html && echo ok > /srv/www/health"
-start = "busybox httpd -p 8080 -h /srv/www"
+# An unprivileged user's view of the payload (its definition holds the [env] values):
+# after each mount (the seed's runcmd, the per-boot script), before the app starts. The
+# tiny guest has only root: the hook adds user 65534.
+start = "grep -q ^nobody: /etc/passwd || echo nobody:x:65534:65534::/:/bin/sh >> /etc/passwd; as_nobody() { start-stop-daemon -S -c 65534:65534 -n flotilla-nobody -a /bin/cat -- $1 >/dev/null 2>&1; }; if ! as_nobody /etc/flotilla-master-version; then echo cannot-test; elif as_nobody $FLOTILLA_PAYLOAD/definition.toml; then echo readable; else echo private; fi > /srv/www/payload.txt; busybox httpd -p 8080 -h /srv/www"
 stop = "true"
 
 [[config]]
@@ -157,6 +161,16 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
         .http_get("http://10.77.0.22:8080/conf.txt")
         .unwrap_or_default();
     assert_eq!(conf.trim(), "web-2 10.77.0.22 web v1");
+    // The payload is mounted for root only (the seed's runcmd).
+    let private = || {
+        lab.http_get("http://10.77.0.22:8080/payload.txt")
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        private().trim(),
+        "private",
+        "an unprivileged user in the guest read the payload"
+    );
     // libvirt's own schema accepts what Flotilla defines.
     let xml = e.unit_domain_xml("web", "web-1").await.unwrap();
     let file = dir.path().join("web-1.xml");
@@ -208,6 +222,12 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
     }
     run(&e, UnitAction::Start { servers: vec![] }).await;
     assert_eq!(hostnames_behind_lb(&lab, 4, 80).len(), 4);
+    // Mounted again at this boot by the per-boot script: still for root only.
+    assert_eq!(
+        private().trim(),
+        "private",
+        "after a restart, an unprivileged user in the guest read the payload"
+    );
 
     // Rolling updates under steady load from the lab's LAN: not one request fails.
     let front = format!("http://{}/", lab.get("FLOTILLA_LAB_GATEWAY"));
@@ -280,10 +300,7 @@ async fn a_unit_lives_on_the_lab_behind_haproxy() {
     }
     // … and a definition whose start hook never serves: the first batch fails its gate,
     // every server that changed goes back (auto-rollback), still without a failed request.
-    let broken = next.replace(
-        "start = \"busybox httpd -p 8080 -h /srv/www\"",
-        "start = \"true\"",
-    );
+    let broken = next.replace("busybox httpd -p 8080 -h /srv/www\"", "true\"");
     assert_ne!(broken, next);
     e.def_set_text("web", &broken, None).unwrap();
     e.unit_update(

@@ -8,8 +8,9 @@ mod seed;
 pub use isolation::{isolation_runcmd, Isolation};
 
 pub use payload::{
-    hook_script, live_install_script, live_stop_script, payload_runcmd, write_payload_disk,
-    PayloadError, PayloadSource, PAYLOAD_LABEL, PAYLOAD_MOUNT,
+    hook_script, live_install_script, live_start_script, live_stop_script, payload_runcmd,
+    write_payload_disk, PayloadError, PayloadSource, PAYLOAD_LABEL, PAYLOAD_MOUNT,
+    PAYLOAD_MOUNT_OPTIONS,
 };
 pub use seed::{write_seed_disk, NicConfig, SeedError, SeedSpec, SEED_LABEL};
 

@@ -17,6 +17,18 @@ pub enum PayloadSource {
     Bytes(Vec<u8>),
 }
 
+/// How the guest mounts the payload: read-only, and for root only. The payload holds the
+/// definition (its `[env]` values, its config templates) and the hook scripts; vfat has no
+/// owners or modes of its own, and without these options every local user could read them.
+/// Files show as mode 0700 (a package the hooks run stays executable for root).
+pub const PAYLOAD_MOUNT_OPTIONS: &str = "ro,uid=0,gid=0,fmask=0077,dmask=0077";
+
+/// The command that mounts the payload from `dev` (a shell word) at [`PAYLOAD_MOUNT`]: the
+/// only way the scripts Flotilla writes mount it.
+fn mount_payload(dev: &str) -> String {
+    format!("mount -t vfat -o {PAYLOAD_MOUNT_OPTIONS} {dev} {PAYLOAD_MOUNT}")
+}
+
 /// Where cloud-init's `scripts-per-boot` module looks for scripts to run at every boot.
 pub const PER_BOOT_DIR: &str = "/var/lib/cloud/scripts/per-boot";
 /// Where cloud-init keeps the instance id it is running as (written before any module runs).
@@ -32,7 +44,10 @@ pub fn boot_script(instance_id: &str) -> String {
         "# cloud-init runs it at every boot; the first boot's runcmd ran install and start.".into(),
         format!("[ \"$(cat {INSTANCE_ID_FILE} 2>/dev/null)\" = '{instance_id}' ] || exit 0"),
         format!("mkdir -p {PAYLOAD_MOUNT}"),
-        format!("grep -qs ' {PAYLOAD_MOUNT} ' /proc/mounts || mount -t vfat -o ro \"$(findfs LABEL={PAYLOAD_LABEL})\" {PAYLOAD_MOUNT}"),
+        format!(
+            "grep -qs ' {PAYLOAD_MOUNT} ' /proc/mounts || {}",
+            mount_payload(&format!("\"$(findfs LABEL={PAYLOAD_LABEL})\""))
+        ),
         format!("exec sh {PAYLOAD_MOUNT}/flotilla/hooks/start"),
         String::new(),
     ]
@@ -49,7 +64,8 @@ pub fn payload_runcmd(instance_id: &str, per_server: Vec<String>) -> Vec<String>
     let path = format!("{PER_BOOT_DIR}/flotilla-start");
     let mut out = vec![
         format!("mkdir -p {PAYLOAD_MOUNT}"),
-        format!("mount -t vfat -o ro $(findfs LABEL={PAYLOAD_LABEL}) {PAYLOAD_MOUNT}"),
+        // No double quotes in a runcmd line; findfs prints one device name.
+        mount_payload(&format!("$(findfs LABEL={PAYLOAD_LABEL})")),
         format!("sh {PAYLOAD_MOUNT}/flotilla/hooks/install"),
     ];
     out.extend(per_server);
@@ -80,6 +96,16 @@ pub fn live_stop_script(tolerant: bool) -> String {
     .join("\n")
 }
 
+/// Run through the guest agent to start the app again in a server whose app was stopped
+/// there (a live update going back): the start hook of the payload attached now. A mounted
+/// payload means its app runs (the stop unmounts it; the swap mounts it and starts).
+pub fn live_start_script() -> String {
+    format!(
+        "grep -qs ' {PAYLOAD_MOUNT} ' /proc/mounts && exit 0; mkdir -p {PAYLOAD_MOUNT} && {} && sh {PAYLOAD_MOUNT}/flotilla/hooks/start",
+        mount_payload(&format!("\"$(findfs LABEL={PAYLOAD_LABEL})\""))
+    )
+}
+
 /// Run through the guest agent after the new payload disk is plugged in: what the seed's
 /// `runcmd` does for a new instance (mount — once the hot-plugged disk has appeared — the
 /// install hook, `per_server`, the start hook), without a reboot and under the same instance
@@ -90,7 +116,10 @@ pub fn live_install_script(per_server: Vec<String>) -> String {
         format!("mkdir -p {PAYLOAD_MOUNT}"),
         // The hot-plugged disk shows up after a moment (udev); 30 s at most.
         format!("n=0; until dev=$(findfs LABEL={PAYLOAD_LABEL} 2>/dev/null); do n=$((n+1)); [ $n -lt 60 ] || {{ echo 'the payload disk did not appear in the guest' >&2; exit 1; }}; sleep 0.5; done"),
-        format!("grep -qs ' {PAYLOAD_MOUNT} ' /proc/mounts || mount -t vfat -o ro \"$dev\" {PAYLOAD_MOUNT}"),
+        format!(
+            "grep -qs ' {PAYLOAD_MOUNT} ' /proc/mounts || {}",
+            mount_payload("\"$dev\"")
+        ),
         format!("sh {PAYLOAD_MOUNT}/flotilla/hooks/install"),
     ];
     // `set -e` does not stop at a failing `a && b` list: each config line says so itself.
@@ -228,6 +257,39 @@ mod tests {
             !install.contains("per-boot"),
             "the instance and its per-boot script stay: {install}"
         );
+    }
+
+    /// Every script Flotilla writes that mounts the payload (the seed's runcmd, the per-boot
+    /// script, the live install and the live start through the guest agent) mounts it for
+    /// root only: it holds the definition's env values and config templates.
+    #[test]
+    fn the_payload_is_mounted_for_root_only_wherever_it_is_mounted() {
+        let scripts = [
+            ("runcmd", payload_runcmd("web-1.shop.u2", vec![]).join("\n")),
+            ("per-boot", boot_script("web-1.shop.u2")),
+            ("live install", live_install_script(vec![])),
+            ("live start", live_start_script()),
+        ];
+        for (what, script) in scripts {
+            let mounts: Vec<&str> = script
+                .split(['\n', ';', '|', '&'])
+                .filter(|part| part.trim_start().starts_with("mount "))
+                .collect();
+            assert_eq!(mounts.len(), 1, "{what}: {script}");
+            for m in mounts {
+                let words: Vec<&str> = m.split_whitespace().collect();
+                let opts = words
+                    .iter()
+                    .position(|w| *w == "-o")
+                    .and_then(|i| words.get(i + 1))
+                    .unwrap_or_else(|| panic!("{what}: no options in {m}"));
+                let opts: Vec<&str> = opts.split(',').collect();
+                for want in ["ro", "uid=0", "gid=0", "fmask=0077", "dmask=0077"] {
+                    assert!(opts.contains(&want), "{what}: {want} missing in {m}");
+                }
+                assert_eq!(words.last(), Some(&PAYLOAD_MOUNT), "{what}: {m}");
+            }
+        }
     }
 
     #[test]

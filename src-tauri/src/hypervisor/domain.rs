@@ -93,10 +93,24 @@ pub enum DiskSwap {
 /// What a command run through the guest agent did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestExec {
-    /// `None` when it did not finish in time.
+    /// Its exit status; `None` when it did not exit by itself (a signal ended it, or it ran
+    /// past its limit).
     pub exit_code: Option<i64>,
+    /// The signal that ended it, when one did.
+    pub signal: Option<i64>,
+    /// Set when it ran past its limit: it was then killed in the guest with its process group.
+    pub overran: Option<Overrun>,
     pub stdout: String,
     pub stderr: String,
+}
+
+/// What became of a command in a guest that ran past its limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overrun {
+    /// Killed with its process group: none of its processes is left in the guest.
+    Killed,
+    /// Killed, but Flotilla could not confirm that none of its processes is left (why).
+    NotConfirmed(String),
 }
 
 pub(crate) fn xml_escape(s: &str) -> String {
@@ -223,6 +237,199 @@ fn exec_enabled(info: &str) -> bool {
             })
     };
     enabled("guest-exec") && enabled("guest-exec-status")
+}
+
+/// How long one guest agent command may wait for the agent (seconds).
+const AGENT_WAIT_S: i32 = 10;
+/// How long past its limit a command may take to end by itself (the guest's `timeout` kills
+/// it at its limit) before Flotilla kills its process group through the agent.
+const GUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long Flotilla waits for that kill to be confirmed.
+const GUEST_KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `sh -c` text that runs the script given on standard input. The script is read whole before
+/// anything of it runs, and its commands read nothing from that input (`/dev/null`): a
+/// command reading standard input cannot swallow the rest of the script. An empty input (the
+/// agent gave none) is an error, never a success that ran nothing. Nothing of the script is on
+/// a command line.
+pub(crate) const SCRIPT_FROM_STDIN: &str = "s=$(cat) && [ -n \"$s\" ] || { echo 'flotilla: no script on standard input' >&2; exit 2; }; exec </dev/null; eval \"$s\"";
+
+/// The `guest-exec` request that runs `program` with `args` in the guest, in a session and
+/// process group of its own (`setsid`: the pid the agent returns is the group's id, whatever
+/// the guest's `timeout` does) under the guest's `timeout -s KILL`, which at the limit kills
+/// it — GNU `timeout` with every process still in its group — even when Flotilla no longer
+/// watches. `input` is given as its standard input (base64, the agent's `input-data`): it is
+/// neither logged by the agent nor shown on a command line.
+fn guest_exec_request(
+    program: &str,
+    args: &[&str],
+    input: Option<&[u8]>,
+    limit: std::time::Duration,
+) -> String {
+    use base64::Engine as _;
+    let secs = limit.as_secs().max(1).to_string();
+    let mut arg = vec!["timeout", "-s", "KILL", secs.as_str(), program];
+    arg.extend_from_slice(args);
+    let mut arguments = serde_json::json!({
+        "path": "setsid",
+        "arg": arg,
+        "capture-output": true,
+    });
+    if let Some(bytes) = input {
+        arguments["input-data"] = base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .into();
+    }
+    serde_json::json!({ "execute": "guest-exec", "arguments": arguments }).to_string()
+}
+
+/// The shell text that kills process group `pgid` in the guest and waits (10 s at most)
+/// until none of its processes is left; exit 0 when none is. A command that is not the leader
+/// of its own group (it always is, started by `setsid`; this is the safety net) is killed alone
+/// when it is still the agent's child, and the script says so and fails: its group is the
+/// agent's, which must live.
+fn kill_group_script(pgid: i64) -> String {
+    format!(
+        "p={pgid}
+set -- $(sed -n 's/^.*) [A-Za-z] \\([0-9]*\\) \\([0-9]*\\) .*$/\\1 \\2/p' /proc/$p/stat 2>/dev/null)
+if [ $# -eq 2 ] && [ \"$2\" != \"$p\" ]; then
+  [ \"$1\" = \"$PPID\" ] && kill -s KILL $p 2>/dev/null
+  echo \"process $p was not the leader of its own process group: only it was killed, not what it started\" >&2; exit 3
+fi
+n=0
+while kill -s 0 -- -$p 2>/dev/null; do
+  kill -s KILL -- -$p 2>/dev/null
+  n=$((n+1)); [ $n -le 50 ] || {{ echo \"processes of group $p were still there 10 s after SIGKILL\" >&2; exit 1; }}
+  sleep 0.2
+done"
+    )
+}
+
+/// A `guest-exec-status` answer: `None` while the command runs.
+fn exec_status(reply: &str) -> Option<GuestExec> {
+    let v: serde_json::Value = serde_json::from_str(reply).unwrap_or_default();
+    let r = &v["return"];
+    if r["exited"].as_bool() != Some(true) {
+        return None;
+    }
+    let text = |key: &str| {
+        use base64::Engine as _;
+        r[key]
+            .as_str()
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    Some(GuestExec {
+        exit_code: r["exitcode"].as_i64(),
+        signal: r["signal"].as_i64(),
+        overran: None,
+        stdout: text("out-data"),
+        stderr: text("err-data"),
+    })
+}
+
+/// Starts a `guest-exec` request and returns the pid the agent gives it.
+fn guest_exec_start(d: &Domain, request: &str) -> Result<i64, virt::error::Error> {
+    let started = d.qemu_agent_command(request, AGENT_WAIT_S, 0)?;
+    Ok(serde_json::from_str::<serde_json::Value>(&started)
+        .ok()
+        .and_then(|v| v["return"]["pid"].as_i64())
+        .unwrap_or(-1))
+}
+
+fn guest_exec_poll(d: &Domain, pid: i64) -> Result<Option<GuestExec>, virt::error::Error> {
+    let status = serde_json::json!({ "execute": "guest-exec-status", "arguments": { "pid": pid } })
+        .to_string();
+    Ok(exec_status(&d.qemu_agent_command(
+        &status,
+        AGENT_WAIT_S,
+        0,
+    )?))
+}
+
+/// Runs a `guest-exec` request and waits for it: `limit`, then [`GUEST_GRACE`] for the
+/// guest's `timeout` to end it; a command that ran past its limit has its process group
+/// killed (again) from here, and confirmed gone, before this returns — so whatever runs next
+/// (an undo) never runs beside it.
+fn guest_run_blocking(
+    d: &Domain,
+    request: &str,
+    limit: std::time::Duration,
+) -> Result<GuestExec, virt::error::Error> {
+    use std::time::{Duration, Instant};
+    let began = Instant::now();
+    let pid = guest_exec_start(d, request)?;
+    let until = began + limit + GUEST_GRACE;
+    loop {
+        if let Some(mut done) = guest_exec_poll(d, pid)? {
+            // Ended by a signal at its limit: the guest's `timeout` killed it.
+            if done.exit_code.is_none() && began.elapsed() + Duration::from_secs(1) >= limit {
+                done.overran = Some(kill_group(d, pid));
+            }
+            return Ok(done);
+        }
+        if Instant::now() > until {
+            return Ok(GuestExec {
+                exit_code: None,
+                signal: None,
+                overran: Some(kill_group(d, pid)),
+                stdout: String::new(),
+                stderr: String::new(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Kills process group `pgid` in the guest through the agent and waits until none of its
+/// processes is left ([`GUEST_KILL_WAIT`] at most).
+fn kill_group(d: &Domain, pgid: i64) -> Overrun {
+    use std::time::{Duration, Instant};
+    if pgid <= 1 {
+        return Overrun::NotConfirmed(format!(
+            "the guest agent gave the command no process id ({pgid})"
+        ));
+    }
+    let request = serde_json::json!({
+        "execute": "guest-exec",
+        "arguments": { "path": "/bin/sh", "arg": ["-c", kill_group_script(pgid)], "capture-output": true }
+    })
+    .to_string();
+    let pid = match guest_exec_start(d, &request) {
+        Ok(pid) => pid,
+        Err(e) => {
+            return Overrun::NotConfirmed(format!(
+                "the guest agent did not run the kill: {}",
+                e.message()
+            ))
+        }
+    };
+    let until = Instant::now() + GUEST_KILL_WAIT;
+    while Instant::now() < until {
+        match guest_exec_poll(d, pid) {
+            Ok(Some(r)) if r.exit_code == Some(0) => return Overrun::Killed,
+            Ok(Some(r)) => {
+                let why = r.stderr.trim();
+                return Overrun::NotConfirmed(if why.is_empty() {
+                    format!("the kill ended with {:?}", r.exit_code.or(r.signal))
+                } else {
+                    why.to_owned()
+                });
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => {
+                return Overrun::NotConfirmed(format!(
+                    "the guest agent did not answer about the kill: {}",
+                    e.message()
+                ))
+            }
+        }
+    }
+    Overrun::NotConfirmed(format!(
+        "the kill did not finish within {} s",
+        GUEST_KILL_WAIT.as_secs()
+    ))
 }
 
 /// The target (`vdc`) of the disk whose source is the file `path`, in a domain's XML.
@@ -385,7 +592,8 @@ impl Hypervisor {
     }
 
     /// Runs a program in the guest through the QEMU guest agent and waits for it (at most
-    /// `limit`). Returns its exit code and output.
+    /// `limit`). Returns its exit code and output. Past its limit it is killed in the guest
+    /// with its process group (`GuestExec::overran`). Runs on the host's guest lane.
     pub async fn domain_guest_exec(
         &self,
         uri: &LibvirtUri,
@@ -394,45 +602,43 @@ impl Hypervisor {
         args: &[&str],
         limit: std::time::Duration,
     ) -> Result<GuestExec, HvError> {
+        let request = guest_exec_request(program, args, None, limit);
+        self.guest_run(uri, name, request, limit).await
+    }
+
+    /// Runs the shell script `script` in the guest through the QEMU guest agent, as
+    /// [`Hypervisor::domain_guest_exec`] does. The script travels as the command's standard
+    /// input (`guest-exec`'s `input-data`), never as an argument: the agent logs every
+    /// command line it runs, and every user of the guest sees them (`ps`, `/proc/*/cmdline`).
+    pub async fn domain_guest_script(
+        &self,
+        uri: &LibvirtUri,
+        name: &str,
+        script: &str,
+        limit: std::time::Duration,
+    ) -> Result<GuestExec, HvError> {
+        let request = guest_exec_request(
+            "/bin/sh",
+            &["-c", SCRIPT_FROM_STDIN],
+            Some(script.as_bytes()),
+            limit,
+        );
+        self.guest_run(uri, name, request, limit).await
+    }
+
+    async fn guest_run(
+        &self,
+        uri: &LibvirtUri,
+        name: &str,
+        request: String,
+        limit: std::time::Duration,
+    ) -> Result<GuestExec, HvError> {
         let name = name.to_owned();
-        let request = serde_json::json!({
-            "execute": "guest-exec",
-            "arguments": { "path": program, "arg": args, "capture-output": true }
-        })
-        .to_string();
-        self.call_long(uri, "run a command in the guest", limit + std::time::Duration::from_secs(10), move |c| {
+        // Its limit, then the grace and the kill of a command that ran past it.
+        let budget = limit + GUEST_GRACE + GUEST_KILL_WAIT + std::time::Duration::from_secs(10);
+        self.call_guest(uri, "run a command in the guest", budget, move |c| {
             let d = c.lookup_domain_by_name(&name)?;
-            let started = d.qemu_agent_command(&request, 10, 0)?;
-            let pid = serde_json::from_str::<serde_json::Value>(&started)
-                .ok()
-                .and_then(|v| v["return"]["pid"].as_i64())
-                .unwrap_or(-1);
-            let status = serde_json::json!({ "execute": "guest-exec-status", "arguments": { "pid": pid } }).to_string();
-            let until = std::time::Instant::now() + limit;
-            loop {
-                let reply = d.qemu_agent_command(&status, 10, 0)?;
-                let v: serde_json::Value = serde_json::from_str(&reply).unwrap_or_default();
-                let r = &v["return"];
-                if r["exited"].as_bool() == Some(true) {
-                    let text = |key: &str| {
-                        use base64::Engine as _;
-                        r[key]
-                            .as_str()
-                            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-                            .map(|b| String::from_utf8_lossy(&b).into_owned())
-                            .unwrap_or_default()
-                    };
-                    return Ok::<_, virt::error::Error>(GuestExec {
-                        exit_code: r["exitcode"].as_i64(),
-                        stdout: text("out-data"),
-                        stderr: text("err-data"),
-                    });
-                }
-                if std::time::Instant::now() > until {
-                    return Ok(GuestExec { exit_code: None, stdout: String::new(), stderr: "did not finish in time".into() });
-                }
-                std::thread::sleep(std::time::Duration::from_millis(300));
-            }
+            guest_run_blocking(&d, &request, limit)
         })
         .await
     }
@@ -472,7 +678,7 @@ impl Hypervisor {
         limit: std::time::Duration,
     ) -> Result<DiskSwap, HvError> {
         let (name, from, to) = (name.to_owned(), from.to_owned(), to.to_owned());
-        self.call_long(uri, "swap a disk of a running domain", limit + std::time::Duration::from_secs(10), move |c| {
+        self.call_guest(uri, "swap a disk of a running domain", limit + std::time::Duration::from_secs(10), move |c| {
             // VIR_DOMAIN_AFFECT_LIVE
             const LIVE: u32 = 1;
             let d = c.lookup_domain_by_name(&name)?;
@@ -594,6 +800,232 @@ pub(crate) mod tests {
         assert!(!exec_enabled(&info(false)), "blocked with --block-rpcs");
         assert!(!exec_enabled(r#"{"return":{}}"#));
         assert!(!exec_enabled("not json"));
+    }
+
+    /// The arguments of a `guest-exec` request as the guest runs them.
+    fn argv_of(request: &str) -> (Vec<String>, Option<Vec<u8>>) {
+        use base64::Engine as _;
+        let v: serde_json::Value = serde_json::from_str(request).unwrap();
+        assert_eq!(v["execute"], "guest-exec");
+        let a = &v["arguments"];
+        let mut argv = vec![a["path"].as_str().unwrap().to_owned()];
+        argv.extend(
+            a["arg"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap().to_owned()),
+        );
+        let input = a["input-data"]
+            .as_str()
+            .map(|b| base64::engine::general_purpose::STANDARD.decode(b).unwrap());
+        (argv, input)
+    }
+
+    /// Runs `argv` here as the guest agent would, with `input` on its standard input.
+    fn run_like_the_agent(argv: &[String], input: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut child = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// A script (here one writing a config file with a secret) goes to the guest as the
+    /// command's standard input: the command line — what the agent logs and the guest's users
+    /// see in `ps` — carries nothing of it. Run here by a real shell as the agent would run
+    /// it: the script's own processes see no secret on their command lines or their parent's,
+    /// a command in it that reads standard input gets nothing (not the rest of the script),
+    /// and its exit status is the script's.
+    #[test]
+    fn a_script_travels_on_standard_input_never_on_the_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("secret.conf");
+        let script = format!(
+            "set -e\n\
+             echo \"own: $(tr '\\0' ' ' < /proc/$$/cmdline)\"\n\
+             echo \"parent: $(tr '\\0' ' ' < /proc/$PPID/cmdline)\"\n\
+             echo \"stdin: $(cat)\"\n\
+             (umask 077 && echo token=S3CRET-7d1c > {})\n\
+             false\n\
+             echo not reached\n",
+            conf.display()
+        );
+        let request = guest_exec_request(
+            "/bin/sh",
+            &["-c", SCRIPT_FROM_STDIN],
+            Some(script.as_bytes()),
+            std::time::Duration::from_secs(30),
+        );
+        let (argv, input) = argv_of(&request);
+        assert_eq!(
+            argv[..5],
+            ["setsid", "timeout", "-s", "KILL", "30"],
+            "{argv:?}"
+        );
+        assert!(!argv.join(" ").contains("S3CRET"), "{argv:?}");
+        assert_eq!(input.as_deref(), Some(script.as_bytes()));
+
+        let out = run_like_the_agent(&argv, script.as_bytes());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "set -e stops at false: {out:?}");
+        assert_eq!(
+            std::fs::read_to_string(&conf).unwrap(),
+            "token=S3CRET-7d1c\n"
+        );
+        assert!(!stdout.contains("S3CRET"), "{stdout}");
+        assert!(stdout.contains("own: /bin/sh -c s=$(cat)"), "{stdout}");
+        assert!(
+            stdout.contains("parent: timeout -s KILL 30 /bin/sh"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("stdin: \n"),
+            "a command read the script: {stdout}"
+        );
+        assert!(!stdout.contains("not reached"), "{stdout}");
+        // No script at all (an agent that dropped it) fails; it never "succeeds" empty.
+        let out = run_like_the_agent(&argv, b"");
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+    }
+
+    /// Live processes whose command line is `command`, with their process group.
+    fn processes_with(command: &str) -> Vec<(i64, i64)> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i64>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+            let fields: Vec<&str> = after.split(' ').collect();
+            // A zombie has no command line; one reaped is gone.
+            if fields.first() == Some(&"Z") {
+                continue;
+            }
+            if String::from_utf8_lossy(&cmdline)
+                .replace('\0', " ")
+                .trim_end()
+                == command
+            {
+                let pgrp = fields.get(2).and_then(|g| g.parse().ok()).unwrap_or(0);
+                found.push((pid, pgrp));
+            }
+        }
+        found
+    }
+
+    /// What Flotilla runs in a guest when a command ran past its limit, run here on a real
+    /// command as the agent starts it (`setsid timeout …`: its own process group; a thread
+    /// reaps it as the agent does): every process of the group — the command and what it
+    /// started in the background — is gone when the script says so.
+    #[test]
+    fn a_command_past_its_limit_is_killed_with_everything_it_started() {
+        let request = guest_exec_request(
+            "/bin/sh",
+            &["-c", "sleep 7191 & sleep 7191 & wait"],
+            None,
+            std::time::Duration::from_secs(600),
+        );
+        let (argv, _) = argv_of(&request);
+        // Whatever the outcome, no sleeper outlives the test.
+        struct Sweep;
+        impl Drop for Sweep {
+            fn drop(&mut self) {
+                for (pid, _) in processes_with("sleep 7191") {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-s", "KILL", &pid.to_string()])
+                        .status();
+                }
+            }
+        }
+        let _sweep = Sweep;
+        let child = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = i64::from(child.id());
+        let reaper = std::thread::spawn(move || {
+            let mut child = child;
+            child.wait().unwrap()
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while processes_with("sleep 7191").len() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let running = processes_with("sleep 7191");
+        assert_eq!(running.len(), 2, "{running:?}");
+        assert!(
+            running.iter().all(|&(_, g)| g == pid),
+            "{running:?} in group {pid}"
+        );
+
+        let kill = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(kill_group_script(pid))
+            .output()
+            .unwrap();
+        assert!(kill.status.success(), "{kill:?}");
+        assert_eq!(processes_with("sleep 7191"), []);
+        let status = reaper.join().unwrap();
+        assert!(!status.success(), "{status:?}");
+    }
+
+    /// A command that does not lead its own process group shares its group with the agent
+    /// (here with this test): the group is never killed, only the command, and the script
+    /// fails saying so.
+    #[test]
+    fn the_kill_never_takes_a_group_the_command_does_not_lead() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("7192")
+            .spawn()
+            .unwrap();
+        let kill = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(kill_group_script(i64::from(child.id())))
+            .output()
+            .unwrap();
+        assert_eq!(kill.status.code(), Some(3), "{kill:?}");
+        assert!(
+            String::from_utf8_lossy(&kill.stderr)
+                .contains("not the leader of its own process group"),
+            "{kill:?}"
+        );
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(
+            child.wait().unwrap().signal(),
+            Some(9),
+            "the command itself is killed"
+        );
+    }
+
+    #[test]
+    fn exit_status_signal_and_output_are_read_from_the_agents_answer() {
+        assert_eq!(exec_status(r#"{"return":{"exited":false}}"#), None);
+        let done = exec_status(
+            r#"{"return":{"exited":true,"exitcode":3,"out-data":"b2sK","err-data":"YmFkCg=="}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                done.exit_code,
+                done.signal,
+                done.stdout.as_str(),
+                done.stderr.as_str()
+            ),
+            (Some(3), None, "ok\n", "bad\n")
+        );
+        let killed = exec_status(r#"{"return":{"exited":true,"signal":9}}"#).unwrap();
+        assert_eq!((killed.exit_code, killed.signal), (None, Some(9)));
     }
 
     #[test]

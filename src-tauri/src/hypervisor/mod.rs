@@ -1,20 +1,22 @@
 //! The only code that touches libvirt.
 //!
-//! Two connections per host URI, each owned by a dedicated worker thread (a *lane*): every
-//! libvirt call blocks, so callers on the async runtime send a job to the host's worker and
-//! await the answer (with a timeout, since a dead `qemu+ssh://` host can hang a call for
-//! minutes). Short calls (define, start, stop, look-ups) have their own lane; long ones
-//! (storage streams, commands in a guest) have another, with a longer limit, so a stop is never
-//! queued behind a multi-gigabyte copy. A job whose caller gave up (timed out, or dropped the
-//! call) is never started later. A call that fails because the connection broke drops it; the
-//! next call reconnects. The monitor's liveness probe has a third lane of its own (`probe.rs`).
+//! Per host URI, dedicated worker threads (*lanes*): every libvirt call blocks, so callers on
+//! the async runtime send a job to one of the host's workers and await the answer (with a
+//! timeout, since a dead `qemu+ssh://` host can hang a call for minutes). Short calls (define,
+//! start, stop, look-ups) have their own lane; storage streams have another (the *long* lane,
+//! with its own connection and a longer limit), so a stop is never queued behind a
+//! multi-gigabyte copy; work inside a running guest (guest agent commands, live disk swaps)
+//! has a third, so a live update is not queued behind one either. The monitor's liveness
+//! probe has a fourth (`probe.rs`). All but the long lane share one connection. A job whose
+//! caller gave up (timed out, or dropped the call) is never started later. A call that fails
+//! because the connection broke drops it; the next call reconnects.
 
 mod domain;
 mod facts;
 mod storage;
 
 pub use domain::{
-    domain_xml, BootSpec, DiskSpec, DiskSwap, DomainSpec, DomainType, GuestExec, NicSpec,
+    domain_xml, BootSpec, DiskSpec, DiskSwap, DomainSpec, DomainType, GuestExec, NicSpec, Overrun,
 };
 pub use storage::{DiskFormat, VolumeInfo};
 
@@ -151,15 +153,20 @@ impl Default for HvConfig {
     }
 }
 
-/// Which of a host's workers (each a thread of its own) runs a call. The calls and probe lanes
-/// share one connection, the long lane has its own (`SharedConn`).
+/// Which of a host's workers (each a thread of its own) runs a call. The calls, probe and
+/// guest lanes share one connection, the long lane has its own (`SharedConn`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Lane {
     /// Short calls: define, start, stop, look-ups, lists.
     Calls,
-    /// Long calls: storage streams and commands in a guest. Their own connection, so a short
-    /// call on the same host never waits behind a multi-gigabyte copy.
+    /// Long calls: storage streams. Their own connection, so a short call on the same host
+    /// never waits behind a multi-gigabyte copy.
     Long,
+    /// Work inside running guests: commands through the QEMU guest agent, live disk swaps.
+    /// Never queued behind a storage stream (they take minutes at most, a stream hours); on
+    /// the connection the calls lane uses (their messages are small), so it costs a thread,
+    /// not a connection (an `ssh` process here and a session on a `qemu+ssh` host).
+    Guest,
     /// The monitor's liveness probe: never queued behind another call (its own thread; on
     /// the connection it shares with the calls lane, libvirt runs both side by side).
     Probe,
@@ -204,7 +211,7 @@ fn claim_start(claim: &AtomicU8, deadline: Instant) -> bool {
         .is_ok()
 }
 
-/// The connection a host's calls and probe lanes share, with the value of the host's `broken`
+/// The connection a host's calls, probe and guest lanes share, with the value of the host's `broken`
 /// counter when it was opened: one connection per host while Flotilla watches it (over
 /// `qemu+ssh` each connection is an `ssh` process here and a session there; libvirt's client
 /// runs calls from several threads on one connection side by side, so a probe does not wait
@@ -364,6 +371,7 @@ impl Worker {
             Lane::Calls => "libvirt",
             Lane::Long => "libvirt long",
             Lane::Probe => "libvirt probe",
+            Lane::Guest => "libvirt guest",
         };
         let name = format!("{kind} {}", uri.chars().take(40).collect::<String>());
         // The thread ends when every sender is gone (the worker was forgotten).
@@ -502,7 +510,7 @@ impl Hypervisor {
                 .workers
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for lane in [Lane::Calls, Lane::Long, Lane::Probe] {
+            for lane in [Lane::Calls, Lane::Long, Lane::Probe, Lane::Guest] {
                 workers.remove(&(uri.to_string(), lane));
             }
         }
@@ -565,8 +573,25 @@ impl Hypervisor {
             .await
     }
 
-    /// Runs a long call (a storage stream, a command in a guest) on the host's long lane, its
-    /// own worker and connection, within `limit`.
+    /// Runs work inside a running guest (a command through its agent, a live disk swap) on
+    /// the host's guest lane, within `limit`: never behind a storage stream to that host.
+    async fn call_guest<R, E, F>(
+        &self,
+        uri: &LibvirtUri,
+        op: &'static str,
+        limit: Duration,
+        f: F,
+    ) -> Result<R, HvError>
+    where
+        R: Send + 'static,
+        E: Into<CallError>,
+        F: FnOnce(&Connect) -> Result<R, E> + Send + 'static,
+    {
+        self.call_on(Lane::Guest, uri, op, limit, f).await
+    }
+
+    /// Runs a long call (a storage stream) on the host's long lane, its own worker and
+    /// connection, within `limit`.
     async fn call_long<R, E, F>(
         &self,
         uri: &LibvirtUri,
@@ -961,5 +986,53 @@ pub(crate) mod tests {
             .unwrap()
             .is_some());
         assert_eq!(hv.worker_count(), 2, "one worker per lane");
+    }
+
+    /// A command in a guest (through its agent) on a host to which a long upload runs: it is
+    /// not queued behind the upload. libvirt's test driver has no guest agent, so libvirt
+    /// answers at once that it cannot — which shows the call reached it while the upload
+    /// still held the long lane.
+    #[tokio::test]
+    async fn a_guest_command_is_not_queued_behind_a_transfer_to_the_same_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = own_test_node(dir.path());
+        let pool = crate::model::PoolName::parse("default").unwrap();
+        let file = dir.path().join("master.img");
+        std::fs::write(&file, vec![7u8; 1 << 20]).unwrap();
+        let hv = Arc::new(Hypervisor::new(HvConfig::default()));
+        let spec = domain::tests::spec(DomainType::Test);
+        hv.domain_define(&uri, &spec).await.unwrap();
+        hv.domain_start(&uri, &spec.name).await.unwrap();
+        hold::hold(uri.as_str());
+        let upload = tokio::spawn({
+            let (hv, uri, pool) = (hv.clone(), uri.clone(), pool.clone());
+            async move {
+                hv.volume_upload(&uri, &pool, "master.img", file, DiskFormat::Raw, |_, _| {})
+                    .await
+            }
+        });
+        for _ in 0..1000 {
+            if hold::waiting(uri.as_str()) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(hold::waiting(uri.as_str()), 1, "the upload is in progress");
+
+        let ran = tokio::time::timeout(
+            Duration::from_secs(8),
+            hv.domain_guest_script(&uri, &spec.name, "true", Duration::from_secs(5)),
+        )
+        .await;
+        let still_uploading = hold::waiting(uri.as_str());
+        hold::release(uri.as_str());
+        let answer = ran.expect("the guest command waited behind the upload");
+        assert_eq!(still_uploading, 1, "answered while the upload went on");
+        let err = answer.unwrap_err();
+        assert!(
+            matches!(err, HvError::Call { .. }),
+            "libvirt was asked and said no: {err:?}"
+        );
+        upload.await.unwrap().unwrap();
     }
 }

@@ -1418,7 +1418,11 @@ impl Engine {
         }))
     }
 
-    /// Runs a script in the server through the guest agent; its failure is the step's.
+    /// Runs a script in the server through the guest agent; its failure is the step's. The
+    /// script goes as the command's standard input, never on its command line (the agent logs
+    /// command lines, and the guest's users see them). One that runs past `limit_s` is killed
+    /// in the guest with its process group before this returns, so the step's undo never runs
+    /// beside it.
     async fn agent_script(
         &self,
         s: &Server,
@@ -1427,39 +1431,44 @@ impl Engine {
         script: &str,
         limit_s: u32,
     ) -> Result<(), OpError> {
+        use crate::hypervisor::Overrun;
         let r = self
             .hypervisor
-            .domain_guest_exec(
+            .domain_guest_script(
                 &host.uri,
                 &s.name,
-                "/bin/sh",
-                &["-c", script],
+                script,
                 Duration::from_secs(u64::from(limit_s)),
             )
             .await?;
-        match r.exit_code {
-            Some(0) => Ok(()),
-            code => {
-                let tail: String = {
-                    let t = r.stderr.trim();
-                    let start = t.char_indices().rev().nth(400).map_or(0, |(i, _)| i);
-                    t[start..].to_owned()
-                };
-                let how = code.map_or_else(
-                    || format!("did not finish within {limit_s} s"),
-                    |c| format!("exited with status {c}"),
-                );
-                Err(OpError::Timeout(format!(
-                    "{what} in {} (through the QEMU guest agent) {how}{}",
-                    s.name,
-                    if tail.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {tail}")
-                    }
-                )))
-            }
+        if r.exit_code == Some(0) && r.overran.is_none() {
+            return Ok(());
         }
+        let tail: String = {
+            let t = r.stderr.trim();
+            let start = t.char_indices().rev().nth(400).map_or(0, |(i, _)| i);
+            t[start..].to_owned()
+        };
+        let how = match (&r.overran, r.exit_code, r.signal) {
+            (Some(Overrun::Killed), ..) => format!(
+                "did not finish within {limit_s} s and was killed in the guest, with its process group"
+            ),
+            (Some(Overrun::NotConfirmed(why)), ..) => format!(
+                "did not finish within {limit_s} s; Flotilla killed it in the guest but could not confirm that it is gone ({why}): check the server before running the operation again"
+            ),
+            (None, Some(c), _) => format!("exited with status {c}"),
+            (None, None, Some(sig)) => format!("was ended by signal {sig}"),
+            (None, None, None) => "ended without an exit status".to_owned(),
+        };
+        Err(OpError::Timeout(format!(
+            "{what} in {} (through the QEMU guest agent) {how}{}",
+            s.name,
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(": {tail}")
+            }
+        )))
     }
 
     /// Stops the app in a running server (its stop hook) and unmounts the payload.
@@ -1479,10 +1488,7 @@ impl Engine {
     /// it; the swap mounts it and starts). When the agent cannot, a
     /// reboot does it (the per-boot script mounts the payload and runs the start hook).
     async fn live_restart_app(&self, ctx: &Ctx, s: &Server, host: &Host) {
-        use crate::guest::{PAYLOAD_LABEL, PAYLOAD_MOUNT};
-        let script = format!(
-            "grep -qs ' {PAYLOAD_MOUNT} ' /proc/mounts && exit 0; mkdir -p {PAYLOAD_MOUNT} && mount -t vfat -o ro \"$(findfs LABEL={PAYLOAD_LABEL})\" {PAYLOAD_MOUNT} && sh {PAYLOAD_MOUNT}/flotilla/hooks/start"
-        );
+        let script = crate::guest::live_start_script();
         // Never a power-off: whether the app serves again, the health check that follows
         // says (and a failed one is reported).
         if let Err(e) = self
