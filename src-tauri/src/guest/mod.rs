@@ -1,9 +1,11 @@
 //! What a guest reads, written in pure Rust: the cloud-init NoCloud seed disk (this module) and,
 //! with the definitions issue, the app payload disk. The contract is docs/guest-contract.md.
 
+mod fatnames;
 mod payload;
 mod seed;
 
+pub use fatnames::package_names_problem;
 pub use payload::{
     hook_script, live_install_script, live_stop_script, payload_runcmd, write_payload_disk,
     PayloadError, PayloadSource, PAYLOAD_LABEL, PAYLOAD_MOUNT,
