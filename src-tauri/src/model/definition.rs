@@ -120,6 +120,46 @@ pub struct Resources {
     pub disk_gib: Option<Spanned<u32>>,
 }
 
+/// The most text the `[[config]]` files of one server render to, together: 32 KiB. They
+/// travel in the server's cloud-init seed, whose `user-data` holds at most 64 KiB
+/// (`guest/seed.rs`), base64-encoded (32 KiB become 43 KiB) beside the commands that write
+/// them and Flotilla's own lines (mounting the payload, the per-boot script); a live update
+/// sends the same commands through the guest agent.
+pub const MAX_CONFIG_BYTES: usize = 32 * 1024;
+
+/// The longest value a template variable can have for any server: names are DNS labels of at
+/// most 63 characters, addresses dotted IPv4, numbers at most ten digits.
+fn variable_max_len(name: &str, env: &BTreeMap<Spanned<String>, Spanned<String>>) -> u64 {
+    let len = match name {
+        "hostname" | "unit" => 63,
+        "address" => 15,
+        "port" => 5,
+        "unit_version" | "server_index" => 10,
+        other => other
+            .strip_prefix("env.")
+            .and_then(|n| env.iter().find(|(k, _)| k.get_ref() == n))
+            .map_or(0, |(_, v)| v.get_ref().len()),
+    };
+    len as u64
+}
+
+/// The most bytes `template` renders to for any server (its text plus the longest value of
+/// each variable, for every time it is used), counted without rendering anything.
+fn rendered_max(template: &str, env: &BTreeMap<Spanned<String>, Spanned<String>>) -> u64 {
+    let mut total = 0u64;
+    let mut rest = template;
+    while let Some(i) = rest.find("{{") {
+        total = total.saturating_add(i as u64);
+        let after = &rest[i + 2..];
+        let Some(j) = after.find("}}") else {
+            return total.saturating_add(rest.len() as u64 - i as u64);
+        };
+        total = total.saturating_add(variable_max_len(after[..j].trim(), env));
+        rest = &after[j + 2..];
+    }
+    total.saturating_add(rest.len() as u64)
+}
+
 /// Variables a configuration template may use (besides `env.NAME`).
 pub const VARIABLES: &[&str] = &[
     "hostname",
@@ -429,6 +469,10 @@ pub fn parse_definition(file: &str, text: &str) -> Result<Definition, Vec<Defini
         }
     }
     let mut paths = std::collections::BTreeSet::new();
+    // What the config files render to at most, together, so far: refused past the limit
+    // before anything is rendered (a variable used a million times would be gigabytes).
+    let mut rendered_total = 0u64;
+    let mut over_limit = false;
     for cf in &def.config {
         let p = cf.path.get_ref();
         if let Some(problem) = config_path_problem(p) {
@@ -459,6 +503,27 @@ pub fn parse_definition(file: &str, text: &str) -> Result<Definition, Vec<Defini
             if let Some(problem) = config_mode_problem(mode.get_ref()) {
                 c.at(mode.span(), format!("config.mode: {problem}"));
             }
+        }
+        let most = rendered_max(cf.template.get_ref(), &def.env);
+        rendered_total = rendered_total.saturating_add(most);
+        if !over_limit && rendered_total > MAX_CONFIG_BYTES as u64 {
+            over_limit = true;
+            let before = rendered_total - most;
+            let with = if before > 0 {
+                format!(", {before} bytes with the config files before it")
+            } else {
+                String::new()
+            };
+            c.at(
+                cf.template.span(),
+                format!(
+                    "config.template of {}: renders to up to {most} bytes for a server{with}; \
+                     the config files of a definition render to at most {MAX_CONFIG_BYTES} \
+                     bytes (32 KiB) together: they travel base64-encoded in the server's \
+                     64 KiB cloud-init seed. Put large files into a package instead",
+                    super::quote_input(cf.path.get_ref()),
+                ),
+            );
         }
     }
     if let Some(p) = def.packages.get(MAX_PACKAGES) {
@@ -532,23 +597,36 @@ pub fn parse_definition(file: &str, text: &str) -> Result<Definition, Vec<Defini
     }
 }
 
-/// Renders a configuration template for one server. Unknown variables are refused (parsing
-/// already checked them, so this fails only for a definition that was never parsed).
-pub fn render_template(template: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
-    let mut out = String::with_capacity(template.len());
+/// Renders a configuration template for one server, to at most `limit` bytes: past it the
+/// rendering stops (nothing larger is ever held) and is refused. Unknown variables are
+/// refused (parsing already checked them and the size, so this fails only for a definition
+/// that was never parsed).
+pub fn render_template(
+    template: &str,
+    vars: &BTreeMap<String, String>,
+    limit: usize,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len().min(limit));
+    let push = |out: &mut String, piece: &str| {
+        if out.len().saturating_add(piece.len()) > limit {
+            return Err(format!("renders to more than {limit} bytes"));
+        }
+        out.push_str(piece);
+        Ok(())
+    };
     let mut rest = template;
     while let Some(i) = rest.find("{{") {
-        out.push_str(&rest[..i]);
+        push(&mut out, &rest[..i])?;
         let after = &rest[i + 2..];
         let j = after.find("}}").ok_or("a '{{' without '}}'")?;
         let name = after[..j].trim();
-        out.push_str(
-            vars.get(name)
-                .ok_or_else(|| format!("unknown variable {name:?}"))?,
-        );
+        let value = vars
+            .get(name)
+            .ok_or_else(|| format!("unknown variable {name:?}"))?;
+        push(&mut out, value)?;
         rest = &after[j + 2..];
     }
-    out.push_str(rest);
+    push(&mut out, rest)?;
     Ok(out)
 }
 
@@ -827,16 +905,89 @@ mod tests {
         );
     }
 
+    /// `EXAMPLE` with its `[env]` and `[[config]]` replaced.
+    fn with_config(env: &str, configs: &[(&str, &str)]) -> String {
+        let start = EXAMPLE.find("[env]").unwrap();
+        let end = EXAMPLE.find("[resources]").unwrap();
+        let mut text = format!("{}[env]\n{env}\n", &EXAMPLE[..start]);
+        for (path, template) in configs {
+            text.push_str(&format!(
+                "[[config]]\npath = \"{path}\"\ntemplate = '''{template}'''\n"
+            ));
+        }
+        text.push_str(&EXAMPLE[end..]);
+        text
+    }
+
+    #[test]
+    fn templates_that_could_render_too_much_are_refused_before_rendering() {
+        let big = format!("BIG = \"{}\"", "x".repeat(64 * 1024));
+        let gigabytes = "{{ env.BIG }}".repeat(70_000);
+        let hostnames = "{{hostname}}".repeat(80_000);
+        let half = "y".repeat(MAX_CONFIG_BYTES / 2);
+        for (env, configs, path, most) in [
+            (
+                &big[..],
+                vec![("/etc/a.conf", &gigabytes[..])],
+                "/etc/a.conf",
+                70_000u64 * 65_536,
+            ),
+            (
+                "",
+                vec![("/etc/h.conf", &hostnames[..])],
+                "/etc/h.conf",
+                80_000 * 63,
+            ),
+            (
+                "",
+                vec![
+                    ("/etc/1", &half[..]),
+                    ("/etc/2", "{{address}}"),
+                    ("/etc/3", &half[..]),
+                ],
+                "/etc/3",
+                16_384,
+            ),
+        ] {
+            let began = std::time::Instant::now();
+            let e = errors(&with_config(env, &configs));
+            assert!(
+                began.elapsed() < std::time::Duration::from_secs(5),
+                "nothing is rendered"
+            );
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert!(
+                e[0].contains(&format!(
+                    "config.template of \"{path}\": renders to up to {most} bytes"
+                )) && e[0].contains("at most 32768 bytes"),
+                "{e:?}"
+            );
+        }
+        // Up to the limit, with the longest values the variables can take: accepted.
+        let fits = format!("{}{{{{ hostname }}}}", "z".repeat(MAX_CONFIG_BYTES - 63));
+        parse_definition("d", &with_config("", &[("/etc/f", &fits)])).unwrap();
+        let over = format!("{}{{{{ hostname }}}}", "z".repeat(MAX_CONFIG_BYTES - 62));
+        assert_eq!(errors(&with_config("", &[("/etc/f", &over)])).len(), 1);
+    }
+
     #[test]
     fn templates_render_per_server() {
         let mut vars = BTreeMap::new();
         vars.insert("hostname".to_string(), "web-1".to_string());
         vars.insert("port".to_string(), "8080".to_string());
         assert_eq!(
-            render_template("listen {{port}} on {{ hostname }}\n", &vars).unwrap(),
+            render_template("listen {{port}} on {{ hostname }}\n", &vars, 100).unwrap(),
             "listen 8080 on web-1\n"
         );
-        assert!(render_template("{{ nope }}", &vars).is_err());
-        assert!(render_template("{{ port", &vars).is_err());
+        assert!(render_template("{{ nope }}", &vars, 100).is_err());
+        assert!(render_template("{{ port", &vars, 100).is_err());
+        // The limit: exactly reached is fine, one byte more is refused; a template that would
+        // be gigabytes stops at the limit.
+        assert_eq!(render_template("{{port}}", &vars, 4).unwrap(), "8080");
+        assert!(render_template("{{port}}!", &vars, 4).is_err());
+        let huge = BTreeMap::from([("env.BIG".to_owned(), "x".repeat(64 * 1024))]);
+        let many = "{{ env.BIG }}".repeat(90_000);
+        let e = render_template(&many, &huge, MAX_CONFIG_BYTES).unwrap_err();
+        assert!(e.contains("more than 32768 bytes"), "{e}");
     }
 }
