@@ -22,6 +22,7 @@
 use crate::model::quote_input;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
+use ssh_key::known_hosts::{HostPatterns, Marker};
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -68,6 +69,15 @@ pub enum HostKeyError {
         presented = .0.presented, line = .0.line, file = .0.file
     )]
     Changed(Box<KeyChange>),
+    #[error(
+        "WARNING: THE SSH HOST KEY OF {host} IS REVOKED. The host presented the {key_type} key \
+         {presented}, which line {line} of {file} marks @revoked: ssh refuses it, and Flotilla \
+         does not store it. Nothing was done. The host needs a new key; find out why this one \
+         was revoked",
+        host = .0.host, key_type = .0.key_type, presented = .0.presented, line = .0.line,
+        file = .0.file
+    )]
+    Revoked(Box<KeyChange>),
     #[error(
         "the SSH host key of {host} is {presented}, not {accepted} as accepted; nothing was \
          stored. Check the fingerprint on the host (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub)"
@@ -148,15 +158,24 @@ impl Fingerprint {
     }
 
     /// The fingerprint of a public key blob (the base64 field of a known-hosts or .pub line).
+    /// A key `ssh-key` reads is fingerprinted by it; a blob of a type it does not know is
+    /// hashed as it is (the same SHA-256 of the blob that `ssh-keygen -l` prints).
     pub fn of_blob(blob_b64: &str) -> Option<Self> {
         let blob = base64::engine::general_purpose::STANDARD
             .decode(blob_b64)
             .ok()?;
+        if let Ok(key) = ssh_key::PublicKey::from_bytes(&blob) {
+            return Some(Self::of_key(&key));
+        }
         let digest = Sha256::digest(&blob);
         Some(Self(format!(
             "SHA256:{}",
             base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
         )))
+    }
+
+    fn of_key(key: &ssh_key::PublicKey) -> Self {
+        Self(key.fingerprint(ssh_key::HashAlg::Sha256).to_string())
     }
 
     pub fn as_str(&self) -> &str {
@@ -185,6 +204,26 @@ impl SshTarget {
         } else {
             format!("[{}]:{}", self.host, self.port)
         }
+    }
+
+    /// The name as `ssh` itself looks it up: it lower-cases the host name first (which is
+    /// what a hashed line must hash).
+    fn lookup_name(&self) -> String {
+        self.known_hosts_name().to_ascii_lowercase()
+    }
+
+    /// Every name a key of this host may be filed under: ssh's own lookup name, the host as
+    /// written (a hashed line of an admin's tool may hash it so), and on port 22 also
+    /// `[host]:22`.
+    /// ssh's own lookup name comes first.
+    fn spellings(&self) -> Vec<String> {
+        let mut names = vec![self.lookup_name(), self.known_hosts_name()];
+        if self.port == 22 {
+            names.push(format!("[{}]:22", self.host.to_ascii_lowercase()));
+            names.push(format!("[{}]:22", self.host));
+        }
+        names.dedup();
+        names
     }
 
     /// The target of a `+ssh` or `+libssh2` URI; `None` for any other transport. A
@@ -250,6 +289,9 @@ pub enum KeyCheck {
         trusted: Fingerprint,
         line: usize,
     },
+    /// The presented key is marked `@revoked` for this host: ssh refuses it whatever else the
+    /// file says.
+    Revoked { presented: HostKey, line: usize },
 }
 
 /// Flotilla's own known-hosts file.
@@ -313,37 +355,45 @@ impl KnownHosts {
         Ok(wrapper)
     }
 
-    /// The trusted keys of `name` (a known-hosts host name), with their line numbers.
-    /// Comments, `@cert-authority`/`@revoked` lines and hashed names are not Flotilla's and are
-    /// skipped.
-    pub fn keys_of(&self, name: &str) -> Result<Vec<(usize, String, String)>, HostKeyError> {
+    /// Compares what the host presents with the file, the way `ssh` reads it: host names
+    /// ignore case, `[host]:port` off port 22, `*`/`?` patterns and `!` negations in
+    /// comma-separated lists, hashed names (`|1|salt|hash`, HMAC-SHA1 of the lower-case name),
+    /// `@revoked` keys (refused whatever else the file says) and `@cert-authority` lines (they
+    /// vouch for certificates, not for a plain key). *Known* is exactly what ssh accepts; a
+    /// trusted key of the host under any spelling ssh reads as this host — or under
+    /// `[host]:22` for port 22, which ssh itself reads as another name — that is not the
+    /// presented one is a *change*, never "unknown", so a confirmation can never add a second
+    /// key beside a trusted one.
+    pub fn check(&self, target: &SshTarget, presented: HostKey) -> Result<KeyCheck, HostKeyError> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(self.file_err(e)),
         };
-        Ok(parse_known_hosts(&text)
-            .filter(|(_, names, _, _)| names.split(',').any(|n| n == name))
-            .map(|(line, _, t, b)| (line, t.to_owned(), b.to_owned()))
-            .collect())
-    }
-
-    /// Compares what the host presents with the file.
-    pub fn check(&self, target: &SshTarget, presented: HostKey) -> Result<KeyCheck, HostKeyError> {
-        let trusted = self.keys_of(&target.known_hosts_name())?;
-        if trusted
+        let lines: Vec<KnownLine> = parse_known_hosts(&text).collect();
+        let key = KeyId::of(&presented.key_type, &presented.blob);
+        let ssh_name = target.lookup_name();
+        let names = target.spellings();
+        if let Some(l) = lines
             .iter()
-            .any(|(_, t, b)| *t == presented.key_type && *b == presented.blob)
+            .find(|l| l.marker == Some(Marker::Revoked) && l.key == key && l.names_any(&names))
         {
+            return Ok(KeyCheck::Revoked {
+                presented,
+                line: l.number,
+            });
+        }
+        let plain = || lines.iter().filter(|l| l.marker.is_none());
+        if plain().any(|l| l.key == key && l.names(&ssh_name)) {
             return Ok(KeyCheck::Known(presented));
         }
         // ssh prefers the types it has a key for: a trusted key of another type is what it
         // would check. Any trusted key that differs is a change.
-        if let Some((line, _, blob)) = trusted.first() {
+        if let Some(l) = plain().find(|l| l.key != key && l.names_any(&names)) {
             return Ok(KeyCheck::Changed {
-                trusted: Fingerprint::of_blob(blob).unwrap_or_else(|| Fingerprint("?".into())),
+                trusted: l.key.fingerprint(),
                 presented,
-                line: *line,
+                line: l.number,
             });
         }
         Ok(KeyCheck::Unknown(presented))
@@ -407,22 +457,150 @@ fn wrapper_script(known_hosts: &Path) -> String {
     )
 }
 
-/// The lines of a known-hosts text Flotilla understands: (line number, host names, key type,
-/// base64 blob).
-fn parse_known_hosts(text: &str) -> impl Iterator<Item = (usize, &str, &str, &str)> {
+/// A key as a known-hosts line names it: read by `ssh-key` (compared by key data, whatever
+/// the comment), or — a type it does not know — by its type and base64 blob as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeyId {
+    Parsed(ssh_key::public::KeyData),
+    Opaque(String, String),
+}
+
+impl KeyId {
+    fn of(key_type: &str, blob: &str) -> Self {
+        match ssh_key::PublicKey::from_openssh(&format!("{key_type} {blob}")) {
+            Ok(k) => Self::Parsed(k.key_data().clone()),
+            Err(_) => Self::Opaque(key_type.to_owned(), blob.to_owned()),
+        }
+    }
+
+    fn fingerprint(&self) -> Fingerprint {
+        match self {
+            Self::Parsed(data) => Fingerprint::of_key(&ssh_key::PublicKey::from(data.clone())),
+            Self::Opaque(_, blob) => {
+                Fingerprint::of_blob(blob).unwrap_or_else(|| Fingerprint("?".into()))
+            }
+        }
+    }
+}
+
+/// One line of a known-hosts file that names hosts and a key.
+#[derive(Debug, Clone)]
+struct KnownLine {
+    /// 1-based, as editors and ssh's own messages count.
+    number: usize,
+    marker: Option<Marker>,
+    hosts: HostPatterns,
+    key: KeyId,
+}
+
+impl KnownLine {
+    /// Whether this line is about `name` (lower case, `host` or `[host]:port`), as ssh decides.
+    fn names(&self, name: &str) -> bool {
+        match &self.hosts {
+            HostPatterns::Patterns(list) => pattern_list_matches(list, name),
+            HostPatterns::HashedName { salt, hash } => {
+                use hmac::Mac as _;
+                hmac::Hmac::<sha1::Sha1>::new_from_slice(salt)
+                    .map(|mac| mac.chain_update(name.as_bytes()).verify_slice(hash).is_ok())
+                    .unwrap_or(false)
+            }
+        }
+    }
+
+    /// Whether this line is about the host under any of `names`: the first is ssh's own
+    /// lookup name (patterns apply); the others are other spellings of it, which count only
+    /// where the line writes them out (or hashes them) — a wildcard line, or one whose `!`
+    /// excludes the host, is read as ssh reads it.
+    fn names_any(&self, names: &[String]) -> bool {
+        let Some((ssh_name, others)) = names.split_first() else {
+            return false;
+        };
+        if self.names(ssh_name) {
+            return true;
+        }
+        match &self.hosts {
+            HostPatterns::HashedName { .. } => others.iter().any(|n| self.names(n)),
+            HostPatterns::Patterns(list) => {
+                let excluded = list.iter().any(|p| {
+                    p.strip_prefix('!')
+                        .is_some_and(|p| pattern_list_matches(&[p.to_owned()], ssh_name))
+                });
+                !excluded
+                    && others
+                        .iter()
+                        .any(|n| list.iter().any(|p| p.eq_ignore_ascii_case(n)))
+            }
+        }
+    }
+}
+
+/// ssh's `match_pattern_list` for host names: comma-separated patterns with `*` and `?`,
+/// compared ignoring ASCII case; a matching `!pattern` excludes the name whatever else
+/// matches.
+fn pattern_list_matches(patterns: &[String], name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    let mut positive = false;
+    for p in patterns {
+        let (negated, p) = match p.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, p.as_str()),
+        };
+        if glob_matches(p.to_ascii_lowercase().as_bytes(), name.as_bytes()) {
+            if negated {
+                return false;
+            }
+            positive = true;
+        }
+    }
+    positive
+}
+
+/// `*` (any run, also empty) and `?` (any one byte), as ssh's `match_pattern`.
+fn glob_matches(pattern: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while i < s.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == s[i]) {
+            p += 1;
+            i += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, i));
+            p += 1;
+        } else if let Some((sp, si)) = star {
+            p = sp + 1;
+            i = si + 1;
+            star = Some((sp, si + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// The lines of a known-hosts text that name hosts and a key, read by `ssh-key` (markers,
+/// hashed names, keys); fields may be separated by any run of blanks, as ssh allows. Comments,
+/// blank lines and lines nobody can read are skipped, as ssh skips them.
+fn parse_known_hosts(text: &str) -> impl Iterator<Item = KnownLine> + '_ {
     text.lines().enumerate().filter_map(|(i, line)| {
         let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with('@') {
+        if line.is_empty() || line.starts_with('#') {
             return None;
         }
-        let mut fields = line.split_whitespace();
-        let names = fields.next()?;
-        let key_type = fields.next()?;
-        let blob = fields.next()?;
-        if names.starts_with("|1|") {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (marker, rest) = match fields.first()?.strip_prefix('@') {
+            Some(_) => (Some(fields[0].parse::<Marker>().ok()?), &fields[1..]),
+            None => (None, &fields[..]),
+        };
+        let [names, key_type, blob, ..] = rest else {
             return None;
-        }
-        Some((i + 1, names, key_type, blob))
+        };
+        let hosts = names.parse::<HostPatterns>().ok()?;
+        Some(KnownLine {
+            number: i + 1,
+            marker,
+            hosts,
+            key: KeyId::of(key_type, blob),
+        })
     })
 }
 
@@ -512,6 +690,14 @@ pub fn verify_or_accept(
             host,
             key_type: presented.key_type,
             trusted: trusted.0,
+            presented: presented.fingerprint.0,
+            file: known.path.display().to_string(),
+            line,
+        }))),
+        KeyCheck::Revoked { presented, line } => Err(HostKeyError::Revoked(Box::new(KeyChange {
+            host,
+            key_type: presented.key_type,
+            trusted: String::new(),
             presented: presented.fingerprint.0,
             file: known.path.display().to_string(),
             line,
@@ -830,10 +1016,36 @@ mod tests {
     }
 
     #[test]
-    fn foreign_and_hostile_known_hosts_lines_are_skipped() {
-        let text = "# comment\n\n@revoked * ssh-ed25519 AAAA\n|1|abc=|def= ssh-ed25519 AAAA\nbroken\nh1,h2 ssh-ed25519 B1\n";
-        let lines: Vec<_> = parse_known_hosts(text).collect();
-        assert_eq!(lines, vec![(6, "h1,h2", "ssh-ed25519", "B1")]);
+    fn known_hosts_lines_are_read_as_ssh_reads_them() {
+        let text = format!(
+            "# comment\n\n@revoked * ssh-ed25519 {BLOB}\n|1|abc=|def= ssh-ed25519 {BLOB}\n\
+             broken\n@bogus h ssh-ed25519 {BLOB}\nh1,H2\t ssh-ed25519   {BLOB} c o m\n\
+             h3 ssh-unknown QUJD\n"
+        );
+        let lines: Vec<_> = parse_known_hosts(&text).collect();
+        let numbers: Vec<usize> = lines.iter().map(|l| l.number).collect();
+        assert_eq!(numbers, [3, 7, 8], "{lines:?}");
+        assert_eq!(lines[0].marker, Some(Marker::Revoked));
+        assert!(lines[0].names("anything"));
+        assert!(lines[1].names("h2") && lines[1].names("h1") && !lines[1].names("h"));
+        assert_eq!(lines[1].key, KeyId::of("ssh-ed25519", BLOB));
+        assert_eq!(
+            lines[2].key,
+            KeyId::Opaque("ssh-unknown".into(), "QUJD".into())
+        );
+    }
+
+    #[test]
+    fn host_patterns_match_as_in_ssh() {
+        let m = |list: &str, name: &str| {
+            pattern_list_matches(&list.split(',').map(String::from).collect::<Vec<_>>(), name)
+        };
+        assert!(m("h1", "h1") && m("H1", "h1") && m("h1", "H1"));
+        assert!(m("*.example.org", "a.example.org") && !m("*.example.org", "example.org"));
+        assert!(m("h?", "h1") && !m("h?", "h12") && m("h*", "h") && m("*", "x"));
+        assert!(m("a,*", "h") && !m("!h,*", "h") && m("!h,*", "g") && !m("!h", "g"));
+        assert!(m("[h]:2222", "[h]:2222") && !m("[h]:2222", "[h]:22") && !m("h", "[h]:22"));
+        assert!(m("**a*b", "xxayyb") && !m("a*b", "ab c"));
     }
 
     #[test]

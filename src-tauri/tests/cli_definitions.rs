@@ -690,3 +690,218 @@ fn modes_paths_and_package_names_in_the_text_are_refused_at_their_place() {
     }
     assert_eq!(versions(d, "app"), 1, "nothing recorded");
 }
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A directory to import: version 1 of `name` with `packages` (each file's content is its
+/// own name), listed in this order with their sha256 and size.
+fn import_dir(d: &Path, name: &str, into: &Path, packages: &[&str]) {
+    exported(d, name, "1", into);
+    let pk = into.join("packages");
+    std::fs::create_dir_all(&pk).unwrap();
+    let toml = into.join("definition.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    for p in packages {
+        std::fs::write(pk.join(p), p.as_bytes()).unwrap();
+        text.push_str(&format!(
+            "\n[[packages]]\nfile = \"{p}\"\nsha256 = \"{}\"\nsize = {}\n",
+            sha256_hex(p.as_bytes()),
+            p.len()
+        ));
+    }
+    std::fs::write(&toml, text).unwrap();
+}
+
+/// Package names the payload disk (FAT, written by fatfs) would not hold as themselves —
+/// outside UCS-2, one file to FAT's case folding (Unicode, not only ASCII), or one file to an
+/// 8.3 short name FAT gave another — are refused at `def import`, `add-package`, `set-file`
+/// and the editor's save, naming the file and the reason; nothing is recorded. Odd names FAT
+/// does hold come back from the written payload disk byte for byte, read by mtools (another
+/// FAT implementation), and are listed once each.
+#[test]
+fn package_names_the_payload_disk_would_lose_are_refused_at_every_door() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = &data;
+    ok(ctl(d, &["def", "create", "app"]));
+    let refused: &[(&[&str], &str, &str)] = &[
+        (
+            &["app-😀.tar.gz"],
+            "app-😀.tar.gz",
+            "Basic Multilingual Plane",
+        ),
+        (&["ß.txt", "SS.txt"], "SS.txt", "ignore case"),
+        (&["σ.conf", "ς.conf"], "ς.conf", "ignore case"),
+        (&["ǅ.txt", "ǆ.txt"], "ǆ.txt", "ignore case"),
+        (
+            &["longfilename.txt", "LONGFI~1.TXT"],
+            "LONGFI~1.TXT",
+            "8.3 short name",
+        ),
+        (
+            &["application-server.tar.gz", "APPLIC~1.GZ"],
+            "APPLIC~1.GZ",
+            "8.3 short name",
+        ),
+    ];
+    for (i, (names, file, words)) in refused.iter().enumerate() {
+        let into = dir.path().join(format!("import{i}"));
+        import_dir(d, "app", &into, names);
+        let e = err(
+            &ctl(d, &["def", "import", "app", into.to_str().unwrap()]),
+            2,
+        );
+        assert!(e.contains(file) && e.contains(words), "{names:?}: {e}");
+    }
+    assert_eq!(versions(d, "app"), 1, "no import was recorded");
+
+    // add-package: one at a time, and against what the definition has.
+    let src = |sub: &str, name: &str| {
+        let p = dir.path().join("src").join(sub).join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, name.as_bytes()).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+    ok(ctl(d, &["def", "add-package", "app", &src("1", "ß.txt")]));
+    ok(ctl(
+        d,
+        &["def", "add-package", "app", &src("1", "longfilename.txt")],
+    ));
+    for (name, words) in [
+        ("SS.txt", "same file as the package ß.txt"),
+        ("a😀.bin", "Basic Multilingual Plane"),
+        (
+            "LONGFI~1.TXT",
+            "8.3 short name FAT gave packages/longfilename.txt",
+        ),
+    ] {
+        let e = err(&ctl(d, &["def", "add-package", "app", &src("2", name)]), 2);
+        assert!(e.contains(name) && e.contains(words), "{name}: {e}");
+    }
+    assert_eq!(versions(d, "app"), 3, "only the two good packages");
+
+    // set-file and the editor: the same packages in another order, where FAT would take the
+    // second for the first's short name.
+    ok(ctl(d, &["def", "create", "ord"]));
+    ok(ctl(
+        d,
+        &[
+            "def",
+            "add-package",
+            "ord",
+            &src("3", "LONGFI~1.TXT"),
+            &src("3", "longfilename.txt"),
+        ],
+    ));
+    let v: serde_json::Value =
+        serde_json::from_slice(&ctl(d, &["def", "show", "ord", "--json"]).stdout).unwrap();
+    let text = v["text"].as_str().unwrap();
+    let at = text.find("\n[[packages]]").unwrap();
+    let (head, pkgs) = text.split_at(at);
+    let mut entries: Vec<&str> = pkgs
+        .split("\n[[packages]]")
+        .filter(|p| !p.trim().is_empty())
+        .collect();
+    entries.reverse();
+    let swapped = format!(
+        "{head}{}\n",
+        entries
+            .iter()
+            .map(|e| format!("\n[[packages]]{}", e.trim_end()))
+            .collect::<String>()
+    );
+    assert!(
+        swapped.find("longfilename") < swapped.find("LONGFI~1"),
+        "{swapped}"
+    );
+    let f = dir.path().join("swapped.toml");
+    std::fs::write(&f, &swapped).unwrap();
+    let e = err(&ctl(d, &["def", "set-file", "ord", f.to_str().unwrap()]), 2);
+    assert!(
+        e.contains("LONGFI~1.TXT") && e.contains("8.3 short name"),
+        "{e}"
+    );
+    let edit = Command::new(env!("CARGO_BIN_EXE_flotillactl"))
+        .arg("--data-dir")
+        .arg(d)
+        .args(["def", "edit", "ord"])
+        .env("EDITOR", format!("cp {}", f.display()))
+        .env_remove("VISUAL")
+        .output()
+        .unwrap();
+    let e = err(&edit, 2);
+    assert!(
+        e.contains("LONGFI~1.TXT") && e.contains("8.3 short name"),
+        "{e}"
+    );
+    assert_eq!(versions(d, "ord"), 2, "neither save was recorded");
+
+    // Odd names FAT does hold: they come back as themselves.
+    let long = format!("{}.bin", "x".repeat(200));
+    let mut odd = vec![
+        "é ü.txt",
+        "e\u{301} ü.txt",
+        "Ǆ.txt",
+        "a b [c] {d} #e% & '+,;=@^_`~!.tar.gz",
+        "長い名前のパッケージ.tar.gz",
+        "LONGFI~1.TXT",
+        "longfilename.txt",
+        "README",
+        "readme.md",
+        "x.y.z",
+        &long,
+    ];
+    let many: Vec<String> = (1..=12)
+        .map(|i| format!("application-{i}.tar.gz"))
+        .collect();
+    odd.extend(many.iter().map(String::as_str));
+    ok(ctl(d, &["def", "create", "odd"]));
+    let into = dir.path().join("odd");
+    import_dir(d, "odd", &into, &odd);
+    ok(ctl(d, &["def", "import", "odd", into.to_str().unwrap()]));
+    let img = dir.path().join("odd.img");
+    ok(ctl(
+        d,
+        &["def", "payload", "odd", "2", img.to_str().unwrap()],
+    ));
+    // mcopy reads the folder out whole (it would take `[c]` in a name for a pattern).
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let copied = Command::new("mcopy")
+        .env("LANG", "C.UTF-8")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-s", "-n", "-i"])
+        .arg(&img)
+        .arg("::packages")
+        .arg(&out)
+        .output()
+        .expect("mcopy (mtools)");
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    let mut got: Vec<(String, String)> = std::fs::read_dir(out.join("packages"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_to_string(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = odd
+        .iter()
+        .map(|n| ((*n).to_owned(), (*n).to_owned()))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "each name once, with its own content");
+}

@@ -319,3 +319,90 @@ fn images_that_name_other_files_are_refused_and_change_nothing() {
     assert_eq!(versions(&data).len(), 1, "nothing recorded");
     assert_eq!(tree(&library), before, "the library folder is unchanged");
 }
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::Digest as _;
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Two `flotillactl image import` processes of one image name, started together with
+/// different files, again and again: both are recorded, as two versions one after the other,
+/// and the sha256 recorded for every version is its file's (before, both took the same
+/// version number: one overwrote or removed the other's file, or one failed).
+#[test]
+fn two_imports_of_one_name_at_once_are_serialized() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut inputs = Vec::new();
+    for (i, size) in ["16M", "24M"].iter().enumerate() {
+        let disk = dir.path().join(format!("in{i}.qcow2"));
+        qemu_img(&["create", "-q", "-f", "qcow2", disk.to_str().unwrap(), size]);
+        inputs.push(disk);
+    }
+    // The first version exists, so every round races on the image's next number.
+    let out = ctl(
+        &data,
+        &["image", "import", "web", inputs[0].to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rounds = 12;
+    for round in 0..rounds {
+        let children: Vec<_> = inputs
+            .iter()
+            .map(|f| {
+                Command::new(env!("CARGO_BIN_EXE_flotillactl"))
+                    .arg("--data-dir")
+                    .arg(&data)
+                    .args(["image", "import", "web", f.to_str().unwrap(), "--json"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "round {round}: an import of the same name at the same time failed: {}",
+                stderr(&out)
+            );
+        }
+        let list = versions(&data);
+        assert_eq!(list.len(), 1 + 2 * (round + 1), "round {round}: {list:?}");
+        for v in &list {
+            let file = data.join("library").join(v["file"].as_str().unwrap());
+            assert!(file.exists(), "round {round}: {} is gone", file.display());
+            assert_eq!(
+                sha256_of(&file),
+                v["sha256"].as_str().unwrap(),
+                "round {round}: the sha256 recorded for web:{} is not its file's",
+                v["version"]
+            );
+        }
+    }
+    // Each round added one version of each file (their virtual sizes tell them apart).
+    let sizes: Vec<u64> = versions(&data)
+        .iter()
+        .map(|v| v["virtual_size"].as_u64().unwrap())
+        .collect();
+    for s in [16u64 << 20, 24 << 20] {
+        assert!(
+            sizes.iter().filter(|&&x| x == s).count() >= rounds,
+            "{sizes:?}"
+        );
+    }
+    // No staging file is left behind.
+    let left: Vec<_> = std::fs::read_dir(data.join("library/web"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -946,3 +946,133 @@ fn impact_of_failed_hosts_and_the_n_plus_one_audit() {
         assert!(err.len() < 2000, "{}", err.len());
     }
 }
+
+/// `[[config]]` templates that would render more than a server's seed can carry — a 64 KiB
+/// value used 70,000 times (4.6 GB), a variable used 80,000 times, files that are too much
+/// together — are refused when the definition is saved (`set-file`, `import`, the editor),
+/// at once, naming the file and the limit; nothing is recorded. A definition that renders up
+/// to the limit (with the longest values its variables can take) deploys: the seed holds it.
+#[test]
+fn config_templates_are_refused_past_what_the_seed_can_carry() {
+    let dir = networked();
+    let d = dir.path();
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(ctl(d, &["def", "show", "shop", "--json"]))).unwrap();
+    let text = shown["text"].as_str().unwrap().to_owned();
+    let with_config = |env: &str, configs: &[(&str, &str)]| {
+        let start = text.find("[env]").unwrap();
+        let end = text.find("[resources]").unwrap();
+        let mut t = format!("{}[env]\n{env}\n", &text[..start]);
+        for (path, template) in configs {
+            t.push_str(&format!(
+                "[[config]]\npath = \"{path}\"\ntemplate = '''{template}'''\n"
+            ));
+        }
+        t.push_str(&text[end..]);
+        t
+    };
+    let versions = || {
+        let h: Vec<serde_json::Value> =
+            serde_json::from_str(&ok(ctl(d, &["def", "history", "shop", "--json"]))).unwrap();
+        h.len()
+    };
+    let big = format!("BIG = \"{}\"", "x".repeat(64 * 1024));
+    let gigabytes = "{{ env.BIG }}".repeat(70_000);
+    let hostnames = "{{hostname}}".repeat(80_000);
+    let half = "y".repeat(16 * 1024);
+    let cases = [
+        with_config(&big, &[("/etc/shop/huge.conf", &gigabytes)]),
+        with_config("", &[("/etc/shop/names.conf", &hostnames)]),
+        with_config(
+            "",
+            &[
+                ("/etc/shop/a.conf", &half),
+                ("/etc/shop/b.conf", "{{ address }}"),
+                ("/etc/shop/c.conf", &half),
+            ],
+        ),
+    ];
+    let paths = [
+        "/etc/shop/huge.conf",
+        "/etc/shop/names.conf",
+        "/etc/shop/c.conf",
+    ];
+    for (i, (bad, path)) in cases.iter().zip(paths).enumerate() {
+        assert!(bad.len() < 1 << 20, "within the file size limit");
+        let f = d.join(format!("bad{i}.toml"));
+        std::fs::write(&f, bad).unwrap();
+        let began = std::time::Instant::now();
+        let o = ctl(d, &["def", "set-file", "shop", f.to_str().unwrap()]);
+        let (c, err) = code(&o);
+        assert_eq!(c, Some(2), "{err}");
+        assert!(
+            err.contains(&format!("config.template of \"{path}\"")) && err.contains("32768 bytes"),
+            "{err}"
+        );
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(20),
+            "refused without rendering: {:?}",
+            began.elapsed()
+        );
+    }
+    // The same through import and the editor.
+    let tgz = d.join("shop.tgz");
+    ok(ctl(
+        d,
+        &["def", "export", "shop", "1", tgz.to_str().unwrap()],
+    ));
+    let imp = d.join("imp");
+    std::fs::create_dir_all(&imp).unwrap();
+    assert!(Command::new("tar")
+        .arg("xzf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&imp)
+        .status()
+        .unwrap()
+        .success());
+    let toml = imp.join("definition.toml");
+    let _ = std::fs::set_permissions(&toml, std::os::unix::fs::PermissionsExt::from_mode(0o600));
+    std::fs::write(&toml, &cases[0]).unwrap();
+    let (c, err) = code(&ctl(d, &["def", "import", "shop", imp.to_str().unwrap()]));
+    assert!(c == Some(2) && err.contains("/etc/shop/huge.conf"), "{err}");
+    let edit = Command::new(env!("CARGO_BIN_EXE_flotillactl"))
+        .arg("--data-dir")
+        .arg(d)
+        .args(["def", "edit", "shop"])
+        .env("EDITOR", format!("cp {}", d.join("bad1.toml").display()))
+        .env_remove("VISUAL")
+        .output()
+        .unwrap();
+    let (c, err) = code(&edit);
+    assert!(
+        c == Some(2) && err.contains("/etc/shop/names.conf"),
+        "{err}"
+    );
+    assert_eq!(versions(), 1, "nothing was recorded");
+
+    // Up to the limit: saved, and a server's seed carries it.
+    let fits = format!("{}{{{{ hostname }}}}", "z".repeat(32 * 1024 - 63));
+    let f = d.join("fits.toml");
+    std::fs::write(&f, with_config("", &[("/etc/shop/full.conf", &fits)])).unwrap();
+    ok(ctl(d, &["def", "set-file", "shop", f.to_str().unwrap()]));
+    ok(ctl(
+        d,
+        &[
+            "unit",
+            "create",
+            "shop",
+            "--image",
+            "base",
+            "--definition",
+            "shop",
+            "--count",
+            "1",
+            "--name-pattern",
+            "shop-{n}",
+            "--addresses",
+            "10.77.0.11-10.77.0.20",
+        ],
+    ));
+    ok(ctl(d, &["unit", "deploy", "shop"]));
+}

@@ -92,12 +92,20 @@ impl Caddy {
 }
 
 async fn caddy(front: u16) -> Caddy {
+    caddy_behind(free_port(), &[front]).await
+}
+
+/// A real Caddy with its admin API on `admin_port`, taking requests addressed to any of
+/// `fronts` too.
+async fn caddy_behind(admin_port: u16, fronts: &[u16]) -> Caddy {
     let dir = tempfile::tempdir().unwrap();
-    let (admin_port, http_port) = (free_port(), free_port());
+    let http_port = free_port();
+    let mut origins = vec![format!("127.0.0.1:{admin_port}")];
+    origins.extend(fronts.iter().map(|f| format!("127.0.0.1:{f}")));
     let config = serde_json::json!({
         "admin": {
             "listen": format!("127.0.0.1:{admin_port}"),
-            "origins": [format!("127.0.0.1:{admin_port}"), format!("127.0.0.1:{front}")]
+            "origins": origins
         },
         "logging": { "logs": { "default": { "level": "ERROR" } } },
         "storage": { "module": "file_system", "root": dir.path().join("data") },
@@ -426,6 +434,203 @@ async fn a_caddy_admin_password_is_never_shown_journaled_or_audited() {
     let o = ctl(d, &["audit", "--limit", "1000", "--json"]);
     assert_no_password("audit", &o);
     assert!(ok(o).contains("admin:***@"));
+}
+
+/// Everything a CLI process and the data directory's files show: outputs, and the log files.
+fn logs_of(data: &Path) -> String {
+    let mut all = String::new();
+    if let Ok(rd) = std::fs::read_dir(data.join("logs")) {
+        for e in rd.flatten() {
+            all.push_str(&String::from_utf8_lossy(
+                &std::fs::read(e.path()).unwrap_or_default(),
+            ));
+        }
+    }
+    all
+}
+
+/// Every hostile password below starts with this; it must appear nowhere, whole or in part
+/// (a raw, percent-encoded or cut-off password still shows it).
+const MARK: &str = "Zq";
+
+fn assert_no_mark(what: &str, t: &str) {
+    assert!(!t.contains(MARK), "{what} shows (part of) a password: {t}");
+}
+
+/// Passwords with the characters a URL treats specially — typed raw where a URL parser takes
+/// them, percent-encoded where it would not — are sent to a real Caddy (through a front that
+/// checks them) and never appear: not in `lb list/show/check` (text, --json), the errors
+/// (reqwest's, the URL's own parse errors, the validation errors that quote the input), the
+/// journal, the audit log or the log file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_caddy_passwords_work_and_never_appear_anywhere() {
+    use base64::Engine as _;
+    let dir = setup();
+    let d = dir.path();
+    // (as typed in the URL, the password Caddy's front must receive)
+    let usable: &[(&str, &str)] = &[
+        ("Zq pa ss", "Zq pa ss"),
+        ("Zq\"dq'sq", "Zq\"dq'sq"),
+        ("Zq@p@ss", "Zq@p@ss"),
+        ("Zq:a:b", "Zq:a:b"),
+        ("Zq%zz50%", "Zq%zz50%"),
+        ("Zq%2F%23%3F%40%20x", "Zq/#?@ x"),
+        ("Zq<a>`b{c}|d", "Zq<a>`b{c}|d"),
+        ("Zq\u{fc}\u{20ac}", "Zq\u{fc}\u{20ac}"),
+        ("Zq pw\"@ '%41", "Zq pw\"@ 'A"),
+    ];
+    // The fronts listen before Caddy picks its own ports.
+    let admin_port = free_port();
+    let mut fronts = Vec::new();
+    for (_, real) in usable {
+        let auth = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("admin:{real}"))
+        );
+        let rules = FrontRules {
+            require_auth: Some(auth),
+            ..FrontRules::default()
+        };
+        fronts.push(front_on(free_port(), format!("127.0.0.1:{admin_port}"), rules).await);
+    }
+    let ports: Vec<u16> = fronts.iter().map(|f| f.port).collect();
+    let c = caddy_behind(admin_port, &ports).await;
+    for (i, ((typed, _), front)) in usable.iter().zip(&fronts).enumerate() {
+        let url = format!("http://admin:{typed}@127.0.0.1:{}", front.port);
+        let shown = format!("http://admin:***@127.0.0.1:{}", front.port);
+        let name = format!("edge{i}");
+        // Registered: the front let the requests through, so the password arrived intact.
+        let o = ctl(
+            d,
+            &[
+                "lb",
+                "add",
+                &name,
+                "--caddy-admin",
+                &url,
+                "--caddy-route-id",
+                "flotilla",
+                "--json",
+            ],
+        );
+        assert_no_mark(&format!("lb add {typed:?}"), &text(&o));
+        let added: serde_json::Value = serde_json::from_str(&ok(o)).unwrap();
+        assert_eq!(added["endpoint"], shown.as_str(), "{typed:?}");
+        for args in [
+            &["lb", "list"][..],
+            &["lb", "list", "--json"],
+            &["lb", "show", &name],
+            &["lb", "show", &name, "--json"],
+            &["lb", "check", &name],
+            &["lb", "check", &name, "--json"],
+            &["lb", "reconcile", &name, "--json"],
+        ] {
+            let o = ctl(d, args);
+            assert_no_mark(&format!("{typed:?}: {}", args.join(" ")), &text(&o));
+            assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+        }
+        // Refused inputs quote the URL in their error: without the password.
+        for bad in [
+            format!("https://admin:{typed}@127.0.0.1:1"),
+            format!("http://admin:{typed}@127.0.0.1:1/path"),
+            format!("http://admin:{typed}@127.0.0.1:1/#frag"),
+            format!("http://admin:{typed}@"),
+            format!("http://admin:{typed}@127.0.0.1:99999"),
+            format!("http://admin:{typed}\t@127.0.0.1:1"),
+        ] {
+            for json in [false, true] {
+                let mut args = vec![
+                    "lb",
+                    "add",
+                    "refused",
+                    "--caddy-admin",
+                    &bad,
+                    "--caddy-route-id",
+                    "x",
+                ];
+                if json {
+                    args.push("--json");
+                }
+                let o = ctl(d, &args);
+                assert_no_mark(&format!("lb add {bad:?}"), &text(&o));
+                assert_ne!(o.status.code(), Some(0), "{bad:?}: {}", text(&o));
+            }
+        }
+    }
+    // Passwords a URL cannot carry raw (they end the authority) and control characters: the
+    // URL is refused, and its error does not show them.
+    for typed in ["Zq/x", "Zq#x", "Zq?x", "Zq\\x", "Zq\nx", "Zq\u{7f}x"] {
+        let url = format!("http://admin:{typed}@127.0.0.1:{}", free_port());
+        let o = ctl(
+            d,
+            &[
+                "lb",
+                "add",
+                "refused",
+                "--caddy-admin",
+                &url,
+                "--caddy-route-id",
+                "x",
+            ],
+        );
+        assert_no_mark(&format!("lb add {typed:?}"), &text(&o));
+        assert_ne!(o.status.code(), Some(0), "{typed:?}: {}", text(&o));
+    }
+    // A unit behind one of them; then Caddy goes away and every error names the endpoint
+    // without the password.
+    ok(ctl(
+        d,
+        &[
+            "unit",
+            "create",
+            "shop",
+            "--image",
+            "base",
+            "--definition",
+            "shop",
+            "--count",
+            "1",
+            "--name-pattern",
+            "shop-{n}",
+            "--addresses",
+            "10.77.0.11-10.77.0.20",
+            "--lb",
+            "edge8",
+            "--drain-timeout",
+            "0",
+        ],
+    ));
+    ok(ctl(d, &["unit", "deploy", "shop"]));
+    drop(c);
+    for args in [
+        &["unit", "stop", "shop"][..],
+        &["unit", "status", "shop", "--json"],
+        &["lb", "check", "edge0"],
+        &["lb", "check", "edge1", "--json"],
+        &["lb", "check", "edge2", "--json"],
+        &["lb", "reconcile", "edge8", "--json"],
+        &["lb", "reconcile", "edge8"],
+    ] {
+        let o = ctl(d, args);
+        assert_no_mark(&args.join(" "), &text(&o));
+        if args[1] != "status" {
+            assert_ne!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+            assert!(text(&o).contains("admin:***@"), "{args:?}: {}", text(&o));
+        }
+    }
+    for args in [
+        &["op", "list", "--json"][..],
+        &["audit", "--limit", "1000", "--json"],
+        &["audit", "--limit", "1000"],
+    ] {
+        let o = ctl(d, args);
+        assert_no_mark(&args.join(" "), &text(&o));
+        assert!(ok(o).contains("admin:***@"), "{args:?}");
+    }
+    let logs = logs_of(d);
+    assert!(logs.contains("admin:***@"), "the log names the endpoints");
+    assert_no_mark("the log file", &logs);
+    drop(fronts);
 }
 
 /// A real HAProxy with its runtime API on loopback TCP and an empty backend `be_t`.

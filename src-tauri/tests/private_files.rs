@@ -179,6 +179,7 @@ fn the_data_directory_and_temporary_files_are_private_to_their_user() {
             || name(p).ends_with(".log")
             || name(p) == "known_hosts"
             || p.ends_with("ssh/lock")
+            || p.parent().is_some_and(|d| d.ends_with("locks"))
         {
             0o600
         } else {

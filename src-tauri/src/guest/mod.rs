@@ -1,12 +1,13 @@
 //! What a guest reads, written in pure Rust: the cloud-init NoCloud seed disk (this module) and,
 //! with the definitions issue, the app payload disk. The contract is docs/guest-contract.md.
 
+mod fatnames;
 mod isolation;
 mod payload;
 mod seed;
 
+pub use fatnames::package_names_problem;
 pub use isolation::{isolation_runcmd, Isolation};
-
 pub use payload::{
     hook_script, live_install_script, live_start_script, live_stop_script, payload_runcmd,
     write_payload_disk, PayloadError, PayloadSource, PAYLOAD_LABEL, PAYLOAD_MOUNT,

@@ -45,31 +45,110 @@ impl std::fmt::Debug for CaddyAdmin {
     }
 }
 
-impl CaddyAdmin {
-    pub fn new(admin: &str, route_id: &str) -> Result<Self, ValidationError> {
-        let shown = super::redact_credentials(admin);
-        let url = url::Url::parse(admin).map_err(|_| {
-            ValidationError::new(
-                "caddy-admin",
-                format!(
-                    "{} is not a URL like http://127.0.0.1:2019",
-                    quote_input(&shown)
-                ),
-            )
-        })?;
-        if url.scheme() != "http"
-            || url.host_str().is_none()
-            || url.path() != "/"
-            || url.query().is_some()
-        {
-            return Err(ValidationError::new(
-                "caddy-admin",
-                format!(
-                    "{} must be http://HOST:PORT (Caddy's admin endpoint, no path)",
-                    quote_input(&shown)
-                ),
-            ));
+/// Percent-encodes every byte but `A-Z a-z 0-9 - . _ ~` (RFC 3986's unreserved characters).
+fn encode_userinfo(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 3);
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
         }
+    }
+    out
+}
+
+/// An admin URL as Flotilla stores and uses it: `http://[user[:password]@]HOST:PORT`, parsed
+/// the way reqwest reads it, with the user name and password percent-encoded in full (every
+/// byte but `A-Z a-z 0-9 - . _ ~`) and no trailing slash. reqwest decodes them again for
+/// basic authentication, so the password Caddy receives is unchanged; written this way it
+/// holds no space, quote, `@`, `:`, `/` or `#`, so wherever the URL is shown its password is
+/// found and masked. A URL with control characters (the parser would drop tabs and newlines
+/// silently), a path, a query or a fragment, or credentials that are not UTF-8 once decoded
+/// (reqwest would send none) is refused; no error shows the password.
+pub fn canonical_admin(admin: &str) -> Result<String, ValidationError> {
+    let shown = || quote_input(&super::redact_credentials(admin));
+    let bad = |why: String| ValidationError::new("caddy-admin", why);
+    if admin.chars().any(char::is_control) {
+        return Err(bad(format!(
+            "{} contains control characters (tab, newline, …); type the URL again, \
+             percent-encoding such characters in the password",
+            shown()
+        )));
+    }
+    let mut url = url::Url::parse(admin).map_err(|e| {
+        bad(format!(
+            "{} is not a URL like http://127.0.0.1:2019 ({e}); a password with / # ? or \\ \
+             must be percent-encoded (%2F %23 %3F %5C)",
+            shown()
+        ))
+    })?;
+    if url.scheme() != "http"
+        || url.host_str().is_none()
+        || url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(bad(format!(
+            "{} must be http://HOST:PORT (Caddy's admin endpoint, no path)",
+            shown()
+        )));
+    }
+    let user = percent_decode(url.username());
+    let password = url.password().map(percent_decode);
+    let utf8 = std::str::from_utf8(&user).is_ok()
+        && password
+            .as_deref()
+            .is_none_or(|p| std::str::from_utf8(p).is_ok());
+    if !utf8 {
+        return Err(bad(format!(
+            "the user name or password of {} is not UTF-8 text once percent-decoded",
+            shown()
+        )));
+    }
+    let (user, password) = (
+        encode_userinfo(&user),
+        password.map(|p| encode_userinfo(&p)),
+    );
+    let unset = || bad(format!("{} cannot carry a user name or password", shown()));
+    url.set_username(&user).map_err(|()| unset())?;
+    url.set_password(password.as_deref())
+        .map_err(|()| unset())?;
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// `%XX` sequences decoded, anything else kept as it is (what reqwest does with a URL's
+/// user name and password before sending them).
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| char::from(c).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(0));
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+impl CaddyAdmin {
+    /// `admin` is canonicalized ([`canonical_admin`]); one stored by an older build as typed
+    /// is read the same way.
+    pub fn new(admin: &str, route_id: &str) -> Result<Self, ValidationError> {
+        let admin = canonical_admin(admin)?;
+        let shown = super::redact_credentials(&admin);
         super::check_name("route id", route_id)
             .map_err(|e| ValidationError::new("caddy-route-id", e.to_string()))?;
         // Caddy reloads its config on every change and closes idle connections then: no
@@ -80,8 +159,8 @@ impl CaddyAdmin {
             .build()
             .map_err(|e| ValidationError::new("caddy-admin", e.to_string()))?;
         Ok(Self {
-            admin: admin.trim_end_matches('/').to_owned(),
-            shown: shown.trim_end_matches('/').to_owned(),
+            admin,
+            shown,
             route_id: route_id.to_owned(),
             client,
             writing: std::sync::Arc::new(tokio::sync::Mutex::new(())),
@@ -362,6 +441,72 @@ mod tests {
             ("http://127.0.0.1:2019", "x\nGET /"),
         ] {
             assert!(CaddyAdmin::new(admin, id).is_err(), "{admin} {id}");
+        }
+    }
+
+    #[test]
+    fn admin_urls_are_stored_with_their_credentials_percent_encoded_in_full() {
+        for (typed, stored) in [
+            ("http://127.0.0.1:2019/", "http://127.0.0.1:2019"),
+            (
+                "http://admin:pw@127.0.0.1:2019",
+                "http://admin:pw@127.0.0.1:2019",
+            ),
+            ("http://admin:p w@h:1", "http://admin:p%20w@h:1"),
+            (
+                "http://admin:p\"'<>`@h:1",
+                "http://admin:p%22%27%3C%3E%60@h:1",
+            ),
+            ("http://admin:p@ss@h:1", "http://admin:p%40ss@h:1"),
+            ("http://admin:a:b@h:1", "http://admin:a%3Ab@h:1"),
+            ("http://admin:50%zz%@h:1", "http://admin:50%25zz%25@h:1"),
+            ("http://admin:%2F%23x@h:1", "http://admin:%2F%23x@h:1"),
+            ("http://ad min:\u{fc}@h:1", "http://ad%20min:%C3%BC@h:1"),
+        ] {
+            let c = canonical_admin(typed).unwrap();
+            assert_eq!(c, stored, "{typed}");
+            // The same password reaches reqwest: the stored form decodes to the typed one.
+            let (t, s) = (
+                url::Url::parse(typed).unwrap(),
+                url::Url::parse(&c).unwrap(),
+            );
+            assert_eq!(
+                percent_decode(t.password().unwrap_or("")),
+                percent_decode(s.password().unwrap_or("")),
+                "{typed}"
+            );
+            assert_eq!(canonical_admin(&c).unwrap(), c, "stable: {c}");
+        }
+        for (bad, why) in [
+            ("http://admin:s3 c\tret@h:1", "control characters"),
+            ("http://admin:s3/cret@h:1", "percent-encoded"),
+            ("http://admin:s3#cret@h:1", "percent-encoded"),
+            ("http://admin:s3cret@h:1/#x", "no path"),
+            ("http://admin:%FFs3cret@h:1", "not UTF-8"),
+        ] {
+            let e = canonical_admin(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(!e.contains("s3") && !e.contains("cret"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_endpoint_is_redacted_whole_whatever_its_password_holds() {
+        use crate::lb::redact_credentials as r;
+        for (value, shown) in [
+            ("http://admin:pw@h:1", "http://admin:***@h:1"),
+            ("http://admin:p w\"x'@h:1", "http://admin:***@h:1"),
+            ("http://admin:p@s:s/#?@h:1", "http://admin:***@h:1"),
+            ("https://admin:a b@", "https://admin:***@"),
+            ("admin:a b@h:1", "admin:***@h:1"),
+            ("tcp:admin:a b@h:1", "tcp:admin:***@h:1"),
+            ("http://admin@h:1", "http://admin@h:1"),
+            ("http://h:1", "http://h:1"),
+            ("unix:/run/a@b:c", "unix:/run/a@b:c"),
+            ("tcp:10.0.0.1:9999", "tcp:10.0.0.1:9999"),
+            ("", ""),
+        ] {
+            assert_eq!(r(value), shown, "{value}");
         }
     }
 

@@ -223,11 +223,34 @@ pub fn check_name(what: &'static str, value: &str) -> Result<(), LbError> {
     }
 }
 
-/// `endpoint` as it may be shown, printed, journaled or audited: the password of a
-/// `user:pass@` part is replaced by `***` (`http://admin:***@10.0.0.5:2019`). Works on text that
-/// is not a valid URL too (a refused input is quoted in its error message).
+/// `endpoint` — one endpoint value, as typed or stored — as it may be shown, printed,
+/// journaled or audited: the password of a `user:pass@` part is replaced by `***`
+/// (`http://admin:***@10.0.0.5:2019`). The value is read as a whole, not as free text: the
+/// user name ends at the first `:` after `scheme://` (or after `tcp:`, or at the start of a
+/// bare `user:pass@host`), and the password runs to the **last** `@` of the value, so a
+/// password with spaces, quotes, `@`, `:`, `/`, `#` or `%` — raw or percent-encoded — is
+/// masked whole, also in input that is not a valid URL (a refused input is quoted in its
+/// error). A HAProxy socket path (`unix:…`) holds no credentials and is shown as it is.
 pub fn redact_credentials(endpoint: &str) -> String {
-    crate::model::redact(endpoint).into_owned()
+    if endpoint.starts_with("unix:") && !endpoint.contains("://") {
+        return endpoint.to_owned();
+    }
+    let start = match endpoint.find("://") {
+        Some(i) => i + 3,
+        None if endpoint.starts_with("tcp:") => 4,
+        None => 0,
+    };
+    let rest = &endpoint[start..];
+    let masked = rest.rfind('@').and_then(|at| {
+        let colon = rest[..at].find(':')?;
+        Some(format!(
+            "{}{}:***{}",
+            &endpoint[..start],
+            &rest[..colon],
+            &rest[at..]
+        ))
+    });
+    masked.unwrap_or_else(|| endpoint.to_owned())
 }
 
 /// A load balancer: pools of members.

@@ -504,17 +504,22 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Makes a finished file read-only (0400, its owner's) and moves it to its final name (which must not exist: a
-/// library file is never overwritten).
+/// library file is never overwritten). The move is a hard link (which fails when the name
+/// exists, in one step: no window between a check and a rename that would replace another
+/// process's file) and the removal of the partial name.
 pub fn seal_into_place(partial: &Path, dest: &Path) -> Result<(), LibraryError> {
     let write_err = |source| LibraryError::Write {
         path: dest.to_owned(),
         source,
     };
-    if dest.exists() {
-        return Err(write_err(std::io::Error::new(
+    let exists = || {
+        write_err(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
             "a library file with this name exists; library files are never overwritten",
-        )));
+        ))
+    };
+    if dest.exists() {
+        return Err(exists());
     }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(
@@ -522,7 +527,56 @@ pub fn seal_into_place(partial: &Path, dest: &Path) -> Result<(), LibraryError> 
         std::fs::Permissions::from_mode(crate::files::READ_ONLY_MODE),
     )
     .map_err(write_err)?;
-    std::fs::rename(partial, dest).map_err(write_err)
+    match std::fs::hard_link(partial, dest) {
+        Ok(()) => std::fs::remove_file(partial).map_err(write_err),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
+        Err(e) => Err(write_err(e)),
+    }
+}
+
+/// The lock of one image name in the library, held until dropped.
+#[derive(Debug)]
+pub struct ImageLock {
+    _file: std::fs::File,
+}
+
+/// Takes the lock of `image` across processes (`flock` on `<data dir>/locks/image.NAME`,
+/// outside the library so that a refused import leaves the library as it was), waiting for
+/// the process that holds it; `waiting` is called once if it has to wait. Imports and
+/// captures of one image name choose their version number, write its files and record it
+/// under this lock, one after the other: two at once would take the same number, and one
+/// would replace or delete the other's file after it was recorded. A lock dies with its
+/// process.
+pub fn lock_image(
+    data_dir: &Path,
+    image: &str,
+    waiting: &dyn Fn(),
+) -> Result<ImageLock, LibraryError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = data_dir.join("locks");
+    let path = dir.join(format!("image.{image}"));
+    let err = |source| LibraryError::Write {
+        path: path.clone(),
+        source,
+    };
+    crate::files::private_dir_all(&dir).map_err(err)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(err)?;
+    match fs4::FileExt::try_lock(&file) {
+        Ok(()) => {}
+        Err(fs4::TryLockError::WouldBlock) => {
+            waiting();
+            // fs4 (flock), not std's File::lock: that needs Rust 1.89, the MSRV is 1.85.
+            fs4::FileExt::lock(&file).map_err(err)?;
+        }
+        Err(fs4::TryLockError::Error(e)) => return Err(err(e)),
+    }
+    Ok(ImageLock { _file: file })
 }
 
 /// Removes `.partial` files and directories an interrupted operation left in `dir`.

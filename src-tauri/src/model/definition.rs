@@ -14,6 +14,10 @@ use toml::Spanned;
 pub const FILE_NAME: &str = "definition.toml";
 /// The largest definition file: 1 MiB.
 pub const MAX_FILE_BYTES: usize = 1 << 20;
+/// The most packages a definition lists. The payload disk's writer (fatfs) scans the folder
+/// for every file it makes and again for every 8.3 short name already taken: 500 files with
+/// names alike took 9 s, 1,000 over six minutes. More files travel as one archive.
+pub const MAX_PACKAGES: usize = 256;
 
 /// The annotated example: what `def create` writes and docs/definition-file.md shows.
 pub const EXAMPLE: &str = include_str!("definition_example.toml");
@@ -114,6 +118,46 @@ pub struct Resources {
     pub cpus: Option<Spanned<u32>>,
     pub memory_mib: Option<Spanned<u64>>,
     pub disk_gib: Option<Spanned<u32>>,
+}
+
+/// The most text the `[[config]]` files of one server render to, together: 32 KiB. They
+/// travel in the server's cloud-init seed, whose `user-data` holds at most 64 KiB
+/// (`guest/seed.rs`), base64-encoded (32 KiB become 43 KiB) beside the commands that write
+/// them and Flotilla's own lines (mounting the payload, the per-boot script); a live update
+/// sends the same commands through the guest agent.
+pub const MAX_CONFIG_BYTES: usize = 32 * 1024;
+
+/// The longest value a template variable can have for any server: names are DNS labels of at
+/// most 63 characters, addresses dotted IPv4, numbers at most ten digits.
+fn variable_max_len(name: &str, env: &BTreeMap<Spanned<String>, Spanned<String>>) -> u64 {
+    let len = match name {
+        "hostname" | "unit" => 63,
+        "address" => 15,
+        "port" => 5,
+        "unit_version" | "server_index" => 10,
+        other => other
+            .strip_prefix("env.")
+            .and_then(|n| env.iter().find(|(k, _)| k.get_ref() == n))
+            .map_or(0, |(_, v)| v.get_ref().len()),
+    };
+    len as u64
+}
+
+/// The most bytes `template` renders to for any server (its text plus the longest value of
+/// each variable, for every time it is used), counted without rendering anything.
+fn rendered_max(template: &str, env: &BTreeMap<Spanned<String>, Spanned<String>>) -> u64 {
+    let mut total = 0u64;
+    let mut rest = template;
+    while let Some(i) = rest.find("{{") {
+        total = total.saturating_add(i as u64);
+        let after = &rest[i + 2..];
+        let Some(j) = after.find("}}") else {
+            return total.saturating_add(rest.len() as u64 - i as u64);
+        };
+        total = total.saturating_add(variable_max_len(after[..j].trim(), env));
+        rest = &after[j + 2..];
+    }
+    total.saturating_add(rest.len() as u64)
 }
 
 /// Variables a configuration template may use (besides `env.NAME`).
@@ -256,13 +300,24 @@ pub fn package_name_problem(name: &str) -> Option<String> {
             q()
         ));
     }
+    if let Some(c) = name.chars().find(|c| u32::from(*c) > 0xFFFF) {
+        return Some(format!(
+            "{} contains {c:?} (U+{:04X}), outside the Basic Multilingual Plane: FAT long \
+             names are UCS-2, so the payload disk cannot hold it",
+            q(),
+            u32::from(c)
+        ));
+    }
     None
 }
 
-/// The key under which package names collide on the payload disk: FAT does not tell
-/// `App.tar.gz` from `app.tar.gz`.
-pub fn package_name_key(name: &str) -> String {
-    name.to_lowercase()
+/// Whether two package names are one file on the payload disk as far as their case goes:
+/// equal in full Unicode upper case (how `fatfs`, which writes the disk, compares them:
+/// `ß.txt` and `SS.txt`, `ς` and `σ`) or in lower case (`K`, the Kelvin sign, and `k`). Linux's
+/// vfat folds ASCII only and Windows FAT simple upper case: both are covered.
+pub fn package_names_collide(a: &str, b: &str) -> bool {
+    let upper = |s: &str| s.chars().flat_map(char::to_uppercase).collect::<String>();
+    upper(a) == upper(b) || a.to_lowercase() == b.to_lowercase()
 }
 
 fn template_variables(template: &str) -> Vec<String> {
@@ -414,6 +469,10 @@ pub fn parse_definition(file: &str, text: &str) -> Result<Definition, Vec<Defini
         }
     }
     let mut paths = std::collections::BTreeSet::new();
+    // What the config files render to at most, together, so far: refused past the limit
+    // before anything is rendered (a variable used a million times would be gigabytes).
+    let mut rendered_total = 0u64;
+    let mut over_limit = false;
     for cf in &def.config {
         let p = cf.path.get_ref();
         if let Some(problem) = config_path_problem(p) {
@@ -445,25 +504,63 @@ pub fn parse_definition(file: &str, text: &str) -> Result<Definition, Vec<Defini
                 c.at(mode.span(), format!("config.mode: {problem}"));
             }
         }
+        let most = rendered_max(cf.template.get_ref(), &def.env);
+        rendered_total = rendered_total.saturating_add(most);
+        if !over_limit && rendered_total > MAX_CONFIG_BYTES as u64 {
+            over_limit = true;
+            let before = rendered_total - most;
+            let with = if before > 0 {
+                format!(", {before} bytes with the config files before it")
+            } else {
+                String::new()
+            };
+            c.at(
+                cf.template.span(),
+                format!(
+                    "config.template of {}: renders to up to {most} bytes for a server{with}; \
+                     the config files of a definition render to at most {MAX_CONFIG_BYTES} \
+                     bytes (32 KiB) together: they travel base64-encoded in the server's \
+                     64 KiB cloud-init seed. Put large files into a package instead",
+                    super::quote_input(cf.path.get_ref()),
+                ),
+            );
+        }
     }
-    let mut names = BTreeMap::new();
+    if let Some(p) = def.packages.get(MAX_PACKAGES) {
+        c.at(
+            p.file.span(),
+            format!(
+                "packages: {} packages; a definition holds at most {MAX_PACKAGES} (the payload \
+                 disk's folder); pack more files into an archive",
+                def.packages.len()
+            ),
+        );
+    }
+    let mut names: Vec<&String> = Vec::new();
     for p in &def.packages {
         let file = p.file.get_ref();
         if let Some(problem) = package_name_problem(file) {
             c.at(p.file.span(), format!("packages.file: {problem}"));
-        } else if let Some(first) = names.insert(package_name_key(file), file.clone()) {
-            let how = if &first == file {
+        } else if let Some(first) = names
+            .iter()
+            .find(|n| package_names_collide(n, file))
+            .copied()
+        {
+            let how = if first == file {
                 "listed twice".to_owned()
             } else {
                 format!(
-                    "the same file as {} on the payload disk, whose names ignore case",
-                    super::quote_input(&first)
+                    "the same file as {} on the payload disk, whose names ignore case \
+                     (in Unicode: ß is SS, ς is Σ)",
+                    super::quote_input(first)
                 )
             };
             c.at(
                 p.file.span(),
                 format!("packages.file {}: {how}", super::quote_input(file)),
             );
+        } else {
+            names.push(file);
         }
         let sum = p.sha256.get_ref();
         if sum.len() != 64
@@ -500,23 +597,36 @@ pub fn parse_definition(file: &str, text: &str) -> Result<Definition, Vec<Defini
     }
 }
 
-/// Renders a configuration template for one server. Unknown variables are refused (parsing
-/// already checked them, so this fails only for a definition that was never parsed).
-pub fn render_template(template: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
-    let mut out = String::with_capacity(template.len());
+/// Renders a configuration template for one server, to at most `limit` bytes: past it the
+/// rendering stops (nothing larger is ever held) and is refused. Unknown variables are
+/// refused (parsing already checked them and the size, so this fails only for a definition
+/// that was never parsed).
+pub fn render_template(
+    template: &str,
+    vars: &BTreeMap<String, String>,
+    limit: usize,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len().min(limit));
+    let push = |out: &mut String, piece: &str| {
+        if out.len().saturating_add(piece.len()) > limit {
+            return Err(format!("renders to more than {limit} bytes"));
+        }
+        out.push_str(piece);
+        Ok(())
+    };
     let mut rest = template;
     while let Some(i) = rest.find("{{") {
-        out.push_str(&rest[..i]);
+        push(&mut out, &rest[..i])?;
         let after = &rest[i + 2..];
         let j = after.find("}}").ok_or("a '{{' without '}}'")?;
         let name = after[..j].trim();
-        out.push_str(
-            vars.get(name)
-                .ok_or_else(|| format!("unknown variable {name:?}"))?,
-        );
+        let value = vars
+            .get(name)
+            .ok_or_else(|| format!("unknown variable {name:?}"))?;
+        push(&mut out, value)?;
         rest = &after[j + 2..];
     }
-    out.push_str(rest);
+    push(&mut out, rest)?;
     Ok(out)
 }
 
@@ -721,6 +831,9 @@ mod tests {
             ("trailing ", "drops"),
             (&"x".repeat(256), "255 bytes"),
             (&"デ".repeat(86), "255 bytes"),
+            ("app-\u{1F600}.tar.gz", "Basic Multilingual Plane"),
+            ("\u{10000}", "U+10000"),
+            ("\u{10FFFF}x", "UCS-2"),
         ] {
             let problem = package_name_problem(bad).unwrap_or_else(|| panic!("{bad:?} passed"));
             assert!(problem.contains(why), "{bad:?}: {problem}");
@@ -732,7 +845,7 @@ mod tests {
         let mut text = EXAMPLE.to_owned();
         for f in files {
             text.push_str(&format!(
-                "\n[[packages]]\nfile = {f:?}\nsha256 = \"{}\"\nsize = 1\n",
+                "\n[[packages]]\nfile = \"{f}\"\nsha256 = \"{}\"\nsize = 1\n",
                 "a".repeat(64)
             ));
         }
@@ -758,11 +871,103 @@ mod tests {
         assert!(e[0].contains("listed twice"), "{e:?}");
         let e = errors(&with_packages(&["Ä.bin", "ä.bin"]));
         assert!(e[0].contains("ignore case"), "{e:?}");
+        // As fatfs compares them (full Unicode upper case), and as lower case does.
+        for pair in [
+            ["ß.txt", "SS.txt"],
+            ["straße.conf", "STRASSE.conf"],
+            ["σ.conf", "ς.conf"],
+            ["ǅ.txt", "ǆ.txt"],
+            ["\u{212A}.bin", "k.bin"],
+        ] {
+            let e = errors(&with_packages(&pair));
+            assert!(
+                e.len() == 1 && e[0].contains("ignore case"),
+                "{pair:?}: {e:?}"
+            );
+        }
+        parse_definition(
+            "d",
+            &with_packages(&["é.txt", "e\u{301}.txt", "ss.txt", "s.txt"]),
+        )
+        .unwrap();
+        let many: Vec<String> = (0..=MAX_PACKAGES).map(|i| format!("p{i}.bin")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let e = errors(&with_packages(&refs));
+        assert!(
+            e.len() == 1 && e[0].contains("257 packages") && e[0].contains("at most 256"),
+            "{e:?}"
+        );
+        parse_definition("d", &with_packages(&refs[..MAX_PACKAGES])).unwrap();
         let e = errors(&with_packages(&["con:1"]));
         assert!(
             e[0].contains("packages.file") && e[0].contains("FAT"),
             "{e:?}"
         );
+    }
+
+    /// `EXAMPLE` with its `[env]` and `[[config]]` replaced.
+    fn with_config(env: &str, configs: &[(&str, &str)]) -> String {
+        let start = EXAMPLE.find("[env]").unwrap();
+        let end = EXAMPLE.find("[resources]").unwrap();
+        let mut text = format!("{}[env]\n{env}\n", &EXAMPLE[..start]);
+        for (path, template) in configs {
+            text.push_str(&format!(
+                "[[config]]\npath = \"{path}\"\ntemplate = '''{template}'''\n"
+            ));
+        }
+        text.push_str(&EXAMPLE[end..]);
+        text
+    }
+
+    #[test]
+    fn templates_that_could_render_too_much_are_refused_before_rendering() {
+        let big = format!("BIG = \"{}\"", "x".repeat(64 * 1024));
+        let gigabytes = "{{ env.BIG }}".repeat(70_000);
+        let hostnames = "{{hostname}}".repeat(80_000);
+        let half = "y".repeat(MAX_CONFIG_BYTES / 2);
+        for (env, configs, path, most) in [
+            (
+                &big[..],
+                vec![("/etc/a.conf", &gigabytes[..])],
+                "/etc/a.conf",
+                70_000u64 * 65_536,
+            ),
+            (
+                "",
+                vec![("/etc/h.conf", &hostnames[..])],
+                "/etc/h.conf",
+                80_000 * 63,
+            ),
+            (
+                "",
+                vec![
+                    ("/etc/1", &half[..]),
+                    ("/etc/2", "{{address}}"),
+                    ("/etc/3", &half[..]),
+                ],
+                "/etc/3",
+                16_384,
+            ),
+        ] {
+            let began = std::time::Instant::now();
+            let e = errors(&with_config(env, &configs));
+            assert!(
+                began.elapsed() < std::time::Duration::from_secs(5),
+                "nothing is rendered"
+            );
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert!(
+                e[0].contains(&format!(
+                    "config.template of \"{path}\": renders to up to {most} bytes"
+                )) && e[0].contains("at most 32768 bytes"),
+                "{e:?}"
+            );
+        }
+        // Up to the limit, with the longest values the variables can take: accepted.
+        let fits = format!("{}{{{{ hostname }}}}", "z".repeat(MAX_CONFIG_BYTES - 63));
+        parse_definition("d", &with_config("", &[("/etc/f", &fits)])).unwrap();
+        let over = format!("{}{{{{ hostname }}}}", "z".repeat(MAX_CONFIG_BYTES - 62));
+        assert_eq!(errors(&with_config("", &[("/etc/f", &over)])).len(), 1);
     }
 
     #[test]
@@ -771,10 +976,18 @@ mod tests {
         vars.insert("hostname".to_string(), "web-1".to_string());
         vars.insert("port".to_string(), "8080".to_string());
         assert_eq!(
-            render_template("listen {{port}} on {{ hostname }}\n", &vars).unwrap(),
+            render_template("listen {{port}} on {{ hostname }}\n", &vars, 100).unwrap(),
             "listen 8080 on web-1\n"
         );
-        assert!(render_template("{{ nope }}", &vars).is_err());
-        assert!(render_template("{{ port", &vars).is_err());
+        assert!(render_template("{{ nope }}", &vars, 100).is_err());
+        assert!(render_template("{{ port", &vars, 100).is_err());
+        // The limit: exactly reached is fine, one byte more is refused; a template that would
+        // be gigabytes stops at the limit.
+        assert_eq!(render_template("{{port}}", &vars, 4).unwrap(), "8080");
+        assert!(render_template("{{port}}!", &vars, 4).is_err());
+        let huge = BTreeMap::from([("env.BIG".to_owned(), "x".repeat(64 * 1024))]);
+        let many = "{{ env.BIG }}".repeat(90_000);
+        let e = render_template(&many, &huge, MAX_CONFIG_BYTES).unwrap_err();
+        assert!(e.contains("more than 32768 bytes"), "{e}");
     }
 }

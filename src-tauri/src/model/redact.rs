@@ -9,6 +9,10 @@ use std::borrow::Cow;
 /// and the last `@` before it ends the user part (a password may hold `@`). Text without
 /// `://` and without white space is taken as a bare endpoint, whose authority ends at the
 /// first `/`, `?` or `#`. A URL whose path holds `@` may be masked more than needed, never less.
+/// Free text cannot tell where a raw password with white space or quotes ends: Flotilla never
+/// writes one — load-balancer URLs are stored with their credentials percent-encoded
+/// (`lb::caddy::canonical_admin`) and a single endpoint value is masked whole by
+/// `lb::redact_credentials`.
 pub fn redact(text: &str) -> Cow<'_, str> {
     if !text.contains('@') {
         return Cow::Borrowed(text);

@@ -872,6 +872,9 @@ impl Engine {
                     })
                 })
                 .await?;
+                // Until the version is recorded: an import of this name in any process waits
+                // (it would take the same version number).
+                let _lock = self.image_lock(&b.image, &progress).await?;
                 let dir = self.library.join(b.image.as_str());
                 crate::files::private_dir_all(&dir).map_err(|source| {
                     library::LibraryError::Write {

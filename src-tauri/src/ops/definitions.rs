@@ -12,7 +12,7 @@ use super::{Engine, OpError};
 use crate::inventory::{DefinitionVersion, InventoryError};
 use crate::library::{self, LibraryError};
 use crate::model::definition::{
-    self, package_name_key, package_name_problem, Definition, DefinitionError,
+    self, package_name_problem, package_names_collide, Definition, DefinitionError,
 };
 use crate::model::{HostName, ValidationError};
 use serde::Serialize;
@@ -259,6 +259,23 @@ fn copy_hashed(src: &Path, dest: &Path, progress: &ProgressFn) -> Result<(String
     Ok((library::hex(&hasher.finalize()), done))
 }
 
+/// The package names a definition text lists, in order (none when it is not TOML: the full
+/// check reports that).
+fn listed_packages(text: &str) -> Vec<String> {
+    let Ok(v) = toml::from_str::<toml::Value>(text) else {
+        return Vec::new();
+    };
+    v.get("packages")
+        .and_then(toml::Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|p| p.get("file").and_then(toml::Value::as_str))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Appends `[[packages]]` entries, keeping the rest of the file (comments too) as it is.
 fn with_packages_added(text: &str, added: &[PackageView]) -> Result<String, OpError> {
     let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
@@ -398,6 +415,27 @@ impl Engine {
         change: &str,
         progress: &ProgressFn,
     ) -> Result<DefinitionVersion, OpError> {
+        // Before any file is copied: the names must come through the payload disk as
+        // themselves, in the order it is written (`guest::package_names_problem`).
+        let mut listed = listed_packages(text);
+        listed.extend(new_files.iter().map(|f| f.file.clone()));
+        let listed: Vec<&str> = listed.iter().map(String::as_str).collect();
+        // Too many packages, a name that is wrong on its own, or two that differ only in case
+        // are reported by the definition's own check below, at their line in the text.
+        let each_fine = listed.len() <= definition::MAX_PACKAGES
+            && listed.iter().enumerate().all(|(i, n)| {
+                package_name_problem(n).is_none()
+                    && !listed[..i].iter().any(|m| package_names_collide(m, n))
+            });
+        if each_fine {
+            if let Some(problem) = crate::guest::package_names_problem(&listed) {
+                return Err(ValidationError::new(
+                    "packages",
+                    format!("{problem}; nothing was recorded"),
+                )
+                .into());
+            }
+        }
         let root = self.definitions_root().join(name);
         crate::files::private_dir_all(&root).map_err(write_err(&root))?;
         library::remove_partials(&root);
@@ -645,13 +683,12 @@ impl Engine {
             let mut new_files = Vec::new();
             for f in files {
                 let file = check_package_source(f)?;
-                let key = package_name_key(&file);
                 let taken = current
                     .packages
                     .iter()
                     .map(|p| &p.file)
                     .chain(new_files.iter().map(|n: &NewFile| &n.file))
-                    .find(|n| package_name_key(n) == key);
+                    .find(|n| package_names_collide(n, &file));
                 match taken {
                     Some(same) if *same == file => {
                         return Err(ValidationError::new(
@@ -665,7 +702,8 @@ impl Engine {
                             "packages",
                             format!(
                                 "{file} is the same file as the package {other} on the payload \
-                                 disk, whose names ignore case; rename it, or remove {other} first"
+                                 disk, whose names ignore case (in Unicode: ß is SS, ς is Σ); \
+                                 rename it, or remove {other} first"
                             ),
                         )
                         .into())
@@ -885,6 +923,15 @@ impl Engine {
                 format!("flotilla/hooks/{hook}"),
                 PayloadSource::Bytes(hook_script(text.get_ref(), &env).into_bytes()),
             ));
+        }
+        // A version recorded before the names were checked as the disk stores them.
+        let names: Vec<&str> = view.packages.iter().map(|p| p.file.as_str()).collect();
+        if let Some(problem) = crate::guest::package_names_problem(&names) {
+            return Err(ValidationError::new(
+                "payload",
+                format!("{n} v{version}: {problem}; save a version with the package renamed"),
+            )
+            .into());
         }
         for p in &view.packages {
             files.push((

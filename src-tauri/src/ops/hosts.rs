@@ -71,6 +71,7 @@ pub struct HostKeyInfo {
     pub fingerprint: String,
     pub state: HostKeyState,
     /// For a changed key: the fingerprint Flotilla trusts.
+    // (A key marked `@revoked` is shown as changed; this then says why no key is trusted.)
     pub trusted: Option<String>,
     /// Flotilla's known-hosts file.
     pub known_hosts: String,
@@ -105,6 +106,11 @@ impl Engine {
             crate::hostkeys::KeyCheck::Changed {
                 presented, trusted, ..
             } => (HostKeyState::Changed, presented, Some(trusted.to_string())),
+            // Refused like a changed key (never offered for confirmation).
+            crate::hostkeys::KeyCheck::Revoked { presented, line } => {
+                let why = format!("none: the key presented is marked @revoked on line {line}");
+                (HostKeyState::Changed, presented, Some(why))
+            }
         };
         Ok(Some(HostKeyInfo {
             host: target.known_hosts_name(),

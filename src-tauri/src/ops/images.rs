@@ -139,6 +139,9 @@ impl Engine {
                 .into());
             }
         }
+        // Held until the version is recorded (or its files removed): another import or
+        // capture of this name, in any process, waits (`library::lock_image`).
+        let _lock = self.image_lock(&image, &progress).await?;
         let version = self.inventory.image_next_version(&image)?;
         let dir = self.library.join(image.as_str());
         let (req, library_root) = (req.clone(), self.library.clone());
@@ -246,6 +249,39 @@ impl Engine {
                 Err(e.into())
             }
         }
+    }
+
+    /// The library's lock of `image` (see [`library::lock_image`]), taken off the runtime;
+    /// while another process holds it, `progress` says so.
+    pub(super) async fn image_lock(
+        &self,
+        image: &ImageName,
+        progress: &ProgressFn,
+    ) -> Result<library::ImageLock, OpError> {
+        let (data, name, p) = (
+            self.data_dir().to_owned(),
+            image.to_string(),
+            progress.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            library::lock_image(&data, &name, &|| {
+                phase(
+                    &p,
+                    "waiting for another import or capture of this image",
+                    0,
+                    1,
+                )
+            })
+        })
+        .await
+        .map_err(|e| {
+            OpError::Library(library::LibraryError::QemuImg {
+                what: "import",
+                path: PathBuf::new(),
+                message: format!("the lock task failed: {e}"),
+            })
+        })?
+        .map_err(OpError::from)
     }
 
     pub fn image_list(&self) -> Result<Vec<ImageVersion>, OpError> {

@@ -243,8 +243,11 @@ impl Engine {
                 ("haproxy", format!("tcp:{a}"), String::new())
             }
             LbTarget::Caddy { admin, route_id } => {
-                CaddyAdmin::new(admin.trim(), route_id.trim())?;
-                ("caddy", admin.trim().to_owned(), route_id.trim().to_owned())
+                // Stored as used: credentials percent-encoded in full, so that every place
+                // that shows the URL finds and masks the password (`canonical_admin`).
+                let admin = crate::lb::caddy::canonical_admin(admin.trim())?;
+                CaddyAdmin::new(&admin, route_id.trim())?;
+                ("caddy", admin, route_id.trim().to_owned())
             }
         };
         let lb = LbInstance {

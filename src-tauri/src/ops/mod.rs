@@ -151,7 +151,7 @@ impl From<&OpError> for ApiError {
                 let code = match e {
                     K::BadFingerprint { .. } | K::Mismatch { .. } => ErrorCode::InvalidInput,
                     K::Unknown { .. } => ErrorCode::HostKeyUnknown,
-                    K::Changed(_) => ErrorCode::HostKeyChanged,
+                    K::Changed(_) | K::Revoked(_) => ErrorCode::HostKeyChanged,
                     K::Scan { .. } => ErrorCode::Unreachable,
                     K::File { .. } => ErrorCode::Inventory,
                 };

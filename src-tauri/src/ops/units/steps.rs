@@ -1095,14 +1095,26 @@ impl Engine {
             vars.insert(format!("env.{}", k.get_ref()), v.get_ref().clone());
         }
         let mut out = Vec::new();
+        // The parser refused a definition that could render more; a second guard that never
+        // holds more than the limit (a version recorded before the limit existed).
+        let mut left = crate::model::definition::MAX_CONFIG_BYTES;
         for c in &def.config {
             let path = c.path.get_ref();
             // The parser refused such a path already; a second guard before it meets a shell.
             if let Some(problem) = crate::model::definition::config_path_problem(path) {
                 return Err(ValidationError::new("config", problem).into());
             }
-            let text = render_template(c.template.get_ref(), &vars)
-                .map_err(|e| ValidationError::new("config", format!("{path}: {e}")))?;
+            let text = render_template(c.template.get_ref(), &vars, left).map_err(|e| {
+                ValidationError::new(
+                    "config",
+                    format!(
+                        "{path}: {e}; the config files of a server render to at most {} bytes \
+                         together (they travel in its cloud-init seed)",
+                        crate::model::definition::MAX_CONFIG_BYTES
+                    ),
+                )
+            })?;
+            left -= text.len();
             let mode = c.mode.as_ref().map(|m| m.get_ref().as_str());
             out.push(config_file_command(path, &text, mode)?);
         }
