@@ -1,6 +1,7 @@
 //! Flotilla's engine: everything but the desktop shell. Builds and tests without Tauri
 //! (`cargo test -p flotilla --no-default-features`). See ARCHITECTURE.md for the layers.
 
+pub mod bmc;
 pub mod cli;
 #[cfg(feature = "desktop")]
 pub mod desktop;

@@ -178,6 +178,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("host_monitor, monitor_lease", host_monitor::CREATE),
     // A server re-created on another host has a new generation.
     ("servers: generation", servers::GENERATION),
+    // Issue 20: power fencing through the host's BMC (Redfish).
+    ("hosts: BMC", hosts::BMC),
 ];
 
 fn migrations() -> Migrations<'static> {

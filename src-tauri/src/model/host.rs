@@ -32,6 +32,10 @@ pub struct Host {
     /// and whether that record is current.
     #[serde(default)]
     pub monitor: HostMonitor,
+    /// The host's BMC, for power fencing over Redfish (`flotillactl host set --bmc`); never
+    /// its password.
+    #[serde(default)]
+    pub bmc: Option<super::BmcSettings>,
 }
 
 /// A host's liveness as the monitor sees it (`monitor::Fleet`). Management is the libvirt
