@@ -57,6 +57,9 @@ pub enum ErrorCode {
     HostKeyUnknown,
     /// The SSH host key of the host differs from the one trusted: refused.
     HostKeyChanged,
+    /// A host's BMC refused (user, password, role), has no such system, or answered with
+    /// something that is not usable Redfish.
+    BmcFailed,
     Internal,
 }
 
@@ -84,6 +87,7 @@ impl ErrorCode {
             Self::RolledBack => 17,
             Self::HostKeyUnknown => 18,
             Self::HostKeyChanged => 19,
+            Self::BmcFailed => 20,
         }
     }
 }

@@ -18,3 +18,4 @@ pub mod model;
 pub mod monitor;
 pub mod ops;
 pub mod plan;
+pub mod secrets;
