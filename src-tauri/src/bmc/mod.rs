@@ -8,6 +8,8 @@
 //! goes only into the `Authorization` header of requests to the configured BMC (same scheme,
 //! host and port; no redirects, no proxy) and into nothing else.
 
+mod tls;
+
 use crate::model::{BmcUrl, BmcUser, Secret, SystemId};
 use serde_json::Value;
 use std::fmt;
@@ -42,6 +44,8 @@ pub const MAX_CA_PEM: usize = 256 * 1024;
 pub enum BmcError {
     #[error("the BMC certificates are not usable: {reason}; give a PEM file with the BMC's certificate or the CA that signed it")]
     BadCa { reason: String },
+    #[error("cannot prepare a connection to a BMC: {reason}")]
+    Setup { reason: String },
     #[error("cannot reach the BMC {url}: {reason}")]
     Connect {
         url: String,
@@ -216,18 +220,12 @@ pub struct PowerOff {
 /// without a certificate, one larger than [`MAX_CA_PEM`], and certificates rustls cannot
 /// parse.
 pub fn check_ca(pem: &str) -> Result<usize, BmcError> {
-    let certs = ca_certs(pem)?;
-    let n = certs.len();
-    reqwest::Client::builder()
-        .tls_certs_only(certs)
-        .build()
-        .map_err(|e| BmcError::BadCa {
-            reason: format!("they cannot be used as trust anchors ({})", error_text(&e)),
-        })?;
-    Ok(n)
+    Ok(trust_of(pem)?.1)
 }
 
-fn ca_certs(pem: &str) -> Result<Vec<reqwest::Certificate>, BmcError> {
+/// The TLS configuration that trusts only the certificates in `pem` (see `tls.rs`), and
+/// how many there are.
+fn trust_of(pem: &str) -> Result<(rustls::ClientConfig, usize), BmcError> {
     if pem.len() > MAX_CA_PEM {
         return Err(BmcError::BadCa {
             reason: format!(
@@ -237,16 +235,13 @@ fn ca_certs(pem: &str) -> Result<Vec<reqwest::Certificate>, BmcError> {
             ),
         });
     }
-    let certs =
-        reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| BmcError::BadCa {
-            reason: format!("the PEM text cannot be read ({})", error_text(&e)),
-        })?;
-    if certs.is_empty() {
-        return Err(BmcError::BadCa {
-            reason: "there is no -----BEGIN CERTIFICATE----- block in it".into(),
-        });
-    }
-    Ok(certs)
+    let n = tls::certificates(pem)
+        .map_err(|reason| BmcError::BadCa { reason })?
+        .len();
+    let config = tls::PinnedOrCa::new(pem)
+        .and_then(tls::PinnedOrCa::client_config)
+        .map_err(|reason| BmcError::BadCa { reason })?;
+    Ok((config, n))
 }
 
 /// A Redfish client for one system of one BMC.
@@ -285,9 +280,9 @@ impl Redfish {
             // One request at a time, rarely: no pool to keep a BMC's few sessions busy.
             .pool_max_idle_per_host(0);
         if let Some(pem) = &target.ca_pem {
-            builder = builder.tls_certs_only(ca_certs(pem)?);
+            builder = builder.tls_backend_preconfigured(trust_of(pem)?.0);
         }
-        let client = builder.build().map_err(|e| BmcError::BadCa {
+        let client = builder.build().map_err(|e| BmcError::Setup {
             reason: error_text(&e),
         })?;
         Ok(Self {
@@ -664,16 +659,21 @@ impl Redfish {
     }
 }
 
+/// The rustls error in `err`, looking inside I/O errors (tokio-rustls wraps it in one, and
+/// the connector wraps that in another; `io::Error::source` skips what it wraps).
+fn rustls_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let inner = err.downcast_ref::<std::io::Error>()?.get_ref()?;
+    rustls_in(inner)
+}
+
 /// The certificate problem, when TLS refused the BMC's certificate.
 fn tls_refusal(e: &reqwest::Error) -> Option<String> {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = next {
-        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
-            err.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(tls) = tls {
+        if let Some(tls) = rustls_in(err) {
             return match tls {
                 rustls::Error::InvalidCertificate(reason) => Some(match reason {
                     rustls::CertificateError::UnknownIssuer => {
@@ -685,7 +685,15 @@ fn tls_refusal(e: &reqwest::Error) -> Option<String> {
                     }
                     rustls::CertificateError::Expired
                     | rustls::CertificateError::ExpiredContext { .. } => "it has expired".into(),
-                    other => format!("{other:?}").chars().take(120).collect(),
+                    rustls::CertificateError::Other(other) => {
+                        let what = format!("{other:?}");
+                        if what.contains("CaUsedAsEndEntity") {
+                            "it is a CA certificate used as the BMC's own, as self-signed BMC certificates often are".into()
+                        } else {
+                            clean(&what, 120)
+                        }
+                    }
+                    other => clean(&format!("{other:?}"), 120),
                 }),
                 _ => None,
             };

@@ -602,7 +602,7 @@ fn ca_files_are_checked() {
         ("hello".to_owned(), "no -----BEGIN CERTIFICATE-----"),
         (
             "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_owned(),
-            "trust anchors",
+            "cannot be used",
         ),
         (
             "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n".to_owned(),

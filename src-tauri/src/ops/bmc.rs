@@ -88,6 +88,12 @@ impl std::error::Error for BmcFailure {
 }
 
 impl BmcInput {
+    /// Checks the settings (not the password's presence) without storing or sending
+    /// anything: a front door refuses bad input before it changes anything else.
+    pub fn check(&self) -> Result<(), OpError> {
+        self.target().map(|_| ())
+    }
+
     /// The settings, validated; `ca_pem` is checked the way the client will use it.
     fn target(&self) -> Result<BmcTarget, OpError> {
         let ca_pem = self

@@ -164,6 +164,7 @@ impl From<&OpError> for ApiError {
                 use crate::bmc::BmcError as B;
                 let code = match &f.error {
                     B::BadCa { .. } => ErrorCode::InvalidInput,
+                    B::Setup { .. } => ErrorCode::Internal,
                     B::Connect { .. } | B::Tls { .. } => ErrorCode::Unreachable,
                     B::Timeout { .. } | B::StillOn { .. } => ErrorCode::Timeout,
                     B::Refused { .. }
