@@ -6,7 +6,7 @@
 //! field by field, text from the BMC is cut short and stripped of control characters before
 //! it reaches an error message. Every request has a connect and a total timeout. The password
 //! goes only into the `Authorization` header of requests to the configured BMC (same scheme,
-//! host and port; no redirects, no proxy) and into nothing else.
+//! host and port; redirects only there, no proxy) and into nothing else.
 
 mod tls;
 
@@ -272,9 +272,20 @@ impl Redfish {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(limits.connect)
             .timeout(limits.request)
-            // The password is only for this BMC: no redirect may take it elsewhere, and no
+            // The password is only for this BMC: a redirect is followed only on it (same
+            // scheme, host and port: sushy-tools sends a system's name to its UUID), and no
             // proxy from the environment sees the request.
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let same = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| first.origin() == attempt.url().origin());
+                if same && attempt.previous().len() <= 5 {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }))
             .no_proxy()
             .user_agent(concat!("flotilla/", env!("CARGO_PKG_VERSION")))
             // One request at a time, rarely: no pool to keep a BMC's few sessions busy.

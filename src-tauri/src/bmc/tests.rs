@@ -375,7 +375,30 @@ async fn redfish_error_messages_are_shown_cut_and_cleaned() {
 }
 
 #[tokio::test]
-async fn redirects_are_not_followed() {
+async fn a_redirect_on_the_same_bmc_is_followed() {
+    let bmc = fake(|s| {
+        if s.path == "/redfish/v1/Systems/by-name" {
+            Reply::Bytes(
+                b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /redfish/v1/Systems/1\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            )
+        } else {
+            json("200 OK", &system_json(r#""Off""#, ""))
+        }
+    })
+    .await;
+    let info = client(&bmc.url, "by-name").system().await.unwrap();
+    assert_eq!(info.power_state, PowerState::Off);
+    let seen = bmc.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen[1].head.contains("authorization: Basic"),
+        "{}",
+        seen[1].head
+    );
+}
+
+#[tokio::test]
+async fn redirects_elsewhere_are_not_followed() {
     let other = fake(|_| json("200 OK", &system_json(r#""Off""#, ""))).await;
     let to = format!("{}/redfish/v1/Systems/1", other.url);
     let bmc = fake(move |_| {

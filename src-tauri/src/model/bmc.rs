@@ -285,11 +285,9 @@ impl BmcUser {
     }
 }
 
-/// A password. It is never shown: `Debug` prints `***`, there is no `Display` or
-/// `Serialize`, and a refusal never quotes it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[cfg_attr(feature = "desktop", derive(specta::Type), specta(transparent))]
-#[serde(transparent)]
+/// A password. It is never shown: `Debug` prints `***`, there is no `Display`, `Serialize`
+/// or `Deserialize` (a front door parses what it receives), and a refusal never quotes it.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 /// Longest password accepted (characters).
