@@ -3,7 +3,7 @@
 //! `secrets.rs`; the recovery's `fence` step calls [`Engine::host_power_off`].
 
 use super::{Engine, OpError};
-use crate::bmc::{BmcError, BmcTarget, Limits, PowerState, Redfish};
+use crate::bmc::{BmcError, BmcTarget, Limits, Redfish};
 use crate::inventory::now_rfc3339;
 use crate::model::{
     BmcSettings, BmcUrl, BmcUser, Host, Secret, SecretPlace, SystemId, ValidationError,
@@ -323,11 +323,6 @@ async fn status_of(client: &Redfish, host: Option<&str>) -> Result<BmcStatus, Op
         reset_types: info.reset_types,
         password: None,
     })
-}
-
-/// Whether a BMC's word means the host is off (for the front doors' wording).
-pub fn is_off(state: &str) -> bool {
-    state == PowerState::Off.as_str()
 }
 
 #[cfg(test)]
