@@ -30,9 +30,32 @@ fn keyring() -> Keyring {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("bus");
     let bus = format!("unix:path={}", socket.display());
+    // A session bus without service activation: the distribution's session.conf would start
+    // a second gnome-keyring-daemon (locked, no --unlock) for the first client that asks
+    // before ours has claimed the name.
+    let config = dir.path().join("bus.conf");
+    std::fs::write(
+        &config,
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>{bus}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#
+        ),
+    )
+    .unwrap();
     let dbus = Command::new("dbus-daemon")
-        .args(["--config-file=/usr/share/dbus-1/session.conf", "--nofork"])
-        .arg(format!("--address={bus}"))
+        .arg(format!("--config-file={}", config.display()))
+        .arg("--nofork")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -57,7 +80,9 @@ fn keyring() -> Keyring {
         .env("XDG_RUNTIME_DIR", &run)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("gnome-keyring.log")).unwrap(),
+        ))
         .spawn()
         .expect("gnome-keyring-daemon (scripts/setup.sh installs gnome-keyring)");
     {
@@ -70,18 +95,41 @@ fn keyring() -> Keyring {
         bus,
         children: vec![dbus, gk],
     };
-    // Ready when a lookup answers (found or not).
+    // Ready when an item stored can be read back (the login keyring is made and unlocked
+    // after the daemon is on the bus).
     let began = Instant::now();
     loop {
+        let mut store = Command::new("secret-tool")
+            .args([
+                "store",
+                "--label=probe",
+                "service",
+                "flotilla-probe",
+                "username",
+                "x",
+            ])
+            .env("DBUS_SESSION_BUS_ADDRESS", &k.bus)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("secret-tool (libsecret-tools)");
+        {
+            use std::io::Write;
+            let _ = store.stdin.take().unwrap().write_all(b"ready");
+        }
+        let _ = store.wait();
         let out = k.secret_tool(&["lookup", "service", "flotilla-probe", "username", "x"]);
-        if out.status.code() == Some(1) || out.status.success() {
+        if out.status.success() && out.stdout == b"ready" {
             break;
         }
         assert!(
             began.elapsed() < Duration::from_secs(15),
-            "the keyring did not come up"
+            "the keyring did not come up: {} {}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(k.dir.path().join("gnome-keyring.log")).unwrap_or_default()
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(200));
     }
     k
 }
