@@ -21,7 +21,9 @@ fi
 
 # Build tools and libraries for the app, plus the lab's parts (libvirt daemon, QEMU, HAProxy,
 # guest kernel tools), the GUI test stack (Xvfb, WebKitWebDriver) and virt-viewer (a builder's
-# console, opened from the Images view).
+# console, opened from the Images view). For the BMC tests: openssl (self-signed BMC
+# certificates), python3-venv and python3-libvirt (sushy-tools below), dbus and gnome-keyring
+# (a real Secret Service for the password store's test; libsecret-tools to look into it).
 packages=(
   pkg-config build-essential file
   libvirt-dev libvirt-daemon-system libvirt-clients
@@ -31,6 +33,7 @@ packages=(
   libwebkit2gtk-4.1-dev librsvg2-dev libayatana-appindicator3-dev libssl-dev libxdo-dev
   xvfb xauth webkit2gtk-driver
   virt-viewer
+  openssl python3-venv python3-libvirt dbus gnome-keyring libsecret-tools
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -80,4 +83,16 @@ fi
 if ! command -v tauri-driver >/dev/null && [ ! -x "$HOME/.cargo/bin/tauri-driver" ]; then
   say "Installing tauri-driver (GUI test driver)"
   cargo install tauri-driver --locked --version '^2' --quiet
+fi
+
+# A third-party Redfish BMC for the BMC client's tests (tests/tests/redfish_sushy.rs): the
+# OpenStack emulator sushy-tools with its libvirt driver (Debian's python3-libvirt, hence
+# --system-site-packages), in a virtual environment outside the repository.
+SUSHY_VERSION=2.2.0
+sushy_venv=${FLOTILLA_SUSHY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/flotilla/sushy-tools-$SUSHY_VERSION}
+if [ ! -x "$sushy_venv/bin/sushy-emulator" ]; then
+  say "Installing sushy-tools $SUSHY_VERSION (Redfish emulator for the tests) in $sushy_venv"
+  rm -rf "$sushy_venv"
+  /usr/bin/python3 -m venv --system-site-packages "$sushy_venv"
+  "$sushy_venv/bin/pip" install --quiet --disable-pip-version-check "sushy-tools==$SUSHY_VERSION"
 fi

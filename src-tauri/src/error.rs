@@ -60,6 +60,9 @@ pub enum ErrorCode {
     /// A recovery waits for a fence: a lost host may still run its servers. Confirm that it is
     /// off (`--host-is-off HOST`, or type its name), or give it a BMC.
     FenceNeeded,
+    /// A host's BMC refused (user, password, role), has no such system, or answered with
+    /// something that is not usable Redfish.
+    BmcFailed,
     Internal,
 }
 
@@ -88,6 +91,7 @@ impl ErrorCode {
             Self::HostKeyUnknown => 18,
             Self::HostKeyChanged => 19,
             Self::FenceNeeded => 20,
+            Self::BmcFailed => 21,
         }
     }
 }

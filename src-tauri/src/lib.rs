@@ -1,6 +1,7 @@
 //! Flotilla's engine: everything but the desktop shell. Builds and tests without Tauri
 //! (`cargo test -p flotilla --no-default-features`). See ARCHITECTURE.md for the layers.
 
+pub mod bmc;
 pub mod cli;
 #[cfg(feature = "desktop")]
 pub mod desktop;
@@ -17,3 +18,4 @@ pub mod model;
 pub mod monitor;
 pub mod ops;
 pub mod plan;
+pub mod secrets;

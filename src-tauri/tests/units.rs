@@ -3,6 +3,8 @@
 //! a crash between steps, then resume or unwind.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
 use flotilla::hypervisor::HvConfig;
 use flotilla::inventory::{Actor, Inventory};
 use flotilla::ops::hosts::HostInput;
@@ -3817,4 +3819,97 @@ async fn servers_that_ran_through_a_partition_rejoin_without_a_reboot() {
             .unwrap(),
         Some(true)
     );
+}
+
+/// Power fencing: a unit whose lost host has a BMC (the lab's Redfish stand-in, powering the
+/// test-driver host) is recovered without anyone's confirmation — automatically — and the
+/// recovery powers the host off first: ForceOff, the power state read back as Off, recorded
+/// with the BMC's words in the fence step's journal row and the host's fence record.
+#[tokio::test]
+async fn a_recovery_powers_its_lost_host_off_through_its_bmc_first() {
+    let f = Fixture::new().await;
+    let node = f.dir.path().join("h1.xml");
+    let bmc = common::BmcStandIn::start(f.dir.path(), &node, "bmc-Pw-41", None);
+    f.e.keep_secrets_in_files();
+    f.e.host_set_bmc(
+        "h1",
+        Some(flotilla::ops::bmc::BmcInput {
+            url: bmc.url.clone(),
+            system: "1".into(),
+            user: "admin".into(),
+            password: Some(flotilla::model::Secret::parse("bmc-Pw-41").unwrap()),
+            ca_pem: None,
+        }),
+    )
+    .await
+    .unwrap();
+    one_host_failed(&f).await;
+    let plan = f.e.unit_plan("app", &recover()).unwrap();
+    let fence = plan.servers[0].fence.as_ref().unwrap();
+    assert!(
+        matches!(&fence.fence, flotilla::plan::fence::Fence::Power { bmc: words } if words.starts_with(&bmc.url)),
+        "{fence:?}"
+    );
+    assert!(
+        !plan.warnings.iter().any(|w| w.contains("will not start")),
+        "{plan:?}"
+    );
+    let mut p = f.e.unit_show("app").unwrap().policy;
+    p.auto_recover_per_day = 1;
+    f.e.unit_set_policy("app", &p).unwrap();
+    assert!(node.exists(), "h1 is on until the recovery fences it");
+    let done = f.e.unit_auto_recover("app").await.unwrap();
+    assert!(done.contains("recover of unit app finished"), "{done}");
+    assert!(!node.exists(), "the BMC cut h1's power: {}", bmc.log());
+    let by = format!(
+        "BMC {} system 1: ForceOff, PowerState Off read back",
+        bmc.url
+    );
+    let record = f.e.inventory.host_fence_get("h1").unwrap().unwrap();
+    assert_eq!(
+        (record.method, record.by.as_str()),
+        (flotilla::model::FenceMethod::Power, by.as_str())
+    );
+    let op = f.e.inventory.operation_list(1).unwrap().remove(0);
+    let row = op
+        .steps
+        .iter()
+        .find(|s| s.step == "app-1: fence" && s.status == "succeeded")
+        .unwrap();
+    assert_eq!(row.detail, by);
+    assert_eq!(f.e.unit_show("app").unwrap().servers[0].host, "h2");
+}
+
+/// A BMC that refuses (a wrong password) fails the fence step with its words: the recovery
+/// stops before anything else, nothing is recorded as off, and the unit is as before.
+#[tokio::test]
+async fn a_bmc_that_refuses_stops_the_recovery_and_changes_nothing() {
+    let f = Fixture::new().await;
+    let node = f.dir.path().join("h1.xml");
+    let bmc = common::BmcStandIn::start(f.dir.path(), &node, "the-right-one", None);
+    f.e.keep_secrets_in_files();
+    f.e.host_set_bmc(
+        "h1",
+        Some(flotilla::ops::bmc::BmcInput {
+            url: bmc.url.clone(),
+            system: "1".into(),
+            user: "admin".into(),
+            password: Some(flotilla::model::Secret::parse("a-wrong-one").unwrap()),
+            ca_pem: None,
+        }),
+    )
+    .await
+    .unwrap();
+    one_host_failed(&f).await;
+    let before = f.snapshot().await;
+    let err = f.e.unit_run("app", recover(), quiet()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("fence") && text.contains("refused: HTTP 401"),
+        "{text}"
+    );
+    assert!(!text.contains("a-wrong-one"), "{text}");
+    assert_eq!(f.snapshot().await, before, "nothing changed");
+    assert!(node.exists(), "h1 was not powered off");
+    assert_eq!(f.e.inventory.host_fence_get("h1").unwrap(), None);
 }

@@ -4,9 +4,10 @@
 //! usage errors —, 3 not found, 4 already exists, 5 in use, 6 unreachable, 7 host not ready,
 //! 8 inventory problem, 9 no space, 10 timeout, 11 seal failed, 12 unit busy, 13 load balancer
 //! failed, 14 operation failed (undone), 15 a definition changed since the edit began, 16 the plan
-//! changed since it was shown (`--plan`),
+//! changed since it was shown (`--plan`), 20 a host's BMC refused or answered nonsense,
 //! 1 anything else). `host check` exits 6 or 7 when the host is not ok.
 
+mod bmc;
 mod output;
 mod units;
 
@@ -117,6 +118,8 @@ enum HostCommand {
         /// otherwise.
         #[arg(long, value_name = "SHA256:…")]
         accept_host_key: Option<String>,
+        #[command(flatten)]
+        bmc: bmc::BmcArgs,
     },
     /// List hosts with status and capacity.
     List,
@@ -140,7 +143,8 @@ enum HostCommand {
     /// it before such a host is ready again; this does it now.
     Reconcile { name: String },
     /// Set the network servers on this host use (their addresses must lie in it), the
-    /// gateway, and the domain type (kvm or qemu; auto: what the host's capabilities offer).
+    /// gateway, and the domain type (kvm or qemu; auto: what the host's capabilities offer);
+    /// and the host's BMC for power fencing (Redfish).
     Set {
         name: String,
         /// The bridge's network, e.g. 10.77.0.0/24.
@@ -150,7 +154,14 @@ enum HostCommand {
         gateway: Option<String>,
         #[arg(long, value_parser = ["kvm", "qemu", "auto"])]
         domain_type: Option<String>,
+        #[command(flatten)]
+        bmc: bmc::BmcArgs,
+        /// Remove the host's BMC and its stored password.
+        #[arg(long, conflicts_with_all = ["bmc", "bmc_system", "bmc_user", "bmc_password_stdin", "bmc_password_file", "bmc_ca", "no_bmc_ca"])]
+        no_bmc: bool,
     },
+    /// Read the host's power state from its BMC (Redfish). Changes nothing.
+    BmcCheck { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -432,7 +443,10 @@ async fn host(engine: &Engine, json: bool, cmd: HostCommand) -> Result<ExitCode,
             pool,
             bridge,
             accept_host_key,
+            bmc,
         } => {
+            // The BMC settings are read and checked before the host is added.
+            let bmc = bmc.input(None, &name)?;
             let mut input = HostInput {
                 name,
                 uri,
@@ -469,7 +483,20 @@ async fn host(engine: &Engine, json: bool, cmd: HostCommand) -> Result<ExitCode,
                     spinner.finish_and_clear();
                 }
             }
-            let host = added?;
+            let mut host = added?;
+            if let Some(bmc) = bmc {
+                host = engine
+                    .host_set_bmc(&host.name.to_string(), Some(bmc))
+                    .await
+                    .map_err(|e| {
+                        let mut err = ApiError::from(e);
+                        err.message = format!(
+                            "host {} was added, but its BMC was not set: {}",
+                            host.name, err.message
+                        );
+                        err
+                    })?;
+            }
             output::host_added(json, &host);
         }
         HostCommand::List => {
@@ -548,7 +575,28 @@ async fn host(engine: &Engine, json: bool, cmd: HostCommand) -> Result<ExitCode,
             network,
             gateway,
             domain_type,
-        } => return units::host_set(engine, json, &name, network, gateway, domain_type),
+            bmc,
+            no_bmc,
+        } => {
+            if bmc.is_empty() && !no_bmc {
+                return units::host_set(engine, json, &name, network, gateway, domain_type);
+            }
+            return bmc::host_set(
+                engine,
+                json,
+                &name,
+                (network, gateway, domain_type),
+                bmc,
+                no_bmc,
+            )
+            .await;
+        }
+        HostCommand::BmcCheck { name } => {
+            let spinner = output::spinner(json, format!("Asking the BMC of {name}…"));
+            let status = engine.host_bmc_check(&name).await;
+            spinner.finish_and_clear();
+            output::bmc_status(json, &name, &status?);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

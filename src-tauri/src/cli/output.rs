@@ -136,6 +136,9 @@ pub fn host_list(json: bool, hosts: &[Host], monitor: Option<&MonitorStatus>) {
                 }),
                 h.bridge.to_string(),
                 h.uri.to_string(),
+                h.bmc
+                    .as_ref()
+                    .map_or("-".into(), |b| format!("{} system {}", b.url, b.system)),
             ]
         })
         .collect();
@@ -149,6 +152,7 @@ pub fn host_list(json: bool, hosts: &[Host], monitor: Option<&MonitorStatus>) {
             "POOL FREE/SIZE",
             "BRIDGE",
             "URI",
+            "BMC",
         ],
         &rows,
     );
@@ -286,6 +290,26 @@ pub fn host_show(json: bool, h: &Host) {
                 BridgeCheck::Unknown { reason } => format!("unknown ({reason})"),
             },
         ));
+    }
+    match &h.bmc {
+        None => lines.push((
+            "BMC",
+            format!("none (power fencing: flotillactl host set {} --bmc URL --bmc-system ID --bmc-user USER --bmc-password-stdin)", h.name),
+        )),
+        Some(b) => lines.extend([
+            ("BMC", format!("{} system {}, user {}", b.url, b.system, b.user)),
+            ("BMC password", format!("kept {}", b.password.describe(h.name.as_str()))),
+            (
+                "BMC TLS",
+                match &b.ca_pem {
+                    None => "verified against the system's CA certificates".into(),
+                    Some(pem) => format!(
+                        "verified against {} certificate(s) given for this BMC only",
+                        pem.matches("-----BEGIN CERTIFICATE-----").count()
+                    ),
+                },
+            ),
+        ]),
     }
     lines.extend([
         ("Added", h.added_at.clone()),
@@ -759,6 +783,30 @@ pub fn ask_host_key(host: &str, key_type: &str, fingerprint: &str) -> bool {
     let _ = std::io::stdin().lock().take(1024).read_line(&mut line);
     let answer = line.trim();
     answer == "yes" || answer == fingerprint
+}
+
+/// `host bmc-check`: what the BMC says.
+pub fn bmc_status(json: bool, host: &str, st: &crate::ops::bmc::BmcStatus) {
+    if json {
+        return print_json(&serde_json::json!({ "host": host, "bmc": st }));
+    }
+    let name = if st.system_name.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", st.system_name)
+    };
+    say!(
+        "Host {host}: BMC {} system {}{name}: power {}",
+        st.url,
+        st.system,
+        st.power_state
+    );
+    if let Some(types) = &st.reset_types {
+        say!("Reset types offered: {}", types.join(", "));
+    }
+    if let Some(place) = st.password {
+        say!("Password: read {}", place.describe(host));
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use super::AppState;
 use crate::error::{ApiError, ErrorCode};
 use crate::inventory::AuditEntry;
 use crate::model::Host;
+use crate::ops::bmc::{BmcInput, BmcStatus};
 use crate::ops::hosts::{HostInput, HostKeyInfo, HostProbe, HostTarget};
 use crate::ops::Engine;
 use serde::{Deserialize, Serialize};
@@ -125,6 +126,78 @@ pub async fn host_check(state: State<'_, AppState>, name: String) -> Result<Host
 #[specta::specta]
 pub async fn host_remove(state: State<'_, AppState>, name: String) -> Result<(), ApiError> {
     blocking(&state, move |e| Ok(e.host_remove(&name)?)).await
+}
+
+// ---- A host's BMC (power fencing) -------------------------------------------------------
+
+/// BMC settings from the window. `password`: empty or null keeps the stored one.
+#[derive(Deserialize, specta::Type)]
+pub struct BmcRequest {
+    pub url: String,
+    pub system: String,
+    pub user: String,
+    pub password: Option<String>,
+    /// PEM certificate(s) to trust for this BMC instead of the system's; empty: the system's.
+    pub ca_pem: Option<String>,
+}
+
+impl std::fmt::Debug for BmcRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BmcRequest")
+            .field("url", &self.url)
+            .field("system", &self.system)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BmcRequest {
+    fn input(self) -> Result<BmcInput, ApiError> {
+        let password = match self.password.as_deref() {
+            None | Some("") => None,
+            Some(p) => Some(
+                crate::model::Secret::parse(p)
+                    .map_err(|e| ApiError::from(crate::ops::OpError::from(e)))?,
+            ),
+        };
+        Ok(BmcInput {
+            url: self.url,
+            system: self.system,
+            user: self.user,
+            password,
+            ca_pem: self.ca_pem,
+        })
+    }
+}
+
+/// Sets a host's BMC (and stores its password), or with null removes it and its password.
+#[tauri::command]
+#[specta::specta]
+pub async fn host_set_bmc(
+    state: State<'_, AppState>,
+    name: String,
+    bmc: Option<BmcRequest>,
+) -> Result<Host, ApiError> {
+    let input = bmc.map(BmcRequest::input).transpose()?;
+    Ok(state.engine()?.host_set_bmc(&name, input).await?)
+}
+
+/// Reads a host's power state from its BMC. Changes nothing.
+#[tauri::command]
+#[specta::specta]
+pub async fn host_bmc_check(
+    state: State<'_, AppState>,
+    name: String,
+) -> Result<BmcStatus, ApiError> {
+    Ok(state.engine()?.host_bmc_check(&name).await?)
+}
+
+/// Reads the power state through BMC settings not stored yet (the Add host wizard's Check).
+#[tauri::command]
+#[specta::specta]
+pub async fn bmc_probe(state: State<'_, AppState>, bmc: BmcRequest) -> Result<BmcStatus, ApiError> {
+    let input = bmc.input()?;
+    Ok(state.engine()?.bmc_probe(&input).await?)
 }
 
 #[tauri::command]

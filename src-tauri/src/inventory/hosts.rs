@@ -1,7 +1,10 @@
 //! Table `hosts`: the managed machines.
 
 use super::{now_rfc3339, query_err, Inventory, InventoryError};
-use crate::model::{BridgeName, Host, HostFacts, HostName, HostStatus, LibvirtUri, PoolName};
+use crate::model::{
+    BmcSettings, BridgeName, Host, HostFacts, HostName, HostStatus, LibvirtUri, PoolName,
+    SecretPlace,
+};
 use rusqlite::{params, OptionalExtension, Row};
 
 /// Migration (see `inventory::MIGRATIONS`).
@@ -18,6 +21,16 @@ pub(super) const CREATE: &str = "CREATE TABLE hosts (
         checked_at    TEXT NOT NULL
     ) STRICT;";
 
+/// Migration (see `inventory::MIGRATIONS`): how the host's BMC is reached for power fencing.
+/// `bmc_url` empty: no BMC. The password is never here (`secrets.rs`); `bmc_secret` says
+/// where it was put.
+pub(super) const BMC: &str = "ALTER TABLE hosts ADD COLUMN bmc_url TEXT NOT NULL DEFAULT '';
+    ALTER TABLE hosts ADD COLUMN bmc_system TEXT NOT NULL DEFAULT '';
+    ALTER TABLE hosts ADD COLUMN bmc_user TEXT NOT NULL DEFAULT '';
+    ALTER TABLE hosts ADD COLUMN bmc_ca_pem TEXT NOT NULL DEFAULT '';
+    ALTER TABLE hosts ADD COLUMN bmc_secret TEXT NOT NULL DEFAULT ''
+        CHECK (bmc_secret IN ('', 'secret_service', 'file'));";
+
 /// A host to insert: everything but the timestamps.
 #[derive(Debug, Clone)]
 pub struct NewHost {
@@ -31,7 +44,8 @@ pub struct NewHost {
 }
 
 const COLUMNS: &str =
-    "name, uri, pool, bridge, status, status_detail, facts_json, added_at, checked_at, network, gateway, domain_type";
+    "name, uri, pool, bridge, status, status_detail, facts_json, added_at, checked_at, network, gateway, domain_type,
+     bmc_url, bmc_system, bmc_user, bmc_ca_pem, bmc_secret";
 
 fn host_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Host, InventoryError>> {
     let name: String = row.get(0)?;
@@ -50,8 +64,27 @@ fn host_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Host, InventoryError>
         h.network = row.get(9)?;
         h.gateway = row.get(10)?;
         h.domain_type = row.get(11)?;
+        h.bmc = bmc_from_row(row)?;
     }
     Ok(host)
+}
+
+/// The BMC columns (12–16). Values are shown as stored; the client checks them again before
+/// it connects, so a value refused by a later build fails there with the reason.
+fn bmc_from_row(row: &Row<'_>) -> rusqlite::Result<Option<BmcSettings>> {
+    let url: String = row.get(12)?;
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let ca_pem: String = row.get(15)?;
+    let secret: String = row.get(16)?;
+    Ok(Some(BmcSettings {
+        url,
+        system: row.get(13)?,
+        user: row.get(14)?,
+        ca_pem: (!ca_pem.is_empty()).then_some(ca_pem),
+        password: SecretPlace::parse(&secret).unwrap_or(SecretPlace::File),
+    }))
 }
 
 type RawHost = (
@@ -104,6 +137,7 @@ fn decode_host(name: String, raw: RawHost) -> Result<Host, InventoryError> {
         gateway: String::new(),
         domain_type: String::new(),
         monitor: Default::default(),
+        bmc: None,
         fence: None,
         fenced: Vec::new(),
     })
@@ -334,6 +368,47 @@ impl Inventory {
     }
 }
 
+// The BMC columns (migration `BMC`).
+impl Inventory {
+    /// Sets (or with `None` clears) how a host's BMC is reached. The password is not here.
+    pub fn host_set_bmc(
+        &self,
+        host: &HostName,
+        bmc: Option<&BmcSettings>,
+    ) -> Result<Host, InventoryError> {
+        let mut conn = self.conn();
+        let tx = Self::write_tx(&mut conn, "begin setting a host's BMC")?;
+        let empty = String::new();
+        let (url, system, user, ca, secret) = match bmc {
+            Some(b) => (
+                &b.url,
+                &b.system,
+                &b.user,
+                b.ca_pem.as_ref().unwrap_or(&empty),
+                b.password.as_str(),
+            ),
+            None => (&empty, &empty, &empty, &empty, ""),
+        };
+        let changed = tx
+            .execute(
+                "UPDATE hosts SET bmc_url = ?2, bmc_system = ?3, bmc_user = ?4, bmc_ca_pem = ?5,
+                    bmc_secret = ?6
+                 WHERE name = ?1",
+                params![host.as_str(), url, system, user, ca, secret],
+            )
+            .map_err(query_err("set a host's BMC"))?;
+        if changed == 0 {
+            return Err(InventoryError::NotFound {
+                kind: "host",
+                name: host.to_string(),
+            });
+        }
+        let updated = Self::host_get_in(&tx, host.as_str())?;
+        tx.commit().map_err(query_err("commit a host's BMC"))?;
+        Ok(updated)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -434,6 +509,35 @@ pub(crate) mod tests {
             other => panic!("expected UriTaken, got {other:?}"),
         }
         assert_eq!(inv.host_list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_bmc_is_set_read_back_and_cleared() {
+        let inv = Inventory::open_in_memory().unwrap();
+        let h = inv.host_insert(&new_host("h1", "test:///a.xml")).unwrap();
+        assert_eq!(h.bmc, None);
+        let bmc = BmcSettings {
+            url: "https://10.0.0.5".into(),
+            system: "1".into(),
+            user: "admin".into(),
+            ca_pem: Some("-----BEGIN CERTIFICATE-----\n…".into()),
+            password: SecretPlace::SecretService,
+        };
+        let set = inv.host_set_bmc(&h.name, Some(&bmc)).unwrap();
+        assert_eq!(set.bmc.as_ref(), Some(&bmc));
+        assert_eq!(inv.host_list().unwrap()[0].bmc.as_ref(), Some(&bmc));
+        let plain = BmcSettings {
+            ca_pem: None,
+            password: SecretPlace::File,
+            ..bmc
+        };
+        assert_eq!(
+            inv.host_set_bmc(&h.name, Some(&plain)).unwrap().bmc,
+            Some(plain)
+        );
+        assert_eq!(inv.host_set_bmc(&h.name, None).unwrap().bmc, None);
+        let missing = inv.host_set_bmc(&HostName::parse("h9").unwrap(), None);
+        assert!(matches!(missing, Err(InventoryError::NotFound { .. })));
     }
 
     #[test]

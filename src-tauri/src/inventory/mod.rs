@@ -180,6 +180,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("host_monitor, monitor_lease", host_monitor::CREATE),
     // A server re-created on another host has a new generation.
     ("servers: generation", servers::GENERATION),
+    // Issue 20: power fencing through the host's BMC (Redfish).
+    ("hosts: BMC", hosts::BMC),
     // Issue 20: a server never runs twice — fences, isolation, when a host was last seen.
     (
         "host_fences; servers: isolation, fenced; last seen; lease namespace",

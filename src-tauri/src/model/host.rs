@@ -32,6 +32,10 @@ pub struct Host {
     /// and whether that record is current.
     #[serde(default)]
     pub monitor: HostMonitor,
+    /// The host's BMC, for power fencing over Redfish (`flotillactl host set --bmc`); never
+    /// its password.
+    #[serde(default)]
+    pub bmc: Option<super::BmcSettings>,
     /// What proves its servers are off during its current loss (a recovery recorded it).
     #[serde(default)]
     pub fence: Option<HostFence>,

@@ -3,6 +3,7 @@
 //! Every value that crosses a front door (CLI argument, wizard field, definition file) is
 //! parsed into one of these types first; an invalid value never reaches the engine.
 
+mod bmc;
 pub mod definition;
 mod host;
 mod image;
@@ -13,6 +14,10 @@ pub mod search;
 mod unit;
 mod uri;
 
+pub use bmc::{
+    secret_from_text, BmcSettings, BmcUrl, BmcUser, Secret, SecretPlace, SystemId, MAX_SECRET,
+    MAX_URL,
+};
 pub use host::{
     BridgeCheck, FenceMethod, Host, HostFacts, HostFence, HostMonitor, HostState, HostStatus,
     PoolFacts,

@@ -442,6 +442,15 @@ impl Engine {
         let host = self.host_show(name)?;
         self.inventory.host_delete(&host.name)?;
         self.hypervisor.forget(&host.uri);
+        // Its BMC password goes with it: the file always (one may be left from a failed
+        // set), the Secret Service when a BMC was set.
+        match self.secrets().remove(&host.name, host.bmc.is_some()) {
+            Ok(None) => {}
+            Ok(Some(warning)) => tracing::warn!(host = %host.name, "{warning}"),
+            Err(e) => {
+                tracing::warn!(host = %host.name, error = %e, "the removed host's BMC password could not be removed")
+            }
+        }
         Ok(())
     }
 }

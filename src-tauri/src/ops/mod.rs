@@ -3,6 +3,7 @@
 //! Host registration lives in [`hosts`]. Long, multi-step operations (deploy, rolling update)
 //! arrive with later issues as journaled steps with undo (ARCHITECTURE.md).
 
+pub mod bmc;
 pub mod builder;
 pub mod definitions;
 pub(crate) mod exec;
@@ -108,6 +109,12 @@ pub enum OpError {
     /// A recovery would re-create servers whose old copies are not known to be off.
     #[error("{0}")]
     FenceNeeded(String),
+    #[error(transparent)]
+    Bmc(Box<bmc::BmcFailure>),
+    #[error("host {host} has no BMC; set one with: flotillactl host set {host} --bmc URL --bmc-system ID --bmc-user USER --bmc-password-stdin")]
+    NoBmc { host: String },
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
     #[error("the copy of {what} on host {host} does not match the library (sha256 {found}, expected {expected}); it was removed")]
     CopyMismatch {
         what: String,
@@ -154,6 +161,30 @@ impl From<&OpError> for ApiError {
                     K::Changed(_) | K::Revoked(_) => ErrorCode::HostKeyChanged,
                     K::Scan { .. } => ErrorCode::Unreachable,
                     K::File { .. } => ErrorCode::Inventory,
+                };
+                ApiError::new(code, e.to_string()).with_causes(e)
+            }
+            OpError::Bmc(f) => {
+                use crate::bmc::BmcError as B;
+                let code = match &f.error {
+                    B::BadCa { .. } => ErrorCode::InvalidInput,
+                    B::Setup { .. } => ErrorCode::Internal,
+                    B::Connect { .. } | B::Tls { .. } => ErrorCode::Unreachable,
+                    B::Timeout { .. } | B::StillOn { .. } => ErrorCode::Timeout,
+                    B::Refused { .. }
+                    | B::NoSystem { .. }
+                    | B::Status { .. }
+                    | B::BadAnswer { .. }
+                    | B::NoForceOff { .. } => ErrorCode::BmcFailed,
+                };
+                ApiError::new(code, f.to_string()).with_causes(&f.error)
+            }
+            OpError::NoBmc { .. } => ApiError::new(ErrorCode::NotFound, err.to_string()),
+            OpError::Secret(e) => {
+                use crate::secrets::SecretError as S;
+                let code = match e {
+                    S::Missing { .. } => ErrorCode::NotFound,
+                    S::File { .. } | S::BadFile { .. } => ErrorCode::Inventory,
                 };
                 ApiError::new(code, e.to_string()).with_causes(e)
             }
@@ -253,6 +284,9 @@ pub struct Engine {
     /// A test hook (feature `test-hooks`, `FLOTILLA_STEP_DELAY_MS`): each unit step waits this
     /// long first, so that a GUI test can act while an operation runs (Pause).
     step_delay: std::time::Duration,
+    /// New secrets go into files in the data directory, not the Secret Service
+    /// (`FLOTILLA_SECRETS=file`, [`Engine::keep_secrets_in_files`]).
+    secret_files: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -287,6 +321,9 @@ impl Engine {
                 None
             }),
             repeat: std::sync::atomic::AtomicBool::new(false),
+            secret_files: std::sync::atomic::AtomicBool::new(
+                crate::secrets::Secrets::files_wanted_by_env(),
+            ),
             step_delay: std::time::Duration::from_millis(if cfg!(feature = "test-hooks") {
                 std::env::var("FLOTILLA_STEP_DELAY_MS")
                     .ok()

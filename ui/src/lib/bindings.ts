@@ -24,6 +24,12 @@ export const commands = {
 	hostAdd: (request: HostAddRequest) => typedError<Host, ApiError>(__TAURI_INVOKE("host_add", { request })),
 	hostCheck: (name: string) => typedError<Host, ApiError>(__TAURI_INVOKE("host_check", { name })),
 	hostRemove: (name: string) => typedError<null, ApiError>(__TAURI_INVOKE("host_remove", { name })),
+	/**  Sets a host's BMC (and stores its password), or with null removes it and its password. */
+	hostSetBmc: (name: string, bmc: BmcRequest | null) => typedError<Host, ApiError>(__TAURI_INVOKE("host_set_bmc", { name, bmc })),
+	/**  Reads a host's power state from its BMC. Changes nothing. */
+	hostBmcCheck: (name: string) => typedError<BmcStatus, ApiError>(__TAURI_INVOKE("host_bmc_check", { name })),
+	/**  Reads the power state through BMC settings not stored yet (the Add host wizard's Check). */
+	bmcProbe: (bmc: BmcRequest) => typedError<BmcStatus, ApiError>(__TAURI_INVOKE("bmc_probe", { bmc })),
 	auditList: (limit: number) => typedError<AuditEntry[], ApiError>(__TAURI_INVOKE("audit_list", { limit })),
 	imageList: () => typedError<ImageVersion[], ApiError>(__TAURI_INVOKE("image_list")),
 	imageImport: (request: ImageImportRequest, onProgress: Channel<ImageProgress>) => typedError<ImageVersion, ApiError>(__TAURI_INVOKE("image_import", { request, onProgress })),
@@ -157,6 +163,55 @@ export type AuditResult = "ok" | "error";
 export type BatchReport = {
 	servers: string[],
 	counters: PoolCounters | null,
+};
+
+/**  BMC settings from the window. `password`: empty or null keeps the stored one. */
+export type BmcRequest = {
+	url: string,
+	system: string,
+	user: string,
+	password: string | null,
+	/**  PEM certificate(s) to trust for this BMC instead of the system's; empty: the system's. */
+	ca_pem: string | null,
+};
+
+/**
+ *  How Flotilla reaches a host's BMC, as the inventory holds it and both front doors show it.
+ *  Never holds the password: `password` says where it is kept.
+ */
+export type BmcSettings = {
+	/**
+	 *  `https://10.0.0.5` or `https://bmc-h1.example:8443` (`http://` only to this machine's
+	 *  loopback); scheme, host and port only.
+	 */
+	url: string,
+	/**  The Redfish ComputerSystem's `Id` (`1`, `System.Embedded.1`, a UUID, …). */
+	system: string,
+	user: string,
+	/**
+	 *  PEM certificates to trust for this BMC *instead of* the system's roots (a self-signed
+	 *  BMC certificate, or the CA that signed it); `None`: the system's roots.
+	 */
+	ca_pem: string | null,
+	/**  Where the password is kept. */
+	password: SecretPlace,
+};
+
+/**
+ *  What a BMC says about the host (`host bmc-check`, the wizard's *Check*). Reading it
+ *  changes nothing.
+ */
+export type BmcStatus = {
+	url: string,
+	system: string,
+	/**  The system's `Name` as the BMC reports it (cut, cleaned); may be empty. */
+	system_name: string,
+	/**  `On`, `Off`, `PoweringOn`, `PoweringOff`, `Paused`, or what else the BMC says. */
+	power_state: string,
+	/**  The reset types the BMC offers, when it says. */
+	reset_types: string[] | null,
+	/**  Where the password was found (`None` for a check of settings not stored yet). */
+	password: SecretPlace | null,
 };
 
 /**  How a version boots. */
@@ -317,7 +372,12 @@ export type ErrorCode =
  *  A recovery waits for a fence: a lost host may still run its servers. Confirm that it is
  *  off (`--host-is-off HOST`, or type its name), or give it a BMC.
  */
-"fence_needed" | "internal";
+"fence_needed" | 
+/**
+ *  A host's BMC refused (user, password, role), has no such system, or answered with
+ *  something that is not usable Redfish.
+ */
+"bmc_failed" | "internal";
 
 /**  The fence a server gets before it is re-created elsewhere. */
 export type Fence = 
@@ -381,6 +441,11 @@ export type Host = {
 	 *  and whether that record is current.
 	 */
 	monitor?: HostMonitor,
+	/**
+	 *  The host's BMC, for power fencing over Redfish (`flotillactl host set --bmc`); never
+	 *  its password.
+	 */
+	bmc?: BmcSettings | null,
 	/**  What proves its servers are off during its current loss (a recovery recorded it). */
 	fence?: HostFence | null,
 	/**  Its servers held out of rotation because it was lost (fenced at their load balancer). */
@@ -997,6 +1062,16 @@ export type RolloutPolicy = {
 	 */
 	isolation_address?: string,
 };
+
+/**  Where a secret is kept. Both front doors read both places. */
+export type SecretPlace = 
+/**  The desktop's Secret Service (GNOME Keyring, KWallet, KeePassXC) of the user. */
+"secret_service" | 
+/**
+ *  A private file (0600, in a 0700 directory) in the data directory:
+ *  `secrets/bmc-<host>`.
+ */
+"file";
 
 export type Server = {
 	name: string,

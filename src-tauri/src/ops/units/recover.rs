@@ -738,25 +738,13 @@ impl Engine {
     }
 }
 
-/// Power fencing through a host's BMC arrives with `ops::bmc`; until then no host has one.
 impl Engine {
-    pub(crate) fn bmc_words(&self, _host: &Host) -> Option<String> {
-        None
+    /// The host's BMC in words, when it has one (power fencing).
+    pub(crate) fn bmc_words(&self, host: &Host) -> Option<String> {
+        host.bmc
+            .as_ref()
+            .map(|b| format!("{}, system {}", b.url, b.system))
     }
-
-    async fn host_power_off(
-        &self,
-        host: &str,
-        _limit: std::time::Duration,
-        _progress: &(dyn Fn(&str) + Send + Sync),
-    ) -> Result<PowerFence, OpError> {
-        Err(OpError::FenceNeeded(format!("host {host} has no BMC")))
-    }
-}
-
-#[derive(Debug)]
-struct PowerFence {
-    by: String,
 }
 
 /// The monitor's hooks for the front doors: a failed host is fenced at once, and the units
