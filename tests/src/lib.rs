@@ -540,6 +540,37 @@ impl Lab {
             .unwrap_or_default()
     }
 
+    /// Lab host `i`'s BMC stand-in as `(url, system, user, password)`: the one `lab up`
+    /// started, or one started now (`lab bmc-up`) when lab.env names none or nothing answers
+    /// there. `true` when it was started here (stop it with `lab bmc-down`).
+    pub fn bmc(&mut self, i: u32) -> ((String, String, String, String), bool) {
+        let key = format!("FLOTILLA_LAB_H{i}_BMC_URL");
+        let answers = self
+            .vars
+            .get(&key)
+            .and_then(|u| u.strip_prefix("http://"))
+            .is_some_and(|addr| std::net::TcpStream::connect(addr.trim()).is_ok());
+        if !answers {
+            self.run(&["bmc-up", &i.to_string()]);
+            *self = Self::from_env();
+        }
+        let password =
+            std::fs::read_to_string(self.get(&format!("FLOTILLA_LAB_H{i}_BMC_PASSWORD_FILE")))
+                .expect("the BMC stand-in's password file")
+                .trim()
+                .to_owned();
+        (
+            (
+                self.get(&key).to_owned(),
+                self.get(&format!("FLOTILLA_LAB_H{i}_BMC_SYSTEM"))
+                    .to_owned(),
+                self.get(&format!("FLOTILLA_LAB_H{i}_BMC_USER")).to_owned(),
+                password,
+            ),
+            !answers,
+        )
+    }
+
     /// The MACs that answer ARP for `address` on the lab's segment (from its namespace).
     pub fn macs_answering(&self, address: &str) -> std::collections::BTreeSet<String> {
         let out = Command::new("ip")

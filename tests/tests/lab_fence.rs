@@ -11,6 +11,9 @@
 //!    recovery without a fence is refused with the reason.
 //! 3. The partition heals (`heal-host 2`): lab-h2 comes back through returning, and its server,
 //!    which ran all along, rejoins the pool after HAProxy's check — no reboot.
+//! 4. Partitioned again with a BMC for lab-h2 (the lab's Redfish stand-in, whose ForceOff stops
+//!    the host's processes): the recovery powers lab-h2 off first, then re-creates its server
+//!    on lab-h1; after the heal the stale copy is removed and one MAC answers per address.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use flotilla::model::HostState;
@@ -151,9 +154,11 @@ fn transitions_to(seen: &Seen, host: &str, to: HostState) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh"]
 async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice() {
-    let lab = Lab::from_env();
+    let mut lab = Lab::from_env();
+    let ((bmc_url, bmc_system, bmc_user, bmc_password), bmc_started) = lab.bmc(2);
     let dir = tempfile::tempdir().unwrap();
     let e = lab.tiny_unit_engine(dir.path(), "fence", DEFINITION).await;
+    e.keep_secrets_in_files();
     let pool = lab.get("FLOTILLA_LAB_HAPROXY_BACKEND").to_owned();
     e.unit_create(&UnitForm {
         name: "fence".into(),
@@ -312,6 +317,91 @@ async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice(
         let page = lab.http_get(&format!("http://{}:8080/", on_h2.address));
         assert_eq!(page.as_deref().map(str::trim), Some(name.as_str()));
         assert_eq!(lab.macs_answering(&on_h2.address).len(), 1);
+
+        // 4. Partitioned again, now with a BMC for lab-h2 (the lab's Redfish stand-in, whose
+        //    ForceOff stops the host's processes): the recovery needs nobody's confirmation —
+        //    it powers lab-h2 off first, then re-creates the server on lab-h1.
+        e.host_set_bmc(
+            "lab-h2",
+            Some(flotilla::ops::bmc::BmcInput {
+                url: bmc_url.clone(),
+                system: bmc_system.clone(),
+                user: bmc_user.clone(),
+                password: Some(flotilla::model::Secret::parse(&bmc_password).unwrap()),
+                ca_pem: None,
+            }),
+        )
+        .await
+        .unwrap();
+        let cut = Instant::now();
+        off_task(&lab, |lab| lab.run(&["cut-host", "2"])).await;
+        let failed = wait_state(&e, "lab-h2", HostState::Failed, patience).await;
+        let began = Instant::now();
+        let report = e
+            .unit_run(
+                "fence",
+                UnitAction::Recover {
+                    from: Vec::new(),
+                    host_is_off: Vec::new(),
+                },
+                Arc::new(|_| {}),
+            )
+            .await
+            .unwrap_or_else(|err| panic!("recover: {err}"));
+        let recovered = Instant::now();
+        let op = e
+            .inventory
+            .operation_list(5)
+            .unwrap()
+            .into_iter()
+            .find(|o| o.id == report.operation)
+            .unwrap();
+        let fence = op
+            .steps
+            .iter()
+            .find(|s| s.step == format!("{name}: fence") && s.status == "succeeded")
+            .unwrap();
+        assert_eq!(
+            fence.detail,
+            format!("BMC {bmc_url} system {bmc_system}: ForceOff, PowerState Off read back")
+        );
+        let fence_began = op
+            .steps
+            .iter()
+            .find(|s| s.step == format!("{name}: fence") && s.status == "started")
+            .unwrap();
+        let ms = |a: &str, b: &str| {
+            let t = |x: &str| {
+                time::OffsetDateTime::parse(x, &time::format_description::well_known::Rfc3339)
+                    .unwrap()
+            };
+            (t(b) - t(a)).whole_milliseconds()
+        };
+        eprintln!(
+            "partition → failed {} ms; recovery: fence (BMC power-off) {} ms, in all {} ms",
+            failed.duration_since(cut).as_millis(),
+            ms(&fence_began.at, &fence.at),
+            recovered.duration_since(began).as_millis()
+        );
+        let s2 = e
+            .unit_show("fence")
+            .unwrap()
+            .servers
+            .into_iter()
+            .find(|s| s.name == *name)
+            .unwrap();
+        assert_eq!((s2.host.as_str(), s2.generation), ("lab-h1", 1));
+        let page = lab.http_get(&format!("http://{}:8080/", on_h2.address));
+        assert_eq!(page.as_deref().map(str::trim), Some(name.as_str()));
+        // The partition heals and the host is powered on again: its stale copy goes before it
+        // is ready, and one MAC answers for the address.
+        off_task(&lab, |lab| {
+            lab.run(&["revive-host", "2"]);
+            lab.run(&["heal-host", "2"]);
+        })
+        .await;
+        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+        assert_eq!(lab.macs_answering(&on_h2.address).len(), 1);
         stop.send(()).unwrap();
     };
     let (ran, ()) = tokio::join!(monitor, script);
@@ -325,6 +415,9 @@ async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice(
     )
     .await
     .unwrap();
+    if bmc_started {
+        lab.run(&["bmc-down", "2"]);
+    }
     assert!(samples > 100, "the watch sampled ({samples})");
     assert!(ran_twice.is_empty(), "{ran_twice:?}");
 }
