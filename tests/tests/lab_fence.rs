@@ -337,6 +337,9 @@ async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice(
         off_task(&lab, |lab| lab.run(&["cut-host", "2"])).await;
         let failed = wait_state(&e, "lab-h2", HostState::Failed, patience).await;
         let began = Instant::now();
+        // When the fence step began and ended (its events, as the progress bars get them).
+        let steps: Arc<Mutex<Vec<(Instant, String)>>> = Arc::new(Mutex::new(Vec::new()));
+        let seen_steps = steps.clone();
         let report = e
             .unit_run(
                 "fence",
@@ -344,7 +347,12 @@ async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice(
                     from: Vec::new(),
                     host_is_off: Vec::new(),
                 },
-                Arc::new(|_| {}),
+                Arc::new(move |ev: flotilla::ops::units::StepEvent| {
+                    seen_steps.lock().unwrap().push((
+                        Instant::now(),
+                        format!("{} {:?}", ev.step.as_str(), ev.status),
+                    ));
+                }),
             )
             .await
             .unwrap_or_else(|err| panic!("recover: {err}"));
@@ -365,22 +373,20 @@ async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice(
             fence.detail,
             format!("BMC {bmc_url} system {bmc_system}: ForceOff, PowerState Off read back")
         );
-        let fence_began = op
-            .steps
-            .iter()
-            .find(|s| s.step == format!("{name}: fence") && s.status == "started")
-            .unwrap();
-        let ms = |a: &str, b: &str| {
-            let t = |x: &str| {
-                time::OffsetDateTime::parse(x, &time::format_description::well_known::Rfc3339)
-                    .unwrap()
-            };
-            (t(b) - t(a)).whole_milliseconds()
+        let steps = steps.lock().unwrap().clone();
+        let at = |what: &str| {
+            steps
+                .iter()
+                .find(|(_, s)| s == what)
+                .map(|(t, _)| *t)
+                .unwrap_or_else(|| panic!("no {what}: {steps:?}"))
         };
         eprintln!(
             "partition → failed {} ms; recovery: fence (BMC power-off) {} ms, in all {} ms",
             failed.duration_since(cut).as_millis(),
-            ms(&fence_began.at, &fence.at),
+            at("fence Succeeded")
+                .duration_since(at("fence Started"))
+                .as_millis(),
             recovered.duration_since(began).as_millis()
         );
         let s2 = e
