@@ -3913,3 +3913,89 @@ async fn a_bmc_that_refuses_stops_the_recovery_and_changes_nothing() {
     assert!(node.exists(), "h1 was not powered off");
     assert_eq!(f.e.inventory.host_fence_get("h1").unwrap(), None);
 }
+
+/// A reconcile that could not finish leaves a server's old volumes on a host (here: its
+/// domain removed, its disk and seed not). When the server is recovered onto that host again,
+/// it boots volumes of its new generation — never the stale ones — and the next reconcile of
+/// the host it left removes what it left there.
+#[tokio::test]
+async fn a_recovery_never_boots_a_stale_volume_a_partial_reconcile_left() {
+    use flotilla::model::HostState;
+    let f = Fixture::new().await;
+    one_host_failed(&f).await;
+    f.e.unit_run("app", recover_off(), quiet()).await.unwrap();
+    let s = f.e.unit_show("app").unwrap().servers[0].clone();
+    assert_eq!(
+        (s.host.as_str(), s.generation, s.disk.as_str()),
+        ("h2", 1, "app-1-disk-g1.qcow2")
+    );
+    // h1 returns; its reconcile removes app-1's stale domain but not its volumes.
+    let h1 = f.e.host_show("h1").unwrap();
+    f.e.hypervisor
+        .domain_destroy(&h1.uri, "app-1")
+        .await
+        .unwrap();
+    f.e.hypervisor
+        .domain_undefine(&h1.uri, "app-1")
+        .await
+        .unwrap();
+    let stale = f.e.inventory.server_volumes_on("h1", "app-1").unwrap();
+    assert!(stale.contains(&"app-1-disk.qcow2".to_owned()), "{stale:?}");
+    // Now h2 fails, and app-1 is recovered back onto h1.
+    monitor_says(&f.e, &[("h1", HostState::Ready), ("h2", HostState::Failed)]);
+    f.e.unit_run(
+        "app",
+        UnitAction::Recover {
+            from: Vec::new(),
+            host_is_off: vec!["h2".into()],
+        },
+        quiet(),
+    )
+    .await
+    .unwrap();
+    let s =
+        f.e.unit_show("app")
+            .unwrap()
+            .servers
+            .into_iter()
+            .find(|s| s.name == "app-1")
+            .unwrap();
+    assert_eq!(
+        (
+            s.host.as_str(),
+            s.generation,
+            s.disk.as_str(),
+            s.seed.as_str()
+        ),
+        ("h1", 2, "app-1-disk-g2.qcow2", "app-1-seed-g2.img")
+    );
+    let files =
+        f.e.hypervisor
+            .domain_disk_files(&h1.uri, "app-1")
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(
+        files.iter().any(|f| f.ends_with("/app-1-disk-g2.qcow2")),
+        "{files:?}"
+    );
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.ends_with("/app-1-disk.qcow2") || f.ends_with("/app-1-seed.img")),
+        "the stale volumes are not booted: {files:?}"
+    );
+    // h2 comes back: its reconcile removes app-1's copy there and every volume app-1 left.
+    let r = f.e.host_reconcile("h2").await.unwrap();
+    assert_eq!(r.removed, ["app-1", "app-2"], "{r:?}");
+    assert!(
+        r.volumes.contains(&"app-1-disk-g1.qcow2".to_owned()) && r.failed.is_empty(),
+        "{r:?}"
+    );
+    assert!(f
+        .e
+        .inventory
+        .server_volumes_on("h2", "app-1")
+        .unwrap()
+        .is_empty());
+}

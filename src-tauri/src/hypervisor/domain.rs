@@ -751,6 +751,38 @@ impl Hypervisor {
         .await
     }
 
+    /// The files a domain's disks are (its persistent definition's `<disk><source file>`):
+    /// which volumes it boots, as libvirt has them. `None` when no domain has that name.
+    pub async fn domain_disk_files(
+        &self,
+        uri: &LibvirtUri,
+        name: &str,
+    ) -> Result<Option<Vec<String>>, HvError> {
+        let name = name.to_owned();
+        self.call(uri, "read a domain's disks", move |c| {
+            let Some(d) = lookup(c, &name)? else {
+                return Ok::<_, virt::error::Error>(None);
+            };
+            // VIR_DOMAIN_XML_INACTIVE: the definition it boots with next.
+            let xml = d.xml_desc(2)?;
+            let files = roxmltree::Document::parse(&xml)
+                .map(|doc| {
+                    doc.descendants()
+                        .filter(|n| n.tag_name().name() == "disk")
+                        .filter_map(|disk| {
+                            disk.children()
+                                .find(|n| n.tag_name().name() == "source")
+                                .and_then(|s| s.attribute("file"))
+                                .map(str::to_owned)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(Some(files))
+        })
+        .await
+    }
+
     /// Every domain on the host with whether it runs, in **one** call to the host (for status
     /// views): `virConnectListAllDomains` returns each domain with its name and id, and an
     /// active domain (running or paused) is the one with an id; reading them asks the host

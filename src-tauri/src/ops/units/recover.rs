@@ -10,6 +10,15 @@ use crate::model::HostState;
 use crate::monitor::{Change, Reconciled};
 use crate::plan::fence::{fence_for, Fence, FenceFacts};
 
+/// A recovered server's disk and seed on its new host, named for its generation, so that no
+/// volume an older generation left there is taken for its own.
+pub(super) fn generation_volumes(server: &str, generation: u32) -> (String, String) {
+    (
+        format!("{server}-disk-g{generation}.qcow2"),
+        format!("{server}-seed-g{generation}.img"),
+    )
+}
+
 /// How long a BMC has to report the host's power off after `ForceOff`.
 const POWER_OFF_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -504,9 +513,10 @@ impl Engine {
             .iter()
             .filter_map(|m| {
                 let mut s = u.servers.iter().find(|s| s.name == m.server)?.clone();
+                let (disk, seed) = generation_volumes(&s.name, m.generation + 1);
                 s.host = m.to.clone();
-                s.disk = String::new();
-                s.seed = String::new();
+                s.disk = disk;
+                s.seed = seed;
                 s.prior = None;
                 s.generation = m.generation + 1;
                 s.version = Some(u.current_version);
@@ -544,13 +554,18 @@ impl Engine {
                 if ctx.lb.is_some() {
                     self.lb_set(ctx, s, MemberState::Maint).await?;
                 }
+                // Volumes named for this generation: whatever an older one left on that host
+                // (a reconcile that could not finish) is never booted again.
+                let (disk, seed) = generation_volumes(&s.name, m.generation + 1);
                 self.inventory.server_relocate(
                     &s.name,
                     &crate::inventory::Placement {
                         host: m.to.clone(),
                         generation: m.generation + 1,
                         version: s.version,
-                        ..Default::default()
+                        disk,
+                        seed,
+                        prior: None,
                     },
                 )?;
                 // Its guest there has the isolation response its new seed gives it.
@@ -732,6 +747,37 @@ impl Engine {
                 }
             }
         }
+        // Volumes recorded here for servers that live on another host now, with no domain of
+        // theirs left here: what an earlier reconcile could not delete, or what one that was
+        // skipped (their unit was busy) left. Never while their unit is held by an operation
+        // (a recovery's undo records a server back here with them).
+        let domains = self.hypervisor.domain_names(&h.uri).await?;
+        for s in servers.iter().filter(|s| s.host != h.name.as_str()) {
+            let left = self.inventory.server_volumes_on(h.name.as_str(), &s.name)?;
+            if left.is_empty() || domains.contains(&s.name) {
+                continue;
+            }
+            if let Some(op) = self.inventory.unit_locked_by(&s.unit)? {
+                out.failed.push(format!(
+                    "volumes of {} ({}): its unit is held by operation #{op}; removed once that operation ended",
+                    s.name,
+                    left.join(", ")
+                ));
+                continue;
+            }
+            for v in left {
+                let deleted = self
+                    .hypervisor
+                    .volume_delete(&h.uri, &h.pool, &v)
+                    .await
+                    .map_err(OpError::from)
+                    .and_then(|_| Ok(self.inventory.server_volume_forget(h.name.as_str(), &v)?));
+                match deleted {
+                    Ok(()) => out.volumes.push(v),
+                    Err(e) => out.failed.push(format!("{v}: {}", describe(&e))),
+                }
+            }
+        }
         let outcome: Result<&HostReconcile, OpError> = Ok(&out);
         self.audit("host.reconcile", &format!("host/{}", h.name), &outcome);
         Ok(out)
@@ -848,7 +894,15 @@ impl crate::ops::monitor::MonitorHooks for RecoveryHooks {
     ) -> futures_util::future::BoxFuture<'a, Reconciled> {
         Box::pin(async move {
             match engine.host_reconcile(host.name.as_str()).await {
-                Ok(r) if r.failed.is_empty() && r.removed.is_empty() => Reconciled::clean(),
+                Ok(r) if r.failed.is_empty() && r.removed.is_empty() && r.volumes.is_empty() => {
+                    Reconciled::clean()
+                }
+                Ok(r) if r.failed.is_empty() && r.removed.is_empty() => Reconciled::Clean {
+                    done: format!(
+                        "removed {} volumes left by servers that live on other hosts now",
+                        r.volumes.len()
+                    ),
+                },
                 Ok(r) if r.failed.is_empty() => Reconciled::Clean {
                     done: format!(
                         "removed the stale copies of {} (they live on other hosts now) and {} of their volumes",

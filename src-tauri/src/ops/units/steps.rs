@@ -234,7 +234,8 @@ impl Engine {
                 if self.domain_owner(ctx, s, host).await? == Owner::Foreign {
                     return Err(foreign_domain(ctx, s, host));
                 }
-                for volume in server_volumes(&s.name) {
+                // The names it will use (a recovery's are named for its generation).
+                for volume in [s.disk_volume(), s.seed_volume(), serial_volume(&s.name)] {
                     self.own_or_absent(s, host, &volume, true).await?;
                 }
                 Ok(())
