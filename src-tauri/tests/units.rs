@@ -3830,19 +3830,7 @@ async fn a_recovery_powers_its_lost_host_off_through_its_bmc_first() {
     let f = Fixture::new().await;
     let node = f.dir.path().join("h1.xml");
     let bmc = common::BmcStandIn::start(f.dir.path(), &node, "bmc-Pw-41", None);
-    f.e.keep_secrets_in_files();
-    f.e.host_set_bmc(
-        "h1",
-        Some(flotilla::ops::bmc::BmcInput {
-            url: bmc.url.clone(),
-            system: "1".into(),
-            user: "admin".into(),
-            password: Some(flotilla::model::Secret::parse("bmc-Pw-41").unwrap()),
-            ca_pem: None,
-        }),
-    )
-    .await
-    .unwrap();
+    set_bmc(&f, &bmc.url, "bmc-Pw-41").await;
     one_host_failed(&f).await;
     let plan = f.e.unit_plan("app", &recover()).unwrap();
     let fence = plan.servers[0].fence.as_ref().unwrap();
@@ -3887,19 +3875,7 @@ async fn a_bmc_that_refuses_stops_the_recovery_and_changes_nothing() {
     let f = Fixture::new().await;
     let node = f.dir.path().join("h1.xml");
     let bmc = common::BmcStandIn::start(f.dir.path(), &node, "the-right-one", None);
-    f.e.keep_secrets_in_files();
-    f.e.host_set_bmc(
-        "h1",
-        Some(flotilla::ops::bmc::BmcInput {
-            url: bmc.url.clone(),
-            system: "1".into(),
-            user: "admin".into(),
-            password: Some(flotilla::model::Secret::parse("a-wrong-one").unwrap()),
-            ca_pem: None,
-        }),
-    )
-    .await
-    .unwrap();
+    set_bmc(&f, &bmc.url, "a-wrong-one").await;
     one_host_failed(&f).await;
     let before = f.snapshot().await;
     let err = f.e.unit_run("app", recover(), quiet()).await.unwrap_err();
@@ -3998,4 +3974,21 @@ async fn a_recovery_never_boots_a_stale_volume_a_partial_reconcile_left() {
         .server_volumes_on("h2", "app-1")
         .unwrap()
         .is_empty());
+}
+
+/// h1's BMC: the stand-in at `url`, user `admin`, with `password`.
+async fn set_bmc(f: &Fixture, url: &str, password: &str) {
+    f.e.keep_secrets_in_files();
+    f.e.host_set_bmc(
+        "h1",
+        Some(flotilla::ops::bmc::BmcInput {
+            url: url.into(),
+            system: "1".into(),
+            user: "admin".into(),
+            password: Some(flotilla::model::Secret::parse(password).unwrap()),
+            ca_pem: None,
+        }),
+    )
+    .await
+    .unwrap();
 }

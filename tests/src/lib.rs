@@ -648,3 +648,66 @@ impl Drop for TwiceWatch {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// Waits (up to `limit`) until the inventory holds `state` for `host` (the monitor's record, as
+/// another process reads it); returns when.
+pub async fn wait_host_state(
+    e: &flotilla::ops::Engine,
+    host: &str,
+    state: flotilla::model::HostState,
+    limit: std::time::Duration,
+) -> std::time::Instant {
+    let began = std::time::Instant::now();
+    loop {
+        let h = e.host_show(host).expect("a host of the test");
+        if h.monitor.state == Some(state) {
+            return std::time::Instant::now();
+        }
+        assert!(
+            began.elapsed() < limit,
+            "{host} is not {state} after {limit:?}: {:?}",
+            h.monitor
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+impl Lab {
+    /// Runs a blocking lab action on a thread of its own: a monitor that shares the test's task
+    /// (`join!`) would not probe at all while the action blocked it.
+    pub async fn off_task<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Lab) -> T + Send + 'static,
+    ) -> T {
+        let lab = self.clone();
+        tokio::task::spawn_blocking(move || f(&lab))
+            .await
+            .expect("the lab action ran")
+    }
+
+    /// The lab's Debian 12 cloud-init image (`tests/rig/build-cloud-guest.sh`, cached), imported
+    /// into `e` as master `name` (v1, BIOS boot from its disk).
+    pub async fn import_cloud_image(&self, e: &flotilla::ops::Engine, name: &str) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rig/build-cloud-guest.sh");
+        let built = Command::new(&script)
+            .output()
+            .expect("run build-cloud-guest.sh");
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let image = PathBuf::from(String::from_utf8_lossy(&built.stdout).trim());
+        e.image_import(
+            &flotilla::ops::images::ImportRequest {
+                image: name.into(),
+                file: image.join("disk.qcow2"),
+                notes: "Debian 12 + cloud-init, BIOS boot".into(),
+                boot: flotilla::ops::images::BootInput::Disk(flotilla::model::Firmware::Bios),
+            },
+            std::sync::Arc::new(|_| {}),
+        )
+        .await
+        .expect("import the cloud image");
+    }
+}

@@ -9,14 +9,10 @@
 //! removed, and the address answers from one MAC. Times are printed.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use flotilla::model::{Firmware, HostState, RolloutPolicy, ServerSize};
+use flotilla::model::{HostState, RolloutPolicy, ServerSize};
 use flotilla::monitor::{MonitorEvent, Thresholds};
-use flotilla::ops::images::{BootInput, ImportRequest};
 use flotilla::ops::units::{ServerForm, UnitAction, UnitForm};
-use flotilla::ops::Engine;
-use flotilla_tests::Lab;
-use std::path::PathBuf;
-use std::process::Command;
+use flotilla_tests::{wait_host_state, Lab};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,52 +35,13 @@ start = "cd /srv/www && setsid nohup python3 -m http.server 8080 > /dev/null 2>&
 stop = "pkill -f http.server || true"
 "#;
 
-async fn wait_state(e: &Engine, host: &str, state: HostState, limit: Duration) -> Instant {
-    let began = Instant::now();
-    loop {
-        let h = e.host_show(host).unwrap();
-        if h.monitor.state == Some(state) {
-            return Instant::now();
-        }
-        assert!(
-            began.elapsed() < limit,
-            "{host} is not {state} after {limit:?}: {:?}",
-            h.monitor
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn off_task<T: Send + 'static>(lab: &Lab, f: impl FnOnce(&Lab) -> T + Send + 'static) -> T {
-    let lab = lab.clone();
-    tokio::task::spawn_blocking(move || f(&lab)).await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh (builds a real cloud-init image)"]
 async fn a_cut_off_cloud_guest_powers_itself_off_before_its_new_copy_starts() {
     let lab = Lab::from_env();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rig/build-cloud-guest.sh");
-    let built = Command::new(&script).output().unwrap();
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    let image = PathBuf::from(String::from_utf8(built.stdout).unwrap().trim());
     let dir = tempfile::tempdir().unwrap();
     let e = lab.unit_engine(dir.path()).await;
-    e.image_import(
-        &ImportRequest {
-            image: "debian-isolated".into(),
-            file: image.join("disk.qcow2"),
-            notes: "Debian 12 + cloud-init, BIOS boot".into(),
-            boot: BootInput::Disk(Firmware::Bios),
-        },
-        Arc::new(|_| {}),
-    )
-    .await
-    .unwrap();
+    lab.import_cloud_image(&e, "debian-isolated").await;
     e.def_create("isolated").unwrap();
     e.def_set_text("isolated", DEFINITION, None).unwrap();
     let gateway = lab.get("FLOTILLA_LAB_GATEWAY").to_owned();
@@ -145,11 +102,11 @@ async fn a_cut_off_cloud_guest_powers_itself_off_before_its_new_copy_starts() {
     let twice = lab.watch_twice(&[1, 2]);
     let script = async {
         let patience = Duration::from_secs(60);
-        wait_state(&e, "lab-h1", HostState::Ready, patience).await;
-        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+        wait_host_state(&e, "lab-h1", HostState::Ready, patience).await;
+        wait_host_state(&e, "lab-h2", HostState::Ready, patience).await;
         let cut = Instant::now();
-        off_task(&lab, |lab| lab.run(&["cut-host", "2"])).await;
-        let failed = wait_state(&e, "lab-h2", HostState::Failed, patience).await;
+        lab.off_task(|lab| lab.run(&["cut-host", "2"])).await;
+        let failed = wait_host_state(&e, "lab-h2", HostState::Failed, patience).await;
         // The guest powers itself off: seen on the host (its console), libvirtd is frozen.
         let began = Instant::now();
         while lab.guests_running(2).contains("isolated-1") {
@@ -207,8 +164,8 @@ async fn a_cut_off_cloud_guest_powers_itself_off_before_its_new_copy_starts() {
             fence.detail
         );
         // The partition heals: the stale copy goes, one MAC answers for the address.
-        off_task(&lab, |lab| lab.run(&["heal-host", "2"])).await;
-        wait_state(&e, "lab-h2", HostState::Ready, Duration::from_secs(120)).await;
+        lab.off_task(|lab| lab.run(&["heal-host", "2"])).await;
+        wait_host_state(&e, "lab-h2", HostState::Ready, Duration::from_secs(120)).await;
         assert_eq!(lab.macs_answering("10.77.0.45").len(), 1);
         stop.send(()).unwrap();
     };

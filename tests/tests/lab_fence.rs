@@ -19,8 +19,7 @@
 use flotilla::model::HostState;
 use flotilla::monitor::{MonitorEvent, Thresholds};
 use flotilla::ops::units::{UnitAction, UnitForm};
-use flotilla::ops::Engine;
-use flotilla_tests::Lab;
+use flotilla_tests::{wait_host_state, Lab};
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,22 +45,6 @@ stop = "true"
 
 /// What the monitor reported, with when the test saw it.
 type Seen = Mutex<Vec<(Instant, MonitorEvent)>>;
-
-async fn wait_state(e: &Engine, host: &str, state: HostState, limit: Duration) -> Instant {
-    let began = Instant::now();
-    loop {
-        let h = e.host_show(host).unwrap();
-        if h.monitor.state == Some(state) {
-            return Instant::now();
-        }
-        assert!(
-            began.elapsed() < limit,
-            "{host} is not {state} after {limit:?}: {:?}",
-            h.monitor
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// One command on the lab HAProxy's runtime API.
 fn haproxy(lab: &Lab, command: &str) -> String {
@@ -130,11 +113,6 @@ fn qemu_pid(lab: &Lab, i: u32, server: &str) -> String {
         .to_owned()
 }
 
-async fn off_task<T: Send + 'static>(lab: &Lab, f: impl FnOnce(&Lab) -> T + Send + 'static) -> T {
-    let lab = lab.clone();
-    tokio::task::spawn_blocking(move || f(&lab)).await.unwrap()
-}
-
 fn transitions_to(seen: &Seen, host: &str, to: HostState) -> Vec<String> {
     seen.lock()
         .unwrap()
@@ -197,8 +175,8 @@ async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice(
     });
     let script = async {
         let patience = Duration::from_secs(60);
-        wait_state(&e, "lab-h1", HostState::Ready, patience).await;
-        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+        wait_host_state(&e, "lab-h1", HostState::Ready, patience).await;
+        wait_host_state(&e, "lab-h2", HostState::Ready, patience).await;
 
         // 1. A hung libvirtd while the app refuses connections: HAProxy's checks of the
         //    server on lab-h2 go to a port nothing listens on (TCP resets from the guest).
@@ -222,7 +200,7 @@ async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice(
             h2.monitor.detail
         );
         haproxy(&lab, &format!("set server be_lab/{name} check-port 8080"));
-        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+        wait_host_state(&e, "lab-h2", HostState::Ready, patience).await;
         wait_lb(&lab, name, "UP", patience).await;
         assert!(
             transitions_to(&seen, "lab-h2", HostState::Failed).is_empty(),
@@ -233,8 +211,8 @@ async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice(
         //    fence.
         let pid = qemu_pid(&lab, 2, name);
         let cut = Instant::now();
-        off_task(&lab, |lab| lab.run(&["cut-host", "2"])).await;
-        let failed = wait_state(&e, "lab-h2", HostState::Failed, patience).await;
+        lab.off_task(|lab| lab.run(&["cut-host", "2"])).await;
+        let failed = wait_host_state(&e, "lab-h2", HostState::Failed, patience).await;
         eprintln!(
             "partition → failed in {} ms",
             failed.duration_since(cut).as_millis()
@@ -285,8 +263,8 @@ async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice(
 
         // 3. The partition heals: the server ran all along and rejoins without a reboot.
         let healed = Instant::now();
-        off_task(&lab, |lab| lab.run(&["heal-host", "2"])).await;
-        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+        lab.off_task(|lab| lab.run(&["heal-host", "2"])).await;
+        wait_host_state(&e, "lab-h2", HostState::Ready, patience).await;
         let began = Instant::now();
         loop {
             let s2 = e
@@ -334,8 +312,8 @@ async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice(
         .await
         .unwrap();
         let cut = Instant::now();
-        off_task(&lab, |lab| lab.run(&["cut-host", "2"])).await;
-        let failed = wait_state(&e, "lab-h2", HostState::Failed, patience).await;
+        lab.off_task(|lab| lab.run(&["cut-host", "2"])).await;
+        let failed = wait_host_state(&e, "lab-h2", HostState::Failed, patience).await;
         let began = Instant::now();
         // When the fence step began and ended (its events, as the progress bars get them).
         let steps: Arc<Mutex<Vec<(Instant, String)>>> = Arc::new(Mutex::new(Vec::new()));
@@ -401,12 +379,12 @@ async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice(
         assert_eq!(page.as_deref().map(str::trim), Some(name.as_str()));
         // The partition heals and the host is powered on again: its stale copy goes before it
         // is ready, and one MAC answers for the address.
-        off_task(&lab, |lab| {
+        lab.off_task(|lab| {
             lab.run(&["revive-host", "2"]);
             lab.run(&["heal-host", "2"]);
         })
         .await;
-        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+        wait_host_state(&e, "lab-h2", HostState::Ready, patience).await;
         assert_eq!(lab.macs_answering(&on_h2.address).len(), 1);
         stop.send(()).unwrap();
     };

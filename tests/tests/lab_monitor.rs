@@ -12,8 +12,7 @@
 use flotilla::model::HostState;
 use flotilla::monitor::{MonitorEvent, Thresholds};
 use flotilla::ops::units::{RecoveryHooks, UnitAction, UnitForm};
-use flotilla::ops::Engine;
-use flotilla_tests::Lab;
+use flotilla_tests::{wait_host_state, Lab};
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -40,28 +39,6 @@ stop = "true"
 
 /// What the monitor reported, with when the test saw it.
 type Seen = Mutex<Vec<(Instant, MonitorEvent)>>;
-
-/// Waits (up to `limit`) until the inventory holds `state` for `host`; returns when.
-async fn wait_state(e: &Engine, host: &str, state: HostState, limit: Duration) -> Instant {
-    let began = Instant::now();
-    loop {
-        let h = e
-            .host_list()
-            .unwrap()
-            .into_iter()
-            .find(|h| h.name.as_str() == host)
-            .unwrap();
-        if h.monitor.state == Some(state) {
-            return Instant::now();
-        }
-        assert!(
-            began.elapsed() < limit,
-            "{host} is not {state} after {limit:?}: {:?}",
-            h.monitor
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Transitions to `failed` among the events seen so far.
 fn failures(seen: &Seen) -> Vec<String> {
@@ -169,13 +146,6 @@ fn restart_libvirtd(lab: &Lab, i: u32) -> Duration {
     }
 }
 
-/// Runs a blocking lab action on a thread of its own: the monitor shares the test's task
-/// (`join!`), and would not probe at all while the action blocked it.
-async fn off_task<T: Send + 'static>(lab: &Lab, f: impl FnOnce(&Lab) -> T + Send + 'static) -> T {
-    let lab = lab.clone();
-    tokio::task::spawn_blocking(move || f(&lab)).await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh"]
 async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothing() {
@@ -227,25 +197,25 @@ async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothin
     });
     let script = async {
         let patience = Duration::from_secs(60);
-        wait_state(&e, "lab-h1", HostState::Ready, patience).await;
-        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+        wait_host_state(&e, "lab-h1", HostState::Ready, patience).await;
+        wait_host_state(&e, "lab-h2", HostState::Ready, patience).await;
 
         // An HAProxy restart: the witness is away (frozen meanwhile), then back without the
         // members Flotilla added (unknown until a reconcile): nothing fails.
-        let away = off_task(&lab, restart_haproxy).await;
+        let away = lab.off_task(restart_haproxy).await;
         eprintln!("HAProxy was away for {} ms", away.as_millis());
         tokio::time::sleep(thresholds.lost_after()).await;
         e.lb_reconcile("lab").await.unwrap();
         tokio::time::sleep(thresholds.lost_after()).await;
         assert!(failures(&seen).is_empty(), "{:?}", failures(&seen));
-        wait_state(&e, "lab-h1", HostState::Ready, patience).await;
-        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+        wait_host_state(&e, "lab-h1", HostState::Ready, patience).await;
+        wait_host_state(&e, "lab-h2", HostState::Ready, patience).await;
 
         // A libvirtd restart on host 2: its guests keep running, so HAProxy sees them up;
         // at worst partitioned, never failed.
-        let away = off_task(&lab, |lab| restart_libvirtd(lab, 2)).await;
+        let away = lab.off_task(|lab| restart_libvirtd(lab, 2)).await;
         eprintln!("libvirtd of host 2 was away for {} ms", away.as_millis());
-        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+        wait_host_state(&e, "lab-h2", HostState::Ready, patience).await;
         assert!(failures(&seen).is_empty(), "{:?}", failures(&seen));
 
         // Flotilla cut off from everything at once, as a laptop losing its network sees it:
@@ -274,15 +244,16 @@ async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothin
         signal("-CONT");
         assert!(frozen, "the monitor did not say it is frozen: {status:?}");
         assert!(failures(&seen).is_empty(), "{:?}", failures(&seen));
-        wait_state(&e, "lab-h1", HostState::Ready, patience).await;
-        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+        wait_host_state(&e, "lab-h1", HostState::Ready, patience).await;
+        wait_host_state(&e, "lab-h2", HostState::Ready, patience).await;
         assert!(failures(&seen).is_empty(), "{:?}", failures(&seen));
         e.lb_reconcile("lab").await.unwrap();
 
         // The host dies: failed within the target.
         let killed = Instant::now();
-        off_task(&lab, |lab| lab.run(&["kill-host", "2"])).await;
-        let failed = wait_state(&e, "lab-h2", HostState::Failed, Duration::from_secs(30)).await;
+        lab.off_task(|lab| lab.run(&["kill-host", "2"])).await;
+        let failed =
+            wait_host_state(&e, "lab-h2", HostState::Failed, Duration::from_secs(30)).await;
         let took = failed.duration_since(killed);
         eprintln!(
             "lab-h2 failed {} ms after kill-host (worst case with these thresholds: {} ms)",
@@ -328,8 +299,8 @@ async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothin
         // there when the host comes back: its libvirt keeps the definition on disk.
         let stale = lab.dir().join(format!("h2/etc/qemu/{on_h2}.xml"));
         assert!(stale.exists(), "{} is not left on lab-h2", stale.display());
-        off_task(&lab, |lab| lab.run(&["revive-host", "2"])).await;
-        wait_state(&e, "lab-h2", HostState::Ready, patience).await;
+        lab.off_task(|lab| lab.run(&["revive-host", "2"])).await;
+        wait_host_state(&e, "lab-h2", HostState::Ready, patience).await;
         let domains = Command::new("virsh")
             .args(["-q", "-c", &lab.host_uri(2), "list", "--all", "--name"])
             .output()

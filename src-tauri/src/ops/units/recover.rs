@@ -301,22 +301,7 @@ impl Engine {
                     s.name
                 )));
             }
-            let host = self.host_show(&m.from)?;
-            if !matches!(
-                host.monitor.state,
-                Some(HostState::Failed | HostState::Unreachable)
-            ) {
-                return Err(ValidationError::new(
-                    "from",
-                    format!(
-                        "host {} is {} now: its copy of {} may run, so it is not re-created elsewhere",
-                        m.from,
-                        host.monitor.state.map_or("not monitored", |st| st.as_str()),
-                        s.name
-                    ),
-                )
-                .into());
-            }
+            let host = self.still_lost(m)?;
             let (_, _, fence) = self
                 .recover_fences(&ctx.unit, std::slice::from_ref(m), &confirmed)?
                 .remove(0);
@@ -383,6 +368,28 @@ impl Engine {
             ctx.note(&s.name, Step::Fence, said);
             return Ok(());
         }
+    }
+
+    /// The host `m` takes its server from, while it is still lost (failed, or unreachable):
+    /// one that answers again may run the server's copy, so it is not re-created elsewhere.
+    fn still_lost(&self, m: &Move) -> Result<Host, OpError> {
+        let host = self.host_show(&m.from)?;
+        if matches!(
+            host.monitor.state,
+            Some(HostState::Failed | HostState::Unreachable)
+        ) {
+            return Ok(host);
+        }
+        Err(ValidationError::new(
+            "from",
+            format!(
+                "host {} is {} now: its copy of {} may run, so it is not re-created elsewhere",
+                m.from,
+                host.monitor.state.map_or("not monitored", |st| st.as_str()),
+                m.server
+            ),
+        )
+        .into())
     }
 
     fn fence_progress(&self, ctx: &Ctx, s: &Server, detail: String) {
@@ -535,22 +542,7 @@ impl Engine {
             Dir::Do => {
                 // Still lost now (it may have come back while earlier servers were being
                 // re-created): else its copy may run, and this one would be a second.
-                let from = self.host_show(&m.from)?;
-                if !matches!(
-                    from.monitor.state,
-                    Some(HostState::Failed | HostState::Unreachable)
-                ) {
-                    return Err(ValidationError::new(
-                        "from",
-                        format!(
-                            "host {} is no longer lost ({}): {} is not re-created elsewhere",
-                            m.from,
-                            from.monitor.state.map_or("not monitored", |st| st.as_str()),
-                            s.name
-                        ),
-                    )
-                    .into());
-                }
+                self.still_lost(m)?;
                 if ctx.lb.is_some() {
                     self.lb_set(ctx, s, MemberState::Maint).await?;
                 }
