@@ -405,3 +405,107 @@ async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice(
     assert!(samples > 100, "the watch sampled ({samples})");
     assert!(ran_twice.is_empty(), "{ran_twice:?}");
 }
+
+/// The isolation response on the lab's tiny guest (busybox: no Python, no systemd — the
+/// per-boot script and the `ping` loop): a server cut off from its load balancer's address
+/// powers itself off after its timeout, and says so on its console; one that can reach it
+/// keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the lab: run `tests/rig/lab up` as root, or scripts/test.sh"]
+async fn a_cut_off_tiny_guest_powers_itself_off_after_its_isolation_timeout() {
+    let lab = Lab::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let e = lab.tiny_unit_engine(dir.path(), "alone", DEFINITION).await;
+    let gateway = lab.get("FLOTILLA_LAB_GATEWAY").to_owned();
+    e.unit_create(&UnitForm {
+        name: "alone".into(),
+        image: "tiny:1".into(),
+        definition: "alone:2".into(),
+        size: Some(flotilla::model::ServerSize {
+            cpus: 1,
+            memory_mib: 128,
+            disk_gib: 0,
+        }),
+        servers: vec![
+            flotilla::ops::units::ServerForm {
+                name: "alone-1".into(),
+                address: "10.77.0.81".into(),
+                host: "lab-h1".into(),
+            },
+            flotilla::ops::units::ServerForm {
+                name: "alone-2".into(),
+                address: "10.77.0.82".into(),
+                host: "lab-h2".into(),
+            },
+        ],
+        policy: Some(flotilla::model::RolloutPolicy {
+            isolation_timeout_s: 10,
+            isolation_address: gateway.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .unwrap();
+    e.unit_run("alone", UnitAction::Deploy, Arc::new(|_| {}))
+        .await
+        .unwrap();
+    let began = Instant::now();
+    while !lab
+        .serial_text(2, "alone-2")
+        .contains(&format!("flotilla-isolation: watching {gateway} (ping)"))
+    {
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "the watchdog did not start: {}",
+            lab.serial_text(2, "alone-2")
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Only lab-h2's link goes down (its libvirtd stays up: this is about the guest alone).
+    lab.off_task(|lab| {
+        std::process::Command::new("ip")
+            .args([
+                "-n",
+                lab.get("FLOTILLA_LAB_NETNS"),
+                "link",
+                "set",
+                "lab-h2",
+                "down",
+            ])
+            .status()
+            .unwrap()
+    })
+    .await;
+    let cut = Instant::now();
+    while lab.guests_running(2).contains("alone-2") {
+        assert!(
+            cut.elapsed() < Duration::from_secs(60),
+            "alone-2 did not power itself off: {}",
+            lab.serial_text(2, "alone-2")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let off = cut.elapsed();
+    lab.run(&["heal-host", "2"]);
+    let console = lab.serial_text(2, "alone-2");
+    eprintln!("cut off → powered off in {} ms", off.as_millis());
+    assert!(
+        console.contains(&format!("flotilla-isolation: no answer from {gateway}")),
+        "{console}"
+    );
+    assert!(
+        off >= Duration::from_secs(10),
+        "not before its timeout: {off:?}"
+    );
+    // The one that reaches its load balancer runs on.
+    assert!(lab.guests_running(1).contains("alone-1"));
+    let s = e.unit_show("alone").unwrap().servers;
+    assert!(s.iter().all(|s| s.isolation_s == 10), "{s:?}");
+    e.unit_run(
+        "alone",
+        UnitAction::Delete { force: false },
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
+}
