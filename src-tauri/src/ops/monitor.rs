@@ -9,12 +9,15 @@
 //!    monitor runs are picked up);
 //! 2. each HAProxy holding pooled servers is asked once (`show stat`, bounded by the call
 //!    timeout);
-//! 3. the fleet is evaluated with the probe results that arrived since the last round;
-//! 4. returning hosts are reconciled through [`MonitorHooks::reconcile`] (not while frozen);
+//! 3. the fleet is evaluated with the probe results that arrived since the last round, and the
+//!    hosts seen alive are noted (`last_seen`);
+//! 4. the reconcile outcomes that came back apply; a reconcile is started (beside the rounds)
+//!    for each returning host that has none running (not while frozen);
 //! 5. every host's state is written with the lease renewal (one transaction), and only then
-//!    are the changes reported and [`MonitorHooks::on_transition`] called;
-//! 6. a probe is started for every host that has none running. Probes run between rounds, so a
-//!    host that does not answer never delays the others.
+//!    are the changes reported and [`MonitorHooks::on_transition`] started beside the rounds;
+//! 6. a probe is started for every host that has none running. Probes and side work run
+//!    between rounds, so a host, load balancer or BMC that does not answer never delays the
+//!    others, nor the lease.
 
 use super::lbs::LbDriver;
 use super::{Engine, OpError};
