@@ -579,4 +579,81 @@ mod tests {
         assert_eq!(i.units[0].in_service_after, 0);
         assert_eq!(i.units[0].health, UnitHealth::Outage);
     }
+
+    #[test]
+    fn replacements_follow_the_one_placement_rule_across_units() {
+        // h1 fails. h2: little memory left, one server of small; h3: much memory, one of big.
+        let hosts = [
+            host("h1", 8192, 10 << 30, &[("web", 1)]),
+            host("h2", 3840, 10 << 30, &[("web", 1)]),
+            host("h3", 7168, 10 << 30, &[("web", 1)]),
+        ];
+        let mut big = unit("big", 1, &["h1", "h3"]);
+        big.memory_mib = 1024;
+        let mut small = unit("small", 2, &["h1", "h1", "h2"]);
+        small.memory_mib = 256;
+        let units = [big, small];
+        let placed: Vec<(String, String)> = replacements(&hosts, &units, &failed(&["h1"]))
+            .into_iter()
+            .map(|r| (r.server, r.host))
+            .collect();
+        // small (below its minimum) first: the host with none of it, then the most memory
+        // left; then big-1 to h2, the host without a server of big, though h3 has more memory.
+        let want = [("small-1", "h3"), ("small-2", "h3"), ("big-1", "h2")]
+            .map(|(s, h)| (s.to_owned(), h.to_owned()));
+        assert_eq!(placed, want);
+        // The same as the rule itself gives, unit by unit, on the survivors.
+        let mut rooms: Vec<HostRoom> = hosts[1..].iter().map(HostShape::room).collect();
+        let mut by_rule = Vec::new();
+        for (u, lost) in [(&units[1], 2), (&units[0], 1)] {
+            for r in &mut rooms {
+                r.unit_servers = u.servers.iter().filter(|s| s.host == r.name).count() as u32;
+            }
+            for s in u.servers.iter().filter(|s| s.host == "h1").take(lost) {
+                let need = Need {
+                    memory_mib: u.memory_mib,
+                    cpus: u.cpus,
+                    master: Some((&u.master, u.master_bytes)),
+                    address: None,
+                };
+                by_rule.push((s.name.clone(), place_one(&mut rooms, &need).unwrap()));
+            }
+        }
+        assert_eq!(by_rule, want);
+    }
+
+    #[test]
+    fn only_running_servers_are_replaced_and_only_on_ready_hosts_holding_their_address() {
+        let net = |s: &str| Some(Ipv4Cidr::parse(s).unwrap());
+        let mut h2 = host("h2", 8192, 10 << 30, &[("web", 1)]);
+        h2.network = net("10.1.0.0/24");
+        let mut h3 = host("h3", 8192, 10 << 30, &[("web", 1)]);
+        h3.network = net("10.0.0.0/24");
+        let hosts = [host("h1", 0, 0, &[("web", 1)]), h2, h3];
+        let mut u = unit("shop", 1, &["h1", "h1", "h2"]);
+        u.servers[0].address = Some("10.0.0.5".parse().unwrap());
+        // A server stopped on purpose stays where it is: no room is planned for it.
+        u.servers[1].running = false;
+        u.servers[1].in_service = false;
+        let r = replacements(&hosts, &[u.clone()], &failed(&["h1"]));
+        assert_eq!(
+            r.iter()
+                .map(|r| (r.server.as_str(), r.host.as_str()))
+                .collect::<Vec<_>>(),
+            [("shop-1", "h3")],
+            "the network that holds its address, though h2 has fewer of the unit"
+        );
+        // A host the monitor does not say is ready takes nothing.
+        let mut suspect = hosts.clone();
+        suspect[2].ready = false;
+        let i = impact(&suspect, &[u], &failed(&["h1"]));
+        assert!(!i.units[0].replaceable);
+        assert!(
+            i.units[0]
+                .room
+                .contains("no surviving host's network holds address 10.0.0.5"),
+            "{}",
+            i.units[0].room
+        );
+    }
 }
