@@ -230,6 +230,11 @@ struct OpArgs {
     /// Not stored: a resumed operation goes on from where it was, whatever the plan is now.
     #[serde(skip)]
     expect: Option<String>,
+    /// A recovery the admin confirmed: the moves of the plan whose fingerprint was checked
+    /// under the lock. The run takes these as they are (it does not decide them again), so
+    /// what runs is what was confirmed. Not stored: `moves` is, once the run begins.
+    #[serde(skip)]
+    confirmed_moves: Option<Vec<Move>>,
     /// This run resumes an interrupted operation.
     #[serde(skip)]
     resumed: bool,
@@ -266,6 +271,7 @@ impl OpArgs {
             priors_before: Vec::new(),
             moves: Vec::new(),
             expect: None,
+            confirmed_moves: None,
             resumed: false,
         }
     }
@@ -1111,8 +1117,41 @@ impl Engine {
 
     /// The dry run: which servers the action touches and the steps of each, in order.
     pub fn unit_plan(&self, unit: &str, action: &UnitAction) -> Result<OpPlan, OpError> {
+        Ok(self.unit_plan_moves(unit, action)?.0)
+    }
+
+    /// Under the unit's lock: `Ok` when a fresh plan still has the fingerprint `expect` the
+    /// admin confirmed (else the refusal that carries the new plan, as [`Self::plan_unchanged`]);
+    /// a recovery then carries that plan's moves in `args.confirmed_moves`, and runs those.
+    fn plan_confirmed(&self, expect: &str, args: &mut OpArgs) -> Result<(), OpError> {
+        let mut moves = None;
+        Self::plan_unchanged(expect, || {
+            let (plan, m) = self.unit_plan_moves(&args.unit, &args.action)?;
+            moves = m;
+            Ok(plan)
+        })?;
+        args.confirmed_moves = moves;
+        Ok(())
+    }
+
+    /// [`Engine::unit_plan`], and a recovery's moves (decided once: its targets, fingerprint
+    /// and fences are of these).
+    fn unit_plan_moves(
+        &self,
+        unit: &str,
+        action: &UnitAction,
+    ) -> Result<(OpPlan, Option<Vec<Move>>), OpError> {
         let u = self.inventory.unit_get(unit.trim())?;
-        let (kind, mut targets, new) = self.targets(&u, action)?;
+        let moves = match action {
+            UnitAction::Recover { from, host_is_off } => {
+                Some(self.recover_moves(&u, from, host_is_off)?)
+            }
+            _ => None,
+        };
+        let (kind, mut targets, new) = match &moves {
+            Some(moves) => (OpKind::Recover, Self::moved(&u, moves), Vec::new()),
+            None => self.targets(&u, action)?,
+        };
         let fingerprint = self.fingerprint_of(
             action,
             &UnitFacts::of(&u),
@@ -1144,10 +1183,9 @@ impl Engine {
             warnings.push(format!("this will not start: {why}"));
         }
         // A recovery: the fence of each server, and whether the recovery may start.
-        let fences = match action {
-            UnitAction::Recover { from, host_is_off } => {
-                let moves = self.recover_moves(&u, from, host_is_off)?;
-                let fences = self.recover_fences(&u, &moves, host_is_off)?;
+        let fences = match (action, &moves) {
+            (UnitAction::Recover { host_is_off, .. }, Some(moves)) => {
+                let fences = self.recover_fences(&u, moves, host_is_off)?;
                 if let Some(why) = plan::fence::manual_refusal(&u.name, &fences) {
                     warnings.push(format!("this will not start: {why}"));
                 }
@@ -1244,7 +1282,7 @@ impl Engine {
                 ),
             ),
         };
-        Ok(OpPlan {
+        let plan = OpPlan {
             unit: u.name.clone(),
             action: action.name().into(),
             batch_size,
@@ -1258,7 +1296,8 @@ impl Engine {
             in_service_during,
             estimate_s,
             estimate_from,
-        })
+        };
+        Ok((plan, moves))
     }
 
     /// How long one server took on average in this unit's last few succeeded operations of

@@ -86,6 +86,7 @@ impl Engine {
             priors_before: Vec::new(),
             moves: Vec::new(),
             expect,
+            confirmed_moves: None,
             resumed: false,
         };
         let outcome = self.run_op(args, progress, None).await;
@@ -283,9 +284,7 @@ impl Engine {
         }
         if let Some(expect) = args.expect.take() {
             // Under the lock: what was confirmed is what runs, or nothing does.
-            if let Err(e) =
-                Self::plan_unchanged(&expect, || self.unit_plan(&args.unit, &args.action))
-            {
+            if let Err(e) = self.plan_confirmed(&expect, &mut args) {
                 self.inventory
                     .operation_finish(op, "aborted", &e.to_string())?;
                 self.inventory.unit_unlock(op)?;
@@ -470,7 +469,10 @@ impl Engine {
             // (its servers may be recorded on their new hosts already).
             UnitAction::Recover { from, host_is_off } => {
                 if args.moves.is_empty() {
-                    args.moves = self.recover_moves(&u, from, host_is_off)?;
+                    args.moves = match args.confirmed_moves.take() {
+                        Some(confirmed) => confirmed,
+                        None => self.recover_moves(&u, from, host_is_off)?,
+                    };
                     // Nothing is re-created without a fence for every server (a resumed
                     // recovery checks again in its `fence` steps).
                     let fences = self.recover_fences(&u, &args.moves, host_is_off)?;
