@@ -13,6 +13,7 @@ mod fingerprint;
 pub mod impact;
 pub mod names;
 mod place;
+pub mod recover;
 pub mod unit;
 pub use alloc::{
     allocate, host_rooms, mac_candidate, scale_in, server_mac, AllocError, AllocRequest, Allocated,

@@ -98,10 +98,10 @@ impl Engine {
                 }
             }
         }
-        let usable = |name: &str| match state_of(name) {
-            Some(Some(HostState::Failed)) => true,
-            Some(Some(HostState::Unreachable)) => confirmed.iter().any(|c| c == name),
-            _ => false,
+        let usable = |name: &str| {
+            state_of(name).is_some_and(|state| {
+                plan::recover::lost_host(state, confirmed.iter().any(|c| c == name))
+            })
         };
         if from.is_empty() {
             let mut failed: Vec<String> = u
@@ -160,55 +160,31 @@ impl Engine {
         confirmed: &[String],
     ) -> Result<Vec<Move>, OpError> {
         let failed = self.failed_hosts(u, from, confirmed)?;
-        let lost: Vec<&Server> = u
-            .servers
-            .iter()
-            // Running ones: a server stopped on purpose stays stopped (and where it is).
-            .filter(|s| failed.contains(&s.host) && s.state == ServerState::Running)
-            .collect();
+        let lost = plan::recover::lost_servers(u, &failed);
         if lost.is_empty() {
             return Ok(Vec::new());
         }
-        let current = u.current();
-        let memory = current.map_or(plan::FALLBACK_SIZE.memory_mib, |v| v.size.memory_mib);
-        let memory = u64::from(memory);
-        let master = current.map_or((String::new(), 0), |v| (v.image.clone(), v.image_version));
+        let master = u
+            .current()
+            .map_or((String::new(), 0), |v| (v.image.clone(), v.image_version));
         let host_list = self.host_list()?;
         let images = self.image_list()?;
+        // The hosts a recovery may use: ready (as the monitor says now) and not lost.
         let mut rooms: Vec<plan::HostRoom> = self
             .host_shapes(&host_list, &images)?
             .iter()
             .zip(&host_list)
-            .filter(|(_, h)| h.monitor.state == Some(HostState::Ready))
-            .filter(|(shape, _)| !failed.contains(&shape.name))
-            .map(|(shape, _)| plan::HostRoom {
-                unit_servers: u.servers.iter().filter(|s| s.host == shape.name).count() as u32,
-                ..shape.room()
+            .filter(|(shape, h)| {
+                h.monitor.state == Some(HostState::Ready) && !failed.contains(&shape.name)
             })
+            .map(|(shape, _)| shape.room())
             .collect();
         let master_bytes = crate::ops::impact::master_bytes(&images, &master);
-        let mut moves = Vec::new();
-        for s in lost {
-            let addr: Ipv4Addr = s.address.parse().map_err(|_| {
-                ValidationError::new("address", format!("{} is not an address", s.address))
-            })?;
-            let need = plan::Need {
-                memory_mib: memory,
-                cpus: current.map_or(0, |v| v.size.cpus),
-                master: Some((&master, master_bytes)),
-                address: Some(addr),
-            };
-            let Some(to) = plan::place_one(&mut rooms, &need) else {
-                return Err(ValidationError::new(
-                    "from",
-                    format!(
-                        "no surviving host can take {} ({memory} MiB, address {}): none that the monitor says is ready has the memory left and that address in its network",
-                        s.name, s.address
-                    ),
-                )
-                .into());
-            };
-            moves.push(Move {
+        let to = plan::recover::recover_hosts(u, &lost, &mut rooms, master_bytes)?;
+        let moves = lost
+            .into_iter()
+            .zip(to)
+            .map(|(s, to)| Move {
                 server: s.name.clone(),
                 from: s.host.clone(),
                 to,
@@ -218,8 +194,8 @@ impl Engine {
                 version: s.version,
                 prior: s.prior.clone(),
                 isolation_s: s.isolation_s,
-            });
-        }
+            })
+            .collect();
         Ok(moves)
     }
 
