@@ -272,8 +272,12 @@ fn place_lost(
     if lost.is_empty() {
         return (true, String::new());
     }
+    let mut of_unit: BTreeMap<&str, u32> = BTreeMap::new();
+    for s in &u.servers {
+        *of_unit.entry(s.host.as_str()).or_default() += 1;
+    }
     for h in survivors.iter_mut() {
-        h.unit_servers = u.servers.iter().filter(|s| s.host == h.name).count() as u32;
+        h.unit_servers = of_unit.get(h.name.as_str()).copied().unwrap_or(0);
     }
     for (done, s) in lost.iter().enumerate() {
         let need = Need {
