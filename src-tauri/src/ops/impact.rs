@@ -124,7 +124,7 @@ impl Engine {
         );
         let units = self.inventory.unit_list()?;
         let images = self.image_list()?;
-        let hosts = self.host_shapes(&host_list, &images)?;
+        let hosts = Self::host_shapes(&host_list, &images, &units);
         let shapes: Vec<UnitShape> = units
             .iter()
             .map(|u| {
@@ -167,16 +167,19 @@ impl Engine {
     /// memory not promised to any registered server, CPUs, pool space, the masters it holds,
     /// its network; ready when the monitor says so (or does not watch it).
     pub(crate) fn host_shapes(
-        &self,
         host_list: &[crate::model::Host],
         images: &[crate::model::ImageVersion],
-    ) -> Result<Vec<HostShape>, OpError> {
-        // Memory promised to every registered server, per host.
-        let mut promised: HashMap<String, u64> = HashMap::new();
-        for r in self.registered_servers()? {
-            *promised.entry(r.host).or_default() += r.memory_mib;
+        units: &[crate::inventory::Unit],
+    ) -> Vec<HostShape> {
+        // Memory promised to every registered server (of every unit), per host.
+        let mut promised: HashMap<&str, u64> = HashMap::new();
+        for u in units {
+            let mem = u.current().map_or(0, |v| u64::from(v.size.memory_mib));
+            for s in &u.servers {
+                *promised.entry(s.host.as_str()).or_default() += mem;
+            }
         }
-        Ok(host_list
+        host_list
             .iter()
             .map(|h| {
                 let facts = h.facts.as_ref();
@@ -201,7 +204,7 @@ impl Engine {
                         .is_none_or(|s| s == crate::model::HostState::Ready),
                 }
             })
-            .collect())
+            .collect()
     }
 
     /// The fence each deployed server on the `failed` hosts would get (a host still alive in a

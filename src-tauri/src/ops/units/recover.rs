@@ -170,8 +170,8 @@ impl Engine {
         let host_list = self.host_list()?;
         let images = self.image_list()?;
         // The hosts a recovery may use: ready (as the monitor says now) and not lost.
-        let mut rooms: Vec<plan::HostRoom> = self
-            .host_shapes(&host_list, &images)?
+        let units = self.inventory.unit_list()?;
+        let mut rooms: Vec<plan::HostRoom> = Self::host_shapes(&host_list, &images, &units)
             .iter()
             .zip(&host_list)
             .filter(|(shape, h)| {
