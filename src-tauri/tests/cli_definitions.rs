@@ -697,7 +697,7 @@ fn import_dir(d: &Path, name: &str, into: &Path, packages: &[&str]) {
 /// does hold come back from the written payload disk byte for byte, read by mtools (another
 /// FAT implementation), and are listed once each.
 #[test]
-fn package_names_the_payload_disk_would_lose_are_refused_at_every_door() {
+fn package_names_the_payload_disk_would_lose_are_refused_by_import_add_package_set_file_and_edit() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let d = &data;

@@ -274,4 +274,5 @@ async fn hostile_and_huge_searches_are_refused_or_plain_text_and_change_nothing(
         assert!(e.host_search(&q).is_err());
     }
     assert_eq!(e.inventory.server_list().unwrap().len(), before.len());
+    assert_eq!(e.inventory.server_list().unwrap(), before);
 }

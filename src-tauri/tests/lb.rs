@@ -337,7 +337,7 @@ fn assert_no_mark(what: &str, t: &str) {
 /// (reqwest's, the URL's own parse errors, the validation errors that quote the input), the
 /// journal, the audit log or the log file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_caddy_passwords_work_and_never_appear_anywhere() {
+async fn hostile_caddy_passwords_work_and_never_appear_in_output_journal_audit_or_logs() {
     use base64::Engine as _;
     let dir = setup();
     let d = dir.path();

@@ -189,7 +189,7 @@ fn ctl(data: &Path, bus: Option<&str>, files: bool, args: &[&str], stdin: &[u8])
 }
 
 #[test]
-fn the_password_lives_in_the_keyring_and_both_doors_find_it() {
+fn the_password_lives_in_the_keyring_and_the_cli_finds_it_in_either_secrets_mode() {
     let k = keyring();
     let (lab, node) = stand_in(k.dir.path());
     let data = k.dir.path().join("data");
