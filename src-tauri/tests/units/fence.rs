@@ -195,9 +195,10 @@ async fn an_isolation_fence_waits_its_time_and_a_host_that_returns_meanwhile_sto
     );
 }
 
-/// The isolation response goes into each server's seed and is recorded per server only once
-/// that seed is written; a recovery counts on it (and a policy without an address where the
-/// host has no gateway is refused before anything is made). Hostile values are refused.
+/// The isolation response is recorded per server from the seed its deploy wrote, and stays as
+/// that seed has it when the unit's policy turns it off. Hostile values are refused and change
+/// nothing. (A recovery counting on it: `an_isolation_fence_waits_…`,
+/// `an_automatic_recovery_needs_…`.)
 #[tokio::test]
 async fn the_isolation_response_is_recorded_per_server_from_the_seed_it_boots() {
     let f = Fixture::new().await;
