@@ -76,13 +76,7 @@ fn the_data_directory_and_temporary_files_are_private_to_their_user() {
     }
     // A master with its own kernel and initrd (copied into the library too).
     let disk = root.path().join("m.qcow2");
-    assert!(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg("32M")
-        .status()
-        .unwrap()
-        .success());
+    fixture::qcow2(&disk, "32M");
     let (kernel, initrd) = (root.path().join("vmlinuz"), root.path().join("initrd"));
     for f in [&kernel, &initrd] {
         std::fs::write(f, b"not really a kernel").unwrap();
