@@ -11,15 +11,18 @@ use std::process::ExitCode;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum DocsCommand {
-    /// Print the completion script for SHELL on stdout, e.g.
-    /// `flotillactl completions bash > ~/.local/share/bash-completion/completions/flotillactl`.
+    /// Print the shell completion script for bash, zsh or fish on stdout.
+    ///
+    /// E.g. `flotillactl completions bash > ~/.local/share/bash-completion/completions/flotillactl`.
     /// Changes nothing and needs no inventory.
     Completions {
         #[arg(value_enum)]
         shell: Shell,
     },
-    /// Write the man pages into DIR: flotillactl.1 and one page per subcommand
-    /// (flotillactl-unit-rollout.1, …). Needs no inventory.
+    /// Write the man pages into a folder: flotillactl.1 and one page per subcommand.
+    ///
+    /// The pages are named after the command: flotillactl-unit-rollout.1, … Needs no
+    /// inventory.
     Man {
         /// The folder to write the pages into (created if missing).
         #[arg(long, value_name = "DIR")]
