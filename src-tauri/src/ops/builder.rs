@@ -16,7 +16,7 @@
 //! read-only. A seal that cannot be done fails the capture (nothing recorded, builder kept);
 //! the version lists exactly the seals that were done.
 
-use super::exec::{describe, Dir, Journal, Sequence};
+use super::exec::{describe, Dir, Sequence};
 use super::images::{ImageProgress, ProgressFn};
 use super::{Engine, OpError};
 use crate::guest::{write_seed_disk, NicConfig, SeedSpec};
@@ -134,25 +134,6 @@ impl BuildStep {
 }
 
 impl Engine {
-    /// The journal of a builder or image operation.
-    pub(super) fn journal(&self, op: i64) -> Journal<'_> {
-        Journal {
-            inventory: &self.inventory,
-            op,
-            repeat: false,
-        }
-    }
-
-    pub(super) fn finish_op<T>(&self, op: i64, outcome: &Result<T, OpError>) {
-        let (state, error) = match outcome {
-            Ok(_) => ("succeeded", String::new()),
-            Err(e) => ("failed", e.to_string()),
-        };
-        if let Err(e) = self.inventory.operation_finish(op, state, &error) {
-            tracing::error!(op, error = %e, "could not journal the end of an operation");
-        }
-    }
-
     /// Whether the builder's domain exists and is this builder's (its metadata names it);
     /// a domain of that name that is not is an error, and is left alone.
     async fn builder_domain_ours(&self, host: &Host, b: &Builder) -> Result<bool, OpError> {
@@ -552,9 +533,7 @@ impl Engine {
             },
             base.as_ref().map(|b| (&b.image, b.version)),
         )?;
-        let op = self
-            .inventory
-            .operation_begin("image.build", &format!("image/{image}"))?;
+        let op = self.op_begin("image.build", &format!("image/{image}"), "")?;
         let mut seq = Sequence::new(self.journal(op));
         let made = self
             .build_steps(
@@ -568,11 +547,14 @@ impl Engine {
             )
             .await;
         let _ = std::fs::remove_dir_all(&seed_dir);
-        let made = match made {
+        let made = async {
+            match made {
             Ok(()) => self
                 .inventory
                 .builder_set_state(&image, "running")
                 .map_err(OpError::from),
+            // A simulated crash (test hooks): a dead process undoes nothing.
+            Err(OpError::Crashed) => Err(OpError::Crashed),
             Err(e) => {
                 // Undo what the steps made, newest first; the builder is forgotten only when
                 // nothing of it is left (else `image builder-abort` finishes the job).
@@ -598,9 +580,10 @@ impl Engine {
                     )))
                 }
             }
-        };
-        self.finish_op(op, &made);
-        made?;
+            }
+        }
+        .await;
+        self.op_end(op, made)?;
         Ok(self.inventory.builder_get(&image)?)
     }
 
@@ -744,24 +727,13 @@ impl Engine {
     pub async fn builder_abort(&self, image: &str) -> Result<(), OpError> {
         let outcome = async {
             let b = self.builder_show(image)?;
-            let op = self
-                .inventory
-                .operation_begin("image.builder-abort", &format!("image/{}", b.image))?;
-            let mut seq: Sequence<()> = Sequence::new(self.journal(op));
-            let done = seq
-                .step("remove the builder", None, || {
-                    self.remove_builder_objects(&b)
-                })
-                .await;
-            let done = match done {
-                Ok(()) => self
-                    .inventory
-                    .builder_delete(&b.image)
-                    .map_err(OpError::from),
-                e => e,
-            };
-            self.finish_op(op, &done);
-            done
+            self.op_run("image.builder-abort", &format!("image/{}", b.image), |op| async move {
+                let mut seq: Sequence<()> = Sequence::new(self.journal(op));
+                seq.step("remove the builder", None, || self.remove_builder_objects(&b))
+                    .await?;
+                Ok(self.inventory.builder_delete(&b.image)?)
+            })
+            .await
         }
         .await;
         self.audit("image.builder-abort", &format!("image/{image}"), &outcome);
@@ -787,17 +759,16 @@ impl Engine {
         if req.notes.len() > 4096 {
             return Err(ValidationError::new("notes", "at most 4096 bytes").into());
         }
-        let op = self
-            .inventory
-            .operation_begin("image.capture", &format!("image/{}", b.image))?;
+        let op = self.op_begin("image.capture", &format!("image/{}", b.image), "")?;
         let mut seq: Sequence<()> = Sequence::new(self.journal(op));
-        let outcome = self.capture_steps(&mut seq, &b, req, progress).await;
+        let mut outcome = self.capture_steps(&mut seq, &b, req, progress).await;
         if outcome.is_err() && b.captured_version.is_none() {
             // Not captured: the builder stays usable (it may have been powered off).
-            self.inventory.builder_set_state(&b.image, "running")?;
+            if let Err(e) = self.inventory.builder_set_state(&b.image, "running") {
+                outcome = Err(e.into());
+            }
         }
-        self.finish_op(op, &outcome);
-        outcome
+        self.op_end(op, outcome)
     }
 
     /// The steps of a capture. None has an undo: a capture that fails keeps the builder

@@ -8,13 +8,16 @@
 //! - an undo is journaled the same way (`undo_started`, then `undone` or `undo_failed`); a
 //!   failed undo is recorded and reported, never silent.
 //!
-//! Each operation writes its steps' *do* and *undo* side by side in one function (units:
-//! `units::steps::server_step`, builders: `builder::builder_step`), with the same ownership
-//! guards; this module only runs them.
+//! Each operation writes its steps' *do* and *undo* as named functions; this module only runs
+//! them. The lifecycle around the steps (begin, lock, end, audit) is `super::runner`'s; a
+//! [`Journal`] is had from `Engine::journal`, which arms the test hooks (a fault at a named
+//! step, every step and undo run twice) for every family alike.
 
+use super::runner::StepFault;
 use super::OpError;
 use crate::inventory::{Inventory, StepStatus};
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// Which way a step runs.
@@ -58,6 +61,8 @@ pub(crate) struct Journal<'a> {
     pub op: i64,
     /// Test builds: run every step and undo twice, to show they are idempotent.
     pub repeat: bool,
+    /// Test builds: a fault armed at a named step (`Engine::inject_step_fault`).
+    pub faults: &'a Mutex<Option<StepFault>>,
 }
 
 impl Journal<'_> {
@@ -74,13 +79,21 @@ impl Journal<'_> {
         Ok(())
     }
 
-    /// Runs step `name`: journal first, then `act` (twice when repeating), then its end.
+    /// The armed test fault at step `name` of `subject` (`*` matches any subject).
+    pub fn fault(&self, subject: &str, name: &str) -> Option<bool> {
+        let f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        f.as_ref().filter(|f| f.matches(subject, name)).map(|f| f.crash)
+    }
+
+    /// Runs step `name`: journal first, then `act` (twice when repeating), then its end; a
+    /// test fault armed at `name` (any subject) applies.
     pub async fn run<T, F, Fut>(&self, name: &str, note: Note<'_>, act: F) -> Ran<T>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, OpError>>,
     {
-        self.run_with_fault(name, note, act, || None).await
+        self.run_with_fault(name, note, act, || self.fault("", name))
+            .await
     }
 
     /// `run`, with a test fault consulted after the step acted: `Some(true)` is a crash
@@ -96,7 +109,8 @@ impl Journal<'_> {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, OpError>>,
     {
-        self.run_noted(name, note, act, fault, String::new).await
+        self.run_noted(name, note, act, fault, |_| String::new())
+            .await
     }
 
     /// `run_with_fault`, with what the step found out (`said`, asked once it succeeded) in
@@ -107,7 +121,7 @@ impl Journal<'_> {
         note: Note<'_>,
         act: F,
         fault: impl FnOnce() -> Option<bool>,
-        said: impl FnOnce() -> String,
+        said: impl FnOnce(&T) -> String,
     ) -> Ran<T>
     where
         F: Fn() -> Fut,
@@ -135,7 +149,7 @@ impl Journal<'_> {
         match result {
             Ok(v) => {
                 tracing::info!(step = name, ms, "step succeeded");
-                match self.write(name, StepStatus::Succeeded, &said(), note) {
+                match self.write(name, StepStatus::Succeeded, &said(&v), note) {
                     Ok(()) => Ran::Done(v),
                     Err(e) => Ran::Unrecorded(e),
                 }
@@ -148,6 +162,12 @@ impl Journal<'_> {
                 Ran::Failed(e)
             }
         }
+    }
+
+    /// Records that step `name` was passed over (`succeeded`, with why in `detail`): it did
+    /// not act, and has nothing to undo.
+    pub fn passed(&self, name: &str, detail: &str) -> Result<(), OpError> {
+        self.write(name, StepStatus::Succeeded, detail, &quiet)
     }
 
     /// Undoes step `name`: journal first (when that fails nothing is undone), then `act`

@@ -6,24 +6,8 @@ use crate::ops::exec::{Journal, Ran, UndoError};
 use tracing::Instrument;
 
 impl Engine {
-    /// Arms a test fault (see [`Fault`]). Test builds only.
-    #[cfg(feature = "test-hooks")]
-    pub fn inject_fault(&self, fault: Option<Fault>) {
-        *self.faults.lock().unwrap_or_else(|e| e.into_inner()) = fault;
-    }
-
-    /// A test hook: run every step and every undo twice, to show they are idempotent. Test
-    /// builds only.
-    #[cfg(feature = "test-hooks")]
-    pub fn repeat_steps(&self, on: bool) {
-        self.repeat.store(on, Ordering::SeqCst);
-    }
-
     pub(super) fn fault_at(&self, server: &str, step: Step) -> Option<bool> {
-        let f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
-        f.as_ref()
-            .filter(|f| f.step == Some(step) && (f.server == "*" || f.server == server))
-            .map(|f| f.crash)
+        self.fault_at_step(server, step.as_str())
     }
 
     /// Where the log lines of operation `op` are, in words.
@@ -214,9 +198,8 @@ impl Engine {
             }
         }
         self.release_host_objects(&ctx).await;
-        self.inventory
-            .operation_finish(id, "aborted", "interrupted; unwound")?;
-        self.inventory.unit_unlock(id)?;
+        self.op_close(id, "aborted", "interrupted; unwound")?;
+        self.op_unlock(id)?;
         Ok(OpReport {
             operation: id,
             unit: u.name,
@@ -247,17 +230,11 @@ impl Engine {
         };
         let target = format!("unit/{}", u.name);
         let json = serde_json::to_string(&args).unwrap_or_default();
-        let op = self
-            .inventory
-            .operation_begin_with(args.action.name(), &target, &json)?;
+        let op = self.op_begin(args.action.name(), &target, &json)?;
         if let Some(old) = resumes {
             // The resumed operation hands its lock over, with no gap another could use.
             self.inventory.unit_lock_handover(old, op)?;
-            self.inventory.operation_finish(
-                old,
-                "aborted",
-                &format!("interrupted; resumed as #{op}"),
-            )?;
+            self.op_close(old, "aborted", &format!("interrupted; resumed as #{op}"))?;
         }
         let mut holder = self.inventory.unit_lock(&u.name, op)?;
         if let Some(h) = holder {
@@ -277,24 +254,19 @@ impl Engine {
                 operation: holder,
                 kind,
             };
-            self.inventory
-                .operation_finish(op, "aborted", &err.to_string())?;
-            return Err(err);
+            return Err(self.op_abort(op, err));
         }
         if let Some(expect) = args.expect.take() {
             // Under the lock: what was confirmed is what runs, or nothing does.
             if let Err(e) =
                 Self::plan_unchanged(&expect, || self.unit_plan(&args.unit, &args.action))
             {
-                self.inventory
-                    .operation_finish(op, "aborted", &e.to_string())?;
-                self.inventory.unit_unlock(op)?;
-                return Err(e);
+                return Err(self.op_abort(op, e));
             }
         }
         let span = tracing::info_span!("op", id = op, unit = %u.name, action = args.action.name());
         tracing::info!(parent: &span, resumes = ?resumes, "operation begins");
-        let mut result = self
+        let result = self
             .run_locked(op, &mut args, kind, new, progress)
             .instrument(span.clone())
             .await;
@@ -302,27 +274,7 @@ impl Engine {
             Ok(_) => tracing::info!(parent: &span, "operation succeeded"),
             Err(e) => tracing::warn!(parent: &span, error = %e, "operation failed"),
         }
-        let dies_before_unlock = {
-            let f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
-            f.as_ref().is_some_and(|f| f.crash && f.step.is_none())
-        };
-        if result.is_ok() && dies_before_unlock {
-            result = Err(OpError::Crashed);
-        }
-        if let Err(OpError::Crashed) = result {
-            // A simulated crash: leave the journal and the lock as a dead process would.
-            self.inventory.operation_orphan(op)?;
-            return result;
-        }
-        let (state, error) = match &result {
-            Ok(_) => ("succeeded", String::new()),
-            Err(e) => ("failed", e.to_string()),
-        };
-        if let Err(e) = self.inventory.operation_finish(op, state, &error) {
-            eprintln!("flotilla: could not journal the end of operation {op}: {e}");
-        }
-        self.inventory.unit_unlock(op)?;
-        result
+        self.op_end(op, result)
     }
 
     /// The end of a rollout: the unit's current version is the one every server runs now (a
@@ -364,7 +316,7 @@ impl Engine {
             if matches!(args.action, UnitAction::Delete { .. })
                 && self.inventory.operation_claim(id)?
             {
-                self.inventory.operation_finish(id, "succeeded", CLOSED)?;
+                self.op_close(id, "succeeded", CLOSED)?;
                 return Ok(true);
             }
             return Ok(false);
@@ -429,8 +381,8 @@ impl Engine {
                 self.rollout_done(&u.name, &args)?;
             }
         }
-        self.inventory.operation_finish(id, "succeeded", CLOSED)?;
-        self.inventory.unit_unlock(id)?;
+        self.op_close(id, "succeeded", CLOSED)?;
+        self.op_unlock(id)?;
         Ok(true)
     }
 
@@ -959,7 +911,7 @@ impl Engine {
                         self.do_step(ctx, s, step, pos).await
                     },
                     || self.fault_at(&s.name, step),
-                    || ctx.said(&s.name, step),
+                    |_| ctx.said(&s.name, step),
                 )
                 .instrument(span)
                 .await;
@@ -1090,11 +1042,7 @@ impl Engine {
 
     /// The journal of the operation `ctx` runs.
     fn unit_journal<'a>(&'a self, ctx: &Ctx) -> Journal<'a> {
-        Journal {
-            inventory: &self.inventory,
-            op: ctx.op,
-            repeat: self.repeat.load(Ordering::SeqCst),
-        }
+        self.journal(ctx.op)
     }
 
     /// Progress events for one server's step, as its journal rows are written.
