@@ -203,6 +203,9 @@ impl Engine {
                 },
                 Dir::Do,
             ) => {
+                // Run again (a test's repeat, a retry): what this step uploaded before goes
+                // first (the names were free before the first step; "gone" is fine).
+                self.builder_volume_delete(host, b, volume).await?;
                 let p = progress.clone();
                 let shown = *shown;
                 let info = self
@@ -232,6 +235,8 @@ impl Engine {
             }
             (BuildStep::CreateDisk { base }, Dir::Do) => {
                 let name = format!("{d}-disk.qcow2");
+                // Run again: the disk this step made before goes first (as for uploads).
+                self.builder_volume_delete(host, b, &name).await?;
                 let info = match base {
                     Some(bv) => {
                         self.hypervisor

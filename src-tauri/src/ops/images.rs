@@ -479,6 +479,13 @@ impl Engine {
         let (h, volume) = (host.name.as_str(), v.volume_name());
         match dir {
             Dir::Do => {
+                // Run again (a test's repeat, a retry): this inventory's unverified upload
+                // from before goes first, as `image_ensure_pinned` does before the step.
+                if self.inventory.host_upload_pending(h, &volume)? {
+                    self.hypervisor
+                        .volume_delete(&host.uri, &host.pool, &volume)
+                        .await?;
+                }
                 self.inventory.host_upload_begin(h, &volume)?;
                 let total = self.library_size(v)?;
                 let p = progress.clone();
