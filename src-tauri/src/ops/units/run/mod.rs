@@ -1,9 +1,15 @@
-//! Running an operation: the lock, the journal, servers in parallel and in batches, undo,
-//! and resume or unwind after a crash.
+//! The driver of unit operations: on the runner's lifecycle (`ops::runner`: begin, lock, end),
+//! servers in parallel and in batches, each through its steps (`super::steps::TABLE`), and the
+//! undo of every server's steps when one failed. What is particular to an operation kind
+//! lives beside it: a rollout's pause, deadline, counters and end in `rollout`, the resume and
+//! unwind of an interrupted operation in `resume`.
 
 use super::*;
 use crate::ops::exec::{Journal, Ran, UndoError};
 use tracing::Instrument;
+
+mod resume;
+mod rollout;
 
 impl Engine {
     pub(super) fn fault_at(&self, server: &str, step: Step) -> Option<bool> {
@@ -16,27 +22,6 @@ impl Engine {
             "flotillactl op log {op}, or the Operations view (files in {})",
             crate::logging::log_dir(self.data_dir()).display()
         )
-    }
-
-    /// Operations whose process died before they ended (those that had done all their work
-    /// are closed on the way: there is nothing to resume or unwind).
-    pub fn interrupted_operations(&self) -> Result<Vec<Interrupted>, OpError> {
-        // Those that cannot be resumed (an image ensure that died) are closed, not listed.
-        self.inventory.operation_close_dead()?;
-        let mut out = Vec::new();
-        for (id, kind, target, _) in self.inventory.operation_interrupted()? {
-            if self.finish_completed(id)? {
-                continue;
-            }
-            let steps = self.inventory.operation_steps(id)?;
-            out.push(Interrupted {
-                operation: id,
-                kind,
-                unit: target.trim_start_matches("unit/").to_owned(),
-                steps_done: steps.iter().filter(|s| s.1 == "succeeded").count() as u32,
-            });
-        }
-        Ok(out)
     }
 
     /// Runs an action on a unit to its end; `Err(OpError::Failed)` carries the report of a
@@ -82,136 +67,6 @@ impl Engine {
             &outcome,
         );
         outcome
-    }
-
-    /// Runs an interrupted operation again (its steps are idempotent).
-    pub async fn operation_resume(&self, id: i64, progress: StepFn) -> Result<OpReport, OpError> {
-        let mut args = self.interrupted_args(id)?;
-        args.resumed = true;
-        let outcome = self.run_op(args, progress, Some(id)).await;
-        self.release_claim(id, &outcome);
-        self.audit("operation.resume", &format!("operation/{id}"), &outcome);
-        outcome
-    }
-
-    /// Takes an interrupted unit operation over (exactly one process wins when several try
-    /// to resume or unwind it at once) and reads its arguments.
-    pub(super) fn interrupted_args(&self, id: i64) -> Result<OpArgs, OpError> {
-        let json = self.inventory.operation_args(id)?;
-        if json.is_empty() || !self.inventory.operation_claim(id)? {
-            return Err(InventoryError::NotFound {
-                kind: "interrupted operation",
-                name: format!(
-                    "#{id} (it ended, is still running, or another process is resuming or unwinding it: flotillactl op list)"
-                ),
-            }
-            .into());
-        }
-        Self::parse_args(id, &json)
-    }
-
-    /// After a resume or unwind that failed before it ended the operation it took over, that
-    /// operation is interrupted again (offered for resume or unwind), not held by this process.
-    fn release_claim<T>(&self, id: i64, outcome: &Result<T, OpError>) {
-        if outcome.is_err() {
-            if let Err(e) = self.inventory.operation_release_claim(id) {
-                tracing::warn!(id, error = %e, "could not give an operation back");
-            }
-        }
-    }
-
-    fn parse_args(id: i64, json: &str) -> Result<OpArgs, OpError> {
-        serde_json::from_str(json).map_err(|e| {
-            InventoryError::Corrupt {
-                what: format!("arguments of operation #{id}"),
-                source: Some(Box::new(e)),
-            }
-            .into()
-        })
-    }
-
-    /// Undoes what an interrupted operation's journal says it did, newest first.
-    pub async fn operation_unwind(&self, id: i64, progress: StepFn) -> Result<OpReport, OpError> {
-        let span = tracing::info_span!("op", id, action = "unwind");
-        let outcome = self
-            .unwind_inner(id, progress)
-            .instrument(span.clone())
-            .await;
-        self.release_claim(id, &outcome);
-        if let Err(e) = &outcome {
-            tracing::warn!(parent: &span, error = %e, "unwind failed");
-        }
-        self.audit("operation.unwind", &format!("operation/{id}"), &outcome);
-        outcome
-    }
-
-    pub(super) async fn unwind_inner(
-        &self,
-        id: i64,
-        progress: StepFn,
-    ) -> Result<OpReport, OpError> {
-        let args = self.interrupted_args(id)?;
-        let u = self.inventory.unit_get(&args.unit)?;
-        let ctx = self.context(id, &u, &args, progress).await?;
-        // The journal: per server, the steps started (in order), minus those already undone.
-        let mut per_server: BTreeMap<String, Vec<Step>> = BTreeMap::new();
-        for (name, status) in self.inventory.operation_steps(id)? {
-            let Some((server, step)) = name.split_once(": ") else {
-                continue;
-            };
-            let Some(step) = Step::parse(step) else {
-                continue;
-            };
-            let list = per_server.entry(server.to_owned()).or_default();
-            match status.as_str() {
-                "started" if !list.contains(&step) => list.push(step),
-                "undone" => list.retain(|s| *s != step),
-                _ => {}
-            }
-        }
-        let mut outcomes = Vec::new();
-        for (server, steps) in per_server {
-            let Some(s) = u.servers.iter().find(|s| s.name == server) else {
-                continue;
-            };
-            let s = &args.as_before(s);
-            let mut o = ServerOutcome {
-                server: s.name.clone(),
-                host: s.host.clone(),
-                done: steps.clone(),
-                ..Default::default()
-            };
-            if !steps.iter().any(|s| s.irreversible()) {
-                self.undo_server(&ctx, s, &steps, &mut o).await;
-                if let Some((_, state, version)) = args.before.iter().find(|b| b.0 == s.name) {
-                    self.inventory.server_set_state(&s.name, *state, *version)?;
-                }
-            }
-            outcomes.push(o);
-        }
-        for name in &args.registered {
-            if u.servers
-                .iter()
-                .any(|s| s.name == *name && s.state == ServerState::Planned)
-            {
-                self.inventory.server_delete(name)?;
-            }
-        }
-        self.release_host_objects(&ctx).await;
-        self.op_close(id, "aborted", "interrupted; unwound")?;
-        self.op_unlock(id)?;
-        Ok(OpReport {
-            operation: id,
-            unit: u.name,
-            action: format!("unwind of {}", args.action.name()),
-            ok: outcomes.iter().all(|o| o.undo_failed.is_empty()),
-            paused: false,
-            rolled_back: false,
-            batches: Vec::new(),
-            servers: outcomes,
-            warnings: Vec::new(),
-            log: self.log_hint(id),
-        })
     }
 
     pub(super) async fn run_op(
@@ -275,115 +130,6 @@ impl Engine {
             Err(e) => tracing::warn!(parent: &span, error = %e, "operation failed"),
         }
         self.op_end(op, result)
-    }
-
-    /// The end of a rollout: the unit's current version is the one every server runs now (a
-    /// rollback forgets the version it rolled back from).
-    pub(super) fn rollout_done(&self, unit: &str, args: &OpArgs) -> Result<(), OpError> {
-        let Some(target) = args.target else {
-            return Ok(());
-        };
-        match args.action {
-            UnitAction::Rollout { back: true, .. } => {
-                self.inventory.unit_versions_drop_pending(unit)?
-            }
-            _ => self.inventory.unit_set_current(unit, target)?,
-        }
-        Ok(())
-    }
-
-    /// An operation whose process died after its last step but before it unlocked the unit
-    /// did all its work: it is closed as succeeded (and a delete's unit record removed), so
-    /// the unit is free again without a resume or unwind. `false` when `id` is not such an
-    /// operation (still running, or interrupted in the middle: resume or unwind it).
-    pub(super) fn finish_completed(&self, id: i64) -> Result<bool, OpError> {
-        let json = self.inventory.operation_args(id)?;
-        if json.is_empty()
-            || !self
-                .inventory
-                .operation_interrupted()?
-                .iter()
-                .any(|o| o.0 == id)
-        {
-            return Ok(false);
-        }
-        let args = Self::parse_args(id, &json)?;
-        let Some(kind) = args.kind else {
-            return Ok(false);
-        };
-        let Ok(u) = self.inventory.unit_get(&args.unit) else {
-            // A delete that removed its unit had done everything.
-            if matches!(args.action, UnitAction::Delete { .. })
-                && self.inventory.operation_claim(id)?
-            {
-                self.op_close(id, "succeeded", CLOSED)?;
-                return Ok(true);
-            }
-            return Ok(false);
-        };
-        let Some(last) = plan::server_steps(kind, u.lb.is_some()).last().copied() else {
-            return Ok(false);
-        };
-        let journal = self.inventory.operation_steps(id)?;
-        // Anything failed or undone: not a finished operation (resume or unwind it).
-        if journal
-            .iter()
-            .any(|(_, status)| status != "started" && status != "succeeded")
-        {
-            return Ok(false);
-        }
-        let finished = |server: &str| {
-            let name = format!("{server}: {}", last.as_str());
-            journal
-                .iter()
-                .any(|(step, status)| *step == name && status == "succeeded")
-        };
-        if !args.before.iter().all(|(s, _, _)| finished(s)) {
-            return Ok(false);
-        }
-        if !self.inventory.operation_claim(id)? {
-            return Ok(false);
-        }
-        // The end state a server gets after its last step (the process may have died just
-        // before writing it).
-        let end = match kind {
-            OpKind::Deploy | OpKind::Recover => {
-                Some((ServerState::Running, Some(u.current_version)))
-            }
-            OpKind::Start | OpKind::Restart | OpKind::Rejoin => Some((ServerState::Running, None)),
-            OpKind::Stop => Some((ServerState::Stopped, None)),
-            OpKind::Rollout => Some((ServerState::Running, args.target)),
-            OpKind::Remove => None,
-        };
-        if let Some((state, version)) = end {
-            for s in u
-                .servers
-                .iter()
-                .filter(|s| args.before.iter().any(|b| b.0 == s.name))
-            {
-                self.inventory
-                    .server_set_state(&s.name, state, version.or(s.version))?;
-            }
-        }
-        if let UnitAction::Delete { .. } = args.action {
-            self.inventory.unit_delete(&u.name)?;
-        }
-        if kind == OpKind::Rollout {
-            // Done only when every running server runs the target (a canary that died
-            // before it unlocked leaves a paused, mixed unit).
-            let now = self.inventory.unit_get(&u.name)?;
-            if now
-                .servers
-                .iter()
-                .filter(|s| s.state == ServerState::Running)
-                .all(|s| s.version == args.target)
-            {
-                self.rollout_done(&u.name, &args)?;
-            }
-        }
-        self.op_close(id, "succeeded", CLOSED)?;
-        self.op_unlock(id)?;
-        Ok(true)
     }
 
     pub(super) async fn run_locked(
@@ -463,20 +209,7 @@ impl Engine {
                 args.before.push((t.name.clone(), t.state, t.version));
             }
         }
-        if let UnitAction::Rollout { back, .. } = args.action {
-            // A pause asked for an earlier rollout does not stop this one.
-            self.inventory.unit_clear_pause(&u.name)?;
-            if args.target.is_none() {
-                args.target = Some(rollout_target(&u, back)?);
-            }
-            for t in &targets {
-                if !args.volumes_before.iter().any(|b| b.0 == t.name) {
-                    args.volumes_before
-                        .push((t.name.clone(), t.disk.clone(), t.seed.clone()));
-                    args.priors_before.push((t.name.clone(), t.prior.clone()));
-                }
-            }
-        }
+        self.rollout_prepare(&u, args, &targets)?;
         args.kind = Some(kind);
         let json = serde_json::to_string(&args).unwrap_or_default();
         let ctx = match self.inventory.operation_set_args(op, &json) {
@@ -503,37 +236,8 @@ impl Engine {
         {
             return Err(OpError::Crashed);
         }
-        let late = ctx.deadline_passed.load(Ordering::SeqCst);
-        if late {
-            warnings.push(format!(
-                "the rollout's deadline of {} s passed before every server was updated: it stopped there{}",
-                ctx.policy.rollout_deadline_s,
-                if ctx.policy.auto_rollback {
-                    " and rolled back"
-                } else {
-                    ""
-                }
-            ));
-        }
-        let blind = ctx.counters_missing.load(Ordering::SeqCst);
-        if blind {
-            warnings.push(
-                "the load balancer's counters could not be read, so the limit on failed requests could not be checked: the rollout stopped there".into(),
-            );
-        }
-        let counted = ctx.too_many_failed.load(Ordering::SeqCst) || blind;
-        if counted && !blind {
-            warnings.push(format!(
-                "the load balancer counted more than {} failed requests during the rollout: it stopped there{}",
-                ctx.policy.max_failed_requests.unwrap_or(0),
-                if ctx.policy.auto_rollback {
-                    " and rolled back"
-                } else {
-                    ""
-                }
-            ));
-        }
-        let failed = late || counted || outcomes.iter().any(|o| o.failed.is_some());
+        let stopped = Self::rollout_stopped(&ctx, &mut warnings);
+        let failed = stopped || outcomes.iter().any(|o| o.failed.is_some());
         // Without auto-rollback a rollout undoes only the server that failed: the others
         // keep the version that passed its gate, and the unit stays mixed.
         let only_failing = kind == OpKind::Rollout && !ctx.policy.auto_rollback;
@@ -568,32 +272,11 @@ impl Engine {
                 self.inventory.server_delete(name)?;
             }
         }
-        let mut paused = false;
-        if kind == OpKind::Rollout && !failed {
-            // Done when every running server runs the target; else paused (a canary, or a
-            // pause asked for): the unit stays mixed, old disks stay (a rollback restarts).
-            let now = self.inventory.unit_get(&u.name)?;
-            let running: Vec<&Server> = now
-                .servers
-                .iter()
-                .filter(|s| s.state == ServerState::Running)
-                .collect();
-            let on = running.iter().filter(|s| s.version == args.target).count();
-            if on == running.len() {
-                self.rollout_done(&u.name, args)?;
-                warnings.extend(self.drop_prior_volumes(&ctx).await);
-            } else {
-                paused = true;
-                warnings.push(format!(
-                    "paused: {on} of {} servers run v{}; go on with `flotillactl unit promote {}`, or go back with `flotillactl unit rollback {}`",
-                    running.len(),
-                    args.target.unwrap_or(0),
-                    u.name,
-                    u.name
-                ));
-            }
-            self.inventory.unit_clear_pause(&u.name)?;
-        }
+        let paused = if kind == OpKind::Rollout && !failed {
+            self.rollout_end(&ctx, &u, args, &mut warnings).await?
+        } else {
+            false
+        };
         if kind == OpKind::Remove || (kind == OpKind::Rollout && !paused) || failed {
             self.release_host_objects(&ctx).await;
         }
@@ -611,16 +294,7 @@ impl Engine {
             rolled_back: failed
                 && kind == OpKind::Rollout
                 && !only_failing
-                && outcomes.iter().all(|o| o.undo_failed.is_empty())
-                && !self.inventory.unit_get(&u.name).is_ok_and(|now| {
-                    // Servers a crashed run had finished before this one resumed it keep
-                    // the new version: not rolled back.
-                    now.servers.iter().any(|s| {
-                        s.version.is_some()
-                            && s.version == args.target
-                            && args.target != Some(u.current_version)
-                    })
-                }),
+                && self.rolled_back(&u, args, &outcomes),
             batches: std::mem::take(&mut *ctx.batches.lock().unwrap_or_else(|e| e.into_inner())),
             servers: outcomes,
             warnings,
@@ -801,31 +475,7 @@ impl Engine {
                 if ctx.abort.load(Ordering::SeqCst) {
                     break;
                 }
-                // A safe point: between batches, every server in or out of rotation as it
-                // should be. A pause asked for (any process) ends the rollout here.
-                if kind == OpKind::Rollout
-                    && n > 0
-                    && self
-                        .inventory
-                        .unit_pause_requested(&ctx.unit.name)
-                        .unwrap_or_else(|e| {
-                            // A pause that cannot be read is taken as asked: stopping at a
-                            // safe point is always safe.
-                            tracing::warn!(error = %e, "could not read the pause request; pausing");
-                            true
-                        })
-                {
-                    tracing::info!("paused at a safe point, as asked");
-                    break;
-                }
-                let deadline = u64::from(ctx.policy.rollout_deadline_s);
-                if kind == OpKind::Rollout
-                    && deadline > 0
-                    && ctx.began.elapsed().as_secs() >= deadline
-                {
-                    tracing::warn!(deadline, "the rollout's deadline passed");
-                    ctx.deadline_passed.store(true, Ordering::SeqCst);
-                    ctx.abort.store(true, Ordering::SeqCst);
+                if kind == OpKind::Rollout && self.rollout_stops_before_batch(ctx, n) {
                     break;
                 }
                 let counted_from = if kind == OpKind::Rollout {
@@ -851,7 +501,7 @@ impl Engine {
                     .collect();
                 // Behind a load balancer that counts, what it counted so far, every few
                 // seconds of a rollout batch.
-                let mut tick = tokio::time::interval(Duration::from_secs(LB_TICK_S));
+                let mut tick = tokio::time::interval(Duration::from_secs(rollout::LB_TICK_S));
                 tick.tick().await;
                 loop {
                     tokio::select! {
@@ -951,95 +601,6 @@ impl Engine {
         o
     }
 
-    /// The unit's pool counters now (rollouts behind HAProxy); `None` without a load balancer
-    /// that keeps them, or when it does not answer (the rollout goes on; the report says so).
-    async fn pool_counters(&self, ctx: &Ctx) -> Option<crate::lb::PoolCounters> {
-        let (d, pool) = ctx.lb.as_ref()?;
-        match d.pool_counters(pool).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the pool's counters");
-                None
-            }
-        }
-    }
-
-    /// Sends what the load balancer counted since the rollout began (the batches before, and
-    /// this one since `from`) as a progress event of the operation.
-    async fn show_counters(&self, ctx: &Ctx, from: Option<crate::lb::PoolCounters>) {
-        let (Some(from), Some(now)) = (from, self.pool_counters(ctx).await) else {
-            return;
-        };
-        let mut sum = now.since(&from);
-        for c in ctx
-            .batches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter_map(|b| b.counters)
-        {
-            sum = sum.plus(&c);
-        }
-        (ctx.progress)(StepEvent {
-            operation: ctx.op,
-            server: String::new(),
-            step: Step::WaitHealthy,
-            status: StepStatus::Started,
-            detail: format!(
-                "the load balancer counted {} requests, {} failed, {} retried",
-                sum.requests,
-                sum.failed(),
-                sum.retried
-            ),
-            done: 0,
-            total: 0,
-            lb: Some(sum),
-        });
-    }
-
-    /// Records what the load balancer counted during a batch, and stops the rollout when the
-    /// failed requests so far pass the policy's limit.
-    async fn count_batch(
-        &self,
-        ctx: &Ctx,
-        servers: Vec<String>,
-        from: Option<crate::lb::PoolCounters>,
-    ) {
-        let counters = match (from, self.pool_counters(ctx).await) {
-            (Some(a), Some(b)) => Some(b.since(&a)),
-            _ => None,
-        };
-        if let Some(c) = &counters {
-            tracing::info!(
-                requests = c.requests,
-                failed = c.failed(),
-                retried = c.retried,
-                "batch counted"
-            );
-        }
-        let mut batches = ctx.batches.lock().unwrap_or_else(|e| e.into_inner());
-        batches.push(BatchReport { servers, counters });
-        let failed: u64 = batches
-            .iter()
-            .filter_map(|b| b.counters.map(|c| c.failed()))
-            .sum();
-        if ctx
-            .policy
-            .max_failed_requests
-            .is_some_and(|max| failed > max)
-        {
-            ctx.too_many_failed.store(true, Ordering::SeqCst);
-            ctx.abort.store(true, Ordering::SeqCst);
-        }
-        // A limit that cannot be checked is not silently skipped: the rollout stops.
-        if ctx.policy.max_failed_requests.is_some()
-            && batches.last().is_some_and(|b| b.counters.is_none())
-        {
-            ctx.counters_missing.store(true, Ordering::SeqCst);
-            ctx.abort.store(true, Ordering::SeqCst);
-        }
-    }
-
     /// The journal of the operation `ctx` runs.
     fn unit_journal<'a>(&'a self, ctx: &Ctx) -> Journal<'a> {
         self.journal(ctx.op)
@@ -1108,12 +669,5 @@ impl Engine {
     }
 }
 
-/// Seconds between the load balancer's counts shown during a rollout batch.
-const LB_TICK_S: u64 = 2;
-
-/// How an operation that did all its work but died before it ended is closed.
-const CLOSED: &str =
-    "its process ended after the last step, before it released the unit; closed by the next operation";
-
 /// The journal marker of a simulated crash.
-pub(super) const CRASH: &str = "simulated crash";
+pub(in crate::ops::units) const CRASH: &str = "simulated crash";
