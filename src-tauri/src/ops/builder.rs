@@ -27,7 +27,7 @@ use crate::model::{
     BootMode, Builder, Firmware, HostName, ImageName, ImageVersion, Ipv4Cidr, MacAddr,
     NewImageVersion, ValidationError,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The refusal when a builder's name is taken on its host by something no builder record
@@ -99,8 +99,8 @@ fn builder_mac(domain: &str) -> MacAddr {
     MacAddr::new([0x52, 0x54, 0x00, h[0], h[1], h[2]])
 }
 
-/// One step of making a builder. Its do and undo sit side by side in
-/// [`Engine::builder_step`]; the builder's names were all free on the host before the first
+/// One step of making a builder. Its do and undo are named functions, listed in the build's
+/// table ([`Engine::builder_step`]); the builder's names were all free on the host before the first
 /// step, so what a step's undo removes is what that step made.
 #[derive(Clone)]
 enum BuildStep {
@@ -177,7 +177,16 @@ impl Engine {
         Ok(())
     }
 
-    /// One builder step, either way; returns the path of what it made (volumes), if any.
+    /// One builder step, either way, through the build's table; returns the path of what it
+    /// made (volumes), if any.
+    ///
+    /// | step                          | do                  | undo                  |
+    /// |-------------------------------|---------------------|-----------------------|
+    /// | `ensure the base on the host` | `do_builder_base`   | none (a shared copy)  |
+    /// | `upload VOLUME`               | `do_builder_upload` | `undo_builder_upload` |
+    /// | `create the disk`             | `do_builder_disk`   | `undo_builder_disk`   |
+    /// | `define the builder`          | `do_builder_define` | `undo_builder_define` |
+    /// | `start the builder`           | `do_builder_start`  | `undo_builder_start`  |
     async fn builder_step(
         &self,
         op: i64,
@@ -187,113 +196,154 @@ impl Engine {
         dir: Dir,
         progress: &ProgressFn,
     ) -> Result<String, OpError> {
-        let (uri, pool, d) = (&host.uri, &host.pool, &b.domain);
-        let none = Ok(String::new());
+        use BuildStep as S;
+        use Dir::{Do, Undo};
+        let none = String::new();
         match (step, dir) {
-            (BuildStep::EnsureBase(r), Dir::Do) => Ok(self
-                .image_ensure_inner(r, host.name.as_str(), op, progress.clone())
-                .await?
-                .volume),
-            (BuildStep::EnsureBase(_), Dir::Undo) => none,
+            (S::EnsureBase(r), Do) => self.do_builder_base(op, host, r, progress).await,
+            (S::EnsureBase(_), Undo) => Ok(none),
             (
-                BuildStep::Upload {
+                S::Upload {
                     volume,
                     file,
                     progress: shown,
                 },
-                Dir::Do,
-            ) => {
-                // Run again (a test's repeat, a retry): what this step uploaded before goes
-                // first (the names were free before the first step; "gone" is fine).
-                self.builder_volume_delete(host, b, volume).await?;
-                let p = progress.clone();
-                let shown = *shown;
-                let info = self
-                    .hypervisor
-                    .volume_upload(
+                Do,
+            ) => self.do_builder_upload(host, b, volume, file, *shown, progress).await,
+            (S::Upload { volume, .. }, Undo) => self.undo_builder_upload(host, b, volume).await.map(|()| none),
+            (S::CreateDisk { base }, Do) => self.do_builder_disk(host, b, base.as_deref()).await,
+            (S::CreateDisk { .. }, Undo) => self.undo_builder_disk(host, b).await.map(|()| none),
+            (S::Define(spec), Do) => self.do_builder_define(host, b, spec).await.map(|()| none),
+            (S::Define(_), Undo) => self.undo_builder_define(host, b).await.map(|()| none),
+            (S::Start, Do) => self.do_builder_start(host, b).await.map(|()| none),
+            (S::Start, Undo) => self.undo_builder_start(host, b).await.map(|()| none),
+        }
+    }
+
+    /// The base version on the host (uploaded when it is not): the path of its copy.
+    async fn do_builder_base(
+        &self,
+        op: i64,
+        host: &Host,
+        reference: &str,
+        progress: &ProgressFn,
+    ) -> Result<String, OpError> {
+        Ok(self
+            .image_ensure_inner(reference, host.name.as_str(), op, progress.clone())
+            .await?
+            .volume)
+    }
+
+    /// A file of this machine uploaded into one of the builder's volumes: its path.
+    async fn do_builder_upload(
+        &self,
+        host: &Host,
+        b: &Builder,
+        volume: &str,
+        file: &Path,
+        shown: bool,
+        progress: &ProgressFn,
+    ) -> Result<String, OpError> {
+        // Run again (a test's repeat, a retry): what this step uploaded before goes first (the
+        // names were free before the first step; "gone" is fine).
+        self.builder_volume_delete(host, b, volume).await?;
+        let p = progress.clone();
+        let info = self
+            .hypervisor
+            .volume_upload(
+                &host.uri,
+                &host.pool,
+                volume,
+                file.to_path_buf(),
+                DiskFormat::Raw,
+                move |done, total| {
+                    if shown {
+                        p(ImageProgress {
+                            phase: "uploading".into(),
+                            done,
+                            total,
+                        })
+                    }
+                },
+            )
+            .await?;
+        Ok(info.path)
+    }
+
+    async fn undo_builder_upload(&self, host: &Host, b: &Builder, volume: &str) -> Result<(), OpError> {
+        self.builder_volume_delete(host, b, volume).await
+    }
+
+    /// The builder's disk: an overlay of the base copy (`base`, its path), or blank.
+    async fn do_builder_disk(
+        &self,
+        host: &Host,
+        b: &Builder,
+        base: Option<&str>,
+    ) -> Result<String, OpError> {
+        let (uri, pool) = (&host.uri, &host.pool);
+        let name = format!("{}-disk.qcow2", b.domain);
+        // Run again: the disk this step made before goes first (as for uploads).
+        self.builder_volume_delete(host, b, &name).await?;
+        let info = match base {
+            Some(bv) => {
+                self.hypervisor
+                    .volume_create_overlay_sized(
                         uri,
                         pool,
-                        volume,
-                        file.clone(),
-                        DiskFormat::Raw,
-                        move |done, total| {
-                            if shown {
-                                p(ImageProgress {
-                                    phase: "uploading".into(),
-                                    done,
-                                    total,
-                                })
-                            }
-                        },
+                        &name,
+                        bv,
+                        DiskFormat::Qcow2,
+                        b.disk_bytes,
                     )
-                    .await?;
-                Ok(info.path)
+                    .await?
             }
-            (BuildStep::Upload { volume, .. }, Dir::Undo) => {
-                self.builder_volume_delete(host, b, volume).await?;
-                none
+            None => {
+                self.hypervisor
+                    .volume_create_blank(uri, pool, &name, b.disk_bytes)
+                    .await?
             }
-            (BuildStep::CreateDisk { base }, Dir::Do) => {
-                let name = format!("{d}-disk.qcow2");
-                // Run again: the disk this step made before goes first (as for uploads).
-                self.builder_volume_delete(host, b, &name).await?;
-                let info = match base {
-                    Some(bv) => {
-                        self.hypervisor
-                            .volume_create_overlay_sized(
-                                uri,
-                                pool,
-                                &name,
-                                bv,
-                                DiskFormat::Qcow2,
-                                b.disk_bytes,
-                            )
-                            .await?
-                    }
-                    None => {
-                        self.hypervisor
-                            .volume_create_blank(uri, pool, &name, b.disk_bytes)
-                            .await?
-                    }
-                };
-                Ok(info.path)
-            }
-            (BuildStep::CreateDisk { .. }, Dir::Undo) => {
-                self.builder_volume_delete(host, b, &format!("{d}-disk.qcow2"))
-                    .await?;
-                none
-            }
-            (BuildStep::Define(spec), Dir::Do) => {
-                // Defined only under a free name (checked before the first step) or over
-                // this builder's own definition (a step run again).
-                self.builder_domain_ours(host, b).await?;
-                self.hypervisor.domain_define(uri, spec).await?;
-                none
-            }
-            (BuildStep::Define(_), Dir::Undo) => {
-                if self.builder_domain_ours(host, b).await? {
-                    self.hypervisor.domain_undefine(uri, d).await?;
-                }
-                none
-            }
-            (BuildStep::Start, Dir::Do) => {
-                if !self.builder_domain_ours(host, b).await? {
-                    return Err(ValidationError::new(
-                        "builder",
-                        format!("the builder {d} is not defined on host {}", host.name),
-                    )
-                    .into());
-                }
-                self.hypervisor.domain_start(uri, d).await?;
-                none
-            }
-            (BuildStep::Start, Dir::Undo) => {
-                if self.builder_domain_ours(host, b).await? {
-                    self.hypervisor.domain_destroy(uri, d).await?;
-                }
-                none
-            }
+        };
+        Ok(info.path)
+    }
+
+    async fn undo_builder_disk(&self, host: &Host, b: &Builder) -> Result<(), OpError> {
+        self.builder_volume_delete(host, b, &format!("{}-disk.qcow2", b.domain))
+            .await
+    }
+
+    async fn do_builder_define(&self, host: &Host, b: &Builder, spec: &DomainSpec) -> Result<(), OpError> {
+        // Defined only under a free name (checked before the first step) or over this
+        // builder's own definition (a step run again).
+        self.builder_domain_ours(host, b).await?;
+        self.hypervisor.domain_define(&host.uri, spec).await?;
+        Ok(())
+    }
+
+    async fn undo_builder_define(&self, host: &Host, b: &Builder) -> Result<(), OpError> {
+        if self.builder_domain_ours(host, b).await? {
+            self.hypervisor.domain_undefine(&host.uri, &b.domain).await?;
         }
+        Ok(())
+    }
+
+    async fn do_builder_start(&self, host: &Host, b: &Builder) -> Result<(), OpError> {
+        if !self.builder_domain_ours(host, b).await? {
+            return Err(ValidationError::new(
+                "builder",
+                format!("the builder {} is not defined on host {}", b.domain, host.name),
+            )
+            .into());
+        }
+        self.hypervisor.domain_start(&host.uri, &b.domain).await?;
+        Ok(())
+    }
+
+    async fn undo_builder_start(&self, host: &Host, b: &Builder) -> Result<(), OpError> {
+        if self.builder_domain_ours(host, b).await? {
+            self.hypervisor.domain_destroy(&host.uri, &b.domain).await?;
+        }
+        Ok(())
     }
 
     pub fn builder_list(&self) -> Result<Vec<Builder>, OpError> {

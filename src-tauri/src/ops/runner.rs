@@ -11,6 +11,23 @@
 //!   → audit       (`Engine::audit`, by the public method, with the outcome)
 //! ```
 //!
+//! ## The operations and their steps
+//!
+//! Each kind lists its steps in one place; a step's journal name is its row in
+//! `operation_steps` (existing journals and tests read them: they do not change).
+//!
+//! | operation             | steps (journal names)                               | where the table is            | undo                                   |
+//! |-----------------------|-----------------------------------------------------|-------------------------------|----------------------------------------|
+//! | unit operations       | `SERVER: claim-names` … `SERVER: forget`            | `units::steps::TABLE`         | per step (`None`: no undo)             |
+//! | `image.build`         | `ensure the base on the host` … `start the builder` | `builder::Engine::builder_step` | per step; the base copy is shared      |
+//! | `image.capture`       | `seal: …`, `shut the builder down`, `download the disk`, `flatten into a new version`, `remove the builder` | `builder::capture_steps` | none: a failed capture keeps the builder |
+//! | `image.builder-abort` | `remove the builder`                                | `builder::builder_abort`      | none                                   |
+//! | `image.ensure`        | `upload IMAGE:vN on HOST`, `verify IMAGE:vN on HOST` | `images::image_ensure_pinned` | upload: the unverified copy goes; verify: none |
+//! | `image.delete`        | `delete IMAGE:vN on HOST`, per copy                 | `images::image_copies_delete` | none: run it again to finish           |
+//! | `lb.reconcile`        | `reconcile unit UNIT`, per unit                     | `lbs::reconcile_locked`       | none: it puts members as recorded      |
+//!
+//! A recovery's `fence` (through the host's BMC, `bmc::host_power_off`) is a unit step.
+//!
 //! ## One policy for the journal
 //!
 //! - A step's start that cannot be written stops the operation before the step acts
