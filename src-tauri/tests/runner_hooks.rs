@@ -169,7 +169,10 @@ impl Family {
                 .image_ensure("base:1", "h1", Arc::new(|_| {}))
                 .await
                 .map(drop),
-            Self::Build => e.image_build(&build_web(), Arc::new(|_| {})).await.map(drop),
+            Self::Build => e
+                .image_build(&build_web(), Arc::new(|_| {}))
+                .await
+                .map(drop),
         }
     }
 }
@@ -215,7 +218,8 @@ async fn every_step_fails_in_turn_and_unwinds(family: Family) {
         f.e.inject_step_fault(None);
         f.e.repeat_steps(false);
         assert!(
-            err.to_string().contains(&format!("injected failure after {step}")),
+            err.to_string()
+                .contains(&format!("injected failure after {step}")),
             "{family:?} at {step}: {err}"
         );
         assert_eq!(f.state_of(family.kind()), "failed", "{family:?} at {step}");
@@ -239,11 +243,7 @@ async fn every_step_run_twice_reaches_the_same_end(family: Family) {
     twice.e.repeat_steps(true);
     family.run(&twice.e).await.unwrap();
     twice.e.repeat_steps(false);
-    assert_eq!(
-        twice.snapshot().await,
-        once.snapshot().await,
-        "{family:?}"
-    );
+    assert_eq!(twice.snapshot().await, once.snapshot().await, "{family:?}");
     assert_eq!(
         twice.steps_of(family.kind()),
         once.steps_of(family.kind()),

@@ -209,8 +209,14 @@ impl Engine {
                     progress: shown,
                 },
                 Do,
-            ) => self.do_builder_upload(host, b, volume, file, *shown, progress).await,
-            (S::Upload { volume, .. }, Undo) => self.undo_builder_upload(host, b, volume).await.map(|()| none),
+            ) => {
+                self.do_builder_upload(host, b, volume, file, *shown, progress)
+                    .await
+            }
+            (S::Upload { volume, .. }, Undo) => self
+                .undo_builder_upload(host, b, volume)
+                .await
+                .map(|()| none),
             (S::CreateDisk { base }, Do) => self.do_builder_disk(host, b, base.as_deref()).await,
             (S::CreateDisk { .. }, Undo) => self.undo_builder_disk(host, b).await.map(|()| none),
             (S::Define(spec), Do) => self.do_builder_define(host, b, spec).await.map(|()| none),
@@ -270,7 +276,12 @@ impl Engine {
         Ok(info.path)
     }
 
-    async fn undo_builder_upload(&self, host: &Host, b: &Builder, volume: &str) -> Result<(), OpError> {
+    async fn undo_builder_upload(
+        &self,
+        host: &Host,
+        b: &Builder,
+        volume: &str,
+    ) -> Result<(), OpError> {
         self.builder_volume_delete(host, b, volume).await
     }
 
@@ -312,7 +323,12 @@ impl Engine {
             .await
     }
 
-    async fn do_builder_define(&self, host: &Host, b: &Builder, spec: &DomainSpec) -> Result<(), OpError> {
+    async fn do_builder_define(
+        &self,
+        host: &Host,
+        b: &Builder,
+        spec: &DomainSpec,
+    ) -> Result<(), OpError> {
         // Defined only under a free name (checked before the first step) or over this
         // builder's own definition (a step run again).
         self.builder_domain_ours(host, b).await?;
@@ -322,7 +338,9 @@ impl Engine {
 
     async fn undo_builder_define(&self, host: &Host, b: &Builder) -> Result<(), OpError> {
         if self.builder_domain_ours(host, b).await? {
-            self.hypervisor.domain_undefine(&host.uri, &b.domain).await?;
+            self.hypervisor
+                .domain_undefine(&host.uri, &b.domain)
+                .await?;
         }
         Ok(())
     }
@@ -331,7 +349,10 @@ impl Engine {
         if !self.builder_domain_ours(host, b).await? {
             return Err(ValidationError::new(
                 "builder",
-                format!("the builder {} is not defined on host {}", b.domain, host.name),
+                format!(
+                    "the builder {} is not defined on host {}",
+                    b.domain, host.name
+                ),
             )
             .into());
         }
@@ -782,12 +803,18 @@ impl Engine {
     pub async fn builder_abort(&self, image: &str) -> Result<(), OpError> {
         let outcome = async {
             let b = self.builder_show(image)?;
-            self.op_run("image.builder-abort", &format!("image/{}", b.image), |op| async move {
-                let mut seq: Sequence<()> = Sequence::new(self.journal(op));
-                seq.step("remove the builder", None, || self.remove_builder_objects(&b))
+            self.op_run(
+                "image.builder-abort",
+                &format!("image/{}", b.image),
+                |op| async move {
+                    let mut seq: Sequence<()> = Sequence::new(self.journal(op));
+                    seq.step("remove the builder", None, || {
+                        self.remove_builder_objects(&b)
+                    })
                     .await?;
-                Ok(self.inventory.builder_delete(&b.image)?)
-            })
+                    Ok(self.inventory.builder_delete(&b.image)?)
+                },
+            )
             .await
         }
         .await;

@@ -66,6 +66,8 @@ pub(crate) struct Journal<'a> {
 }
 
 impl Journal<'_> {
+    /// The one place a step's row is written.
+    #[allow(clippy::disallowed_methods)]
     fn write(
         &self,
         name: &str,
@@ -82,7 +84,9 @@ impl Journal<'_> {
     /// The armed test fault at step `name` of `subject` (`*` matches any subject).
     pub fn fault(&self, subject: &str, name: &str) -> Option<bool> {
         let f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
-        f.as_ref().filter(|f| f.matches(subject, name)).map(|f| f.crash)
+        f.as_ref()
+            .filter(|f| f.matches(subject, name))
+            .map(|f| f.crash)
     }
 
     /// Runs step `name`: journal first, then `act` (twice when repeating), then its end; a

@@ -147,7 +147,11 @@ impl Engine {
 
     /// The end of a rollout: the unit's current version is the one every server runs now (a
     /// rollback forgets the version it rolled back from).
-    pub(in crate::ops::units) fn rollout_done(&self, unit: &str, args: &OpArgs) -> Result<(), OpError> {
+    pub(in crate::ops::units) fn rollout_done(
+        &self,
+        unit: &str,
+        args: &OpArgs,
+    ) -> Result<(), OpError> {
         let Some(target) = args.target else {
             return Ok(());
         };
@@ -162,7 +166,10 @@ impl Engine {
 
     /// The unit's pool counters now (rollouts behind HAProxy); `None` without a load balancer
     /// that keeps them, or when it does not answer (the rollout goes on; the report says so).
-    pub(in crate::ops::units) async fn pool_counters(&self, ctx: &Ctx) -> Option<crate::lb::PoolCounters> {
+    pub(in crate::ops::units) async fn pool_counters(
+        &self,
+        ctx: &Ctx,
+    ) -> Option<crate::lb::PoolCounters> {
         let (d, pool) = ctx.lb.as_ref()?;
         match d.pool_counters(pool).await {
             Ok(c) => c,
@@ -175,7 +182,11 @@ impl Engine {
 
     /// Sends what the load balancer counted since the rollout began (the batches before, and
     /// this one since `from`) as a progress event of the operation.
-    pub(in crate::ops::units) async fn show_counters(&self, ctx: &Ctx, from: Option<crate::lb::PoolCounters>) {
+    pub(in crate::ops::units) async fn show_counters(
+        &self,
+        ctx: &Ctx,
+        from: Option<crate::lb::PoolCounters>,
+    ) {
         let (Some(from), Some(now)) = (from, self.pool_counters(ctx).await) else {
             return;
         };

@@ -17,7 +17,10 @@ impl Engine {
         Ok(())
     }
 
-    pub(in crate::ops::units) async fn undo_create_disk(&self, c: StepCx<'_>) -> Result<(), OpError> {
+    pub(in crate::ops::units) async fn undo_create_disk(
+        &self,
+        c: StepCx<'_>,
+    ) -> Result<(), OpError> {
         let StepCx { s, host, .. } = c;
         self.delete_own(s, host, &s.disk_volume()).await
     }
@@ -43,7 +46,10 @@ impl Engine {
             .await
     }
 
-    pub(in crate::ops::units) async fn undo_write_seed(&self, c: StepCx<'_>) -> Result<(), OpError> {
+    pub(in crate::ops::units) async fn undo_write_seed(
+        &self,
+        c: StepCx<'_>,
+    ) -> Result<(), OpError> {
         let StepCx { s, host, .. } = c;
         self.delete_own(s, host, &s.seed_volume()).await
     }
@@ -281,7 +287,10 @@ impl Engine {
 
 /// The isolation response a server's seed installs, from the unit's policy: its address (or
 /// the gateway of the host's network, port 80), or `None` when the policy has none.
-pub(in crate::ops::units) fn isolation_of(ctx: &Ctx, host: &Host) -> Result<Option<crate::guest::Isolation>, OpError> {
+pub(in crate::ops::units) fn isolation_of(
+    ctx: &Ctx,
+    host: &Host,
+) -> Result<Option<crate::guest::Isolation>, OpError> {
     let p = &ctx.unit.policy;
     if p.isolation_timeout_s == 0 {
         return Ok(None);
@@ -311,7 +320,11 @@ pub(in crate::ops::units) fn isolation_of(ctx: &Ctx, host: &Host) -> Result<Opti
 /// definition's, or 0644). The file is created under umask 077 and then given its mode, so it
 /// is never readable by others in between. A mode the definition parser would refuse is
 /// refused here too (a second guard for a definition that was never parsed), never skipped.
-pub(in crate::ops::units) fn config_file_command(path: &str, text: &str, mode: Option<&str>) -> Result<String, OpError> {
+pub(in crate::ops::units) fn config_file_command(
+    path: &str,
+    text: &str,
+    mode: Option<&str>,
+) -> Result<String, OpError> {
     use crate::model::definition::{config_mode_problem, DEFAULT_CONFIG_MODE};
     use base64::Engine as _;
     let mode = mode.unwrap_or(DEFAULT_CONFIG_MODE);

@@ -63,7 +63,14 @@ impl Engine {
     /// A rollout that can swap the payload through the guest agent stops the app, not
     /// the server (`live_swap_possible`).
     pub(in crate::ops::units) async fn do_shutdown(&self, c: StepCx<'_>) -> Result<(), OpError> {
-        let StepCx { ctx, s, host, step, pos, .. } = c;
+        let StepCx {
+            ctx,
+            s,
+            host,
+            step,
+            pos,
+            ..
+        } = c;
         self.refuse_foreign(ctx, s, host).await?;
         if self.live_swap_possible(ctx, s, host).await? {
             note(ctx, s, step, pos, LIVE_NOTE);
@@ -197,7 +204,12 @@ impl Engine {
         })
     }
 
-    pub(in crate::ops::units) async fn shutdown(&self, ctx: &Ctx, s: &Server, host: &Host) -> Result<(), OpError> {
+    pub(in crate::ops::units) async fn shutdown(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+        host: &Host,
+    ) -> Result<(), OpError> {
         let uri = &host.uri;
         if self.hypervisor.domain_is_running(uri, &s.name).await? != Some(true) {
             return Ok(());

@@ -4,7 +4,10 @@
 use super::*;
 
 impl Engine {
-    pub(in crate::ops::units) async fn do_wait_healthy(&self, c: StepCx<'_>) -> Result<(), OpError> {
+    pub(in crate::ops::units) async fn do_wait_healthy(
+        &self,
+        c: StepCx<'_>,
+    ) -> Result<(), OpError> {
         let StepCx { ctx, s, host, .. } = c;
         // A rollout checks the version it puts on the server; other operations the
         // version the server runs.
@@ -17,7 +20,10 @@ impl Engine {
     }
 
     /// Out of rotation again (the member was drained for its health check).
-    pub(in crate::ops::units) async fn undo_wait_healthy(&self, c: StepCx<'_>) -> Result<(), OpError> {
+    pub(in crate::ops::units) async fn undo_wait_healthy(
+        &self,
+        c: StepCx<'_>,
+    ) -> Result<(), OpError> {
         let StepCx { ctx, s, .. } = c;
         if ctx.lb.is_some() {
             self.lb_set(ctx, s, MemberState::Maint).await?;

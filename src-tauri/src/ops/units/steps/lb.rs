@@ -62,7 +62,10 @@ impl Engine {
         self.lb_set(ctx, s, MemberState::Ready).await
     }
 
-    pub(in crate::ops::units) async fn do_wait_drained(&self, c: StepCx<'_>) -> Result<(), OpError> {
+    pub(in crate::ops::units) async fn do_wait_drained(
+        &self,
+        c: StepCx<'_>,
+    ) -> Result<(), OpError> {
         let StepCx { ctx, s, pos, .. } = c;
         self.wait_drained_showing(ctx, s, Some(pos)).await
     }
@@ -96,7 +99,11 @@ impl Engine {
 
     /// Waits until the member has no sessions and no queue, or the drain timeout passed (not
     /// an error: the timeout is the policy). Caddy removed it already: the timeout is its grace.
-    pub(in crate::ops::units) async fn wait_drained(&self, ctx: &Ctx, s: &Server) -> Result<(), OpError> {
+    pub(in crate::ops::units) async fn wait_drained(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+    ) -> Result<(), OpError> {
         self.wait_drained_showing(ctx, s, None).await
     }
 

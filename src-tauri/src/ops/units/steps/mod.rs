@@ -34,7 +34,6 @@ mod remove;
 mod shared;
 mod swap;
 
-
 /// Reports an upload's progress (at each whole percent) as a detail of the running step.
 pub(in crate::ops::units) fn upload_progress(
     ctx: &Ctx,
@@ -212,7 +211,12 @@ impl Engine {
 
     /// Refuses to start or stop a domain of the server's name that is not this unit's (someone
     /// replaced it by hand).
-    pub(in crate::ops::units) async fn refuse_foreign(&self, ctx: &Ctx, s: &Server, host: &Host) -> Result<(), OpError> {
+    pub(in crate::ops::units) async fn refuse_foreign(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+        host: &Host,
+    ) -> Result<(), OpError> {
         if self.domain_owner(ctx, s, host).await? == Owner::Foreign {
             return Err(ValidationError::new(
                 "server",

@@ -16,7 +16,10 @@ impl Engine {
         Ok(())
     }
 
-    pub(in crate::ops::units) async fn do_delete_volumes(&self, c: StepCx<'_>) -> Result<(), OpError> {
+    pub(in crate::ops::units) async fn do_delete_volumes(
+        &self,
+        c: StepCx<'_>,
+    ) -> Result<(), OpError> {
         let StepCx { s, host, .. } = c;
         let mut volumes = self.inventory.server_volumes_of(&s.name)?;
         for v in server_volumes(&s.name) {

@@ -7,8 +7,18 @@ use super::*;
 impl Engine {
     /// Shared by every unit and operation that uses them: pinned while in use, released
     /// at the end of the operation when nobody needs them (`release_host_objects`).
-    pub(in crate::ops::units) async fn do_ensure_master(&self, c: StepCx<'_>) -> Result<(), OpError> {
-        let StepCx { ctx, s, host, step, pos, .. } = c;
+    pub(in crate::ops::units) async fn do_ensure_master(
+        &self,
+        c: StepCx<'_>,
+    ) -> Result<(), OpError> {
+        let StepCx {
+            ctx,
+            s,
+            host,
+            step,
+            pos,
+            ..
+        } = c;
         let _g = match ctx.host_locks.get(&s.host) {
             Some(l) => Some(l.lock().await),
             None => None,
@@ -21,7 +31,10 @@ impl Engine {
         Ok(())
     }
 
-    pub(in crate::ops::units) async fn do_ensure_payload(&self, c: StepCx<'_>) -> Result<(), OpError> {
+    pub(in crate::ops::units) async fn do_ensure_payload(
+        &self,
+        c: StepCx<'_>,
+    ) -> Result<(), OpError> {
         let StepCx { ctx, s, host, .. } = c;
         let _g = match ctx.host_locks.get(&s.host) {
             Some(l) => Some(l.lock().await),
@@ -57,7 +70,11 @@ impl Engine {
     }
 
     /// The unit version's payload disk (and a direct-boot master's kernel files) on the host.
-    pub(in crate::ops::units) async fn ensure_payload(&self, ctx: &Ctx, host: &Host) -> Result<(), OpError> {
+    pub(in crate::ops::units) async fn ensure_payload(
+        &self,
+        ctx: &Ctx,
+        host: &Host,
+    ) -> Result<(), OpError> {
         let mut volumes = vec![ctx.payload_volume()];
         if let BootMode::Kernel { initrd_file, .. } = &ctx.image.boot {
             volumes.push(format!("{}-u{}-vmlinuz", ctx.unit.name, ctx.uv.version));
@@ -78,7 +95,11 @@ impl Engine {
         result
     }
 
-    pub(in crate::ops::units) async fn ensure_payload_pinned(&self, ctx: &Ctx, host: &Host) -> Result<(), OpError> {
+    pub(in crate::ops::units) async fn ensure_payload_pinned(
+        &self,
+        ctx: &Ctx,
+        host: &Host,
+    ) -> Result<(), OpError> {
         let dir = tempfile_dir()?;
         let result = async {
             let payload = ctx.payload_volume();
@@ -117,7 +138,11 @@ impl Engine {
 
     /// True when `volume` is on the host and was verified there. A volume without a record
     /// is what an interrupted upload left (Flotilla was killed): it is removed.
-    pub(in crate::ops::units) async fn host_object_ok(&self, host: &Host, volume: &str) -> Result<bool, OpError> {
+    pub(in crate::ops::units) async fn host_object_ok(
+        &self,
+        host: &Host,
+        volume: &str,
+    ) -> Result<bool, OpError> {
         let (uri, pool) = (&host.uri, &host.pool);
         let present = self
             .hypervisor
@@ -265,7 +290,12 @@ impl Engine {
 
     /// Whether a deployed server of `unit` on `host` runs its version `version` (or, during a
     /// rollout, boots from it: its record still names it).
-    pub(in crate::ops::units) fn unit_version_deployed_on(&self, unit: &str, version: u32, host: &str) -> bool {
+    pub(in crate::ops::units) fn unit_version_deployed_on(
+        &self,
+        unit: &str,
+        version: u32,
+        host: &str,
+    ) -> bool {
         // When the inventory cannot be read, the object is taken to be needed.
         self.inventory.unit_get(unit).map_or_else(
             |e| !matches!(e, InventoryError::NotFound { .. }),
@@ -280,7 +310,12 @@ impl Engine {
     }
 
     /// Whether a deployed server on `host` runs a unit version on this master.
-    pub(in crate::ops::units) fn image_deployed_on(&self, image: &str, version: u32, host: &str) -> bool {
+    pub(in crate::ops::units) fn image_deployed_on(
+        &self,
+        image: &str,
+        version: u32,
+        host: &str,
+    ) -> bool {
         let Ok(units) = self.inventory.unit_list() else {
             return true;
         };

@@ -6,7 +6,14 @@ use super::*;
 impl Engine {
     /// `s` is the server as it was before the operation: its version, disk and seed.
     pub(in crate::ops::units) async fn do_swap(&self, c: StepCx<'_>) -> Result<(), OpError> {
-        let StepCx { ctx, s, host, step, pos, .. } = c;
+        let StepCx {
+            ctx,
+            s,
+            host,
+            step,
+            pos,
+            ..
+        } = c;
         let uri = &host.uri;
         self.refuse_foreign(ctx, s, host).await?;
         if self.hypervisor.domain_is_running(uri, &s.name).await? == Some(true) {
@@ -146,7 +153,11 @@ impl Engine {
 
     /// Whether the server's last swap (this rollout's) kept it running: it records the disk
     /// and seed it still boots as what it ran before.
-    pub(in crate::ops::units) fn swapped_live(&self, ctx: &Ctx, s: &Server) -> Result<bool, OpError> {
+    pub(in crate::ops::units) fn swapped_live(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+    ) -> Result<bool, OpError> {
         let unit = self.inventory.unit_get(&ctx.unit.name)?;
         let Some(now) = unit.servers.iter().find(|x| x.name == s.name) else {
             return Ok(false);
@@ -212,7 +223,12 @@ impl Engine {
     }
 
     /// Stops the app in a running server (its stop hook) and unmounts the payload.
-    pub(in crate::ops::units) async fn live_stop(&self, ctx: &Ctx, s: &Server, host: &Host) -> Result<(), OpError> {
+    pub(in crate::ops::units) async fn live_stop(
+        &self,
+        ctx: &Ctx,
+        s: &Server,
+        host: &Host,
+    ) -> Result<(), OpError> {
         self.agent_script(
             s,
             host,
