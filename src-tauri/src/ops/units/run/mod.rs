@@ -8,6 +8,7 @@ use super::*;
 use crate::ops::exec::{Journal, Ran, UndoError};
 use tracing::Instrument;
 
+mod recovery;
 mod resume;
 mod rollout;
 
@@ -164,31 +165,7 @@ impl Engine {
             UnitAction::Scale { .. } if kind == OpKind::Deploy => {
                 self.targets(&u, &UnitAction::Deploy)?
             }
-            // Where each server goes is decided once: a resume goes on with the same moves
-            // (its servers may be recorded on their new hosts already).
-            UnitAction::Recover { from, host_is_off } => {
-                if args.moves.is_empty() {
-                    args.moves = self.recover_moves(&u, from, host_is_off)?;
-                    // Nothing is re-created without a fence for every server (a resumed
-                    // recovery checks again in its `fence` steps).
-                    let fences = self.recover_fences(&u, &args.moves, host_is_off)?;
-                    if let Some(why) = plan::fence::manual_refusal(&u.name, &fences) {
-                        return Err(OpError::FenceNeeded(why));
-                    }
-                    if args.moves.is_empty() {
-                        return Err(ValidationError::new(
-                            "from",
-                            format!(
-                                "no server of unit {} is on a failed host: nothing to recover{}",
-                                u.name,
-                                self.shut_off_in_place(&u)?
-                            ),
-                        )
-                        .into());
-                    }
-                }
-                (kind, Self::moved(&u, &args.moves), Vec::new())
-            }
+            UnitAction::Recover { .. } => (kind, self.recovery_targets(&u, args)?, Vec::new()),
             a => self.targets(&u, a)?,
         };
         // A resumed operation finishes what it began: the servers it already took out are
@@ -241,36 +218,9 @@ impl Engine {
         // Without auto-rollback a rollout undoes only the server that failed: the others
         // keep the version that passed its gate, and the unit stays mixed.
         let only_failing = kind == OpKind::Rollout && !ctx.policy.auto_rollback;
-        let all_steps = plan::server_steps(kind, ctx.lb.is_some()).len();
         if failed {
-            // Undo every server's completed steps, newest server first.
-            for (o, s) in outcomes.iter_mut().zip(&targets).rev() {
-                if o.done.iter().any(|d| d.irreversible()) {
-                    continue;
-                }
-                // Without auto-rollback a server that passed its gate keeps the new version;
-                // one stopped half-way (a batch peer of the failing one) is undone.
-                if only_failing && o.failed.is_none() && o.done.len() == all_steps {
-                    continue;
-                }
-                let mut steps = o.done.clone();
-                if let Some((f, _)) = &o.failed {
-                    if !steps.contains(f) {
-                        steps.push(*f);
-                    }
-                }
-                if steps.is_empty() {
-                    continue;
-                }
-                // As it was before the operation (a resumed run finds it half-way).
-                let s = &args.as_before(s);
-                self.undo_server(&ctx, s, &steps, o).await;
-                self.inventory
-                    .server_set_state(&s.name, s.state, s.version)?;
-            }
-            for name in &args.registered {
-                self.inventory.server_delete(name)?;
-            }
+            self.unwind_servers(&ctx, args, &targets, &mut outcomes, kind, only_failing)
+                .await?;
         }
         let paused = if kind == OpKind::Rollout && !failed {
             self.rollout_end(&ctx, &u, args, &mut warnings).await?
@@ -305,6 +255,50 @@ impl Engine {
         } else {
             Ok(report)
         }
+    }
+
+    /// After a failure: every server's completed steps (and the one that failed) undone,
+    /// newest server first, each server then as it was before; the servers the operation
+    /// registered forgotten. Steps past the point of no return are not undone, and without
+    /// auto-rollback (`only_failing`) a rollout keeps the servers that passed their gate.
+    async fn unwind_servers(
+        &self,
+        ctx: &Ctx,
+        args: &OpArgs,
+        targets: &[Server],
+        outcomes: &mut [ServerOutcome],
+        kind: OpKind,
+        only_failing: bool,
+    ) -> Result<(), OpError> {
+        let all_steps = plan::server_steps(kind, ctx.lb.is_some()).len();
+        for (o, s) in outcomes.iter_mut().zip(targets).rev() {
+            if o.done.iter().any(|d| d.irreversible()) {
+                continue;
+            }
+            // Without auto-rollback a server that passed its gate keeps the new version; one
+            // stopped half-way (a batch peer of the failing one) is undone.
+            if only_failing && o.failed.is_none() && o.done.len() == all_steps {
+                continue;
+            }
+            let mut steps = o.done.clone();
+            if let Some((f, _)) = &o.failed {
+                if !steps.contains(f) {
+                    steps.push(*f);
+                }
+            }
+            if steps.is_empty() {
+                continue;
+            }
+            // As it was before the operation (a resumed run finds it half-way).
+            let s = &args.as_before(s);
+            self.undo_server(ctx, s, &steps, o).await;
+            self.inventory
+                .server_set_state(&s.name, s.state, s.version)?;
+        }
+        for name in &args.registered {
+            self.inventory.server_delete(name)?;
+        }
+        Ok(())
     }
 
     /// Everything the steps need, read once.
