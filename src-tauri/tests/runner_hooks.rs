@@ -1,11 +1,12 @@
 //! T1: the runner's test hooks on families other than unit operations — image distribution
-//! (`image ensure`) and builders (`image build`) on libvirt's test driver with a real
-//! inventory. The generic pattern of a saga's tests: learn an operation's steps from the
+//! (`image ensure`), builders (`image build`) and image delete on libvirt's test driver with a
+//! real inventory. The generic pattern of a saga's tests: learn an operation's steps from the
 //! journal of a clean run, then
 //!
 //! - make every step fail in turn (with every step and undo run twice): the whole unwinds and
 //!   leaves the hosts and the inventory as they were, and the operation then succeeds;
-//! - run every step and undo twice: the end is the same as running each once.
+//! - run every step and undo twice: the end is the same as running each once (also for image
+//!   delete, whose steps have no undo).
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use flotilla::hypervisor::HvConfig;
@@ -143,6 +144,8 @@ impl Fixture {
 enum Family {
     ImageEnsure,
     Build,
+    /// Its steps have no undo (a deleted copy is not put back): run twice only.
+    ImageDelete,
 }
 
 impl Family {
@@ -150,13 +153,14 @@ impl Family {
         match self {
             Self::ImageEnsure => "image.ensure",
             Self::Build => "image.build",
+            Self::ImageDelete => "image.delete",
         }
     }
 
     /// What is there before: a build's base copy is shared and stays on the host (its step
     /// has no undo), so it is there before the build begins.
     async fn prepare(self, f: &Fixture) {
-        if let Self::Build = self {
+        if let Self::Build | Self::ImageDelete = self {
             f.e.image_ensure("base:1", "h1", Arc::new(|_| {}))
                 .await
                 .unwrap();
@@ -173,6 +177,7 @@ impl Family {
                 .image_build(&build_web(), Arc::new(|_| {}))
                 .await
                 .map(drop),
+            Self::ImageDelete => e.image_delete("base:1").await,
         }
     }
 }
@@ -259,6 +264,11 @@ async fn image_ensure_every_step_fails_in_turn_and_unwinds() {
 #[tokio::test]
 async fn image_ensure_every_step_run_twice_reaches_the_same_end() {
     every_step_run_twice_reaches_the_same_end(Family::ImageEnsure).await;
+}
+
+#[tokio::test]
+async fn image_delete_every_step_run_twice_reaches_the_same_end() {
+    every_step_run_twice_reaches_the_same_end(Family::ImageDelete).await;
 }
 
 #[tokio::test]
