@@ -300,3 +300,180 @@ fn a_fault_names_a_step_of_any_family() {
     assert_eq!(StepFault::parse("crash:*:unlock").unwrap().step, None);
     assert_eq!(StepFault::parse("explode:*:define"), None);
 }
+
+/// A Caddy with an empty pool behind route `flotilla` (the load balancer of the LB family).
+struct Caddy {
+    child: std::process::Child,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn caddy() -> Caddy {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin_port, http_port) = (free_port(), free_port());
+    let config = serde_json::json!({
+        "admin": { "listen": format!("127.0.0.1:{admin_port}") },
+        "logging": { "logs": { "default": { "level": "ERROR" } } },
+        "storage": { "module": "file_system", "root": dir.path().join("data") },
+        "apps": { "http": { "servers": { "lb": {
+            "listen": [format!("127.0.0.1:{http_port}")],
+            "routes": [{ "handle": [{ "handler": "reverse_proxy", "@id": "flotilla", "upstreams": [] }] }]
+        } } } }
+    });
+    let file = dir.path().join("caddy.json");
+    std::fs::write(&file, config.to_string()).unwrap();
+    let child = std::process::Command::new("caddy")
+        .args(["run", "--config"])
+        .arg(&file)
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("caddy (scripts/setup.sh installs it)");
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{admin}/config/")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Caddy {
+        child,
+        admin,
+        _dir: dir,
+    }
+}
+
+async fn upstreams(admin: &str) -> Vec<String> {
+    let v: serde_json::Value = reqwest::get(format!("{admin}/id/flotilla/upstreams"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["dial"].as_str().unwrap().to_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+async fn clear_upstreams(admin: &str) {
+    reqwest::Client::new()
+        .patch(format!("{admin}/id/flotilla/upstreams"))
+        .json(&serde_json::json!([]))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A unit of two deployed servers behind the Caddy `c` (load balancer `edge`), whose members
+/// the Caddy then lost (a config reload).
+async fn behind_a_forgetful_lb(c: &Caddy) -> Fixture {
+    let f = Fixture::new().await;
+    f.e.lb_add(
+        "edge",
+        &flotilla::ops::lbs::LbTarget::Caddy {
+            admin: c.admin.clone(),
+            route_id: "flotilla".into(),
+        },
+    )
+    .await
+    .unwrap();
+    f.e.def_create("shop").unwrap();
+    f.e.unit_create(&flotilla::ops::units::UnitForm {
+        name: "app".into(),
+        image: "base:1".into(),
+        definition: "shop:1".into(),
+        count: 2,
+        name_pattern: "app-{n}".into(),
+        addresses: "10.77.0.11-10.77.0.60".into(),
+        lb: Some("edge".into()),
+        policy: Some(flotilla::model::RolloutPolicy {
+            drain_timeout_s: 0,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .unwrap();
+    f.e.unit_run(
+        "app",
+        flotilla::ops::units::UnitAction::Deploy,
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(upstreams(&c.admin).await.len(), 2);
+    clear_upstreams(&c.admin).await;
+    f
+}
+
+/// The load balancer's reconcile (one step per unit, no undo): run twice, each step puts the
+/// members back as running it once does; a fault at its step fails it, journaled as failed.
+#[tokio::test]
+async fn lb_reconcile_steps_run_twice_reach_the_same_end_and_can_fail() {
+    let c = caddy().await;
+    let once = behind_a_forgetful_lb(&c).await;
+    let r = once.e.lb_reconcile("edge").await.unwrap();
+    assert_eq!(r.added.len(), 2, "{r:?}");
+    let expected = upstreams(&c.admin).await;
+    assert_eq!(expected.len(), 2);
+    assert_eq!(once.steps_of("lb.reconcile"), ["reconcile unit app"]);
+    once.e
+        .unit_run(
+            "app",
+            flotilla::ops::units::UnitAction::Delete { force: false },
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap();
+    assert!(upstreams(&c.admin).await.is_empty());
+
+    let twice = behind_a_forgetful_lb(&c).await;
+    twice.e.repeat_steps(true);
+    twice.e.lb_reconcile("edge").await.unwrap();
+    twice.e.repeat_steps(false);
+    assert_eq!(upstreams(&c.admin).await, expected);
+    assert_eq!(twice.steps_of("lb.reconcile"), ["reconcile unit app"]);
+
+    clear_upstreams(&c.admin).await;
+    twice.e.inject_step_fault(Some(StepFault {
+        crash: false,
+        subject: "*".into(),
+        step: Some("reconcile unit app".into()),
+    }));
+    let err = twice.e.lb_reconcile("edge").await.unwrap_err();
+    twice.e.inject_step_fault(None);
+    assert!(err.to_string().contains("injected failure"), "{err}");
+    assert_eq!(twice.state_of("lb.reconcile"), "failed");
+    // The reconcile holds no lock afterwards: the unit's operations run.
+    twice
+        .e
+        .unit_run(
+            "app",
+            flotilla::ops::units::UnitAction::Delete { force: false },
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap();
+}
