@@ -90,36 +90,11 @@ impl Journal<'_> {
     }
 
     /// Runs step `name`: journal first, then `act` (twice when repeating), then its end; a
-    /// test fault armed at `name` (any subject) applies.
-    pub async fn run<T, F, Fut>(&self, name: &str, note: Note<'_>, act: F) -> Ran<T>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<T, OpError>>,
-    {
-        self.run_with_fault(name, note, act, || self.fault("", name))
-            .await
-    }
-
-    /// `run`, with a test fault consulted after the step acted: `Some(true)` is a crash
-    /// before its end is recorded, `Some(false)` a failure.
-    pub async fn run_with_fault<T, F, Fut>(
-        &self,
-        name: &str,
-        note: Note<'_>,
-        act: F,
-        fault: impl FnOnce() -> Option<bool>,
-    ) -> Ran<T>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<T, OpError>>,
-    {
-        self.run_noted(name, note, act, fault, |_| String::new())
-            .await
-    }
-
-    /// `run_with_fault`, with what the step found out (`said`, asked once it succeeded) in
-    /// its `succeeded` row: a fence records there who or what confirmed the host is off.
-    pub async fn run_noted<T, F, Fut>(
+    /// test fault (`fault`, consulted after the step acted: `Some(true)` a crash before its end
+    /// is recorded, `Some(false)` a failure) applies, and what the step found out (`said`,
+    /// asked once it succeeded) goes in its `succeeded` row: a fence records there who or what
+    /// confirmed the host is off, a reconcile what it put back.
+    pub async fn run<T, F, Fut>(
         &self,
         name: &str,
         note: Note<'_>,
@@ -234,7 +209,26 @@ impl<'a, U> Sequence<'a, U> {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, OpError>>,
     {
-        let ran = self.journal.run(name, &quiet, act).await;
+        self.step_noted(name, undo, act, |_| String::new()).await
+    }
+
+    /// `step`, with what it found out (`said`, asked once it succeeded) in its `succeeded`
+    /// row.
+    pub async fn step_noted<T, F, Fut>(
+        &mut self,
+        name: &str,
+        undo: Option<U>,
+        act: F,
+        said: impl FnOnce(&T) -> String,
+    ) -> Result<T, OpError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, OpError>>,
+    {
+        let journal = &self.journal;
+        let ran = journal
+            .run(name, &quiet, act, || journal.fault("", name), said)
+            .await;
         let began = !matches!(ran, Ran::NotStarted(_));
         if let (true, Some(u)) = (began, undo) {
             self.ran.push((name.to_owned(), u));

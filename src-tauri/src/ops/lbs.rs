@@ -369,9 +369,9 @@ impl Engine {
         lb: &LbInstance,
         units: &[String],
     ) -> Result<ReconcileReport, OpError> {
-        use super::exec::{quiet, Ran};
+        use super::exec::Sequence;
         use crate::inventory::InventoryError;
-        let journal = self.journal(op);
+        let mut seq: Sequence<()> = Sequence::new(self.journal(op));
         let mut report = ReconcileReport::default();
         for name in units {
             let step = format!("reconcile unit {name}");
@@ -390,21 +390,20 @@ impl Engine {
                         .operation_kind(holder)?
                         .unwrap_or_else(|| "unknown".into()),
                 };
-                journal.passed(&step, &busy.to_string())?;
+                seq.journal.passed(&step, &busy.to_string())?;
                 report.busy.push(busy);
                 continue;
             }
-            let ran = journal
-                .run_noted(
+            let ran = seq
+                .step_noted(
                     &step,
-                    &quiet,
+                    None,
                     // Read under the lock: an operation that just ended changed what members
                     // should be.
                     || async {
                         let unit = self.inventory.unit_get(name)?;
                         self.reconcile_unit(&unit, lb).await
                     },
-                    || journal.fault("", &step),
                     |r| {
                         format!(
                             "put back: {}; corrected: {}; {} right",
@@ -416,15 +415,10 @@ impl Engine {
                 )
                 .await;
             self.inventory.unit_unlock(op)?;
-            match ran {
-                Ran::Done(r) => {
-                    report.added.extend(r.added);
-                    report.corrected.extend(r.corrected);
-                    report.unchanged += r.unchanged;
-                }
-                Ran::Failed(e) | Ran::NotStarted(e) | Ran::Unrecorded(e) => return Err(e),
-                Ran::Crashed => return Err(OpError::Crashed),
-            }
+            let r = ran?;
+            report.added.extend(r.added);
+            report.corrected.extend(r.corrected);
+            report.unchanged += r.unchanged;
         }
         Ok(report)
     }

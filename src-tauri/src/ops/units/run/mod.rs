@@ -545,7 +545,7 @@ impl Engine {
             let span = tracing::info_span!("step", name = step.as_str());
             let ran = self
                 .unit_journal(ctx)
-                .run_noted(
+                .run(
                     &name,
                     &self.step_note(ctx, s, step, total, o.done.len() as u32),
                     || async move {
