@@ -1,13 +1,11 @@
 //! `flotillactl` — the command line. Thin: parse arguments, call the engine, print.
 //!
-//! Exit status: 0 success; otherwise [`ErrorCode::exit_status`] (2 bad input — also clap's
-//! usage errors —, 3 not found, 4 already exists, 5 in use, 6 unreachable, 7 host not ready,
-//! 8 inventory problem, 9 no space, 10 timeout, 11 seal failed, 12 unit busy, 13 load balancer
-//! failed, 14 operation failed (undone), 15 a definition changed since the edit began, 16 the plan
-//! changed since it was shown (`--plan`), 20 a host's BMC refused or answered nonsense,
-//! 1 anything else). `host check` exits 6 or 7 when the host is not ok.
+//! Exit status: 0 success; otherwise [`ErrorCode::exit_status`] (2 also clap's usage errors,
+//! 18 also a rollout that paused); `host check` exits 6 or 7 when the host is not ok. The
+//! table: docs/cli.md.
 
 mod bmc;
+mod docs;
 mod output;
 mod units;
 
@@ -89,6 +87,8 @@ enum Command {
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         limit: u32,
     },
+    #[command(flatten)]
+    Docs(docs::DocsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -360,6 +360,10 @@ enum FirmwareArg {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
+    if let Command::Docs(cmd) = &cli.command {
+        // Shell completions and man pages: no runtime, no inventory.
+        return docs::run::<Cli>(cmd).unwrap_or_else(|e| fail(json, &e));
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -424,6 +428,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ApiError> {
             };
             monitor(&engine, json, thresholds).await
         }
+        Command::Docs(cmd) => docs::run::<Cli>(&cmd),
         Command::Audit { limit } => {
             let log = engine
                 .inventory
