@@ -13,6 +13,7 @@ pub mod impact;
 pub mod lbs;
 pub mod live;
 pub mod monitor;
+pub mod requests;
 pub mod units;
 
 use crate::error::{ApiError, ErrorCode};
