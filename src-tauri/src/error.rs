@@ -4,15 +4,25 @@
 //! needs to tell it apart); `message` says what happened and what to do next; `detail` is the
 //! chain of causes (libvirt's or SQLite's own words) for the log and for "show details".
 
+use crate::ops::units::{OpPlan, OpReport};
+use crate::ops::OpError;
 use serde::Serialize;
 use std::error::Error as StdError;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "desktop", derive(specta::Type))]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub detail: Option<String>,
+    /// A failed unit operation's report (what failed, what was undone), for a front door that
+    /// shows it as more than the message ([`ApiError::with_outcome`]). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<Box<OpReport>>,
+    /// The plan as it is now, when the one the admin confirmed changed (`plan_changed`):
+    /// shown to be confirmed again without asking for it. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Box<OpPlan>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -102,7 +112,21 @@ impl ApiError {
             code,
             message: message.into(),
             detail: None,
+            report: None,
+            plan: None,
         }
+    }
+
+    /// The error of an operation with what the engine already knows about it: the report of
+    /// a failed operation, the new plan of a changed one. The message is the same as without.
+    pub fn with_outcome(err: OpError) -> Self {
+        let mut e = ApiError::from(&err);
+        match err {
+            OpError::Failed(r) => e.report = Some(r),
+            OpError::PlanChanged { plan, .. } => e.plan = Some(plan),
+            _ => {}
+        }
+        e
     }
 
     /// Fills `detail` with the chain of causes below `err` (not `err` itself: its text is
