@@ -816,10 +816,8 @@ async fn image(engine: &Engine, json: bool, cmd: ImageCommand) -> Result<ExitCod
                 )
                 .await;
             bar.finish();
-            let b = built?;
-            let console = engine.builder_console(&b).await.ok().flatten();
-            let uri = engine.host_show(b.host.as_str())?.uri;
-            output::builder(json, &b, console.as_deref(), uri.as_str());
+            let v = engine.builder_view(built?).await?;
+            output::builder(json, &v.builder, v.console.as_deref(), &v.host_uri);
         }
         ImageCommand::Capture {
             name,

@@ -8,7 +8,8 @@
 use super::builder::BuildFrom;
 use super::images::BootInput;
 use super::{Engine, OpError};
-use crate::model::{DomainType, Firmware, Host, RolloutPolicy, ServerSize};
+use crate::model::{Builder, DomainType, Firmware, Host, RolloutPolicy, ServerSize};
+use serde::Serialize;
 use std::path::PathBuf;
 
 /// Changes to a unit's rollout policy: what is given replaces the unit's value, the rest is
@@ -83,7 +84,29 @@ impl HostNetworkChange {
     }
 }
 
+// A builder with where to reach it: what `image build` prints and the Images view lists.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "desktop", derive(specta::Type))]
+pub struct BuilderView {
+    pub builder: Builder,
+    /// `127.0.0.1:5900` on the builder's host, while it runs.
+    pub console: Option<String>,
+    pub host_uri: String,
+}
+
 impl Engine {
+    /// A builder with its console and its host's URI. An unreachable host must not hide the
+    /// builder: its console is then unknown.
+    pub async fn builder_view(&self, builder: Builder) -> Result<BuilderView, OpError> {
+        let console = self.builder_console(&builder).await.ok().flatten();
+        let host_uri = self.host_show(builder.host.as_str())?.uri.to_string();
+        Ok(BuilderView {
+            builder,
+            console,
+            host_uri,
+        })
+    }
+
     /// The size a new unit of `definition` gets: what is given, the rest from the definition
     /// (as the wizard's first values). `None` when nothing is given: the engine then takes the
     /// definition's size itself.

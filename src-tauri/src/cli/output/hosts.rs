@@ -1,7 +1,7 @@
 //! Hosts: the list, one host, its BMC, and the question about an unknown SSH host key.
 
 use super::{bytes, print_json, table};
-use crate::model::{BridgeCheck, Host};
+use crate::model::{BridgeCheck, Host, HostFacts};
 use crate::ops::monitor::MonitorStatus;
 use std::time::Duration;
 
@@ -82,6 +82,9 @@ fn monitor_line(m: &MonitorStatus) -> String {
     }
 }
 
+/// One `Key: value` line each.
+type Lines = Vec<(&'static str, String)>;
+
 pub fn host_show(json: bool, h: &Host) {
     if json {
         return print_json(h);
@@ -90,6 +93,23 @@ pub fn host_show(json: bool, h: &Host) {
         ("Name", h.name.to_string()),
         ("Status", h.status.as_str().to_string()),
     ];
+    state_lines(h, &mut lines);
+    place_lines(h, &mut lines);
+    if let Some(f) = &h.facts {
+        fact_lines(f, &mut lines);
+    }
+    bmc_lines(h, &mut lines);
+    lines.extend([
+        ("Added", h.added_at.clone()),
+        ("Checked", h.checked_at.clone()),
+    ]);
+    for (k, v) in lines {
+        say!("{:<13} {v}", format!("{k}:"));
+    }
+}
+
+/// What is wrong, what the monitor says, and the fence.
+fn state_lines(h: &Host, lines: &mut Lines) {
     if !h.status_detail.is_empty() {
         lines.push(("Problem", h.status_detail.clone()));
     }
@@ -138,6 +158,10 @@ pub fn host_show(json: bool, h: &Host) {
             ),
         ));
     }
+}
+
+/// Where servers go: URI, pool, bridge, network, domain type.
+fn place_lines(h: &Host, lines: &mut Lines) {
     lines.extend([
         ("URI", h.uri.to_string()),
         ("Pool", h.pool.to_string()),
@@ -161,37 +185,42 @@ pub fn host_show(json: bool, h: &Host) {
             },
         ),
     ]);
-    if let Some(f) = &h.facts {
-        lines.extend([
-            ("Hostname", f.hostname.clone()),
-            (
-                "Hypervisor",
-                format!("{} {}", f.hypervisor, f.hypervisor_version),
-            ),
-            ("libvirt", f.libvirt_version.clone()),
-            ("CPUs", format!("{} × {}", f.cpus, f.cpu_model)),
-            ("Memory", bytes(f.memory_bytes)),
-        ]);
-        if let Some(p) = &f.pool {
-            lines.push((
-                "Pool space",
-                format!(
-                    "{} free of {}{}",
-                    bytes(p.available_bytes),
-                    bytes(p.capacity_bytes),
-                    if p.active { "" } else { " (inactive)" }
-                ),
-            ));
-        }
+}
+
+/// What the host reported at its last check.
+fn fact_lines(f: &HostFacts, lines: &mut Lines) {
+    lines.extend([
+        ("Hostname", f.hostname.clone()),
+        (
+            "Hypervisor",
+            format!("{} {}", f.hypervisor, f.hypervisor_version),
+        ),
+        ("libvirt", f.libvirt_version.clone()),
+        ("CPUs", format!("{} × {}", f.cpus, f.cpu_model)),
+        ("Memory", bytes(f.memory_bytes)),
+    ]);
+    if let Some(p) = &f.pool {
         lines.push((
-            "Bridge state",
-            match &f.bridge {
-                BridgeCheck::Found => "found".into(),
-                BridgeCheck::Missing { .. } => "missing".into(),
-                BridgeCheck::Unknown { reason } => format!("unknown ({reason})"),
-            },
+            "Pool space",
+            format!(
+                "{} free of {}{}",
+                bytes(p.available_bytes),
+                bytes(p.capacity_bytes),
+                if p.active { "" } else { " (inactive)" }
+            ),
         ));
     }
+    lines.push((
+        "Bridge state",
+        match &f.bridge {
+            BridgeCheck::Found => "found".into(),
+            BridgeCheck::Missing { .. } => "missing".into(),
+            BridgeCheck::Unknown { reason } => format!("unknown ({reason})"),
+        },
+    ));
+}
+
+fn bmc_lines(h: &Host, lines: &mut Lines) {
     match &h.bmc {
         None => lines.push((
             "BMC",
@@ -211,13 +240,6 @@ pub fn host_show(json: bool, h: &Host) {
                 },
             ),
         ]),
-    }
-    lines.extend([
-        ("Added", h.added_at.clone()),
-        ("Checked", h.checked_at.clone()),
-    ]);
-    for (k, v) in lines {
-        say!("{:<13} {v}", format!("{k}:"));
     }
 }
 

@@ -4,46 +4,13 @@ use super::{say_line, table};
 
 /// What failed hosts do to the units, and the N+1 audit.
 pub fn impact(r: &crate::ops::impact::ImpactReport) {
-    use crate::plan::impact::UnitHealth;
     let i = &r.impact;
     if i.failed_hosts.is_empty() {
         say_line("Units now:");
     } else {
         say_line(&format!("If {} failed:", i.failed_hosts.join(", ")));
     }
-    let rows: Vec<Vec<String>> = i
-        .units
-        .iter()
-        .map(|u| {
-            vec![
-                u.unit.clone(),
-                match u.health {
-                    UnitHealth::Ok => "ok",
-                    UnitHealth::Degraded => "degraded",
-                    UnitHealth::BelowMinimum => "BELOW MINIMUM",
-                    UnitHealth::Outage => "OUTAGE",
-                }
-                .into(),
-                format!(
-                    "{} → {} of {}",
-                    u.in_service_now, u.in_service_after, u.desired
-                ),
-                u.min_in_service.to_string(),
-                u.lost.join(", "),
-                u.pool.clone().unwrap_or_else(|| "-".into()),
-                if u.lost.is_empty() {
-                    String::new()
-                } else if u.replaceable {
-                    match u.replace_estimate_s {
-                        Some(s) => format!("room on the other hosts, about {s} s"),
-                        None => "room on the other hosts".into(),
-                    }
-                } else {
-                    u.room.clone()
-                },
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = i.units.iter().map(unit_row).collect();
     table(
         &[
             "UNIT",
@@ -82,6 +49,38 @@ pub fn impact(r: &crate::ops::impact::ImpactReport) {
         table(&["POOL", "IN SERVICE", "KEPT", "UNITS"], &rows);
     }
     impact_audit(&r.audit);
+}
+
+/// One unit's row: its state now and after, what it lost and whether it can be replaced.
+fn unit_row(u: &crate::plan::impact::UnitImpact) -> Vec<String> {
+    use crate::plan::impact::UnitHealth;
+    vec![
+        u.unit.clone(),
+        match u.health {
+            UnitHealth::Ok => "ok",
+            UnitHealth::Degraded => "degraded",
+            UnitHealth::BelowMinimum => "BELOW MINIMUM",
+            UnitHealth::Outage => "OUTAGE",
+        }
+        .into(),
+        format!(
+            "{} → {} of {}",
+            u.in_service_now, u.in_service_after, u.desired
+        ),
+        u.min_in_service.to_string(),
+        u.lost.join(", "),
+        u.pool.clone().unwrap_or_else(|| "-".into()),
+        if u.lost.is_empty() {
+            String::new()
+        } else if u.replaceable {
+            match u.replace_estimate_s {
+                Some(s) => format!("room on the other hosts, about {s} s"),
+                None => "room on the other hosts".into(),
+            }
+        } else {
+            u.room.clone()
+        },
+    ]
 }
 
 /// The N+1 audit as a table.

@@ -5,7 +5,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::model::{Builder, ImageVersion};
 use crate::ops::builder::{BuildRequest, CaptureRequest};
 use crate::ops::images::{EnsureOutcome, ImageProgress, ImportRequest};
-use crate::ops::requests::{boot_input, build_from, builder_domain_type};
+use crate::ops::requests::{boot_input, build_from, builder_domain_type, BuilderView};
 use serde::{Deserialize, Serialize};
 use tauri::ipc::Channel;
 use tauri::State;
@@ -76,28 +76,13 @@ pub async fn image_delete(state: State<'_, AppState>, image: String) -> Result<(
     Ok(state.engine()?.image_delete(&image).await?)
 }
 
-#[derive(Debug, Serialize, specta::Type)]
-pub struct BuilderView {
-    pub builder: Builder,
-    /// `127.0.0.1:5900` on the builder's host, while it runs.
-    pub console: Option<String>,
-    pub host_uri: String,
-}
-
 #[tauri::command]
 #[specta::specta]
 pub async fn builder_list(state: State<'_, AppState>) -> Result<Vec<BuilderView>, ApiError> {
     let engine = state.engine()?;
     let mut out = Vec::new();
     for b in engine.builder_list()? {
-        // An unreachable host must not hide the builder: its console is then unknown.
-        let console = engine.builder_console(&b).await.ok().flatten();
-        let host_uri = engine.host_show(b.host.as_str())?.uri.to_string();
-        out.push(BuilderView {
-            builder: b,
-            console,
-            host_uri,
-        });
+        out.push(engine.builder_view(b).await?);
     }
     Ok(out)
 }

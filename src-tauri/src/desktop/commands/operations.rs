@@ -36,12 +36,7 @@ pub async fn operation_log(state: State<'_, AppState>, id: i64) -> Result<Vec<St
     let engine = state.engine()?;
     tokio::task::spawn_blocking(move || engine.operation_log(id))
         .await
-        .map_err(|e| {
-            ApiError::new(
-                crate::error::ErrorCode::Internal,
-                format!("reading the log failed: {e}"),
-            )
-        })
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("reading the log failed: {e}")))
 }
 
 #[tauri::command]
