@@ -152,3 +152,45 @@ impl std::fmt::Display for ApiError {
 }
 
 impl StdError for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed_report() -> OpReport {
+        OpReport {
+            operation: 7,
+            unit: "shop".into(),
+            action: "deploy".into(),
+            ok: false,
+            paused: false,
+            rolled_back: false,
+            batches: vec![],
+            servers: vec![],
+            warnings: vec![],
+            log: "flotillactl op log 7".into(),
+        }
+    }
+
+    /// The CLI prints errors as `{code, message, detail}`: the structured parts a front door
+    /// may attach are absent from the JSON unless attached.
+    #[test]
+    fn an_error_serializes_without_report_or_plan_unless_attached() {
+        let e = ApiError::from(OpError::Failed(Box::new(failed_report())));
+        let v = serde_json::to_value(&e).unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["code", "detail", "message"]);
+    }
+
+    #[test]
+    fn with_outcome_keeps_the_message_and_attaches_the_report() {
+        let plain = ApiError::from(OpError::Failed(Box::new(failed_report())));
+        let e = ApiError::with_outcome(OpError::Failed(Box::new(failed_report())));
+        assert_eq!(e.message, plain.message);
+        assert_eq!(e.code, ErrorCode::OperationFailed);
+        assert_eq!(e.report.as_ref().map(|r| r.operation), Some(7));
+        assert!(e.plan.is_none());
+        let other = ApiError::with_outcome(OpError::Timeout("slow".into()));
+        assert!(other.report.is_none() && other.plan.is_none());
+    }
+}
