@@ -15,6 +15,7 @@ pub mod impact;
 pub mod lbs;
 pub mod live;
 pub mod monitor;
+pub mod requests;
 pub mod runner;
 pub mod units;
 
