@@ -1,7 +1,7 @@
 //! The runner: the one lifecycle every journaled operation goes through — unit operations
 //! (deploy … rollout, recover with its fence steps, resume and unwind), builders (build,
-//! capture, abort), image distribution (ensure) and delete, and the load balancer's
-//! reconcile.
+//! capture, abort), image distribution (ensure) and delete, the load balancer's reconcile
+//! and a returning host's reconcile.
 //!
 //! ```text
 //! begin (a row in `operations`)
@@ -25,6 +25,7 @@
 //! | `image.ensure`        | `upload IMAGE:vN on HOST`, `verify IMAGE:vN on HOST` | `images::image_ensure_pinned` | upload: the unverified copy goes; verify: none |
 //! | `image.delete`        | `delete IMAGE:vN on HOST`, per copy                 | `images::image_copies_delete` | none: run it again to finish           |
 //! | `lb.reconcile`        | `reconcile unit UNIT`, per unit                     | `lbs::reconcile_locked`       | none: it puts members as recorded      |
+//! | `host.reconcile`      | `remove domain NAME`, `delete volume NAME`          | `units::recover::host_remove_stale` | none: each removes what is stale (begun only when something is) |
 //!
 //! A recovery's `fence` (through the host's BMC, `bmc::host_power_off`) is a unit step.
 //!

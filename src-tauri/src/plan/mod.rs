@@ -2,7 +2,7 @@
 //! addresses and MACs of new servers, which servers a scale in removes, which steps an
 //! operation takes per server, which servers it touches and whether it may start (`unit`),
 //! the names of volumes (`names`), the fingerprint of a plan, what losing hosts does to the
-//! units (`impact`). No I/O, no engine: plain data in, a decision out, each with its T0 tests
+//! units (`impact`), where a rollout stops and what a failed operation undoes (`rollout`). No I/O, no engine: plain data in, a decision out, each with its T0 tests
 //! beside it. `ops/` reads the inventory, calls these and executes what they decide.
 
 use serde::Serialize;
@@ -14,6 +14,7 @@ pub mod impact;
 pub mod names;
 mod place;
 pub mod recover;
+pub mod rollout;
 pub mod unit;
 pub use alloc::{
     allocate, host_rooms, mac_candidate, scale_in, server_mac, AllocError, AllocRequest, Allocated,

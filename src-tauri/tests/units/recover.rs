@@ -479,6 +479,21 @@ async fn a_recovered_server_runs_once_and_its_stale_copy_goes_when_the_host_retu
         r.failed.is_empty() && r.volumes.contains(&"app-1-disk.qcow2".to_owned()),
         "{r:?}"
     );
+    // On the runner: one journaled operation, a step for each thing it removed.
+    let op = f.e.inventory.operation_list(1).unwrap().remove(0);
+    assert_eq!(
+        (op.kind.as_str(), op.target.as_str(), op.state.as_str()),
+        ("host.reconcile", "host/h1", "succeeded"),
+        "{op:?}"
+    );
+    for step in ["remove domain app-1", "delete volume app-1-disk.qcow2"] {
+        assert!(
+            op.steps
+                .iter()
+                .any(|s| s.step == step && s.status == "succeeded"),
+            "{step}: {op:?}"
+        );
+    }
     assert!(!f
         .e
         .hypervisor
@@ -508,6 +523,11 @@ async fn a_recovered_server_runs_once_and_its_stale_copy_goes_when_the_host_retu
     assert!(
         f.e.host_reconcile("h1").await.unwrap().removed.is_empty(),
         "done once"
+    );
+    assert_eq!(
+        f.e.inventory.operation_list(1).unwrap()[0].id,
+        op.id,
+        "nothing to remove: no operation begins"
     );
     assert_eq!(
         f.e.hypervisor

@@ -28,7 +28,9 @@ pub(in crate::cli) struct CreateArgs {
     /// How many servers to register by --name-pattern and --addresses.
     #[arg(long, default_value_t = 0)]
     count: u32,
-    /// Server names, with {n} for the number: shop-{n} or shop-{n:02}.
+    // clap turns the plain pattern (n in braces) into a line break in help: it is spelt out.
+    /// Server names, the number in braces: shop-{n:02} gives shop-01, shop-02, …; n alone in
+    /// braces gives shop-1, shop-2.
     #[arg(long, default_value = "")]
     name_pattern: String,
     /// Addresses for the servers: 10.77.0.11-10.77.0.40.

@@ -634,17 +634,39 @@ impl Engine {
     /// on another host (same unit and server in its metadata, an older generation) are
     /// destroyed and undefined, and the volumes recorded there as theirs deleted, so that no
     /// address answers from two machines. Anything else on the host is left alone.
+    ///
+    /// What to remove is read first; only when there is something does it run as operation
+    /// `host.reconcile` on the runner, one step per domain (`remove domain NAME`) and per volume
+    /// (`delete volume NAME`), none with an undo (each removes what is stale). A step that
+    /// fails is reported in `failed` and the others still run.
     pub async fn host_reconcile(&self, host: &str) -> Result<HostReconcile, OpError> {
         let h = self.host_show(host)?;
         let mut out = HostReconcile {
             host: h.name.to_string(),
             ..Default::default()
         };
+        let stale = self.host_stale(&h, &mut out).await?;
+        if !stale.is_empty() {
+            self.op_run("host.reconcile", &format!("host/{}", h.name), |op| {
+                self.host_remove_stale(op, &h, &stale, &mut out)
+            })
+            .await?;
+        }
+        let outcome: Result<&HostReconcile, OpError> = Ok(&out);
+        self.audit("host.reconcile", &format!("host/{}", h.name), &outcome);
+        Ok(out)
+    }
+
+    /// What `host_reconcile` removes from host `h`; what it must leave for now (the unit is
+    /// held by an operation) goes to `out.failed` with the reason.
+    async fn host_stale(&self, h: &Host, out: &mut HostReconcile) -> Result<Vec<Stale>, OpError> {
+        let mut stale = Vec::new();
         let servers = self.inventory.server_list()?;
-        for name in self.hypervisor.domain_names(&h.uri).await? {
+        let domains = self.hypervisor.domain_names(&h.uri).await?;
+        for name in &domains {
             let Some(props) = self
                 .hypervisor
-                .domain_flotilla_metadata(&h.uri, &name)
+                .domain_flotilla_metadata(&h.uri, name)
                 .await?
             else {
                 continue;
@@ -656,14 +678,14 @@ impl Engine {
                     .map(|(_, v)| v.as_str())
             };
             let generation: u32 = prop("generation").and_then(|g| g.parse().ok()).unwrap_or(0);
-            let stale = servers.iter().any(|s| {
+            let moved = servers.iter().any(|s| {
                 Some(s.name.as_str()) == prop("server")
-                    && s.name == name
+                    && &s.name == name
                     && Some(s.unit.as_str()) == prop("unit")
                     && s.host != h.name.as_str()
                     && s.generation > generation
             });
-            if !stale {
+            if !moved {
                 continue;
             }
             // Not while an operation of its unit runs or is interrupted (a recovery's undo
@@ -678,37 +700,13 @@ impl Engine {
                 ));
                 continue;
             }
-            let removed = async {
-                self.hypervisor.domain_destroy(&h.uri, &name).await?;
-                self.hypervisor.domain_undefine(&h.uri, &name).await?;
-                Ok::<_, OpError>(())
-            }
-            .await;
-            match removed {
-                Ok(()) => out.removed.push(name.clone()),
-                Err(e) => {
-                    out.failed.push(format!("{name}: {}", describe(&e)));
-                    continue;
-                }
-            }
-            for v in self.inventory.server_volumes_on(h.name.as_str(), &name)? {
-                let deleted = self
-                    .hypervisor
-                    .volume_delete(&h.uri, &h.pool, &v)
-                    .await
-                    .map_err(OpError::from)
-                    .and_then(|_| Ok(self.inventory.server_volume_forget(h.name.as_str(), &v)?));
-                match deleted {
-                    Ok(()) => out.volumes.push(v),
-                    Err(e) => out.failed.push(format!("{v}: {}", describe(&e))),
-                }
-            }
+            let volumes = self.inventory.server_volumes_on(h.name.as_str(), name)?;
+            stale.push(Stale::Domain(name.clone(), volumes));
         }
         // Volumes recorded here for servers that live on another host now, with no domain of
         // theirs left here: what an earlier reconcile could not delete, or what one that was
         // skipped (their unit was busy) left. Never while their unit is held by an operation
         // (a recovery's undo records a server back here with them).
-        let domains = self.hypervisor.domain_names(&h.uri).await?;
         for s in servers.iter().filter(|s| s.host != h.name.as_str()) {
             let left = self.inventory.server_volumes_on(h.name.as_str(), &s.name)?;
             if left.is_empty() || domains.contains(&s.name) {
@@ -722,23 +720,69 @@ impl Engine {
                 ));
                 continue;
             }
-            for v in left {
-                let deleted = self
-                    .hypervisor
-                    .volume_delete(&h.uri, &h.pool, &v)
-                    .await
-                    .map_err(OpError::from)
-                    .and_then(|_| Ok(self.inventory.server_volume_forget(h.name.as_str(), &v)?));
+            stale.push(Stale::Volumes(left));
+        }
+        Ok(stale)
+    }
+
+    /// The steps of `host.reconcile`: each stale domain destroyed and undefined, then its
+    /// volumes deleted (a domain that could not be removed keeps its volumes).
+    async fn host_remove_stale(
+        &self,
+        op: i64,
+        h: &Host,
+        stale: &[Stale],
+        out: &mut HostReconcile,
+    ) -> Result<(), OpError> {
+        use crate::ops::exec::Sequence;
+        let mut seq: Sequence<()> = Sequence::new(self.journal(op));
+        for s in stale {
+            let volumes = match s {
+                Stale::Domain(name, volumes) => {
+                    let removed = seq
+                        .step(&format!("remove domain {name}"), None, || async {
+                            self.hypervisor.domain_destroy(&h.uri, name).await?;
+                            self.hypervisor.domain_undefine(&h.uri, name).await?;
+                            Ok(())
+                        })
+                        .await;
+                    match removed {
+                        Ok(()) => out.removed.push(name.clone()),
+                        Err(OpError::Crashed) => return Err(OpError::Crashed),
+                        // Its volumes stay with it.
+                        Err(e) => {
+                            out.failed.push(format!("{name}: {}", describe(&e)));
+                            continue;
+                        }
+                    }
+                    volumes
+                }
+                Stale::Volumes(volumes) => volumes,
+            };
+            for v in volumes {
+                let deleted = seq
+                    .step(&format!("delete volume {v}"), None, || async {
+                        self.hypervisor.volume_delete(&h.uri, &h.pool, v).await?;
+                        Ok(self.inventory.server_volume_forget(h.name.as_str(), v)?)
+                    })
+                    .await;
                 match deleted {
-                    Ok(()) => out.volumes.push(v),
+                    Ok(()) => out.volumes.push(v.clone()),
+                    Err(OpError::Crashed) => return Err(OpError::Crashed),
                     Err(e) => out.failed.push(format!("{v}: {}", describe(&e))),
                 }
             }
         }
-        let outcome: Result<&HostReconcile, OpError> = Ok(&out);
-        self.audit("host.reconcile", &format!("host/{}", h.name), &outcome);
-        Ok(out)
+        Ok(())
     }
+}
+
+/// Something `host_reconcile` removes from a host.
+enum Stale {
+    /// A domain, with the volumes recorded there as its server's.
+    Domain(String, Vec<String>),
+    /// Volumes of a server whose domain is gone from the host.
+    Volumes(Vec<String>),
 }
 
 impl Engine {

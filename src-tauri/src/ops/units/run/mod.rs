@@ -216,7 +216,7 @@ impl Engine {
         let failed = stopped || outcomes.iter().any(|o| o.failed.is_some());
         // Without auto-rollback a rollout undoes only the server that failed: the others
         // keep the version that passed its gate, and the unit stays mixed.
-        let only_failing = kind == OpKind::Rollout && !ctx.policy.auto_rollback;
+        let only_failing = plan::rollout::undoes_only_failing(kind, ctx.policy.auto_rollback);
         if failed {
             self.unwind_servers(&ctx, args, &targets, &mut outcomes, kind, only_failing)
                 .await?;
@@ -271,12 +271,12 @@ impl Engine {
     ) -> Result<(), OpError> {
         let all_steps = plan::server_steps(kind, ctx.lb.is_some()).len();
         for (o, s) in outcomes.iter_mut().zip(targets).rev() {
-            if o.done.iter().any(|d| d.irreversible()) {
-                continue;
-            }
-            // Without auto-rollback a server that passed its gate keeps the new version; one
-            // stopped half-way (a batch peer of the failing one) is undone.
-            if only_failing && o.failed.is_none() && o.done.len() == all_steps {
+            let seen = plan::rollout::Outcome {
+                done: o.done.len(),
+                failed: o.failed.is_some(),
+                past_no_return: o.done.iter().any(|d| d.irreversible()),
+            };
+            if !plan::rollout::undoes(seen, only_failing, all_steps) {
                 continue;
             }
             let mut steps = o.done.clone();

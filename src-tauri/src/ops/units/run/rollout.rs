@@ -36,7 +36,8 @@ impl Engine {
     /// pause asked for (any process) ends the rollout here, and so does its deadline. True when
     /// the rollout stops before batch `n`.
     pub(super) fn rollout_stops_before_batch(&self, ctx: &Ctx, n: usize) -> bool {
-        if n > 0
+        // Read only where it can matter (the first batch has nothing to stop after).
+        let pause_asked = n > 0
             && self
                 .inventory
                 .unit_pause_requested(&ctx.unit.name)
@@ -45,19 +46,28 @@ impl Engine {
                     // is always safe.
                     tracing::warn!(error = %e, "could not read the pause request; pausing");
                     true
-                })
-        {
-            tracing::info!("paused at a safe point, as asked");
-            return true;
+                });
+        match plan::rollout::stop_before_batch(
+            n,
+            pause_asked,
+            ctx.policy.rollout_deadline_s,
+            ctx.began.elapsed().as_secs(),
+        ) {
+            Some(plan::rollout::Stop::Paused) => {
+                tracing::info!("paused at a safe point, as asked");
+                true
+            }
+            Some(plan::rollout::Stop::Deadline) => {
+                tracing::warn!(
+                    deadline = ctx.policy.rollout_deadline_s,
+                    "the rollout's deadline passed"
+                );
+                ctx.deadline_passed.store(true, Ordering::SeqCst);
+                ctx.abort.store(true, Ordering::SeqCst);
+                true
+            }
+            None => false,
         }
-        let deadline = u64::from(ctx.policy.rollout_deadline_s);
-        if deadline > 0 && ctx.began.elapsed().as_secs() >= deadline {
-            tracing::warn!(deadline, "the rollout's deadline passed");
-            ctx.deadline_passed.store(true, Ordering::SeqCst);
-            ctx.abort.store(true, Ordering::SeqCst);
-            return true;
-        }
-        false
     }
 
     /// Whether the rollout was stopped by its deadline or the load balancer's counters (a
@@ -239,22 +249,16 @@ impl Engine {
         }
         let mut batches = ctx.batches.lock().unwrap_or_else(|e| e.into_inner());
         batches.push(BatchReport { servers, counters });
-        let failed: u64 = batches
+        let failed: Vec<Option<u64>> = batches
             .iter()
-            .filter_map(|b| b.counters.map(|c| c.failed()))
-            .sum();
-        if ctx
-            .policy
-            .max_failed_requests
-            .is_some_and(|max| failed > max)
-        {
+            .map(|b| b.counters.map(|c| c.failed()))
+            .collect();
+        let counted = plan::rollout::count_failed(ctx.policy.max_failed_requests, &failed);
+        if counted.too_many_failed {
             ctx.too_many_failed.store(true, Ordering::SeqCst);
             ctx.abort.store(true, Ordering::SeqCst);
         }
-        // A limit that cannot be checked is not silently skipped: the rollout stops.
-        if ctx.policy.max_failed_requests.is_some()
-            && batches.last().is_some_and(|b| b.counters.is_none())
-        {
+        if counted.blind {
             ctx.counters_missing.store(true, Ordering::SeqCst);
             ctx.abort.store(true, Ordering::SeqCst);
         }

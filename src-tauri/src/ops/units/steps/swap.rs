@@ -382,57 +382,22 @@ impl Engine {
 /// How long the install and start hooks may take in a server updated without a reboot.
 pub(in crate::ops::units) const LIVE_INSTALL_S: u32 = 600;
 
-/// What a rollout's swap gives a server, from the server as it was before the operation.
-pub(in crate::ops::units) struct SwapPlan {
-    disk: String,
-    seed: String,
-    /// The do creates them (else it boots volumes that exist).
-    made_disk: bool,
-    made_seed: bool,
-    /// After the new seed's instance id: set when the version's own id is the one the guest
-    /// runs as already.
-    instance_suffix: String,
-}
-
-/// Going back to the version the server ran before the last swap (a rollback): its kept disk
-/// and seed, booted again. Otherwise a new seed (a new instance-id, so cloud-init installs the
-/// new payload) and, when the master or the disk size changed, a new disk.
-fn swap_plan(ctx: &Ctx, s: &Server) -> Result<SwapPlan, OpError> {
-    if let Some(p) = s.prior.as_ref().filter(|p| p.version == ctx.uv.version) {
-        if p.seed == s.seed_volume() || p.disk == s.disk_volume() {
-            // Back onto the disk the later version ran on (a definition-only change, or one
-            // made without a reboot): its config files and per-boot script are the later
-            // version's, and the old instance id would run none of this version's again. A
-            // fresh instance id runs its install and config files again.
-            return Ok(SwapPlan {
-                disk: p.disk.clone(),
-                seed: format!("{}-seed-u{}-o{}.img", s.name, ctx.uv.version, ctx.op),
-                made_disk: false,
-                made_seed: true,
-                instance_suffix: format!(".o{}", ctx.op),
-            });
-        }
-        return Ok(SwapPlan {
-            disk: p.disk.clone(),
-            seed: p.seed.clone(),
-            made_disk: false,
-            made_seed: false,
-            instance_suffix: String::new(),
-        });
-    }
-    let (old_uv, old_image) = ctx.release(s.version.unwrap_or(ctx.uv.version))?;
-    let replace = old_image.image != ctx.image.image
-        || old_image.version != ctx.image.version
-        || old_uv.size.disk_gib != ctx.uv.size.disk_gib;
-    Ok(SwapPlan {
-        disk: if replace {
-            format!("{}-disk-u{}.qcow2", s.name, ctx.uv.version)
-        } else {
-            s.disk_volume()
+/// What a rollout's swap gives a server (the rule: `plan::names::swap`), from the server as it
+/// was before the operation; the release it runs now is read only when the rule asks whether
+/// its master or disk size differs.
+fn swap_plan(ctx: &Ctx, s: &Server) -> Result<plan::names::Swap, OpError> {
+    plan::names::swap(
+        &s.name,
+        &s.disk_volume(),
+        &s.seed_volume(),
+        s.prior.as_ref(),
+        ctx.uv.version,
+        ctx.op,
+        || {
+            let (old_uv, old_image) = ctx.release(s.version.unwrap_or(ctx.uv.version))?;
+            Ok(old_image.image != ctx.image.image
+                || old_image.version != ctx.image.version
+                || old_uv.size.disk_gib != ctx.uv.size.disk_gib)
         },
-        seed: format!("{}-seed-u{}.img", s.name, ctx.uv.version),
-        made_disk: replace,
-        made_seed: true,
-        instance_suffix: String::new(),
-    })
+    )
 }
