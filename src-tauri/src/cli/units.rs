@@ -1126,7 +1126,7 @@ pub(super) async fn lb(engine: &Engine, json: bool, cmd: LbCommand) -> Result<Ex
                     .map(|l| {
                         vec![
                             l.name.clone(),
-                            l.kind.clone(),
+                            l.kind.to_string(),
                             l.endpoint.clone(),
                             l.route_id.clone(),
                         ]

@@ -102,6 +102,7 @@ impl Inventory {
 
     /// Every version of `name`, oldest first. Empty when there is no such definition.
     pub fn definition_history(&self, name: &str) -> Result<Vec<DefinitionVersion>, InventoryError> {
+        self.count_read("definition_history");
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
@@ -118,6 +119,7 @@ impl Inventory {
 
     /// The newest version of every definition, by name.
     pub fn definition_list(&self) -> Result<Vec<DefinitionVersion>, InventoryError> {
+        self.count_read("definition_list");
         let conn = self.conn();
         let mut stmt = conn
             .prepare(

@@ -205,6 +205,7 @@ impl Inventory {
     }
 
     pub fn host_get(&self, name: &HostName) -> Result<Host, InventoryError> {
+        self.count_read("host_get");
         Self::host_get_in(&self.conn(), name.as_str())
     }
 
@@ -229,6 +230,7 @@ impl Inventory {
 
     /// All hosts, by name.
     pub fn host_list(&self) -> Result<Vec<Host>, InventoryError> {
+        self.count_read("host_list");
         let conn = self.conn();
         let mut stmt = conn
             .prepare(&format!("SELECT {COLUMNS} FROM hosts ORDER BY name"))
@@ -330,6 +332,7 @@ impl Inventory {
     /// Network settings of a host: `(network CIDR, gateway, domain type override)`, each empty
     /// when not set.
     pub fn host_network(&self, host: &str) -> Result<(String, String, String), InventoryError> {
+        self.count_read("host_network");
         self.conn()
             .query_row(
                 "SELECT network, gateway, domain_type FROM hosts WHERE name = ?1",

@@ -245,11 +245,13 @@ impl Inventory {
         image: &ImageName,
         version: u32,
     ) -> Result<ImageVersion, InventoryError> {
+        self.count_read("image_version_get");
         Self::image_version_get_in(&self.conn(), image, version)
     }
 
     /// The newest version of an image.
     pub fn image_version_latest(&self, image: &ImageName) -> Result<ImageVersion, InventoryError> {
+        self.count_read("image_version_latest");
         let next = self.image_next_version(image)?;
         if next == 1 {
             return Err(InventoryError::NotFound {
@@ -257,11 +259,12 @@ impl Inventory {
                 name: image.to_string(),
             });
         }
-        self.image_version_get(image, next - 1)
+        Self::image_version_get_in(&self.conn(), image, next - 1)
     }
 
     /// Every version of every image, by image name then version.
     pub fn image_version_list(&self) -> Result<Vec<ImageVersion>, InventoryError> {
+        self.count_read("image_version_list");
         let conn = self.conn();
         let mut stmt = conn
             .prepare(&format!(
@@ -385,6 +388,7 @@ impl Inventory {
         image: &ImageName,
         version: u32,
     ) -> Result<Vec<Dependent>, InventoryError> {
+        self.count_read("image_version_users");
         let conn = self.conn();
         let (id, _) = Self::image_version_ids(&conn, image, version)?;
         Ok(Self::dependents(&conn, "image_versions", id)?

@@ -368,6 +368,7 @@ impl Inventory {
 
     /// The layer last recorded by `unit_set_lb_checks`; empty when not seen yet.
     pub fn unit_lb_checks(&self, unit: &str) -> Result<String, InventoryError> {
+        self.count_read("unit_lb_checks");
         self.conn()
             .query_row("SELECT lb_checks FROM units WHERE name = ?1", [unit], |r| {
                 r.get(0)
@@ -403,47 +404,84 @@ impl Inventory {
 
     /// Every unit with its versions and servers, in three queries.
     pub fn unit_list(&self) -> Result<Vec<Unit>, InventoryError> {
-        let servers = self.server_list()?;
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
+        self.count_read("unit_list");
+        self.units_where("1 = 1", params![])
+    }
+
+    /// One unit with its versions and servers, read by name.
+    pub fn unit_get(&self, name: &str) -> Result<Unit, InventoryError> {
+        self.count_read("unit_get");
+        self.units_where("u.name = ?1", params![name])?
+            .pop()
+            .ok_or_else(|| InventoryError::NotFound {
+                kind: "unit",
+                name: name.to_owned(),
+            })
+    }
+
+    /// The units that pass `filter` (on `units u`) with their versions and servers: three
+    /// queries in one read transaction, so the three agree.
+    fn units_where(
+        &self,
+        filter: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<Unit>, InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(query_err("list units"))?;
+        let servers = Self::servers_in(&tx, filter, args)?;
+        let mut stmt = tx
+            .prepare(&format!(
                 "SELECT u.name, l.name, u.lb_pool, u.name_pattern, u.addresses, u.policy_json,
                         u.current_version, u.created_at
-                 FROM units u LEFT JOIN lbs l ON l.id = u.lb_id ORDER BY u.name",
-            )
+                 FROM units u LEFT JOIN lbs l ON l.id = u.lb_id WHERE {filter} ORDER BY u.name"
+            ))
             .map_err(query_err("list units"))?;
-        let mut units: Vec<Unit> = stmt
-            .query_map([], |r| {
+        let rows = stmt
+            .query_map(args, |r| {
+                let name: String = r.get(0)?;
                 let policy: String = r.get(5)?;
-                Ok(Unit {
-                    name: r.get(0)?,
+                let policy = match serde_json::from_str(&policy) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return Ok(Err(InventoryError::Corrupt {
+                            what: format!("table units, row '{name}', column policy_json"),
+                            source: Some(Box::new(e)),
+                        }))
+                    }
+                };
+                Ok(Ok(Unit {
+                    name,
                     lb: r.get(1)?,
                     lb_pool: r.get(2)?,
                     name_pattern: r.get(3)?,
                     addresses: r.get(4)?,
-                    policy: serde_json::from_str(&policy).unwrap_or_default(),
+                    policy,
                     current_version: r.get(6)?,
                     versions: Vec::new(),
                     servers: Vec::new(),
                     created_at: r.get(7)?,
-                })
+                }))
             })
-            .map_err(query_err("list units"))?
-            .collect::<Result<_, _>>()
             .map_err(query_err("list units"))?;
-        let mut stmt = conn
-            .prepare(
+        let mut units = Vec::new();
+        for row in rows {
+            units.push(row.map_err(query_err("list units"))??);
+        }
+        drop(stmt);
+        let mut stmt = tx
+            .prepare(&format!(
                 "SELECT u.name, uv.version, i.name, iv.version, d.name, dv.version, uv.cpus,
                         uv.memory_mib, uv.disk_gib, uv.created_at
                  FROM unit_versions uv JOIN units u ON u.id = uv.unit_id
                  JOIN image_versions iv ON iv.id = uv.image_version_id JOIN images i ON i.id = iv.image_id
                  JOIN definition_versions dv ON dv.id = uv.definition_version_id
                  JOIN definitions d ON d.id = dv.definition_id
-                 ORDER BY u.name, uv.version",
-            )
+                 WHERE {filter}
+                 ORDER BY u.name, uv.version"
+            ))
             .map_err(query_err("list unit versions"))?;
         let versions = stmt
-            .query_map([], |r| {
+            .query_map(args, |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     UnitVersion {
@@ -479,16 +517,6 @@ impl Inventory {
             }
         }
         Ok(units)
-    }
-
-    pub fn unit_get(&self, name: &str) -> Result<Unit, InventoryError> {
-        self.unit_list()?
-            .into_iter()
-            .find(|u| u.name == name)
-            .ok_or_else(|| InventoryError::NotFound {
-                kind: "unit",
-                name: name.to_owned(),
-            })
     }
 
     /// Removes a unit's records (versions and servers go with it).

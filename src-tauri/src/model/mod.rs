@@ -7,6 +7,7 @@ mod bmc;
 pub mod definition;
 mod host;
 mod image;
+mod lb;
 mod name;
 mod net;
 mod redact;
@@ -26,6 +27,7 @@ pub use image::{
     BootMode, Builder, Firmware, ImageName, ImageRef, ImageVersion, ImageVersionCopy,
     NewImageVersion,
 };
+pub use lb::LbKind;
 pub use name::{BridgeName, HostName, PoolName};
 pub use net::{Ipv4Cidr, MacAddr};
 pub use redact::redact;
