@@ -77,7 +77,9 @@ async fn deployed_unit(dir: &Path, count: u32) -> Engine {
         ..Default::default()
     })
     .unwrap();
-    e.unit_run("app", UnitAction::Deploy, quiet()).await.unwrap();
+    e.unit_run("app", UnitAction::Deploy, quiet())
+        .await
+        .unwrap();
     e
 }
 
@@ -88,9 +90,7 @@ async fn a_rollout_of_four_servers_reads_the_unit_a_bounded_number_of_times() {
     let dir = tempfile::tempdir().unwrap();
     let e = deployed_unit(dir.path(), 4).await;
     let now = e.def_show("shop", None).unwrap();
-    let text = now
-        .text
-        .replacen("[env]", "[env]\nRELEASE = \"next\"", 1);
+    let text = now.text.replacen("[env]", "[env]\nRELEASE = \"next\"", 1);
     e.def_set_text("shop", &text, Some(now.version.version))
         .unwrap();
     e.unit_update(

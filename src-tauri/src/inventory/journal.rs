@@ -463,11 +463,9 @@ impl Inventory {
         self.count_read("operation_journal");
         let of_unit = self
             .conn()
-            .query_row(
-                "SELECT target FROM operations WHERE id = ?1",
-                [id],
-                |r| r.get::<_, String>(0),
-            )
+            .query_row("SELECT target FROM operations WHERE id = ?1", [id], |r| {
+                r.get::<_, String>(0)
+            })
             .optional()
             .map_err(query_err("read an operation"))?
             .is_some_and(|t| t.starts_with(UNIT_TARGET));
@@ -523,6 +521,94 @@ impl Inventory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A unit operation's rows read back as server, step and status; another operation's
+    /// steps keep their words (even with a colon); the first wave's journal reads too.
+    #[test]
+    fn journal_rows_read_back_typed() {
+        let (_dir, inv) = crate::inventory::first_wave_inventory();
+        let deploy = inv.operation_list(10).unwrap()[0].id;
+        let journal = inv.operation_journal(deploy).unwrap();
+        assert!(!journal.is_empty());
+        assert!(journal.iter().all(
+            |e| e.server.as_deref() == Some("shop-1") || e.server.as_deref() == Some("shop-2")
+        ));
+        assert!(journal
+            .iter()
+            .any(|e| e.step == "define" && e.status == StepStatus::Succeeded));
+
+        let op = inv
+            .operation_begin_with("rollout", "unit/app", "{}")
+            .unwrap();
+        inv.operation_step(
+            op,
+            &step_name("app-1", "swap-version"),
+            StepStatus::Started,
+            "",
+        )
+        .unwrap();
+        inv.operation_step(op, "app-1: swap-version", StepStatus::UndoFailed, "why")
+            .unwrap();
+        assert_eq!(
+            inv.operation_journal(op).unwrap(),
+            [StepStatus::Started, StepStatus::UndoFailed].map(|status| JournalEntry {
+                server: Some("app-1".into()),
+                step: "swap-version".into(),
+                status,
+            })
+        );
+        assert_eq!(
+            inv.operation_steps(op).unwrap(),
+            [
+                ("app-1: swap-version".to_owned(), "started".to_owned()),
+                ("app-1: swap-version".to_owned(), "undo_failed".to_owned())
+            ]
+        );
+        let build = inv.operation_begin("image.build", "image/web").unwrap();
+        inv.operation_step(
+            build,
+            "seal: cloud-init clean in the guest",
+            StepStatus::Succeeded,
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            inv.operation_journal(build).unwrap(),
+            [JournalEntry {
+                server: None,
+                step: "seal: cloud-init clean in the guest".into(),
+                status: StepStatus::Succeeded,
+            }]
+        );
+    }
+
+    /// A status this build does not know (a row written with its checks off) is an error
+    /// naming the row, in every read of the journal.
+    #[test]
+    fn a_step_status_this_build_does_not_know_is_an_error() {
+        let inv = Inventory::open_in_memory().unwrap();
+        let op = inv
+            .operation_begin_with("deploy", "unit/app", "{}")
+            .unwrap();
+        inv.operation_step(op, "app-1: define", StepStatus::Started, "")
+            .unwrap();
+        inv.execute_batch_for_test(
+            "PRAGMA ignore_check_constraints = ON;
+             UPDATE operation_steps SET status = 'half-done';",
+        );
+        let errors = [
+            inv.operation_journal(op).unwrap_err(),
+            inv.operation_steps(op).unwrap_err(),
+            inv.operation_list(10).unwrap_err(),
+        ];
+        for err in errors {
+            assert!(
+                err.to_string()
+                    .contains("table operation_steps, row #1, column status (\"half-done\")"),
+                "{err}"
+            );
+        }
+    }
 
     /// Many connections (as many processes would have) try to take one interrupted operation
     /// over at the same moment: exactly one gets it, every time.

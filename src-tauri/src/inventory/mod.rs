@@ -499,6 +499,19 @@ pub(crate) fn now_rfc3339() -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
+/// A copy of the inventory the first wave's flotillactl wrote (schema 8: host h1, image base,
+/// definition shop, unit shop of two deployed servers and its deploy journal), opened (and so
+/// migrated) in a new temporary directory. For tests.
+#[cfg(test)]
+pub(crate) fn first_wave_inventory() -> (tempfile::TempDir, Inventory) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/first-wave/inventory.sqlite3");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::copy(&fixture, dir.path().join(FILE_NAME)).expect("the first-wave fixture");
+    let inv = Inventory::open_in(dir.path()).expect("the first-wave inventory opens");
+    (dir, inv)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

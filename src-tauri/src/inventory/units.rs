@@ -544,3 +544,87 @@ pub(super) const LB_CHECKS: &str =
 /// rolled-back version's number is never given again.
 pub(super) const VERSION_SEQ: &str =
     "ALTER TABLE units ADD COLUMN version_seq INTEGER NOT NULL DEFAULT 0;";
+
+#[cfg(test)]
+mod tests {
+    use crate::inventory::{first_wave_inventory, InventoryError};
+
+    /// `unit_get` reads one unit by key: the same unit, versions and servers as the list has.
+    #[test]
+    fn a_unit_read_by_name_is_the_one_in_the_list() {
+        let (_dir, inv) = first_wave_inventory();
+        inv.execute_batch_for_test(
+            "INSERT INTO units (name, policy_json, current_version, created_at)
+             VALUES ('empty', '{}', 1, '2026-01-01T00:00:00Z')",
+        );
+        let list = inv.unit_list().unwrap();
+        assert_eq!(list.len(), 2);
+        for u in &list {
+            assert_eq!(&inv.unit_get(&u.name).unwrap(), u);
+        }
+        let shop = inv.unit_get("shop").unwrap();
+        assert_eq!((shop.versions.len(), shop.servers.len()), (1, 2));
+        assert!(matches!(
+            inv.unit_get("nope"),
+            Err(InventoryError::NotFound { kind: "unit", .. })
+        ));
+    }
+
+    /// A policy that does not read is an error naming the table, row and column, not the
+    /// default policy.
+    #[test]
+    fn a_unit_whose_policy_does_not_read_is_an_error() {
+        let (_dir, inv) = first_wave_inventory();
+        inv.execute_batch_for_test("UPDATE units SET policy_json = 'not json' WHERE name = 'shop'");
+        for err in [
+            inv.unit_get("shop").unwrap_err(),
+            inv.unit_list().unwrap_err(),
+        ] {
+            assert!(matches!(err, InventoryError::Corrupt { .. }), "{err:?}");
+            assert!(
+                err.to_string()
+                    .contains("table units, row 'shop', column policy_json"),
+                "{err}"
+            );
+        }
+    }
+
+    /// A server state, load-balancer kind or BMC password place this build does not know (a
+    /// row written with its checks off) is an error naming where it is, not a default.
+    #[test]
+    fn values_this_build_does_not_know_are_errors() {
+        let (_dir, inv) = first_wave_inventory();
+        inv.execute_batch_for_test(
+            "PRAGMA ignore_check_constraints = ON;
+             UPDATE servers SET state = 'sleeping' WHERE name = 'shop-2';",
+        );
+        let err = inv.unit_get("shop").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("table servers, row shop-2, column state (\"sleeping\")"),
+            "{err}"
+        );
+        assert!(inv.server_list().is_err());
+        inv.execute_batch_for_test(
+            "UPDATE servers SET state = 'running';
+             INSERT INTO lbs (name, kind, endpoint, added_at) VALUES ('edge', 'nginx', 'x', '');",
+        );
+        let err = inv.lb_list().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("table lbs, row edge, column kind (\"nginx\")"),
+            "{err}"
+        );
+        assert!(inv.lb_get("edge").is_err());
+        inv.execute_batch_for_test(
+            "DELETE FROM lbs;
+             UPDATE hosts SET bmc_url = 'https://10.0.0.9', bmc_secret = '' WHERE name = 'h1';",
+        );
+        let err = inv.host_list().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("table hosts, row h1, column bmc_secret"),
+            "{err}"
+        );
+    }
+}

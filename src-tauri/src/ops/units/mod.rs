@@ -1453,7 +1453,9 @@ impl Engine {
                 }
                 if action.policy_for(u).max_failed_requests.is_some() {
                     let counts = match &u.lb {
-                        Some(lb) => self.inventory.lb_get(lb)?.kind == crate::model::LbKind::Haproxy,
+                        Some(lb) => {
+                            self.inventory.lb_get(lb)?.kind == crate::model::LbKind::Haproxy
+                        }
                         None => false,
                     };
                     if !counts {
