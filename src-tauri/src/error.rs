@@ -4,15 +4,25 @@
 //! needs to tell it apart); `message` says what happened and what to do next; `detail` is the
 //! chain of causes (libvirt's or SQLite's own words) for the log and for "show details".
 
+use crate::ops::units::{OpPlan, OpReport};
+use crate::ops::OpError;
 use serde::Serialize;
 use std::error::Error as StdError;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "desktop", derive(specta::Type))]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub detail: Option<String>,
+    /// A failed unit operation's report (what failed, what was undone), for a front door that
+    /// shows it as more than the message ([`ApiError::with_outcome`]). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<Box<OpReport>>,
+    /// The plan as it is now, when the one the admin confirmed changed (`plan_changed`):
+    /// shown to be confirmed again without asking for it. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Box<OpPlan>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -102,7 +112,21 @@ impl ApiError {
             code,
             message: message.into(),
             detail: None,
+            report: None,
+            plan: None,
         }
+    }
+
+    /// The error of an operation with what the engine already knows about it: the report of
+    /// a failed operation, the new plan of a changed one. The message is the same as without.
+    pub fn with_outcome(err: OpError) -> Self {
+        let mut e = ApiError::from(&err);
+        match err {
+            OpError::Failed(r) => e.report = Some(r),
+            OpError::PlanChanged { plan, .. } => e.plan = Some(plan),
+            _ => {}
+        }
+        e
     }
 
     /// Fills `detail` with the chain of causes below `err` (not `err` itself: its text is
@@ -128,3 +152,45 @@ impl std::fmt::Display for ApiError {
 }
 
 impl StdError for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed_report() -> OpReport {
+        OpReport {
+            operation: 7,
+            unit: "shop".into(),
+            action: "deploy".into(),
+            ok: false,
+            paused: false,
+            rolled_back: false,
+            batches: vec![],
+            servers: vec![],
+            warnings: vec![],
+            log: "flotillactl op log 7".into(),
+        }
+    }
+
+    /// The CLI prints errors as `{code, message, detail}`: the structured parts a front door
+    /// may attach are absent from the JSON unless attached.
+    #[test]
+    fn an_error_serializes_without_report_or_plan_unless_attached() {
+        let e = ApiError::from(OpError::Failed(Box::new(failed_report())));
+        let v = serde_json::to_value(&e).unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["code", "detail", "message"]);
+    }
+
+    #[test]
+    fn with_outcome_keeps_the_message_and_attaches_the_report() {
+        let plain = ApiError::from(OpError::Failed(Box::new(failed_report())));
+        let e = ApiError::with_outcome(OpError::Failed(Box::new(failed_report())));
+        assert_eq!(e.message, plain.message);
+        assert_eq!(e.code, ErrorCode::OperationFailed);
+        assert_eq!(e.report.as_ref().map(|r| r.operation), Some(7));
+        assert!(e.plan.is_none());
+        let other = ApiError::with_outcome(OpError::Timeout("slow".into()));
+        assert!(other.report.is_none() && other.plan.is_none());
+    }
+}

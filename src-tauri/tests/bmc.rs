@@ -5,6 +5,10 @@
 //! Redfish emulator): `tests/tests/redfish_sushy.rs`.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
+use common::cli::text;
+use common::fixture::test_node;
 use flotilla::error::{ApiError, ErrorCode};
 use flotilla::model::Secret;
 use flotilla::ops::bmc::BmcInput;
@@ -16,21 +20,12 @@ use std::time::Duration;
 
 const PASSWORD: &str = "Lab-bmc-Pw-93e1-never-shown";
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/test-node.xml")
-        .canonicalize()
-        .unwrap()
-}
-
-mod common;
-
 /// A lab host on libvirt's test driver and its BMC stand-in.
 struct Lab {
     /// Holds the node file and the stand-in's files while the test runs.
     _dir: tempfile::TempDir,
     node: PathBuf,
-    bmc: common::BmcStandIn,
+    bmc: common::bmc::BmcStandIn,
     url: String,
 }
 
@@ -43,8 +38,8 @@ impl Lab {
     fn start_with(tls: Option<(&Path, &Path)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let node = dir.path().join("h1.xml");
-        std::fs::copy(fixture(), &node).unwrap();
-        let bmc = common::BmcStandIn::start(dir.path(), &node, PASSWORD, tls);
+        std::fs::copy(test_node(), &node).unwrap();
+        let bmc = common::bmc::BmcStandIn::start(dir.path(), &node, PASSWORD, tls);
         Self {
             url: bmc.url.clone(),
             _dir: dir,
@@ -339,9 +334,8 @@ struct Ctl {
 
 impl Ctl {
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotillactl"));
-        cmd.arg("--data-dir").arg(self.data.path()).args(args);
-        cmd.env_remove("FLOTILLA_DATA_DIR");
+        let mut cmd = common::cli::flotillactl(self.data.path());
+        cmd.args(args);
         // Never a developer's own keyring.
         cmd.env("FLOTILLA_SECRETS", "file");
         cmd.env_remove("DBUS_SESSION_BUS_ADDRESS");
@@ -364,14 +358,6 @@ impl Ctl {
         child.stdin.take().unwrap().write_all(stdin).unwrap();
         child.wait_with_output().unwrap()
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {

@@ -1,33 +1,11 @@
 //! `flotillactl def …`: definition directories as a user drives them.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
+use common::cli::{ctl, err, flotillactl, ok};
 use std::path::Path;
 use std::process::{Command, Output};
-
-fn ctl(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flotillactl"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output, code: i32) -> String {
-    let e = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(code), "{e}");
-    e
-}
 
 fn versions(data: &Path, name: &str) -> usize {
     let out = ctl(data, &["def", "history", name, "--json"]);
@@ -231,9 +209,7 @@ fn edit_opens_the_editor_and_saves_only_a_valid_result() {
     let data = dir.path().join("data");
     ok(ctl(&data, &["def", "create", "web"]));
     let edit = |editor: &str| {
-        Command::new(env!("CARGO_BIN_EXE_flotillactl"))
-            .arg("--data-dir")
-            .arg(&data)
+        flotillactl(&data)
             .args(["def", "edit", "web"])
             .env("EDITOR", editor)
             .env_remove("VISUAL")
@@ -314,9 +290,7 @@ fn package_names_must_fit_the_payload_disk() {
 /// Runs flotillactl but gives up after `secs`: a command that waits on a FIFO or reads a
 /// device forever fails the test instead of hanging it.
 fn ctl_within(data: &Path, args: &[&str], secs: u64) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flotillactl"))
-        .arg("--data-dir")
-        .arg(data)
+    let mut child = flotillactl(data)
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -603,9 +577,7 @@ fn edit_does_not_undo_a_version_saved_while_the_editor_was_open() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_flotillactl"))
-        .arg("--data-dir")
-        .arg(&data)
+    let out = flotillactl(&data)
         .args(["def", "edit", "web"])
         .env("EDITOR", format!("sh {}", editor.display()))
         .env_remove("VISUAL")
@@ -725,7 +697,7 @@ fn import_dir(d: &Path, name: &str, into: &Path, packages: &[&str]) {
 /// does hold come back from the written payload disk byte for byte, read by mtools (another
 /// FAT implementation), and are listed once each.
 #[test]
-fn package_names_the_payload_disk_would_lose_are_refused_at_every_door() {
+fn package_names_the_payload_disk_would_lose_are_refused_by_import_add_package_set_file_and_edit() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let d = &data;
@@ -827,9 +799,7 @@ fn package_names_the_payload_disk_would_lose_are_refused_at_every_door() {
         e.contains("LONGFI~1.TXT") && e.contains("8.3 short name"),
         "{e}"
     );
-    let edit = Command::new(env!("CARGO_BIN_EXE_flotillactl"))
-        .arg("--data-dir")
-        .arg(d)
+    let edit = flotillactl(d)
         .args(["def", "edit", "ord"])
         .env("EDITOR", format!("cp {}", f.display()))
         .env_remove("VISUAL")

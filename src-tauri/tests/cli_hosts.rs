@@ -2,42 +2,18 @@
 //! test driver with a node file per test.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-struct Ctl {
-    data: tempfile::TempDir,
-}
+use common::cli::{stderr, stdout, Ctl};
+use common::fixture::test_node;
+use std::process::Command;
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/test-node.xml")
-        .canonicalize()
-        .expect("fixture")
-}
-
+/// What these tests add to `Ctl`.
 impl Ctl {
-    fn new() -> Self {
-        Self {
-            data: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotillactl"));
-        cmd.arg("--data-dir").arg(self.data.path()).args(args);
-        cmd.env_remove("FLOTILLA_DATA_DIR");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("run flotillactl")
-    }
-
     /// A private copy of the test node, so each host has its own URI.
     fn node(&self, name: &str) -> String {
         let path = self.data.path().join(format!("{name}.xml"));
-        std::fs::copy(fixture(), &path).expect("copy fixture");
+        std::fs::copy(test_node(), &path).expect("copy fixture");
         format!("test://{}", path.display())
     }
 
@@ -46,13 +22,6 @@ impl Ctl {
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         serde_json::from_slice(&out.stdout).expect("host list --json is JSON")
     }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -1,17 +1,11 @@
 //! `flotillactl image …` with real files: qemu-img makes the test images.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn ctl(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flotillactl"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::cli::{ctl, flotillactl, stderr};
+use std::path::Path;
+use std::process::Command;
 
 fn qemu_img(args: &[&str]) {
     assert!(
@@ -22,10 +16,6 @@ fn qemu_img(args: &[&str]) {
             .success(),
         "{args:?}"
     );
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn versions(data: &Path) -> Vec<serde_json::Value> {
@@ -354,9 +344,7 @@ fn two_imports_of_one_name_at_once_are_serialized() {
         let children: Vec<_> = inputs
             .iter()
             .map(|f| {
-                Command::new(env!("CARGO_BIN_EXE_flotillactl"))
-                    .arg("--data-dir")
-                    .arg(&data)
+                flotillactl(&data)
                     .args(["image", "import", "web", f.to_str().unwrap(), "--json"])
                     .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::piped())

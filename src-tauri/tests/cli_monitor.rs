@@ -3,37 +3,21 @@
 //! its node file moved away (the test build's probe opens it afresh; see `hypervisor/probe.rs`).
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
+use common::cli::Ctl;
+use common::fixture::test_node;
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 const FAST: [&str; 4] = ["--interval-ms", "100", "--call-timeout-ms", "300"];
 
-struct Ctl {
-    data: tempfile::TempDir,
-}
-
+/// What these tests add to `Ctl`.
 impl Ctl {
-    fn new() -> Self {
-        Self {
-            data: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotillactl"));
-        cmd.arg("--data-dir").arg(self.data.path()).args(args);
-        cmd.env_remove("FLOTILLA_DATA_DIR");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert_eq!(
@@ -50,11 +34,7 @@ impl Ctl {
     }
 
     fn add_host(&self, host: &str) {
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/test-node.xml"),
-            self.node(host),
-        )
-        .unwrap();
+        std::fs::copy(test_node(), self.node(host)).unwrap();
         let uri = format!("test://{}", self.node(host).display());
         self.ok(&["host", "add", host, "--uri", &uri, "--bridge", "br0"]);
     }

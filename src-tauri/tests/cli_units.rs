@@ -2,49 +2,17 @@
 //! exit codes) for good and bad input.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
+use common::cli::{code, ctl, flotillactl, ok};
+use common::fixture;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn ctl(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flotillactl"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: Output) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    assert!(
-        o.status.signal().is_none(),
-        "killed by signal {:?}: {}",
-        o.status.signal(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn code(o: &Output) -> (Option<i32>, String) {
-    (
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
 
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/test-node.xml");
     for h in ["h1", "h2"] {
-        let node = data.join(format!("{h}.xml"));
-        std::fs::copy(&fixture, &node).unwrap();
+        let node = fixture::node_copy(data, h);
         ok(ctl(
             data,
             &[
@@ -59,13 +27,7 @@ fn setup() -> tempfile::TempDir {
         ));
     }
     let disk = data.join("m.qcow2");
-    assert!(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg("32M")
-        .status()
-        .unwrap()
-        .success());
+    fixture::qcow2(&disk, "32M");
     ok(ctl(
         data,
         &["image", "import", "base", disk.to_str().unwrap()],
@@ -1023,7 +985,7 @@ fn config_templates_are_refused_past_what_the_seed_can_carry() {
     ));
     let imp = d.join("imp");
     std::fs::create_dir_all(&imp).unwrap();
-    assert!(Command::new("tar")
+    assert!(std::process::Command::new("tar")
         .arg("xzf")
         .arg(&tgz)
         .arg("-C")
@@ -1036,9 +998,7 @@ fn config_templates_are_refused_past_what_the_seed_can_carry() {
     std::fs::write(&toml, &cases[0]).unwrap();
     let (c, err) = code(&ctl(d, &["def", "import", "shop", imp.to_str().unwrap()]));
     assert!(c == Some(2) && err.contains("/etc/shop/huge.conf"), "{err}");
-    let edit = Command::new(env!("CARGO_BIN_EXE_flotillactl"))
-        .arg("--data-dir")
-        .arg(d)
+    let edit = flotillactl(d)
         .args(["def", "edit", "shop"])
         .env("EDITOR", format!("cp {}", d.join("bad1.toml").display()))
         .env_remove("VISUAL")

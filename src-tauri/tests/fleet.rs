@@ -2,67 +2,28 @@
 //! inventory), the deltas the desktop app pushes to its views, and the views' search.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use flotilla::hypervisor::HvConfig;
-use flotilla::inventory::{Actor, Inventory};
+mod common;
+
+use common::fixture::{self, quiet};
 use flotilla::model::LibvirtUri;
-use flotilla::ops::hosts::HostInput;
-use flotilla::ops::images::{BootInput, ImportRequest};
 use flotilla::ops::live::LiveFeed;
-use flotilla::ops::units::{StepFn, UnitAction, UnitForm};
+use flotilla::ops::units::{UnitAction, UnitForm};
 use flotilla::ops::Engine;
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
-
-fn quiet() -> StepFn {
-    Arc::new(|_| {})
-}
 
 /// Three test-driver hosts, two deployed units of four servers (`fleet-a`, `fleet-b`), one
 /// server of `fleet-b` stopped, and a unit with nothing deployed (`fleet-c`).
 async fn fleet() -> (tempfile::TempDir, Engine) {
     let dir = tempfile::tempdir().unwrap();
-    let e = Engine::with(
-        Inventory::open_in(dir.path()).unwrap(),
-        HvConfig::default(),
-        Actor::new("test"),
-        dir.path().join("library"),
-    );
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/test-node.xml");
+    let e = fixture::engine_in(dir.path());
     for h in ["fleet-h1", "fleet-h2", "fleet-h3"] {
-        let node = dir.path().join(format!("{h}.xml"));
-        std::fs::copy(&fixture, &node).unwrap();
-        e.host_add(&HostInput {
-            name: h.into(),
-            uri: format!("test://{}", node.display()),
-            pool: None,
-            bridge: Some("br0".into()),
-            accept_host_key: None,
-        })
-        .await
-        .unwrap();
+        fixture::add_host(&e, h, &fixture::node_copy(dir.path(), h)).await;
         e.host_set_network(h, "10.77.0.0/24", "10.77.0.1", "")
             .unwrap();
     }
     let disk = dir.path().join("master.qcow2");
-    assert!(std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg("64M")
-        .status()
-        .unwrap()
-        .success());
-    e.image_import(
-        &ImportRequest {
-            image: "base".into(),
-            file: disk,
-            notes: String::new(),
-            boot: BootInput::Disk(flotilla::model::Firmware::Bios),
-        },
-        Arc::new(|_| {}),
-    )
-    .await
-    .unwrap();
+    fixture::qcow2(&disk, "64M");
+    fixture::import_base(&e, disk, String::new()).await;
     e.def_create("shop").unwrap();
     for (unit, first, count) in [("fleet-a", 11, 4), ("fleet-b", 21, 4), ("fleet-c", 31, 2)] {
         e.unit_create(&UnitForm {
@@ -313,4 +274,5 @@ async fn hostile_and_huge_searches_are_refused_or_plain_text_and_change_nothing(
         assert!(e.host_search(&q).is_err());
     }
     assert_eq!(e.inventory.server_list().unwrap().len(), before.len());
+    assert_eq!(e.inventory.server_list().unwrap(), before);
 }

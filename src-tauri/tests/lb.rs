@@ -4,140 +4,22 @@
 //! come through.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
+use common::cli::{ctl, ok, text};
+use common::lb::{Caddy, Haproxy};
+use common::{fixture, free_port};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PASSWORD: &str = "s3cret-Pw";
 
-fn ctl(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flotillactl"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: Output) -> String {
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A real Caddy on loopback with one reverse_proxy handler tagged `@id flotilla`. Its admin
-/// API also accepts requests addressed to `front` (the Host header a front sends on).
-struct Caddy {
-    child: std::process::Child,
-    admin_port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Caddy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Caddy {
-    fn admin(&self) -> String {
-        format!("http://127.0.0.1:{}", self.admin_port)
-    }
-
-    async fn upstreams(&self) -> Vec<String> {
-        // Caddy resets connections while it applies a change: the test's own read retries.
-        let url = format!("{}/id/flotilla/upstreams", self.admin());
-        let mut v = serde_json::Value::Null;
-        for attempt in 0..20 {
-            match reqwest::get(&url).await {
-                Ok(r) => {
-                    v = r.json().await.unwrap();
-                    break;
-                }
-                Err(_) if attempt < 19 => {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("{url}: {e}"),
-            }
-        }
-        let mut out: Vec<String> = v
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|u| u["dial"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.sort();
-        out
-    }
-}
-
+/// A real Caddy whose admin API also accepts requests addressed to `front`.
 async fn caddy(front: u16) -> Caddy {
-    caddy_behind(free_port(), &[front]).await
-}
-
-/// A real Caddy with its admin API on `admin_port`, taking requests addressed to any of
-/// `fronts` too.
-async fn caddy_behind(admin_port: u16, fronts: &[u16]) -> Caddy {
-    let dir = tempfile::tempdir().unwrap();
-    let http_port = free_port();
-    let mut origins = vec![format!("127.0.0.1:{admin_port}")];
-    origins.extend(fronts.iter().map(|f| format!("127.0.0.1:{f}")));
-    let config = serde_json::json!({
-        "admin": {
-            "listen": format!("127.0.0.1:{admin_port}"),
-            "origins": origins
-        },
-        "logging": { "logs": { "default": { "level": "ERROR" } } },
-        "storage": { "module": "file_system", "root": dir.path().join("data") },
-        "apps": { "http": { "servers": { "lb": {
-            "listen": [format!("127.0.0.1:{http_port}")],
-            "routes": [{ "handle": [{ "handler": "reverse_proxy", "@id": "flotilla", "upstreams": [] }] }]
-        } } } }
-    });
-    let file = dir.path().join("caddy.json");
-    std::fs::write(&file, config.to_string()).unwrap();
-    let child = Command::new("caddy")
-        .args(["run", "--config"])
-        .arg(&file)
-        .env("HOME", dir.path())
-        .env("XDG_DATA_HOME", dir.path())
-        .env("XDG_CONFIG_HOME", dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("caddy (scripts/setup.sh installs it)");
-    let c = Caddy {
-        child,
-        admin_port,
-        _dir: dir,
-    };
-    for _ in 0..100 {
-        if reqwest::get(format!("{}/config/", c.admin())).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    c
+    Caddy::behind(free_port(), &[front]).await
 }
 
 /// Which connections (numbered from 0) a front closes at once, without reading or answering.
@@ -256,10 +138,8 @@ async fn front_on(port: u16, target: String, rules: FrontRules) -> Front {
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/test-node.xml");
     for h in ["h1", "h2"] {
-        let node = data.join(format!("{h}.xml"));
-        std::fs::copy(&fixture, &node).unwrap();
+        let node = fixture::node_copy(data, h);
         let uri = format!("test://{}", node.display());
         ok(ctl(
             data,
@@ -279,13 +159,7 @@ fn setup() -> tempfile::TempDir {
         ));
     }
     let disk = data.join("m.qcow2");
-    assert!(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg("32M")
-        .status()
-        .unwrap()
-        .success());
+    fixture::qcow2(&disk, "32M");
     ok(ctl(
         data,
         &["image", "import", "base", disk.to_str().unwrap()],
@@ -463,7 +337,7 @@ fn assert_no_mark(what: &str, t: &str) {
 /// (reqwest's, the URL's own parse errors, the validation errors that quote the input), the
 /// journal, the audit log or the log file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_caddy_passwords_work_and_never_appear_anywhere() {
+async fn hostile_caddy_passwords_work_and_never_appear_in_output_journal_audit_or_logs() {
     use base64::Engine as _;
     let dir = setup();
     let d = dir.path();
@@ -494,7 +368,7 @@ async fn hostile_caddy_passwords_work_and_never_appear_anywhere() {
         fronts.push(front_on(free_port(), format!("127.0.0.1:{admin_port}"), rules).await);
     }
     let ports: Vec<u16> = fronts.iter().map(|f| f.port).collect();
-    let c = caddy_behind(admin_port, &ports).await;
+    let c = Caddy::behind(admin_port, &ports).await;
     for (i, ((typed, _), front)) in usable.iter().zip(&fronts).enumerate() {
         let url = format!("http://admin:{typed}@127.0.0.1:{}", front.port);
         let shown = format!("http://admin:***@127.0.0.1:{}", front.port);
@@ -633,68 +507,14 @@ async fn hostile_caddy_passwords_work_and_never_appear_anywhere() {
     drop(fronts);
 }
 
-/// A real HAProxy with its runtime API on loopback TCP and an empty backend `be_t`.
-struct Haproxy {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Haproxy {
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
+/// A real HAProxy with an empty backend `be_t`.
 async fn haproxy() -> Haproxy {
-    haproxy_with_front(None).await
+    Haproxy::start("be_t", None).await
 }
 
 /// A real HAProxy; with `front`, also a frontend on that loopback port sending to `be_t`.
 async fn haproxy_with_front(front: Option<u16>) -> Haproxy {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let cfg = dir.path().join("haproxy.cfg");
-    // A request no server can take waits in the queue briefly, then gets HAProxy's 503.
-    let frontend = front.map_or_else(String::new, |f| {
-        format!(
-            "frontend fe_t\n  bind 127.0.0.1:{f}\n  timeout queue 200ms\n  default_backend be_t\n"
-        )
-    });
-    std::fs::write(
-        &cfg,
-        format!(
-            "global\n  stats socket ipv4@127.0.0.1:{port} level admin\n\
-             defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
-             {frontend}backend be_t\n  balance roundrobin\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("haproxy (scripts/setup.sh installs it)");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    Haproxy {
-        child,
-        port,
-        _dir: dir,
-    }
+    Haproxy::start("be_t", front).await
 }
 
 fn runtime(addr: String) -> flotilla::lb::haproxy::HaproxyRuntime {
@@ -926,49 +746,14 @@ async fn a_rollout_counts_the_pools_requests_and_rolls_back_past_its_limit() {
     let front = free_port();
     let h = haproxy_with_front(Some(front)).await;
     let dir = tempfile::tempdir().unwrap();
-    let e = flotilla::ops::Engine::with(
-        flotilla::inventory::Inventory::open_in(dir.path()).unwrap(),
-        flotilla::hypervisor::HvConfig::default(),
-        flotilla::inventory::Actor::new("test"),
-        dir.path().join("library"),
-    );
-    let node = dir.path().join("h1.xml");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/test-node.xml"),
-        &node,
-    )
-    .unwrap();
-    e.host_add(&flotilla::ops::hosts::HostInput {
-        name: "h1".into(),
-        uri: format!("test://{}", node.display()),
-        pool: None,
-        bridge: Some("br0".into()),
-        accept_host_key: None,
-    })
-    .await
-    .unwrap();
+    let e = fixture::engine_in(dir.path());
+    fixture::add_host(&e, "h1", &fixture::node_copy(dir.path(), "h1")).await;
     // Loopback addresses: HAProxy's checks and the requests it forwards stay on this machine.
     e.host_set_network("h1", "127.77.0.0/24", "127.77.0.1", "")
         .unwrap();
     let disk = dir.path().join("m.qcow2");
-    assert!(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg("32M")
-        .status()
-        .unwrap()
-        .success());
-    e.image_import(
-        &flotilla::ops::images::ImportRequest {
-            image: "base".into(),
-            file: disk,
-            notes: String::new(),
-            boot: flotilla::ops::images::BootInput::Disk(flotilla::model::Firmware::Bios),
-        },
-        Arc::new(|_| {}),
-    )
-    .await
-    .unwrap();
+    fixture::qcow2(&disk, "32M");
+    fixture::import_base(&e, disk, String::new()).await;
     e.def_create("shop").unwrap();
     e.lb_add(
         "hx",

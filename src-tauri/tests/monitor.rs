@@ -6,8 +6,10 @@
 //! the inventory, as another process (`host list`, the desktop app) would see it.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use flotilla::hypervisor::HvConfig;
-use flotilla::inventory::{Actor, Inventory};
+mod common;
+
+use common::fixture;
+use common::lb::Haproxy;
 use flotilla::model::{Host, HostState};
 use flotilla::monitor::machine::{Change, Reconciled, Thresholds};
 use flotilla::monitor::MonitorEvent;
@@ -15,8 +17,7 @@ use flotilla::ops::monitor::MonitorHooks;
 use flotilla::ops::units::{UnitAction, UnitForm};
 use flotilla::ops::Engine;
 use futures_util::future::BoxFuture;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,61 +32,6 @@ const FAST: Thresholds = Thresholds {
 
 /// How long a wait for a state may take before the test fails (generous: 2 cores).
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A real HAProxy with its runtime API on loopback TCP and the backend `be_app`.
-struct Haproxy {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn haproxy() -> Haproxy {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let cfg = dir.path().join("haproxy.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global\n  stats socket ipv4@127.0.0.1:{port} level admin\n\
-             defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
-             backend be_app\n  balance roundrobin\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("haproxy (scripts/setup.sh installs it)");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Haproxy {
-        child,
-        port,
-        _dir: dir,
-    }
-}
 
 /// A server's address answering HTTP 200 (what HAProxy's checks connect to) until dropped.
 struct Listener(tokio::task::JoinHandle<()>);
@@ -164,28 +110,9 @@ impl World {
     /// real HAProxy, on loopback addresses in `127.78.{net}.0/24` (each test its own).
     async fn new(net: u8) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let e = Engine::with(
-            Inventory::open_in(dir.path()).unwrap(),
-            HvConfig::default(),
-            Actor::new("test"),
-            dir.path().join("library"),
-        );
+        let e = fixture::engine_in(dir.path());
         for h in ["h1", "h2"] {
-            let node = dir.path().join(format!("{h}.xml"));
-            std::fs::copy(
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/test-node.xml"),
-                &node,
-            )
-            .unwrap();
-            e.host_add(&flotilla::ops::hosts::HostInput {
-                name: h.into(),
-                uri: format!("test://{}", node.display()),
-                pool: None,
-                bridge: Some("br0".into()),
-                accept_host_key: None,
-            })
-            .await
-            .unwrap();
+            fixture::add_host(&e, h, &fixture::node_copy(dir.path(), h)).await;
             e.host_set_network(
                 h,
                 &format!("127.78.{net}.0/24"),
@@ -195,24 +122,8 @@ impl World {
             .unwrap();
         }
         let disk = dir.path().join("m.qcow2");
-        assert!(Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&disk)
-            .arg("32M")
-            .status()
-            .unwrap()
-            .success());
-        e.image_import(
-            &flotilla::ops::images::ImportRequest {
-                image: "base".into(),
-                file: disk,
-                notes: String::new(),
-                boot: flotilla::ops::images::BootInput::Disk(flotilla::model::Firmware::Bios),
-            },
-            Arc::new(|_| {}),
-        )
-        .await
-        .unwrap();
+        fixture::qcow2(&disk, "32M");
+        fixture::import_base(&e, disk, String::new()).await;
         e.def_create("shop").unwrap();
         // HAProxy checks each second and takes one failed check as down.
         let text = e.def_show("shop", None).unwrap().text;
@@ -227,7 +138,7 @@ impl World {
             })
             .collect();
         e.def_set_text("shop", &fast.join("\n"), None).unwrap();
-        let lb = haproxy();
+        let lb = Haproxy::start("be_app", None).await;
         e.lb_add(
             "hx",
             &flotilla::ops::lbs::LbTarget::HaproxyAddr {

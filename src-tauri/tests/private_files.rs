@@ -4,6 +4,10 @@
 //! purpose shows up as world-readable.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
+use common::cli::ok;
+use common::fixture;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -22,17 +26,6 @@ fn ctl(data: &Path, tmp: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
         .envs(env.iter().copied())
         .output()
         .unwrap()
-}
-
-fn ok(o: Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn mode(p: &Path) -> u32 {
@@ -60,10 +53,8 @@ fn the_data_directory_and_temporary_files_are_private_to_their_user() {
     std::fs::create_dir(&tmp).unwrap();
     let run = |args: &[&str]| ok(ctl(&data, &tmp, &[], args));
 
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/test-node.xml");
     for h in ["h1", "h2"] {
-        let node = root.path().join(format!("{h}.xml"));
-        std::fs::copy(&fixture, &node).unwrap();
+        let node = fixture::node_copy(root.path(), h);
         run(&[
             "host",
             "add",
@@ -85,13 +76,7 @@ fn the_data_directory_and_temporary_files_are_private_to_their_user() {
     }
     // A master with its own kernel and initrd (copied into the library too).
     let disk = root.path().join("m.qcow2");
-    assert!(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg("32M")
-        .status()
-        .unwrap()
-        .success());
+    fixture::qcow2(&disk, "32M");
     let (kernel, initrd) = (root.path().join("vmlinuz"), root.path().join("initrd"));
     for f in [&kernel, &initrd] {
         std::fs::write(f, b"not really a kernel").unwrap();

@@ -4,6 +4,11 @@
 //! it is told to keep new secrets in files; without a session bus it says where it looked.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
+use common::bmc::BmcStandIn;
+use common::cli::text;
+use common::fixture::test_node;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -151,64 +156,17 @@ impl Keyring {
     }
 }
 
-/// The BMC stand-in over a test-driver host (as in tests/bmc.rs).
-struct StandIn {
-    child: Child,
-    url: String,
-    node: PathBuf,
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn stand_in(dir: &Path) -> StandIn {
+/// The BMC stand-in over a test-driver host `h1` in `dir`, and its node file.
+fn stand_in(dir: &Path) -> (BmcStandIn, PathBuf) {
     let node = dir.join("h1.xml");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/test-node.xml"),
-        &node,
-    )
-    .unwrap();
-    std::fs::write(dir.join("pw"), PASSWORD).unwrap();
-    let port_file = dir.join("port");
-    let n = node.display();
-    let child = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/rig/bmc.py"))
-        .args(["--listen", "127.0.0.1:0", "--user", "admin"])
-        .arg("--port-file")
-        .arg(&port_file)
-        .arg("--password-file")
-        .arg(dir.join("pw"))
-        .args(["--off-cmd", &format!("mv '{n}' '{n}.off'")])
-        .args(["--on-cmd", &format!("mv '{n}.off' '{n}'")])
-        .args(["--state-cmd", &format!("test -e '{n}'")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let began = Instant::now();
-    let port = loop {
-        if let Ok(p) = std::fs::read_to_string(&port_file) {
-            break p.trim().to_owned();
-        }
-        assert!(began.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    StandIn {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        node,
-    }
+    std::fs::copy(test_node(), &node).unwrap();
+    (BmcStandIn::start(dir, &node, PASSWORD, None), node)
 }
 
 fn ctl(data: &Path, bus: Option<&str>, files: bool, args: &[&str], stdin: &[u8]) -> Output {
     use std::io::Write;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotillactl"));
-    cmd.arg("--data-dir").arg(data).args(args);
-    cmd.env_remove("FLOTILLA_DATA_DIR");
+    let mut cmd = common::cli::flotillactl(data);
+    cmd.args(args);
     cmd.env_remove("DBUS_SESSION_BUS_ADDRESS");
     // No session bus at the default place either.
     cmd.env("XDG_RUNTIME_DIR", data.join("no-runtime-dir"));
@@ -230,22 +188,14 @@ fn ctl(data: &Path, bus: Option<&str>, files: bool, args: &[&str], stdin: &[u8])
     child.wait_with_output().unwrap()
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 #[test]
-fn the_password_lives_in_the_keyring_and_both_doors_find_it() {
+fn the_password_lives_in_the_keyring_and_the_cli_finds_it_in_either_secrets_mode() {
     let k = keyring();
-    let lab = stand_in(k.dir.path());
+    let (lab, node) = stand_in(k.dir.path());
     let data = k.dir.path().join("data");
     let bus = Some(k.bus.as_str());
     let account = format!("h1@{}", data.display());
-    let uri = format!("test://{}", lab.node.display());
+    let uri = format!("test://{}", node.display());
     let out = ctl(
         &data,
         bus,

@@ -60,23 +60,11 @@ done
 ctl image import tiny "$FLOTILLA_LAB_GUEST/master.qcow2" --kernel "$FLOTILLA_LAB_GUEST/vmlinuz" \
   --initrd "$FLOTILLA_LAB_GUEST/initrd.img" --cmdline "console=ttyS0 root=LABEL=root" >/dev/null
 ctl def create web >/dev/null
+# The lab's web definition (tests/fixtures/web-definition.toml) whose install hook also writes
+# the release mark $1 to /srv/www/release, with the start hook $2.
 definition() {
-  cat <<TOML
-[server]
-name = "web"
-kind = "busybox httpd"
-port = 8080
-[health]
-path = "/health"
-interval_s = 1
-timeout_s = 1
-rise = 1
-fall = 2
-[hooks]
-install = "mkdir -p /srv/www && hostname > /srv/www/index.html && echo ok > /srv/www/health && echo $1 > /srv/www/release"
-start = "$2"
-stop = "true"
-TOML
+  sed -e "s|^install = \"\(.*\)\"\$|install = \"\1 \&\& echo $1 > /srv/www/release\"|" \
+    -e "s|^start = .*|start = \"$2\"|" tests/fixtures/web-definition.toml
 }
 definition 1 "busybox httpd -p 8080 -h /srv/www" > "$data/d.toml"; ctl def set-file web "$data/d.toml" >/dev/null
 ctl lb add lab --haproxy-socket "$sock" >/dev/null

@@ -34,22 +34,7 @@ done
 ctl image import tiny "$FLOTILLA_LAB_GUEST/master.qcow2" --kernel "$FLOTILLA_LAB_GUEST/vmlinuz" \
   --initrd "$FLOTILLA_LAB_GUEST/initrd.img" --cmdline "console=ttyS0 root=LABEL=root" >/dev/null
 ctl def create web >/dev/null
-cat > "$data/definition.toml" <<'TOML'
-[server]
-name = "web"
-kind = "busybox httpd"
-port = 8080
-[health]
-path = "/health"
-interval_s = 1
-timeout_s = 1
-rise = 1
-fall = 2
-[hooks]
-install = "mkdir -p /srv/www && hostname > /srv/www/index.html && echo ok > /srv/www/health"
-start = "busybox httpd -p 8080 -h /srv/www"
-stop = "true"
-TOML
+cp tests/fixtures/web-definition.toml "$data/definition.toml"
 ctl def set-file web "$data/definition.toml" >/dev/null
 ctl lb add lab --haproxy-socket "$sock" >/dev/null
 ctl unit create bench --image tiny:1 --definition web --count 8 --name-pattern 'bench-{n}' \

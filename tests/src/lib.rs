@@ -4,6 +4,20 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// The lab's web definition (busybox httpd on port 8080, healthy at `/health`): one copy,
+/// `tests/fixtures/web-definition.toml`, which the benches in `tests/rig/` read too.
+pub const WEB_DEFINITION: &str = include_str!("../fixtures/web-definition.toml");
+
+/// [`WEB_DEFINITION`] with the server named `name`.
+pub fn web_definition(name: &str) -> String {
+    let named = WEB_DEFINITION.replacen("name = \"web\"", &format!("name = \"{name}\""), 1);
+    assert_ne!(
+        named, WEB_DEFINITION,
+        "the fixture names its server \"web\""
+    );
+    named
+}
+
 /// The running lab (tests/rig/lab up), as described by its `lab.env`.
 #[derive(Debug, Clone)]
 pub struct Lab {

@@ -24,24 +24,10 @@ use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const DEFINITION: &str = r#"
-[server]
-name = "fence"
-kind = "busybox httpd"
-port = 8080
-
-[health]
-path = "/health"
-interval_s = 1
-timeout_s = 1
-rise = 1
-fall = 2
-
-[hooks]
-install = "mkdir -p /srv/www && hostname > /srv/www/index.html && echo ok > /srv/www/health"
-start = "busybox httpd -p 8080 -h /srv/www"
-stop = "true"
-"#;
+/// The lab's web definition (`tests/fixtures/web-definition.toml`), its server named `fence`.
+fn definition() -> String {
+    flotilla_tests::web_definition("fence")
+}
 
 /// What the monitor reported, with when the test saw it.
 type Seen = Mutex<Vec<(Instant, MonitorEvent)>>;
@@ -135,7 +121,9 @@ async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice(
     let mut lab = Lab::from_env();
     let ((bmc_url, bmc_system, bmc_user, bmc_password), bmc_started) = lab.bmc(2);
     let dir = tempfile::tempdir().unwrap();
-    let e = lab.tiny_unit_engine(dir.path(), "fence", DEFINITION).await;
+    let e = lab
+        .tiny_unit_engine(dir.path(), "fence", &definition())
+        .await;
     e.keep_secrets_in_files();
     let pool = lab.get("FLOTILLA_LAB_HAPROXY_BACKEND").to_owned();
     e.unit_create(&UnitForm {
@@ -415,7 +403,9 @@ async fn a_cut_off_host_is_never_taken_for_dead_and_its_servers_never_run_twice(
 async fn a_cut_off_tiny_guest_powers_itself_off_after_its_isolation_timeout() {
     let lab = Lab::from_env();
     let dir = tempfile::tempdir().unwrap();
-    let e = lab.tiny_unit_engine(dir.path(), "alone", DEFINITION).await;
+    let e = lab
+        .tiny_unit_engine(dir.path(), "alone", &definition())
+        .await;
     let gateway = lab.get("FLOTILLA_LAB_GATEWAY").to_owned();
     e.unit_create(&UnitForm {
         name: "alone".into(),

@@ -18,24 +18,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const DEFINITION: &str = r#"
-[server]
-name = "mon"
-kind = "busybox httpd"
-port = 8080
-
-[health]
-path = "/health"
-interval_s = 1
-timeout_s = 1
-rise = 1
-fall = 2
-
-[hooks]
-install = "mkdir -p /srv/www && hostname > /srv/www/index.html && echo ok > /srv/www/health"
-start = "busybox httpd -p 8080 -h /srv/www"
-stop = "true"
-"#;
+/// The lab's web definition (`tests/fixtures/web-definition.toml`), its server named `mon`.
+fn definition() -> String {
+    flotilla_tests::web_definition("mon")
+}
 
 /// What the monitor reported, with when the test saw it.
 type Seen = Mutex<Vec<(Instant, MonitorEvent)>>;
@@ -151,7 +137,7 @@ fn restart_libvirtd(lab: &Lab, i: u32) -> Duration {
 async fn a_killed_lab_host_is_failed_within_ten_seconds_and_restarts_fail_nothing() {
     let lab = Lab::from_env();
     let dir = tempfile::tempdir().unwrap();
-    let e = lab.tiny_unit_engine(dir.path(), "mon", DEFINITION).await;
+    let e = lab.tiny_unit_engine(dir.path(), "mon", &definition()).await;
     let pool = lab.get("FLOTILLA_LAB_HAPROXY_BACKEND").to_owned();
     e.unit_create(&UnitForm {
         name: "mon".into(),

@@ -19,24 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const DEFINITION: &str = r#"
-[server]
-name = "web"
-kind = "busybox httpd"
-port = 8080
-
-[health]
-path = "/health"
-interval_s = 1
-timeout_s = 1
-rise = 1
-fall = 2
-
-[hooks]
-install = "mkdir -p /srv/www && hostname > /srv/www/index.html && echo ok > /srv/www/health"
-start = "busybox httpd -p 8080 -h /srv/www"
-stop = "true"
-"#;
+/// The lab's web definition (`tests/fixtures/web-definition.toml`).
+const DEFINITION: &str = flotilla_tests::WEB_DEFINITION;
 
 /// How long the long lane's connection stays open without a call, in these tests.
 const LONG_IDLE: Duration = Duration::from_secs(3);

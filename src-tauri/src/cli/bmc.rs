@@ -4,6 +4,7 @@
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{secret_from_text, Host, Secret};
 use crate::ops::bmc::BmcInput;
+use crate::ops::requests::HostNetworkChange;
 use crate::ops::Engine;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -189,14 +190,13 @@ pub(super) async fn host_set(
     let current = engine.host_show(name)?;
     // Everything read and checked before anything changes.
     let input = bmc.input(Some(&current), name)?;
-    if network.is_some() || gateway.is_some() || domain_type.is_some() {
-        let dt = domain_type.unwrap_or(current.domain_type.clone());
-        engine.host_set_network(
-            name,
-            &network.unwrap_or(current.network.clone()),
-            &gateway.unwrap_or(current.gateway.clone()),
-            if dt == "auto" { "" } else { &dt },
-        )?;
+    let change = HostNetworkChange {
+        network,
+        gateway,
+        domain_type,
+    };
+    if !change.is_empty() {
+        engine.host_change_network(name, Some(&current), &change)?;
     }
     let host = if no_bmc {
         engine.host_set_bmc(name, None).await?

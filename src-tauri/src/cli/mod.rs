@@ -1,13 +1,12 @@
 //! `flotillactl` — the command line. Thin: parse arguments, call the engine, print.
 //!
-//! Exit status: 0 success; otherwise [`ErrorCode::exit_status`] (2 bad input — also clap's
-//! usage errors —, 3 not found, 4 already exists, 5 in use, 6 unreachable, 7 host not ready,
-//! 8 inventory problem, 9 no space, 10 timeout, 11 seal failed, 12 unit busy, 13 load balancer
-//! failed, 14 operation failed (undone), 15 a definition changed since the edit began, 16 the plan
-//! changed since it was shown (`--plan`), 20 a host's BMC refused or answered nonsense,
-//! 1 anything else). `host check` exits 6 or 7 when the host is not ok.
+//! Exit status: 0 success; otherwise [`ErrorCode::exit_status`] (2 also clap's usage errors,
+//! 18 also a rollout that paused); `host check` exits 6 or 7 when the host is not ok. The
+//! table: docs/cli.md.
 
 mod bmc;
+mod docs;
+mod hosts;
 mod output;
 mod units;
 
@@ -89,6 +88,8 @@ enum Command {
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         limit: u32,
     },
+    #[command(flatten)]
+    Docs(docs::DocsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,8 +175,8 @@ enum ImageCommand {
         #[arg(long, default_value = "")]
         notes: String,
         /// How the image boots from its disk.
-        #[arg(long, value_enum, default_value_t = FirmwareArg::Bios, conflicts_with = "kernel")]
-        firmware: FirmwareArg,
+        #[arg(long, default_value = "bios", value_parser = ["bios", "uefi"], conflicts_with = "kernel")]
+        firmware: String,
         /// Boot this kernel directly (kept in the library with the version).
         #[arg(long, requires = "cmdline")]
         kernel: Option<PathBuf>,
@@ -228,8 +229,8 @@ enum ImageCommand {
         #[arg(long, requires = "address")]
         gateway: Option<String>,
         /// kvm for hardware virtualization, qemu for software emulation.
-        #[arg(long, value_enum, default_value_t = VirtType::Qemu)]
-        virt_type: VirtType,
+        #[arg(long, default_value = "qemu", value_parser = ["kvm", "qemu"])]
+        virt_type: String,
     },
     /// Shut the builder of NAME down, capture its disk as the next version, remove the builder.
     Capture {
@@ -322,12 +323,6 @@ enum SealArg {
     Sysprep,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum VirtType {
-    Kvm,
-    Qemu,
-}
-
 /// `20G`, `512M`, `1T` or bytes.
 fn parse_size(s: &str) -> Result<u64, String> {
     let (digits, unit) = s.trim().split_at(
@@ -351,15 +346,13 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} must be between 1M and 64T"))
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum FirmwareArg {
-    Bios,
-    Uefi,
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
+    if let Command::Docs(cmd) = &cli.command {
+        // Shell completions and man pages: no runtime, no inventory.
+        return docs::run::<Cli>(cmd).unwrap_or_else(|e| fail(json, &e));
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -424,6 +417,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ApiError> {
             };
             monitor(&engine, json, thresholds).await
         }
+        Command::Docs(cmd) => docs::run::<Cli>(&cmd),
         Command::Audit { limit } => {
             let log = engine
                 .inventory
@@ -579,7 +573,7 @@ async fn host(engine: &Engine, json: bool, cmd: HostCommand) -> Result<ExitCode,
             no_bmc,
         } => {
             if bmc.is_empty() && !no_bmc {
-                return units::host_set(engine, json, &name, network, gateway, domain_type);
+                return hosts::set_network(engine, json, &name, network, gateway, domain_type);
             }
             return bmc::host_set(
                 engine,
@@ -738,7 +732,7 @@ fn def(engine: &Engine, json: bool, cmd: DefCommand) -> Result<ExitCode, ApiErro
 }
 
 async fn image(engine: &Engine, json: bool, cmd: ImageCommand) -> Result<ExitCode, ApiError> {
-    use crate::ops::images::{BootInput, ImportRequest};
+    use crate::ops::images::ImportRequest;
     match cmd {
         ImageCommand::Import {
             name,
@@ -749,17 +743,7 @@ async fn image(engine: &Engine, json: bool, cmd: ImageCommand) -> Result<ExitCod
             initrd,
             cmdline,
         } => {
-            let boot = match kernel {
-                Some(kernel) => BootInput::Kernel {
-                    kernel,
-                    initrd,
-                    cmdline: cmdline.unwrap_or_default(),
-                },
-                None => BootInput::Disk(match firmware {
-                    FirmwareArg::Bios => crate::model::Firmware::Bios,
-                    FirmwareArg::Uefi => crate::model::Firmware::Uefi,
-                }),
-            };
+            let boot = crate::ops::requests::boot_input(&firmware, kernel, initrd, cmdline);
             let bar = output::progress(json);
             let v = engine
                 .image_import(
@@ -800,7 +784,8 @@ async fn image(engine: &Engine, json: bool, cmd: ImageCommand) -> Result<ExitCod
             gateway,
             virt_type,
         } => {
-            use crate::ops::builder::{BuildFrom, BuildRequest};
+            use crate::ops::builder::BuildRequest;
+            use crate::ops::requests::{build_from, builder_domain_type};
             let script = match script {
                 None => vec![],
                 Some(path) => crate::ops::builder::script_lines(
@@ -812,15 +797,11 @@ async fn image(engine: &Engine, json: bool, cmd: ImageCommand) -> Result<ExitCod
                     })?,
                 ),
             };
-            let from = match (from, iso) {
-                (Some(f), _) => BuildFrom::Version(f),
-                (None, Some(i)) => BuildFrom::Iso(i),
-                (None, None) => {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidInput,
-                        "give --from IMAGE[:VERSION] or --iso FILE",
-                    ))
-                }
+            let Some(from) = build_from(from, iso) else {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidInput,
+                    "give --from IMAGE[:VERSION] or --iso FILE",
+                ));
             };
             let bar = output::progress(json);
             let built = engine
@@ -834,19 +815,14 @@ async fn image(engine: &Engine, json: bool, cmd: ImageCommand) -> Result<ExitCod
                         disk_bytes: disk_size,
                         script,
                         address: address.map(|a| (a, gateway)),
-                        domain_type: match virt_type {
-                            VirtType::Kvm => crate::hypervisor::DomainType::Kvm,
-                            VirtType::Qemu => crate::hypervisor::DomainType::Qemu,
-                        },
+                        domain_type: builder_domain_type(&virt_type),
                     },
                     bar.callback(),
                 )
                 .await;
             bar.finish();
-            let b = built?;
-            let console = engine.builder_console(&b).await.ok().flatten();
-            let uri = engine.host_show(b.host.as_str())?.uri;
-            output::builder(json, &b, console.as_deref(), uri.as_str());
+            let v = engine.builder_view(built?).await?;
+            output::builder(json, &v.builder, v.console.as_deref(), &v.host_uri);
         }
         ImageCommand::Capture {
             name,

@@ -1,4 +1,4 @@
-//! The desktop shell: Tauri commands and app start-up. Thin — every command parses its input
+//! The desktop shell: Tauri commands (`commands/`, one file per resource) and app start-up. Thin — every command parses its input
 //! and calls the engine (`ops/`); errors cross the boundary as [`ApiError`].
 
 mod commands;
@@ -67,64 +67,64 @@ pub fn bindings_builder() -> tauri_specta::Builder<tauri::Wry> {
     tauri_specta::Builder::<tauri::Wry>::new()
         .commands(tauri_specta::collect_commands![
             commands::app_info,
-            commands::host_list,
-            commands::host_probe,
-            commands::host_key,
-            commands::host_key_accept,
-            commands::host_add,
-            commands::host_check,
-            commands::host_remove,
-            commands::host_set_bmc,
-            commands::host_bmc_check,
-            commands::bmc_probe,
-            commands::audit_list,
-            commands::image_list,
-            commands::image_import,
-            commands::image_ensure,
-            commands::image_delete,
-            commands::builder_list,
-            commands::image_build,
-            commands::image_capture,
-            commands::builder_abort,
-            commands::builder_serial,
-            commands::builder_open_console,
-            commands::tools,
-            commands::def_list,
-            commands::def_show,
-            commands::def_history,
-            commands::def_diff,
-            commands::def_check,
-            commands::def_create,
-            commands::def_save,
-            commands::def_add_packages,
-            commands::def_remove_package,
-            commands::unit_list,
-            commands::unit_create,
-            commands::unit_preview,
-            commands::unit_default_size,
-            commands::unit_live,
-            commands::unit_plan,
-            commands::unit_run,
-            commands::unit_update,
-            commands::unit_history,
-            commands::unit_pause,
-            commands::unit_set_policy,
-            commands::impact,
-            commands::monitor_status,
-            commands::host_set_network,
-            commands::lb_list,
-            commands::lb_add,
-            commands::lb_check,
-            commands::lb_reconcile,
-            commands::lb_remove,
-            commands::operation_list,
-            commands::operation_interrupted,
-            commands::operation_log,
-            commands::operation_resume,
-            commands::operation_unwind,
-            commands::unit_search,
-            commands::host_search,
-            commands::live_snapshot,
+            commands::hosts::host_list,
+            commands::hosts::host_probe,
+            commands::hosts::host_key,
+            commands::hosts::host_key_accept,
+            commands::hosts::host_add,
+            commands::hosts::host_check,
+            commands::hosts::host_remove,
+            commands::hosts::host_set_bmc,
+            commands::hosts::host_bmc_check,
+            commands::hosts::bmc_probe,
+            commands::operations::audit_list,
+            commands::images::image_list,
+            commands::images::image_import,
+            commands::images::image_ensure,
+            commands::images::image_delete,
+            commands::images::builder_list,
+            commands::images::image_build,
+            commands::images::image_capture,
+            commands::images::builder_abort,
+            commands::images::builder_serial,
+            commands::images::builder_open_console,
+            commands::images::tools,
+            commands::definitions::def_list,
+            commands::definitions::def_show,
+            commands::definitions::def_history,
+            commands::definitions::def_diff,
+            commands::definitions::def_check,
+            commands::definitions::def_create,
+            commands::definitions::def_save,
+            commands::definitions::def_add_packages,
+            commands::definitions::def_remove_package,
+            commands::units::unit_list,
+            commands::units::unit_create,
+            commands::units::unit_preview,
+            commands::units::unit_default_size,
+            commands::units::unit_live,
+            commands::units::unit_plan,
+            commands::units::unit_run,
+            commands::units::unit_update,
+            commands::units::unit_history,
+            commands::units::unit_pause,
+            commands::units::unit_set_policy,
+            commands::monitor::impact,
+            commands::monitor::monitor_status,
+            commands::hosts::host_set_network,
+            commands::lbs::lb_list,
+            commands::lbs::lb_add,
+            commands::lbs::lb_check,
+            commands::lbs::lb_reconcile,
+            commands::lbs::lb_remove,
+            commands::operations::operation_list,
+            commands::operations::operation_interrupted,
+            commands::operations::operation_log,
+            commands::operations::operation_resume,
+            commands::operations::operation_unwind,
+            commands::units::unit_search,
+            commands::hosts::host_search,
+            commands::monitor::live_snapshot,
         ])
         .events(tauri_specta::collect_events![
             HostStateEvent,
@@ -285,7 +285,17 @@ mod tests {
     fn sync_commands_are_only_the_pure_ones() {
         // app_info: copies fields of the state. def_check: parses the text it is given.
         const PURE: [&str; 2] = ["app_info", "def_check"];
-        let source = include_str!("commands.rs");
+        let source = [
+            include_str!("commands/mod.rs"),
+            include_str!("commands/hosts.rs"),
+            include_str!("commands/images.rs"),
+            include_str!("commands/definitions.rs"),
+            include_str!("commands/units.rs"),
+            include_str!("commands/lbs.rs"),
+            include_str!("commands/operations.rs"),
+            include_str!("commands/monitor.rs"),
+        ]
+        .concat();
         let mut lines = source.lines().map(str::trim);
         let (mut commands, mut sync) = (0, Vec::new());
         while let Some(line) = lines.next() {
@@ -307,7 +317,7 @@ mod tests {
             }
         }
         assert_eq!(sync, PURE, "commands that run on the main thread");
-        // Every registered command is in commands.rs, so none escaped the check.
+        // Every registered command is in commands/, so none escaped the check.
         let registered = include_str!("mod.rs")
             .lines()
             .filter(|l| l.trim().starts_with("commands::"))

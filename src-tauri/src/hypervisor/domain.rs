@@ -3,32 +3,12 @@
 
 use super::storage::DiskFormat;
 use super::{is_gone, HvError, Hypervisor};
-use crate::model::{BridgeName, LibvirtUri, MacAddr};
+use crate::model::{BridgeName, DomainType, LibvirtUri, MacAddr};
 use virt::domain::Domain;
 use virt::error::ErrorNumber;
 
 /// Namespace of Flotilla's `<metadata>` element in domain XML.
 pub const METADATA_NS: &str = "https://flotilla.invalid/xmlns/server/1";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DomainType {
-    /// Hardware virtualization.
-    Kvm,
-    /// Software emulation (TCG): hosts without usable KVM, like the lab.
-    Qemu,
-    /// libvirt's test driver.
-    Test,
-}
-
-impl DomainType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Kvm => "kvm",
-            Self::Qemu => "qemu",
-            Self::Test => "test",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BootSpec {

@@ -5,6 +5,7 @@
 
 mod bmc;
 pub mod definition;
+mod domain_type;
 mod host;
 mod image;
 mod lb;
@@ -19,6 +20,7 @@ pub use bmc::{
     secret_from_text, BmcSettings, BmcUrl, BmcUser, Secret, SecretPlace, SystemId, MAX_SECRET,
     MAX_URL,
 };
+pub use domain_type::DomainType;
 pub use host::{
     BridgeCheck, FenceMethod, Host, HostFacts, HostFence, HostMonitor, HostState, HostStatus,
     PoolFacts,

@@ -16,7 +16,7 @@
 //! read-only. A seal that cannot be done fails the capture (nothing recorded, builder kept);
 //! the version lists exactly the seals that were done.
 
-use super::exec::{describe, Dir, Journal, Sequence};
+use super::exec::{describe, Dir, Sequence};
 use super::images::{ImageProgress, ProgressFn};
 use super::{Engine, OpError};
 use crate::guest::{write_seed_disk, NicConfig, SeedSpec};
@@ -27,7 +27,7 @@ use crate::model::{
     BootMode, Builder, Firmware, HostName, ImageName, ImageVersion, Ipv4Cidr, MacAddr,
     NewImageVersion, ValidationError,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The refusal when a builder's name is taken on its host by something no builder record
@@ -99,8 +99,8 @@ fn builder_mac(domain: &str) -> MacAddr {
     MacAddr::new([0x52, 0x54, 0x00, h[0], h[1], h[2]])
 }
 
-/// One step of making a builder. Its do and undo sit side by side in
-/// [`Engine::builder_step`]; the builder's names were all free on the host before the first
+/// One step of making a builder. Its do and undo are named functions, listed in the build's
+/// table ([`Engine::builder_step`]); the builder's names were all free on the host before the first
 /// step, so what a step's undo removes is what that step made.
 #[derive(Clone)]
 enum BuildStep {
@@ -134,25 +134,6 @@ impl BuildStep {
 }
 
 impl Engine {
-    /// The journal of a builder or image operation.
-    pub(super) fn journal(&self, op: i64) -> Journal<'_> {
-        Journal {
-            inventory: &self.inventory,
-            op,
-            repeat: false,
-        }
-    }
-
-    pub(super) fn finish_op<T>(&self, op: i64, outcome: &Result<T, OpError>) {
-        let (state, error) = match outcome {
-            Ok(_) => ("succeeded", String::new()),
-            Err(e) => ("failed", e.to_string()),
-        };
-        if let Err(e) = self.inventory.operation_finish(op, state, &error) {
-            tracing::error!(op, error = %e, "could not journal the end of an operation");
-        }
-    }
-
     /// Whether the builder's domain exists and is this builder's (its metadata names it);
     /// a domain of that name that is not is an error, and is left alone.
     async fn builder_domain_ours(&self, host: &Host, b: &Builder) -> Result<bool, OpError> {
@@ -196,7 +177,16 @@ impl Engine {
         Ok(())
     }
 
-    /// One builder step, either way; returns the path of what it made (volumes), if any.
+    /// One builder step, either way, through the build's table; returns the path of what it
+    /// made (volumes), if any.
+    ///
+    /// | step                          | do                  | undo                  |
+    /// |-------------------------------|---------------------|-----------------------|
+    /// | `ensure the base on the host` | `do_builder_base`   | none (a shared copy)  |
+    /// | `upload VOLUME`               | `do_builder_upload` | `undo_builder_upload` |
+    /// | `create the disk`             | `do_builder_disk`   | `undo_builder_disk`   |
+    /// | `define the builder`          | `do_builder_define` | `undo_builder_define` |
+    /// | `start the builder`           | `do_builder_start`  | `undo_builder_start`  |
     async fn builder_step(
         &self,
         op: i64,
@@ -206,108 +196,175 @@ impl Engine {
         dir: Dir,
         progress: &ProgressFn,
     ) -> Result<String, OpError> {
-        let (uri, pool, d) = (&host.uri, &host.pool, &b.domain);
-        let none = Ok(String::new());
+        use BuildStep as S;
+        use Dir::{Do, Undo};
+        let none = String::new();
         match (step, dir) {
-            (BuildStep::EnsureBase(r), Dir::Do) => Ok(self
-                .image_ensure_inner(r, host.name.as_str(), op, progress.clone())
-                .await?
-                .volume),
-            (BuildStep::EnsureBase(_), Dir::Undo) => none,
+            (S::EnsureBase(r), Do) => self.do_builder_base(op, host, r, progress).await,
+            (S::EnsureBase(_), Undo) => Ok(none),
             (
-                BuildStep::Upload {
+                S::Upload {
                     volume,
                     file,
                     progress: shown,
                 },
-                Dir::Do,
+                Do,
             ) => {
-                let p = progress.clone();
-                let shown = *shown;
-                let info = self
-                    .hypervisor
-                    .volume_upload(
+                self.do_builder_upload(host, b, volume, file, *shown, progress)
+                    .await
+            }
+            (S::Upload { volume, .. }, Undo) => self
+                .undo_builder_upload(host, b, volume)
+                .await
+                .map(|()| none),
+            (S::CreateDisk { base }, Do) => self.do_builder_disk(host, b, base.as_deref()).await,
+            (S::CreateDisk { .. }, Undo) => self.undo_builder_disk(host, b).await.map(|()| none),
+            (S::Define(spec), Do) => self.do_builder_define(host, b, spec).await.map(|()| none),
+            (S::Define(_), Undo) => self.undo_builder_define(host, b).await.map(|()| none),
+            (S::Start, Do) => self.do_builder_start(host, b).await.map(|()| none),
+            (S::Start, Undo) => self.undo_builder_start(host, b).await.map(|()| none),
+        }
+    }
+
+    /// The base version on the host (uploaded when it is not): the path of its copy.
+    async fn do_builder_base(
+        &self,
+        op: i64,
+        host: &Host,
+        reference: &str,
+        progress: &ProgressFn,
+    ) -> Result<String, OpError> {
+        Ok(self
+            .image_ensure_inner(reference, host.name.as_str(), op, progress.clone())
+            .await?
+            .volume)
+    }
+
+    /// A file of this machine uploaded into one of the builder's volumes: its path.
+    async fn do_builder_upload(
+        &self,
+        host: &Host,
+        b: &Builder,
+        volume: &str,
+        file: &Path,
+        shown: bool,
+        progress: &ProgressFn,
+    ) -> Result<String, OpError> {
+        // Run again (a test's repeat, a retry): what this step uploaded before goes first (the
+        // names were free before the first step; "gone" is fine).
+        self.builder_volume_delete(host, b, volume).await?;
+        let p = progress.clone();
+        let info = self
+            .hypervisor
+            .volume_upload(
+                &host.uri,
+                &host.pool,
+                volume,
+                file.to_path_buf(),
+                DiskFormat::Raw,
+                move |done, total| {
+                    if shown {
+                        p(ImageProgress {
+                            phase: "uploading".into(),
+                            done,
+                            total,
+                        })
+                    }
+                },
+            )
+            .await?;
+        Ok(info.path)
+    }
+
+    async fn undo_builder_upload(
+        &self,
+        host: &Host,
+        b: &Builder,
+        volume: &str,
+    ) -> Result<(), OpError> {
+        self.builder_volume_delete(host, b, volume).await
+    }
+
+    /// The builder's disk: an overlay of the base copy (`base`, its path), or blank.
+    async fn do_builder_disk(
+        &self,
+        host: &Host,
+        b: &Builder,
+        base: Option<&str>,
+    ) -> Result<String, OpError> {
+        let (uri, pool) = (&host.uri, &host.pool);
+        let name = format!("{}-disk.qcow2", b.domain);
+        // Run again: the disk this step made before goes first (as for uploads).
+        self.builder_volume_delete(host, b, &name).await?;
+        let info = match base {
+            Some(bv) => {
+                self.hypervisor
+                    .volume_create_overlay_sized(
                         uri,
                         pool,
-                        volume,
-                        file.clone(),
-                        DiskFormat::Raw,
-                        move |done, total| {
-                            if shown {
-                                p(ImageProgress {
-                                    phase: "uploading".into(),
-                                    done,
-                                    total,
-                                })
-                            }
-                        },
+                        &name,
+                        bv,
+                        DiskFormat::Qcow2,
+                        b.disk_bytes,
                     )
-                    .await?;
-                Ok(info.path)
+                    .await?
             }
-            (BuildStep::Upload { volume, .. }, Dir::Undo) => {
-                self.builder_volume_delete(host, b, volume).await?;
-                none
+            None => {
+                self.hypervisor
+                    .volume_create_blank(uri, pool, &name, b.disk_bytes)
+                    .await?
             }
-            (BuildStep::CreateDisk { base }, Dir::Do) => {
-                let name = format!("{d}-disk.qcow2");
-                let info = match base {
-                    Some(bv) => {
-                        self.hypervisor
-                            .volume_create_overlay_sized(
-                                uri,
-                                pool,
-                                &name,
-                                bv,
-                                DiskFormat::Qcow2,
-                                b.disk_bytes,
-                            )
-                            .await?
-                    }
-                    None => {
-                        self.hypervisor
-                            .volume_create_blank(uri, pool, &name, b.disk_bytes)
-                            .await?
-                    }
-                };
-                Ok(info.path)
-            }
-            (BuildStep::CreateDisk { .. }, Dir::Undo) => {
-                self.builder_volume_delete(host, b, &format!("{d}-disk.qcow2"))
-                    .await?;
-                none
-            }
-            (BuildStep::Define(spec), Dir::Do) => {
-                // Defined only under a free name (checked before the first step) or over
-                // this builder's own definition (a step run again).
-                self.builder_domain_ours(host, b).await?;
-                self.hypervisor.domain_define(uri, spec).await?;
-                none
-            }
-            (BuildStep::Define(_), Dir::Undo) => {
-                if self.builder_domain_ours(host, b).await? {
-                    self.hypervisor.domain_undefine(uri, d).await?;
-                }
-                none
-            }
-            (BuildStep::Start, Dir::Do) => {
-                if !self.builder_domain_ours(host, b).await? {
-                    return Err(ValidationError::new(
-                        "builder",
-                        format!("the builder {d} is not defined on host {}", host.name),
-                    )
-                    .into());
-                }
-                self.hypervisor.domain_start(uri, d).await?;
-                none
-            }
-            (BuildStep::Start, Dir::Undo) => {
-                if self.builder_domain_ours(host, b).await? {
-                    self.hypervisor.domain_destroy(uri, d).await?;
-                }
-                none
-            }
+        };
+        Ok(info.path)
+    }
+
+    async fn undo_builder_disk(&self, host: &Host, b: &Builder) -> Result<(), OpError> {
+        self.builder_volume_delete(host, b, &format!("{}-disk.qcow2", b.domain))
+            .await
+    }
+
+    async fn do_builder_define(
+        &self,
+        host: &Host,
+        b: &Builder,
+        spec: &DomainSpec,
+    ) -> Result<(), OpError> {
+        // Defined only under a free name (checked before the first step) or over this
+        // builder's own definition (a step run again).
+        self.builder_domain_ours(host, b).await?;
+        self.hypervisor.domain_define(&host.uri, spec).await?;
+        Ok(())
+    }
+
+    async fn undo_builder_define(&self, host: &Host, b: &Builder) -> Result<(), OpError> {
+        if self.builder_domain_ours(host, b).await? {
+            self.hypervisor
+                .domain_undefine(&host.uri, &b.domain)
+                .await?;
         }
+        Ok(())
+    }
+
+    async fn do_builder_start(&self, host: &Host, b: &Builder) -> Result<(), OpError> {
+        if !self.builder_domain_ours(host, b).await? {
+            return Err(ValidationError::new(
+                "builder",
+                format!(
+                    "the builder {} is not defined on host {}",
+                    b.domain, host.name
+                ),
+            )
+            .into());
+        }
+        self.hypervisor.domain_start(&host.uri, &b.domain).await?;
+        Ok(())
+    }
+
+    async fn undo_builder_start(&self, host: &Host, b: &Builder) -> Result<(), OpError> {
+        if self.builder_domain_ours(host, b).await? {
+            self.hypervisor.domain_destroy(&host.uri, &b.domain).await?;
+        }
+        Ok(())
     }
 
     pub fn builder_list(&self) -> Result<Vec<Builder>, OpError> {
@@ -552,9 +609,7 @@ impl Engine {
             },
             base.as_ref().map(|b| (&b.image, b.version)),
         )?;
-        let op = self
-            .inventory
-            .operation_begin("image.build", &format!("image/{image}"))?;
+        let op = self.op_begin("image.build", &format!("image/{image}"), "")?;
         let mut seq = Sequence::new(self.journal(op));
         let made = self
             .build_steps(
@@ -568,11 +623,14 @@ impl Engine {
             )
             .await;
         let _ = std::fs::remove_dir_all(&seed_dir);
-        let made = match made {
+        let made = async {
+            match made {
             Ok(()) => self
                 .inventory
                 .builder_set_state(&image, "running")
                 .map_err(OpError::from),
+            // A simulated crash (test hooks): a dead process undoes nothing.
+            Err(OpError::Crashed) => Err(OpError::Crashed),
             Err(e) => {
                 // Undo what the steps made, newest first; the builder is forgotten only when
                 // nothing of it is left (else `image builder-abort` finishes the job).
@@ -598,9 +656,10 @@ impl Engine {
                     )))
                 }
             }
-        };
-        self.finish_op(op, &made);
-        made?;
+            }
+        }
+        .await;
+        self.op_end(op, made)?;
         Ok(self.inventory.builder_get(&image)?)
     }
 
@@ -744,24 +803,19 @@ impl Engine {
     pub async fn builder_abort(&self, image: &str) -> Result<(), OpError> {
         let outcome = async {
             let b = self.builder_show(image)?;
-            let op = self
-                .inventory
-                .operation_begin("image.builder-abort", &format!("image/{}", b.image))?;
-            let mut seq: Sequence<()> = Sequence::new(self.journal(op));
-            let done = seq
-                .step("remove the builder", None, || {
-                    self.remove_builder_objects(&b)
-                })
-                .await;
-            let done = match done {
-                Ok(()) => self
-                    .inventory
-                    .builder_delete(&b.image)
-                    .map_err(OpError::from),
-                e => e,
-            };
-            self.finish_op(op, &done);
-            done
+            self.op_run(
+                "image.builder-abort",
+                &format!("image/{}", b.image),
+                |op| async move {
+                    let mut seq: Sequence<()> = Sequence::new(self.journal(op));
+                    seq.step("remove the builder", None, || {
+                        self.remove_builder_objects(&b)
+                    })
+                    .await?;
+                    Ok(self.inventory.builder_delete(&b.image)?)
+                },
+            )
+            .await
         }
         .await;
         self.audit("image.builder-abort", &format!("image/{image}"), &outcome);
@@ -787,17 +841,16 @@ impl Engine {
         if req.notes.len() > 4096 {
             return Err(ValidationError::new("notes", "at most 4096 bytes").into());
         }
-        let op = self
-            .inventory
-            .operation_begin("image.capture", &format!("image/{}", b.image))?;
+        let op = self.op_begin("image.capture", &format!("image/{}", b.image), "")?;
         let mut seq: Sequence<()> = Sequence::new(self.journal(op));
-        let outcome = self.capture_steps(&mut seq, &b, req, progress).await;
+        let mut outcome = self.capture_steps(&mut seq, &b, req, progress).await;
         if outcome.is_err() && b.captured_version.is_none() {
             // Not captured: the builder stays usable (it may have been powered off).
-            self.inventory.builder_set_state(&b.image, "running")?;
+            if let Err(e) = self.inventory.builder_set_state(&b.image, "running") {
+                outcome = Err(e.into());
+            }
         }
-        self.finish_op(op, &outcome);
-        outcome
+        self.op_end(op, outcome)
     }
 
     /// The steps of a capture. None has an undo: a capture that fails keeps the builder

@@ -8,13 +8,16 @@
 //! - an undo is journaled the same way (`undo_started`, then `undone` or `undo_failed`); a
 //!   failed undo is recorded and reported, never silent.
 //!
-//! Each operation writes its steps' *do* and *undo* side by side in one function (units:
-//! `units::steps::server_step`, builders: `builder::builder_step`), with the same ownership
-//! guards; this module only runs them.
+//! Each operation writes its steps' *do* and *undo* as named functions; this module only runs
+//! them. The lifecycle around the steps (begin, lock, end, audit) is `super::runner`'s; a
+//! [`Journal`] is had from `Engine::journal`, which arms the test hooks (a fault at a named
+//! step, every step and undo run twice) for every family alike.
 
+use super::runner::StepFault;
 use super::OpError;
 use crate::inventory::{Inventory, StepStatus};
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// Which way a step runs.
@@ -58,9 +61,13 @@ pub(crate) struct Journal<'a> {
     pub op: i64,
     /// Test builds: run every step and undo twice, to show they are idempotent.
     pub repeat: bool,
+    /// Test builds: a fault armed at a named step (`Engine::inject_step_fault`).
+    pub faults: &'a Mutex<Option<StepFault>>,
 }
 
 impl Journal<'_> {
+    /// The one place a step's row is written.
+    #[allow(clippy::disallowed_methods)]
     fn write(
         &self,
         name: &str,
@@ -74,40 +81,26 @@ impl Journal<'_> {
         Ok(())
     }
 
-    /// Runs step `name`: journal first, then `act` (twice when repeating), then its end.
-    pub async fn run<T, F, Fut>(&self, name: &str, note: Note<'_>, act: F) -> Ran<T>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<T, OpError>>,
-    {
-        self.run_with_fault(name, note, act, || None).await
+    /// The armed test fault at step `name` of `subject` (`*` matches any subject).
+    pub fn fault(&self, subject: &str, name: &str) -> Option<bool> {
+        let f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        f.as_ref()
+            .filter(|f| f.matches(subject, name))
+            .map(|f| f.crash)
     }
 
-    /// `run`, with a test fault consulted after the step acted: `Some(true)` is a crash
-    /// before its end is recorded, `Some(false)` a failure.
-    pub async fn run_with_fault<T, F, Fut>(
+    /// Runs step `name`: journal first, then `act` (twice when repeating), then its end; a
+    /// test fault (`fault`, consulted after the step acted: `Some(true)` a crash before its end
+    /// is recorded, `Some(false)` a failure) applies, and what the step found out (`said`,
+    /// asked once it succeeded) goes in its `succeeded` row: a fence records there who or what
+    /// confirmed the host is off, a reconcile what it put back.
+    pub async fn run<T, F, Fut>(
         &self,
         name: &str,
         note: Note<'_>,
         act: F,
         fault: impl FnOnce() -> Option<bool>,
-    ) -> Ran<T>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<T, OpError>>,
-    {
-        self.run_noted(name, note, act, fault, String::new).await
-    }
-
-    /// `run_with_fault`, with what the step found out (`said`, asked once it succeeded) in
-    /// its `succeeded` row: a fence records there who or what confirmed the host is off.
-    pub async fn run_noted<T, F, Fut>(
-        &self,
-        name: &str,
-        note: Note<'_>,
-        act: F,
-        fault: impl FnOnce() -> Option<bool>,
-        said: impl FnOnce() -> String,
+        said: impl FnOnce(&T) -> String,
     ) -> Ran<T>
     where
         F: Fn() -> Fut,
@@ -135,7 +128,7 @@ impl Journal<'_> {
         match result {
             Ok(v) => {
                 tracing::info!(step = name, ms, "step succeeded");
-                match self.write(name, StepStatus::Succeeded, &said(), note) {
+                match self.write(name, StepStatus::Succeeded, &said(&v), note) {
                     Ok(()) => Ran::Done(v),
                     Err(e) => Ran::Unrecorded(e),
                 }
@@ -148,6 +141,12 @@ impl Journal<'_> {
                 Ran::Failed(e)
             }
         }
+    }
+
+    /// Records that step `name` was passed over (`succeeded`, with why in `detail`): it did
+    /// not act, and has nothing to undo.
+    pub fn passed(&self, name: &str, detail: &str) -> Result<(), OpError> {
+        self.write(name, StepStatus::Succeeded, detail, &quiet)
     }
 
     /// Undoes step `name`: journal first (when that fails nothing is undone), then `act`
@@ -210,7 +209,26 @@ impl<'a, U> Sequence<'a, U> {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, OpError>>,
     {
-        let ran = self.journal.run(name, &quiet, act).await;
+        self.step_noted(name, undo, act, |_| String::new()).await
+    }
+
+    /// `step`, with what it found out (`said`, asked once it succeeded) in its `succeeded`
+    /// row.
+    pub async fn step_noted<T, F, Fut>(
+        &mut self,
+        name: &str,
+        undo: Option<U>,
+        act: F,
+        said: impl FnOnce(&T) -> String,
+    ) -> Result<T, OpError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, OpError>>,
+    {
+        let journal = &self.journal;
+        let ran = journal
+            .run(name, &quiet, act, || journal.fault("", name), said)
+            .await;
         let began = !matches!(ran, Ran::NotStarted(_));
         if let (true, Some(u)) = (began, undo) {
             self.ran.push((name.to_owned(), u));

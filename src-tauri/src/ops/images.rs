@@ -305,9 +305,11 @@ impl Engine {
         progress: ProgressFn,
     ) -> Result<EnsureOutcome, OpError> {
         let target = format!("image/{reference} on host/{host}");
-        let op = self.inventory.operation_begin("image.ensure", &target)?;
-        let outcome = self.image_ensure_inner(reference, host, op, progress).await;
-        self.finish_op(op, &outcome);
+        let outcome = self
+            .op_run("image.ensure", &target, |op| {
+                self.image_ensure_inner(reference, host, op, progress)
+            })
+            .await;
         self.audit(
             "image.ensure",
             &format!("image/{reference} on host/{host}"),
@@ -435,6 +437,8 @@ impl Engine {
         .await;
         let path = match copied {
             Ok(p) => p,
+            // A simulated crash (test hooks): a dead process undoes nothing.
+            Err(OpError::Crashed) => return Err(OpError::Crashed),
             Err(e) => {
                 // The failed undo is journaled; the upload record stays, so the next ensure
                 // removes what is left.
@@ -475,6 +479,13 @@ impl Engine {
         let (h, volume) = (host.name.as_str(), v.volume_name());
         match dir {
             Dir::Do => {
+                // Run again (a test's repeat, a retry): this inventory's unverified upload
+                // from before goes first, as `image_ensure_pinned` does before the step.
+                if self.inventory.host_upload_pending(h, &volume)? {
+                    self.hypervisor
+                        .volume_delete(&host.uri, &host.pool, &volume)
+                        .await?;
+                }
                 self.inventory.host_upload_begin(h, &volume)?;
                 let total = self.library_size(v)?;
                 let p = progress.clone();
@@ -533,24 +544,12 @@ impl Engine {
         }
         // Copies another operation relies on right now (a deploy or ensure in any process)
         // are not deleted: the whole delete is refused.
-        let op = self
-            .inventory
-            .operation_begin("image.delete", &format!("image/{}:v{version}", r.image))?;
-        let outcome = self.image_copies_delete(&v, op).await;
-        self.inventory.operation_finish(
-            op,
-            if outcome.is_ok() {
-                "succeeded"
-            } else {
-                "failed"
-            },
-            &outcome
-                .as_ref()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default(),
-        )?;
-        outcome?;
+        self.op_run(
+            "image.delete",
+            &format!("image/{}:v{version}", r.image),
+            |op| self.image_copies_delete(&v, op),
+        )
+        .await?;
         self.inventory.image_version_delete(&r.image, version)?;
         remove_library_file(&self.library.join(&v.file));
         if let BootMode::Kernel {
@@ -569,29 +568,48 @@ impl Engine {
 }
 
 impl Engine {
+    /// One step per copy, `delete IMAGE:vN on HOST`, with no undo (a deleted copy is not put
+    /// back: the delete is finished by running it again).
     async fn image_copies_delete(&self, v: &ImageVersion, op: i64) -> Result<(), OpError> {
+        let mut seq: Sequence<()> = Sequence::new(self.journal(op));
         for copy in &v.copies {
-            let h = copy.host.as_str();
-            if let Some(holder) = self
-                .inventory
-                .host_pin(h, &copy.volume, op, PinMode::Delete)?
-            {
-                return Err(crate::model::ValidationError::new(
-                    "image",
-                    format!(
-                        "{}:v{} on host {h} is in use by operation #{holder}; try again when it has finished (flotillactl op list)",
-                        v.image, v.version
-                    ),
-                )
-                .into());
-            }
-            let host = self.host_show(h)?;
-            self.hypervisor
-                .volume_delete(&host.uri, &host.pool, &copy.volume)
-                .await?;
-            self.inventory
-                .image_copy_forget(&v.image, v.version, &copy.host)?;
+            let what = format!("{}:v{} on {}", v.image, v.version, copy.host);
+            seq.step(&format!("delete {what}"), None, || {
+                self.delete_copy(v, copy, op)
+            })
+            .await?;
         }
+        Ok(())
+    }
+
+    /// Deletes one recorded copy of a version from its host ("gone" is fine), refused while
+    /// another operation relies on it.
+    async fn delete_copy(
+        &self,
+        v: &ImageVersion,
+        copy: &crate::model::ImageVersionCopy,
+        op: i64,
+    ) -> Result<(), OpError> {
+        let h = copy.host.as_str();
+        if let Some(holder) = self
+            .inventory
+            .host_pin(h, &copy.volume, op, PinMode::Delete)?
+        {
+            return Err(crate::model::ValidationError::new(
+                "image",
+                format!(
+                    "{}:v{} on host {h} is in use by operation #{holder}; try again when it has finished (flotillactl op list)",
+                    v.image, v.version
+                ),
+            )
+            .into());
+        }
+        let host = self.host_show(h)?;
+        self.hypervisor
+            .volume_delete(&host.uri, &host.pool, &copy.volume)
+            .await?;
+        self.inventory
+            .image_copy_forget(&v.image, v.version, &copy.host)?;
         Ok(())
     }
 }

@@ -354,30 +354,24 @@ impl Engine {
             .filter(|u| u.lb.as_deref() == Some(name))
             .map(|u| u.name)
             .collect();
-        let op = self
-            .inventory
-            .operation_begin_with("lb.reconcile", &format!("lb/{name}"), "")?;
-        let outcome = self.reconcile_locked(op, &lb, &units).await;
-        // Whatever happened, no lock of this reconcile outlives it.
-        let unlocked = self.inventory.unit_unlock(op);
-        let (state, error) = match &outcome {
-            Ok(_) => ("succeeded", String::new()),
-            Err(e) => ("failed", e.to_string()),
-        };
-        if let Err(e) = self.inventory.operation_finish(op, state, &error) {
-            eprintln!("flotilla: could not journal the end of operation {op}: {e}");
-        }
-        unlocked?;
-        outcome
+        // Whatever happened, no lock of this reconcile outlives it (the runner's end).
+        self.op_run("lb.reconcile", &format!("lb/{name}"), |op| {
+            self.reconcile_locked(op, &lb, &units)
+        })
+        .await
     }
 
+    /// One step per unit, `reconcile unit NAME`, under the unit's lock; no undo (it puts the
+    /// members as the inventory says: what it changed was wrong before).
     async fn reconcile_locked(
         &self,
         op: i64,
         lb: &LbInstance,
         units: &[String],
     ) -> Result<ReconcileReport, OpError> {
-        use crate::inventory::{InventoryError, StepStatus};
+        use super::exec::Sequence;
+        use crate::inventory::InventoryError;
+        let mut seq: Sequence<()> = Sequence::new(self.journal(op));
         let mut report = ReconcileReport::default();
         for name in units {
             let step = format!("reconcile unit {name}");
@@ -396,43 +390,35 @@ impl Engine {
                         .operation_kind(holder)?
                         .unwrap_or_else(|| "unknown".into()),
                 };
-                self.inventory.operation_step(
-                    op,
-                    &step,
-                    StepStatus::Succeeded,
-                    &busy.to_string(),
-                )?;
+                seq.journal.passed(&step, &busy.to_string())?;
                 report.busy.push(busy);
                 continue;
             }
-            self.inventory
-                .operation_step(op, &step, StepStatus::Started, "")?;
-            // Read under the lock: an operation that just ended changed what members should be.
-            let r = match self.inventory.unit_get(name) {
-                Ok(unit) => self.reconcile_unit(&unit, lb).await,
-                Err(e) => Err(e.into()),
-            };
+            let ran = seq
+                .step_noted(
+                    &step,
+                    None,
+                    // Read under the lock: an operation that just ended changed what members
+                    // should be.
+                    || async {
+                        let unit = self.inventory.unit_get(name)?;
+                        self.reconcile_unit(&unit, lb).await
+                    },
+                    |r| {
+                        format!(
+                            "put back: {}; corrected: {}; {} right",
+                            r.added.join(", "),
+                            r.corrected.join(", "),
+                            r.unchanged
+                        )
+                    },
+                )
+                .await;
             self.inventory.unit_unlock(op)?;
-            match r {
-                Ok(r) => {
-                    let detail = format!(
-                        "put back: {}; corrected: {}; {} right",
-                        r.added.join(", "),
-                        r.corrected.join(", "),
-                        r.unchanged
-                    );
-                    self.inventory
-                        .operation_step(op, &step, StepStatus::Succeeded, &detail)?;
-                    report.added.extend(r.added);
-                    report.corrected.extend(r.corrected);
-                    report.unchanged += r.unchanged;
-                }
-                Err(e) => {
-                    self.inventory
-                        .operation_step(op, &step, StepStatus::Failed, &e.to_string())?;
-                    return Err(e);
-                }
-            }
+            let r = ran?;
+            report.added.extend(r.added);
+            report.corrected.extend(r.corrected);
+            report.unchanged += r.unchanged;
         }
         Ok(report)
     }

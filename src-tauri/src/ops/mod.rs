@@ -2,6 +2,8 @@
 //!
 //! Host registration lives in [`hosts`]. Long, multi-step operations (deploy, rolling update)
 //! arrive with later issues as journaled steps with undo (ARCHITECTURE.md).
+// The journal's writes belong to the runner (`runner`, `exec`): clippy.toml lists them.
+#![warn(clippy::disallowed_methods)]
 
 pub mod bmc;
 pub mod builder;
@@ -13,6 +15,8 @@ pub mod impact;
 pub mod lbs;
 pub mod live;
 pub mod monitor;
+pub mod requests;
+pub mod runner;
 pub mod units;
 
 use crate::error::{ApiError, ErrorCode};
@@ -277,8 +281,8 @@ pub struct Engine {
     actor: Actor,
     /// The image library folder (`<data dir>/library`).
     library: PathBuf,
-    /// A test hook (feature `test-hooks`): a step to fail or "crash" at (`ops::units::Fault`).
-    faults: std::sync::Mutex<Option<units::Fault>>,
+    /// A test hook (feature `test-hooks`): a step to fail or "crash" at (`runner::StepFault`).
+    faults: std::sync::Mutex<Option<runner::StepFault>>,
     /// A test hook (feature `test-hooks`): run every step and undo twice (idempotency).
     repeat: std::sync::atomic::AtomicBool,
     /// A test hook (feature `test-hooks`, `FLOTILLA_STEP_DELAY_MS`): each unit step waits this
@@ -316,7 +320,7 @@ impl Engine {
             faults: std::sync::Mutex::new(if cfg!(feature = "test-hooks") {
                 std::env::var("FLOTILLA_FAULT")
                     .ok()
-                    .and_then(|f| units::Fault::parse(&f))
+                    .and_then(|f| runner::StepFault::parse(&f))
             } else {
                 None
             }),

@@ -129,6 +129,7 @@ pub fn host_rooms(hosts: &[&HostView], registered: &[Registered], unit: &str) ->
                 .saturating_sub(promised.get(h.name.as_str()).copied().unwrap_or(0)),
             unit_servers: of_unit.get(h.name.as_str()).copied().unwrap_or(0),
             name: h.name.clone(),
+            ..HostRoom::default()
         })
         .collect()
 }

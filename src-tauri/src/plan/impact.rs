@@ -3,11 +3,16 @@
 //!
 //! Per unit: servers desired, in service now, lost, in service after, against the unit's
 //! `min_in_service` → ok, degraded, below minimum, outage; per load-balancer pool the capacity
-//! left; whether the surviving hosts have room (memory, pool space, the master present or
-//! copyable) to replace what was lost.
+//! left; whether the surviving hosts have room (memory, CPUs, pool space, the master present
+//! or copyable, the address in their network) to replace what was lost, and where each lost
+//! server would go: chosen by the one placement rule (`plan::place_one`), as `unit recover`
+//! chooses.
 
+use super::place::{place_one, HostRoom, Need};
+use crate::model::Ipv4Cidr;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 /// A host as the impact model sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,12 +20,33 @@ pub struct HostShape {
     pub name: String,
     /// Memory no registered server was promised, MiB.
     pub free_memory_mib: u64,
-    /// Free bytes in its storage pool (0 when unknown).
-    pub pool_free_bytes: u64,
+    /// Free bytes in its storage pool (`None` when unknown: it does not refuse a copy).
+    pub pool_free_bytes: Option<u64>,
     /// Masters with a verified copy on it: (image, version).
     pub masters: BTreeSet<(String, u32)>,
     /// Its logical CPUs (0 when unknown): a server with more virtual CPUs cannot go there.
     pub cpus: u32,
+    /// Its network (`None`: none that parses): a lost server is re-created only on a host
+    /// whose network holds its address.
+    pub network: Option<Ipv4Cidr>,
+    /// It may take servers: the monitor says it is ready (or, in a what-if, does not watch
+    /// it). A host the monitor says is anything else takes no replacement, as in a recovery.
+    pub ready: bool,
+}
+
+impl HostShape {
+    /// The host as the placement rule sees it (no server of any unit counted yet).
+    pub fn room(&self) -> HostRoom {
+        HostRoom {
+            name: self.name.clone(),
+            free_memory_mib: self.free_memory_mib,
+            unit_servers: 0,
+            cpus: self.cpus,
+            network: self.network,
+            pool_free_bytes: self.pool_free_bytes,
+            masters: self.masters.clone(),
+        }
+    }
 }
 
 /// A unit's server as the model sees it.
@@ -30,6 +56,11 @@ pub struct ServerShape {
     pub host: String,
     /// Running and (with a load balancer) in rotation.
     pub in_service: bool,
+    /// Running (in rotation or not): a recovery re-creates it when its host is lost; a
+    /// server stopped on purpose stays stopped where it is.
+    pub running: bool,
+    /// Its address (`None`: not checked against the hosts' networks).
+    pub address: Option<Ipv4Addr>,
 }
 
 /// A unit as the model sees it.
@@ -46,6 +77,14 @@ pub struct UnitShape {
     pub master: (String, u32),
     pub master_bytes: u64,
     pub servers: Vec<ServerShape>,
+}
+
+/// Where a lost server would be re-created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Replacement {
+    pub unit: String,
+    pub server: String,
+    pub host: String,
 }
 
 /// How a unit fares.
@@ -121,20 +160,37 @@ impl PoolImpact {
 /// Replacement room is planned unit by unit, worst first, each taking what it uses.
 pub fn impact(hosts: &[HostShape], units: &[UnitShape], failed: &BTreeSet<String>) -> Impact {
     let units: Vec<&UnitShape> = units.iter().collect();
-    impact_of(hosts, &units, failed)
+    impact_of(hosts, &units, failed).0
 }
 
-fn impact_of(hosts: &[HostShape], units: &[&UnitShape], failed: &BTreeSet<String>) -> Impact {
-    let mut survivors: Vec<HostShape> = hosts
+/// Where each lost server that a recovery re-creates would go, in the order `impact` plans
+/// them (units worst first, each unit's servers in order): what `unit recover` of each unit,
+/// run in that order, chooses.
+pub fn replacements(
+    hosts: &[HostShape],
+    units: &[UnitShape],
+    failed: &BTreeSet<String>,
+) -> Vec<Replacement> {
+    let units: Vec<&UnitShape> = units.iter().collect();
+    impact_of(hosts, &units, failed).1
+}
+
+fn impact_of(
+    hosts: &[HostShape],
+    units: &[&UnitShape],
+    failed: &BTreeSet<String>,
+) -> (Impact, Vec<Replacement>) {
+    let mut survivors: Vec<HostRoom> = hosts
         .iter()
-        .filter(|h| !failed.contains(&h.name))
-        .cloned()
+        .filter(|h| h.ready && !failed.contains(&h.name))
+        .map(HostShape::room)
         .collect();
     let mut out: Vec<(UnitImpact, &UnitShape)> =
         units.iter().map(|u| (assess(u, failed), *u)).collect();
     out.sort_by(|a, b| b.0.health.cmp(&a.0.health).then(a.0.unit.cmp(&b.0.unit)));
+    let mut placed = Vec::new();
     for (ui, u) in &mut out {
-        (ui.replaceable, ui.room) = place_lost(u, ui.lost.len(), &mut survivors);
+        (ui.replaceable, ui.room) = place_lost(u, failed, &mut survivors, &mut placed);
     }
     let mut pools: BTreeMap<&str, PoolImpact> = BTreeMap::new();
     for (ui, _) in &out {
@@ -153,11 +209,12 @@ fn impact_of(hosts: &[HostShape], units: &[&UnitShape], failed: &BTreeSet<String
     }
     let mut pools: Vec<PoolImpact> = pools.into_values().collect();
     pools.sort_by_key(PoolImpact::kept_percent);
-    Impact {
+    let impact = Impact {
         failed_hosts: failed.iter().cloned().collect(),
         units: out.into_iter().map(|(ui, _)| ui).collect(),
         pools,
-    }
+    };
+    (impact, placed)
 }
 
 fn assess(u: &UnitShape, failed: &BTreeSet<String>) -> UnitImpact {
@@ -198,43 +255,66 @@ fn assess(u: &UnitShape, failed: &BTreeSet<String>) -> UnitImpact {
     }
 }
 
-/// Places `lost` new servers of `u` on the surviving hosts (most free memory first), taking
-/// their memory and, where the master is missing, its copy's pool space.
-fn place_lost(u: &UnitShape, lost: usize, survivors: &mut [HostShape]) -> (bool, String) {
-    if lost == 0 {
+/// Places the lost servers of `u` that a recovery re-creates (the running ones on `failed`
+/// hosts) on the surviving hosts by the one placement rule, taking their memory and, where
+/// the master is missing, its copy's pool space; each goes into `placed`.
+fn place_lost(
+    u: &UnitShape,
+    failed: &BTreeSet<String>,
+    survivors: &mut [HostRoom],
+    placed: &mut Vec<Replacement>,
+) -> (bool, String) {
+    let lost: Vec<&ServerShape> = u
+        .servers
+        .iter()
+        .filter(|s| s.running && failed.contains(&s.host))
+        .collect();
+    if lost.is_empty() {
         return (true, String::new());
     }
-    for placed in 0..lost {
-        let fits = |h: &HostShape| {
-            h.free_memory_mib >= u.memory_mib
-                && (h.cpus == 0 || h.cpus >= u.cpus)
-                && (h.masters.contains(&u.master) || h.pool_free_bytes >= u.master_bytes)
+    let mut of_unit: BTreeMap<&str, u32> = BTreeMap::new();
+    for s in &u.servers {
+        *of_unit.entry(s.host.as_str()).or_default() += 1;
+    }
+    for h in survivors.iter_mut() {
+        h.unit_servers = of_unit.get(h.name.as_str()).copied().unwrap_or(0);
+    }
+    for (done, s) in lost.iter().enumerate() {
+        let need = Need {
+            memory_mib: u.memory_mib,
+            cpus: u.cpus,
+            master: Some((&u.master, u.master_bytes)),
+            address: s.address,
         };
-        let best = survivors.iter_mut().filter(|h| fits(h)).max_by(|a, b| {
-            a.free_memory_mib
-                .cmp(&b.free_memory_mib)
-                .then(b.name.cmp(&a.name))
-        });
-        let Some(h) = best else {
+        let Some(host) = place_one(survivors, &need) else {
             let why = if survivors.is_empty() {
                 "no host survives".to_owned()
             } else if survivors.iter().all(|h| h.free_memory_mib < u.memory_mib) {
                 format!("no surviving host has {} MiB free", u.memory_mib)
             } else if survivors.iter().all(|h| h.cpus != 0 && h.cpus < u.cpus) {
                 format!("no surviving host has {} CPUs", u.cpus)
+            } else if let Some(a) = s.address.filter(|a| {
+                !survivors
+                    .iter()
+                    .any(|h| h.network.is_some_and(|n| n.contains(*a)))
+            }) {
+                format!(
+                    "no surviving host's network holds address {a} of {}",
+                    s.name
+                )
             } else {
                 format!(
                     "no surviving host with {} MiB free holds master {}:v{} or has {} bytes of pool space for a copy",
                     u.memory_mib, u.master.0, u.master.1, u.master_bytes
                 )
             };
-            return (false, format!("room for {placed} of {lost}: {why}"));
+            return (false, format!("room for {done} of {}: {why}", lost.len()));
         };
-        h.free_memory_mib -= u.memory_mib;
-        if !h.masters.contains(&u.master) {
-            h.pool_free_bytes -= u.master_bytes;
-            h.masters.insert(u.master.clone());
-        }
+        placed.push(Replacement {
+            unit: u.name.clone(),
+            server: s.name.clone(),
+            host,
+        });
     }
     (true, String::new())
 }
@@ -274,7 +354,7 @@ pub fn n_plus_one(hosts: &[HostShape], units: &[UnitShape]) -> Vec<HostRisk> {
         .map(|h| {
             let failed = BTreeSet::from([h.name.clone()]);
             let affected = touching.get(h.name.as_str()).map_or(&[][..], Vec::as_slice);
-            let i = impact_of(hosts, affected, &failed);
+            let (i, _) = impact_of(hosts, affected, &failed);
             let mut single_host_units = single.get(h.name.as_str()).cloned().unwrap_or_default();
             single_host_units.sort();
             HostRisk {
@@ -305,9 +385,11 @@ mod tests {
         HostShape {
             name: name.into(),
             free_memory_mib: mem,
-            pool_free_bytes: pool,
+            pool_free_bytes: Some(pool),
             masters: masters.iter().map(|(i, v)| ((*i).into(), *v)).collect(),
             cpus: 8,
+            network: None,
+            ready: true,
         }
     }
 
@@ -327,6 +409,8 @@ mod tests {
                     name: format!("{name}-{}", i + 1),
                     host: (*h).into(),
                     in_service: true,
+                    running: true,
+                    address: None,
                 })
                 .collect(),
         }
@@ -498,5 +582,82 @@ mod tests {
         assert_eq!(i.units[0].in_service_now, 1);
         assert_eq!(i.units[0].in_service_after, 0);
         assert_eq!(i.units[0].health, UnitHealth::Outage);
+    }
+
+    #[test]
+    fn replacements_follow_the_one_placement_rule_across_units() {
+        // h1 fails. h2: little memory left, one server of small; h3: much memory, one of big.
+        let hosts = [
+            host("h1", 8192, 10 << 30, &[("web", 1)]),
+            host("h2", 3840, 10 << 30, &[("web", 1)]),
+            host("h3", 7168, 10 << 30, &[("web", 1)]),
+        ];
+        let mut big = unit("big", 1, &["h1", "h3"]);
+        big.memory_mib = 1024;
+        let mut small = unit("small", 2, &["h1", "h1", "h2"]);
+        small.memory_mib = 256;
+        let units = [big, small];
+        let placed: Vec<(String, String)> = replacements(&hosts, &units, &failed(&["h1"]))
+            .into_iter()
+            .map(|r| (r.server, r.host))
+            .collect();
+        // small (below its minimum) first: the host with none of it, then the most memory
+        // left; then big-1 to h2, the host without a server of big, though h3 has more memory.
+        let want = [("small-1", "h3"), ("small-2", "h3"), ("big-1", "h2")]
+            .map(|(s, h)| (s.to_owned(), h.to_owned()));
+        assert_eq!(placed, want);
+        // The same as the rule itself gives, unit by unit, on the survivors.
+        let mut rooms: Vec<HostRoom> = hosts[1..].iter().map(HostShape::room).collect();
+        let mut by_rule = Vec::new();
+        for (u, lost) in [(&units[1], 2), (&units[0], 1)] {
+            for r in &mut rooms {
+                r.unit_servers = u.servers.iter().filter(|s| s.host == r.name).count() as u32;
+            }
+            for s in u.servers.iter().filter(|s| s.host == "h1").take(lost) {
+                let need = Need {
+                    memory_mib: u.memory_mib,
+                    cpus: u.cpus,
+                    master: Some((&u.master, u.master_bytes)),
+                    address: None,
+                };
+                by_rule.push((s.name.clone(), place_one(&mut rooms, &need).unwrap()));
+            }
+        }
+        assert_eq!(by_rule, want);
+    }
+
+    #[test]
+    fn only_running_servers_are_replaced_and_only_on_ready_hosts_holding_their_address() {
+        let net = |s: &str| Some(Ipv4Cidr::parse(s).unwrap());
+        let mut h2 = host("h2", 8192, 10 << 30, &[("web", 1)]);
+        h2.network = net("10.1.0.0/24");
+        let mut h3 = host("h3", 8192, 10 << 30, &[("web", 1)]);
+        h3.network = net("10.0.0.0/24");
+        let hosts = [host("h1", 0, 0, &[("web", 1)]), h2, h3];
+        let mut u = unit("shop", 1, &["h1", "h1", "h2"]);
+        u.servers[0].address = Some("10.0.0.5".parse().unwrap());
+        // A server stopped on purpose stays where it is: no room is planned for it.
+        u.servers[1].running = false;
+        u.servers[1].in_service = false;
+        let r = replacements(&hosts, &[u.clone()], &failed(&["h1"]));
+        assert_eq!(
+            r.iter()
+                .map(|r| (r.server.as_str(), r.host.as_str()))
+                .collect::<Vec<_>>(),
+            [("shop-1", "h3")],
+            "the network that holds its address, though h2 has fewer of the unit"
+        );
+        // A host the monitor does not say is ready takes nothing.
+        let mut suspect = hosts.clone();
+        suspect[2].ready = false;
+        let i = impact(&suspect, &[u], &failed(&["h1"]));
+        assert!(!i.units[0].replaceable);
+        assert!(
+            i.units[0]
+                .room
+                .contains("no surviving host's network holds address 10.0.0.5"),
+            "{}",
+            i.units[0].room
+        );
     }
 }

@@ -1,7 +1,9 @@
-//! Pure decisions: which host gets a server, the names, addresses and MACs of new servers,
-//! which servers a scale in removes, which steps an operation takes per server, and the
-//! fingerprint of a plan, what losing hosts does to the units (`impact`). No I/O; `ops/`
-//! executes what is decided here.
+//! Pure decisions: which host gets a server (`place`, the one placement rule), the names,
+//! addresses and MACs of new servers, which servers a scale in removes, which steps an
+//! operation takes per server, which servers it touches and whether it may start (`unit`),
+//! the names of volumes (`names`), the fingerprint of a plan, what losing hosts does to the
+//! units (`impact`). No I/O, no engine: plain data in, a decision out, each with its T0 tests
+//! beside it. `ops/` reads the inventory, calls these and executes what they decide.
 
 use serde::Serialize;
 
@@ -9,6 +11,10 @@ mod alloc;
 pub mod fence;
 mod fingerprint;
 pub mod impact;
+pub mod names;
+mod place;
+pub mod recover;
+pub mod unit;
 pub use alloc::{
     allocate, host_rooms, mac_candidate, scale_in, server_mac, AllocError, AllocRequest, Allocated,
     Allocation, HostView, Registered, Wanted, RESERVED_PREFIX,
@@ -16,6 +22,8 @@ pub use alloc::{
 pub use fingerprint::{
     fingerprint, parse_fingerprint, HostBasis, LbBasis, PlanBasis, ServerBasis, FINGERPRINT_LEN,
 };
+pub use place::{place, place_one, HostRoom, Need, PlaceError};
+pub use unit::FALLBACK_SIZE;
 
 /// One step of an operation on one server. `ops::units` knows how to do and undo each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -284,60 +292,6 @@ pub fn below_min_in_service(in_service: u32, batch: u32, min_in_service: u32) ->
     })
 }
 
-/// A host as placement sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostRoom {
-    pub name: String,
-    /// Memory not yet promised to servers, MiB.
-    pub free_memory_mib: u64,
-    /// Servers of the unit being placed that are on it already.
-    pub unit_servers: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PlaceError {
-    #[error("no host to place servers on: add a host first, or name one with --host")]
-    NoHosts,
-    #[error("not enough memory for {wanted} more servers of {memory_mib} MiB: the hosts have room for {fits}")]
-    NoRoom {
-        wanted: u32,
-        fits: u32,
-        memory_mib: u64,
-    },
-}
-
-/// Chooses a host for each of `count` new servers: spread evenly across hosts (fewest servers
-/// of the unit first, then most free memory, then name), never beyond a host's free memory.
-pub fn place(hosts: &[HostRoom], count: u32, memory_mib: u64) -> Result<Vec<String>, PlaceError> {
-    if hosts.is_empty() {
-        return Err(PlaceError::NoHosts);
-    }
-    let mut rooms: Vec<HostRoom> = hosts.to_vec();
-    let mut out = Vec::with_capacity(count as usize);
-    for placed in 0..count {
-        let best = rooms
-            .iter_mut()
-            .filter(|h| h.free_memory_mib >= memory_mib)
-            .min_by(|a, b| {
-                a.unit_servers
-                    .cmp(&b.unit_servers)
-                    .then(b.free_memory_mib.cmp(&a.free_memory_mib))
-                    .then(a.name.cmp(&b.name))
-            });
-        let Some(h) = best else {
-            return Err(PlaceError::NoRoom {
-                wanted: count,
-                fits: placed,
-                memory_mib,
-            });
-        };
-        h.free_memory_mib -= memory_mib;
-        h.unit_servers += 1;
-        out.push(h.name.clone());
-    }
-    Ok(out)
-}
-
 /// The warning shown when every server of a unit is on one host: losing it stops the unit.
 pub fn single_host_warning(hosts_of_servers: &[&str]) -> Option<String> {
     let first = hosts_of_servers.first()?;
@@ -354,44 +308,6 @@ pub fn single_host_warning(hosts_of_servers: &[&str]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn room(name: &str, mem: u64, servers: u32) -> HostRoom {
-        HostRoom {
-            name: name.into(),
-            free_memory_mib: mem,
-            unit_servers: servers,
-        }
-    }
-
-    #[test]
-    fn placement_spreads_evenly_and_respects_memory() {
-        let hosts = [room("h1", 4096, 0), room("h2", 4096, 0)];
-        assert_eq!(
-            place(&hosts, 4, 256).unwrap(),
-            ["h1", "h2", "h1", "h2"].map(String::from)
-        );
-        // A host with servers of the unit gets the next ones last.
-        let hosts = [room("h1", 4096, 2), room("h2", 4096, 0)];
-        assert_eq!(
-            place(&hosts, 2, 256).unwrap(),
-            ["h2", "h2"].map(String::from)
-        );
-        // A full host is skipped; when nothing fits, the error says how many would.
-        let hosts = [room("h1", 300, 0), room("h2", 4096, 0)];
-        assert_eq!(
-            place(&hosts, 3, 256).unwrap(),
-            ["h2", "h1", "h2"].map(String::from)
-        );
-        assert_eq!(
-            place(&[room("h1", 600, 0)], 3, 256),
-            Err(PlaceError::NoRoom {
-                wanted: 3,
-                fits: 2,
-                memory_mib: 256
-            })
-        );
-        assert_eq!(place(&[], 1, 256), Err(PlaceError::NoHosts));
-    }
 
     #[test]
     fn plans_have_the_documented_order() {

@@ -30,9 +30,11 @@ fn main() {
         .map(|i| HostShape {
             name: format!("h{i:04}"),
             free_memory_mib: 64 * 1024,
-            pool_free_bytes: 500 << 30,
+            pool_free_bytes: Some(500 << 30),
             masters: [(format!("m{}", i % 10), 1)].into_iter().collect(),
             cpus: 32,
+            network: None,
+            ready: true,
         })
         .collect();
     let unit_shapes: Vec<UnitShape> = (0..units)
@@ -50,6 +52,8 @@ fn main() {
                     name: format!("u{u:04}-{s}"),
                     host: format!("h{:04}", (u * 5 + s % 5) % hosts),
                     in_service: true,
+                    running: true,
+                    address: None,
                 })
                 .collect(),
         })

@@ -18,24 +18,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const DEFINITION: &str = r#"
-[server]
-name = "rec"
-kind = "busybox httpd"
-port = 8080
-
-[health]
-path = "/health"
-interval_s = 1
-timeout_s = 1
-rise = 1
-fall = 2
-
-[hooks]
-install = "mkdir -p /srv/www && hostname > /srv/www/index.html && echo ok > /srv/www/health"
-start = "busybox httpd -p 8080 -h /srv/www"
-stop = "true"
-"#;
+/// The lab's web definition (`tests/fixtures/web-definition.toml`), its server named `rec`.
+fn definition() -> String {
+    flotilla_tests::web_definition("rec")
+}
 
 async fn wait_state(e: &Engine, host: &str, state: HostState) -> Instant {
     let began = Instant::now();
@@ -67,7 +53,7 @@ async fn main() {
         .map_or(3, |a| a.parse().expect("ROUNDS"));
     let lab = Lab::from_env();
     let dir = tempfile::tempdir().unwrap();
-    let e = lab.tiny_unit_engine(dir.path(), "rec", DEFINITION).await;
+    let e = lab.tiny_unit_engine(dir.path(), "rec", &definition()).await;
     e.unit_create(&UnitForm {
         name: "rec".into(),
         image: "tiny:1".into(),

@@ -78,9 +78,10 @@ export const commands = {
 	unitPlan: (name: string, action: UnitAction) => typedError<OpPlan, ApiError>(__TAURI_INVOKE("unit_plan", { name, action })),
 	/**
 	 *  Runs an action to its end, sending every step transition to `on_step`. A failed operation
-	 *  is an error whose message is the report (what failed, what was undone). With `plan` (the
-	 *  fingerprint of the plan the admin confirmed), nothing runs when the plan changed since:
-	 *  the error's code is `plan_changed`.
+	 *  is an error whose message is the report (what failed, what was undone) and whose `report`
+	 *  is the report itself. With `plan` (the fingerprint of the plan the admin confirmed),
+	 *  nothing runs when the plan changed since: the error's code is `plan_changed` and its
+	 *  `plan` the plan as it is now.
 	 */
 	unitRun: (name: string, action: UnitAction, plan: string | null, onStep: Channel<StepEvent>) => typedError<OpReport, ApiError>(__TAURI_INVOKE("unit_run", { name, action, plan, onStep })),
 	/**  Records the unit's next version as pending (the Update wizard); the unit keeps serving. */
@@ -135,6 +136,16 @@ export type ApiError = {
 	code: ErrorCode,
 	message: string,
 	detail: string | null,
+	/**
+	 *  A failed unit operation's report (what failed, what was undone), for a front door that
+	 *  shows it as more than the message ([`ApiError::with_outcome`]). Absent otherwise.
+	 */
+	report?: OpReport | null,
+	/**
+	 *  The plan as it is now, when the one the admin confirmed changed (`plan_changed`):
+	 *  shown to be confirmed again without asking for it. Absent otherwise.
+	 */
+	plan?: OpPlan | null,
 };
 
 export type AppInfo = {

@@ -30,8 +30,8 @@ use crate::inventory::{
 use crate::lb::MemberState;
 use crate::model::definition::{render_template, Definition};
 use crate::model::{
-    quote_input, BootMode, Firmware, Host, HostName, ImageRef, ImageVersion, Ipv4Cidr, MacAddr,
-    RolloutPolicy, ServerSize, ServerState, ValidationError, MAX_SERVERS,
+    BootMode, Firmware, Host, HostName, ImageRef, ImageVersion, Ipv4Cidr, MacAddr, RolloutPolicy,
+    ServerSize, ServerState, ValidationError, MAX_SERVERS,
 };
 use crate::plan::{self, OpKind, Step};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -230,6 +230,11 @@ struct OpArgs {
     /// Not stored: a resumed operation goes on from where it was, whatever the plan is now.
     #[serde(skip)]
     expect: Option<String>,
+    /// A recovery the admin confirmed: the moves of the plan whose fingerprint was checked
+    /// under the lock. The run takes these as they are (it does not decide them again), so
+    /// what runs is what was confirmed. Not stored: `moves` is, once the run begins.
+    #[serde(skip)]
+    confirmed_moves: Option<Vec<Move>>,
     /// This run resumes an interrupted operation.
     #[serde(skip)]
     resumed: bool,
@@ -266,6 +271,7 @@ impl OpArgs {
             priors_before: Vec::new(),
             moves: Vec::new(),
             expect: None,
+            confirmed_moves: None,
             resumed: false,
         }
     }
@@ -680,125 +686,25 @@ impl Ctx {
     }
 }
 
-/// Why an operation must not start because it would take too many servers out of service at
-/// once: restarts and rollouts (a batch at a time) and stops of chosen servers (for good).
-/// A stop of the whole unit is the admin's explicit choice and is not limited.
+// The decisions made from plain data live in `plan`: these names keep their callers here.
+use crate::plan::names::{disk_volume, payload_volume, seed_volume, serial_volume};
+pub use crate::plan::unit::{default_size, delete_confirmation};
+
 fn budget_refusal(
     u: &Unit,
     kind: OpKind,
     targets: &[Server],
     action: &UnitAction,
 ) -> Option<String> {
-    if targets.is_empty() {
-        return None;
-    }
-    let policy = action.policy_for(u);
-    let out = match kind {
-        OpKind::Restart | OpKind::Rollout => {
-            plan::batch_size(kind, policy.max_unavailable, targets.len(), false)
-        }
-        OpKind::Stop if !action.whole_unit() => targets.len(),
-        _ => return None,
-    } as u32;
-    let serving =
-        |s: &&Server| s.state == ServerState::Running && (u.lb.is_none() || s.lb_state == "ready");
-    let in_service = u.servers.iter().filter(serving).count() as u32;
-    // A target already out of service (fenced, or shut off on a host that came back) takes
-    // nothing more out.
-    let out = out.min(targets.iter().filter(serving).count() as u32);
-    let min = policy.min_in_service_of(u.servers.len() as u32);
-    plan::below_min_in_service(in_service, out, min)
+    plan::unit::budget_refusal(u, kind, targets, &action.policy_for(u), action.whole_unit())
 }
 
-/// The unit version a rollout puts on servers: the pending one (or the current one, when
-/// nothing is pending: servers a failed rollout left behind); a rollback, the current one —
-/// the last on which every server passed its gate.
 fn rollout_target(u: &Unit, back: bool) -> Result<u32, OpError> {
-    if back {
-        if !u
-            .servers
-            .iter()
-            .any(|s| s.version.is_some_and(|v| v != u.current_version))
-        {
-            return Err(ValidationError::new(
-                "unit",
-                format!(
-                    "every server of unit {} runs its current version v{}: nothing to roll back; to go back to an earlier version: flotillactl unit rollback {} --to VERSION",
-                    u.name, u.current_version, u.name
-                ),
-            )
-            .into());
-        }
-        return Ok(u.current_version);
-    }
-    Ok(u.pending().map_or(u.current_version, |v| v.version))
-}
-
-fn payload_volume(unit: &str, version: u32) -> String {
-    format!("{unit}-u{version}-payload.img")
-}
-
-fn disk_volume(server: &str) -> String {
-    format!("{server}-disk.qcow2")
-}
-fn seed_volume(server: &str) -> String {
-    format!("{server}-seed.img")
-}
-fn serial_volume(server: &str) -> String {
-    format!("{server}.serial")
-}
-
-/// The size of a unit's servers when the admin gives none (the wizard's first values, the
-/// missing `--cpus`/`--memory`/`--disk` of `unit create`): the definition's `[resources]`,
-/// else 1 CPU, 256 MiB and the master's disk size.
-pub fn default_size(def: &Definition) -> ServerSize {
-    let r = &def.resources;
-    ServerSize {
-        cpus: r.cpus.as_ref().map_or(1, |c| *c.get_ref()),
-        memory_mib: r
-            .memory_mib
-            .as_ref()
-            .map_or(256, |m| u32::try_from(*m.get_ref()).unwrap_or(u32::MAX)),
-        disk_gib: r.disk_gib.as_ref().map_or(0, |d| *d.get_ref()),
-    }
-}
-
-/// Deleting a unit whose servers are deployed destroys them: both front doors then ask the
-/// admin to confirm explicitly (`unit delete --yes`, the dialog's warning). What is to be
-/// confirmed, or `None` when nothing exists on any host yet.
-pub fn delete_confirmation(u: &Unit) -> Option<String> {
-    let deployed = u
-        .servers
-        .iter()
-        .filter(|s| s.state != ServerState::Planned)
-        .count();
-    (deployed > 0).then(|| {
-        format!(
-            "unit {} has {deployed} deployed servers; deleting removes them, their disks and their load-balancer members",
-            u.name
-        )
-    })
+    Ok(plan::unit::rollout_target(u, back)?)
 }
 
 fn parse_ref(field: &'static str, value: &str) -> Result<(String, Option<u32>), OpError> {
-    let v = value.trim();
-    let (name, version) = match v.split_once(':') {
-        Some((n, ver)) => {
-            let ver = ver.trim_start_matches('v');
-            let ver: u32 = ver.parse().map_err(|_| {
-                ValidationError::new(
-                    field,
-                    format!("{} is not NAME or NAME:VERSION", quote_input(value)),
-                )
-            })?;
-            (n, Some(ver))
-        }
-        None => (v, None),
-    };
-    if name.is_empty() {
-        return Err(ValidationError::new(field, "must not be empty").into());
-    }
-    Ok((name.to_owned(), version))
+    Ok(plan::unit::parse_ref(field, value)?)
 }
 
 impl Engine {
@@ -1211,8 +1117,41 @@ impl Engine {
 
     /// The dry run: which servers the action touches and the steps of each, in order.
     pub fn unit_plan(&self, unit: &str, action: &UnitAction) -> Result<OpPlan, OpError> {
+        Ok(self.unit_plan_moves(unit, action)?.0)
+    }
+
+    /// Under the unit's lock: `Ok` when a fresh plan still has the fingerprint `expect` the
+    /// admin confirmed (else the refusal that carries the new plan, as [`Self::plan_unchanged`]);
+    /// a recovery then carries that plan's moves in `args.confirmed_moves`, and runs those.
+    fn plan_confirmed(&self, expect: &str, args: &mut OpArgs) -> Result<(), OpError> {
+        let mut moves = None;
+        Self::plan_unchanged(expect, || {
+            let (plan, m) = self.unit_plan_moves(&args.unit, &args.action)?;
+            moves = m;
+            Ok(plan)
+        })?;
+        args.confirmed_moves = moves;
+        Ok(())
+    }
+
+    /// [`Engine::unit_plan`], and a recovery's moves (decided once: its targets, fingerprint
+    /// and fences are of these).
+    fn unit_plan_moves(
+        &self,
+        unit: &str,
+        action: &UnitAction,
+    ) -> Result<(OpPlan, Option<Vec<Move>>), OpError> {
         let u = self.inventory.unit_get(unit.trim())?;
-        let (kind, mut targets, new) = self.targets(&u, action)?;
+        let moves = match action {
+            UnitAction::Recover { from, host_is_off } => {
+                Some(self.recover_moves(&u, from, host_is_off)?)
+            }
+            _ => None,
+        };
+        let (kind, mut targets, new) = match &moves {
+            Some(moves) => (OpKind::Recover, Self::moved(&u, moves), Vec::new()),
+            None => self.targets(&u, action)?,
+        };
         let fingerprint = self.fingerprint_of(
             action,
             &UnitFacts::of(&u),
@@ -1244,10 +1183,9 @@ impl Engine {
             warnings.push(format!("this will not start: {why}"));
         }
         // A recovery: the fence of each server, and whether the recovery may start.
-        let fences = match action {
-            UnitAction::Recover { from, host_is_off } => {
-                let moves = self.recover_moves(&u, from, host_is_off)?;
-                let fences = self.recover_fences(&u, &moves, host_is_off)?;
+        let fences = match (action, &moves) {
+            (UnitAction::Recover { host_is_off, .. }, Some(moves)) => {
+                let fences = self.recover_fences(&u, moves, host_is_off)?;
                 if let Some(why) = plan::fence::manual_refusal(&u.name, &fences) {
                     warnings.push(format!("this will not start: {why}"));
                 }
@@ -1344,7 +1282,7 @@ impl Engine {
                 ),
             ),
         };
-        Ok(OpPlan {
+        let plan = OpPlan {
             unit: u.name.clone(),
             action: action.name().into(),
             batch_size,
@@ -1358,7 +1296,8 @@ impl Engine {
             in_service_during,
             estimate_s,
             estimate_from,
-        })
+        };
+        Ok((plan, moves))
     }
 
     /// How long one server took on average in this unit's last few succeeded operations of
@@ -1409,21 +1348,13 @@ impl Engine {
         action: &UnitAction,
     ) -> Result<(OpKind, Vec<Server>, Vec<NewServer>), OpError> {
         let chosen = |names: &[String], state: ServerState| -> Result<Vec<Server>, OpError> {
-            for n in names {
-                if !u.servers.iter().any(|s| s.name == *n) {
-                    return Err(InventoryError::NotFound {
-                        kind: "server of this unit",
-                        name: n.clone(),
-                    }
-                    .into());
+            plan::unit::chosen(u, names, state).map_err(|name| {
+                InventoryError::NotFound {
+                    kind: "server of this unit",
+                    name,
                 }
-            }
-            Ok(u.servers
-                .iter()
-                .filter(|s| names.is_empty() || names.contains(&s.name))
-                .filter(|s| s.state == state)
-                .cloned()
-                .collect())
+                .into()
+            })
         };
         Ok(match action {
             UnitAction::Deploy => (OpKind::Deploy, chosen(&[], ServerState::Planned)?, vec![]),
@@ -1470,36 +1401,15 @@ impl Engine {
                     }
                 }
                 let target = rollout_target(u, *back)?;
-                if let Some(s) = u.servers.iter().find(|s| s.state == ServerState::Stopped) {
-                    return Err(ValidationError::new(
-                        "unit",
-                        format!(
-                            "server {} of unit {} is stopped; start it first (flotillactl unit start {} {}) so that the rollout can check its health",
-                            s.name, u.name, u.name, s.name
-                        ),
-                    )
-                    .into());
-                }
-                let lb = u.lb.is_some();
-                // Servers on another version, and any of the target version a crashed
-                // rollout left out of rotation.
-                let mut targets: Vec<Server> = u
-                    .servers
-                    .iter()
-                    .filter(|s| s.state == ServerState::Running)
-                    .filter(|s| s.version != Some(target) || (lb && s.lb_state != "ready"))
-                    .cloned()
-                    .collect();
-                if let UnitAction::Rollout {
-                    canary: Some(n), ..
-                } = action
-                {
-                    if *n == 0 {
-                        return Err(ValidationError::new("canary", "at least 1 server").into());
-                    }
-                    targets.truncate(*n as usize);
-                }
-                (OpKind::Rollout, targets, vec![])
+                let canary = match action {
+                    UnitAction::Rollout { canary, .. } => *canary,
+                    _ => None,
+                };
+                (
+                    OpKind::Rollout,
+                    plan::unit::rollout_servers(u, target, canary)?,
+                    vec![],
+                )
             }
             UnitAction::Scale { count } => {
                 if *count > MAX_SERVERS {
@@ -1525,11 +1435,7 @@ impl Engine {
                             )
                             .into());
                         }
-                        let size = u.current().map(|v| v.size).unwrap_or(ServerSize {
-                            cpus: 1,
-                            memory_mib: 256,
-                            disk_gib: 0,
-                        });
+                        let size = u.current().map_or(plan::FALLBACK_SIZE, |v| v.size);
                         self.servers_for(&u.name, &form, size)?.0
                     } else {
                         Vec::new()
@@ -1578,90 +1484,3 @@ impl Engine {
 
 /// An error with libvirt's own words, as the report shows it.
 pub(super) use super::exec::describe;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::definition::{parse_definition, EXAMPLE, FILE_NAME};
-
-    #[test]
-    fn the_default_size_is_the_definitions_resources() {
-        let parse = |text: &str| parse_definition(FILE_NAME, text).unwrap();
-        let sized = EXAMPLE.replacen(
-            "cpus = 1\nmemory_mib = 256",
-            "cpus = 2\nmemory_mib = 768\ndisk_gib = 4",
-            1,
-        );
-        assert_ne!(sized, EXAMPLE, "the example's [resources] changed");
-        assert_eq!(
-            default_size(&parse(&sized)),
-            ServerSize {
-                cpus: 2,
-                memory_mib: 768,
-                disk_gib: 4
-            }
-        );
-        // Without [resources]: 1 CPU, 256 MiB, the master's disk.
-        let start = EXAMPLE.find("[resources]").unwrap();
-        let end = EXAMPLE[start..].find("\n\n").unwrap() + start;
-        let bare = format!("{}{}", &EXAMPLE[..start], &EXAMPLE[end..]);
-        assert_eq!(
-            default_size(&parse(&bare)),
-            ServerSize {
-                cpus: 1,
-                memory_mib: 256,
-                disk_gib: 0
-            }
-        );
-    }
-
-    #[test]
-    fn deleting_deployed_servers_needs_confirmation() {
-        let server = |name: &str, state: ServerState| Server {
-            name: name.into(),
-            unit: "shop".into(),
-            host: "h1".into(),
-            address: "10.77.0.11".into(),
-            mac: "52:54:00:00:00:01".into(),
-            state,
-            version: None,
-            lb_state: "none".into(),
-            disk: String::new(),
-            seed: String::new(),
-            prior: None,
-            generation: 0,
-            isolation_s: 0,
-            fenced_at: String::new(),
-            fenced: String::new(),
-        };
-        let mut u = Unit {
-            name: "shop".into(),
-            lb: None,
-            lb_pool: String::new(),
-            name_pattern: String::new(),
-            addresses: String::new(),
-            policy: RolloutPolicy::default(),
-            current_version: 1,
-            versions: Vec::new(),
-            servers: vec![
-                server("shop-1", ServerState::Planned),
-                server("shop-2", ServerState::Planned),
-            ],
-            created_at: String::new(),
-        };
-        assert_eq!(
-            delete_confirmation(&u),
-            None,
-            "nothing exists on a host yet"
-        );
-        u.servers[1].state = ServerState::Stopped;
-        u.servers.push(server("shop-3", ServerState::Running));
-        let what = delete_confirmation(&u).unwrap();
-        assert!(
-            what.starts_with("unit shop has 2 deployed servers"),
-            "{what}"
-        );
-        u.servers.clear();
-        assert_eq!(delete_confirmation(&u), None);
-    }
-}

@@ -10,14 +10,7 @@ use crate::model::HostState;
 use crate::monitor::{Change, Reconciled};
 use crate::plan::fence::{fence_for, Fence, FenceFacts};
 
-/// A recovered server's disk and seed on its new host, named for its generation, so that no
-/// volume an older generation left there is taken for its own.
-pub(super) fn generation_volumes(server: &str, generation: u32) -> (String, String) {
-    (
-        format!("{server}-disk-g{generation}.qcow2"),
-        format!("{server}-seed-g{generation}.img"),
-    )
-}
+use crate::plan::names::generation_volumes;
 
 /// How long a BMC has to report the host's power off after `ForceOff`.
 const POWER_OFF_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -105,10 +98,10 @@ impl Engine {
                 }
             }
         }
-        let usable = |name: &str| match state_of(name) {
-            Some(Some(HostState::Failed)) => true,
-            Some(Some(HostState::Unreachable)) => confirmed.iter().any(|c| c == name),
-            _ => false,
+        let usable = |name: &str| {
+            state_of(name).is_some_and(|state| {
+                plan::recover::lost_host(state, confirmed.iter().any(|c| c == name))
+            })
         };
         if from.is_empty() {
             let mut failed: Vec<String> = u
@@ -155,9 +148,11 @@ impl Engine {
         Ok(from.to_vec())
     }
 
-    /// The servers of `u` on the failed hosts and where each is re-created: a host the
-    /// monitor says is ready, whose network holds the server's address, with memory left for
-    /// it; the one with the fewest servers of the unit first, then the most memory left.
+    /// The servers of `u` on the failed hosts and where each is re-created, by the one
+    /// placement rule (`plan::place_one`, as the Impact view places them): a host the monitor
+    /// says is ready, whose network holds the server's address, with memory left for it, the
+    /// CPUs (when known) and its master or pool space for a copy; the one with the fewest
+    /// servers of the unit first, then the most memory left, then the name.
     pub(super) fn recover_moves(
         &self,
         u: &Unit,
@@ -165,72 +160,42 @@ impl Engine {
         confirmed: &[String],
     ) -> Result<Vec<Move>, OpError> {
         let failed = self.failed_hosts(u, from, confirmed)?;
-        let lost: Vec<&Server> = u
-            .servers
-            .iter()
-            // Running ones: a server stopped on purpose stays stopped (and where it is).
-            .filter(|s| failed.contains(&s.host) && s.state == ServerState::Running)
-            .collect();
+        let lost = plan::recover::lost_servers(u, &failed);
         if lost.is_empty() {
             return Ok(Vec::new());
         }
-        let memory = u.current().map_or(256, |v| u64::from(v.size.memory_mib));
-        let registered = self.registered_servers()?;
-        let mut candidates: Vec<(Host, u64, u32)> = self
-            .host_list()?
-            .into_iter()
-            .filter(|h| h.monitor.state == Some(HostState::Ready))
-            .filter(|h| !failed.contains(&h.name.to_string()))
-            .map(|h| {
-                let promised: u64 = registered
-                    .iter()
-                    .filter(|r| r.host == h.name.as_str())
-                    .map(|r| r.memory_mib)
-                    .sum();
-                let total = h.facts.as_ref().map_or(0, |f| f.memory_bytes >> 20);
-                let of_unit = u
-                    .servers
-                    .iter()
-                    .filter(|s| s.host == h.name.as_str())
-                    .count();
-                (h, total.saturating_sub(promised), of_unit as u32)
+        let master = u
+            .current()
+            .map_or((String::new(), 0), |v| (v.image.clone(), v.image_version));
+        let host_list = self.host_list()?;
+        let images = self.image_list()?;
+        // The hosts a recovery may use: ready (as the monitor says now) and not lost.
+        let units = self.inventory.unit_list()?;
+        let mut rooms: Vec<plan::HostRoom> = Self::host_shapes(&host_list, &images, &units)
+            .iter()
+            .zip(&host_list)
+            .filter(|(shape, h)| {
+                h.monitor.state == Some(HostState::Ready) && !failed.contains(&shape.name)
             })
+            .map(|(shape, _)| shape.room())
             .collect();
-        let mut moves = Vec::new();
-        for s in lost {
-            let addr: Ipv4Addr = s.address.parse().map_err(|_| {
-                ValidationError::new("address", format!("{} is not an address", s.address))
-            })?;
-            let best = candidates
-                .iter_mut()
-                .filter(|(h, free, _)| {
-                    *free >= memory && Ipv4Cidr::parse(&h.network).is_ok_and(|n| n.contains(addr))
-                })
-                .min_by_key(|(_, free, of_unit)| (*of_unit, std::cmp::Reverse(*free)));
-            let Some((h, free, of_unit)) = best else {
-                return Err(ValidationError::new(
-                    "from",
-                    format!(
-                        "no surviving host can take {} ({memory} MiB, address {}): none that the monitor says is ready has the memory left and that address in its network",
-                        s.name, s.address
-                    ),
-                )
-                .into());
-            };
-            *free -= memory;
-            *of_unit += 1;
-            moves.push(Move {
+        let master_bytes = crate::ops::impact::master_bytes(&images, &master);
+        let to = plan::recover::recover_hosts(u, &lost, &mut rooms, master_bytes)?;
+        let moves = lost
+            .into_iter()
+            .zip(to)
+            .map(|(s, to)| Move {
                 server: s.name.clone(),
                 from: s.host.clone(),
-                to: h.name.to_string(),
+                to,
                 disk: s.disk.clone(),
                 seed: s.seed.clone(),
                 generation: s.generation,
                 version: s.version,
                 prior: s.prior.clone(),
                 isolation_s: s.isolation_s,
-            });
-        }
+            })
+            .collect();
         Ok(moves)
     }
 
