@@ -149,10 +149,12 @@ impl Inventory {
     }
 
     pub fn builder_get(&self, image: &ImageName) -> Result<Builder, InventoryError> {
+        self.count_read("builder_get");
         Self::builder_get_in(&self.conn(), image)
     }
 
     pub fn builder_list(&self) -> Result<Vec<Builder>, InventoryError> {
+        self.count_read("builder_list");
         let conn = self.conn();
         let mut stmt = conn
             .prepare(&format!("SELECT {COLUMNS} FROM builders b JOIN hosts h ON h.id = b.host_id ORDER BY b.image"))

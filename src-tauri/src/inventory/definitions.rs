@@ -1,7 +1,7 @@
 //! Tables `definitions` and `definition_versions`: app-server definition directories and their
 //! immutable, content-addressed versions (the files live in `<data dir>/definitions/`).
 
-use super::{now_rfc3339, query_err, Inventory, InventoryError};
+use super::{corrupt_value, now_rfc3339, query_err, Inventory, InventoryError};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
@@ -75,7 +75,11 @@ impl Inventory {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(query_err("read a definition"))?;
-        let newest = u32::try_from(next - 1).unwrap_or(u32::MAX);
+        let version = |v: i64| {
+            u32::try_from(v)
+                .map_err(|_| corrupt_value("definition_versions", name, "version", &v.to_string()))
+        };
+        let newest = version(next - 1)?;
         if newest != after {
             return Err(InventoryError::Stale {
                 kind: "definition",
@@ -84,6 +88,7 @@ impl Inventory {
                 newest,
             });
         }
+        let recorded = version(next)?;
         tx.execute(
             "INSERT INTO definition_versions (definition_id, version, hash, change, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![id, next, hash, change, now],
@@ -93,7 +98,7 @@ impl Inventory {
             .map_err(query_err("commit definition version"))?;
         Ok(DefinitionVersion {
             name: name.to_owned(),
-            version: u32::try_from(next).unwrap_or(0),
+            version: recorded,
             hash: hash.to_owned(),
             change: change.to_owned(),
             created_at: now,
@@ -102,6 +107,7 @@ impl Inventory {
 
     /// Every version of `name`, oldest first. Empty when there is no such definition.
     pub fn definition_history(&self, name: &str) -> Result<Vec<DefinitionVersion>, InventoryError> {
+        self.count_read("definition_history");
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
@@ -118,6 +124,7 @@ impl Inventory {
 
     /// The newest version of every definition, by name.
     pub fn definition_list(&self) -> Result<Vec<DefinitionVersion>, InventoryError> {
+        self.count_read("definition_list");
         let conn = self.conn();
         let mut stmt = conn
             .prepare(

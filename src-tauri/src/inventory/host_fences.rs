@@ -61,6 +61,11 @@ impl Inventory {
 
     /// The fence recorded for `host` during its current loss, if any.
     pub fn host_fence_get(&self, host: &str) -> Result<Option<HostFence>, InventoryError> {
+        self.count_read("host_fence_get");
+        self.host_fence_of(host)
+    }
+
+    fn host_fence_of(&self, host: &str) -> Result<Option<HostFence>, InventoryError> {
         let row: Option<(String, String, String, String, Option<i64>)> = self
             .conn()
             .query_row(
@@ -89,6 +94,7 @@ impl Inventory {
 
     /// Every recorded fence.
     pub fn host_fence_list(&self) -> Result<Vec<HostFence>, InventoryError> {
+        self.count_read("host_fence_list");
         let names: Vec<String> = {
             let conn = self.conn();
             let mut stmt = conn
@@ -105,7 +111,7 @@ impl Inventory {
         };
         let mut out = Vec::new();
         for n in names {
-            out.extend(self.host_fence_get(&n)?);
+            out.extend(self.host_fence_of(&n)?);
         }
         Ok(out)
     }

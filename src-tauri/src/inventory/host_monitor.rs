@@ -4,8 +4,8 @@
 //! monitor stopped renewing is shown as not monitored, never trusted.
 
 use super::journal::{process_alive, process_start};
-use super::{now_rfc3339, query_err, Inventory, InventoryError};
-use crate::model::{HostMonitor, HostState};
+use super::{corrupt_value, now_rfc3339, query_err, Inventory, InventoryError};
+use crate::model::{HostMonitor, HostState, LbKind};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -116,7 +116,7 @@ pub struct MonitoredServer {
     /// The inventory says it runs.
     pub running: bool,
     /// `(load balancer, its kind, pool)` when it is in rotation.
-    pub pooled: Option<(String, String, String)>,
+    pub pooled: Option<(String, LbKind, String)>,
 }
 
 fn now_ms() -> i64 {
@@ -316,6 +316,7 @@ impl Inventory {
 
     /// Every host's last record (a monitor that starts continues from them).
     pub fn monitor_records(&self) -> Result<Vec<MonitorRecord>, InventoryError> {
+        self.count_read("monitor_records");
         Ok(Self::monitor_rows(&self.conn())?
             .into_iter()
             .map(|(host, record, _)| MonitorRecord { host, ..record })
@@ -417,6 +418,7 @@ impl Inventory {
     /// Every server with its host, whether it should run, and its pool when in rotation: one
     /// query per monitor round.
     pub fn monitor_servers(&self) -> Result<Vec<MonitoredServer>, InventoryError> {
+        self.count_read("monitor_servers");
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
@@ -435,20 +437,26 @@ impl Inventory {
                 // In rotation: ready. A server in its health gate (drain, health forced down) or being
                 // drained is no evidence about its host.
                 let in_rotation = lb_state == "ready";
-                Ok(MonitoredServer {
+                let pooled = match (lb, kind) {
+                    (Some(lb), Some(kind)) if in_rotation => match LbKind::parse(&kind) {
+                        Some(kind) => Some((lb, kind, pool)),
+                        None => return Ok(Err(corrupt_value("lbs", &lb, "kind", &kind))),
+                    },
+                    _ => None,
+                };
+                Ok(Ok(MonitoredServer {
                     name: r.get(0)?,
                     host: r.get(1)?,
                     running: state == "running",
-                    pooled: match (lb, kind) {
-                        (Some(lb), Some(kind)) if in_rotation => Some((lb, kind, pool)),
-                        _ => None,
-                    },
-                })
+                    pooled,
+                }))
             })
-            .map_err(query_err("list the monitored servers"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query_err("list the monitored servers"));
-        rows
+            .map_err(query_err("list the monitored servers"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(query_err("list the monitored servers"))??);
+        }
+        Ok(out)
     }
 }
 

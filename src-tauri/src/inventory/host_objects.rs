@@ -33,6 +33,7 @@ impl Inventory {
 
     /// Verified volumes recorded on a host, by name.
     pub fn host_object_list(&self, host: &str) -> Result<Vec<String>, InventoryError> {
+        self.count_read("host_object_list");
         let conn = self.conn();
         let mut stmt = conn
             .prepare(

@@ -1,6 +1,6 @@
 //! Table `hosts`: the managed machines.
 
-use super::{now_rfc3339, query_err, Inventory, InventoryError};
+use super::{corrupt_value, now_rfc3339, query_err, Inventory, InventoryError};
 use crate::model::{
     BmcSettings, BridgeName, Host, HostFacts, HostName, HostStatus, LibvirtUri, PoolName,
     SecretPlace,
@@ -64,27 +64,37 @@ fn host_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Host, InventoryError>
         h.network = row.get(9)?;
         h.gateway = row.get(10)?;
         h.domain_type = row.get(11)?;
-        h.bmc = bmc_from_row(row)?;
+        match bmc_from_row(row, h.name.as_str())? {
+            Ok(bmc) => h.bmc = bmc,
+            Err(e) => return Ok(Err(e)),
+        }
     }
     Ok(host)
 }
 
 /// The BMC columns (12–16). Values are shown as stored; the client checks them again before
 /// it connects, so a value refused by a later build fails there with the reason.
-fn bmc_from_row(row: &Row<'_>) -> rusqlite::Result<Option<BmcSettings>> {
+/// A BMC whose password place is not recorded is an error (`host_set_bmc` always records it).
+fn bmc_from_row(
+    row: &Row<'_>,
+    host: &str,
+) -> rusqlite::Result<Result<Option<BmcSettings>, InventoryError>> {
     let url: String = row.get(12)?;
     if url.is_empty() {
-        return Ok(None);
+        return Ok(Ok(None));
     }
     let ca_pem: String = row.get(15)?;
     let secret: String = row.get(16)?;
-    Ok(Some(BmcSettings {
+    let Some(password) = SecretPlace::parse(&secret) else {
+        return Ok(Err(corrupt_value("hosts", host, "bmc_secret", &secret)));
+    };
+    Ok(Ok(Some(BmcSettings {
         url,
         system: row.get(13)?,
         user: row.get(14)?,
         ca_pem: (!ca_pem.is_empty()).then_some(ca_pem),
-        password: SecretPlace::parse(&secret).unwrap_or(SecretPlace::File),
-    }))
+        password,
+    })))
 }
 
 type RawHost = (
@@ -205,6 +215,7 @@ impl Inventory {
     }
 
     pub fn host_get(&self, name: &HostName) -> Result<Host, InventoryError> {
+        self.count_read("host_get");
         Self::host_get_in(&self.conn(), name.as_str())
     }
 
@@ -229,6 +240,7 @@ impl Inventory {
 
     /// All hosts, by name.
     pub fn host_list(&self) -> Result<Vec<Host>, InventoryError> {
+        self.count_read("host_list");
         let conn = self.conn();
         let mut stmt = conn
             .prepare(&format!("SELECT {COLUMNS} FROM hosts ORDER BY name"))
@@ -330,6 +342,7 @@ impl Inventory {
     /// Network settings of a host: `(network CIDR, gateway, domain type override)`, each empty
     /// when not set.
     pub fn host_network(&self, host: &str) -> Result<(String, String, String), InventoryError> {
+        self.count_read("host_network");
         self.conn()
             .query_row(
                 "SELECT network, gateway, domain_type FROM hosts WHERE name = ?1",

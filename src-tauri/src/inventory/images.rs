@@ -1,7 +1,7 @@
 //! Tables `images`, `image_versions`, `image_copies`: master images, their immutable versions
 //! (files in the library folder), and which version is present on which host.
 
-use super::{now_rfc3339, query_err, Dependent, Inventory, InventoryError};
+use super::{corrupt_value, now_rfc3339, query_err, Dependent, Inventory, InventoryError};
 use crate::model::{HostName, ImageName, ImageVersion, ImageVersionCopy, NewImageVersion};
 use rusqlite::{params, OptionalExtension, Row};
 
@@ -72,7 +72,10 @@ fn version_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ImageVersion, Inve
                 .get::<_, i64>(6)
                 .map(|v| v.unsigned_abs())
                 .map_err(|e| corrupt("size", Box::new(e)))?,
-            parent: parent.map(|p| u32::try_from(p).unwrap_or(0)),
+            parent: parent
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|e| corrupt("parent", Box::new(e)))?,
             origin: row.get(8).map_err(|e| corrupt("origin", Box::new(e)))?,
             boot: serde_json::from_str(&boot).map_err(|e| corrupt("boot", Box::new(e)))?,
             seal: serde_json::from_str(&seal).map_err(|e| corrupt("seal", Box::new(e)))?,
@@ -97,7 +100,16 @@ impl Inventory {
                 |r| r.get(0),
             )
             .map_err(query_err("read image versions"))?;
-        Ok(u32::try_from(max.unwrap_or(0)).unwrap_or(0) + 1)
+        let max = max.unwrap_or(0);
+        let max = u32::try_from(max).map_err(|_| {
+            corrupt_value(
+                "image_versions",
+                image.as_str(),
+                "version",
+                &max.to_string(),
+            )
+        })?;
+        Ok(max + 1)
     }
 
     /// Records a new version (creating the image on its first version). Refuses a version
@@ -245,11 +257,13 @@ impl Inventory {
         image: &ImageName,
         version: u32,
     ) -> Result<ImageVersion, InventoryError> {
+        self.count_read("image_version_get");
         Self::image_version_get_in(&self.conn(), image, version)
     }
 
     /// The newest version of an image.
     pub fn image_version_latest(&self, image: &ImageName) -> Result<ImageVersion, InventoryError> {
+        self.count_read("image_version_latest");
         let next = self.image_next_version(image)?;
         if next == 1 {
             return Err(InventoryError::NotFound {
@@ -257,11 +271,12 @@ impl Inventory {
                 name: image.to_string(),
             });
         }
-        self.image_version_get(image, next - 1)
+        Self::image_version_get_in(&self.conn(), image, next - 1)
     }
 
     /// Every version of every image, by image name then version.
     pub fn image_version_list(&self) -> Result<Vec<ImageVersion>, InventoryError> {
+        self.count_read("image_version_list");
         let conn = self.conn();
         let mut stmt = conn
             .prepare(&format!(
@@ -301,11 +316,14 @@ impl Inventory {
         for c in copies {
             let (image, version, host, volume, path, verified_at) =
                 c.map_err(query_err("read image copies"))?;
-            if let (Some(v), Ok(host)) = (
-                out.iter_mut()
-                    .find(|v| v.image.as_str() == image && v.version == version),
-                HostName::parse(&host),
-            ) {
+            let host = HostName::parse(&host).map_err(|e| InventoryError::Corrupt {
+                what: format!("table image_copies, copy of {image}:v{version}, column host"),
+                source: Some(Box::new(e)),
+            })?;
+            if let Some(v) = out
+                .iter_mut()
+                .find(|v| v.image.as_str() == image && v.version == version)
+            {
                 v.copies.push(ImageVersionCopy {
                     host,
                     volume,
@@ -385,6 +403,7 @@ impl Inventory {
         image: &ImageName,
         version: u32,
     ) -> Result<Vec<Dependent>, InventoryError> {
+        self.count_read("image_version_users");
         let conn = self.conn();
         let (id, _) = Self::image_version_ids(&conn, image, version)?;
         Ok(Self::dependents(&conn, "image_versions", id)?

@@ -1,7 +1,7 @@
 //! Tables `operations` and `operation_steps`: the journal. Every step transition is written
 //! here before it is reported, so after a crash the next start knows where an operation was.
 
-use super::{now_rfc3339, query_err, Inventory, InventoryError};
+use super::{corrupt_value, now_rfc3339, query_err, Inventory, InventoryError};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
@@ -55,7 +55,7 @@ pub enum StepStatus {
 }
 
 impl StepStatus {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Started => "started",
             Self::Succeeded => "succeeded",
@@ -65,13 +65,55 @@ impl StepStatus {
             Self::UndoFailed => "undo_failed",
         }
     }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            Self::Started,
+            Self::Succeeded,
+            Self::Failed,
+            Self::UndoStarted,
+            Self::Undone,
+            Self::UndoFailed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == value)
+    }
+}
+
+/// Compares with the stored name (`status == "succeeded"`), as tests and front ends read it.
+impl PartialEq<&str> for StepStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// How a unit operation names the journal row of a server's step: `<server>: <step>`
+/// (`app-2: define`). Other operations name their steps in words (`start the builder`).
+pub fn step_name(server: &str, step: &str) -> String {
+    format!("{server}{SERVER_SEPARATOR}{step}")
+}
+
+const SERVER_SEPARATOR: &str = ": ";
+
+/// The part of an operation's target that names a unit (`unit/app`).
+const UNIT_TARGET: &str = "unit/";
+
+/// One row of an operation's journal, read back typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// The server a unit operation's step acted on (its row is named [`step_name`]); `None`
+    /// for the steps of other operations and for a unit operation's own steps.
+    pub server: Option<String>,
+    /// The step: the server's step without the server (`define`), or the row's whole name.
+    pub step: String,
+    pub status: StepStatus,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "desktop", derive(specta::Type))]
 pub struct OperationStep {
     pub step: String,
-    pub status: String,
+    pub status: StepStatus,
     pub detail: String,
     pub at: String,
 }
@@ -133,6 +175,7 @@ impl Inventory {
 
     /// The newest `limit` operations with their steps, newest first.
     pub fn operation_list(&self, limit: u32) -> Result<Vec<Operation>, InventoryError> {
+        self.count_read("operation_list");
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
@@ -159,7 +202,7 @@ impl Inventory {
         let min_id = ops.last().map_or(0, |o| o.id);
         let mut stmt = conn
             .prepare(
-                "SELECT operation_id, step, status, detail, at FROM operation_steps
+                "SELECT id, operation_id, step, status, detail, at FROM operation_steps
                  WHERE operation_id >= ?1 ORDER BY id",
             )
             .map_err(query_err("list operation steps"))?;
@@ -167,19 +210,22 @@ impl Inventory {
             .query_map([min_id], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(3)?,
                     OperationStep {
-                        step: r.get(1)?,
-                        status: r.get(2)?,
-                        detail: r.get(3)?,
-                        at: r.get(4)?,
+                        step: r.get(2)?,
+                        status: StepStatus::Started,
+                        detail: r.get(4)?,
+                        at: r.get(5)?,
                     },
                 ))
             })
             .map_err(query_err("list operation steps"))?;
         for s in steps {
-            let (id, step) = s.map_err(query_err("list operation steps"))?;
+            let (row, id, status, step) = s.map_err(query_err("list operation steps"))?;
             if let Some(op) = ops.iter_mut().find(|o| o.id == id) {
-                op.steps.push(step);
+                let status = step_status(row, &status)?;
+                op.steps.push(OperationStep { status, ..step });
             }
         }
         Ok(ops)
@@ -196,6 +242,12 @@ impl Inventory {
             .optional()
             .map_err(query_err("find a running operation"))
     }
+}
+
+/// The status of journal row `row`; one this build does not know is an error.
+fn step_status(row: i64, status: &str) -> Result<StepStatus, InventoryError> {
+    StepStatus::parse(status)
+        .ok_or_else(|| corrupt_value("operation_steps", &format!("#{row}"), "status", status))
 }
 
 /// The start time of process `pid` (field 22 of /proc/PID/stat): with the pid it names one
@@ -394,24 +446,169 @@ impl Inventory {
             })
     }
 
-    /// The journal of one operation: `(step, status)` in order.
+    /// The journal of one operation as written: `(step, status)` in order. A status this
+    /// build does not know is an error. [`Inventory::operation_journal`] reads it typed.
     pub fn operation_steps(&self, id: i64) -> Result<Vec<(String, String)>, InventoryError> {
+        self.count_read("operation_steps");
+        Ok(self
+            .journal_rows(id)?
+            .into_iter()
+            .map(|(_, name, status)| (name, status.as_str().to_owned()))
+            .collect())
+    }
+
+    /// The journal of one operation, in order: for a unit operation (target `unit/…`), each
+    /// server's step with its server. A status this build does not know is an error.
+    pub fn operation_journal(&self, id: i64) -> Result<Vec<JournalEntry>, InventoryError> {
+        self.count_read("operation_journal");
+        let of_unit = self
+            .conn()
+            .query_row("SELECT target FROM operations WHERE id = ?1", [id], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()
+            .map_err(query_err("read an operation"))?
+            .is_some_and(|t| t.starts_with(UNIT_TARGET));
+        Ok(self
+            .journal_rows(id)?
+            .into_iter()
+            .map(|(_, name, status)| {
+                let split = name
+                    .split_once(SERVER_SEPARATOR)
+                    .filter(|(server, _)| of_unit && !server.is_empty());
+                match split {
+                    Some((server, step)) => JournalEntry {
+                        server: Some(server.to_owned()),
+                        step: step.to_owned(),
+                        status,
+                    },
+                    None => JournalEntry {
+                        server: None,
+                        step: name,
+                        status,
+                    },
+                }
+            })
+            .collect())
+    }
+
+    /// `(row id, step, status)` of an operation's journal rows, in order.
+    fn journal_rows(&self, id: i64) -> Result<Vec<(i64, String, StepStatus)>, InventoryError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT step, status FROM operation_steps WHERE operation_id = ?1 ORDER BY id")
+            .prepare(
+                "SELECT id, step, status FROM operation_steps WHERE operation_id = ?1 ORDER BY id",
+            )
             .map_err(query_err("read an operation's steps"))?;
         let rows = stmt
-            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(query_err("read an operation's steps"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query_err("read an operation's steps"));
-        rows
+            .query_map([id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(query_err("read an operation's steps"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (row, step, status) = row.map_err(query_err("read an operation's steps"))?;
+            out.push((row, step, step_status(row, &status)?));
+        }
+        Ok(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A unit operation's rows read back as server, step and status; another operation's
+    /// steps keep their words (even with a colon); the first wave's journal reads too.
+    #[test]
+    fn journal_rows_read_back_typed() {
+        let (_dir, inv) = crate::inventory::first_wave_inventory();
+        let deploy = inv.operation_list(10).unwrap()[0].id;
+        let journal = inv.operation_journal(deploy).unwrap();
+        assert!(!journal.is_empty());
+        assert!(journal.iter().all(
+            |e| e.server.as_deref() == Some("shop-1") || e.server.as_deref() == Some("shop-2")
+        ));
+        assert!(journal
+            .iter()
+            .any(|e| e.step == "define" && e.status == StepStatus::Succeeded));
+
+        let op = inv
+            .operation_begin_with("rollout", "unit/app", "{}")
+            .unwrap();
+        inv.operation_step(
+            op,
+            &step_name("app-1", "swap-version"),
+            StepStatus::Started,
+            "",
+        )
+        .unwrap();
+        inv.operation_step(op, "app-1: swap-version", StepStatus::UndoFailed, "why")
+            .unwrap();
+        assert_eq!(
+            inv.operation_journal(op).unwrap(),
+            [StepStatus::Started, StepStatus::UndoFailed].map(|status| JournalEntry {
+                server: Some("app-1".into()),
+                step: "swap-version".into(),
+                status,
+            })
+        );
+        assert_eq!(
+            inv.operation_steps(op).unwrap(),
+            [
+                ("app-1: swap-version".to_owned(), "started".to_owned()),
+                ("app-1: swap-version".to_owned(), "undo_failed".to_owned())
+            ]
+        );
+        let build = inv.operation_begin("image.build", "image/web").unwrap();
+        inv.operation_step(
+            build,
+            "seal: cloud-init clean in the guest",
+            StepStatus::Succeeded,
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            inv.operation_journal(build).unwrap(),
+            [JournalEntry {
+                server: None,
+                step: "seal: cloud-init clean in the guest".into(),
+                status: StepStatus::Succeeded,
+            }]
+        );
+    }
+
+    /// A status this build does not know (a row written with its checks off) is an error
+    /// naming the row, in every read of the journal.
+    #[test]
+    fn a_step_status_this_build_does_not_know_is_an_error() {
+        let inv = Inventory::open_in_memory().unwrap();
+        let op = inv
+            .operation_begin_with("deploy", "unit/app", "{}")
+            .unwrap();
+        inv.operation_step(op, "app-1: define", StepStatus::Started, "")
+            .unwrap();
+        inv.execute_batch_for_test(
+            "PRAGMA ignore_check_constraints = ON;
+             UPDATE operation_steps SET status = 'half-done';",
+        );
+        let errors = [
+            inv.operation_journal(op).unwrap_err(),
+            inv.operation_steps(op).unwrap_err(),
+            inv.operation_list(10).unwrap_err(),
+        ];
+        for err in errors {
+            assert!(
+                err.to_string()
+                    .contains("table operation_steps, row #1, column status (\"half-done\")"),
+                "{err}"
+            );
+        }
+    }
 
     /// Many connections (as many processes would have) try to take one interrupted operation
     /// over at the same moment: exactly one gets it, every time.

@@ -2,7 +2,8 @@
 //! bound to one keeps it from being removed (foreign key). Created by the first wave's units
 //! migration (`units::CREATE`).
 
-use super::{conflict, now_rfc3339, query_err, Inventory, InventoryError};
+use super::{conflict, corrupt_value, now_rfc3339, query_err, Inventory, InventoryError};
+use crate::model::LbKind;
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
@@ -12,7 +13,7 @@ use serde::Serialize;
 pub struct LbInstance {
     pub name: String,
     /// `haproxy` or `caddy`.
-    pub kind: String,
+    pub kind: LbKind,
     /// `unix:/path`, `tcp:host:port` (HAProxy) or the admin URL (Caddy).
     pub endpoint: String,
     /// Caddy: the `@id` of the reverse_proxy handler whose upstreams Flotilla manages.
@@ -24,44 +25,66 @@ impl Inventory {
     pub fn lb_insert(
         &self,
         name: &str,
-        kind: &str,
+        kind: LbKind,
         endpoint: &str,
         route_id: &str,
     ) -> Result<LbInstance, InventoryError> {
         self.conn()
             .execute(
                 "INSERT INTO lbs (name, kind, endpoint, route_id, added_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![name, kind, endpoint, route_id, now_rfc3339()],
+                params![name, kind.as_str(), endpoint, route_id, now_rfc3339()],
             )
             .map_err(|e| conflict(e, "load balancer", name.to_owned()))?;
-        self.lb_get(name)
+        self.lb_named(name)
     }
 
     pub fn lb_list(&self) -> Result<Vec<LbInstance>, InventoryError> {
+        self.count_read("lb_list");
+        self.lbs_where("1 = 1", params![])
+    }
+
+    fn lbs_where(
+        &self,
+        filter: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<LbInstance>, InventoryError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT name, kind, endpoint, route_id, added_at FROM lbs ORDER BY name")
+            .prepare(&format!(
+                "SELECT name, kind, endpoint, route_id, added_at FROM lbs WHERE {filter} ORDER BY name"
+            ))
             .map_err(query_err("list load balancers"))?;
         let rows = stmt
-            .query_map([], |r| {
-                Ok(LbInstance {
-                    name: r.get(0)?,
-                    kind: r.get(1)?,
+            .query_map(args, |r| {
+                let name: String = r.get(0)?;
+                let kind: String = r.get(1)?;
+                let Some(kind) = LbKind::parse(&kind) else {
+                    return Ok(Err(corrupt_value("lbs", &name, "kind", &kind)));
+                };
+                Ok(Ok(LbInstance {
+                    name,
+                    kind,
                     endpoint: r.get(2)?,
                     route_id: r.get(3)?,
                     added_at: r.get(4)?,
-                })
+                }))
             })
-            .map_err(query_err("list load balancers"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query_err("list load balancers"));
-        rows
+            .map_err(query_err("list load balancers"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(query_err("list load balancers"))??);
+        }
+        Ok(out)
     }
 
     pub fn lb_get(&self, name: &str) -> Result<LbInstance, InventoryError> {
-        self.lb_list()?
-            .into_iter()
-            .find(|l| l.name == name)
+        self.count_read("lb_get");
+        self.lb_named(name)
+    }
+
+    fn lb_named(&self, name: &str) -> Result<LbInstance, InventoryError> {
+        self.lbs_where("name = ?1", params![name])?
+            .pop()
             .ok_or_else(|| InventoryError::NotFound {
                 kind: "load balancer",
                 name: name.to_owned(),

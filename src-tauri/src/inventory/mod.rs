@@ -23,7 +23,7 @@ mod unit_locks;
 mod units;
 
 pub use definitions::DefinitionVersion;
-pub use journal::{Operation, OperationStep, StepStatus};
+pub use journal::{step_name, JournalEntry, Operation, OperationStep, StepStatus};
 
 pub use crate::model::{FenceMethod, HostFence};
 pub use audit::{Actor, AuditEntry, AuditResult};
@@ -145,6 +145,18 @@ pub(super) fn conflict(e: rusqlite::Error, kind: &'static str, name: String) -> 
     }
 }
 
+/// A stored value this build cannot read (a row written by hand, or by a Flotilla that knew
+/// another value): an error naming the table, the row and the column, never a silent default.
+pub(super) fn corrupt_value(table: &str, row: &str, column: &str, value: &str) -> InventoryError {
+    InventoryError::Corrupt {
+        what: format!(
+            "table {table}, row {row}, column {column} ({})",
+            crate::model::quote_input(value)
+        ),
+        source: None,
+    }
+}
+
 pub(crate) fn query_err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> InventoryError {
     move |source| InventoryError::Query { what, source }
 }
@@ -199,6 +211,29 @@ fn migrations() -> Migrations<'static> {
 pub struct Inventory {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// Test builds: how many times each read was called (`reads`).
+    #[cfg(feature = "test-hooks")]
+    reads: Mutex<ReadCounts>,
+}
+
+/// How many times each read of the inventory was called, by method name (`unit_get`,
+/// `unit_list`, `server_list`, …). Test builds only (feature `test-hooks`): a test counts
+/// what one operation reads.
+#[cfg(feature = "test-hooks")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadCounts(pub std::collections::BTreeMap<&'static str, u64>);
+
+#[cfg(feature = "test-hooks")]
+impl ReadCounts {
+    /// Calls of `read` (0 when it was not called).
+    pub fn of(&self, read: &str) -> u64 {
+        self.0.get(read).copied().unwrap_or(0)
+    }
+
+    /// Every read counted.
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
 }
 
 impl Inventory {
@@ -235,6 +270,8 @@ impl Inventory {
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_owned(),
+            #[cfg(feature = "test-hooks")]
+            reads: Mutex::default(),
         })
     }
 
@@ -281,6 +318,8 @@ impl Inventory {
         Ok(Self {
             conn: Mutex::new(conn),
             path,
+            #[cfg(feature = "test-hooks")]
+            reads: Mutex::default(),
         })
     }
 
@@ -329,6 +368,39 @@ impl Inventory {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Counts a call of the read `what` (test builds; nothing otherwise).
+    #[inline]
+    fn count_read(&self, what: &'static str) {
+        #[cfg(feature = "test-hooks")]
+        {
+            let mut reads = self
+                .reads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *reads.0.entry(what).or_default() += 1;
+        }
+        #[cfg(not(feature = "test-hooks"))]
+        let _ = what;
+    }
+
+    /// The reads counted since this inventory was opened or `reads_reset`. Test builds only.
+    #[cfg(feature = "test-hooks")]
+    pub fn reads(&self) -> ReadCounts {
+        self.reads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Starts counting reads from zero. Test builds only.
+    #[cfg(feature = "test-hooks")]
+    pub fn reads_reset(&self) {
+        *self
+            .reads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = ReadCounts::default();
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -425,6 +497,19 @@ pub(crate) fn now_rfc3339() -> String {
         .unwrap_or(now)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+/// A copy of the inventory the first wave's flotillactl wrote (schema 8: host h1, image base,
+/// definition shop, unit shop of two deployed servers and its deploy journal), opened (and so
+/// migrated) in a new temporary directory. For tests.
+#[cfg(test)]
+pub(crate) fn first_wave_inventory() -> (tempfile::TempDir, Inventory) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/first-wave/inventory.sqlite3");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::copy(&fixture, dir.path().join(FILE_NAME)).expect("the first-wave fixture");
+    let inv = Inventory::open_in(dir.path()).expect("the first-wave inventory opens");
+    (dir, inv)
 }
 
 #[cfg(test)]

@@ -90,6 +90,7 @@ impl Inventory {
 
     /// The volumes Flotilla recorded as `server`'s, by name.
     pub fn server_volumes_of(&self, server: &str) -> Result<Vec<String>, InventoryError> {
+        self.count_read("server_volumes_of");
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
@@ -111,6 +112,7 @@ impl Inventory {
         host: &str,
         server: &str,
     ) -> Result<Vec<String>, InventoryError> {
+        self.count_read("server_volumes_on");
         let conn = self.conn();
         let mut stmt = conn
             .prepare(

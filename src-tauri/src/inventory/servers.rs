@@ -2,7 +2,7 @@
 //! version each runs, the desired load-balancer state). Names, addresses and MACs are unique
 //! across the inventory. Created by the first wave's units migration (`units::CREATE`).
 
-use super::{conflict, now_rfc3339, query_err, Inventory, InventoryError};
+use super::{conflict, corrupt_value, now_rfc3339, query_err, Inventory, InventoryError};
 use crate::model::ServerState;
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
@@ -268,15 +268,17 @@ impl Inventory {
 
     /// Every server in the inventory (names, addresses and MACs must be unique across it).
     pub fn server_list(&self) -> Result<Vec<Server>, InventoryError> {
-        self.servers_where("1 = 1", params![])
+        self.count_read("server_list");
+        Self::servers_in(&self.conn(), "1 = 1", params![])
     }
 
-    pub(super) fn servers_where(
-        &self,
+    /// The servers that pass `filter` (on `servers s`, `units u`, `hosts h`), by unit then in
+    /// the order they were registered.
+    pub(super) fn servers_in(
+        conn: &rusqlite::Connection,
         filter: &str,
         args: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<Server>, InventoryError> {
-        let conn = self.conn();
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT s.name, u.name, h.name, s.address, s.mac, s.state, s.version, s.lb_state,
@@ -288,32 +290,41 @@ impl Inventory {
             .map_err(query_err("list servers"))?;
         let rows = stmt
             .query_map(args, |r| {
+                let name: String = r.get(0)?;
                 let state: String = r.get(5)?;
-                Ok(Server {
-                    name: r.get(0)?,
+                let Some(state) = ServerState::parse(&state) else {
+                    return Ok(Err(corrupt_value("servers", &name, "state", &state)));
+                };
+                Ok(Ok(Server {
+                    name,
                     unit: r.get(1)?,
                     host: r.get(2)?,
                     address: r.get(3)?,
                     mac: r.get(4)?,
-                    state: ServerState::parse(&state).unwrap_or(ServerState::Planned),
+                    state,
                     version: r.get(6)?,
                     lb_state: r.get(7)?,
                     disk: r.get(8)?,
                     seed: r.get(9)?,
-                    prior: r.get::<_, Option<u32>>(10)?.map(|version| PriorVolumes {
-                        version,
-                        disk: r.get(11).unwrap_or_default(),
-                        seed: r.get(12).unwrap_or_default(),
-                    }),
+                    prior: match r.get::<_, Option<u32>>(10)? {
+                        Some(version) => Some(PriorVolumes {
+                            version,
+                            disk: r.get(11)?,
+                            seed: r.get(12)?,
+                        }),
+                        None => None,
+                    },
                     generation: r.get(13)?,
                     isolation_s: r.get(14)?,
                     fenced_at: r.get(15)?,
                     fenced: String::new(),
-                })
+                }))
             })
-            .map_err(query_err("list servers"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(query_err("list servers"));
-        rows
+            .map_err(query_err("list servers"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(query_err("list servers"))??);
+        }
+        Ok(out)
     }
 }

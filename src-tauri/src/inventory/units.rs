@@ -368,6 +368,7 @@ impl Inventory {
 
     /// The layer last recorded by `unit_set_lb_checks`; empty when not seen yet.
     pub fn unit_lb_checks(&self, unit: &str) -> Result<String, InventoryError> {
+        self.count_read("unit_lb_checks");
         self.conn()
             .query_row("SELECT lb_checks FROM units WHERE name = ?1", [unit], |r| {
                 r.get(0)
@@ -403,47 +404,84 @@ impl Inventory {
 
     /// Every unit with its versions and servers, in three queries.
     pub fn unit_list(&self) -> Result<Vec<Unit>, InventoryError> {
-        let servers = self.server_list()?;
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(
+        self.count_read("unit_list");
+        self.units_where("1 = 1", params![])
+    }
+
+    /// One unit with its versions and servers, read by name.
+    pub fn unit_get(&self, name: &str) -> Result<Unit, InventoryError> {
+        self.count_read("unit_get");
+        self.units_where("u.name = ?1", params![name])?
+            .pop()
+            .ok_or_else(|| InventoryError::NotFound {
+                kind: "unit",
+                name: name.to_owned(),
+            })
+    }
+
+    /// The units that pass `filter` (on `units u`) with their versions and servers: three
+    /// queries in one read transaction, so the three agree.
+    fn units_where(
+        &self,
+        filter: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<Unit>, InventoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(query_err("list units"))?;
+        let servers = Self::servers_in(&tx, filter, args)?;
+        let mut stmt = tx
+            .prepare(&format!(
                 "SELECT u.name, l.name, u.lb_pool, u.name_pattern, u.addresses, u.policy_json,
                         u.current_version, u.created_at
-                 FROM units u LEFT JOIN lbs l ON l.id = u.lb_id ORDER BY u.name",
-            )
+                 FROM units u LEFT JOIN lbs l ON l.id = u.lb_id WHERE {filter} ORDER BY u.name"
+            ))
             .map_err(query_err("list units"))?;
-        let mut units: Vec<Unit> = stmt
-            .query_map([], |r| {
+        let rows = stmt
+            .query_map(args, |r| {
+                let name: String = r.get(0)?;
                 let policy: String = r.get(5)?;
-                Ok(Unit {
-                    name: r.get(0)?,
+                let policy = match serde_json::from_str(&policy) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return Ok(Err(InventoryError::Corrupt {
+                            what: format!("table units, row '{name}', column policy_json"),
+                            source: Some(Box::new(e)),
+                        }))
+                    }
+                };
+                Ok(Ok(Unit {
+                    name,
                     lb: r.get(1)?,
                     lb_pool: r.get(2)?,
                     name_pattern: r.get(3)?,
                     addresses: r.get(4)?,
-                    policy: serde_json::from_str(&policy).unwrap_or_default(),
+                    policy,
                     current_version: r.get(6)?,
                     versions: Vec::new(),
                     servers: Vec::new(),
                     created_at: r.get(7)?,
-                })
+                }))
             })
-            .map_err(query_err("list units"))?
-            .collect::<Result<_, _>>()
             .map_err(query_err("list units"))?;
-        let mut stmt = conn
-            .prepare(
+        let mut units = Vec::new();
+        for row in rows {
+            units.push(row.map_err(query_err("list units"))??);
+        }
+        drop(stmt);
+        let mut stmt = tx
+            .prepare(&format!(
                 "SELECT u.name, uv.version, i.name, iv.version, d.name, dv.version, uv.cpus,
                         uv.memory_mib, uv.disk_gib, uv.created_at
                  FROM unit_versions uv JOIN units u ON u.id = uv.unit_id
                  JOIN image_versions iv ON iv.id = uv.image_version_id JOIN images i ON i.id = iv.image_id
                  JOIN definition_versions dv ON dv.id = uv.definition_version_id
                  JOIN definitions d ON d.id = dv.definition_id
-                 ORDER BY u.name, uv.version",
-            )
+                 WHERE {filter}
+                 ORDER BY u.name, uv.version"
+            ))
             .map_err(query_err("list unit versions"))?;
         let versions = stmt
-            .query_map([], |r| {
+            .query_map(args, |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     UnitVersion {
@@ -481,16 +519,6 @@ impl Inventory {
         Ok(units)
     }
 
-    pub fn unit_get(&self, name: &str) -> Result<Unit, InventoryError> {
-        self.unit_list()?
-            .into_iter()
-            .find(|u| u.name == name)
-            .ok_or_else(|| InventoryError::NotFound {
-                kind: "unit",
-                name: name.to_owned(),
-            })
-    }
-
     /// Removes a unit's records (versions and servers go with it).
     pub fn unit_delete(&self, name: &str) -> Result<(), InventoryError> {
         let n = self
@@ -516,3 +544,87 @@ pub(super) const LB_CHECKS: &str =
 /// rolled-back version's number is never given again.
 pub(super) const VERSION_SEQ: &str =
     "ALTER TABLE units ADD COLUMN version_seq INTEGER NOT NULL DEFAULT 0;";
+
+#[cfg(test)]
+mod tests {
+    use crate::inventory::{first_wave_inventory, InventoryError};
+
+    /// `unit_get` reads one unit by key: the same unit, versions and servers as the list has.
+    #[test]
+    fn a_unit_read_by_name_is_the_one_in_the_list() {
+        let (_dir, inv) = first_wave_inventory();
+        inv.execute_batch_for_test(
+            "INSERT INTO units (name, policy_json, current_version, created_at)
+             VALUES ('empty', '{}', 1, '2026-01-01T00:00:00Z')",
+        );
+        let list = inv.unit_list().unwrap();
+        assert_eq!(list.len(), 2);
+        for u in &list {
+            assert_eq!(&inv.unit_get(&u.name).unwrap(), u);
+        }
+        let shop = inv.unit_get("shop").unwrap();
+        assert_eq!((shop.versions.len(), shop.servers.len()), (1, 2));
+        assert!(matches!(
+            inv.unit_get("nope"),
+            Err(InventoryError::NotFound { kind: "unit", .. })
+        ));
+    }
+
+    /// A policy that does not read is an error naming the table, row and column, not the
+    /// default policy.
+    #[test]
+    fn a_unit_whose_policy_does_not_read_is_an_error() {
+        let (_dir, inv) = first_wave_inventory();
+        inv.execute_batch_for_test("UPDATE units SET policy_json = 'not json' WHERE name = 'shop'");
+        for err in [
+            inv.unit_get("shop").unwrap_err(),
+            inv.unit_list().unwrap_err(),
+        ] {
+            assert!(matches!(err, InventoryError::Corrupt { .. }), "{err:?}");
+            assert!(
+                err.to_string()
+                    .contains("table units, row 'shop', column policy_json"),
+                "{err}"
+            );
+        }
+    }
+
+    /// A server state, load-balancer kind or BMC password place this build does not know (a
+    /// row written with its checks off) is an error naming where it is, not a default.
+    #[test]
+    fn values_this_build_does_not_know_are_errors() {
+        let (_dir, inv) = first_wave_inventory();
+        inv.execute_batch_for_test(
+            "PRAGMA ignore_check_constraints = ON;
+             UPDATE servers SET state = 'sleeping' WHERE name = 'shop-2';",
+        );
+        let err = inv.unit_get("shop").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("table servers, row shop-2, column state (\"sleeping\")"),
+            "{err}"
+        );
+        assert!(inv.server_list().is_err());
+        inv.execute_batch_for_test(
+            "UPDATE servers SET state = 'running';
+             INSERT INTO lbs (name, kind, endpoint, added_at) VALUES ('edge', 'nginx', 'x', '');",
+        );
+        let err = inv.lb_list().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("table lbs, row edge, column kind (\"nginx\")"),
+            "{err}"
+        );
+        assert!(inv.lb_get("edge").is_err());
+        inv.execute_batch_for_test(
+            "DELETE FROM lbs;
+             UPDATE hosts SET bmc_url = 'https://10.0.0.9', bmc_secret = '' WHERE name = 'h1';",
+        );
+        let err = inv.host_list().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("table hosts, row h1, column bmc_secret"),
+            "{err}"
+        );
+    }
+}

@@ -8,6 +8,7 @@ pub mod definition;
 mod domain_type;
 mod host;
 mod image;
+mod lb;
 mod name;
 mod net;
 mod redact;
@@ -28,6 +29,7 @@ pub use image::{
     BootMode, Builder, Firmware, ImageName, ImageRef, ImageVersion, ImageVersionCopy,
     NewImageVersion,
 };
+pub use lb::LbKind;
 pub use name::{BridgeName, HostName, PoolName};
 pub use net::{Ipv4Cidr, MacAddr};
 pub use redact::redact;

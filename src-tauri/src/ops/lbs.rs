@@ -9,7 +9,7 @@ use crate::lb::haproxy::{CheckSettings, Endpoint, HaproxyRuntime};
 use crate::lb::{
     check_name, redact_credentials, LbError, LoadBalancer, MemberState, MemberStats, PoolCounters,
 };
-use crate::model::{quote_input, HostName, ValidationError};
+use crate::model::{quote_input, HostName, LbKind, ValidationError};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
@@ -36,8 +36,8 @@ pub enum LbDriver {
 
 impl LbDriver {
     pub fn of(lb: &LbInstance) -> Result<Self, OpError> {
-        match lb.kind.as_str() {
-            "haproxy" => {
+        match lb.kind {
+            LbKind::Haproxy => {
                 let endpoint = if let Some(p) = lb.endpoint.strip_prefix("unix:") {
                     Endpoint::Unix(PathBuf::from(p))
                 } else if let Some(a) = lb.endpoint.strip_prefix("tcp:") {
@@ -47,7 +47,7 @@ impl LbDriver {
                 };
                 Ok(Self::Haproxy(HaproxyRuntime::new(endpoint)))
             }
-            _ => Ok(Self::Caddy(CaddyAdmin::new(&lb.endpoint, &lb.route_id)?)),
+            LbKind::Caddy => Ok(Self::Caddy(CaddyAdmin::new(&lb.endpoint, &lb.route_id)?)),
         }
     }
 
@@ -222,7 +222,7 @@ impl Engine {
                     )
                     .into());
                 }
-                ("haproxy", format!("unix:{p}"), String::new())
+                (LbKind::Haproxy, format!("unix:{p}"), String::new())
             }
             LbTarget::HaproxyAddr { addr } => {
                 let a = addr.trim();
@@ -240,19 +240,19 @@ impl Engine {
                     )
                     .into());
                 }
-                ("haproxy", format!("tcp:{a}"), String::new())
+                (LbKind::Haproxy, format!("tcp:{a}"), String::new())
             }
             LbTarget::Caddy { admin, route_id } => {
                 // Stored as used: credentials percent-encoded in full, so that every place
                 // that shows the URL finds and masks the password (`canonical_admin`).
                 let admin = crate::lb::caddy::canonical_admin(admin.trim())?;
                 CaddyAdmin::new(&admin, route_id.trim())?;
-                ("caddy", admin, route_id.trim().to_owned())
+                (LbKind::Caddy, admin, route_id.trim().to_owned())
             }
         };
         let lb = LbInstance {
             name: name.trim().to_owned(),
-            kind: kind.to_owned(),
+            kind,
             endpoint,
             route_id,
             added_at: String::new(),
@@ -268,7 +268,7 @@ impl Engine {
             })?;
         Ok(shown(self.inventory.lb_insert(
             &lb.name,
-            &lb.kind,
+            lb.kind,
             &lb.endpoint,
             &lb.route_id,
         )?))
@@ -488,7 +488,7 @@ impl Engine {
         lb: &LbInstance,
         pool: &str,
     ) -> Result<(), OpError> {
-        if lb.kind != "caddy" {
+        if lb.kind != LbKind::Caddy {
             return Ok(());
         }
         let key = crate::lb::caddy::instance_key(&lb.endpoint);
@@ -502,7 +502,7 @@ impl Engine {
                 continue;
             };
             if other.name != unit
-                && other_lb.kind == "caddy"
+                && other_lb.kind == LbKind::Caddy
                 && other.lb_pool == pool
                 && crate::lb::caddy::instance_key(&other_lb.endpoint) == key
             {

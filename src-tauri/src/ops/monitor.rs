@@ -550,7 +550,7 @@ impl Engine {
             .iter()
             .filter_map(|s| {
                 let (lb, kind, pool) = s.pooled.as_ref()?;
-                (kind == "haproxy").then(|| PooledServer {
+                (*kind == crate::model::LbKind::Haproxy).then(|| PooledServer {
                     server: s.name.clone(),
                     host: s.host.clone(),
                     lb: lb.clone(),

@@ -12,7 +12,7 @@ pub const FINGERPRINT_LEN: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LbBasis {
     pub name: String,
-    pub kind: String,
+    pub kind: crate::model::LbKind,
     pub endpoint: String,
     pub route_id: String,
     pub pool: String,
@@ -156,7 +156,7 @@ mod tests {
             addresses: "10.77.0.11-10.77.0.40".into(),
             lb: Some(LbBasis {
                 name: "edge".into(),
-                kind: "haproxy".into(),
+                kind: crate::model::LbKind::Haproxy,
                 endpoint: "unix:/run/haproxy.sock".into(),
                 route_id: String::new(),
                 pool: "be_shop".into(),
@@ -241,7 +241,7 @@ mod tests {
             ("lb kind", |b| {
                 b.lb.as_mut()
                     .into_iter()
-                    .for_each(|l| l.kind = "caddy".into())
+                    .for_each(|l| l.kind = crate::model::LbKind::Caddy)
             }),
             ("lb endpoint", |b| {
                 b.lb.as_mut()

@@ -737,13 +737,23 @@ export type LbCheck = {
 export type LbInstance = {
 	name: string,
 	/**  `haproxy` or `caddy`. */
-	kind: string,
+	kind: LbKind,
 	/**  `unix:/path`, `tcp:host:port` (HAProxy) or the admin URL (Caddy). */
 	endpoint: string,
 	/**  Caddy: the `@id` of the reverse_proxy handler whose upstreams Flotilla manages. */
 	route_id: string,
 	added_at: string,
 };
+
+/**
+ *  Which API a registered load balancer speaks. Stored and serialized as `haproxy` or `caddy`
+ *  (the inventory's `lbs.kind`, the GUI's `LbInstance.kind`).
+ */
+export type LbKind = 
+/**  HAProxy's runtime API (a Unix socket or TCP address). */
+"haproxy" | 
+/**  Caddy's admin API and one reverse_proxy handler. */
+"caddy";
 
 /**  How to reach a load balancer, as the user gives it. */
 export type LbTarget = 
@@ -946,7 +956,7 @@ export type Operation = {
 
 export type OperationStep = {
 	step: string,
-	status: string,
+	status: StepStatus,
 	detail: string,
 	at: string,
 };

@@ -122,7 +122,7 @@ fn list(engine: &Engine, json: bool) -> Result<(), ApiError> {
             .map(|l| {
                 vec![
                     l.name.clone(),
-                    l.kind.clone(),
+                    l.kind.to_string(),
                     l.endpoint.clone(),
                     l.route_id.clone(),
                 ]

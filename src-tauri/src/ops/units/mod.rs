@@ -918,7 +918,7 @@ impl Engine {
                     .filter(|p| !p.is_empty())
                     .map(str::to_owned)
                     .unwrap_or_else(|| {
-                        if inst.kind == "caddy" {
+                        if inst.kind == crate::model::LbKind::Caddy {
                             inst.route_id.clone()
                         } else {
                             format!("be_{name}")
@@ -1242,7 +1242,7 @@ impl Engine {
             }
         }
         if let Some(lb) = &u.lb {
-            if self.lb_show(lb)?.kind == "caddy" {
+            if self.lb_show(lb)?.kind == crate::model::LbKind::Caddy {
                 warnings.push("Caddy has no drain state: servers leave rotation at once and get the drain timeout as a grace period".into());
             }
         }
@@ -1384,7 +1384,9 @@ impl Engine {
                 }
                 if action.policy_for(u).max_failed_requests.is_some() {
                     let counts = match &u.lb {
-                        Some(lb) => self.inventory.lb_get(lb)?.kind == "haproxy",
+                        Some(lb) => {
+                            self.inventory.lb_get(lb)?.kind == crate::model::LbKind::Haproxy
+                        }
                         None => false,
                     };
                     if !counts {
