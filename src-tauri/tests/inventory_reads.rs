@@ -4,64 +4,25 @@
 //! more often fails here; one that reads less lowers them.
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use flotilla::hypervisor::HvConfig;
-use flotilla::inventory::{Actor, Inventory};
-use flotilla::ops::hosts::HostInput;
-use flotilla::ops::images::{BootInput, ImportRequest};
-use flotilla::ops::units::{StepFn, UnitAction, UnitForm, UnitUpdate};
+mod common;
+
+use common::fixture::{add_host, engine_in, import_base, node_copy, qcow2, quiet};
+use flotilla::ops::units::{UnitAction, UnitForm, UnitUpdate};
 use flotilla::ops::Engine;
 use std::path::Path;
-use std::sync::Arc;
-
-fn quiet() -> StepFn {
-    Arc::new(|_| {})
-}
 
 /// Two test-driver hosts with the lab's network, a master image, a definition, and unit `app`
 /// of `count` servers, deployed.
 async fn deployed_unit(dir: &Path, count: u32) -> Engine {
-    let e = Engine::with(
-        Inventory::open_in(dir).unwrap(),
-        HvConfig::default(),
-        Actor::new("test"),
-        dir.join("library"),
-    );
-    let node = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/test-node.xml");
+    let e = engine_in(dir);
     for h in ["h1", "h2"] {
-        let file = dir.join(format!("{h}.xml"));
-        std::fs::copy(&node, &file).unwrap();
-        e.host_add(&HostInput {
-            name: h.into(),
-            uri: format!("test://{}", file.display()),
-            pool: None,
-            bridge: Some("br0".into()),
-            accept_host_key: None,
-        })
-        .await
-        .unwrap();
+        add_host(&e, h, &node_copy(dir, h)).await;
         e.host_set_network(h, "10.77.0.0/24", "10.77.0.1", "")
             .unwrap();
     }
     let disk = dir.join("master.qcow2");
-    let ok = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg("64M")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    e.image_import(
-        &ImportRequest {
-            image: "base".into(),
-            file: disk,
-            notes: String::new(),
-            boot: BootInput::Disk(flotilla::model::Firmware::Bios),
-        },
-        Arc::new(|_| {}),
-    )
-    .await
-    .unwrap();
+    qcow2(&disk, "64M");
+    import_base(&e, disk, String::new()).await;
     e.def_create("shop").unwrap();
     e.unit_create(&UnitForm {
         name: "app".into(),

@@ -3,65 +3,27 @@
 //! driver, a real inventory).
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use flotilla::hypervisor::HvConfig;
-use flotilla::inventory::{Actor, Inventory, MonitorLease, MonitorRecord};
+mod common;
+
+use common::fixture::{add_host, engine_in, import_base, node_copy, qcow2, quiet};
+use flotilla::inventory::{MonitorLease, MonitorRecord};
 use flotilla::model::{HostState, ServerSize};
-use flotilla::ops::hosts::HostInput;
-use flotilla::ops::images::{BootInput, ImportRequest};
-use flotilla::ops::units::{ServerForm, StepFn, UnitAction, UnitForm};
+use flotilla::ops::units::{ServerForm, UnitAction, UnitForm};
 use flotilla::ops::Engine;
 use std::path::Path;
-use std::sync::Arc;
-
-fn quiet() -> StepFn {
-    Arc::new(|_| {})
-}
 
 /// Three test-driver hosts (8 GiB each) with the lab's network, a master image and a
 /// definition.
 async fn three_hosts(dir: &Path) -> Engine {
-    let e = Engine::with(
-        Inventory::open_in(dir).unwrap(),
-        HvConfig::default(),
-        Actor::new("test"),
-        dir.join("library"),
-    );
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/test-node.xml");
+    let e = engine_in(dir);
     for h in ["h1", "h2", "h3"] {
-        let node = dir.join(format!("{h}.xml"));
-        std::fs::copy(&fixture, &node).unwrap();
-        e.host_add(&HostInput {
-            name: h.into(),
-            uri: format!("test://{}", node.display()),
-            pool: None,
-            bridge: Some("br0".into()),
-            accept_host_key: None,
-        })
-        .await
-        .unwrap();
+        add_host(&e, h, &node_copy(dir, h)).await;
         e.host_set_network(h, "10.77.0.0/24", "10.77.0.1", "")
             .unwrap();
     }
     let disk = dir.join("master.qcow2");
-    let ok = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg("64M")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    e.image_import(
-        &ImportRequest {
-            image: "base".into(),
-            file: disk,
-            notes: String::new(),
-            boot: BootInput::Disk(flotilla::model::Firmware::Bios),
-        },
-        Arc::new(|_| {}),
-    )
-    .await
-    .unwrap();
+    qcow2(&disk, "64M");
+    import_base(&e, disk, String::new()).await;
     e.def_create("shop").unwrap();
     e
 }

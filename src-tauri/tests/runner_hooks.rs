@@ -9,13 +9,12 @@
 //!   delete, whose steps have no undo).
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use flotilla::hypervisor::HvConfig;
-use flotilla::inventory::{Actor, Inventory};
-use flotilla::ops::hosts::HostInput;
-use flotilla::ops::images::{BootInput, ImportRequest};
+mod common;
+
+use common::fixture::{add_host, engine_in, import_base, node_copy, qcow2};
+use common::lb::{upstreams, Caddy};
 use flotilla::ops::runner::StepFault;
 use flotilla::ops::Engine;
-use std::path::Path;
 use std::sync::Arc;
 
 struct Fixture {
@@ -27,49 +26,13 @@ impl Fixture {
     /// One test-driver host and a master image `base:1` in the library.
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let e = Engine::with(
-            Inventory::open_in(dir.path()).unwrap(),
-            HvConfig::default(),
-            Actor::new("test"),
-            dir.path().join("library"),
-        );
-        let node = dir.path().join("h1.xml");
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/test-node.xml"),
-            &node,
-        )
-        .unwrap();
-        e.host_add(&HostInput {
-            name: "h1".into(),
-            uri: format!("test://{}", node.display()),
-            pool: None,
-            bridge: Some("br0".into()),
-            accept_host_key: None,
-        })
-        .await
-        .unwrap();
+        let e = engine_in(dir.path());
+        add_host(&e, "h1", &node_copy(dir.path(), "h1")).await;
         e.host_set_network("h1", "10.77.0.0/24", "10.77.0.1", "")
             .unwrap();
         let disk = dir.path().join("master.qcow2");
-        let ok = std::process::Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&disk)
-            .arg("64M")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        e.image_import(
-            &ImportRequest {
-                image: "base".into(),
-                file: disk,
-                notes: String::new(),
-                boot: BootInput::Disk(flotilla::model::Firmware::Bios),
-            },
-            Arc::new(|_| {}),
-        )
-        .await
-        .unwrap();
+        qcow2(&disk, "64M");
+        import_base(&e, disk, String::new()).await;
         Self { _dir: dir, e }
     }
 
@@ -301,83 +264,6 @@ fn a_fault_names_a_step_of_any_family() {
     assert_eq!(StepFault::parse("explode:*:define"), None);
 }
 
-/// A Caddy with an empty pool behind route `flotilla` (the load balancer of the LB family).
-struct Caddy {
-    child: std::process::Child,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Caddy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn caddy() -> Caddy {
-    let dir = tempfile::tempdir().unwrap();
-    let (admin_port, http_port) = (free_port(), free_port());
-    let config = serde_json::json!({
-        "admin": { "listen": format!("127.0.0.1:{admin_port}") },
-        "logging": { "logs": { "default": { "level": "ERROR" } } },
-        "storage": { "module": "file_system", "root": dir.path().join("data") },
-        "apps": { "http": { "servers": { "lb": {
-            "listen": [format!("127.0.0.1:{http_port}")],
-            "routes": [{ "handle": [{ "handler": "reverse_proxy", "@id": "flotilla", "upstreams": [] }] }]
-        } } } }
-    });
-    let file = dir.path().join("caddy.json");
-    std::fs::write(&file, config.to_string()).unwrap();
-    let child = std::process::Command::new("caddy")
-        .args(["run", "--config"])
-        .arg(&file)
-        .env("HOME", dir.path())
-        .env("XDG_DATA_HOME", dir.path())
-        .env("XDG_CONFIG_HOME", dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("caddy (scripts/setup.sh installs it)");
-    let admin = format!("http://127.0.0.1:{admin_port}");
-    for _ in 0..100 {
-        if reqwest::get(format!("{admin}/config/")).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    Caddy {
-        child,
-        admin,
-        _dir: dir,
-    }
-}
-
-async fn upstreams(admin: &str) -> Vec<String> {
-    let v: serde_json::Value = reqwest::get(format!("{admin}/id/flotilla/upstreams"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut out: Vec<String> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["dial"].as_str().unwrap().to_owned())
-        .collect();
-    out.sort();
-    out
-}
-
 async fn clear_upstreams(admin: &str) {
     reqwest::Client::new()
         .patch(format!("{admin}/id/flotilla/upstreams"))
@@ -432,7 +318,7 @@ async fn behind_a_forgetful_lb(c: &Caddy) -> Fixture {
 /// members back as running it once does; a fault at its step fails it, journaled as failed.
 #[tokio::test]
 async fn lb_reconcile_steps_run_twice_reach_the_same_end_and_can_fail() {
-    let c = caddy().await;
+    let c = Caddy::start().await;
     let once = behind_a_forgetful_lb(&c).await;
     let r = once.e.lb_reconcile("edge").await.unwrap();
     assert_eq!(r.added.len(), 2, "{r:?}");
